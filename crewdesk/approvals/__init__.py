@@ -1,0 +1,1 @@
+"""Human approvals for actions above a threshold."""

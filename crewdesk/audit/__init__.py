@@ -1,0 +1,1 @@
+"""Append-only audit trail: one row per LLM call, tool call and crew lifecycle event."""

@@ -1,0 +1,1 @@
+"""Intake parsers: turn channel input into TicketIn or a clear rejection."""

@@ -1,0 +1,1 @@
+"""Model providers behind crewai.BaseLLM: local (llama.cpp), OpenAI-compatible, Anthropic, scripted."""

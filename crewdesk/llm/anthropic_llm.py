@@ -1,0 +1,57 @@
+"""Anthropic's Messages API through the official SDK."""
+
+from __future__ import annotations
+
+import anthropic
+from pydantic import PrivateAttr
+
+from crewdesk.errors import TransientError
+from crewdesk.llm.base import Completion, CrewdeskLLM
+
+
+def split_system(messages: list[dict[str, str]]) -> tuple[str, list[dict[str, str]]]:
+    """Anthropic takes the system prompt apart and wants user/assistant turns alternating."""
+    system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+    turns: list[dict[str, str]] = []
+    for message in messages:
+        if message["role"] == "system":
+            continue
+        role = "assistant" if message["role"] == "assistant" else "user"
+        if turns and turns[-1]["role"] == role:
+            turns[-1] = {"role": role, "content": turns[-1]["content"] + "\n\n" + message["content"]}
+        else:
+            turns.append({"role": role, "content": message["content"]})
+    if not turns or turns[0]["role"] != "user":
+        turns.insert(0, {"role": "user", "content": "(start)"})
+    return system, turns
+
+
+class AnthropicLLM(CrewdeskLLM):
+    llm_type: str = "anthropic"
+    provider: str = "anthropic"
+    timeout: float = 300.0
+    _client: anthropic.Anthropic | None = PrivateAttr(default=None)
+
+    def client(self) -> anthropic.Anthropic:
+        if self._client is None:
+            kwargs = {"api_key": self.api_key, "timeout": self.timeout, "max_retries": 0}
+            if self.base_url:
+                kwargs["base_url"] = self.base_url
+            self._client = anthropic.Anthropic(**kwargs)
+        return self._client
+
+    def _complete(self, messages, stop):
+        system, turns = split_system(messages)
+        kwargs = {"max_tokens": int(self.max_tokens or 1024)}
+        if system:
+            kwargs["system"] = system
+        if stop:
+            kwargs["stop_sequences"] = [s for s in stop if s.strip()][:4]
+        if self.temperature is not None:
+            kwargs["temperature"] = self.temperature
+        try:
+            response = self.client().messages.create(model=self.model, messages=turns, **kwargs)
+        except (anthropic.APIConnectionError, anthropic.APITimeoutError, anthropic.InternalServerError) as exc:
+            raise TransientError(f"anthropic: {type(exc).__name__}: {exc}") from exc
+        text = "".join(block.text for block in response.content if getattr(block, "type", "") == "text")
+        return Completion(text=text, prompt_tokens=response.usage.input_tokens, completion_tokens=response.usage.output_tokens)

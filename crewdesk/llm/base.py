@@ -1,0 +1,99 @@
+"""A BaseLLM that every provider shares: events, stop words, token and time accounting."""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from crewai import BaseLLM
+from crewai.llms.base_llm import llm_call_context
+from crewai.events.types.llm_events import LLMCallType
+from pydantic import PrivateAttr
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def normalize_messages(messages: str | list[dict[str, Any]]) -> list[dict[str, str]]:
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):  # multimodal parts: keep the text
+            content = "\n".join(part.get("text", "") for part in content if isinstance(part, dict))
+        role = message.get("role", "user")
+        if role == "tool":  # llama.cpp's server drops tool messages; fold them into user text
+            role = "user"
+        out.append({"role": role, "content": content or ""})
+    return out
+
+
+class CrewdeskLLM(BaseLLM):
+    """ReAct text mode only (supports_function_calling False): small models call tools reliably only there."""
+
+    llm_type: str = "crewdesk"
+    tier: str = "strong"
+    context_window: int = 8192
+    # Set per ticket by the crew builder; the audit listener reads them from the event source.
+    run_id: int | None = None
+    ticket_id: int | None = None
+    _seconds: float = PrivateAttr(default=0.0)
+    _durations: dict[str, float] = PrivateAttr(default_factory=dict)
+
+    def supports_function_calling(self) -> bool:
+        return False
+
+    def supports_stop_words(self) -> bool:
+        return True
+
+    def get_context_window_size(self) -> int:
+        return self.context_window
+
+    @property
+    def llm_seconds(self) -> float:
+        return self._seconds
+
+    def pop_call_duration_ms(self, call_id: str) -> float | None:
+        return self._durations.pop(call_id, None)
+
+    @abstractmethod
+    def _complete(self, messages: list[dict[str, str]], stop: list[str]) -> Completion:
+        """One round trip to the model."""
+
+    def call(self, messages, tools=None, callbacks=None, available_functions=None, from_task=None, from_agent=None, response_model=None):  # noqa: D401
+        with llm_call_context() as call_id:
+            normalized = normalize_messages(messages)
+            self._emit_call_started_event(messages=normalized, tools=tools, callbacks=callbacks, available_functions=available_functions, from_task=from_task, from_agent=from_agent)
+            started = time.perf_counter()
+            try:
+                completion = self._complete(normalized, list(self.stop_sequences or []))
+            except Exception as exc:
+                self._account(call_id, time.perf_counter() - started)
+                self._emit_call_failed_event(error=f"{type(exc).__name__}: {exc}", from_task=from_task, from_agent=from_agent)
+                raise
+            self._account(call_id, time.perf_counter() - started)
+            text = self._apply_stop_words(completion.text) if self.stop_sequences else completion.text
+            usage = {
+                "prompt_tokens": completion.prompt_tokens,
+                "completion_tokens": completion.completion_tokens,
+                "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+            }
+            self._track_token_usage_internal(usage)
+            self._emit_call_completed_event(response=text, call_type=LLMCallType.LLM_CALL, from_task=from_task, from_agent=from_agent, messages=normalized, usage=usage)
+            return text
+
+    def _account(self, call_id: str, elapsed: float) -> None:
+        self._seconds += elapsed
+        self._durations[call_id] = elapsed * 1000
+
+
+def rough_token_count(text: str) -> int:
+    """Used only where a provider reports no usage (the scripted model)."""
+    return max(1, len(text) // 4)

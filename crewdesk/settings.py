@@ -1,0 +1,91 @@
+"""The one settings object (CREWDESK_* environment variables or .env); loaded explicitly, never at import."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class LLMProvider(StrEnum):
+    local = "local"
+    openai = "openai"
+    anthropic = "anthropic"
+    scripted = "scripted"
+
+
+class Settings(BaseSettings):
+    """Every knob crewdesk reads. `.env.example` lists each name."""
+
+    model_config = SettingsConfigDict(env_prefix="CREWDESK_", env_file=".env", extra="ignore")
+
+    home: Path = Field(default=Path.home() / ".crewdesk", description="State dir: SQLite db, assembled model, CrewAI storage.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite under home.")
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    visibility_timeout: int = Field(default=1800, description="Seconds before Redis redelivers an unacked ticket; > task_time_limit.")
+    task_time_limit: int = Field(default=900, description="Hard limit for one ticket's crew run, seconds.")
+    task_max_retries: int = 3
+    worker_concurrency: int = 2
+
+    llm_provider: LLMProvider = LLMProvider.local
+    llm_model_cheap: str = Field(default="", description="Model for the cheap tier (routing); empty = provider default.")
+    llm_model_strong: str = Field(default="", description="Model for the strong tier (specialists); empty = provider default.")
+    llm_timeout: float = 300.0
+    llm_max_tokens: int = 700
+    llm_temperature: float = 0.1
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: SecretStr = SecretStr("")
+    anthropic_api_key: SecretStr = SecretStr("")
+    anthropic_base_url: str = ""
+    scripted_latency_ms: int = Field(default=0, description="Scripted provider: sleep per call, to simulate a model.")
+
+    local_model_path: Path | None = Field(default=None, description="A GGUF file to serve instead of the packaged Qwen2.5-Coder-1.5B.")
+    local_host: str = "127.0.0.1"
+    local_port: int = 8765
+    local_ctx: int = 8192
+    local_threads: int = 0
+    local_start_timeout: float = 180.0
+
+    escalation_confidence: float = Field(default=0.5, description="Triage confidence below this escalates to a human.")
+    repeat_contact_days: int = 30
+    repeat_contact_threshold: int = 2
+    agents_dir: Path = PROJECT_ROOT / "agents"
+    tasks_dir: Path = PROJECT_ROOT / "tasks"
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @model_validator(mode="after")
+    def _derive(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'crewdesk.db'}"
+        return self
+
+    @property
+    def crewai_storage_dir(self) -> Path:
+        return self.home / "crewai"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment now; callers pass the result down explicitly."""
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def quiet_crewai_env(settings: Settings) -> None:
+    """Keep CrewAI offline and non-interactive: no telemetry, no tracing prompt."""
+    import os
+
+    os.environ.setdefault("CREWAI_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("OTEL_SDK_DISABLED", "true")
+    os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
+    os.environ.setdefault("CREWAI_TESTING", "true")
+    settings.crewai_storage_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("CREWAI_STORAGE_DIR", str(settings.crewai_storage_dir))

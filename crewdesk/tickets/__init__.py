@@ -1,0 +1,1 @@
+"""Tickets, their thread of messages, and the status state machine."""

@@ -1,0 +1,99 @@
+"""Ticket operations: submit idempotently, move through the state machine, record failures."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from crewdesk.errors import IllegalTransition, TicketNotFound
+from crewdesk.tickets.models import TERMINAL, TRANSITIONS, Message, Ticket, TicketStatus
+from crewdesk.tickets.schemas import TicketIn
+
+
+def get(*, db: Session, ticket_id: int, lock: bool = False) -> Ticket:
+    stmt = select(Ticket).where(Ticket.id == ticket_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    ticket = db.execute(stmt).scalar_one_or_none()
+    if ticket is None:
+        raise TicketNotFound(f"ticket {ticket_id} does not exist")
+    return ticket
+
+
+def find(*, db: Session, source: str, external_id: str) -> Ticket | None:
+    return db.execute(select(Ticket).where(Ticket.source == source, Ticket.external_id == external_id)).scalar_one_or_none()
+
+
+def submit(*, db: Session, ticket_in: TicketIn) -> tuple[Ticket, bool]:
+    """Store a ticket unless (source, external_id) exists. Returns (ticket, created)."""
+    existing = find(db=db, source=ticket_in.source, external_id=ticket_in.external_id)
+    if existing is not None:
+        return existing, False
+    ticket = Ticket(
+        source=ticket_in.source,
+        external_id=ticket_in.external_id,
+        customer=ticket_in.customer,
+        subject=ticket_in.subject,
+        body=ticket_in.body,
+        priority=ticket_in.priority,
+        status=TicketStatus.received.value,
+        raw=ticket_in.model_dump(mode="json"),
+    )
+    try:
+        with db.begin_nested():
+            db.add(ticket)
+            db.flush()
+    except IntegrityError:
+        # A concurrent submit won the unique key: return its row.
+        existing = find(db=db, source=ticket_in.source, external_id=ticket_in.external_id)
+        if existing is None:
+            raise
+        return existing, False
+    db.add(Message(ticket_id=ticket.id, direction="inbound", author=ticket.customer, body=ticket.body))
+    return ticket, True
+
+
+def record_rejected(*, db: Session, source: str, external_id: str, reason: str, raw: dict | str | None) -> Ticket:
+    """Keep bad input as a failed ticket with its reason, so nothing is silently dropped."""
+    existing = find(db=db, source=source, external_id=external_id)
+    if existing is not None:
+        return existing
+    ticket = Ticket(
+        source=source,
+        external_id=external_id,
+        status=TicketStatus.failed.value,
+        status_reason=reason,
+        raw=raw if isinstance(raw, dict) else {"text": str(raw)[:10_000]},
+    )
+    db.add(ticket)
+    db.flush()
+    return ticket
+
+
+def transition(*, ticket: Ticket, to: TicketStatus, reason: str | None = None) -> None:
+    current = TicketStatus(ticket.status)
+    if to not in TRANSITIONS[current]:
+        raise IllegalTransition(f"ticket {ticket.id}: {current.value} -> {to.value} is not allowed")
+    ticket.status = to.value
+    if reason is not None:
+        ticket.status_reason = reason
+
+
+def is_terminal(ticket: Ticket) -> bool:
+    return TicketStatus(ticket.status) in TERMINAL
+
+
+def mark_queued(*, db: Session, ticket_ids: list[int]) -> None:
+    for ticket in db.execute(select(Ticket).where(Ticket.id.in_(ticket_ids))).scalars():
+        if ticket.status == TicketStatus.received.value:
+            transition(ticket=ticket, to=TicketStatus.queued)
+
+
+def customer_history(*, db: Session, customer: str, exclude_ticket_id: int | None = None, limit: int = 5) -> list[Ticket]:
+    if not customer:
+        return []
+    stmt = select(Ticket).where(Ticket.customer == customer).order_by(Ticket.created_at.desc(), Ticket.id.desc()).limit(limit)
+    if exclude_ticket_id is not None:
+        stmt = stmt.where(Ticket.id != exclude_ticket_id)
+    return list(db.execute(stmt).scalars())

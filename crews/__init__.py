@@ -1,0 +1,1 @@
+"""Crews built per ticket from the YAML in agents/ and tasks/: routing, a specialist, escalation."""

@@ -1,0 +1,97 @@
+"""Build a one-task crew per phase of a ticket, from the YAML specs, with fresh LLMs and governed tools."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from crewai import Agent, Crew, Process, Task
+from pydantic import BaseModel
+from sqlalchemy.orm import Session, sessionmaker
+
+from crewdesk.llm.base import CrewdeskLLM
+from crewdesk.llm.factory import LLMFactory
+from crewdesk.llm.output import json_guardrail, parse_model_output
+from crewdesk.tickets.models import Ticket
+from crews.config import CrewConfig
+from tools.gate import Gate
+from tools.registry import REGISTRY
+
+
+@dataclass
+class PhaseLedger:
+    """The LLMs a ticket's run created, so tokens and model time add up per run and never across tickets."""
+
+    llms: list[CrewdeskLLM] = field(default_factory=list)
+    models: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tokens_in(self) -> int:
+        return sum(llm.get_token_usage_summary().prompt_tokens for llm in self.llms)
+
+    @property
+    def tokens_out(self) -> int:
+        return sum(llm.get_token_usage_summary().completion_tokens for llm in self.llms)
+
+    @property
+    def calls(self) -> int:
+        return sum(llm.get_token_usage_summary().successful_requests for llm in self.llms)
+
+    @property
+    def llm_seconds(self) -> float:
+        return sum(llm.llm_seconds for llm in self.llms)
+
+    def per_model(self) -> dict[str, tuple[int, int]]:
+        totals: dict[str, tuple[int, int]] = {}
+        for llm in self.llms:
+            usage = llm.get_token_usage_summary()
+            before = totals.get(llm.model, (0, 0))
+            totals[llm.model] = (before[0] + usage.prompt_tokens, before[1] + usage.completion_tokens)
+        return totals
+
+
+def ticket_block(ticket: Ticket) -> str:
+    return f"Ticket #{ticket.id}\nSubject: {ticket.subject or '(none)'}\nCustomer: {ticket.customer or '(unknown)'}\n\n{ticket.body}"
+
+
+class CrewBuilder:
+    def __init__(self, *, config: CrewConfig, llm_factory: LLMFactory, session_factory: sessionmaker[Session]) -> None:
+        self.config = config
+        self.llm_factory = llm_factory
+        self.session_factory = session_factory
+
+    def agent(self, *, role_key: str, ticket: Ticket, run_id: int, gate: Gate, ledger: PhaseLedger) -> Agent:
+        spec = self.config.roles[role_key]
+        llm = self.llm_factory.build(tier=spec.tier, ticket_id=ticket.id, run_id=run_id)
+        ledger.llms.append(llm)
+        ledger.models[role_key] = llm.model
+        tools = [REGISTRY[name](gate=gate, role=role_key, customer=ticket.customer) for name in spec.tools]
+        return Agent(
+            role=spec.role,
+            goal=spec.goal,
+            backstory=spec.backstory,
+            llm=llm,
+            tools=tools,
+            max_iter=spec.max_iter,
+            max_retry_limit=0,  # transient failures are retried once, by Celery, for the whole ticket
+            allow_delegation=False,
+            verbose=False,
+            cache=False,
+        )
+
+    def run_phase(self, *, task_key: str, role_key: str, ticket: Ticket, run_id: int, gate: Gate, ledger: PhaseLedger, values: dict[str, str]) -> BaseModel:
+        """Kick off one task with one agent and return its validated pydantic output."""
+        spec = self.config.tasks[task_key]
+        agent = self.agent(role_key=role_key, ticket=ticket, run_id=run_id, gate=gate, ledger=ledger)
+        task = Task(
+            name=task_key,
+            description=spec.render(ticket=ticket_block(ticket), **values),
+            expected_output=spec.expected_output,
+            agent=agent,
+            output_pydantic=spec.output,
+            guardrail=json_guardrail(spec.output),
+            guardrail_max_retries=1,
+        )
+        crew = Crew(agents=[agent], tasks=[task], process=Process.sequential, verbose=False, memory=False)
+        result = crew.kickoff()
+        output = result.pydantic if isinstance(result.pydantic, spec.output) else None
+        return output if output is not None else parse_model_output(result.raw, spec.output)

@@ -1,0 +1,241 @@
+"""Process one ticket: triage, deterministic rules, a specialist or escalation, then persist run and result.
+
+Safe to call twice for the same ticket (duplicate delivery, redelivery after a crash): a finished ticket is
+returned as is, a ticket held by another worker is left to it, and a run cut short by a dead worker is
+marked interrupted and started again.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from crewdesk.audit import service as audit
+from crewdesk.db import transaction, utcnow
+from crewdesk.errors import ModelOutputError, TransientError
+from crewdesk.llm.factory import LLMFactory, estimate_cost
+from crewdesk.logging import bind, get_logger, unbind
+from crewdesk.runs.models import CrewRun
+from crewdesk.settings import Settings
+from crewdesk.tickets import rules
+from crewdesk.tickets import service as tickets
+from crewdesk.tickets.models import Message, Ticket, TicketStatus
+from crewdesk.tickets.schemas import Handoff, Resolution, TicketOutcome, Triage
+from crews import audit_listener
+from crews.builder import CrewBuilder, PhaseLedger
+from crews.config import SPECIALIST_BY_CATEGORY, CrewConfig, load_config
+from tools.gate import Gate
+
+log = get_logger(__name__)
+
+_LOCK_NAMESPACE = 0x6372_6577_0000  # "crew" in the high bits keeps our advisory locks apart from others'
+
+FALLBACK_HOLDING_REPLY = (
+    "Thank you for contacting us. Your request has been passed to a member of our support team, "
+    "who will follow up with you personally."
+)
+
+
+class TicketBusy(Exception):
+    """Another worker holds this ticket."""
+
+
+def classify_error(exc: BaseException) -> type[Exception] | None:
+    """Find a TransientError or ModelOutputError anywhere in the chain CrewAI may have wrapped."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, TransientError):
+            return TransientError
+        if isinstance(current, ModelOutputError) or "guardrail validation" in str(current):
+            return ModelOutputError
+        current = current.__cause__ or current.__context__
+    return None
+
+
+class Pipeline:
+    def __init__(self, *, settings: Settings, session_factory: sessionmaker[Session], llm_factory: LLMFactory, config: CrewConfig | None = None) -> None:
+        self.settings = settings
+        self.session_factory = session_factory
+        self.config = config or load_config(settings.agents_dir, settings.tasks_dir)
+        self.builder = CrewBuilder(config=self.config, llm_factory=llm_factory, session_factory=session_factory)
+        audit_listener.install(session_factory)
+
+    @contextmanager
+    def _exclusive(self, ticket_id: int) -> Iterator[None]:
+        engine = self.session_factory.kw["bind"]
+        if engine.dialect.name != "postgresql":
+            yield  # SQLite quickstart: one in-process runner, nothing to race
+            return
+        with engine.connect() as conn:
+            key = _LOCK_NAMESPACE + ticket_id
+            if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                raise TicketBusy(ticket_id)
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+
+    def process(self, ticket_id: int, *, celery_task_id: str | None = None) -> TicketOutcome:
+        started = time.perf_counter()
+        try:
+            with self._exclusive(ticket_id):
+                return self._process_locked(ticket_id, celery_task_id=celery_task_id, started=started)
+        except TicketBusy:
+            log.info("ticket.busy_elsewhere", ticket_id=ticket_id)
+            with self.session_factory() as db:
+                ticket = tickets.get(db=db, ticket_id=ticket_id)
+                return TicketOutcome(ticket_id=ticket_id, run_id=None, status=ticket.status, reused=True)
+
+    def _begin(self, ticket_id: int, celery_task_id: str | None) -> tuple[Ticket, CrewRun | None, TicketOutcome | None]:
+        with transaction(self.session_factory) as db:
+            ticket = tickets.get(db=db, ticket_id=ticket_id, lock=True)
+            if tickets.is_terminal(ticket) or ticket.status == TicketStatus.awaiting_approval:
+                last = db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id, CrewRun.status == "completed").order_by(CrewRun.id.desc())).scalars().first()
+                return ticket, None, TicketOutcome(ticket_id=ticket.id, run_id=last.id if last else None, status=ticket.status,
+                                                   category=ticket.category, priority=ticket.priority, reused=True)
+            problem = self._validate(ticket)
+            if problem:
+                tickets.transition(ticket=ticket, to=TicketStatus.failed, reason=problem)
+                audit.record(db=db, ticket_id=ticket.id, kind="status", name="failed", actor="pipeline", error=problem)
+                return ticket, None, TicketOutcome(ticket_id=ticket.id, run_id=None, status=ticket.status)
+            interrupted = db.execute(
+                update(CrewRun).where(CrewRun.ticket_id == ticket_id, CrewRun.status == "running")
+                .values(status="interrupted", finished_at=utcnow(), error="worker stopped before the run finished")
+            ).rowcount
+            if interrupted:
+                audit.record(db=db, ticket_id=ticket.id, kind="status", name="run_interrupted", actor="pipeline", result={"runs": interrupted})
+            run = CrewRun(ticket_id=ticket.id, process="sequential", celery_task_id=celery_task_id)
+            db.add(run)
+            tickets.transition(ticket=ticket, to=TicketStatus.triaging)
+            db.flush()
+            audit.record(db=db, ticket_id=ticket.id, run_id=run.id, kind="status", name="triaging", actor="pipeline")
+            return ticket, run, None
+
+    def give_up(self, ticket_id: int, *, reason: str) -> None:
+        """Retries are exhausted: record the ticket as failed rather than leave it queued."""
+        with transaction(self.session_factory) as db:
+            ticket = tickets.get(db=db, ticket_id=ticket_id, lock=True)
+            if tickets.is_terminal(ticket):
+                return
+            if ticket.status != TicketStatus.failed:
+                tickets.transition(ticket=ticket, to=TicketStatus.failed, reason=reason)
+            audit.record(db=db, ticket_id=ticket.id, kind="status", name="failed", actor="worker", error=reason)
+
+    @staticmethod
+    def _validate(ticket: Ticket) -> str | None:
+        if not (ticket.body or "").strip():
+            return "ticket has no message text"
+        if "\x00" in ticket.body:
+            return "ticket text contains NUL bytes (binary data, not a message)"
+        return None
+
+    def _process_locked(self, ticket_id: int, *, celery_task_id: str | None, started: float) -> TicketOutcome:
+        ticket, run, done = self._begin(ticket_id, celery_task_id)
+        if done is not None:
+            return done
+        assert run is not None
+        bind(ticket_id=ticket.id, run_id=run.id)
+        token = audit_listener.current_run.set(audit_listener.RunContext(ticket.id, run.id))
+        ledger = PhaseLedger()
+        gate = Gate(session_factory=self.session_factory, ticket_id=ticket.id, run_id=run.id, permissions=self.config.permissions)
+        try:
+            status, reason, reply, note, triage = self._crew(ticket, run, gate, ledger)
+            outcome = self._finish(ticket, run, ledger, started, status=status, reason=reason, reply=reply, note=note, triage=triage)
+            log.info("ticket.processed", status=outcome.status, category=outcome.category, seconds=round(outcome.seconds, 2))
+            return outcome
+        except Exception as exc:
+            kind = classify_error(exc)
+            if kind is TransientError:
+                self._finish(ticket, run, ledger, started, status=TicketStatus.queued, reason=f"retrying: {exc}", run_status="error", error=str(exc))
+                log.warning("ticket.transient_error", error=str(exc))
+                raise TransientError(str(exc)) from exc
+            log.exception("ticket.failed")
+            return self._finish(ticket, run, ledger, started, status=TicketStatus.failed, reason=f"{type(exc).__name__}: {exc}", run_status="error", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            audit_listener.flush()
+            audit_listener.current_run.reset(token)
+            unbind("ticket_id", "run_id")
+
+    def _crew(self, ticket: Ticket, run: CrewRun, gate: Gate, ledger: PhaseLedger):
+        phase = dict(ticket=ticket, run_id=run.id, gate=gate, ledger=ledger)
+        try:
+            triage = self.builder.run_phase(task_key="triage", role_key="routing", values={}, **phase)
+        except Exception as exc:
+            if classify_error(exc) is not ModelOutputError:
+                raise
+            reason = f"routing model gave no valid triage ({exc})"
+            return self._escalate(ticket, None, reason, phase) + (None,)
+        assert isinstance(triage, Triage)
+        with transaction(self.session_factory) as db:
+            row = tickets.get(db=db, ticket_id=ticket.id, lock=True)
+            row.category, row.priority, row.triage = triage.category, triage.priority, triage.model_dump(mode="json")
+            hits = rules.escalation_hits(db=db, ticket=row, triage=triage, repeat_days=self.settings.repeat_contact_days, repeat_threshold=self.settings.repeat_contact_threshold)
+            if triage.confidence < self.settings.escalation_confidence:
+                hits.append(rules.RuleHit("low_confidence", f"{triage.confidence:.2f} < {self.settings.escalation_confidence:.2f}"))
+            if hits:
+                audit.record(db=db, ticket_id=ticket.id, run_id=run.id, kind="rule", name="escalation_rules", actor="pipeline", result=[str(h) for h in hits])
+            else:
+                tickets.transition(ticket=row, to=TicketStatus.in_progress)
+        ticket.category, ticket.priority = triage.category, triage.priority
+        if hits:
+            return self._escalate(ticket, triage, "; ".join(str(h) for h in hits), phase) + (triage,)
+        specialist = SPECIALIST_BY_CATEGORY[triage.category]
+        triage_text = triage.model_dump_json()
+        try:
+            resolution = self.builder.run_phase(task_key="resolve", role_key=specialist, values={"triage": triage_text}, **phase)
+        except Exception as exc:
+            if classify_error(exc) is not ModelOutputError:
+                raise
+            return self._escalate(ticket, triage, f"{specialist} model gave no valid resolution ({exc})", phase) + (triage,)
+        assert isinstance(resolution, Resolution)
+        if resolution.needs_human:
+            reason = resolution.escalation_reason or f"{specialist} asked for a human"
+            return self._escalate(ticket, triage, reason, phase, note=resolution.internal_note) + (triage,)
+        return TicketStatus.resolved, None, resolution.customer_reply, resolution.internal_note, triage
+
+    def _escalate(self, ticket: Ticket, triage: Triage | None, reason: str, phase: dict, note: str = ""):
+        triage_text = triage.model_dump_json() if triage else "(no valid triage)"
+        try:
+            handoff = self.builder.run_phase(task_key="escalate", role_key="escalation", values={"triage": triage_text, "reason": reason}, **phase)
+            assert isinstance(handoff, Handoff)
+            reply, summary = handoff.customer_reply, f"[{handoff.team}] {handoff.handoff_summary}"
+        except Exception as exc:
+            if classify_error(exc) is not ModelOutputError:
+                raise
+            reply, summary = FALLBACK_HOLDING_REPLY, f"[tier2] escalation model gave no valid hand-off ({exc})"
+        return TicketStatus.escalated, reason, reply, "\n".join(x for x in (note, summary) if x)
+
+    def _finish(self, ticket: Ticket, run: CrewRun, ledger: PhaseLedger, started: float, *, status: TicketStatus, reason: str | None,
+                reply: str | None = None, note: str | None = None, triage: Triage | None = None, run_status: str = "completed", error: str | None = None) -> TicketOutcome:
+        seconds = time.perf_counter() - started
+        with transaction(self.session_factory) as db:
+            row = tickets.get(db=db, ticket_id=ticket.id, lock=True)
+            if TicketStatus(row.status) != status:
+                if status is TicketStatus.resolved and row.status == TicketStatus.triaging:
+                    tickets.transition(ticket=row, to=TicketStatus.in_progress)
+                tickets.transition(ticket=row, to=status, reason=reason)
+            else:
+                row.status_reason = reason
+            if reply:
+                db.add(Message(ticket_id=row.id, direction="outbound", author="crewdesk", body=reply))
+            if note:
+                db.add(Message(ticket_id=row.id, direction="internal", author="crewdesk", body=note))
+            if reply is not None:
+                row.resolution = {"customer_reply": reply, "internal_note": note or "", "status": status.value, "reason": reason}
+            costs = sum(estimate_cost(model, t_in, t_out) for model, (t_in, t_out) in ledger.per_model().items())
+            db.execute(update(CrewRun).where(CrewRun.id == run.id).values(
+                status=run_status, outcome=status.value, error=error, models=ledger.models, tokens_in=ledger.tokens_in, tokens_out=ledger.tokens_out,
+                llm_calls=ledger.calls, llm_seconds=ledger.llm_seconds, cost_usd=costs, latency_s=seconds, finished_at=utcnow(),
+            ))
+            audit.record(db=db, ticket_id=row.id, run_id=run.id, kind="status", name=status.value, actor="pipeline", result={"reason": reason} if reason else None)
+        return TicketOutcome(ticket_id=ticket.id, run_id=run.id, status=status.value, category=ticket.category, priority=ticket.priority,
+                             escalation_reason=reason if status is TicketStatus.escalated else None, seconds=seconds)
+
+

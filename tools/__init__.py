@@ -1,0 +1,1 @@
+"""CrewAI tools over the connectors; every call goes through tools.gate.Gate."""

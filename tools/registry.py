@@ -1,0 +1,8 @@
+"""Tool names as the YAML spells them, mapped to their classes."""
+
+from tools.base import GovernedTool
+from tools.customer_history import CustomerHistoryTool
+
+REGISTRY: dict[str, type[GovernedTool]] = {
+    CustomerHistoryTool.model_fields["name"].default: CustomerHistoryTool,
+}

@@ -1,0 +1,46 @@
+"""The Celery app. Configured explicitly by configure(settings); nothing model- or crew-related runs in the parent."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from celery import Celery
+from kombu import Queue
+
+from crewdesk.settings import Settings
+
+
+class Queues(StrEnum):
+    tickets = "tickets"
+
+
+app = Celery("crewdesk", include=["workers.tasks"])
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,  # results and audit go to PostgreSQL, not the broker
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+)
+
+
+def configure(settings: Settings) -> Celery:
+    app.conf.update(
+        broker_url=settings.broker_url,
+        # A ticket is acknowledged only after the pipeline returns; a SIGKILLed worker's ticket
+        # is redelivered: at once when a child dies (reject_on_worker_lost), and after
+        # visibility_timeout when the whole worker dies. It must exceed the task time limit.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        task_time_limit=settings.task_time_limit,
+        task_soft_time_limit=max(1, settings.task_time_limit - 30),
+        task_default_queue=Queues.tickets.value,
+        task_queues=[Queue(Queues.tickets.value)],
+        task_routes={"crewdesk.process_ticket": {"queue": Queues.tickets.value}},
+        task_annotations={"crewdesk.process_ticket": {"max_retries": settings.task_max_retries}},
+        worker_concurrency=settings.worker_concurrency,
+    )
+    app.conf.crewdesk_settings = settings
+    return app

@@ -1,0 +1,62 @@
+"""Per-process state for worker children: engine, pipeline, model client. Built in worker_process_init."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from celery import signals
+
+from crewdesk.db import make_engine, make_session_factory
+from crewdesk.llm.factory import LLMFactory
+from crewdesk.logging import configure_logging, get_logger
+from crewdesk.settings import Settings, load_settings, quiet_crewai_env
+from crews.pipeline import Pipeline
+from workers.app import app
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    pipeline: Pipeline
+
+
+_runtime: Runtime | None = None
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    quiet_crewai_env(settings)
+    engine = make_engine(settings.database_url, pool_size=2, max_overflow=4) if not settings.database_url.startswith("sqlite") else make_engine(settings.database_url)
+    factory = LLMFactory(settings)
+    pipeline = Pipeline(settings=settings, session_factory=make_session_factory(engine), llm_factory=factory)
+    factory.warm()
+    return Runtime(settings=settings, pipeline=pipeline)
+
+
+def runtime() -> Runtime:
+    """The child's runtime; built lazily for pools without process init (solo, threads)."""
+    global _runtime
+    if _runtime is None:
+        settings = app.conf.get("crewdesk_settings") or load_settings()
+        _runtime = build_runtime(settings)
+    return _runtime
+
+
+@signals.worker_process_init.connect
+def _init_child(**_: object) -> None:
+    # Runs in each forked child: CrewAI's event bus threads and the model client are created here,
+    # never in the parent, whose threads would not survive the fork.
+    global _runtime
+    settings = app.conf.get("crewdesk_settings") or load_settings()
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    _runtime = build_runtime(settings)
+    log.info("worker.child_ready", pid=os.getpid(), provider=settings.llm_provider.value)
+
+
+@signals.worker_process_shutdown.connect
+def _shutdown_child(**_: object) -> None:
+    from crews import audit_listener
+
+    audit_listener.flush(timeout=10)
