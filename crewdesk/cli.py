@@ -230,7 +230,8 @@ def main() -> None:
     from sqlalchemy.exc import OperationalError
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns typer.Exit's code here instead of raising
+        sys.exit(code if isinstance(code, int) else 0)
     except CrewdeskError as exc:
         err.print(f"error: {exc}", highlight=False)
         sys.exit(2)

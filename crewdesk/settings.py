@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite under home.")
     broker_url: str = "redis://127.0.0.1:6379/0"
     visibility_timeout: int = Field(default=1800, description="Seconds before Redis redelivers an unacked ticket; > task_time_limit.")
+    unacked_restore_interval: int = Field(default=30, description="Seconds between the broker's sweeps for unacked tickets past visibility_timeout.")
     task_time_limit: int = Field(default=900, description="Hard limit for one ticket's crew run, seconds.")
     task_max_retries: int = 3
     worker_concurrency: int = 2

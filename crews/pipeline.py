@@ -11,6 +11,7 @@ import time
 from contextlib import contextmanager
 from collections.abc import Iterator
 
+from crewai.utilities.converter import ConverterError
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,7 +25,7 @@ from crewdesk.settings import Settings
 from crewdesk.tickets import rules
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket, TicketStatus
-from crewdesk.tickets.schemas import Handoff, Resolution, TicketOutcome, Triage
+from crewdesk.tickets.schemas import MAX_BODY_CHARS, Handoff, Resolution, TicketOutcome, Triage
 from crews import audit_listener
 from crews.builder import CrewBuilder, PhaseLedger
 from crews.config import SPECIALIST_BY_CATEGORY, CrewConfig, load_config
@@ -52,7 +53,7 @@ def classify_error(exc: BaseException) -> type[Exception] | None:
         seen.add(id(current))
         if isinstance(current, TransientError):
             return TransientError
-        if isinstance(current, ModelOutputError) or "guardrail validation" in str(current):
+        if isinstance(current, (ModelOutputError, ConverterError)) or "guardrail validation" in str(current):
             return ModelOutputError
         current = current.__cause__ or current.__context__
     return None
@@ -132,8 +133,8 @@ class Pipeline:
     def _validate(ticket: Ticket) -> str | None:
         if not (ticket.body or "").strip():
             return "ticket has no message text"
-        if "\x00" in ticket.body:
-            return "ticket text contains NUL bytes (binary data, not a message)"
+        if len(ticket.body) > MAX_BODY_CHARS:
+            return f"ticket text is {len(ticket.body)} characters; the limit is {MAX_BODY_CHARS}"
         return None
 
     def _process_locked(self, ticket_id: int, *, celery_task_id: str | None, started: float) -> TicketOutcome:

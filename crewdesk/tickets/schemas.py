@@ -30,6 +30,13 @@ class TicketIn(BaseModel):
     def _id_as_text(cls, value: object) -> object:
         return str(value) if isinstance(value, int) else value
 
+    @field_validator("external_id", "customer", "subject", "body")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("contains NUL bytes (binary data, not text)")
+        return value
+
 
 class Triage(BaseModel):
     """The routing agent's decision about a ticket."""

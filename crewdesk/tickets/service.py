@@ -54,8 +54,20 @@ def submit(*, db: Session, ticket_in: TicketIn) -> tuple[Ticket, bool]:
     return ticket, True
 
 
+def _printable(value: object) -> object:
+    """PostgreSQL text and JSONB refuse NUL; keep the rest of bad input as evidence."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {str(_printable(k)): _printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    return value
+
+
 def record_rejected(*, db: Session, source: str, external_id: str, reason: str, raw: dict | str | None) -> Ticket:
     """Keep bad input as a failed ticket with its reason, so nothing is silently dropped."""
+    external_id = str(_printable(external_id))
     existing = find(db=db, source=source, external_id=external_id)
     if existing is not None:
         return existing
@@ -63,8 +75,8 @@ def record_rejected(*, db: Session, source: str, external_id: str, reason: str, 
         source=source,
         external_id=external_id,
         status=TicketStatus.failed.value,
-        status_reason=reason,
-        raw=raw if isinstance(raw, dict) else {"text": str(raw)[:10_000]},
+        status_reason=_printable(reason),
+        raw=_printable(raw if isinstance(raw, dict) else {"text": str(raw)[:10_000]}),
     )
     db.add(ticket)
     db.flush()

@@ -1,0 +1,130 @@
+"""Test set-up. The environment is fixed before any crewdesk import; PostgreSQL and Redis are real.
+
+The only things mocked are what cannot run here: cloud model APIs (a local HTTP stand-in where a test
+needs one). A guard makes any other outbound HTTP call from a test fail loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+_HOME = Path(tempfile.mkdtemp(prefix="crewdesk-test-"))
+os.environ.update(
+    CREWAI_DISABLE_TELEMETRY="true",
+    OTEL_SDK_DISABLED="true",
+    CREWAI_TRACING_ENABLED="false",
+    CREWAI_TESTING="true",
+    CREWAI_STORAGE_DIR=str(_HOME / "crewai"),
+    CREWDESK_HOME=str(_HOME),
+    CREWDESK_LLM_PROVIDER="scripted",
+    CREWDESK_LOG_JSON="true",
+    CREWDESK_LOG_LEVEL="WARNING",
+)
+for _leak in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+    os.environ.pop(_leak, None)
+
+import httpx  # noqa: E402
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+import redis  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get("CREWDESK_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("CREWDESK_TEST_REDIS", "redis://127.0.0.1:6379/15")
+TABLES = ("audit_events", "approvals", "messages", "crew_runs", "tickets")
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+@pytest.fixture(autouse=True)
+def _no_real_network_models(monkeypatch):
+    """Any HTTP call off this machine (a cloud model, a hub download) fails the test loudly."""
+    real_send = httpx.Client.send
+    real_async_send = httpx.AsyncClient.send
+
+    def guard(request: httpx.Request) -> None:
+        if request.url.host not in _LOOPBACK:
+            raise AssertionError(f"test tried to reach {request.url.host}: real network model calls are not allowed in tests")
+
+    def send(self, request, *args, **kwargs):
+        guard(request)
+        return real_send(self, request, *args, **kwargs)
+
+    async def async_send(self, request, *args, **kwargs):
+        guard(request)
+        return await real_async_send(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(httpx.Client, "send", send)
+    monkeypatch.setattr(httpx.AsyncClient, "send", async_send)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    """A fresh PostgreSQL database for this run, migrated with Alembic, dropped at the end."""
+    name = f"crewdesk_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = PG_ADMIN_URL.rpartition("/")
+    url = f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+    from crewdesk.migrate import upgrade
+
+    upgrade(url)
+    yield url
+    from sqlalchemy import create_engine
+
+    create_engine(url).dispose()
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def engine(pg_url):
+    from crewdesk.db import make_engine
+
+    engine = make_engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session_factory(engine):
+    """Tables emptied before each test. The pipeline commits from several sessions and threads,
+    so a wrapping rolled-back transaction cannot isolate it; TRUNCATE is fast on these small tables."""
+    from crewdesk.db import make_session_factory
+
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    return make_session_factory(engine)
+
+
+@pytest.fixture
+def settings(pg_url):
+    from crewdesk.settings import load_settings
+
+    return load_settings(database_url=pg_url, llm_provider="scripted", broker_url=REDIS_URL)
+
+
+@pytest.fixture
+def redis_url():
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+
+
+@pytest.fixture
+def make_ticket(session_factory):
+    from crewdesk.db import transaction
+    from crewdesk.tickets import service
+    from crewdesk.tickets.schemas import TicketIn
+
+    def make(body: str = "I was charged twice for my invoice this month, please refund one charge.", **fields) -> int:
+        data = {"external_id": fields.pop("external_id", uuid.uuid4().hex[:10]), "source": "test", "customer": "ana@example.com", "subject": "Question", "body": body, **fields}
+        with transaction(session_factory) as db:
+            ticket, _ = service.submit(db=db, ticket_in=TicketIn(**data))
+            return ticket.id
+
+    return make

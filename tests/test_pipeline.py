@@ -1,0 +1,197 @@
+"""The pipeline in-process against real PostgreSQL, with the scripted model (deterministic)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select, update
+
+from crewdesk.audit.models import AuditEvent
+from crewdesk.db import transaction
+from crewdesk.errors import TransientError
+from crewdesk.llm.factory import LLMFactory
+from crewdesk.llm.scripted import default_responder, react_final
+from crewdesk.runs.models import CrewRun
+from crewdesk.tickets.models import Message, Ticket
+from crews.pipeline import Pipeline
+
+
+class CountingFactory(LLMFactory):
+    """Keeps the LLMs it built so a test can compare the audit trail with what really ran."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.built = []
+
+    def build(self, **kwargs):
+        llm = super().build(**kwargs)
+        self.built.append(llm)
+        return llm
+
+
+def make_pipeline(settings, session_factory, responder=None):
+    factory = CountingFactory(settings, responder=responder)
+    return Pipeline(settings=settings, session_factory=session_factory, llm_factory=factory), factory
+
+
+def test_billing_ticket_is_triaged_resolved_and_fully_audited(settings, session_factory, make_ticket):
+    ticket_id = make_ticket("I was charged twice for invoice 2291 this month. Please refund the duplicate payment.")
+    pipeline, factory = make_pipeline(settings, session_factory)
+
+    outcome = pipeline.process(ticket_id)
+
+    assert outcome.status == "resolved" and outcome.category == "billing"
+    prompts = sum(len(llm.prompts) for llm in factory.built)
+    with session_factory() as db:
+        ticket = db.get(Ticket, ticket_id)
+        run = db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id)).scalar_one()
+        llm_rows = db.execute(select(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "llm_call")).scalars().all()
+        kinds = set(db.execute(select(AuditEvent.name).where(AuditEvent.ticket_id == ticket_id)).scalars())
+        outbound = db.execute(select(Message).where(Message.ticket_id == ticket_id, Message.direction == "outbound")).scalars().all()
+    assert ticket.triage["category"] == "billing" and 0 <= ticket.triage["confidence"] <= 1
+    assert run.status == "completed" and run.outcome == "resolved"
+    assert run.models == {"routing": "scripted-cheap", "billing": "scripted-strong"}
+    # one audit row per LLM call, counted independently: the event listener vs. the model's own log
+    assert prompts == run.llm_calls == len(llm_rows) >= 2
+    assert all(row.run_id == run.id and row.duration_ms is not None and row.result["usage"]["total_tokens"] > 0 for row in llm_rows)
+    assert {"Support Router", "Billing Specialist"} <= {row.actor for row in llm_rows}
+    assert run.tokens_in == sum(row.result["usage"]["prompt_tokens"] for row in llm_rows)
+    assert run.latency_s > 0 and run.llm_seconds >= 0
+    assert {"crew_kickoff_started", "task_completed", "triaging", "resolved"} <= kinds
+    assert len(outbound) == 1 and outbound[0].body
+
+
+@pytest.mark.parametrize(
+    ("body", "rule"),
+    [
+        ("Your update deleted my files. I lost all my data from last year!", "data_loss"),
+        ("Someone hacked my account and changed the email address.", "security"),
+        ("If this is not fixed by Friday my lawyer will file a lawsuit.", "legal_threat"),
+    ],
+)
+def test_deterministic_rules_escalate_whatever_the_model_says(settings, session_factory, make_ticket, body, rule):
+    confident = lambda messages, role: react_final({"category": "technical", "priority": "low", "language": "en", "sentiment": "neutral", "summary": "fine", "confidence": 0.99}) if "rout" in role else default_responder(messages, role)
+    ticket_id = make_ticket(body)
+    pipeline, _ = make_pipeline(settings, session_factory, responder=confident)
+    outcome = pipeline.process(ticket_id)
+    assert outcome.status == "escalated"
+    assert rule in outcome.escalation_reason
+    with session_factory() as db:
+        rows = db.execute(select(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "rule")).scalars().all()
+        roles = set(db.execute(select(AuditEvent.actor).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "llm_call")).scalars())
+    assert any(rule in hit for row in rows for hit in row.result)
+    assert "Escalation Coordinator" in roles and "Technical Support Engineer" not in roles
+
+
+def test_angry_repeat_contact_escalates(settings, session_factory, make_ticket):
+    for n in range(2):
+        make_ticket("The export button does nothing.", customer="bo@example.com", external_id=f"early-{n}")
+    ticket_id = make_ticket("This is the third time I write. The export STILL does not work. Unacceptable!!", customer="bo@example.com")
+    pipeline, _ = make_pipeline(settings, session_factory)
+    outcome = pipeline.process(ticket_id)
+    assert outcome.status == "escalated" and "angry_repeat_contact" in outcome.escalation_reason
+
+
+def test_low_confidence_escalates(settings, session_factory, make_ticket):
+    unsure = lambda messages, role: react_final({"category": "other", "priority": "normal", "summary": "unclear", "confidence": 0.2}) if "rout" in role else default_responder(messages, role)
+    ticket_id = make_ticket("hello?")
+    pipeline, _ = make_pipeline(settings, session_factory, responder=unsure)
+    outcome = pipeline.process(ticket_id)
+    assert outcome.status == "escalated" and "low_confidence" in outcome.escalation_reason
+
+
+def test_llm_garbage_is_recorded_and_the_ticket_goes_to_a_human(settings, session_factory, make_ticket):
+    garbage = lambda messages, role: "Thought: I now know the final answer\nFinal Answer: sure thing, the category is probably billing"
+    ticket_id = make_ticket("My invoice is wrong.")
+    pipeline, factory = make_pipeline(settings, session_factory, responder=garbage)
+    outcome = pipeline.process(ticket_id)
+    assert outcome.status == "escalated"
+    assert "no valid triage" in outcome.escalation_reason
+    with session_factory() as db:
+        ticket = db.get(Ticket, ticket_id)
+        messages = db.execute(select(Message).where(Message.ticket_id == ticket_id, Message.direction == "outbound")).scalars().all()
+        guardrail_rows = db.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.name.like("llm_guardrail%"))).scalar_one()
+    assert ticket.status == "escalated" and "no valid triage" in ticket.status_reason
+    assert len(messages) == 1  # the fixed holding reply: the customer is not left without an answer
+    assert guardrail_rows >= 2  # the guardrail asked the model to retry, and that is on record
+
+
+def test_transient_model_error_requeues_without_losing_the_ticket(settings, session_factory, make_ticket):
+    calls = {"n": 0}
+
+    def flaky(messages, role):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise TransientError("connection reset by model server")
+        return default_responder(messages, role)
+
+    ticket_id = make_ticket("The app crashes with error 500 when I open settings.")
+    pipeline, _ = make_pipeline(settings, session_factory, responder=flaky)
+    with pytest.raises(TransientError):
+        pipeline.process(ticket_id)
+    with session_factory() as db:
+        assert db.get(Ticket, ticket_id).status == "queued"
+        assert db.execute(select(CrewRun.status).where(CrewRun.ticket_id == ticket_id)).scalars().all() == ["error"]
+    outcome = pipeline.process(ticket_id)  # what Celery's retry does
+    assert outcome.status == "resolved" and outcome.category == "technical"
+    with session_factory() as db:
+        statuses = db.execute(select(CrewRun.status).where(CrewRun.ticket_id == ticket_id).order_by(CrewRun.id)).scalars().all()
+    assert statuses == ["error", "completed"]
+
+
+def test_processing_twice_gives_one_run_and_one_reply(settings, session_factory, make_ticket):
+    ticket_id = make_ticket()
+    pipeline, _ = make_pipeline(settings, session_factory)
+    first = pipeline.process(ticket_id)
+    second = pipeline.process(ticket_id)
+    assert second.reused and second.run_id == first.run_id and second.status == first.status
+    with session_factory() as db:
+        assert db.execute(select(func.count()).select_from(CrewRun).where(CrewRun.ticket_id == ticket_id)).scalar_one() == 1
+        assert db.execute(select(func.count()).select_from(Message).where(Message.ticket_id == ticket_id, Message.direction == "outbound")).scalar_one() == 1
+
+
+def test_concurrent_duplicate_delivery_runs_the_crew_once(settings, session_factory, make_ticket):
+    ticket_id = make_ticket()
+    gate = threading.Event()
+
+    def slow(messages, role):
+        gate.wait(5)
+        return default_responder(messages, role)
+
+    pipeline, _ = make_pipeline(settings, session_factory, responder=slow)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(pipeline.process(ticket_id))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    threading.Timer(1.0, gate.set).start()
+    for t in threads:
+        t.join(30)
+    assert sorted(r.reused for r in results) == [False, True]
+    with session_factory() as db:
+        assert db.execute(select(func.count()).select_from(CrewRun).where(CrewRun.ticket_id == ticket_id)).scalar_one() == 1
+
+
+def test_a_run_cut_short_by_a_dead_worker_is_marked_and_redone(settings, session_factory, make_ticket):
+    ticket_id = make_ticket()
+    with transaction(session_factory) as db:
+        db.add(CrewRun(ticket_id=ticket_id, status="running"))
+        db.execute(update(Ticket).where(Ticket.id == ticket_id).values(status="in_progress"))
+    pipeline, _ = make_pipeline(settings, session_factory)
+    outcome = pipeline.process(ticket_id)
+    assert outcome.status == "resolved"
+    with session_factory() as db:
+        statuses = db.execute(select(CrewRun.status).where(CrewRun.ticket_id == ticket_id).order_by(CrewRun.id)).scalars().all()
+    assert statuses == ["interrupted", "completed"]
+
+
+def test_malformed_ticket_fails_with_reason_and_nothing_runs(settings, session_factory):
+    with transaction(session_factory) as db:
+        ticket = Ticket(source="test", external_id="empty", body="   ", status="queued")
+        db.add(ticket)
+    pipeline, factory = make_pipeline(settings, session_factory)
+    outcome = pipeline.process(ticket.id)
+    assert outcome.status == "failed"
+    with session_factory() as db:
+        assert db.get(Ticket, ticket.id).status_reason == "ticket has no message text"
+    assert factory.built == []

@@ -1,0 +1,191 @@
+"""A real Celery worker (`crewdesk worker`, prefork) on real Redis and PostgreSQL, with the scripted model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from crewdesk.audit.models import AuditEvent
+from crewdesk.db import transaction
+from crewdesk.runs.models import CrewRun
+from crewdesk.tickets.models import Message, Ticket
+
+ROOT = Path(__file__).resolve().parent.parent
+CREWDESK = str(Path(sys.executable).parent / "crewdesk")
+
+
+class Worker:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Worker":
+        handle = self.log.open("ab")
+        self.proc = subprocess.Popen([CREWDESK, "worker", "--concurrency", "1", "--loglevel", "INFO"], env=self.env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if b"ready." in self.log.read_bytes():
+                return self
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            time.sleep(0.2)
+        raise AssertionError("worker did not start:\n" + self.log.read_text()[-3000:])
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def worker_env(pg_url, redis_url, tmp_path):
+    env = dict(os.environ)
+    env.update(
+        CREWDESK_DATABASE_URL=pg_url,
+        CREWDESK_BROKER_URL=redis_url,
+        CREWDESK_LLM_PROVIDER="scripted",
+        CREWDESK_SCRIPTED_LATENCY_MS="0",
+        CREWDESK_HOME=str(tmp_path / "home"),
+    )
+    return env
+
+
+@pytest.fixture
+def start_worker(worker_env, tmp_path):
+    workers: list[Worker] = []
+
+    def start(**overrides: str) -> Worker:
+        env = {**worker_env, **overrides}
+        worker = Worker(env, tmp_path / f"worker{len(workers)}.log").start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def enqueue(settings, ticket_id: int) -> None:
+    from workers.app import configure
+    from workers.tasks import process_ticket
+
+    configure(settings)
+    process_ticket.apply_async(args=[ticket_id])
+
+
+def wait_for(session_factory, predicate, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with session_factory() as db:
+            value = predicate(db)
+            if value:
+                return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def terminal(ticket_id):
+    return lambda db: db.get(Ticket, ticket_id).status in ("resolved", "escalated", "failed") and db.get(Ticket, ticket_id)
+
+
+def submit_file(env, tmp_path, lines: list[str]) -> subprocess.CompletedProcess:
+    path = tmp_path / f"tickets-{time.monotonic_ns()}.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return subprocess.run([CREWDESK, "submit", str(path)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def test_submit_worker_crew_database(start_worker, worker_env, session_factory, tmp_path):
+    start_worker()
+    result = submit_file(worker_env, tmp_path, ['{"id": "W-1", "customer": "li@example.com", "subject": "Sync broken", "body": "The desktop app fails to sync with error 500 since the update."}'])
+    assert result.returncode == 0, result.stderr
+    assert "queued 1" in result.stdout
+    with session_factory() as db:
+        ticket_id = db.execute(select(Ticket.id).where(Ticket.external_id == "W-1")).scalar_one()
+    ticket = wait_for(session_factory, terminal(ticket_id), what="ticket to finish")
+    assert ticket.status == "resolved" and ticket.category == "technical"
+    with session_factory() as db:
+        run = db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id)).scalar_one()
+        llm_rows = db.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.run_id == run.id, AuditEvent.kind == "llm_call")).scalar_one()
+    assert run.celery_task_id and run.status == "completed"
+    assert llm_rows == run.llm_calls >= 2
+
+
+def test_duplicate_submit_gives_one_result(start_worker, worker_env, session_factory, settings, tmp_path):
+    start_worker()
+    line = '{"id": "DUP-1", "customer": "kim@example.com", "subject": "Invoice", "body": "Please send me a copy of my last invoice."}'
+    first = submit_file(worker_env, tmp_path, [line, line])
+    second = submit_file(worker_env, tmp_path, [line])
+    assert "queued 1, duplicates 1" in first.stdout, first.stdout + first.stderr
+    assert "queued 0, duplicates 1" in second.stdout, second.stdout + second.stderr
+    with session_factory() as db:
+        ticket_id = db.execute(select(Ticket.id).where(Ticket.external_id == "DUP-1")).scalar_one()
+    enqueue(settings, ticket_id)  # and a duplicate delivery of the task itself
+    wait_for(session_factory, terminal(ticket_id), what="ticket to finish")
+    time.sleep(2)  # give the duplicate delivery time to run, if it were going to
+    with session_factory() as db:
+        assert db.execute(select(func.count()).select_from(Ticket).where(Ticket.external_id == "DUP-1")).scalar_one() == 1
+        assert db.execute(select(func.count()).select_from(CrewRun).where(CrewRun.ticket_id == ticket_id)).scalar_one() == 1
+        assert db.execute(select(func.count()).select_from(Message).where(Message.ticket_id == ticket_id, Message.direction == "outbound")).scalar_one() == 1
+
+
+def test_sigkill_mid_ticket_then_restart_completes_exactly_once(start_worker, session_factory, settings, make_ticket):
+    # Short visibility timeout so Redis hands the unacked ticket back within the test; production uses 1800 s.
+    slow = {"CREWDESK_SCRIPTED_LATENCY_MS": "1500", "CREWDESK_VISIBILITY_TIMEOUT": "6", "CREWDESK_UNACKED_RESTORE_INTERVAL": "2"}
+    worker = start_worker(**slow)
+    ticket_id = make_ticket("My payment failed but the money left my account.")
+    enqueue(settings, ticket_id)
+    wait_for(session_factory, lambda db: db.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "llm_call")).scalar_one() >= 1,
+             what="the crew to be mid-ticket")
+    worker.kill()
+    with session_factory() as db:
+        assert db.get(Ticket, ticket_id).status in ("triaging", "in_progress")
+        assert db.execute(select(CrewRun.status).where(CrewRun.ticket_id == ticket_id)).scalars().all() == ["running"]
+    start_worker(**{**slow, "CREWDESK_SCRIPTED_LATENCY_MS": "0"})
+    ticket = wait_for(session_factory, terminal(ticket_id), timeout=90, what="redelivered ticket to finish")
+    assert ticket.status == "resolved"
+    time.sleep(8)  # past another visibility timeout: no second redelivery may run it again
+    with session_factory() as db:
+        runs = db.execute(select(CrewRun.status).where(CrewRun.ticket_id == ticket_id).order_by(CrewRun.id)).scalars().all()
+        replies = db.execute(select(func.count()).select_from(Message).where(Message.ticket_id == ticket_id, Message.direction == "outbound")).scalar_one()
+    assert runs == ["interrupted", "completed"]
+    assert replies == 1
+
+
+def test_malformed_tickets_fail_with_reason_and_the_worker_keeps_going(start_worker, worker_env, session_factory, settings, make_ticket, tmp_path):
+    start_worker()
+    bad = submit_file(worker_env, tmp_path, ['{"id": "BAD-1", "subject": "no body"}', '{not json', '{"id": "OK-1", "body": "How do I change my password?"}',
+                                             '{"id": "NUL-1", "body": "PK\\u0000\\u0003binary"}'])
+    assert bad.returncode == 1
+    assert "line 1: body: Field required" in bad.stderr and "line 2: not valid JSON" in bad.stderr
+    assert "line 4: body: Value error, contains NUL bytes" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    with transaction(session_factory) as db:
+        blank = Ticket(source="test", external_id="BLANK-1", body=" \n\t ", status="queued")  # arrived by a path that skipped intake checks
+        db.add(blank)
+    enqueue(settings, blank.id)
+    enqueue(settings, 999_999)  # a ticket id that does not exist
+    with session_factory() as db:
+        ok_id = db.execute(select(Ticket.id).where(Ticket.external_id == "OK-1")).scalar_one()
+        rejected = db.execute(select(Ticket).where(Ticket.external_id == "BAD-1")).scalar_one()
+    assert rejected.status == "failed" and "body: Field required" in rejected.status_reason
+    failed = wait_for(session_factory, terminal(blank.id), what="blank ticket to fail")
+    assert failed.status == "failed" and failed.status_reason == "ticket has no message text"
+    good = wait_for(session_factory, terminal(ok_id), what="the next good ticket")
+    assert good.status == "resolved"
+    later = make_ticket("Where can I download my invoice?")
+    enqueue(settings, later)
+    assert wait_for(session_factory, terminal(later), what="a ticket after the bad ones").status == "resolved"
