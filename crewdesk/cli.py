@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from crewdesk.errors import CrewdeskError
@@ -144,7 +148,6 @@ def run(
 
 
 def _summary(factory, outcomes, *, rejected: int = 0) -> None:
-    from sqlalchemy import select
 
     from crewdesk.runs.models import CrewRun
     from crewdesk.tickets.models import Ticket

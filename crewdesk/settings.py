@@ -32,13 +32,13 @@ class Settings(BaseSettings):
     task_max_retries: int = 3
     worker_concurrency: int = 2
 
-    llm_provider: LLMProvider = LLMProvider.local
+    llm_provider: LLMProvider = Field(default=LLMProvider.local, description="local | openai | anthropic | scripted")
     llm_model_cheap: str = Field(default="", description="Model for the cheap tier (routing); empty = provider default.")
     llm_model_strong: str = Field(default="", description="Model for the strong tier (specialists); empty = provider default.")
     llm_timeout: float = 300.0
     llm_max_tokens: int = 700
     llm_temperature: float = 0.1
-    openai_base_url: str = "https://api.openai.com/v1"
+    openai_base_url: str = Field(default="https://api.openai.com/v1", description="Any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama (http://host:11434/v1).")
     openai_api_key: SecretStr = SecretStr("")
     anthropic_api_key: SecretStr = SecretStr("")
     anthropic_base_url: str = ""
@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     local_host: str = "127.0.0.1"
     local_port: int = 8765
     local_ctx: int = 8192
-    local_threads: int = 0
+    local_threads: int = Field(default=0, description="llama.cpp threads; 0 = one per core.")
     local_start_timeout: float = 180.0
 
     escalation_confidence: float = Field(default=0.5, description="Triage confidence below this escalates to a human.")

@@ -8,8 +8,8 @@ marked interrupted and started again.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from crewai.utilities.converter import ConverterError
 from sqlalchemy import select, text, update
@@ -25,7 +25,13 @@ from crewdesk.settings import Settings
 from crewdesk.tickets import rules
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket, TicketStatus
-from crewdesk.tickets.schemas import MAX_BODY_CHARS, Handoff, Resolution, TicketOutcome, Triage
+from crewdesk.tickets.schemas import (
+    MAX_BODY_CHARS,
+    Handoff,
+    Resolution,
+    TicketOutcome,
+    Triage,
+)
 from crews import audit_listener
 from crews.builder import CrewBuilder, PhaseLedger
 from crews.config import SPECIALIST_BY_CATEGORY, CrewConfig, load_config

@@ -32,6 +32,8 @@ import pytest  # noqa: E402
 import redis  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
+from tests import helpers  # noqa: E402
+
 PG_ADMIN_URL = os.environ.get("CREWDESK_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CREWDESK_TEST_REDIS", "redis://127.0.0.1:6379/15")
 TABLES = ("audit_events", "approvals", "messages", "crew_runs", "tickets")
@@ -128,3 +130,33 @@ def make_ticket(session_factory):
             return ticket.id
 
     return make
+
+
+@pytest.fixture
+def worker_env(pg_url, redis_url, tmp_path):
+    env = dict(os.environ)
+    env.update(
+        CREWDESK_DATABASE_URL=pg_url,
+        CREWDESK_BROKER_URL=redis_url,
+        CREWDESK_LLM_PROVIDER="scripted",
+        CREWDESK_SCRIPTED_LATENCY_MS="0",
+        CREWDESK_HOME=str(tmp_path / "home"),
+    )
+    return env
+
+
+@pytest.fixture
+def start_worker(worker_env, tmp_path):
+    workers: list = []
+
+    def start(**overrides: str) -> helpers.Worker:
+        env = {**worker_env, **overrides}
+        worker = helpers.Worker(env, tmp_path / f"worker{len(workers)}.log").start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+

@@ -2,104 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 
 from crewdesk.audit.models import AuditEvent
 from crewdesk.db import transaction
 from crewdesk.runs.models import CrewRun
 from crewdesk.tickets.models import Message, Ticket
-
-ROOT = Path(__file__).resolve().parent.parent
-CREWDESK = str(Path(sys.executable).parent / "crewdesk")
-
-
-class Worker:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Worker":
-        handle = self.log.open("ab")
-        self.proc = subprocess.Popen([CREWDESK, "worker", "--concurrency", "1", "--loglevel", "INFO"], env=self.env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if b"ready." in self.log.read_bytes():
-                return self
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            time.sleep(0.2)
-        raise AssertionError("worker did not start:\n" + self.log.read_text()[-3000:])
-
-    def kill(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-@pytest.fixture
-def worker_env(pg_url, redis_url, tmp_path):
-    env = dict(os.environ)
-    env.update(
-        CREWDESK_DATABASE_URL=pg_url,
-        CREWDESK_BROKER_URL=redis_url,
-        CREWDESK_LLM_PROVIDER="scripted",
-        CREWDESK_SCRIPTED_LATENCY_MS="0",
-        CREWDESK_HOME=str(tmp_path / "home"),
-    )
-    return env
-
-
-@pytest.fixture
-def start_worker(worker_env, tmp_path):
-    workers: list[Worker] = []
-
-    def start(**overrides: str) -> Worker:
-        env = {**worker_env, **overrides}
-        worker = Worker(env, tmp_path / f"worker{len(workers)}.log").start()
-        workers.append(worker)
-        return worker
-
-    yield start
-    for worker in workers:
-        worker.stop()
-
-
-def enqueue(settings, ticket_id: int) -> None:
-    from workers.app import configure
-    from workers.tasks import process_ticket
-
-    configure(settings)
-    process_ticket.apply_async(args=[ticket_id])
-
-
-def wait_for(session_factory, predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with session_factory() as db:
-            value = predicate(db)
-            if value:
-                return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def terminal(ticket_id):
-    return lambda db: db.get(Ticket, ticket_id).status in ("resolved", "escalated", "failed") and db.get(Ticket, ticket_id)
+from tests.helpers import CREWDESK, ROOT, enqueue, terminal, wait_for
 
 
 def submit_file(env, tmp_path, lines: list[str]) -> subprocess.CompletedProcess:

@@ -47,8 +47,7 @@ class AnthropicLLM(CrewdeskLLM):
             kwargs["system"] = system
         if stop:
             kwargs["stop_sequences"] = [s for s in stop if s.strip()][:4]
-        if self.temperature is not None:
-            kwargs["temperature"] = self.temperature
+        # anthropic SDK 2.x no longer takes sampling parameters (temperature) on messages.create.
         try:
             response = self.client().messages.create(model=self.model, messages=turns, **kwargs)
         except (anthropic.APIConnectionError, anthropic.APITimeoutError, anthropic.InternalServerError) as exc:

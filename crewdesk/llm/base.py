@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from crewai import BaseLLM
-from crewai.llms.base_llm import llm_call_context
 from crewai.events.types.llm_events import LLMCallType
+from crewai.llms.base_llm import llm_call_context
 from pydantic import PrivateAttr
 
 

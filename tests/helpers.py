@@ -1,0 +1,68 @@
+"""Helpers for tests that drive a real `crewdesk worker` process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from crewdesk.tickets.models import Ticket
+
+ROOT = Path(__file__).resolve().parent.parent
+CREWDESK = str(Path(sys.executable).parent / "crewdesk")
+
+
+class Worker:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env = env
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Worker":
+        handle = self.log.open("ab")
+        self.proc = subprocess.Popen([CREWDESK, "worker", "--concurrency", "1", "--loglevel", "INFO"], env=self.env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if b"ready." in self.log.read_bytes():
+                return self
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            time.sleep(0.2)
+        raise AssertionError("worker did not start:\n" + self.log.read_text()[-3000:])
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def enqueue(settings, ticket_id: int) -> None:
+    from workers.app import configure
+    from workers.tasks import process_ticket
+
+    configure(settings)
+    process_ticket.apply_async(args=[ticket_id])
+
+
+def wait_for(session_factory, predicate, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with session_factory() as db:
+            value = predicate(db)
+            if value:
+                return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def terminal(ticket_id):
+    return lambda db: db.get(Ticket, ticket_id).status in ("resolved", "escalated", "failed") and db.get(Ticket, ticket_id)

@@ -1,0 +1,50 @@
+"""The command line as a user meets it: clear one-line errors, `run` and `show` on the scripted model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CREWDESK = str(Path(sys.executable).parent / "crewdesk")
+
+
+def cli(*args: str, env: dict | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([CREWDESK, *args], env={**os.environ, **(env or {})}, cwd=ROOT, capture_output=True, text=True, input=stdin, timeout=300)
+
+
+def test_run_then_show_on_sqlite_quickstart(tmp_path):
+    env = {"CREWDESK_HOME": str(tmp_path), "CREWDESK_DATABASE_URL": ""}
+    result = cli("run", "examples/tickets.jsonl", "--limit", "6", "--provider", "scripted", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "crewdesk run" in out and "EX-001" in out and "EX-006" in out and "EX-007" not in out
+    assert "6 tickets:" in out and "escalated" in out and "resolved" in out
+    for needle in ("category", "priority", "outcome", "seconds"):
+        assert needle in out
+    shown = cli("show", "file:EX-004", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "status=escalated" in shown.stdout and "legal_threat" in shown.stdout
+    assert "audit trail" in shown.stdout and "llm_call" in shown.stdout and "crew runs" in shown.stdout
+    again = cli("run", "examples/tickets.jsonl", "--limit", "6", "--provider", "scripted", env=env)
+    assert again.returncode == 0 and again.stdout.count("already processed") == 6
+
+
+def test_bad_input_is_one_clear_line(tmp_path):
+    env = {"CREWDESK_HOME": str(tmp_path), "CREWDESK_DATABASE_URL": ""}
+    missing = cli("run", str(tmp_path / "nope.jsonl"), "--provider", "scripted", env=env)
+    assert missing.returncode == 2 and missing.stderr.strip().startswith("error:") and "no such file" in missing.stderr
+    assert "Traceback" not in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+    unknown = cli("show", "99999", env=env)
+    assert unknown.returncode == 2 and "ticket 99999 does not exist" in unknown.stderr and "Traceback" not in unknown.stderr
+    stdin = cli("run", "-", "--provider", "scripted", env=env, stdin='{"id": "s1", "body": "Where is my invoice?"}\nnot json\n')
+    assert stdin.returncode == 0, stdin.stderr
+    assert "line 2: not valid JSON" in stdin.stderr and "1 rejected at intake" in stdin.stdout
+
+
+def test_unreachable_database_is_one_line(tmp_path):
+    env = {"CREWDESK_HOME": str(tmp_path), "CREWDESK_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    result = cli("init", env=env)
+    assert result.returncode == 2 and "cannot use the database" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,72 @@
+"""End to end on the real embedded model: `crewdesk worker` starts llama.cpp with the packaged
+Qwen2.5-Coder-1.5B GGUF, a Celery child runs the crew on one ticket, results land in PostgreSQL, and the
+worker stops the model server when it exits. Slow (about a minute on 2 cores)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from crewdesk.audit.models import AuditEvent
+from crewdesk.llm.local import MODEL_SHA256, ensure_model, sha256_of
+from crewdesk.runs.models import CrewRun
+from crewdesk.tickets.models import Ticket
+from tests.helpers import enqueue, terminal, wait_for
+
+pytestmark = pytest.mark.local_model
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = ensure_model(tmp_path_factory.mktemp("models"))
+    assert sha256_of(path) == MODEL_SHA256
+    return path
+
+
+def test_reassembly_is_verified_and_reused(model_path):
+    stamp = model_path.stat().st_mtime_ns
+    assert ensure_model(model_path.parent) == model_path
+    assert model_path.stat().st_mtime_ns == stamp  # verified once, not rebuilt
+
+
+def test_one_ticket_end_to_end_on_the_local_model(start_worker, session_factory, settings, make_ticket, model_path):
+    port = free_port()
+    start_worker(CREWDESK_LLM_PROVIDER="local", CREWDESK_LOCAL_PORT=str(port), CREWDESK_LOCAL_MODEL_PATH=str(model_path), CREWDESK_LOCAL_THREADS="2")
+    assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 200
+    ticket_id = make_ticket("Hello, I was charged twice for my March subscription. Can you refund one of the two charges?", customer="eva@example.com")
+    enqueue(settings, ticket_id)
+    ticket = wait_for(session_factory, terminal(ticket_id), timeout=600, what="the local model to finish the ticket")
+    assert ticket.status in ("resolved", "escalated"), ticket.status_reason
+    assert ticket.triage is not None and ticket.category in ("billing", "technical", "account", "other")
+    with session_factory() as db:
+        run = db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id, CrewRun.status == "completed")).scalar_one()
+        llm_rows = db.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.run_id == run.id, AuditEvent.kind == "llm_call", AuditEvent.error.is_(None))).scalar_one()
+        reply = db.get(Ticket, ticket_id).resolution["customer_reply"]
+    assert set(run.models.values()) == {"qwen2.5-coder-1.5b-instruct-q4_k_m"}
+    assert run.llm_calls == llm_rows >= 2 and run.tokens_in > 200 and run.tokens_out > 10 and run.llm_seconds > 0
+    assert len(reply) > 10
+
+
+def test_worker_exit_stops_the_model_server(start_worker, model_path):
+    port = free_port()
+    worker = start_worker(CREWDESK_LLM_PROVIDER="local", CREWDESK_LOCAL_PORT=str(port), CREWDESK_LOCAL_MODEL_PATH=str(model_path))
+    assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 200
+    worker.stop()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1)
+        except httpx.HTTPError:
+            return
+        time.sleep(0.5)
+    pytest.fail("llama.cpp server still answers after the worker stopped")
