@@ -105,6 +105,49 @@ def worker(
 
 
 @app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Serve the HTTP API (submit tickets, read status and audit trail; OpenAPI at /docs)."""
+    import uvicorn
+
+    from crewdesk.api import create_app
+
+    settings = _settings()
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+model_app = typer.Typer(help="The embedded local model.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("path")
+def model_path() -> None:
+    """Assemble the packaged GGUF (verified by sha256) and print where it is."""
+    from crewdesk.llm.local import ensure_model
+
+    settings = _settings()
+    console.print(str(settings.local_model_path or ensure_model(settings.models_dir)))
+
+
+@model_app.command("serve")
+def model_serve(host: Annotated[Optional[str], typer.Option(help="Interface to bind (default CREWDESK_LOCAL_HOST).")] = None) -> None:
+    """Run llama.cpp's server for the local model in the foreground (the compose `llm` service)."""
+    import signal
+
+    from crewdesk.llm.factory import start_local_server
+
+    settings = _settings(local_host=host)
+    server = start_local_server(settings)
+    console.print(f"serving {server.base_url}; Ctrl-C stops")
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        server.stop()
+
+
+@app.command()
 def run(
     path: Annotated[str, typer.Argument(help="A .jsonl or .json file of tickets.")],
     limit: Annotated[int, typer.Option(help="Process at most this many tickets (0 = all).")] = 0,

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive(self) -> "Settings":
+        if self.visibility_timeout <= self.task_time_limit:
+            raise ValueError(
+                f"visibility_timeout ({self.visibility_timeout}s) must exceed task_time_limit ({self.task_time_limit}s), "
+                "or the broker hands a running ticket to a second worker"
+            )
         if not self.database_url:
             self.database_url = f"sqlite:///{self.home / 'crewdesk.db'}"
         return self

@@ -116,3 +116,8 @@ def test_importing_the_code_does_not_read_settings():
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "imported" in result.stdout
+
+
+def test_visibility_timeout_must_outlast_a_running_ticket():
+    with pytest.raises(ValueError, match="visibility_timeout"):
+        Settings(visibility_timeout=600, task_time_limit=900)

@@ -56,7 +56,7 @@ def test_duplicate_submit_gives_one_result(start_worker, worker_env, session_fac
 
 def test_sigkill_mid_ticket_then_restart_completes_exactly_once(start_worker, session_factory, settings, make_ticket):
     # Short visibility timeout so Redis hands the unacked ticket back within the test; production uses 1800 s.
-    slow = {"CREWDESK_SCRIPTED_LATENCY_MS": "1500", "CREWDESK_VISIBILITY_TIMEOUT": "6", "CREWDESK_UNACKED_RESTORE_INTERVAL": "2"}
+    slow = {"CREWDESK_SCRIPTED_LATENCY_MS": "1500", "CREWDESK_VISIBILITY_TIMEOUT": "6", "CREWDESK_TASK_TIME_LIMIT": "5", "CREWDESK_UNACKED_RESTORE_INTERVAL": "2"}
     worker = start_worker(**slow)
     ticket_id = make_ticket("My payment failed but the money left my account.")
     enqueue(settings, ticket_id)

@@ -40,7 +40,7 @@ def configure(settings: Settings) -> Celery:
             "unacked_restore_throttle": 1,
         },
         task_time_limit=settings.task_time_limit,
-        task_soft_time_limit=max(1, settings.task_time_limit - 30),
+        task_soft_time_limit=max(1, settings.task_time_limit - min(30, settings.task_time_limit // 10)),
         task_default_queue=Queues.tickets.value,
         task_queues=[Queue(Queues.tickets.value)],
         task_routes={"crewdesk.process_ticket": {"queue": Queues.tickets.value}},

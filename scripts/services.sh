@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Make sure PostgreSQL and Redis answer on 127.0.0.1 (install and start them when absent; idempotent).
+# Prints the admin URL the tests should use for PostgreSQL.
+set -euo pipefail
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+apt_ready=""
+apt_install() {
+  [ -n "$apt_ready" ] || { as_root apt-get update -q >/dev/null; apt_ready=1; }
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q "$@" >/dev/null
+}
+
+pg_url=${CREWDESK_TEST_PG_ADMIN:-postgresql://postgres@127.0.0.1:5432/postgres}
+pg_ok() { psql "$1" -Atqc 'select 1' >/dev/null 2>&1; }
+
+if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+  echo "installing PostgreSQL..." >&2
+  apt_install postgresql
+fi
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  version=$(ls /etc/postgresql | sort -V | tail -1)
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || as_root pg_ctlcluster "$version" main start
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+if ! pg_ok "$pg_url"; then
+  # A stock Debian cluster wants a password over TCP: give the postgres role one for the tests.
+  as_root runuser -u postgres -- psql -qc "ALTER USER postgres PASSWORD 'crewdesk'" >/dev/null
+  pg_url=postgresql://postgres:crewdesk@127.0.0.1:5432/postgres
+  pg_ok "$pg_url" || { echo "PostgreSQL answers but refuses $pg_url" >&2; exit 1; }
+fi
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  command -v redis-server >/dev/null 2>&1 || { echo "installing Redis..." >&2; apt_install redis-server; }
+  mkdir -p /tmp/crewdesk-redis
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir /tmp/crewdesk-redis --logfile /tmp/crewdesk-redis/redis.log
+  for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.5; done
+  redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { echo "Redis did not start" >&2; exit 1; }
+fi
+
+echo "$pg_url"
