@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import time
 
@@ -21,7 +23,7 @@ def submit_file(env, tmp_path, lines: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_submit_worker_crew_database(start_worker, worker_env, session_factory, tmp_path):
-    start_worker()
+    worker = start_worker(CREWDESK_LOG_LEVEL="INFO")
     result = submit_file(worker_env, tmp_path, ['{"id": "W-1", "customer": "li@example.com", "subject": "Sync broken", "body": "The desktop app fails to sync with error 500 since the update."}'])
     assert result.returncode == 0, result.stderr
     assert "queued 1" in result.stdout
@@ -34,6 +36,28 @@ def test_submit_worker_crew_database(start_worker, worker_env, session_factory, 
         llm_rows = db.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.run_id == run.id, AuditEvent.kind == "llm_call")).scalar_one()
     assert run.celery_task_id and run.status == "completed"
     assert llm_rows == run.llm_calls >= 2
+    processed = [json.loads(line) for line in worker.log.read_text().splitlines() if '"ticket.processed"' in line]
+    assert processed and processed[0]["ticket_id"] == ticket_id and processed[0]["run_id"] == run.id
+    assert processed[0]["celery_task_id"] == run.celery_task_id  # structlog carries the ids bound by task and pipeline
+    ready = [json.loads(line) for line in worker.log.read_text().splitlines() if '"worker.child_ready"' in line]
+    assert ready and all(entry["pid"] != worker.proc.pid for entry in ready)  # warmed in the child, never the parent
+
+
+def test_transient_failures_are_retried_with_backoff_then_recorded(start_worker, session_factory, settings, make_ticket):
+    with socket.socket() as probe:  # a port nothing listens on: every model call is a connection error
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    start_worker(CREWDESK_LLM_PROVIDER="openai", CREWDESK_OPENAI_BASE_URL=f"http://127.0.0.1:{dead}/v1", CREWDESK_TASK_MAX_RETRIES="1")
+    ticket_id = make_ticket("The mobile app will not load my dashboard.")
+    enqueue(settings, ticket_id)
+    ticket = wait_for(session_factory, terminal(ticket_id), timeout=60, what="retries to run out")
+    assert ticket.status == "failed"
+    assert ticket.status_reason.startswith("gave up after 1 retries: TransientError")
+    with session_factory() as db:
+        runs = db.execute(select(CrewRun.status).where(CrewRun.ticket_id == ticket_id)).scalars().all()
+        failures = db.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "llm_call", AuditEvent.error.like("%Connection%"))).scalar_one()
+    assert runs == ["error", "error"]  # the first try and exactly one Celery retry; no hidden client retries
+    assert failures == 2
 
 
 def test_duplicate_submit_gives_one_result(start_worker, worker_env, session_factory, settings, tmp_path):

@@ -20,6 +20,7 @@ app.conf.update(
     accept_content=["json"],
     task_ignore_result=True,  # results and audit go to PostgreSQL, not the broker
     worker_hijack_root_logger=False,
+    worker_redirect_stdouts=False,  # our JSON log lines go to stderr as they are, not wrapped by Celery
     broker_connection_retry_on_startup=True,
 )
 
