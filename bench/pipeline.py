@@ -64,6 +64,7 @@ def drop_db(url: str) -> None:
 def reset(engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE audit_events, approvals, messages, crew_runs, tickets RESTART IDENTITY CASCADE"))
+        conn.execute(text("UPDATE audit_chain_head SET last_hash = :genesis, count = 0"), {"genesis": "0" * 64})
     redis.Redis.from_url(REDIS_URL).flushdb()
 
 

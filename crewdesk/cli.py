@@ -118,6 +118,26 @@ def api(
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
+audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Recompute the audit hash chain; exit 1 and name the rows if any was edited, deleted or inserted."""
+    from crewdesk.audit import service as audit
+
+    settings = _settings(log_json=False)
+    with _session_factory(settings)() as db:
+        report = audit.verify(db=db)
+    for problem in report.problems:
+        err.print(problem, highlight=False)
+    if not report.ok:
+        console.print(f"audit chain BROKEN: {len(report.problems)} problem(s) in {report.checked} rows")
+        raise typer.Exit(1)
+    console.print(f"audit chain intact: {report.checked} rows")
+
+
 model_app = typer.Typer(help="The embedded local model.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 

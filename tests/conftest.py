@@ -99,6 +99,7 @@ def session_factory(engine):
 
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        conn.execute(text("UPDATE audit_chain_head SET last_hash = :genesis, count = 0"), {"genesis": "0" * 64})  # a new, empty chain
     return make_session_factory(engine)
 
 

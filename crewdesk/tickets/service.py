@@ -14,7 +14,8 @@ from crewdesk.tickets.schemas import TicketIn
 def get(*, db: Session, ticket_id: int, lock: bool = False) -> Ticket:
     stmt = select(Ticket).where(Ticket.id == ticket_id)
     if lock:
-        stmt = stmt.with_for_update()
+        # NO KEY UPDATE: audit rows referencing this ticket (their FK takes KEY SHARE) are not blocked by it.
+        stmt = stmt.with_for_update(key_share=True)  # renders FOR NO KEY UPDATE
     ticket = db.execute(stmt).scalar_one_or_none()
     if ticket is None:
         raise TicketNotFound(f"ticket {ticket_id} does not exist")

@@ -1,0 +1,34 @@
+"""The audit hash chain: each row's hash covers its content and the previous row's hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+GENESIS = "0" * 64
+HASHED_FIELDS = ("ticket_id", "run_id", "kind", "name", "actor", "arguments", "result", "duration_ms", "error", "created_at")
+
+
+def _canon(value: Any) -> Any:
+    """One form for a value before and after a database round trip (JSONB turns 1.0 into 1, drops tz on SQLite)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else repr(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return aware.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    if isinstance(value, dict):
+        return {str(k): _canon(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canon(v) for v in value]
+    return str(value)
+
+
+def row_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    payload = json.dumps({k: _canon(fields.get(k)) for k in HASHED_FIELDS}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{prev_hash}\n{payload}".encode()).hexdigest()
