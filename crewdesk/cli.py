@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -116,6 +117,88 @@ def api(
 
     settings = _settings()
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+demo_app = typer.Typer(help="The demo system of record (tau2-bench retail store).", no_args_is_help=True)
+app.add_typer(demo_app, name="demo")
+
+
+@demo_app.command("load")
+def demo_load(path: Annotated[Optional[Path], typer.Argument(help="db.json (default ../shared/datasets/tau2-retail/db.json).")] = None) -> None:
+    """Load the store's users, orders and products into the database, replacing what is there."""
+    from crewdesk.db import transaction
+    from crewdesk.store.service import DEFAULT_DB_JSON, load_store, read_store
+
+    settings = _settings(log_json=False)
+    _migrate(settings)
+    data = read_store(path or DEFAULT_DB_JSON)
+    with transaction(_session_factory(settings)) as db:
+        counts = load_store(db=db, data=data)
+    console.print(f"loaded {counts['users']} users, {counts['orders']} orders, {counts['products']} products")
+
+
+approvals_app = typer.Typer(help="Writes waiting for a person.", no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
+
+
+@approvals_app.command("list")
+def approvals_list(all_: Annotated[bool, typer.Option("--all", help="Also decided ones.")] = False) -> None:
+    """List approvals (pending by default)."""
+    from crewdesk.approvals import service as approvals
+
+    settings = _settings(log_json=False)
+    with _session_factory(settings)() as db:
+        rows = approvals.listing(db=db, status=None if all_ else "pending")
+        table = Table(title="approvals")
+        for column in ("id", "ticket", "action", "arguments", "requested by", "status", "reason"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(str(row.id), str(row.ticket_id), row.action, str(row.arguments), row.requested_by, row.status, row.reason or "")
+    console.print(table)
+
+
+def _decide(approval_id: int, approve: bool, by: str, reason: Optional[str], inline: bool) -> None:
+    from crewdesk.llm.factory import LLMFactory
+    from crews.approvals import decide
+    from crews.pipeline import Pipeline
+
+    settings = _settings(log_json=False, log_level="WARNING")
+    factory = _session_factory(settings)
+    pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
+    if inline:
+        resume = pipeline.process
+    else:
+        from workers.app import configure
+        from workers.tasks import process_ticket
+
+        configure(settings)
+        resume = lambda ticket_id: process_ticket.apply_async(args=[ticket_id])  # noqa: E731
+    approval, result = decide(pipeline=pipeline, approval_id=approval_id, approve=approve, by=by, reason=reason, resume=resume)
+    verb = "approved" if approve else "rejected"
+    done = f"; {approval.action} done" if approve else ""
+    console.print(f"approval {approval.id} {verb}{done}; ticket {approval.ticket_id} {'resumed' if inline else 'queued to resume'}")
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    approval_id: int,
+    by: Annotated[str, typer.Option(help="Who decides (recorded).")] = "cli",
+    note: Annotated[Optional[str], typer.Option(help="Why.")] = None,
+    inline: Annotated[bool, typer.Option(help="Resume the ticket in this process instead of on the queue.")] = False,
+) -> None:
+    """Approve: the write runs once, and the ticket resumes without repeating completed actions."""
+    _decide(approval_id, True, by, note, inline)
+
+
+@approvals_app.command("reject")
+def approvals_reject(
+    approval_id: int,
+    reason: Annotated[str, typer.Option(help="Why (recorded, and told to the crew).")],
+    by: Annotated[str, typer.Option(help="Who decides (recorded).")] = "cli",
+    inline: Annotated[bool, typer.Option(help="Resume the ticket in this process instead of on the queue.")] = False,
+) -> None:
+    """Reject: nothing runs; the ticket resumes and the crew answers the customer accordingly."""
+    _decide(approval_id, False, by, reason, inline)
 
 
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)

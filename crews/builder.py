@@ -10,7 +10,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.llm.base import CrewdeskLLM
 from crewdesk.llm.factory import LLMFactory
+from crewdesk.effects import service as effects
 from crewdesk.llm.output import json_guardrail, parse_model_output
+from crewdesk.tickets.promises import unbacked_claims
+from crewdesk.tickets.schemas import Resolution
 from crewdesk.tickets.models import Ticket
 from crews.config import CrewConfig
 from tools.gate import Gate
@@ -78,6 +81,29 @@ class CrewBuilder:
             cache=False,
         )
 
+    def performed_tools(self, ticket_id: int) -> set[str]:
+        with self.session_factory() as db:
+            return {effect.tool for effect in effects.for_ticket(db=db, ticket_id=ticket_id)}
+
+    def guardrail(self, model: type[BaseModel], *, ticket_id: int):
+        """Valid JSON for `model`; for a resolution also no claim of an action that no tool performed."""
+        check_json = json_guardrail(model)
+        if model is not Resolution:
+            return check_json
+
+        def guardrail(output):  # unannotated on purpose, see json_guardrail
+            ok, value = check_json(output)
+            if not ok:
+                return ok, value
+            claims = unbacked_claims(Resolution.model_validate_json(value).customer_reply, self.performed_tools(ticket_id))
+            if claims:
+                return False, (f"The reply claims a {', '.join(claims)} that no tool performed. Either perform it with the right tool, "
+                               "or rewrite the reply so it does not say it was done.")
+            return True, value
+
+        guardrail.__name__ = "resolution_guardrail"
+        return guardrail
+
     def run_phase(self, *, task_key: str, role_key: str, ticket: Ticket, run_id: int, gate: Gate, ledger: PhaseLedger, values: dict[str, str]) -> BaseModel:
         """Kick off one task with one agent and return its validated pydantic output."""
         spec = self.config.tasks[task_key]
@@ -88,7 +114,7 @@ class CrewBuilder:
             expected_output=spec.expected_output,
             agent=agent,
             output_pydantic=spec.output,
-            guardrail=json_guardrail(spec.output),
+            guardrail=self.guardrail(spec.output, ticket_id=ticket.id),
             guardrail_max_retries=1,
         )
         crew = Crew(agents=[agent], tasks=[task], process=Process.sequential, verbose=False, memory=False)

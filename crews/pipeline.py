@@ -15,7 +15,10 @@ from crewai.utilities.converter import ConverterError
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from crewdesk.approvals import service as approvals
 from crewdesk.audit import service as audit
+from crewdesk.connectors.builtin_store import SqlRetailStore
+from crewdesk.effects import service as effects
 from crewdesk.db import transaction, utcnow
 from crewdesk.errors import ModelOutputError, TransientError
 from crewdesk.llm.factory import LLMFactory, estimate_cost
@@ -103,7 +106,8 @@ class Pipeline:
     def _begin(self, ticket_id: int, celery_task_id: str | None) -> tuple[Ticket, CrewRun | None, TicketOutcome | None]:
         with transaction(self.session_factory) as db:
             ticket = tickets.get(db=db, ticket_id=ticket_id, lock=True)
-            if tickets.is_terminal(ticket) or ticket.status == TicketStatus.awaiting_approval:
+            waiting = ticket.status == TicketStatus.awaiting_approval and approvals.pending_for(db=db, ticket_id=ticket.id)
+            if tickets.is_terminal(ticket) or waiting:
                 last = db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id, CrewRun.status == "completed").order_by(CrewRun.id.desc())).scalars().first()
                 return ticket, None, TicketOutcome(ticket_id=ticket.id, run_id=last.id if last else None, status=ticket.status,
                                                    category=ticket.category, priority=ticket.priority, reused=True)
@@ -120,10 +124,17 @@ class Pipeline:
                 audit.record(db=db, ticket_id=ticket.id, kind="status", name="run_interrupted", actor="pipeline", result={"runs": interrupted})
             run = CrewRun(ticket_id=ticket.id, process="sequential", celery_task_id=celery_task_id)
             db.add(run)
-            tickets.transition(ticket=ticket, to=TicketStatus.triaging)
+            resuming = ticket.status == TicketStatus.awaiting_approval
+            tickets.transition(ticket=ticket, to=TicketStatus.in_progress if resuming else TicketStatus.triaging)
             db.flush()
-            audit.record(db=db, ticket_id=ticket.id, run_id=run.id, kind="status", name="triaging", actor="pipeline")
+            audit.record(db=db, ticket_id=ticket.id, run_id=run.id, kind="status", name="resumed" if resuming else "triaging", actor="pipeline")
             return ticket, run, None
+
+    def gate(self, *, ticket_id: int, run_id: int | None) -> Gate:
+        threshold = self.settings.approval_threshold_usd
+        return Gate(session_factory=self.session_factory, ticket_id=ticket_id, run_id=run_id, permissions=self.config.permissions,
+                    store_factory=SqlRetailStore, approval_threshold=None if threshold < 0 else threshold,
+                    max_calls_per_ticket=self.settings.max_tool_calls_per_ticket)
 
     def give_up(self, ticket_id: int, *, reason: str) -> None:
         """Retries are exhausted: record the ticket as failed rather than leave it queued."""
@@ -151,7 +162,7 @@ class Pipeline:
         bind(ticket_id=ticket.id, run_id=run.id)
         token = audit_listener.current_run.set(audit_listener.RunContext(ticket.id, run.id))
         ledger = PhaseLedger()
-        gate = Gate(session_factory=self.session_factory, ticket_id=ticket.id, run_id=run.id, permissions=self.config.permissions)
+        gate = self.gate(ticket_id=ticket.id, run_id=run.id)
         try:
             status, reason, reply, note, triage = self._crew(ticket, run, gate, ledger)
             outcome = self._finish(ticket, run, ledger, started, status=status, reason=reason, reply=reply, note=note, triage=triage)
@@ -172,6 +183,8 @@ class Pipeline:
 
     def _crew(self, ticket: Ticket, run: CrewRun, gate: Gate, ledger: PhaseLedger):
         phase = dict(ticket=ticket, run_id=run.id, gate=gate, ledger=ledger)
+        if ticket.status == TicketStatus.in_progress and ticket.triage:  # a run starts in_progress only when resuming after approvals
+            return self._specialist(ticket, Triage.model_validate(ticket.triage), phase, history=self._history(ticket.id))
         try:
             triage = self.builder.run_phase(task_key="triage", role_key="routing", values={}, **phase)
         except Exception as exc:
@@ -193,8 +206,24 @@ class Pipeline:
         ticket.category, ticket.priority = triage.category, triage.priority
         if hits:
             return self._escalate(ticket, triage, "; ".join(str(h) for h in hits), phase) + (triage,)
+        return self._specialist(ticket, triage, phase)
+
+    def _history(self, ticket_id: int) -> str:
+        """What happened on this ticket before a resumed run: decisions and completed actions."""
+        lines = []
+        with self.session_factory() as db:
+            for approval in approvals.listing(db=db, status=None):
+                if approval.ticket_id == ticket_id:
+                    lines.append(f"- approval #{approval.id} for {approval.action} {approval.arguments}: {approval.status.upper()} by {approval.decided_by}")
+            for effect in effects.for_ticket(db=db, ticket_id=ticket_id):
+                lines.append(f"- DONE {effect.tool} {effect.arguments}")
+        return "\n".join(lines)
+
+    def _specialist(self, ticket: Ticket, triage: Triage, phase: dict, history: str = ""):
         specialist = SPECIALIST_BY_CATEGORY[triage.category]
         triage_text = triage.model_dump_json()
+        if history:
+            triage_text += "\n\nEarlier on this ticket (already done; do not repeat):\n" + history
         try:
             resolution = self.builder.run_phase(task_key="resolve", role_key=specialist, values={"triage": triage_text}, **phase)
         except Exception as exc:
@@ -202,8 +231,14 @@ class Pipeline:
                 raise
             return self._escalate(ticket, triage, f"{specialist} model gave no valid resolution ({exc})", phase) + (triage,)
         assert isinstance(resolution, Resolution)
-        if resolution.needs_human:
-            reason = resolution.escalation_reason or f"{specialist} asked for a human"
+        with self.session_factory() as db:
+            pending = approvals.pending_for(db=db, ticket_id=ticket.id)
+            transferred = any(e.tool == "transfer_to_human_agents" for e in effects.for_ticket(db=db, ticket_id=ticket.id))
+        if pending:
+            reason = "; ".join(f"approval #{a.id}: {a.action} ({a.reason})" for a in pending)
+            return TicketStatus.awaiting_approval, reason, resolution.customer_reply, resolution.internal_note, triage
+        if resolution.needs_human or transferred:
+            reason = resolution.escalation_reason or (f"{specialist} transferred to a human" if transferred else f"{specialist} asked for a human")
             return self._escalate(ticket, triage, reason, phase, note=resolution.internal_note) + (triage,)
         return TicketStatus.resolved, None, resolution.customer_reply, resolution.internal_note, triage
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from crewai.tools import BaseTool
 from pydantic import ConfigDict
 
+from crewdesk.connectors.base import StoreError
 from tools.gate import Gate, ToolDenied
 
 
@@ -18,10 +20,12 @@ class GovernedTool(BaseTool):
 
     def _run(self, **kwargs: Any) -> str:
         try:
-            key = self.gate.check(role=self.role, tool=self.name, arguments=kwargs)
+            result = self.execute(**kwargs)
         except ToolDenied as exc:
             return f"DENIED: {exc}"
-        return self.execute(idempotency_key=key, **kwargs)
+        except StoreError as exc:
+            return f"Error: {exc}"
+        return result if isinstance(result, str) else json.dumps(result)
 
-    def execute(self, *, idempotency_key: str, **kwargs: Any) -> str:
+    def execute(self, **kwargs: Any) -> Any:
         raise NotImplementedError

@@ -20,7 +20,8 @@ class CustomerHistoryTool(GovernedTool):
     args_schema: type[BaseModel] = _NoArgs
     customer: str = ""
 
-    def execute(self, *, idempotency_key: str, **kwargs: Any) -> str:
+    def execute(self, **kwargs: Any) -> str:
+        self.gate.check(role=self.role, tool=self.name, arguments=kwargs)
         with self.gate.session_factory() as db:
             earlier = tickets.customer_history(db=db, customer=self.customer, exclude_ticket_id=self.gate.ticket_id)
         if not earlier:
@@ -29,5 +30,4 @@ class CustomerHistoryTool(GovernedTool):
             f"- {t.created_at:%Y-%m-%d} #{t.id} [{t.category or 'uncategorised'}] {t.subject[:80]!r} -> {t.status}"
             for t in earlier
         ]
-        return "Earlier tickets:\n" + "\n".join(lines)
-
+        return self.gate.vault.conceal("Earlier tickets:\n" + "\n".join(lines))

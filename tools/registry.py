@@ -2,7 +2,9 @@
 
 from tools.base import GovernedTool
 from tools.customer_history import CustomerHistoryTool
+from tools.store_tools import STORE_TOOLS
 
 REGISTRY: dict[str, type[GovernedTool]] = {
     CustomerHistoryTool.model_fields["name"].default: CustomerHistoryTool,
+    **STORE_TOOLS,
 }

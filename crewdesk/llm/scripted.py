@@ -110,3 +110,35 @@ class ScriptedLLM(CrewdeskLLM):
         text = (self._responder or default_responder)(messages, agent_role(messages))
         prompt = sum(rough_token_count(m["content"]) for m in messages)
         return Completion(text=text, prompt_tokens=prompt, completion_tokens=rough_token_count(text))
+
+
+def react_action(tool: str, arguments: dict[str, Any]) -> str:
+    return f"Thought: I need to use {tool}\nAction: {tool}\nAction Input: {json.dumps(arguments)}"
+
+
+class PlanResponder:
+    """Follows a fixed plan per role: each tool call in turn (one per model turn, as CrewAI's ReAct loop
+    expects), then a final answer. The oracle of the evaluation and the tool tests use it."""
+
+    def __init__(self, *, triage: dict[str, Any], plans: dict[str, list[tuple[str, dict[str, Any]]]], finals: dict[str, dict[str, Any]]) -> None:
+        self.triage = triage
+        self.plans = plans
+        self.finals = finals
+        self.observations: list[str] = []
+
+    def _key(self, role: str, table: dict) -> str | None:
+        return next((key for key in table if key in role), None)
+
+    def __call__(self, messages: list[dict[str, str]], role: str) -> str:
+        if "rout" in role:
+            return react_final(self.triage)
+        key = self._key(role, self.plans) or self._key(role, self.finals)
+        plan = self.plans.get(key, []) if key else []
+        step = sum(1 for m in messages if m["role"] == "assistant")
+        if step and messages[-2]["role"] == "assistant" and "Observation:" in messages[-2]["content"]:
+            self.observations.append(messages[-2]["content"].rsplit("Observation:", 1)[1].strip())
+        if step < len(plan):
+            return react_action(*plan[step])
+        if key in self.finals:
+            return react_final(self.finals[key])
+        return default_responder(messages, role)

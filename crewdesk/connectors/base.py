@@ -1,0 +1,69 @@
+"""Connector interfaces. A company plugs in its own CRM, order system or payment provider by implementing these."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from crewdesk.errors import CrewdeskError
+
+
+class StoreError(CrewdeskError):
+    """The system of record refused an operation (not found, wrong status, policy); the agent sees the message."""
+
+
+READ = "read"
+WRITE = "write"
+
+
+class RetailStore(ABC):
+    """Customers, orders and products, with the operations a support agent may take (tau2-bench retail)."""
+
+    @abstractmethod
+    def find_user_id_by_email(self, email: str) -> str: ...
+    @abstractmethod
+    def find_user_id_by_name_zip(self, first_name: str, last_name: str, zip: str) -> str: ...
+    @abstractmethod
+    def get_user_details(self, user_id: str) -> dict[str, Any]: ...
+    @abstractmethod
+    def get_order_details(self, order_id: str) -> dict[str, Any]: ...
+    @abstractmethod
+    def get_product_details(self, product_id: str) -> dict[str, Any]: ...
+    @abstractmethod
+    def get_item_details(self, item_id: str) -> dict[str, Any]: ...
+    @abstractmethod
+    def list_all_product_types(self) -> dict[str, str]: ...
+    @abstractmethod
+    def cancel_pending_order(self, order_id: str, reason: str) -> dict[str, Any]: ...
+    @abstractmethod
+    def modify_pending_order_address(self, order_id: str, address1: str, address2: str, city: str, state: str, country: str, zip: str) -> dict[str, Any]: ...
+    @abstractmethod
+    def modify_pending_order_items(self, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str) -> dict[str, Any]: ...
+    @abstractmethod
+    def modify_pending_order_payment(self, order_id: str, payment_method_id: str) -> dict[str, Any]: ...
+    @abstractmethod
+    def modify_user_address(self, user_id: str, address1: str, address2: str, city: str, state: str, country: str, zip: str) -> dict[str, Any]: ...
+    @abstractmethod
+    def return_delivered_order_items(self, order_id: str, item_ids: list[str], payment_method_id: str) -> dict[str, Any]: ...
+    @abstractmethod
+    def exchange_delivered_order_items(self, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def refund_amount(self, operation: str, arguments: dict[str, Any]) -> float:
+        """Money that would go back to the customer if `operation` ran now (approval thresholds)."""
+
+
+@dataclass(frozen=True)
+class Refund:
+    id: str
+    status: str
+    amount_cents: int
+    currency: str
+
+
+class PaymentProvider(ABC):
+    """Moves money back to a customer. `idempotency_key` makes a repeated call a no-op at the provider."""
+
+    @abstractmethod
+    def refund(self, *, payment_reference: str, amount_cents: int, currency: str, idempotency_key: str, reason: str) -> Refund: ...
