@@ -124,7 +124,6 @@ class PlanResponder:
         self.triage = triage
         self.plans = plans
         self.finals = finals
-        self.observations: list[str] = []
 
     def _key(self, role: str, table: dict) -> str | None:
         return next((key for key in table if key in role), None)
@@ -135,8 +134,6 @@ class PlanResponder:
         key = self._key(role, self.plans) or self._key(role, self.finals)
         plan = self.plans.get(key, []) if key else []
         step = sum(1 for m in messages if m["role"] == "assistant")
-        if step and messages[-2]["role"] == "assistant" and "Observation:" in messages[-2]["content"]:
-            self.observations.append(messages[-2]["content"].rsplit("Observation:", 1)[1].strip())
         if step < len(plan):
             return react_action(*plan[step])
         if key in self.finals:
