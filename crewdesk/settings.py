@@ -53,6 +53,7 @@ class Settings(BaseSettings):
 
     approval_threshold_usd: float = Field(default=100.0, description="A write that would refund more than this waits for a person; negative disables approvals.")
     max_tool_calls_per_ticket: int = Field(default=30, description="Gate rate limit: tool calls allowed in one ticket run.")
+    pii_redaction: bool = Field(default=True, description="Replace emails, phones, cards, IBANs and addresses by tokens before text reaches a model.")
     escalation_confidence: float = Field(default=0.5, description="Triage confidence below this escalates to a human.")
     repeat_contact_days: int = 30
     repeat_contact_threshold: int = 2

@@ -110,7 +110,7 @@ class CrewBuilder:
         agent = self.agent(role_key=role_key, ticket=ticket, run_id=run_id, gate=gate, ledger=ledger)
         task = Task(
             name=task_key,
-            description=spec.render(ticket=ticket_block(ticket), **values),
+            description=gate.vault.conceal(spec.render(ticket=ticket_block(ticket), **values)),
             expected_output=spec.expected_output,
             agent=agent,
             output_pydantic=spec.output,

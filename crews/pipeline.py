@@ -38,7 +38,8 @@ from crewdesk.tickets.schemas import (
 from crews import audit_listener
 from crews.builder import CrewBuilder, PhaseLedger
 from crews.config import SPECIALIST_BY_CATEGORY, CrewConfig, load_config
-from tools.gate import Gate
+from crewdesk.pii import Vault
+from tools.gate import Gate, PlainVault
 
 log = get_logger(__name__)
 
@@ -132,9 +133,10 @@ class Pipeline:
 
     def gate(self, *, ticket_id: int, run_id: int | None) -> Gate:
         threshold = self.settings.approval_threshold_usd
+        vault = Vault(session_factory=self.session_factory, ticket_id=ticket_id) if self.settings.pii_redaction else PlainVault()
         return Gate(session_factory=self.session_factory, ticket_id=ticket_id, run_id=run_id, permissions=self.config.permissions,
                     store_factory=SqlRetailStore, approval_threshold=None if threshold < 0 else threshold,
-                    max_calls_per_ticket=self.settings.max_tool_calls_per_ticket)
+                    max_calls_per_ticket=self.settings.max_tool_calls_per_ticket, vault=vault)
 
     def give_up(self, ticket_id: int, *, reason: str) -> None:
         """Retries are exhausted: record the ticket as failed rather than leave it queued."""
@@ -165,6 +167,7 @@ class Pipeline:
         gate = self.gate(ticket_id=ticket.id, run_id=run.id)
         try:
             status, reason, reply, note, triage = self._crew(ticket, run, gate, ledger)
+            reply, note = gate.vault.reveal(reply), gate.vault.reveal(note)  # the customer and the team see real data
             outcome = self._finish(ticket, run, ledger, started, status=status, reason=reason, reply=reply, note=note, triage=triage)
             log.info("ticket.processed", status=outcome.status, category=outcome.category, seconds=round(outcome.seconds, 2))
             return outcome

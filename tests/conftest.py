@@ -36,7 +36,7 @@ from tests import helpers  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("CREWDESK_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CREWDESK_TEST_REDIS", "redis://127.0.0.1:6379/15")
-TABLES = ("audit_events", "approvals", "messages", "crew_runs", "tickets")
+TABLES = ("audit_events", "approvals", "tool_effects", "pii_tokens", "messages", "crew_runs", "tickets")
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 

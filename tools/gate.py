@@ -26,6 +26,7 @@ from crewdesk.audit import service as audit
 from crewdesk.connectors.base import READ, RetailStore, StoreError
 from crewdesk.db import transaction
 from crewdesk.effects import service as effects
+from crewdesk.pii import Vault
 from crewdesk.store.operations import Operation, as_jsonable
 
 
@@ -33,8 +34,8 @@ class ToolDenied(Exception):
     """The gate refused a call; the agent sees the message, the audit trail keeps the row."""
 
 
-class Vault:
-    """Identity by default; crewdesk.pii.Vault replaces it to keep personal data away from the model."""
+class PlainVault:
+    """No redaction (CREWDESK_PII_REDACTION=false, or direct use in tests); the pipeline passes crewdesk.pii.Vault."""
 
     def reveal(self, value: Any) -> Any:
         return value
@@ -52,7 +53,7 @@ class Gate:
     store_factory: Callable[[Session], RetailStore] | None = None
     approval_threshold: float | None = None
     max_calls_per_ticket: int = 25
-    vault: Vault = field(default_factory=Vault)
+    vault: Vault | PlainVault = field(default_factory=PlainVault)
     _calls: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -123,4 +124,4 @@ def describe_error(exc: Exception) -> str:
     raise exc
 
 
-__all__ = ["Gate", "ToolDenied", "Vault", "READ", "describe_error"]
+__all__ = ["Gate", "ToolDenied", "PlainVault", "READ", "describe_error"]
