@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +54,8 @@ class Settings(BaseSettings):
 
     approval_threshold_usd: float = Field(default=100.0, description="A write that would refund more than this waits for a person; negative disables approvals.")
     max_tool_calls_per_ticket: int = Field(default=30, description="Gate rate limit: tool calls allowed in one ticket run.")
+    crew_process: Literal["sequential", "hierarchical"] = Field(default="sequential", description="sequential: routing -> one specialist -> escalation; hierarchical: a manager delegates to several specialists.")
+    crew_process_by_category: dict[str, Literal["sequential", "hierarchical"]] = Field(default_factory=dict, description='Per ticket category, as JSON, e.g. {"billing": "hierarchical"}.')
     pii_redaction: bool = Field(default=True, description="Replace emails, phones, cards, IBANs and addresses by tokens before text reaches a model.")
     escalation_confidence: float = Field(default=0.5, description="Triage confidence below this escalates to a human.")
     repeat_contact_days: int = 30

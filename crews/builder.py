@@ -15,7 +15,8 @@ from crewdesk.llm.output import json_guardrail, parse_model_output
 from crewdesk.tickets.promises import unbacked_claims
 from crewdesk.tickets.schemas import Resolution
 from crewdesk.tickets.models import Ticket
-from crews.config import CrewConfig
+from crews.config import COWORKERS, CrewConfig
+from crews.delegation import DelegationBudget, capped_agent_tools
 from tools.gate import Gate
 from tools.registry import REGISTRY
 
@@ -62,12 +63,12 @@ class CrewBuilder:
         self.llm_factory = llm_factory
         self.session_factory = session_factory
 
-    def agent(self, *, role_key: str, ticket: Ticket, run_id: int, gate: Gate, ledger: PhaseLedger) -> Agent:
+    def agent(self, *, role_key: str, ticket: Ticket, run_id: int, gate: Gate, ledger: PhaseLedger, manager_tools: list | None = None) -> Agent:
         spec = self.config.roles[role_key]
         llm = self.llm_factory.build(tier=spec.tier, ticket_id=ticket.id, run_id=run_id)
         ledger.llms.append(llm)
         ledger.models[role_key] = llm.model
-        tools = [REGISTRY[name](gate=gate, role=role_key, customer=ticket.customer) for name in spec.tools]
+        tools = manager_tools if manager_tools is not None else [REGISTRY[name](gate=gate, role=role_key, customer=ticket.customer) for name in spec.tools]
         return Agent(
             role=spec.role,
             goal=spec.goal,
@@ -76,7 +77,7 @@ class CrewBuilder:
             tools=tools,
             max_iter=spec.max_iter,
             max_retry_limit=0,  # transient failures are retried once, by Celery, for the whole ticket
-            allow_delegation=False,
+            allow_delegation=manager_tools is not None,
             verbose=False,
             cache=False,
         )
@@ -121,3 +122,23 @@ class CrewBuilder:
         result = crew.kickoff()
         output = result.pydantic if isinstance(result.pydantic, spec.output) else None
         return output if output is not None else parse_model_output(result.raw, spec.output)
+
+    def run_hierarchical(self, *, ticket: Ticket, run_id: int, gate: Gate, ledger: PhaseLedger, values: dict[str, str]) -> tuple[BaseModel, DelegationBudget]:
+        """A manager delegates parts of the resolution to the specialists; each acts only through its own tools.
+        Iterations (YAML max_iter) and delegations (max_delegations) are capped."""
+        spec = self.config.tasks["resolve"]
+        coworkers = [self.agent(role_key=key, ticket=ticket, run_id=run_id, gate=gate, ledger=ledger) for key in COWORKERS]
+        budget = DelegationBudget(self.config.roles["manager"].max_delegations)
+        manager = self.agent(role_key="manager", ticket=ticket, run_id=run_id, gate=gate, ledger=ledger, manager_tools=capped_agent_tools(coworkers, budget))
+        task = Task(
+            name="resolve",
+            description=gate.vault.conceal(spec.render(ticket=ticket_block(ticket), **values)),
+            expected_output=spec.expected_output,
+            output_pydantic=spec.output,
+            guardrail=self.guardrail(spec.output, ticket_id=ticket.id),
+            guardrail_max_retries=1,
+        )
+        crew = Crew(agents=coworkers, tasks=[task], process=Process.hierarchical, manager_agent=manager, verbose=False, memory=False)
+        result = crew.kickoff()
+        output = result.pydantic if isinstance(result.pydantic, spec.output) else None
+        return (output if output is not None else parse_model_output(result.raw, spec.output)), budget

@@ -16,9 +16,10 @@ from tools.registry import REGISTRY as TOOL_REGISTRY
 
 OUTPUT_MODELS: dict[str, type[BaseModel]] = {"Triage": Triage, "Resolution": Resolution, "Handoff": Handoff}
 SPECIALIST_BY_CATEGORY = {"billing": "billing", "technical": "technical", "account": "account", "other": "general"}
-REQUIRED_ROLES = frozenset({"routing", "escalation", *SPECIALIST_BY_CATEGORY.values()})
+REQUIRED_ROLES = frozenset({"routing", "escalation", "manager", *SPECIALIST_BY_CATEGORY.values()})
+COWORKERS = ("billing", "technical", "account", "general", "escalation")  # whom a hierarchical manager may delegate to
 REQUIRED_TASKS = {"triage": {"ticket"}, "resolve": {"ticket", "triage"}, "escalate": {"ticket", "triage", "reason"}}
-ROLE_KEYS = {"role", "goal", "backstory", "tier", "tools", "max_iter"}
+ROLE_KEYS = {"role", "goal", "backstory", "tier", "tools", "max_iter", "max_delegations"}
 TASK_KEYS = {"agent", "output", "description", "expected_output"}
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
@@ -36,6 +37,7 @@ class RoleSpec:
     tier: str
     tools: tuple[str, ...]
     max_iter: int
+    max_delegations: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,12 @@ def load_config(agents_dir: Path, tasks_dir: Path) -> CrewConfig:
                 problems.append(f"agent '{key}': unknown tool '{tool}' (known: {sorted(TOOL_REGISTRY)})")
         if raw["tier"] not in TIERS:
             problems.append(f"agent '{key}': tier must be one of {TIERS}")
-        roles[key] = RoleSpec(key, str(raw["role"]).strip(), str(raw["goal"]).strip(), str(raw["backstory"]).strip(), raw["tier"], tools, int(raw.get("max_iter", 5)))
+        roles[key] = RoleSpec(key, str(raw["role"]).strip(), str(raw["goal"]).strip(), str(raw["backstory"]).strip(), raw["tier"], tools,
+                              int(raw.get("max_iter", 5)), int(raw.get("max_delegations", 0)))
+    if "manager" in roles and roles["manager"].tools:
+        problems.append("agent 'manager': a hierarchical manager may not have tools (CrewAI gives it delegation only)")
+    if "manager" in roles and roles["manager"].max_delegations < 1:
+        problems.append("agent 'manager': max_delegations must be at least 1")
     for key in sorted(REQUIRED_ROLES - set(roles)):
         problems.append(f"agents: role '{key}' is required by the crew")
 

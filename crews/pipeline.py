@@ -56,14 +56,15 @@ class TicketBusy(Exception):
 
 
 def classify_error(exc: BaseException) -> type[Exception] | None:
-    """Find a TransientError or ModelOutputError anywhere in the chain CrewAI may have wrapped."""
+    """Find a TransientError or a model misbehaving (garbage output, a loop CrewAI stopped) anywhere in the
+    chain CrewAI may have wrapped."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, TransientError):
             return TransientError
-        if isinstance(current, (ModelOutputError, ConverterError)) or "guardrail validation" in str(current):
+        if isinstance(current, (ModelOutputError, ConverterError)) or "guardrail validation" in str(current) or "not making progress" in str(current):
             return ModelOutputError
         current = current.__cause__ or current.__context__
     return None
@@ -222,13 +223,25 @@ class Pipeline:
                 lines.append(f"- DONE {effect.tool} {effect.arguments}")
         return "\n".join(lines)
 
+    def process_for(self, category: str) -> str:
+        return self.settings.crew_process_by_category.get(category, self.settings.crew_process)
+
     def _specialist(self, ticket: Ticket, triage: Triage, phase: dict, history: str = ""):
-        specialist = SPECIALIST_BY_CATEGORY[triage.category]
+        process = self.process_for(triage.category)
+        specialist = SPECIALIST_BY_CATEGORY[triage.category] if process == "sequential" else "manager"
         triage_text = triage.model_dump_json()
         if history:
             triage_text += "\n\nEarlier on this ticket (already done; do not repeat):\n" + history
+        with transaction(self.session_factory) as db:
+            db.execute(update(CrewRun).where(CrewRun.id == phase["run_id"]).values(process=process))
         try:
-            resolution = self.builder.run_phase(task_key="resolve", role_key=specialist, values={"triage": triage_text}, **phase)
+            if process == "hierarchical":
+                resolution, budget = self.builder.run_hierarchical(values={"triage": triage_text}, **phase)
+                with transaction(self.session_factory) as db:
+                    audit.record(db=db, ticket_id=ticket.id, run_id=phase["run_id"], kind="crew", name="delegations", actor="manager",
+                                 result={"used": budget.used, "limit": budget.limit, "refused": budget.refused})
+            else:
+                resolution = self.builder.run_phase(task_key="resolve", role_key=specialist, values={"triage": triage_text}, **phase)
         except Exception as exc:
             if classify_error(exc) is not ModelOutputError:
                 raise

@@ -32,7 +32,10 @@ import pytest  # noqa: E402
 import redis  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
+from crewdesk.logging import configure_logging  # noqa: E402
 from tests import helpers  # noqa: E402
+
+configure_logging(level="WARNING", json=True)
 
 PG_ADMIN_URL = os.environ.get("CREWDESK_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CREWDESK_TEST_REDIS", "redis://127.0.0.1:6379/15")

@@ -73,7 +73,8 @@ def copy_config(tmp_path: Path) -> tuple[Path, Path]:
         (lambda a, t: a["routing"].update(temperature=0.3), "unknown keys ['temperature']"),
         (lambda a, t: t["resolve"].update(description="Solve {ticket}"), "placeholders ['ticket'] != expected ['ticket', 'triage']"),
         (lambda a, t: t["triage"].update(output="Verdict"), "output must be one of"),
-        (lambda a, t: t["escalate"].update(agent="manager"), "agent 'manager' is not defined"),
+        (lambda a, t: t["escalate"].update(agent="supervisor"), "agent 'supervisor' is not defined"),
+        (lambda a, t: a["manager"].update(tools=["calculate"]), "a hierarchical manager may not have tools"),
     ],
 )
 def test_stale_or_wrong_yaml_is_refused_with_a_clear_message(tmp_path, edit, message):

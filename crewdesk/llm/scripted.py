@@ -118,24 +118,49 @@ def react_action(tool: str, arguments: dict[str, Any]) -> str:
 
 class PlanResponder:
     """Follows a fixed plan per role: each tool call in turn (one per model turn, as CrewAI's ReAct loop
-    expects), then a final answer. The oracle of the evaluation and the tool tests use it."""
+    expects), then a final answer. A role's plan may be a list of episodes, one per conversation, for a
+    specialist a hierarchical manager delegates to more than once. The evaluation's oracle and the tool
+    tests use it."""
 
-    def __init__(self, *, triage: dict[str, Any], plans: dict[str, list[tuple[str, dict[str, Any]]]], finals: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, *, triage: dict[str, Any], plans: dict[str, list], finals: dict[str, dict[str, Any] | str | list]) -> None:
         self.triage = triage
         self.plans = plans
         self.finals = finals
+        self._episodes: dict[str, int] = {}
+        self._lock = threading.Lock()
 
-    def _key(self, role: str, table: dict) -> str | None:
+    @staticmethod
+    def _key(role: str, table: dict) -> str | None:
         return next((key for key in table if key in role), None)
+
+    def _episode(self, key: str, step: int) -> int:
+        with self._lock:
+            if step == 0:
+                self._episodes[key] = self._episodes.get(key, -1) + 1
+            return max(0, self._episodes.get(key, 0))
+
+    @staticmethod
+    def _pick(value: list, episode: int):
+        return value[min(episode, len(value) - 1)] if value else None
 
     def __call__(self, messages: list[dict[str, str]], role: str) -> str:
         if "rout" in role:
             return react_final(self.triage)
         key = self._key(role, self.plans) or self._key(role, self.finals)
-        plan = self.plans.get(key, []) if key else []
+        if key is None:
+            return default_responder(messages, role)
         step = sum(1 for m in messages if m["role"] == "assistant")
+        episode = self._episode(key, step)
+        plan = self.plans.get(key, [])
+        if plan and isinstance(plan[0], list):
+            plan = self._pick(plan, episode) or []
         if step < len(plan):
             return react_action(*plan[step])
-        if key in self.finals:
-            return react_final(self.finals[key])
+        final = self.finals.get(key)
+        if isinstance(final, list):
+            final = self._pick(final, episode)
+        if isinstance(final, str):
+            return "Thought: I now know the final answer\nFinal Answer: " + final
+        if final is not None:
+            return react_final(final)
         return default_responder(messages, role)
