@@ -201,6 +201,57 @@ def approvals_reject(
     _decide(approval_id, False, by, reason, inline)
 
 
+eval_app = typer.Typer(help="Evaluations.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("tau2-retail")
+def eval_tau2_retail(
+    split: Annotated[str, typer.Option(help="Task split.")] = "train",
+    trials: Annotated[int, typer.Option(help="Independent trials per task (for pass^k).")] = 1,
+    limit: Annotated[int, typer.Option(help="Only the first N tasks (0 = all).")] = 0,
+    process: Annotated[Optional[str], typer.Option(help="sequential | hierarchical (default CREWDESK_CREW_PROCESS).")] = None,
+    provider: Annotated[Optional[str], typer.Option(help="Model provider (default CREWDESK_LLM_PROVIDER).")] = None,
+    oracle_: Annotated[bool, typer.Option("--oracle", help="A scripted crew that follows each task's reference actions (checks tools, store and scorer).")] = False,
+    report: Annotated[Optional[Path], typer.Option(help="HTML report path (a .json beside it).")] = None,
+) -> None:
+    """Run the crew on tau2-bench retail tasks and score end states the upstream way."""
+    import time as _time
+
+    from crewdesk.llm.factory import LLMFactory, start_local_server
+    from crewdesk.settings import LLMProvider
+    from crews.evaluation import load_tasks, run_eval, write_report
+    from crews.pipeline import Pipeline
+
+    overrides = {"llm_provider": "scripted" if oracle_ else provider, "crew_process": process, "log_json": False, "log_level": "ERROR",
+                 "approval_threshold_usd": -1.0}  # the benchmark's customer already confirmed; no human in the loop
+    settings = _settings(**overrides)
+    _migrate(settings)
+    tasks = load_tasks(split)
+    tasks = tasks[:limit] if limit else tasks
+    factory = _session_factory(settings)
+    server = start_local_server(settings) if settings.llm_provider is LLMProvider.local else None
+    tag = _time.strftime("%Y%m%d%H%M%S")
+    try:
+        pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
+        with Progress(TextColumn("[bold]tasks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"), console=console) as bar:
+            handle = bar.add_task("", total=len(tasks) * trials)
+            outcome = run_eval(pipeline=pipeline, tasks=tasks, trials=trials, split=split, use_oracle=oracle_, run_tag=tag,
+                               progress=lambda t: bar.update(handle, advance=1, description=f"task {t.task_id}: {'pass' if t.success else 'fail'}"))
+    finally:
+        if server is not None:
+            server.stop()
+    summary = outcome.summary()
+    table = Table(title=f"tau2-bench retail ({split}), {summary['process']}, {summary['model']}")
+    table.add_column("metric")
+    table.add_column("value")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    path = write_report(outcome, report or settings.home / "reports" / f"tau2-retail-{split}-{tag}.html")
+    console.print(f"report: {path}")
+
+
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
