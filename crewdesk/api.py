@@ -63,6 +63,22 @@ class TicketView(BaseModel):
     trail: list[AuditRow]
 
 
+class ApprovalView(BaseModel):
+    id: int
+    ticket_id: int
+    action: str
+    arguments: dict[str, Any]
+    status: str
+    requested_by: str
+    decided_by: str | None
+    reason: str | None
+
+class Decision(BaseModel):
+    by: str = Field(min_length=1, max_length=128, description="Who decides; recorded in the audit trail.")
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+
 def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | None = None, enqueue=None) -> FastAPI:
     """`enqueue(ticket_id)` defaults to the Celery task; tests and embedders may pass their own."""
     factory = session_factory or make_session_factory(make_engine(settings.database_url))
@@ -109,5 +125,36 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
             trail=[AuditRow(id=e.id, at=e.created_at, run_id=e.run_id, kind=e.kind, name=e.name, actor=e.actor, duration_ms=e.duration_ms, error=e.error)
                    for e in audit.trail(db=session, ticket_id=ticket_id)],
         )
+
+    def view(approval) -> ApprovalView:
+        return ApprovalView(id=approval.id, ticket_id=approval.ticket_id, action=approval.action, arguments=approval.arguments, status=approval.status,
+                            requested_by=approval.requested_by, decided_by=approval.decided_by, reason=approval.reason)
+
+    @app.get("/approvals", response_model=list[ApprovalView])
+    def list_approvals(status: str | None = "pending", session: Session = Depends(db)) -> list[ApprovalView]:
+        from crewdesk.approvals import service as approvals
+
+        return [view(a) for a in approvals.listing(db=session, status=status or None)]
+
+    def decide(approval_id: int, decision: Decision, approve: bool) -> ApprovalView:
+        from crewdesk.approvals.service import ApprovalError
+        from crewdesk.llm.factory import LLMFactory
+        from crews.approvals import decide as decide_and_resume
+        from crews.pipeline import Pipeline
+
+        pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
+        try:
+            approval, _ = decide_and_resume(pipeline=pipeline, approval_id=approval_id, approve=approve, by=decision.by, reason=decision.reason, resume=enqueue)
+        except ApprovalError as exc:
+            raise HTTPException(status_code=404 if "does not exist" in str(exc) else 409, detail=str(exc)) from exc
+        return view(approval)
+
+    @app.post("/approvals/{approval_id}/approve", response_model=ApprovalView)
+    def approve(approval_id: int, decision: Decision) -> ApprovalView:
+        return decide(approval_id, decision, True)
+
+    @app.post("/approvals/{approval_id}/reject", response_model=ApprovalView)
+    def reject(approval_id: int, decision: Decision) -> ApprovalView:
+        return decide(approval_id, decision, False)
 
     return app

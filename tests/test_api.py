@@ -43,3 +43,24 @@ def test_bad_requests(settings, session_factory):
     response = client.post("/tickets", json={"external_id": "A-3", "body": ""})
     assert response.status_code == 422 and "body" in response.text
     assert client.get("/openapi.json").json()["paths"]["/tickets"]["post"]
+
+
+def test_approvals_over_http(settings, session_factory, make_ticket):
+    from crewdesk.approvals.models import Approval
+    from crewdesk.db import transaction
+
+    ticket_id = make_ticket("Cancel my order")
+    with transaction(session_factory) as db:
+        db.execute(__import__("sqlalchemy").update(__import__("crewdesk.tickets.models", fromlist=["Ticket"]).Ticket).values(status="awaiting_approval"))
+        db.add(Approval(ticket_id=ticket_id, action="calculate", arguments={"expression": "2*21"}, idempotency_key="k-api", requested_by="billing", reason="test"))
+    resumed = []
+    client = TestClient(create_app(settings, session_factory=session_factory, enqueue=resumed.append))
+    listed = client.get("/approvals").json()
+    assert [a["action"] for a in listed] == ["calculate"]
+    decided = client.post(f"/approvals/{listed[0]['id']}/approve", json={"by": "alice"})
+    assert decided.status_code == 200 and decided.json()["status"] == "approved" and decided.json()["decided_by"] == "alice"
+    assert resumed == [ticket_id]  # nothing else pending: the ticket goes back on the queue
+    again = client.post(f"/approvals/{listed[0]['id']}/reject", json={"by": "bob", "reason": "late"})
+    assert again.status_code == 409 and "already approved" in again.text
+    assert client.post("/approvals/9999/approve", json={"by": "x"}).status_code == 404
+    assert client.get("/approvals").json() == []
