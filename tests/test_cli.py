@@ -48,3 +48,17 @@ def test_unreachable_database_is_one_line(tmp_path):
     env = {"CREWDESK_HOME": str(tmp_path), "CREWDESK_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
     result = cli("init", env=env)
     assert result.returncode == 2 and "cannot use the database" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_demo_store_approvals_and_audit_commands(tmp_path):
+    env = {"CREWDESK_HOME": str(tmp_path), "CREWDESK_DATABASE_URL": ""}
+    loaded = cli("demo", "load", env=env)
+    assert loaded.returncode == 0 and "loaded 500 users, 1000 orders, 50 products" in loaded.stdout
+    missing = cli("demo", "load", str(tmp_path / "none.json"), env=env)
+    assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+    listed = cli("approvals", "list", env=env)
+    assert listed.returncode == 0 and "approvals" in listed.stdout
+    unknown = cli("approvals", "approve", "12345", "--inline", env=env)
+    assert unknown.returncode == 2 and "approval 12345 does not exist" in unknown.stderr
+    verified = cli("audit", "verify", env=env)
+    assert verified.returncode == 0 and "audit chain intact: 0 rows" in verified.stdout

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.approvals import service as approvals
 from crewdesk.audit import service as audit
-from crewdesk.connectors.base import READ, RetailStore, StoreError
+from crewdesk.connectors.base import RetailStore
 from crewdesk.db import transaction
 from crewdesk.effects import service as effects
 from crewdesk.pii import Vault
@@ -117,11 +117,3 @@ class Gate:
         with transaction(self.session_factory) as db:
             audit.record(db=db, ticket_id=self.ticket_id, run_id=self.run_id, **fields)  # type: ignore[arg-type]
 
-
-def describe_error(exc: Exception) -> str:
-    if isinstance(exc, (StoreError, ToolDenied)):
-        return f"Error: {exc}"
-    raise exc
-
-
-__all__ = ["Gate", "ToolDenied", "PlainVault", "READ", "describe_error"]
