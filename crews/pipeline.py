@@ -276,8 +276,6 @@ class Pipeline:
         with transaction(self.session_factory) as db:
             row = tickets.get(db=db, ticket_id=ticket.id, lock=True)
             if TicketStatus(row.status) != status:
-                if status is TicketStatus.resolved and row.status == TicketStatus.triaging:
-                    tickets.transition(ticket=row, to=TicketStatus.in_progress)
                 tickets.transition(ticket=row, to=status, reason=reason)
             else:
                 row.status_reason = reason
