@@ -113,6 +113,24 @@ def settings(pg_url):
     return load_settings(database_url=pg_url, llm_provider="scripted", broker_url=REDIS_URL)
 
 
+@pytest.fixture(scope="session")
+def store_data():
+    from crewdesk.store.service import DEFAULT_DB_JSON, read_store
+
+    return read_store(DEFAULT_DB_JSON)
+
+
+@pytest.fixture
+def store(session_factory, store_data):
+    """The demo system of record, freshly loaded; returns the session factory."""
+    from crewdesk.db import transaction
+    from crewdesk.store.service import load_store
+
+    with transaction(session_factory) as db:
+        load_store(db=db, data=store_data)
+    return session_factory
+
+
 @pytest.fixture
 def redis_url():
     client = redis.Redis.from_url(REDIS_URL)

@@ -8,13 +8,11 @@ from sqlalchemy import func, select
 from crewdesk.approvals.models import Approval
 from crewdesk.approvals.service import ApprovalError
 from crewdesk.audit.models import AuditEvent
-from crewdesk.db import transaction
 from crewdesk.effects.models import ToolEffect
 from crewdesk.llm.factory import LLMFactory
 from crewdesk.llm.scripted import PlanResponder
 from crewdesk.store.models import StoreOrder
 from crewdesk.store.operations import operations
-from crewdesk.store.service import DEFAULT_DB_JSON, load_store, read_store
 from crewdesk.tickets.models import Ticket
 from crews.approvals import decide
 from crews.pipeline import Pipeline
@@ -22,18 +20,6 @@ from tools.gate import Gate, ToolDenied
 from tools.registry import REGISTRY
 
 TRIAGE = {"category": "billing", "priority": "normal", "language": "en", "sentiment": "neutral", "summary": "cancel an order", "confidence": 0.9}
-
-
-@pytest.fixture(scope="module")
-def store_data():
-    return read_store(DEFAULT_DB_JSON)
-
-
-@pytest.fixture
-def store(session_factory, store_data):
-    with transaction(session_factory) as db:
-        load_store(db=db, data=store_data)
-    return session_factory
 
 
 def big_card_order(db) -> tuple[str, dict]:

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import func, select
 
 from crewdesk.audit.models import AuditEvent
-from crewdesk.db import transaction
 from crewdesk.effects.models import ToolEffect
 from crewdesk.llm.factory import LLMFactory
 from crewdesk.llm.scripted import PlanResponder
 from crewdesk.runs.models import CrewRun
 from crewdesk.store.models import StoreOrder, StoreUser
-from crewdesk.store.service import DEFAULT_DB_JSON, load_store, read_store
 from crews.pipeline import Pipeline
 
 DELEGATE = "Delegate work to coworker"
 NEW_ADDRESS = {"address1": "445 Maple Drive", "address2": "Suite 394", "city": "Fort Worth", "state": "TX", "country": "USA", "zip": "76165"}
-
-
-@pytest.fixture
-def store(session_factory):
-    with transaction(session_factory) as db:
-        load_store(db=db, data=read_store(DEFAULT_DB_JSON))
-    return session_factory
 
 
 def pending_order_with_swap(db):

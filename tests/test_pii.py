@@ -8,11 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from crewdesk.audit.models import AuditEvent
-from crewdesk.db import transaction
 from crewdesk.llm.factory import LLMFactory
 from crewdesk.llm.scripted import PlanResponder
 from crewdesk.pii import Vault, find
-from crewdesk.store.service import DEFAULT_DB_JSON, load_store, read_store
 from crewdesk.tickets.models import Ticket
 from crews.pipeline import Pipeline
 
@@ -60,9 +58,8 @@ def test_tokens_round_trip_and_persist(session_factory, make_ticket):
     assert again.conceal(EMAIL) == "<EMAIL_1>"
 
 
-def test_no_raw_pii_in_any_prompt_and_tools_still_work(settings, session_factory, make_ticket):
-    with transaction(session_factory) as db:
-        load_store(db=db, data=read_store(DEFAULT_DB_JSON))
+def test_no_raw_pii_in_any_prompt_and_tools_still_work(settings, store, make_ticket):
+    session_factory = store
     body = (f"Hello, my email is {EMAIL} and my phone is {PHONE}. I paid with card {CARD}, refunds to IBAN {IBAN} please. "
             f"My address is {ADDRESS}, Denver. What is the status of my orders?")
     plan = PlanResponder(

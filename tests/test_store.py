@@ -10,29 +10,16 @@ from crewdesk.connectors.base import StoreError
 from crewdesk.connectors.builtin_store import SqlRetailStore, state_hash
 from crewdesk.db import transaction
 from crewdesk.store.operations import calculate, operations
-from crewdesk.store.service import DEFAULT_DB_JSON, load_store, read_store
+from crewdesk.store.service import DEFAULT_DB_JSON, load_store
 
 TASKS = DEFAULT_DB_JSON.parent / "tasks_train.json"
-
-
-@pytest.fixture(scope="module")
-def store_data():
-    return read_store(DEFAULT_DB_JSON)
-
-
-@pytest.fixture
-def store(session_factory, store_data):
-    with transaction(session_factory) as db:
-        counts = load_store(db=db, data=store_data)
-    assert counts == {"users": 500, "orders": 1000, "products": 50}
-    return session_factory
 
 
 def test_load_is_repeatable_and_hash_stable(store, store_data):
     with store() as db:
         first = state_hash(db)
     with transaction(store) as db:
-        load_store(db=db, data=store_data)
+        assert load_store(db=db, data=store_data) == {"users": 500, "orders": 1000, "products": 50}
     with store() as db:
         assert state_hash(db) == first
 
