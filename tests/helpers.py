@@ -9,7 +9,26 @@ import sys
 import time
 from pathlib import Path
 
+from crewdesk.llm.factory import LLMFactory
 from crewdesk.tickets.models import Ticket
+
+
+class RecordingFactory(LLMFactory):
+    """Keeps the LLMs it built, so a test can compare the audit trail and the prompts with what really ran."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.built = []
+
+    def build(self, **kwargs):
+        llm = super().build(**kwargs)
+        self.built.append(llm)
+        return llm
+
+    def prompts_text(self) -> str:
+        import json
+
+        return json.dumps([llm.prompts for llm in self.built])
 
 ROOT = Path(__file__).resolve().parent.parent
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")

@@ -8,31 +8,17 @@ import pytest
 from sqlalchemy import select
 
 from crewdesk.audit.models import AuditEvent
-from crewdesk.llm.factory import LLMFactory
 from crewdesk.llm.scripted import PlanResponder
 from crewdesk.pii import Vault, find
 from crewdesk.tickets.models import Ticket
 from crews.pipeline import Pipeline
+from tests.helpers import RecordingFactory
 
 EMAIL = "noah.brown7922@example.com"  # a real customer of the demo store
 PHONE = "+1 (415) 555-0134"
 CARD = "4111 1111 1111 1111"
 IBAN = "DE89 3704 0044 0532 0130 00"
 ADDRESS = "986 Sunset Drive"
-
-
-class RecordingFactory(LLMFactory):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.llms = []
-
-    def build(self, **kwargs):
-        llm = super().build(**kwargs)
-        self.llms.append(llm)
-        return llm
-
-    def prompts_text(self) -> str:
-        return json.dumps([llm.prompts for llm in self.llms])
 
 
 @pytest.mark.parametrize(("text", "labels"), [

@@ -10,28 +10,15 @@ from sqlalchemy import func, select, update
 from crewdesk.audit.models import AuditEvent
 from crewdesk.db import transaction
 from crewdesk.errors import TransientError
-from crewdesk.llm.factory import LLMFactory
 from crewdesk.llm.scripted import default_responder, react_final
 from crewdesk.runs.models import CrewRun
 from crewdesk.tickets.models import Message, Ticket
 from crews.pipeline import Pipeline
-
-
-class CountingFactory(LLMFactory):
-    """Keeps the LLMs it built so a test can compare the audit trail with what really ran."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.built = []
-
-    def build(self, **kwargs):
-        llm = super().build(**kwargs)
-        self.built.append(llm)
-        return llm
+from tests.helpers import RecordingFactory
 
 
 def make_pipeline(settings, session_factory, responder=None):
-    factory = CountingFactory(settings, responder=responder)
+    factory = RecordingFactory(settings, responder=responder)
     return Pipeline(settings=settings, session_factory=session_factory, llm_factory=factory), factory
 
 
