@@ -216,9 +216,8 @@ class Pipeline:
         """What happened on this ticket before a resumed run: decisions and completed actions."""
         lines = []
         with self.session_factory() as db:
-            for approval in approvals.listing(db=db, status=None):
-                if approval.ticket_id == ticket_id:
-                    lines.append(f"- approval #{approval.id} for {approval.action} {approval.arguments}: {approval.status.upper()} by {approval.decided_by}")
+            for approval in approvals.listing(db=db, status=None, ticket_id=ticket_id):
+                lines.append(f"- approval #{approval.id} for {approval.action} {approval.arguments}: {approval.status.upper()} by {approval.decided_by}")
             for effect in effects.for_ticket(db=db, ticket_id=ticket_id):
                 lines.append(f"- DONE {effect.tool} {effect.arguments}")
         return "\n".join(lines)

@@ -98,11 +98,12 @@ class Gate:
             amount = store.refund_amount(operation.name, real_args) if store is not None else 0.0
             if self.approval_threshold is not None and amount > self.approval_threshold and not approved:
                 request = approvals.by_key(db=db, idempotency_key=key)
-                if request is None or request.status == "pending":
+                if request is None:
                     request = approvals.request(db=db, ticket_id=self.ticket_id, run_id=self.run_id, action=operation.name, arguments=arguments,
                                                 idempotency_key=key, requested_by=role, reason=f"refund of ${amount:.2f} is above the ${self.approval_threshold:.2f} approval threshold")
                     audit.record(db=db, ticket_id=self.ticket_id, run_id=self.run_id, kind="gate", name=f"approval_requested:{operation.name}", actor=role,
                                  arguments=arguments, result={"approval_id": request.id, "amount": amount})
+                if request.status == "pending":
                     return (f"PENDING APPROVAL #{request.id}: {operation.name} would refund ${amount:.2f}, above the ${self.approval_threshold:.2f} limit. "
                             "It was NOT done. Tell the customer a team member must approve it and that they will hear back.")
                 if request.status == "rejected":

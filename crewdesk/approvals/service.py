@@ -16,7 +16,7 @@ class ApprovalError(CrewdeskError):
 
 def request(*, db: Session, ticket_id: int, run_id: int | None, action: str, arguments: dict, idempotency_key: str, requested_by: str, reason: str) -> Approval:
     """One approval per idempotency key: asking again for the same write returns the first request."""
-    existing = db.execute(select(Approval).where(Approval.idempotency_key == idempotency_key)).scalar_one_or_none()
+    existing = by_key(db=db, idempotency_key=idempotency_key)
     if existing is not None:
         return existing
     approval = Approval(ticket_id=ticket_id, run_id=run_id, action=action, arguments=arguments, idempotency_key=idempotency_key, requested_by=requested_by, reason=reason)
@@ -29,15 +29,17 @@ def by_key(*, db: Session, idempotency_key: str) -> Approval | None:
     return db.execute(select(Approval).where(Approval.idempotency_key == idempotency_key)).scalar_one_or_none()
 
 
-def pending_for(*, db: Session, ticket_id: int) -> list[Approval]:
-    return list(db.execute(select(Approval).where(Approval.ticket_id == ticket_id, Approval.status == "pending").order_by(Approval.id)).scalars())
-
-
-def listing(*, db: Session, status: str | None = "pending") -> list[Approval]:
+def listing(*, db: Session, status: str | None = "pending", ticket_id: int | None = None) -> list[Approval]:
     stmt = select(Approval).order_by(Approval.id)
     if status:
         stmt = stmt.where(Approval.status == status)
+    if ticket_id is not None:
+        stmt = stmt.where(Approval.ticket_id == ticket_id)
     return list(db.execute(stmt).scalars())
+
+
+def pending_for(*, db: Session, ticket_id: int) -> list[Approval]:
+    return listing(db=db, status="pending", ticket_id=ticket_id)
 
 
 def decide(*, db: Session, approval_id: int, approve: bool, by: str, reason: str | None = None) -> Approval:
