@@ -116,29 +116,31 @@ class Vault:
             self._by_value[value] = token
             return token
 
+    def _conceal_text(self, text: str) -> str:
+        out, last = [], 0
+        for span in find(text):
+            out.append(text[last:span.start])
+            out.append(self._token_for(span.label, text[span.start:span.end]))
+            last = span.end
+        out.append(text[last:])
+        return "".join(out)
+
+    def _reveal_text(self, text: str) -> str:
+        return TOKEN.sub(lambda m: self._by_token.get(m.group(0), m.group(0)), text)
+
     def conceal(self, value: Any) -> Any:
-        if isinstance(value, str):
-            spans = find(value)
-            if not spans:
-                return value
-            out, last = [], 0
-            for span in spans:
-                out.append(value[last:span.start])
-                out.append(self._token_for(span.label, value[span.start:span.end]))
-                last = span.end
-            out.append(value[last:])
-            return "".join(out)
-        if isinstance(value, dict):
-            return {k: self.conceal(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.conceal(v) for v in value]
-        return value
+        return _map_strings(value, self._conceal_text)
 
     def reveal(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return TOKEN.sub(lambda m: self._by_token.get(m.group(0), m.group(0)), value)
-        if isinstance(value, dict):
-            return {k: self.reveal(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.reveal(v) for v in value]
-        return value
+        return _map_strings(value, self._reveal_text)
+
+
+def _map_strings(value: Any, change) -> Any:
+    """Apply `change` to every string inside dicts and lists; other values pass through."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {k: _map_strings(v, change) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(v, change) for v in value]
+    return value

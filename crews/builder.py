@@ -107,9 +107,14 @@ class CrewBuilder:
 
     def run_phase(self, *, task_key: str, role_key: str, ticket: Ticket, run_id: int, gate: Gate, ledger: PhaseLedger, values: dict[str, str]) -> BaseModel:
         """Kick off one task with one agent and return its validated pydantic output."""
-        spec = self.config.tasks[task_key]
         agent = self.agent(role_key=role_key, ticket=ticket, run_id=run_id, gate=gate, ledger=ledger)
-        task = Task(
+        task = self._task(task_key, ticket=ticket, gate=gate, values=values, agent=agent)
+        return self._kickoff(Crew(agents=[agent], tasks=[task], process=Process.sequential, verbose=False, memory=False), task_key)
+
+    def _task(self, task_key: str, *, ticket: Ticket, gate: Gate, values: dict[str, str], agent: Agent | None = None) -> Task:
+        """The task from YAML, its text concealed, its output validated (JSON, and no unbacked claims)."""
+        spec = self.config.tasks[task_key]
+        return Task(
             name=task_key,
             description=gate.vault.conceal(spec.render(ticket=ticket_block(ticket), **values)),
             expected_output=spec.expected_output,
@@ -118,27 +123,18 @@ class CrewBuilder:
             guardrail=self.guardrail(spec.output, ticket_id=ticket.id),
             guardrail_max_retries=1,
         )
-        crew = Crew(agents=[agent], tasks=[task], process=Process.sequential, verbose=False, memory=False)
+
+    def _kickoff(self, crew: Crew, task_key: str) -> BaseModel:
+        model = self.config.tasks[task_key].output
         result = crew.kickoff()
-        output = result.pydantic if isinstance(result.pydantic, spec.output) else None
-        return output if output is not None else parse_model_output(result.raw, spec.output)
+        return result.pydantic if isinstance(result.pydantic, model) else parse_model_output(result.raw, model)
 
     def run_hierarchical(self, *, ticket: Ticket, run_id: int, gate: Gate, ledger: PhaseLedger, values: dict[str, str]) -> tuple[BaseModel, DelegationBudget]:
         """A manager delegates parts of the resolution to the specialists; each acts only through its own tools.
         Iterations (YAML max_iter) and delegations (max_delegations) are capped."""
-        spec = self.config.tasks["resolve"]
         coworkers = [self.agent(role_key=key, ticket=ticket, run_id=run_id, gate=gate, ledger=ledger) for key in COWORKERS]
         budget = DelegationBudget(self.config.roles["manager"].max_delegations)
         manager = self.agent(role_key="manager", ticket=ticket, run_id=run_id, gate=gate, ledger=ledger, manager_tools=capped_agent_tools(coworkers, budget))
-        task = Task(
-            name="resolve",
-            description=gate.vault.conceal(spec.render(ticket=ticket_block(ticket), **values)),
-            expected_output=spec.expected_output,
-            output_pydantic=spec.output,
-            guardrail=self.guardrail(spec.output, ticket_id=ticket.id),
-            guardrail_max_retries=1,
-        )
+        task = self._task("resolve", ticket=ticket, gate=gate, values=values)
         crew = Crew(agents=coworkers, tasks=[task], process=Process.hierarchical, manager_agent=manager, verbose=False, memory=False)
-        result = crew.kickoff()
-        output = result.pydantic if isinstance(result.pydantic, spec.output) else None
-        return (output if output is not None else parse_model_output(result.raw, spec.output)), budget
+        return self._kickoff(crew, "resolve"), budget

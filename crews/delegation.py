@@ -31,22 +31,21 @@ LIMIT_MESSAGE = ("Delegation limit reached ({limit} per ticket). Do not delegate
                  "from what your coworkers already reported.")
 
 
-class CappedDelegateWorkTool(DelegateWorkTool):
-    _budget: DelegationBudget = PrivateAttr()
+class _Capped:
+    """Mixed in before a CrewAI agent tool: each use takes one delegation from the shared budget."""
 
-    def _run(self, task: str, context: str, coworker: str | None = None, **kwargs: Any) -> str:
+    def _run(self, *args: Any, **kwargs: Any) -> str:
         if not self._budget.take():
             return LIMIT_MESSAGE.format(limit=self._budget.limit)
-        return super()._run(task, context, coworker, **kwargs)
+        return super()._run(*args, **kwargs)
 
 
-class CappedAskQuestionTool(AskQuestionTool):
+class CappedDelegateWorkTool(_Capped, DelegateWorkTool):
     _budget: DelegationBudget = PrivateAttr()
 
-    def _run(self, question: str, context: str, coworker: str | None = None, **kwargs: Any) -> str:
-        if not self._budget.take():
-            return LIMIT_MESSAGE.format(limit=self._budget.limit)
-        return super()._run(question, context, coworker, **kwargs)
+
+class CappedAskQuestionTool(_Capped, AskQuestionTool):
+    _budget: DelegationBudget = PrivateAttr()
 
 
 def capped_agent_tools(agents: list, budget: DelegationBudget) -> list:

@@ -70,8 +70,8 @@ def role_for(tool: str, config: CrewConfig, preferred: str | None) -> str:
     raise ValueError(f"no role may call {tool}")
 
 
-def oracle(task: dict[str, Any], config: CrewConfig, process: str, actions: list[dict[str, Any]] | None = None) -> tuple[PlanResponder, str]:
-    """A scripted crew that performs the task's reference actions. Returns the responder and the triage category."""
+def oracle(task: dict[str, Any], config: CrewConfig, process: str, actions: list[dict[str, Any]] | None = None) -> PlanResponder:
+    """A scripted crew that performs the task's reference actions (or `actions` instead)."""
     steps = [(a["name"], a["arguments"]) for a in (actions if actions is not None else task["evaluation_criteria"]["actions"])]
     done = {"customer_reply": "Thank you for your patience; your request has been handled as discussed.", "internal_note": "oracle", "needs_human": False, "escalation_reason": ""}
     handoff = {"customer_reply": "A colleague will follow up with you shortly.", "handoff_summary": "Customer asked for a person.", "team": "tier2"}
@@ -88,7 +88,7 @@ def oracle(task: dict[str, Any], config: CrewConfig, process: str, actions: list
         for role, group in groups:
             plans.setdefault(role, []).append(group)
         finals: dict[str, Any] = {"manager": done, **{role: "Done." for role, _ in groups}, "escalation": handoff}
-        return PlanResponder(triage={"category": "other", "priority": "normal", "summary": "eval", "confidence": 0.9}, plans=plans, finals=finals), "other"
+        return PlanResponder(triage={"category": "other", "priority": "normal", "summary": "eval", "confidence": 0.9}, plans=plans, finals=finals)
     # sequential: one specialist must hold every tool but the hand-off, which the escalation agent makes
     transfer = [s for s in steps if s[0] == "transfer_to_human_agents"]
     work = [s for s in steps if s[0] != "transfer_to_human_agents"]
@@ -98,7 +98,7 @@ def oracle(task: dict[str, Any], config: CrewConfig, process: str, actions: list
     final = {**done, "needs_human": True, "escalation_reason": "customer asked for a person"} if transfer else done
     plans = {specialist: work, "escalation": transfer}
     return PlanResponder(triage={"category": category, "priority": "normal", "summary": "eval", "confidence": 0.9}, plans=plans,
-                         finals={specialist: final, "escalation": handoff}), category
+                         finals={specialist: final, "escalation": handoff})
 
 
 @dataclass
@@ -194,8 +194,7 @@ def run_eval(*, pipeline: Pipeline, tasks: list[dict[str, Any]], trials: int, sp
                 with transaction(factory) as db:
                     snapshot.restore(db)
                 if use_oracle:
-                    responder, _ = oracle(task, pipeline.config, settings.crew_process, (oracle_actions or {}).get(task["id"]))
-                    pipeline.builder.llm_factory.responder = responder
+                    pipeline.builder.llm_factory.responder = oracle(task, pipeline.config, settings.crew_process, (oracle_actions or {}).get(task["id"]))
                 subject, body = ticket_for(task)
                 with transaction(factory) as db:
                     ticket, _ = tickets.submit(db=db, ticket_in=TicketIn(source="eval", external_id=f"tau2-{split}-{task['id']}-{trial}-{run_tag}", subject=subject, body=body))

@@ -238,7 +238,7 @@ class SqlRetailStore(RetailStore):
     # -- money -----------------------------------------------------------------------------------
     def refund_amount(self, operation: str, arguments: dict[str, Any]) -> float:
         try:
-            if operation == "cancel_pending_order":
+            if operation in ("cancel_pending_order", "modify_pending_order_payment"):  # the whole paid amount goes back
                 order = self._order(arguments["order_id"]).doc
                 return round(sum(p["amount"] for p in order["payment_history"] if p["transaction_type"] == "payment"), 2)
             if operation == "return_delivered_order_items":
@@ -255,9 +255,6 @@ class SqlRetailStore(RetailStore):
                 order = self._order(arguments["order_id"]).doc
                 diff, _ = self._price_difference(order, list(arguments.get("item_ids", [])), list(arguments.get("new_item_ids", [])))
                 return max(0.0, -diff)
-            if operation == "modify_pending_order_payment":
-                order = self._order(arguments["order_id"]).doc
-                return round(sum(p["amount"] for p in order["payment_history"] if p["transaction_type"] == "payment"), 2)
         except (StoreError, KeyError, StopIteration):
             return 0.0  # the operation itself will refuse with the precise reason
         return 0.0
