@@ -99,7 +99,7 @@ def worker(
 
         server = start_local_server(settings)  # a subprocess: no CrewAI state is created in this parent
     try:
-        celery_app.worker_main(["worker", "-Q", Queues.tickets.value, "--concurrency", str(settings.worker_concurrency), "--loglevel", loglevel, "--pool", pool, "--without-gossip", "--without-mingle"])
+        celery_app.worker_main(["worker", "-Q", ",".join(q.value for q in Queues), "--concurrency", str(settings.worker_concurrency), "--loglevel", loglevel, "--pool", pool, "--without-gossip", "--without-mingle"])
     finally:
         if server is not None:
             server.stop()
@@ -213,14 +213,15 @@ def eval_tau2_retail(
     process: Annotated[Optional[str], typer.Option(help="sequential | hierarchical (default CREWDESK_CREW_PROCESS).")] = None,
     provider: Annotated[Optional[str], typer.Option(help="Model provider (default CREWDESK_LLM_PROVIDER).")] = None,
     oracle_: Annotated[bool, typer.Option("--oracle", help="A scripted crew that follows each task's reference actions (checks tools, store and scorer).")] = False,
-    report: Annotated[Optional[Path], typer.Option(help="HTML report path (a .json beside it).")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="HTML report path (a .json beside it, and a .trials.jsonl journal of finished trials).")] = None,
+    resume: Annotated[bool, typer.Option(help="Skip trials already in the report's journal (after Ctrl-C or a crash); needs --report.")] = False,
 ) -> None:
     """Run the crew on tau2-bench retail tasks and score end states the upstream way."""
     import time as _time
 
     from crewdesk.llm.factory import LLMFactory, start_local_server
     from crewdesk.settings import LLMProvider
-    from crews.evaluation import load_tasks, run_eval, write_report
+    from crews.evaluation import journal_for, load_tasks, read_journal, run_eval, write_report
     from crews.pipeline import Pipeline
 
     overrides = {"llm_provider": "scripted" if oracle_ else provider, "crew_process": process, "log_json": False, "log_level": "ERROR",
@@ -232,11 +233,17 @@ def eval_tau2_retail(
     factory = _session_factory(settings)
     server = start_local_server(settings) if settings.llm_provider is LLMProvider.local else None
     tag = _time.strftime("%Y%m%d%H%M%S")
+    if resume and report is None:
+        raise typer.BadParameter("--resume needs --report (the journal lives beside it)")
+    report = report or settings.home / "reports" / f"tau2-retail-{split}-{tag}.html"
+    journal = journal_for(report)
+    if not resume and journal.exists():
+        journal.unlink()
     try:
         pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
         with Progress(TextColumn("[bold]tasks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"), console=console) as bar:
-            handle = bar.add_task("", total=len(tasks) * trials)
-            outcome = run_eval(pipeline=pipeline, tasks=tasks, trials=trials, split=split, use_oracle=oracle_, run_tag=tag,
+            handle = bar.add_task("", total=len(tasks) * trials, completed=len(read_journal(journal)))
+            outcome = run_eval(pipeline=pipeline, tasks=tasks, trials=trials, split=split, use_oracle=oracle_, run_tag=tag, journal=journal,
                                progress=lambda t: bar.update(handle, advance=1, description=f"task {t.task_id}: {'pass' if t.success else 'fail'}"))
     finally:
         if server is not None:
@@ -248,7 +255,7 @@ def eval_tau2_retail(
     for key, value in summary.items():
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     console.print(table)
-    path = write_report(outcome, report or settings.home / "reports" / f"tau2-retail-{split}-{tag}.html")
+    path = write_report(outcome, report)
     console.print(f"report: {path}")
 
 

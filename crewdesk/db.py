@@ -56,6 +56,7 @@ def import_all_models() -> None:
     from crewdesk.approvals import models as _a  # noqa: F401
     from crewdesk.audit import models as _b  # noqa: F401
     from crewdesk.effects import models as _e  # noqa: F401
+    from crewdesk.intake import models as _i  # noqa: F401
     from crewdesk import pii as _p  # noqa: F401
     from crewdesk.runs import models as _c  # noqa: F401
     from crewdesk.store import models as _s  # noqa: F401

@@ -60,6 +60,37 @@ class Settings(BaseSettings):
     escalation_confidence: float = Field(default=0.5, description="Triage confidence below this escalates to a human.")
     repeat_contact_days: int = 30
     repeat_contact_threshold: int = 2
+
+    # E-mail intake (IMAP) and replies (SMTP). Empty host = that part is off.
+    imap_host: str = Field(default="", description="IMAP server polled for tickets; empty = no polling.")
+    imap_port: int = Field(default=993, description="993 for implicit TLS; 143 with imap_starttls or on loopback.")
+    imap_tls: Literal["ssl", "starttls", "none"] = Field(default="ssl", description="ssl | starttls | none (none only for loopback test servers).")
+    imap_user: str = ""
+    imap_password: SecretStr = SecretStr("")
+    imap_folder: str = Field(default="INBOX", description="Folder read for new tickets.")
+    imap_processed_folder: str = Field(default="", description="Move committed messages here; empty = mark them \\Seen and leave them.")
+    imap_poll_seconds: int = Field(default=60, description="Seconds between mailbox polls (Celery beat).")
+    smtp_host: str = Field(default="", description="SMTP server for replies; empty = e-mail replies are not sent.")
+    smtp_port: int = 587
+    smtp_tls: Literal["ssl", "starttls", "none"] = Field(default="starttls", description="ssl | starttls | none (none only for loopback test servers).")
+    smtp_user: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    support_address: str = Field(default="support@example.com", description="Our From address; mail from it (or with our headers) is never answered.")
+    attachment_max_bytes: int = Field(default=10 * 1024 * 1024, description="Larger attachments are recorded but not stored.")
+    attachment_types: list[str] = Field(default_factory=lambda: ["image/*", "application/pdf", "text/plain", "text/csv", "message/rfc822"],
+                                        description="MIME types stored (JSON list; type/* wildcards); others are recorded but not stored.")
+
+    # Jira Service Management.
+    jira_base_url: str = Field(default="", description="e.g. https://acme.atlassian.net; empty = replies are not posted to Jira.")
+    jira_user: str = Field(default="", description="Account e-mail for the REST API (basic auth with an API token).")
+    jira_api_token: SecretStr = SecretStr("")
+    jira_webhook_secret: SecretStr = Field(default=SecretStr(""), description="Secret of the Jira webhook; requests must carry its HMAC in X-Hub-Signature.")
+    jira_bot_account_id: str = Field(default="", description="accountId (or name on Server) crewdesk posts as; its comments never start a run.")
+
+    # Batch backlogs.
+    backlog_chunk_rows: int = Field(default=500, description="Rows per database transaction and per enqueue batch.")
+    backlog_enqueue_per_second: float = Field(default=200.0, description="Rate limit for putting backlog tickets on the queue; 0 = no limit.")
+
     agents_dir: Path = PROJECT_ROOT / "agents"
     tasks_dir: Path = PROJECT_ROOT / "tasks"
 

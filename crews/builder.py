@@ -54,7 +54,9 @@ class PhaseLedger:
 
 
 def ticket_block(ticket: Ticket) -> str:
-    return f"Ticket #{ticket.id}\nSubject: {ticket.subject or '(none)'}\nCustomer: {ticket.customer or '(unknown)'}\n\n{ticket.body}"
+    # conversation_text: set by the pipeline when the ticket has follow-ups (the whole thread); else the first message.
+    text = getattr(ticket, "conversation_text", None) or ticket.body
+    return f"Ticket #{ticket.id}\nSubject: {ticket.subject or '(none)'}\nCustomer: {ticket.customer or '(unknown)'}\n\n{text}"
 
 
 class CrewBuilder:

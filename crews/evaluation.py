@@ -177,20 +177,46 @@ def reference_hash(session_factory, actions: list[dict[str, Any]]) -> str:
         return state_hash(db)
 
 
+def read_journal(path: Path | None) -> list[Trial]:
+    """Trials already finished by an earlier, interrupted run (one JSON object per line; a torn last line is ignored)."""
+    if path is None or not path.exists():
+        return []
+    done = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            done.append(Trial(**json.loads(line)))
+        except (ValueError, TypeError):
+            continue
+    return done
+
+
 def run_eval(*, pipeline: Pipeline, tasks: list[dict[str, Any]], trials: int, split: str, use_oracle: bool, run_tag: str,
-             oracle_actions: dict[str, list[dict[str, Any]]] | None = None, progress=None) -> EvalReport:
-    """oracle_actions overrides what the oracle does for some tasks (tests use it to make the agent do something wrong)."""
+             oracle_actions: dict[str, list[dict[str, Any]]] | None = None, progress=None, journal: Path | None = None) -> EvalReport:
+    """oracle_actions overrides what the oracle does for some tasks (tests use it to make the agent do something wrong).
+    journal: each finished trial is appended there at once; trials already in it are not run again, so a run that was
+    interrupted (Ctrl-C, a crash, the end of a session) resumes where it stopped."""
     factory = pipeline.session_factory
     settings = pipeline.settings
     model = "oracle (scripted)" if use_oracle else pipeline.builder.llm_factory.model_for("strong")
     report = EvalReport(split=split, process=settings.crew_process, model=model)
+    wanted = {task["id"] for task in tasks}
+    report.trials = [t for t in read_journal(journal) if t.task_id in wanted and t.trial < trials]
+    done = {(t.task_id, t.trial) for t in report.trials}
+    if journal is not None:
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        if journal.exists() and journal.stat().st_size and not journal.read_bytes().endswith(b"\n"):
+            with journal.open("a", encoding="utf-8") as out:
+                out.write("\n")  # end a line torn by a crash, so the next trial starts on its own line
     with transaction(factory) as db:
         load_store(db=db, data=read_store(DEFAULT_DB_JSON))
         snapshot.take(db)
     try:
         for task in tasks:
+            todo = [trial for trial in range(trials) if (task["id"], trial) not in done]
+            if not todo:
+                continue
             expected = reference_hash(factory, task["evaluation_criteria"]["actions"])
-            for trial in range(trials):
+            for trial in todo:
                 with transaction(factory) as db:
                     snapshot.restore(db)
                 if use_oracle:
@@ -207,6 +233,9 @@ def run_eval(*, pipeline: Pipeline, tasks: list[dict[str, Any]], trials: int, sp
                     calls, ok = _tool_counts(db, ticket.id)
                 report.trials.append(Trial(task["id"], trial, got == expected, outcome.status, calls, ok, sum(r.tokens_in for r in runs),
                                            sum(r.tokens_out for r in runs), sum(r.cost_usd for r in runs), seconds))
+                if journal is not None:
+                    with journal.open("a", encoding="utf-8") as out:
+                        out.write(json.dumps(asdict(report.trials[-1])) + "\n")
                 if progress:
                     progress(report.trials[-1])
     finally:
@@ -244,3 +273,7 @@ def write_report(report: EvalReport, path: Path) -> Path:
     path.write_text(html, encoding="utf-8")
     path.with_suffix(".json").write_text(json.dumps({"summary": summary, "trials": [asdict(t) for t in report.trials]}, indent=1))
     return path
+
+
+def journal_for(report_path: Path) -> Path:
+    return report_path.with_suffix(".trials.jsonl")

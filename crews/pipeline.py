@@ -124,6 +124,7 @@ class Pipeline:
             ).rowcount
             if interrupted:
                 audit.record(db=db, ticket_id=ticket.id, kind="status", name="run_interrupted", actor="pipeline", result={"runs": interrupted})
+            ticket.conversation_text = tickets.conversation(db=db, ticket=ticket)
             run = CrewRun(ticket_id=ticket.id, process="sequential", celery_task_id=celery_task_id)
             db.add(run)
             resuming = ticket.status == TicketStatus.awaiting_approval

@@ -39,7 +39,8 @@ configure_logging(level="WARNING", json=True)
 
 PG_ADMIN_URL = os.environ.get("CREWDESK_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CREWDESK_TEST_REDIS", "redis://127.0.0.1:6379/15")
-TABLES = ("audit_events", "approvals", "tool_effects", "pii_tokens", "messages", "crew_runs", "tickets")
+TABLES = ("audit_events", "approvals", "tool_effects", "pii_tokens", "inbound_events", "attachments", "messages", "crew_runs", "tickets",
+          "mailbox_cursors", "backlog_imports")
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from crewdesk.llm.factory import LLMFactory
-from crews.evaluation import EvalReport, Trial, first_person, load_tasks, run_eval, ticket_for, write_report
+from crews.evaluation import EvalReport, Trial, first_person, load_tasks, read_journal, run_eval, ticket_for, write_report
 from crews.pipeline import Pipeline
 
 
@@ -39,6 +39,30 @@ def test_a_wrong_action_scores_zero_for_that_task(eval_pipeline):
     by_task = {task_id: [t.success for t in trials] for task_id, trials in report.by_task().items()}
     assert by_task == {"0": [False, False], "1": [True, True]}
     assert report.pass_hat(1) == report.pass_hat(2) == 0.5
+
+
+def test_an_interrupted_eval_resumes_from_its_journal_without_rerunning_trials(eval_pipeline, tmp_path):
+    tasks = [t for t in load_tasks("train") if t["id"] in ("0", "1", "2")]
+    journal = tmp_path / "r.trials.jsonl"
+    ran = []
+
+    def stop_after_two(trial):
+        ran.append(trial.task_id)
+        if len(ran) == 2:
+            raise KeyboardInterrupt  # Ctrl-C after the second ticket
+
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(pipeline=eval_pipeline("hierarchical"), tasks=tasks, trials=1, split="train", use_oracle=True, run_tag="a", journal=journal,
+                 progress=stop_after_two)
+    assert [t.task_id for t in read_journal(journal)] == ["0", "1"]
+    with journal.open("a") as out:
+        out.write('{"task_id": "2", "tri')  # a line torn by a crash mid-write is ignored
+    ran.clear()
+    report = run_eval(pipeline=eval_pipeline("hierarchical"), tasks=tasks, trials=1, split="train", use_oracle=True, run_tag="b", journal=journal,
+                      progress=lambda t: ran.append(t.task_id))
+    assert ran == ["2"]
+    assert [t.task_id for t in report.trials] == ["0", "1", "2"] and report.success_rate == 1.0
+    assert [t.task_id for t in read_journal(journal)] == ["0", "1", "2"]
 
 
 def test_sequential_oracle_cannot_cross_roles(eval_pipeline):

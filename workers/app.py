@@ -11,7 +11,16 @@ from crewdesk.settings import Settings
 
 
 class Queues(StrEnum):
-    tickets = "tickets"
+    tickets = "tickets"  # crew runs: slow, model-bound
+    intake = "intake"  # mailbox polls, webhook events: fast, must not wait behind crew runs
+    delivery = "delivery"  # replies out through SMTP / Jira
+
+
+ROUTES = {
+    "crewdesk.process_ticket": Queues.tickets.value,
+    "crewdesk.deliver_replies": Queues.delivery.value,
+    "crewdesk.poll_mailbox": Queues.intake.value,
+}
 
 
 app = Celery("crewdesk", include=["workers.tasks"])
@@ -43,8 +52,8 @@ def configure(settings: Settings) -> Celery:
         task_time_limit=settings.task_time_limit,
         task_soft_time_limit=max(1, settings.task_time_limit - min(30, settings.task_time_limit // 10)),
         task_default_queue=Queues.tickets.value,
-        task_queues=[Queue(Queues.tickets.value)],
-        task_routes={"crewdesk.process_ticket": {"queue": Queues.tickets.value}},
+        task_queues=[Queue(q.value) for q in Queues],
+        task_routes={name: {"queue": queue} for name, queue in ROUTES.items()},
         task_annotations={"crewdesk.process_ticket": {"max_retries": settings.task_max_retries}},
         worker_concurrency=settings.worker_concurrency,
     )

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from celery import signals
 
+from crewdesk.connectors.base import ReplyChannel
 from crewdesk.db import make_engine, make_session_factory
+from crewdesk.delivery.channels import reply_channels
 from crewdesk.llm.factory import LLMFactory
 from crewdesk.logging import configure_logging, get_logger
 from crewdesk.settings import Settings, load_settings, quiet_crewai_env
@@ -21,6 +23,7 @@ log = get_logger(__name__)
 class Runtime:
     settings: Settings
     pipeline: Pipeline
+    channels: dict[str, ReplyChannel]
 
 
 _runtime: Runtime | None = None
@@ -32,7 +35,7 @@ def build_runtime(settings: Settings) -> Runtime:
     factory = LLMFactory(settings)
     pipeline = Pipeline(settings=settings, session_factory=make_session_factory(engine), llm_factory=factory)
     factory.warm()
-    return Runtime(settings=settings, pipeline=pipeline)
+    return Runtime(settings=settings, pipeline=pipeline, channels=reply_channels(settings))
 
 
 def runtime() -> Runtime:

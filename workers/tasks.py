@@ -44,4 +44,41 @@ def process_ticket(self, ticket_id: int) -> dict:
         return {"ticket_id": ticket_id, "status": "not_found"}
     finally:
         unbind("celery_task_id", "ticket_id")
+    if not outcome.reused and _has_undelivered(outcome.ticket_id):
+        deliver_replies.delay(outcome.ticket_id)
     return outcome.model_dump(mode="json")
+
+
+def _has_undelivered(ticket_id: int) -> bool:
+    """Only tickets from a channel with a reply path (e-mail, Jira) get a delivery task."""
+    from crewdesk.delivery.service import pending
+    from crewdesk.tickets.models import Ticket
+
+    rt = runtime()
+    with rt.pipeline.session_factory() as db:
+        ticket = db.get(Ticket, ticket_id)
+        return ticket is not None and ticket.source in rt.channels and bool(pending(db=db, ticket_id=ticket_id))
+
+
+@app.task(
+    bind=True,
+    name="crewdesk.deliver_replies",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(TransientError,),
+    retry_backoff=10,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=8,
+)
+def deliver_replies(self, ticket_id: int) -> dict:
+    """Send a ticket's undelivered replies and notes through its channel (SMTP, Jira)."""
+    from crewdesk.delivery.service import deliver_pending
+
+    rt = runtime()
+    bind(celery_task_id=self.request.id, ticket_id=ticket_id)
+    try:
+        report = deliver_pending(session_factory=rt.pipeline.session_factory, ticket_id=ticket_id, channels=rt.channels)
+    finally:
+        unbind("celery_task_id", "ticket_id")
+    return {"ticket_id": ticket_id, "sent": report.sent, "skipped": report.skipped, "refused": report.refused}

@@ -67,3 +67,33 @@ class PaymentProvider(ABC):
 
     @abstractmethod
     def refund(self, *, payment_reference: str, amount_cents: int, currency: str, idempotency_key: str, reason: str) -> Refund: ...
+
+
+class DeliveryRefused(CrewdeskError):
+    """The channel refused a message for good (bad address, unknown issue): recorded on the message, not retried."""
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """What a reply channel needs to send one message on a ticket, without touching the database."""
+
+    message_id: int
+    ticket_id: int
+    ticket_external_id: str  # the channel's id for the ticket: the first Message-ID, the Jira issue key
+    customer: str
+    subject: str
+    body: str
+    public: bool  # False: an internal note for the team (a Jira internal comment; e-mail sends nothing)
+    thread: tuple[str, ...] = ()  # channel message ids on the ticket, oldest first (e-mail References)
+
+
+class ReplyChannel(ABC):
+    """Sends our messages back on the channel a ticket came from (SMTP for e-mail, a comment for Jira).
+    Raise TransientError to be retried later and DeliveryRefused to give up on that message."""
+
+    source: str
+
+    @abstractmethod
+    def deliver(self, message: OutboundMessage) -> str | None:
+        """Send it; return the channel's id for what was sent (Message-ID, comment id), or None when the channel
+        deliberately sends nothing for this message (e.g. an internal note on e-mail)."""

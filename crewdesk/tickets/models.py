@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crewdesk.db import Base, JSONType, utcnow
+from crewdesk.intake import models as _intake  # noqa: F401  (tickets.backlog_id refers to backlog_imports)
 
 
 class TicketStatus(StrEnum):
@@ -32,7 +33,7 @@ TRANSITIONS: dict[TicketStatus, frozenset[TicketStatus]] = {
     TicketStatus.triaging: frozenset({TicketStatus.triaging, TicketStatus.in_progress, TicketStatus.escalated, TicketStatus.failed, TicketStatus.queued}),
     TicketStatus.in_progress: frozenset({TicketStatus.triaging, TicketStatus.awaiting_approval, TicketStatus.resolved, TicketStatus.escalated, TicketStatus.failed, TicketStatus.queued}),
     TicketStatus.awaiting_approval: frozenset({TicketStatus.in_progress, TicketStatus.resolved, TicketStatus.escalated, TicketStatus.failed}),
-    TicketStatus.resolved: frozenset(),
+    TicketStatus.resolved: frozenset({TicketStatus.queued}),  # the customer wrote again: reopened for a new run
     TicketStatus.escalated: frozenset(),
     TicketStatus.failed: frozenset({TicketStatus.queued}),
 }
@@ -59,6 +60,8 @@ class Ticket(Base):
     triage: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
     resolution: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
     raw: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
+    external_status: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the channel's own status (e.g. Jira's), synced in
+    backlog_id: Mapped[int | None] = mapped_column(ForeignKey("backlog_imports.id", ondelete="SET NULL"), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -66,14 +69,42 @@ class Ticket(Base):
 
 
 class Message(Base):
+    """One message on a ticket. Inbound: from the customer. Outbound: our reply to the customer. Internal: a note for
+    the team. Outbound and internal messages are handed to the ticket's channel (SMTP, Jira) by the delivery service;
+    `delivered_at` and the channel's id for the sent message make that exactly-once from our side."""
+
     __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_external_id", "external_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
     direction: Mapped[str] = mapped_column(String(16))  # inbound | outbound | internal
     author: Mapped[str] = mapped_column(String(320), default="")
     body: Mapped[str] = mapped_column(Text)
-    external_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    external_id: Mapped[str | None] = mapped_column(String(512), nullable=True)  # Message-ID, Jira comment id, ...
+    meta: Mapped[dict | None] = mapped_column(JSONType, nullable=True)  # channel details: headers, references, attachments
+    delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    delivery_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     ticket: Mapped[Ticket] = relationship(back_populates="messages")
+
+    @property
+    def public(self) -> bool:
+        return self.direction != "internal"
+
+
+class Attachment(Base):
+    """A file that came with an inbound message, stored by content hash under CREWDESK_HOME/attachments."""
+
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255), default="")
+    content_type: Mapped[str] = mapped_column(String(255), default="application/octet-stream")
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    sha256: Mapped[str] = mapped_column(String(64))
+    stored: Mapped[bool] = mapped_column(Boolean, default=True)
+    refused_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # over the size limit, a refused type: kept as a record only

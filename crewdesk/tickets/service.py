@@ -26,8 +26,10 @@ def find(*, db: Session, source: str, external_id: str) -> Ticket | None:
     return db.execute(select(Ticket).where(Ticket.source == source, Ticket.external_id == external_id)).scalar_one_or_none()
 
 
-def submit(*, db: Session, ticket_in: TicketIn) -> tuple[Ticket, bool]:
-    """Store a ticket unless (source, external_id) exists. Returns (ticket, created)."""
+def submit(*, db: Session, ticket_in: TicketIn, message_external_id: str | None = None, message_meta: dict | None = None,
+           backlog_id: int | None = None) -> tuple[Ticket, bool]:
+    """Store a ticket and its first message unless (source, external_id) exists. Returns (ticket, created).
+    message_external_id / message_meta: the channel's id and details for that first message (e.g. its Message-ID)."""
     existing = find(db=db, source=ticket_in.source, external_id=ticket_in.external_id)
     if existing is not None:
         return existing, False
@@ -40,6 +42,7 @@ def submit(*, db: Session, ticket_in: TicketIn) -> tuple[Ticket, bool]:
         priority=ticket_in.priority,
         status=TicketStatus.received.value,
         raw=ticket_in.model_dump(mode="json"),
+        backlog_id=backlog_id,
     )
     try:
         with db.begin_nested():
@@ -51,8 +54,55 @@ def submit(*, db: Session, ticket_in: TicketIn) -> tuple[Ticket, bool]:
         if existing is None:
             raise
         return existing, False
-    db.add(Message(ticket_id=ticket.id, direction="inbound", author=ticket.customer, body=ticket.body))
+    add_message(db=db, ticket=ticket, direction="inbound", author=ticket.customer, body=ticket.body, external_id=message_external_id, meta=message_meta)
     return ticket, True
+
+
+def add_message(*, db: Session, ticket: Ticket, direction: str, body: str, author: str = "", external_id: str | None = None,
+                meta: dict | None = None) -> Message:
+    message = Message(ticket_id=ticket.id, direction=direction, author=author[:320], body=body,
+                      external_id=external_id[:512] if external_id else None, meta=meta)
+    db.add(message)
+    db.flush()
+    return message
+
+
+def follow_up(*, db: Session, ticket: Ticket, body: str, author: str = "", external_id: str | None = None,
+              meta: dict | None = None) -> tuple[Message, bool]:
+    """The customer wrote again on a ticket. Returns (message, needs_run).
+
+    A resolved ticket is reopened (queued) so the crew answers the new message with the whole conversation. A ticket
+    not yet worked (received, queued) needs nothing more: its run will read the new message. One a human owns
+    (escalated, awaiting approval) or that is being worked right now keeps its state; the message waits for them."""
+    message = add_message(db=db, ticket=ticket, direction="inbound", author=author, body=body, external_id=external_id, meta=meta)
+    status = TicketStatus(ticket.status)
+    if status in (TicketStatus.resolved, TicketStatus.failed):
+        transition(ticket=ticket, to=TicketStatus.queued, reason="reopened: the customer wrote again")
+        return message, True
+    return message, False
+
+
+def find_by_message_ids(*, db: Session, source: str, message_ids: list[str]) -> Ticket | None:
+    """The ticket one of these channel message ids belongs to (email threading by In-Reply-To/References)."""
+    ids = [m[:512] for m in message_ids if m]
+    if not ids:
+        return None
+    row = db.execute(select(Ticket).join(Message, Message.ticket_id == Ticket.id)
+                     .where(Ticket.source == source, Message.external_id.in_(ids)).order_by(Message.id.desc()).limit(1)).scalar_one_or_none()
+    return row
+
+
+def conversation(*, db: Session, ticket: Ticket) -> str:
+    """What the crew reads: the ticket text, or with follow-ups the whole thread in order (customer and our replies)."""
+    messages = list(db.execute(select(Message).where(Message.ticket_id == ticket.id, Message.direction != "internal").order_by(Message.id)).scalars())
+    if sum(1 for m in messages if m.direction == "inbound") <= 1:
+        return ticket.body
+    parts = []
+    for m in messages:
+        who = "Customer" if m.direction == "inbound" else "Support (our earlier reply)"
+        parts.append(f"--- {who}, {m.created_at:%Y-%m-%d %H:%M} ---\n{m.body}")
+    parts.append("--- Answer the customer's latest message, using the conversation above. ---")
+    return "\n\n".join(parts)
 
 
 def _printable(value: object) -> object:

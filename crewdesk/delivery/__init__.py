@@ -1,0 +1,1 @@
+"""Delivery: hand our replies and notes to the channel each ticket came from."""

@@ -1,0 +1,89 @@
+"""Send a ticket's undelivered outbound and internal messages through its channel, each at most once from our side.
+
+A message row is locked (SKIP LOCKED, so two workers never send the same one), sent, and marked delivered with the
+channel's id in one transaction. If the process dies after the channel accepted the message and before the commit,
+the message is sent again on retry: the only window, and it is one message wide. Channels that can de-duplicate
+(Jira comment properties, SMTP Message-ID at the receiver) get a stable id derived from the message row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from crewdesk.audit import service as audit
+from crewdesk.connectors.base import DeliveryRefused, OutboundMessage, ReplyChannel
+from crewdesk.db import transaction, utcnow
+from crewdesk.errors import TransientError
+from crewdesk.logging import get_logger
+from crewdesk.tickets.models import Message, Ticket
+
+log = get_logger(__name__)
+MAX_ATTEMPTS = 8
+
+
+@dataclass
+class DeliveryReport:
+    sent: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)  # the channel sends nothing for these (e.g. internal notes by e-mail)
+    refused: list[int] = field(default_factory=list)
+    retry: list[int] = field(default_factory=list)
+
+
+def pending(*, db: Session, ticket_id: int) -> list[Message]:
+    return list(db.execute(select(Message).where(Message.ticket_id == ticket_id, Message.direction.in_(("outbound", "internal")),
+                                                 Message.delivered_at.is_(None), Message.delivery_error.is_(None)).order_by(Message.id)).scalars())
+
+
+def _outbound(db: Session, ticket: Ticket, message: Message) -> OutboundMessage:
+    thread = tuple(m for m in db.execute(select(Message.external_id).where(Message.ticket_id == ticket.id, Message.external_id.is_not(None),
+                                                                           Message.direction != "internal").order_by(Message.id)).scalars())
+    return OutboundMessage(message_id=message.id, ticket_id=ticket.id, ticket_external_id=ticket.external_id, customer=ticket.customer,
+                           subject=ticket.subject, body=message.body, public=message.direction == "outbound", thread=thread)
+
+
+def deliver_pending(*, session_factory: sessionmaker[Session], ticket_id: int, channels: dict[str, ReplyChannel]) -> DeliveryReport:
+    """Raises TransientError after trying every message if any needs a retry (the Celery task retries with backoff)."""
+    report = DeliveryReport()
+    with session_factory() as db:
+        ticket = db.get(Ticket, ticket_id)
+        if ticket is None or ticket.source not in channels:
+            return report  # no channel for this source (api, file, eval): the reply is read from the API/CLI
+        ids = [m.id for m in pending(db=db, ticket_id=ticket_id)]
+    channel = channels[ticket.source]
+    for message_id in ids:
+        with transaction(session_factory) as db:
+            message = db.execute(select(Message).where(Message.id == message_id, Message.delivered_at.is_(None), Message.delivery_error.is_(None))
+                                 .with_for_update(skip_locked=True)).scalar_one_or_none()
+            if message is None:
+                continue  # delivered meanwhile, or another worker holds it
+            ticket = db.get(Ticket, ticket_id)
+            message.delivery_attempts += 1
+            try:
+                channel_id = channel.deliver(_outbound(db, ticket, message))
+            except DeliveryRefused as exc:
+                message.delivery_error = str(exc)[:2000]
+                audit.record(db=db, ticket_id=ticket_id, kind="delivery", name="refused", actor=channel.source, error=str(exc)[:2000], result={"message_id": message_id})
+                report.refused.append(message_id)
+                continue
+            except TransientError as exc:
+                if message.delivery_attempts >= MAX_ATTEMPTS:
+                    message.delivery_error = f"gave up after {message.delivery_attempts} attempts: {exc}"[:2000]
+                    audit.record(db=db, ticket_id=ticket_id, kind="delivery", name="gave_up", actor=channel.source, error=str(exc)[:2000], result={"message_id": message_id})
+                    report.refused.append(message_id)
+                else:
+                    log.warning("delivery.retry", ticket_id=ticket_id, message_id=message_id, error=str(exc))
+                    report.retry.append(message_id)
+                continue
+            message.delivered_at = utcnow()
+            if channel_id:
+                message.external_id = channel_id[:512]
+                report.sent.append(message_id)
+            else:
+                report.skipped.append(message_id)
+            audit.record(db=db, ticket_id=ticket_id, kind="delivery", name="sent" if channel_id else "not_sent", actor=channel.source,
+                         result={"message_id": message_id, "channel_id": channel_id, "public": message.direction == "outbound"})
+    if report.retry:
+        raise TransientError(f"{len(report.retry)} message(s) on ticket {ticket_id} could not be delivered yet")
+    return report
