@@ -37,4 +37,23 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { echo "Redis did not start" >&2; exit 1; }
 fi
 
+# The e-mail tests start their own dovecot (own config, random loopback port); they need only the binaries.
+if [ ! -x /usr/sbin/dovecot ] || [ ! -e /usr/lib/dovecot/imap ]; then
+  if [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; then
+    echo "installing dovecot-imapd..." >&2
+    if apt_install dovecot-imapd; then
+      # A started system-wide dovecot would hold ports 143/993 for nothing; the tests never use it.
+      if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        as_root systemctl disable --now dovecot.service >/dev/null 2>&1 || true
+      else
+        as_root invoke-rc.d dovecot stop >/dev/null 2>&1 || true
+      fi
+    else
+      echo "could not install dovecot-imapd: the IMAP tests will be skipped" >&2
+    fi
+  else
+    echo "dovecot-imapd is missing and this is not root: the IMAP tests will be skipped" >&2
+  fi
+fi
+
 echo "$pg_url"

@@ -57,5 +57,11 @@ def configure(settings: Settings) -> Celery:
         task_annotations={"crewdesk.process_ticket": {"max_retries": settings.task_max_retries}},
         worker_concurrency=settings.worker_concurrency,
     )
+    if settings.imap_host:
+        # `crewdesk worker` runs beat beside the worker when a mailbox is configured. A poll older than one interval
+        # is dropped unrun: the next one reads the same mail, and polls do not pile up behind slow crew runs.
+        app.conf.beat_schedule = {"poll-mailbox": {"task": "crewdesk.poll_mailbox", "schedule": float(settings.imap_poll_seconds),
+                                                   "options": {"expires": float(settings.imap_poll_seconds)}}}
+        app.conf.beat_schedule_filename = str(settings.home / "celerybeat-schedule")
     app.conf.crewdesk_settings = settings
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crewdesk.db import Base, JSONType, utcnow
@@ -44,8 +44,8 @@ class MailboxCursor(Base):
     __tablename__ = "mailbox_cursors"
 
     mailbox: Mapped[str] = mapped_column(String(512), primary_key=True)  # user@host:port/folder
-    uidvalidity: Mapped[int] = mapped_column(Integer)
-    last_uid: Mapped[int] = mapped_column(Integer, default=0)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)  # IMAP UIDVALIDITY and UIDs are unsigned 32-bit
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

@@ -34,8 +34,8 @@ def upgrade() -> None:
     )
     op.create_table('mailbox_cursors',
     sa.Column('mailbox', sa.String(length=512), nullable=False),
-    sa.Column('uidvalidity', sa.Integer(), nullable=False),
-    sa.Column('last_uid', sa.Integer(), nullable=False),
+    sa.Column('uidvalidity', sa.BigInteger(), nullable=False),
+    sa.Column('last_uid', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('mailbox')
     )

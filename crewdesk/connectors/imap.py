@@ -1,0 +1,157 @@
+"""One IMAP folder read by UID over imaplib: the poller's view of a mailbox (select, search, fetch, mark, move)."""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import socket
+import ssl
+from typing import Literal
+
+from crewdesk.errors import CrewdeskError, TransientError
+from crewdesk.settings import Settings
+
+_UID = re.compile(rb"\bUID (\d+)")
+_NETWORK_ERRORS = (imaplib.IMAP4.abort, OSError, socket.timeout, ssl.SSLError, EOFError)
+
+
+class MailboxError(CrewdeskError):
+    """The server refused something that will not pass on a retry: bad login, a missing folder."""
+
+
+def quote(folder: str) -> str:
+    """imaplib sends arguments as they are; a folder name with spaces or quotes must be a quoted string."""
+    return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def uid_sets(uids: list[int], size: int = 500) -> list[str]:
+    """Comma lists of at most `size` UIDs: servers limit command length, and a backlog can hold thousands."""
+    ordered = sorted(set(uids))
+    return [",".join(str(u) for u in ordered[i:i + size]) for i in range(0, len(ordered), size)]
+
+
+class ImapMailbox:
+    """A logged-in IMAP session on one folder. Use as a context manager; network failures raise TransientError,
+    refusals MailboxError. Fetching uses BODY.PEEK[] so reading a message never sets \\Seen by itself."""
+
+    def __init__(self, *, host: str, port: int, user: str, password: str, folder: str = "INBOX",
+                 tls: Literal["ssl", "starttls", "none"] = "ssl", timeout: float = 60.0) -> None:
+        self.host, self.port, self.user, self.password = host, port, user, password
+        self.folder, self.tls, self.timeout = folder, tls, timeout
+        self.imap: imaplib.IMAP4 | None = None
+        self.capabilities: frozenset[str] = frozenset()
+        self.uidvalidity: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ImapMailbox":
+        return cls(host=settings.imap_host, port=settings.imap_port, user=settings.imap_user, password=settings.imap_password.get_secret_value(),
+                   folder=settings.imap_folder, tls=settings.imap_tls)
+
+    @property
+    def key(self) -> str:
+        """The cursor's name: one per account, server and folder."""
+        return f"{self.user}@{self.host}:{self.port}/{self.folder}"
+
+    def __enter__(self) -> "ImapMailbox":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        try:
+            if self.tls == "ssl":
+                self.imap = imaplib.IMAP4_SSL(self.host, self.port, ssl_context=ssl.create_default_context(), timeout=self.timeout)
+            else:
+                self.imap = imaplib.IMAP4(self.host, self.port, timeout=self.timeout)
+                if self.tls == "starttls":
+                    self.imap.starttls(ssl.create_default_context())
+            self.imap.login(self.user, self.password)
+            # The greeting's capabilities are the pre-login ones; MOVE and UIDPLUS are announced after login.
+            typ, data = self.imap.capability()
+            self.capabilities = frozenset(b" ".join(d for d in data if d).decode().upper().split()) if typ == "OK" else frozenset()
+        except _NETWORK_ERRORS as exc:
+            self.close()
+            raise TransientError(f"IMAP {self.host}:{self.port}: {exc}") from exc
+        except imaplib.IMAP4.error as exc:
+            self.close()
+            raise MailboxError(f"IMAP {self.user}@{self.host}:{self.port}: {exc}") from exc
+
+    def close(self) -> None:
+        if self.imap is None:
+            return
+        try:
+            self.imap.logout()
+        except (imaplib.IMAP4.error, *_NETWORK_ERRORS):
+            pass
+        self.imap = None
+
+    def _call(self, what: str, command: str, *args: str, ok_if: bytes | None = None) -> list:
+        """Run an imaplib command; anything but OK is a MailboxError (unless its text holds `ok_if`)."""
+        if self.imap is None:
+            raise TransientError("IMAP session is not connected")
+        try:
+            typ, data = getattr(self.imap, command)(*args)
+        except _NETWORK_ERRORS as exc:
+            raise TransientError(f"IMAP {what}: {exc}") from exc
+        except imaplib.IMAP4.error as exc:
+            raise MailboxError(f"IMAP {what}: {exc}") from exc
+        if typ != "OK" and not (ok_if and ok_if in b" ".join(d for d in data if isinstance(d, bytes)).upper()):
+            raise MailboxError(f"IMAP {what}: {typ} {data!r}")
+        return data
+
+    def select(self) -> int:
+        """Open the folder read-write; returns its UIDVALIDITY."""
+        self._call(f"SELECT {self.folder}", "select", quote(self.folder))
+        _, data = self.imap.response("UIDVALIDITY")
+        if not data or data[0] is None:  # not in the SELECT answer: ask for it
+            status = self._call("STATUS", "status", quote(self.folder), "(UIDVALIDITY)")
+            data = [re.search(rb"UIDVALIDITY (\d+)", status[0]).group(1)]
+        self.uidvalidity = int(data[-1])
+        return self.uidvalidity
+
+    def _search(self, criteria: str) -> list[int]:
+        data = self._call(f"UID SEARCH {criteria}", "uid", "SEARCH", criteria)
+        return sorted({int(n) for line in data if line for n in line.split()})
+
+    def uids_after(self, last_uid: int) -> list[int]:
+        """UIDs above last_uid, ascending. `N:*` always matches the highest UID even when it is below N, so filter."""
+        return [uid for uid in self._search(f"UID {last_uid + 1}:*") if uid > last_uid]
+
+    def uids_upto(self, last_uid: int, *, unseen_only: bool = False) -> list[int]:
+        if last_uid <= 0:
+            return []
+        return self._search(f"UID 1:{last_uid}" + (" UNSEEN" if unseen_only else ""))
+
+    def fetch(self, uid: int) -> bytes | None:
+        """The whole message, or None when it is gone (expunged by another client since the search)."""
+        data = self._call(f"UID FETCH {uid}", "uid", "FETCH", str(uid), "(BODY.PEEK[])")
+        for part in data:
+            # A server may interleave other FETCH responses (flag changes): take the one for this UID with a body.
+            if isinstance(part, tuple) and len(part) == 2 and b"BODY[]" in part[0]:
+                found = _UID.search(part[0])
+                if found is None or int(found.group(1)) == uid:
+                    return part[1]
+        return None
+
+    def mark_seen(self, uids: list[int]) -> None:
+        for ids in uid_sets(uids):
+            self._call("UID STORE \\Seen", "uid", "STORE", ids, "+FLAGS.SILENT", "(\\Seen)")
+
+    def ensure_folder(self, folder: str) -> None:
+        """Create the folder unless it exists (CREATE then answers NO [ALREADYEXISTS])."""
+        self._call(f"CREATE {folder}", "create", quote(folder), ok_if=b"EXISTS")
+
+    def move(self, uids: list[int], folder: str) -> None:
+        for ids in uid_sets(uids):
+            if "MOVE" in self.capabilities:
+                self._call(f"UID MOVE {folder}", "uid", "MOVE", ids, quote(folder))
+                continue
+            self._call(f"UID COPY {folder}", "uid", "COPY", ids, quote(folder))
+            self._call("UID STORE \\Deleted", "uid", "STORE", ids, "+FLAGS.SILENT", "(\\Deleted)")
+            if "UIDPLUS" in self.capabilities:
+                self._call("UID EXPUNGE", "uid", "EXPUNGE", ids)
+            else:
+                # Without UIDPLUS only a plain EXPUNGE exists: it also removes messages others flagged \Deleted.
+                self._call("EXPUNGE", "expunge")

@@ -1,0 +1,114 @@
+"""Replies by e-mail over SMTP: threaded onto the customer's mail, with a stable Message-ID per message row and the
+headers that keep auto-responders (and our own poller) from answering us."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from typing import Literal
+
+from crewdesk.connectors.base import DeliveryRefused, OutboundMessage, ReplyChannel
+from crewdesk.db import utcnow
+from crewdesk.errors import TransientError
+from crewdesk.intake.email.parse import LOOP_HEADER  # the inbound parser ignores any mail carrying it
+from crewdesk.settings import Settings
+
+MAX_REFERENCES = 30
+_REPLY_PREFIX = re.compile(r"^\s*((re|aw|sv|antw)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
+_TAG = re.compile(r"\s*\[\s*crewdesk\s*#\s*\d+\s*\]\s*", re.IGNORECASE)
+
+
+def reply_subject(subject: str, ticket_id: int) -> str:
+    """`Re: <subject> [crewdesk #<id>]`, once: the customer's Re:/AW: prefixes and any earlier tag are dropped first."""
+    base = " ".join(_TAG.sub(" ", subject or "").split())  # one line: a folded or hostile subject cannot add headers
+    while (stripped := _REPLY_PREFIX.sub("", base).strip()) != base:
+        base = stripped
+    return f"Re: {base or 'Your support request'} [crewdesk #{ticket_id}]"
+
+
+def _angle(message_id: str) -> str:
+    return f"<{message_id.strip().strip('<>')}>"
+
+
+class SmtpReplyChannel(ReplyChannel):
+    """Sends public replies to the ticket's customer. Internal notes are not e-mailed (deliver returns None)."""
+
+    source = "email"
+
+    def __init__(self, *, host: str, port: int, support_address: str, tls: Literal["ssl", "starttls", "none"] = "starttls",
+                 user: str = "", password: str = "", timeout: float = 30.0) -> None:
+        self.host, self.port, self.tls, self.user, self.password, self.timeout = host, port, tls, user, password, timeout
+        self.support_address = support_address
+        self.domain = support_address.rpartition("@")[2] or "crewdesk.invalid"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "SmtpReplyChannel":
+        return cls(host=settings.smtp_host, port=settings.smtp_port, tls=settings.smtp_tls, user=settings.smtp_user,
+                   password=settings.smtp_password.get_secret_value(), support_address=settings.support_address)
+
+    def message_id(self, message: OutboundMessage) -> str:
+        """Derived from the message row, so a resend after a crash carries the same id and receivers can drop it."""
+        return f"crewdesk.{message.ticket_id}.{message.message_id}@{self.domain}"
+
+    def compose(self, message: OutboundMessage) -> EmailMessage:
+        mail = EmailMessage()
+        mail["From"] = self.support_address
+        mail["To"] = message.customer
+        mail["Subject"] = reply_subject(message.subject, message.ticket_id)
+        mail["Date"] = format_datetime(utcnow())
+        mail["Message-ID"] = _angle(self.message_id(message))
+        thread = [m for m in message.thread if m]
+        if thread:
+            mail["In-Reply-To"] = _angle(thread[-1])
+            # Long threads: the first id (the ticket's root) and the most recent ones are what clients thread by.
+            kept = thread if len(thread) <= MAX_REFERENCES else [thread[0], *thread[-(MAX_REFERENCES - 1):]]
+            mail["References"] = " ".join(_angle(m) for m in kept)
+        mail["Auto-Submitted"] = "auto-replied"  # RFC 3834: auto-responders must not answer this
+        mail["X-Auto-Response-Suppress"] = "All"  # the same for Exchange and Outlook
+        mail[LOOP_HEADER] = str(message.ticket_id)
+        mail.set_content(message.body)
+        return mail
+
+    def deliver(self, message: OutboundMessage) -> str | None:
+        if not message.public:
+            return None  # an internal note is for the team, never mailed to the customer
+        _, address = parseaddr(message.customer or "")
+        if "@" not in address or any(c in address for c in "\r\n"):
+            raise DeliveryRefused(f"ticket {message.ticket_id} has no usable customer address: {message.customer!r}")
+        mail = self.compose(message)
+        self._send(mail, address)
+        return self.message_id(message)
+
+    def _send(self, mail: EmailMessage, recipient: str) -> None:
+        where = f"SMTP {self.host}:{self.port}"
+        try:
+            if self.tls == "ssl":
+                client = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=ssl.create_default_context())
+            else:
+                client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            with client:
+                if self.tls == "starttls":
+                    client.starttls(context=ssl.create_default_context())
+                if self.user:
+                    client.login(self.user, self.password)
+                client.send_message(mail, from_addr=self.support_address, to_addrs=[recipient])
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, reply = min(exc.recipients.values(), key=lambda r: r[0])
+            detail = f"{where} refused {recipient}: {code} {_text(reply)}"
+            raise (DeliveryRefused(detail) if code >= 500 else TransientError(detail)) from exc
+        except smtplib.SMTPDataError as exc:  # the server read the message and refused it (content, size, policy)
+            detail = f"{where} refused the message: {exc.smtp_code} {_text(exc.smtp_error)}"
+            raise (DeliveryRefused(detail) if exc.smtp_code >= 500 else TransientError(detail)) from exc
+        except smtplib.SMTPNotSupportedError as exc:  # e.g. a non-ASCII address to a server without SMTPUTF8
+            raise DeliveryRefused(f"{where}: {exc}") from exc
+        except (smtplib.SMTPException, OSError) as exc:
+            # Connection failures, timeouts, 4xx, and refusals of our login or sender address: none is this message's
+            # fault, so it is retried (and eventually given up with the reason) rather than refused.
+            raise TransientError(f"{where}: {type(exc).__name__}: {exc}") from exc
+
+
+def _text(reply: bytes | str) -> str:
+    return (reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply))[:300]

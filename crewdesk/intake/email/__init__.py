@@ -1,0 +1,1 @@
+"""E-mail intake: parse and clean inbound mail, thread it onto tickets, import files, mbox and Maildir."""

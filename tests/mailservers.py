@@ -1,0 +1,260 @@
+"""Real mail servers for tests: a private dovecot IMAP instance and an aiosmtpd SMTP server, both on loopback."""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+from crewdesk.connectors.imap import quote
+
+DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+PASSWORD = "crewdesk-test"
+USERS = 200
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def dovecot_missing() -> str | None:
+    """Why dovecot cannot run here, or None. scripts/services.sh installs Debian's dovecot-imapd when it can."""
+    if not Path(DOVECOT).exists():
+        return "dovecot is not installed (scripts/services.sh installs dovecot-imapd when run as root)"
+    if not Path("/usr/lib/dovecot/imap").exists() and not Path("/usr/libexec/dovecot/imap").exists():
+        return "dovecot-core is installed without dovecot-imapd"
+    return None
+
+
+class Dovecot:
+    """One private dovecot: its own config, state and Maildirs in a temp dir, plaintext IMAP on 127.0.0.1 only.
+
+    Each test takes its own user from the passwd-file, so it starts with empty mailboxes."""
+
+    def __init__(self) -> None:
+        # Short path: dovecot's unix sockets live under base_dir and the socket path limit is 108 bytes.
+        self.root = Path(tempfile.mkdtemp(prefix="cdv-"))
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.proc: subprocess.Popen | None = None
+        self.passwd = self.root / "passwd"
+        self.config = self.root / "dovecot.conf"
+        self.log = self.root / "dovecot.log"
+        self._users = 0
+
+    def _write_config(self) -> None:
+        import pwd
+
+        uid, gid = os.getuid(), os.getgid()
+        if uid == 0:
+            # dovecot's own unprivileged users (created by the Debian package) for its internal and login processes;
+            # dovecot refuses uid 0 for mail, so the Maildirs belong to nobody.
+            internal_user, login_user = "dovecot", "dovenull"
+            nobody = pwd.getpwnam("nobody")
+            uid, gid = nobody.pw_uid, nobody.pw_gid
+        else:
+            internal_user = login_user = pwd.getpwuid(uid).pw_name
+        self.root.chmod(0o711)  # dovecot's auth process (another user) must reach the passwd-file
+        self.passwd.write_text("".join(f"user{n}:{{PLAIN}}{PASSWORD}\n" for n in range(1, USERS + 1)))
+        self.passwd.chmod(0o644)
+        (self.root / "mail").mkdir()
+        os.chown(self.root / "mail", uid, gid) if os.getuid() == 0 else None
+        self.config.write_text(f"""
+instance_name = crewdesk-test-{self.port}
+base_dir = {self.root}/run
+state_dir = {self.root}/state
+log_path = {self.log}
+info_log_path = {self.log}
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+default_internal_user = {internal_user}
+default_login_user = {login_user}
+first_valid_uid = 1
+first_valid_gid = 1
+mail_location = maildir:~/Maildir
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {self.passwd}
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={self.root}/mail/%u
+}}
+namespace inbox {{
+  inbox = yes
+  separator = /
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service stats {{
+  unix_listener stats-writer {{
+    mode = 0666
+  }}
+}}
+""")
+
+    def start(self) -> "Dovecot":
+        self._write_config()
+        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dovecot exited: {self.proc.stderr.read().decode(errors='replace')}\n{self.log_text()}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1) as sock:
+                    if sock.recv(100).startswith(b"* OK"):
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("dovecot did not answer within 20 s:\n" + self.log_text())
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def new_user(self) -> str:
+        """A user with an empty mailbox. The users are written before start: dovecot re-reads a changed passwd-file
+        at most once a second and penalises the failed logins in between."""
+        self._users += 1
+        if self._users > USERS:
+            raise RuntimeError(f"this dovecot has only {USERS} test users")
+        return f"user{self._users}"
+
+    def client(self, user: str, password: str = PASSWORD) -> "ImapClient":
+        return ImapClient(self.host, self.port, user, password)
+
+    @staticmethod
+    def client_for(settings) -> "ImapClient":
+        """A client on the mailbox that crewdesk settings point at."""
+        return ImapClient(settings.imap_host, settings.imap_port, settings.imap_user, settings.imap_password.get_secret_value())
+
+
+class ImapClient:
+    """The test's own IMAP session (what another mail client would do): append, list flags, recreate folders."""
+
+    def __init__(self, host: str, port: int, user: str, password: str) -> None:
+        self.imap = imaplib.IMAP4(host, port, timeout=10)
+        self.imap.login(user, password)
+
+    def __enter__(self) -> "ImapClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.imap.logout()
+        except (imaplib.IMAP4.error, OSError):
+            pass
+
+    def append(self, raw: bytes, folder: str = "INBOX") -> None:
+        typ, data = self.imap.append(quote(folder), "", None, raw)
+        assert typ == "OK", data
+
+    def create(self, folder: str) -> None:
+        self.imap.create(quote(folder))
+
+    def delete(self, folder: str) -> None:
+        self.imap.select("INBOX")  # a selected folder cannot be deleted on some servers
+        typ, data = self.imap.delete(quote(folder))
+        assert typ == "OK", data
+
+    def flags(self, folder: str = "INBOX") -> dict[int, set[str]]:
+        """UID -> flags of every message in the folder."""
+        typ, _ = self.imap.select(quote(folder), readonly=True)
+        assert typ == "OK"
+        typ, data = self.imap.uid("FETCH", "1:*", "(UID FLAGS)")
+        result: dict[int, set[str]] = {}
+        for line in data:
+            if not line:
+                continue
+            text = line.decode() if isinstance(line, bytes) else line[0].decode()
+            uid = int(text.split("UID ", 1)[1].split()[0].rstrip(")"))
+            flags = text.split("FLAGS (", 1)[1].split(")", 1)[0].split()
+            result[uid] = set(flags)
+        return result
+
+    def uidvalidity(self, folder: str = "INBOX") -> int:
+        typ, data = self.imap.status(quote(folder), "(UIDVALIDITY)")
+        assert typ == "OK", data
+        return int(data[0].decode().split("UIDVALIDITY ", 1)[1].rstrip(")"))
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        return message_from_bytes(self.raw, policy=policy.default)
+
+
+@dataclass
+class SmtpServer:
+    """aiosmtpd on loopback keeping what it receives. Recipients in `refuse` get a 550; stop()/start() keep the port,
+    so a test can take the server down and bring it back."""
+
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    refuse: set[str] = field(default_factory=set)
+    received: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._controller = None
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 (aiosmtpd's hook name)
+        if address in self.refuse:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        with self._lock:
+            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content or envelope.content))
+        return "250 Message accepted for delivery"
+
+    def start(self) -> "SmtpServer":
+        from aiosmtpd.controller import Controller
+
+        self._controller = Controller(self, hostname=self.host, port=self.port)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
