@@ -1,12 +1,15 @@
-"""HTTP face: submit a ticket, read its status and audit trail. Processing happens on the queue."""
+"""HTTP face: submit a ticket, read its status and trail, decide approvals, receive Jira webhooks. Processing
+happens on the queue."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException
-from pydantic import BaseModel, Field
+from fastapi import Depends, FastAPI, HTTPException, Path, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -14,10 +17,16 @@ from crewdesk import __version__
 from crewdesk.audit import service as audit
 from crewdesk.db import make_engine, make_session_factory, transaction
 from crewdesk.errors import TicketNotFound
+from crewdesk.intake import jira as jira_intake
 from crewdesk.runs.models import CrewRun
 from crewdesk.settings import Settings
 from crewdesk.tickets import service as tickets
+from crewdesk.tickets.models import Message
 from crewdesk.tickets.schemas import TicketIn
+
+# Row ids are PostgreSQL integers: a larger id is a 422, not a database error.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+MAX_WEBHOOK_BYTES = 1_000_000  # the largest fixture is 47 kB; anything near this is not a Jira delivery
 
 
 class SubmitResult(BaseModel):
@@ -73,10 +82,92 @@ class ApprovalView(BaseModel):
     decided_by: str | None
     reason: str | None
 
+
+def _schema_no_nul(schema: dict[str, Any], _model: type) -> None:
+    """Publish the NUL-byte rule TicketIn and Decision enforce: PostgreSQL text cannot hold NUL."""
+    for prop in schema.get("properties", {}).values():
+        for branch in (prop, *prop.get("anyOf", [])):
+            if branch.get("type") == "string" and "enum" not in branch:
+                branch["pattern"] = "^[^\\u0000]*$"
+
+
 class Decision(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_schema_no_nul)
+
     by: str = Field(min_length=1, max_length=128, description="Who decides; recorded in the audit trail.")
     reason: str | None = Field(default=None, max_length=2000)
 
+    @field_validator("by", "reason")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("contains NUL bytes")
+        return value
+
+
+class TicketSubmission(TicketIn):
+    """POST /tickets: a ticket as TicketIn, except that external_id must be a JSON string, as the schema says
+    (files may carry numeric ids; an HTTP client can quote its own)."""
+
+    model_config = ConfigDict(json_schema_extra=_schema_no_nul)
+
+    @field_validator("external_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: object) -> object:
+        return value
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class ErrorView(BaseModel):
+    detail: str
+
+
+class MessageView(BaseModel):
+    id: int
+    direction: str = Field(description="inbound (customer), outbound (our reply) or internal (a note for the team).")
+    author: str
+    body: str
+    external_id: str | None = Field(description="The channel's id: Message-ID, Jira comment id.")
+    created_at: datetime
+    delivered_at: datetime | None
+    delivery_error: str | None
+
+
+class TrailView(BaseModel):
+    ticket_id: int
+    status: str
+    external_status: str | None = Field(description="The channel's own status, e.g. the Jira issue's.")
+    messages: list[MessageView]
+    events: list[AuditRow]
+
+
+class WebhookAck(BaseModel):
+    status: Literal["accepted", "duplicate", "ignored", "rejected"]
+    ticket_id: int | None
+    reason: str | None = None
+
+
+NOT_FOUND = {404: {"model": ErrorView, "description": "No such row."}}
+BAD_BODY = {400: {"model": ErrorView, "description": "The body could not be read (not UTF-8)."}}
+WEBHOOK_ERRORS = {
+    400: {"model": ErrorView, "description": "Malformed X-Hub-Signature, or a body that is not a JSON object."},
+    401: {"model": ErrorView, "description": "Missing or forged X-Hub-Signature."},
+    413: {"model": ErrorView, "description": "Body over 1 MB."},
+    503: {"model": ErrorView, "description": "No webhook secret is configured: every delivery is refused (Jira retries it later)."},
+}
+WEBHOOK_BODY = {
+    "requestBody": {"required": True, "description": "A Jira webhook delivery, signed in X-Hub-Signature.",
+                    "content": {"application/json": {"schema": jira_intake.PAYLOAD_SCHEMA}}},
+    "parameters": [
+        {"name": "X-Hub-Signature", "in": "header", "required": True, "description": "sha256=<hex HMAC-SHA256 of the raw body with the webhook secret>",
+         "schema": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"}},
+        {"name": "X-Atlassian-Webhook-Identifier", "in": "header", "required": False,
+         "description": "Jira Cloud's delivery id, repeated on retries: a repeat is processed once.", "schema": {"type": "string"}},
+    ],
+}
 
 
 def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | None = None, enqueue=None) -> FastAPI:
@@ -95,12 +186,12 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
         with factory() as session:
             yield session
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", response_model=Health)
+    def healthz() -> Health:
+        return Health(status="ok")
 
-    @app.post("/tickets", response_model=SubmitResult, status_code=202)
-    def submit(ticket_in: TicketIn) -> SubmitResult:
+    @app.post("/tickets", response_model=SubmitResult, status_code=202, responses=BAD_BODY)
+    def submit(ticket_in: TicketSubmission) -> SubmitResult:
         with transaction(factory) as session:
             ticket, created = tickets.submit(db=session, ticket_in=ticket_in)
         if created or ticket.status == "received":
@@ -110,8 +201,8 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
                 ticket = tickets.get(db=session, ticket_id=ticket.id)
         return SubmitResult(ticket_id=ticket.id, status=ticket.status, created=created)
 
-    @app.get("/tickets/{ticket_id}", response_model=TicketView)
-    def show(ticket_id: int, session: Session = Depends(db)) -> TicketView:
+    @app.get("/tickets/{ticket_id}", response_model=TicketView, responses=NOT_FOUND)
+    def show(ticket_id: RowId, session: Session = Depends(db)) -> TicketView:
         try:
             ticket = tickets.get(db=session, ticket_id=ticket_id)
         except TicketNotFound as exc:
@@ -126,12 +217,28 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
                    for e in audit.trail(db=session, ticket_id=ticket_id)],
         )
 
+    @app.get("/tickets/{ticket_id}/trail", response_model=TrailView, responses=NOT_FOUND)
+    def trail(ticket_id: RowId, session: Session = Depends(db)) -> TrailView:
+        """The ticket's messages in order, and its audit events."""
+        try:
+            ticket = tickets.get(db=session, ticket_id=ticket_id)
+        except TicketNotFound as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from exc
+        messages = session.execute(select(Message).where(Message.ticket_id == ticket_id).order_by(Message.id)).scalars()
+        return TrailView(
+            ticket_id=ticket.id, status=ticket.status, external_status=ticket.external_status,
+            messages=[MessageView(id=m.id, direction=m.direction, author=m.author, body=m.body, external_id=m.external_id, created_at=m.created_at,
+                                  delivered_at=m.delivered_at, delivery_error=m.delivery_error) for m in messages],
+            events=[AuditRow(id=e.id, at=e.created_at, run_id=e.run_id, kind=e.kind, name=e.name, actor=e.actor, duration_ms=e.duration_ms, error=e.error)
+                    for e in audit.trail(db=session, ticket_id=ticket_id)],
+        )
+
     def view(approval) -> ApprovalView:
         return ApprovalView(id=approval.id, ticket_id=approval.ticket_id, action=approval.action, arguments=approval.arguments, status=approval.status,
                             requested_by=approval.requested_by, decided_by=approval.decided_by, reason=approval.reason)
 
     @app.get("/approvals", response_model=list[ApprovalView])
-    def list_approvals(status: str | None = "pending", session: Session = Depends(db)) -> list[ApprovalView]:
+    def list_approvals(status: Literal["pending", "approved", "rejected", ""] | None = "pending", session: Session = Depends(db)) -> list[ApprovalView]:
         from crewdesk.approvals import service as approvals
 
         return [view(a) for a in approvals.listing(db=session, status=status or None)]
@@ -149,12 +256,63 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
             raise HTTPException(status_code=404 if "does not exist" in str(exc) else 409, detail=str(exc)) from exc
         return view(approval)
 
-    @app.post("/approvals/{approval_id}/approve", response_model=ApprovalView)
-    def approve(approval_id: int, decision: Decision) -> ApprovalView:
+    @app.post("/approvals/{approval_id}/approve", response_model=ApprovalView, responses={**NOT_FOUND, **BAD_BODY, 409: {"model": ErrorView}})
+    def approve(approval_id: RowId, decision: Decision) -> ApprovalView:
         return decide(approval_id, decision, True)
 
-    @app.post("/approvals/{approval_id}/reject", response_model=ApprovalView)
-    def reject(approval_id: int, decision: Decision) -> ApprovalView:
+    @app.post("/approvals/{approval_id}/reject", response_model=ApprovalView, responses={**NOT_FOUND, **BAD_BODY, 409: {"model": ErrorView}})
+    def reject(approval_id: RowId, decision: Decision) -> ApprovalView:
         return decide(approval_id, decision, False)
+
+    def receive_jira(body: bytes, headers: dict[str, str], remote: str | None, too_large: bool) -> WebhookAck:
+        """Authenticate, record and apply one delivery in one short transaction; the crew runs on the queue."""
+        evidence = {"remote": remote, "bytes": len(body), "headers": {k: v[:200].replace("\x00", "") for k, v in headers.items()
+                                                                      if k in ("user-agent", "content-type", "x-hub-signature", "x-atlassian-webhook-identifier",
+                                                                               "x-atlassian-webhook-retry", "x-forwarded-for")}}
+
+        def refuse(status_code: int, reason: str) -> HTTPException:
+            with transaction(factory) as session:
+                jira_intake.record_refused(db=session, body=body, reason=reason, detail=evidence)
+            return HTTPException(status_code=status_code, detail=reason)
+
+        if too_large:
+            raise refuse(413, f"body over {MAX_WEBHOOK_BYTES} bytes")
+        try:
+            jira_intake.verify_signature(settings.jira_webhook_secret.get_secret_value(), body, headers.get("x-hub-signature"))
+        except jira_intake.WebhookNotConfigured as exc:
+            raise refuse(503, str(exc)) from exc
+        except jira_intake.SignatureMalformed as exc:
+            raise refuse(400, str(exc)) from exc
+        except jira_intake.SignatureError as exc:  # missing or forged
+            raise refuse(401, str(exc)) from exc
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise refuse(400, f"body is not JSON: {str(exc)[:200]}") from exc
+        if not isinstance(payload, dict):
+            raise refuse(400, f"body is JSON {type(payload).__name__}, not an object")
+        event = jira_intake.parse_event(payload)
+        delivery_id = jira_intake.delivery_key(body=body, identifier=headers.get("x-atlassian-webhook-identifier"))
+        with transaction(factory) as session:
+            outcome = jira_intake.handle_event(db=session, event=event, delivery_id=delivery_id, settings=settings, detail=evidence)
+        if outcome.needs_run and outcome.ticket_id is not None:
+            enqueue(outcome.ticket_id)  # after the commit: the worker always finds the ticket and its message
+            with transaction(factory) as session:
+                tickets.mark_queued(db=session, ticket_ids=[outcome.ticket_id])
+        return WebhookAck(status=outcome.status, ticket_id=outcome.ticket_id, reason=outcome.reason)
+
+    @app.post("/webhooks/jira", response_model=WebhookAck, status_code=202, responses=WEBHOOK_ERRORS, openapi_extra=WEBHOOK_BODY)
+    async def jira_webhook(request: Request) -> WebhookAck:
+        """A Jira (Service Management) webhook delivery. Answers 202 once the delivery is recorded; every refused
+        delivery is recorded too. Without CREWDESK_JIRA_WEBHOOK_SECRET every delivery gets 503, so Jira keeps
+        retrying until the secret is set rather than having its deliveries accepted unauthenticated."""
+        body, too_large = bytearray(), False
+        async for chunk in request.stream():  # stop reading at the cap instead of buffering whatever is sent
+            body += chunk
+            if len(body) > MAX_WEBHOOK_BYTES:
+                too_large = True
+                break
+        remote = request.client.host if request.client else None
+        return await run_in_threadpool(receive_jira, bytes(body), dict(request.headers), remote, too_large)
 
     return app

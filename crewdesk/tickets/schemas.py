@@ -28,9 +28,9 @@ class TicketIn(BaseModel):
     @field_validator("external_id", mode="before")
     @classmethod
     def _id_as_text(cls, value: object) -> object:
-        return str(value) if isinstance(value, int) else value
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value  # true is not ticket "True"
 
-    @field_validator("external_id", "customer", "subject", "body")
+    @field_validator("source", "external_id", "customer", "subject", "body")
     @classmethod
     def _no_nul(cls, value: str) -> str:
         if "\x00" in value:
@@ -87,3 +87,4 @@ class TicketOutcome(BaseModel):
     escalation_reason: str | None = None
     seconds: float = 0.0
     reused: bool = Field(default=False, description="True when the ticket was already done and nothing ran.")
+    requeue: bool = Field(default=False, description="True when the customer wrote again during the run: the ticket was reopened and needs another run.")

@@ -1,0 +1,86 @@
+"""Post crewdesk's replies back to Jira Service Management as request comments: public for the customer,
+internal for agent notes."""
+
+from __future__ import annotations
+
+import httpx
+
+from crewdesk.connectors.base import DeliveryRefused, OutboundMessage, ReplyChannel
+from crewdesk.errors import CrewdeskError, TransientError
+from crewdesk.settings import Settings
+
+# Jira Cloud answers well within this; a hung connection must not hold a delivery worker for long.
+TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+
+
+class JiraUnavailable(TransientError):
+    """429, 408 or 5xx. `retry_after`: seconds from Jira's Retry-After header, its own hint for the next attempt."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "")))
+    except ValueError:
+        return None  # an HTTP date, or absent: the task's own backoff applies
+
+
+def _jira_error(response: httpx.Response) -> str:
+    """Jira's own words (errorMessage / errorMessages / errors), else the start of the body."""
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:300]
+    if isinstance(data, dict):
+        parts = [str(data.get("errorMessage") or "")] + [str(m) for m in data.get("errorMessages") or []]
+        parts += [f"{k}: {v}" for k, v in (data.get("errors") or {}).items()] if isinstance(data.get("errors"), dict) else []
+        text = "; ".join(p for p in parts if p)
+        if text:
+            return text[:300]
+    return response.text[:300]
+
+
+class JiraReplyChannel(ReplyChannel):
+    source = "jira"
+
+    def __init__(self, *, base_url: str, user: str, api_token: str, client: httpx.Client | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = client or httpx.Client(auth=httpx.BasicAuth(user, api_token), timeout=TIMEOUT,
+                                              headers={"Accept": "application/json", "User-Agent": "crewdesk"})
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JiraReplyChannel:
+        token = settings.jira_api_token.get_secret_value()
+        if not settings.jira_user or not token:
+            raise CrewdeskError("jira_base_url is set, but jira_user and jira_api_token are needed to post replies")
+        return cls(base_url=settings.jira_base_url, user=settings.jira_user, api_token=token)
+
+    def deliver(self, message: OutboundMessage) -> str:
+        """POST /rest/servicedeskapi/request/{issueKey}/comment; returns the new comment's id (which the webhook's
+        loop protection later recognises)."""
+        url = f"{self.base_url}/rest/servicedeskapi/request/{message.ticket_external_id}/comment"
+        try:
+            response = self._client.post(url, json={"body": message.body, "public": message.public})
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"Jira timed out posting a comment on {message.ticket_external_id}: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise TransientError(f"Jira unreachable posting a comment on {message.ticket_external_id}: {exc}") from exc
+        status = response.status_code
+        if status in (408, 429) or status >= 500:
+            wait = _retry_after(response)
+            hint = f"; retry after {wait:g} s" if wait is not None else ""
+            raise JiraUnavailable(f"Jira answered {status} for {message.ticket_external_id}{hint}: {_jira_error(response)}", wait)
+        if status >= 400:
+            raise DeliveryRefused(f"Jira refused the comment on {message.ticket_external_id} ({status}): {_jira_error(response)}")
+        try:
+            comment_id = response.json().get("id")
+        except (ValueError, AttributeError):
+            comment_id = None
+        # Posted, but Jira did not say under which id: record that rather than re-post it.
+        return str(comment_id) if comment_id not in (None, "") else f"unknown:{status}"
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,405 @@
+"""Jira Service Management: POST /webhooks/jira with every shared fixture payload, signatures, replays, loop
+protection, and replies posted back as JSM comments.
+
+In-process (FastAPI's TestClient) against the real PostgreSQL. Jira Cloud cannot run here, so the JSM REST API is
+mocked by a local HTTP server (a thread with http.server on 127.0.0.1) that asserts the exact requests. The queue is
+replaced by a recording `enqueue` passed to create_app (the same hook tests/test_api.py uses), which also checks that
+the ticket is already committed when it is enqueued."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from crewdesk.api import create_app
+from crewdesk.audit.models import AuditEvent
+from crewdesk.connectors.base import DeliveryRefused, OutboundMessage
+from crewdesk.connectors.jira import JiraReplyChannel, JiraUnavailable
+from crewdesk.db import transaction
+from crewdesk.delivery.service import deliver_pending
+from crewdesk.errors import TransientError
+from crewdesk.intake.jira import sign
+from crewdesk.intake.models import InboundEvent
+from crewdesk.tickets import service as tickets
+from crewdesk.tickets.models import Message, Ticket
+from crewdesk.tickets.schemas import TicketIn
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "jira-webhooks"
+SECRET = "whsec-test-3f9a"
+BOT = "5c5f880629be9642ba529340"  # the accountId that writes the Cloud comment fixtures
+
+# What each fixture is, by hand (not by running the parser): the parser must agree.
+ISSUE_CREATED = {"webhook__issue_created.json", "webhook-cloud-issue-created-many-fields.json", "webhook-issue-created.json",
+                 "webhook-issue-created-no-description.json", "webhook-issue-created-no-description-nor-relevant-fields.json",
+                 "webhook-issue-created-no-relevant-fields.json", "webhook-issue-created-with-security-level.json"}
+COMMENT_CREATED = {"integration__addComment.json", "integration__cloudAddComment.json", "webhook__cloud_comment_added.json",
+                   "webhook__issue_updated_with_comment.json", "webhook-cloud-comment-created.json", "webhook-cloud-comment-created-mention-user.json",
+                   "webhook-issue-comment-created-indentation.json", "webhook-server-issue-updated-commented-1.json",
+                   "webhook-server-issue-updated-commented-2.json", "webhook-server-issue-updated-commented-3.json",
+                   "webhook-server-issue-updated-commented-mention-user.json", "webhook-server-old-issue-updated-no-event-type-commented.json"}
+COMMENT_WITHOUT_ISSUE = {"webhook-server-comment-created.json"}  # Server sends it again as issue_commented, with the issue
+COMMENT_UPDATED = {"webhook-cloud-comment-updated.json", "webhook-server-comment-updated.json", "webhook-server-issue-updated-comment-edited.json",
+                   "webhook-server-old-issue-updated-no-event-type-comment-edited.json"}
+COMMENT_DELETED = {"webhook-cloud-comment-deleted.json", "webhook-server-comment-deleted.json", "webhook-server-issue-updated-comment-deleted.json"}
+ISSUE_DELETED = {"webhook-issue-deleted.json"}
+STATUS_CHANGES = {  # file -> (from, to) in its changelog
+    "integration__updateStatus.json": ("To Do", "Done"), "webhook__issue_updated_status_updated.json": ("To Do", "Done"),
+    "webhook-issue-updated-reopened.json": ("Done", "To Do"), "webhook-issue-updated-resolved.json": ("In Progress", "Done"),
+    "webhook-issue-updated-started-working.json": ("To Do", "In Progress"), "webhook-server-issue-updated-closed.json": ("Resolved", "Closed"),
+    "webhook-server-issue-updated-in-progress.json": ("Reopened", "In Progress"), "webhook-server-issue-updated-reopened.json": ("Resolved", "Reopened"),
+    "webhook-server-issue-updated-resolved.json": ("In Progress", "Resolved"),
+}
+FIXTURE_FILES = sorted(FIXTURES.glob("*/*.json"))
+
+
+def test_fixture_set_is_complete():
+    assert len(FIXTURE_FILES) == 66  # per SOURCES.md: 55 mattermost-plugin-jira + 11 jenkins jira-trigger-plugin
+    named = ISSUE_CREATED | COMMENT_CREATED | COMMENT_WITHOUT_ISSUE | COMMENT_UPDATED | COMMENT_DELETED | ISSUE_DELETED | set(STATUS_CHANGES)
+    assert named <= {f.name for f in FIXTURE_FILES}
+
+
+@pytest.fixture
+def jira_settings(settings):
+    return settings.model_copy(update={"jira_webhook_secret": SecretStr(SECRET)})
+
+
+class Enqueued(list):
+    """The queue stand-in: records ticket ids, and what was committed when each was enqueued."""
+
+    def __init__(self, session_factory):
+        super().__init__()
+        self.session_factory = session_factory
+        self.committed: list[tuple[int, int]] = []  # (ticket id, messages visible from a fresh session)
+
+    def __call__(self, ticket_id: int) -> None:
+        with self.session_factory() as db:
+            assert db.get(Ticket, ticket_id) is not None, "enqueued before the ticket was committed"
+            self.committed.append((ticket_id, len(db.execute(select(Message.id).where(Message.ticket_id == ticket_id)).all())))
+        self.append(ticket_id)
+
+
+@pytest.fixture
+def enqueued(session_factory):
+    return Enqueued(session_factory)
+
+
+@pytest.fixture
+def client(jira_settings, session_factory, enqueued):
+    return TestClient(create_app(jira_settings, session_factory=session_factory, enqueue=enqueued))
+
+
+def post(client, body: bytes, *, signature: str | None = "sign", identifier: str | None = None):
+    headers = {"Content-Type": "application/json"}
+    if signature == "sign":
+        headers["X-Hub-Signature"] = sign(SECRET, body)
+    elif signature is not None:
+        headers["X-Hub-Signature"] = signature
+    if identifier:
+        headers["X-Atlassian-Webhook-Identifier"] = identifier
+    return client.post("/webhooks/jira", content=body, headers=headers)
+
+
+def events(session_factory) -> list[InboundEvent]:
+    with session_factory() as db:
+        return list(db.execute(select(InboundEvent).order_by(InboundEvent.id)).scalars())
+
+
+def seed(session_factory, key: str, external_status: str | None) -> int:
+    with transaction(session_factory) as db:
+        ticket, _ = tickets.submit(db=db, ticket_in=TicketIn(source="jira", external_id=key, customer="c@example.com", body="seeded issue"))
+        ticket.external_status = external_status
+        return ticket.id
+
+
+@pytest.mark.parametrize("path", FIXTURE_FILES, ids=lambda p: p.name)
+def test_every_fixture_is_accepted_or_ignored_with_a_reason(path, client, session_factory, enqueued):
+    name, body = path.name, path.read_bytes()
+    payload = json.loads(body)
+    key = (payload.get("issue") or {}).get("key")
+    seeded = None
+    if key and name not in ISSUE_CREATED | COMMENT_CREATED:
+        # Updates only concern issues we know: start from the status the changelog moves away from.
+        current = ((payload["issue"].get("fields") or {}).get("status") or {}).get("name")
+        seeded = seed(session_factory, key, STATUS_CHANGES[name][0] if name in STATUS_CHANGES else current)
+
+    response = post(client, body, identifier=f"delivery-{name}")
+    assert response.status_code == 202, response.text
+    [event] = events(session_factory)
+    answer = response.json()
+    assert (event.channel, event.external_id, event.seen_count) == ("jira", f"delivery-{name}", 1)
+    assert event.reason and answer["reason"] == event.reason
+    with session_factory() as db:
+        ticket = tickets.find(db=db, source="jira", external_id=key) if key else None
+        messages = list(db.execute(select(Message).where(Message.ticket_id == ticket.id).order_by(Message.id)).scalars()) if ticket else []
+        audit_names = [e.name for e in db.execute(select(AuditEvent).order_by(AuditEvent.id)).scalars()]
+
+    if name in ISSUE_CREATED:
+        assert (event.kind, event.status, answer["status"]) == ("issue_created", "accepted", "accepted")
+        assert ticket is not None and event.ticket_id == ticket.id == answer["ticket_id"]
+        assert ticket.subject == payload["issue"]["fields"]["summary"] and ticket.body.startswith(ticket.subject)
+        assert ticket.customer and ticket.external_status == payload["issue"]["fields"]["status"]["name"]
+        assert len(messages) == 1 and ticket.status == "queued" and enqueued == [ticket.id]
+    elif name in COMMENT_CREATED:
+        comment = payload["comment"]
+        assert (event.kind, event.status) == ("comment_created", "accepted")
+        assert ticket is not None and event.ticket_id == ticket.id and event.message_id == messages[-1].id
+        # The issue was unknown: it became a ticket (its text first), and the comment its follow-up message.
+        assert [m.direction for m in messages] == ["inbound", "inbound"]
+        assert messages[-1].external_id == str(comment["id"]) and messages[-1].body == comment["body"]
+        assert enqueued == [ticket.id]
+    elif name in COMMENT_WITHOUT_ISSUE:
+        assert (event.kind, event.status, event.ticket_id) == ("comment_created", "ignored", None)
+        assert "without its issue" in event.reason and enqueued == []
+    elif name in COMMENT_UPDATED | COMMENT_DELETED:
+        assert event.kind == ("comment_updated" if name in COMMENT_UPDATED else "comment_deleted")
+        assert event.status == "ignored" and event.ticket_id == seeded
+        assert [m.body for m in messages] == (["seeded issue"] if seeded else []) and enqueued == []
+    elif name in ISSUE_DELETED:
+        assert (event.kind, event.status, event.ticket_id) == ("issue_deleted", "ignored", seeded)
+        assert ticket.external_status == "(deleted)" and "jira_deleted" in audit_names and enqueued == []
+    elif name in STATUS_CHANGES:
+        assert (event.kind, event.status, event.ticket_id) == ("issue_updated", "accepted", seeded)
+        assert ticket.external_status == STATUS_CHANGES[name][1] and audit_names == ["jira_status"]
+        assert ticket.status == "received" and enqueued == []  # a status sync never starts a run
+    else:
+        assert (event.kind, event.status, event.ticket_id) == ("issue_updated", "ignored", seeded)
+        assert event.reason.startswith("no status change") and audit_names == [] and enqueued == []
+
+
+def test_update_of_an_unknown_issue_is_ignored_with_a_reason(client, session_factory):
+    response = post(client, (FIXTURES / "mattermost-plugin-jira" / "webhook-issue-updated-resolved.json").read_bytes())
+    assert response.status_code == 202 and response.json()["status"] == "ignored"
+    [event] = events(session_factory)
+    assert event.reason == "issue TES-41 has no ticket here" and event.external_id.startswith("sha256:")
+
+
+def test_follow_up_on_a_known_issue_and_server_double_announcement(client, session_factory, enqueued):
+    """issue_created, then the customer's comment: one ticket, two messages. Jira Server announces a comment twice
+    (comment_created and issue_commented, different deliveries): recorded once."""
+    created = post(client, (FIXTURES / "mattermost-plugin-jira" / "webhook-issue-created.json").read_bytes()).json()
+    commented = post(client, (FIXTURES / "mattermost-plugin-jira" / "webhook-cloud-comment-created.json").read_bytes()).json()
+    assert created["status"] == commented["status"] == "accepted" and created["ticket_id"] == commented["ticket_id"]
+    assert enqueued == [created["ticket_id"]]  # the ticket was still queued: its run reads the new message
+    first = post(client, (FIXTURES / "mattermost-plugin-jira" / "webhook-server-issue-updated-commented-1.json").read_bytes()).json()
+    second = post(client, (FIXTURES / "mattermost-plugin-jira" / "webhook-server-old-issue-updated-no-event-type-commented.json").read_bytes()).json()
+    assert first["status"] == "accepted" and second["status"] == "ignored" and "already message" in second["reason"]
+    with session_factory() as db:
+        assert db.execute(select(Message.external_id).where(Message.ticket_id == first["ticket_id"])).scalars().all() == [None, "10082"]
+        assert len(db.execute(select(Ticket)).all()) == 2
+
+
+def test_replayed_delivery_is_processed_once(client, session_factory, enqueued):
+    body = (FIXTURES / "mattermost-plugin-jira" / "webhook-issue-created.json").read_bytes()
+    first = post(client, body, identifier="c1f1e6a5-replay")
+    again = post(client, body, identifier="c1f1e6a5-replay")
+    assert first.status_code == again.status_code == 202
+    assert first.json()["status"] == "accepted" and again.json()["status"] == "duplicate"
+    assert again.json()["ticket_id"] == first.json()["ticket_id"]
+    [event] = events(session_factory)
+    assert event.seen_count == 2 and event.status == "accepted"
+    with session_factory() as db:
+        assert len(db.execute(select(Ticket)).all()) == 1 and len(db.execute(select(Message)).all()) == 1
+    assert enqueued == [first.json()["ticket_id"]]
+    # Jira Server sends no identifier: a retried, byte-identical body is the same delivery.
+    server = (FIXTURES / "mattermost-plugin-jira" / "webhook-server-issue-updated-commented-2.json").read_bytes()
+    assert [post(client, server).json()["status"] for _ in range(2)] == ["accepted", "duplicate"]
+
+
+def test_endpoint_enqueues_after_commit_and_does_not_wait_for_the_crew(client, enqueued):
+    started = time.monotonic()
+    response = post(client, (FIXTURES / "jenkins-jira-trigger-plugin" / "webhook__issue_created.json").read_bytes())
+    assert response.status_code == 202 and time.monotonic() - started < 5
+    ticket_id = response.json()["ticket_id"]
+    assert enqueued == [ticket_id] and enqueued.committed == [(ticket_id, 1)]  # ticket and message were visible to the worker
+
+
+@pytest.mark.parametrize("how", ["bot account", "comment id we posted", "text of our reply"])
+def test_our_own_comment_starts_no_run(how, jira_settings, session_factory, enqueued):
+    settings = jira_settings.model_copy(update={"jira_bot_account_id": BOT if how == "bot account" else ""})
+    client = TestClient(create_app(settings, session_factory=session_factory, enqueue=enqueued))
+    post(client, (FIXTURES / "mattermost-plugin-jira" / "webhook-issue-created.json").read_bytes())
+    payload = json.loads((FIXTURES / "mattermost-plugin-jira" / "webhook-cloud-comment-created.json").read_bytes())
+    with transaction(session_factory) as db:
+        ticket = tickets.find(db=db, source="jira", external_id="TES-41")
+        ticket.status = "resolved"  # a customer comment would reopen it: ours must not
+        reply = tickets.add_message(db=db, ticket=ticket, direction="outbound", body="We refunded the duplicate charge.")
+        if how == "comment id we posted":
+            reply.external_id = payload["comment"]["id"]
+        elif how == "text of our reply":  # the webhook raced the delivery's commit: no comment id recorded yet
+            payload["comment"]["body"] = "We refunded the duplicate\n charge. "
+    enqueued.clear()
+    response = post(client, json.dumps(payload).encode())
+    assert response.status_code == 202 and response.json()["status"] == "ignored"
+    assert response.json()["reason"].startswith("our own comment, no run")
+    assert enqueued == []
+    with session_factory() as db:
+        assert db.execute(select(Ticket.status)).scalar_one() == "resolved"
+        assert [m.direction for m in db.execute(select(Message).order_by(Message.id)).scalars()] == ["inbound", "outbound"]
+
+
+def test_internal_comment_is_not_a_customer_message(client, session_factory, enqueued):
+    payload = json.loads((FIXTURES / "mattermost-plugin-jira" / "webhook-cloud-comment-created.json").read_bytes())
+    payload["comment"]["jsdPublic"] = False
+    response = post(client, json.dumps(payload).encode())
+    assert response.json()["status"] == "ignored" and "internal" in response.json()["reason"] and enqueued == []
+
+
+def test_forged_missing_and_malformed_deliveries_are_refused_and_recorded(client, session_factory, enqueued):
+    body = (FIXTURES / "mattermost-plugin-jira" / "webhook-issue-created.json").read_bytes()
+    forged = post(client, body, signature=sign("not-our-secret", body))
+    missing = post(client, body, signature=None)
+    malformed = post(client, body, signature="sha256=xyz")
+    unsupported = post(client, body, signature="md5=" + "0" * 32)
+    bad_json = post(client, b'{"webhookEvent": "jira:issue_created", ')
+    not_object = post(client, b'["jira:issue_created"]')
+    assert [r.status_code for r in (forged, missing, malformed, unsupported, bad_json, not_object)] == [401, 401, 400, 400, 400, 400]
+    assert "does not match" in forged.json()["detail"] and "no X-Hub-Signature" in missing.json()["detail"]
+    assert enqueued == []
+    recorded = events(session_factory)
+    assert all((e.channel, e.status, e.kind) == ("jira", "rejected", "refused") for e in recorded)
+    # One record per distinct body (a repeat bumps seen_count); the last reason stands, with evidence.
+    by_body = {e.external_id: e for e in recorded}
+    assert len(recorded) == 3 and all(k.startswith("refused:") for k in by_body)
+    [same_body] = [e for e in recorded if e.seen_count == 4]
+    assert same_body.reason.startswith("X-Hub-Signature must be") and same_body.detail["remote"] == "testclient"
+    assert same_body.detail["headers"]["x-hub-signature"].startswith("md5=") and same_body.detail["bytes"] == len(body)
+    assert {e.reason.split(":")[0] for e in recorded} >= {"body is not JSON", "body is JSON list, not an object"}
+    with session_factory() as db:
+        assert db.execute(select(Ticket)).first() is None
+    # A refused body is not a replay of itself: signed properly afterwards, it is processed.
+    assert post(client, body).json()["status"] == "accepted"
+
+
+def test_without_a_secret_every_delivery_is_refused(settings, session_factory):
+    client = TestClient(create_app(settings, session_factory=session_factory, enqueue=lambda _: None))
+    body = (FIXTURES / "mattermost-plugin-jira" / "webhook-issue-created.json").read_bytes()
+    response = post(client, body)
+    assert response.status_code == 503 and "no Jira webhook secret" in response.json()["detail"]
+    [event] = events(session_factory)
+    assert event.status == "rejected"
+
+
+def test_oversized_body_is_refused(client, session_factory):
+    response = post(client, b'{"pad": "' + b"x" * 1_100_000 + b'"}')
+    assert response.status_code == 413
+    assert events(session_factory)[0].reason.startswith("body over")
+
+
+def test_trail_shows_messages_and_status_sync(client, session_factory):
+    ticket_id = post(client, (FIXTURES / "mattermost-plugin-jira" / "webhook-issue-created.json").read_bytes()).json()["ticket_id"]
+    post(client, (FIXTURES / "mattermost-plugin-jira" / "webhook-cloud-comment-created.json").read_bytes())
+    post(client, (FIXTURES / "mattermost-plugin-jira" / "webhook-issue-updated-started-working.json").read_bytes())
+    trail = client.get(f"/tickets/{ticket_id}/trail").json()
+    assert [m["body"] for m in trail["messages"]] == ["Unit test summary\n\nUnit test description, not that long", "Added a comment"]
+    assert trail["external_status"] == "In Progress" and [e["name"] for e in trail["events"]] == ["jira_status"]
+    assert client.get("/tickets/999999/trail").status_code == 404
+
+
+# --- posting replies back: a local HTTP server stands in for Jira Cloud ---------------------------------------------
+
+
+@pytest.fixture
+def fake_jira():
+    seen: list[dict] = []
+    responses: list[tuple[int, dict, dict]] = []  # (status, json, headers); default 201 with a new comment id
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append({"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "json": json.loads(raw)})
+            status, payload, headers = responses.pop(0) if responses else (201, {"id": str(20000 + len(seen)), "public": json.loads(raw)["public"]}, {})
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", seen, responses
+    server.shutdown()
+
+
+def outbound(public: bool) -> OutboundMessage:
+    return OutboundMessage(message_id=7, ticket_id=1, ticket_external_id="SD-42", customer="c@example.com", subject="s",
+                           body="Your refund is on its way.", public=public)
+
+
+def test_reply_request_is_exact_public_and_internal(fake_jira, settings):
+    base, seen, _ = fake_jira
+    channel = JiraReplyChannel.from_settings(settings.model_copy(update={"jira_base_url": base + "/", "jira_user": "bot@example.com",
+                                                                        "jira_api_token": SecretStr("tok-123")}))
+    assert channel.deliver(outbound(public=True)) == "20001"
+    assert channel.deliver(outbound(public=False)) == "20002"
+    expected_auth = "Basic " + base64.b64encode(b"bot@example.com:tok-123").decode()
+    for request, public in zip(seen, (True, False)):
+        assert (request["method"], request["path"]) == ("POST", "/rest/servicedeskapi/request/SD-42/comment")
+        assert request["headers"]["authorization"] == expected_auth
+        assert request["headers"]["content-type"] == "application/json" and request["headers"]["accept"] == "application/json"
+        assert request["json"] == {"body": "Your refund is on its way.", "public": public}
+
+
+def test_reply_failures(fake_jira):
+    base, seen, responses = fake_jira
+    channel = JiraReplyChannel(base_url=base, user="bot@example.com", api_token="t")
+    responses.append((429, {"errorMessage": "Rate limit exceeded"}, {"Retry-After": "30"}))
+    with pytest.raises(JiraUnavailable, match="retry after 30 s: Rate limit exceeded") as caught:
+        channel.deliver(outbound(True))
+    assert caught.value.retry_after == 30.0 and isinstance(caught.value, TransientError)
+    for status, message in ((404, "Issue does not exist"), (403, "You do not have permission"), (400, "Comment body is required")):
+        responses.append((status, {"errorMessage": message}, {}))
+        with pytest.raises(DeliveryRefused, match=f"\\({status}\\): {message}"):
+            channel.deliver(outbound(True))
+    unreachable = JiraReplyChannel(base_url="http://127.0.0.1:9", user="u", api_token="t")
+    with pytest.raises(TransientError, match="unreachable"):
+        unreachable.deliver(outbound(True))
+
+
+def _jira_ticket_with_reply(session_factory) -> tuple[int, int, int]:
+    with transaction(session_factory) as db:
+        ticket, _ = tickets.submit(db=db, ticket_in=TicketIn(source="jira", external_id="SD-42", customer="c@example.com", body="Refund please"))
+        reply = tickets.add_message(db=db, ticket=ticket, direction="outbound", body="Your refund is on its way.")
+        note = tickets.add_message(db=db, ticket=ticket, direction="internal", body="Refunded order #W1 through Stripe.")
+        return ticket.id, reply.id, note.id
+
+
+def test_deliver_pending_retries_a_503_then_posts(fake_jira, session_factory):
+    base, seen, responses = fake_jira
+    ticket_id, reply_id, note_id = _jira_ticket_with_reply(session_factory)
+    channels = {"jira": JiraReplyChannel(base_url=base, user="bot@example.com", api_token="t")}
+    responses.append((503, {"errorMessage": "Service Unavailable"}, {"Retry-After": "5"}))
+    with pytest.raises(TransientError):  # the deliver_replies task retries on this
+        deliver_pending(session_factory=session_factory, ticket_id=ticket_id, channels=channels)
+    report = deliver_pending(session_factory=session_factory, ticket_id=ticket_id, channels=channels)
+    assert report.sent == [reply_id] and report.retry == []
+    assert [(r["json"]["public"], r["json"]["body"][:4]) for r in seen] == [(True, "Your"), (False, "Refu"), (True, "Your")]
+    with session_factory() as db:
+        reply, note = db.get(Message, reply_id), db.get(Message, note_id)
+        assert reply.delivered_at is not None and reply.external_id == "20003" and reply.delivery_attempts == 2
+        assert note.delivered_at is not None and note.external_id == "20002" and note.delivery_attempts == 1
+
+
+def test_deliver_pending_gives_up_on_a_404(fake_jira, session_factory):
+    base, seen, responses = fake_jira
+    ticket_id, reply_id, note_id = _jira_ticket_with_reply(session_factory)
+    responses.append((404, {"errorMessage": "Issue does not exist or you do not have permission to see it."}, {}))
+    report = deliver_pending(session_factory=session_factory, ticket_id=ticket_id, channels={"jira": JiraReplyChannel(base_url=base, user="u", api_token="t")})
+    assert report.refused == [reply_id] and report.sent == [note_id]
+    with session_factory() as db:
+        assert "(404)" in db.get(Message, reply_id).delivery_error and db.get(Message, reply_id).delivered_at is None
+        assert [e.name for e in db.execute(select(AuditEvent).where(AuditEvent.kind == "delivery").order_by(AuditEvent.id)).scalars()] == ["refused", "sent"]
