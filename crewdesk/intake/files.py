@@ -54,8 +54,9 @@ def _fallback_id(text: str, line: int) -> str:
     return f"line{line}-" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:12]
 
 
-def iter_jsonl(lines: Iterable[str]) -> Iterator[Row]:
-    for number, text in enumerate(lines, start=1):
+def iter_jsonl(lines: Iterable[str], *, start: int = 1) -> Iterator[Row]:
+    """start: the line number of the first line given (a resumed backlog import skips what it already stored)."""
+    for number, text in enumerate(lines, start=start):
         stripped = text.strip()
         if not stripped or stripped.startswith("//"):
             continue

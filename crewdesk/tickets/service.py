@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -82,6 +82,12 @@ def follow_up(*, db: Session, ticket: Ticket, body: str, author: str = "", exter
     return message, False
 
 
+def last_inbound_id(*, db: Session, ticket_id: int) -> int:
+    from sqlalchemy import func
+
+    return db.execute(select(func.coalesce(func.max(Message.id), 0)).where(Message.ticket_id == ticket_id, Message.direction == "inbound")).scalar_one()
+
+
 def find_by_message_ids(*, db: Session, source: str, message_ids: list[str]) -> Ticket | None:
     """The ticket one of these channel message ids belongs to (email threading by In-Reply-To/References)."""
     ids = [m[:512] for m in message_ids if m]
@@ -147,10 +153,65 @@ def is_terminal(ticket: Ticket) -> bool:
     return TicketStatus(ticket.status) in TERMINAL
 
 
-def mark_queued(*, db: Session, ticket_ids: list[int]) -> None:
-    for ticket in db.execute(select(Ticket).where(Ticket.id.in_(ticket_ids))).scalars():
-        if ticket.status == TicketStatus.received.value:
-            transition(ticket=ticket, to=TicketStatus.queued)
+def mark_queued(*, db: Session, ticket_ids: list[int]) -> int:
+    """received -> queued in one conditional UPDATE. The ticket was sent to the broker before this runs, so a worker
+    may already have moved it on (received -> triaging): the condition keeps that, where a read-then-write would
+    overwrite it with `queued`. Returns how many moved."""
+    if not ticket_ids:
+        return 0
+    assert TicketStatus.queued in TRANSITIONS[TicketStatus.received]
+    stmt = (update(Ticket).where(Ticket.id.in_(ticket_ids), Ticket.status == TicketStatus.received.value)
+            .values(status=TicketStatus.queued.value).execution_options(synchronize_session="fetch"))
+    return db.execute(stmt).rowcount
+
+
+def submit_many(*, db: Session, tickets_in: list[TicketIn], backlog_id: int | None = None,
+                raws: list[dict] | None = None) -> list[tuple[int, bool]]:
+    """`submit` for a batch (backlog imports): one INSERT .. ON CONFLICT DO NOTHING for the tickets, one for their
+    first messages, one SELECT for keys that already existed. Returns (ticket id, created) per input, in order; a key
+    repeated within the batch is created once (its first occurrence) and a duplicate after that.
+    raws: what to keep in tickets.raw per input (default: the TicketIn, as `submit` keeps)."""
+    if not tickets_in:
+        return []
+    dialect = db.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    else:  # pragma: no cover - only PostgreSQL and SQLite are supported
+        raise NotImplementedError(f"submit_many on {dialect}")
+    from crewdesk.db import utcnow
+
+    now = utcnow()
+    first: dict[tuple[str, str], int] = {}
+    values = []
+    for index, ticket_in in enumerate(tickets_in):
+        key = (ticket_in.source, ticket_in.external_id)
+        if key in first:
+            continue
+        first[key] = index
+        values.append(dict(source=ticket_in.source, external_id=ticket_in.external_id, customer=ticket_in.customer, subject=ticket_in.subject,
+                           body=ticket_in.body, priority=ticket_in.priority, status=TicketStatus.received.value, backlog_id=backlog_id,
+                           raw=raws[index] if raws is not None else ticket_in.model_dump(mode="json"), created_at=now, updated_at=now))
+    # Core executemany ("insertmanyvalues"): one cached statement in pages, where an ORM or multi-VALUES insert
+    # would compile thousands of parameters per chunk.
+    conn = db.connection()
+    stmt = upsert(Ticket.__table__).on_conflict_do_nothing(index_elements=["source", "external_id"]).returning(Ticket.id, Ticket.source, Ticket.external_id)
+    created = {(s, e): i for i, s, e in conn.execute(stmt, values)}
+    existing = [key for key in first if key not in created]
+    found: dict[tuple[str, str], int] = {}
+    if existing:
+        rows = conn.execute(select(Ticket.id, Ticket.source, Ticket.external_id).where(tuple_(Ticket.source, Ticket.external_id).in_(existing)))
+        found = {(s, e): i for i, s, e in rows}
+    if created:
+        conn.execute(insert(Message.__table__), [dict(ticket_id=created[key], direction="inbound", author=tickets_in[first[key]].customer[:320],
+                                                      body=tickets_in[first[key]].body, delivery_attempts=0, created_at=now) for key in created])
+    result = []
+    for index, ticket_in in enumerate(tickets_in):
+        key = (ticket_in.source, ticket_in.external_id)
+        fresh = key in created and first[key] == index
+        result.append((created[key] if key in created else found[key], fresh))
+    return result
 
 
 def customer_history(*, db: Session, customer: str, exclude_ticket_id: int | None = None, limit: int = 5) -> list[Ticket]:
