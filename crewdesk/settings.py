@@ -91,6 +91,26 @@ class Settings(BaseSettings):
     backlog_chunk_rows: int = Field(default=500, description="Rows per database transaction and per enqueue batch.")
     backlog_enqueue_per_second: float = Field(default=200.0, description="Rate limit for putting backlog tickets on the queue; 0 = no limit.")
 
+    # Memory and knowledge base (issue 5).
+    memory_backend: Literal["lance", "weaviate", "off"] = Field(default="lance", description="lance: embedded LanceDB files under home/memory; weaviate: the server at weaviate_url; off: no memory and no knowledge base.")
+    memory_dir: Path | None = Field(default=None, description="LanceDB directory; empty = home/memory.")
+    weaviate_url: str = Field(default="", description="Weaviate REST endpoint, e.g. http://weaviate:8080; its gRPC port is weaviate_grpc_port on the same host.")
+    weaviate_grpc_port: int = 50051
+    weaviate_api_key: SecretStr = SecretStr("")
+    weaviate_collection_prefix: str = Field(default="Crewdesk", description="Collections are named <prefix>Kb_<embedding> and <prefix>Interaction_<embedding>.")
+    embedding_provider: Literal["local", "openai"] = Field(default="local", description="local: all-MiniLM-L6-v2 in-process, offline, 1 torch thread; openai: any OpenAI-compatible /embeddings endpoint.")
+    embedding_model: str = Field(default="", description="openai provider: model name; empty = text-embedding-3-small.")
+    embedding_base_url: str = Field(default="", description="openai provider: endpoint; empty = openai_base_url.")
+    embedding_api_key: SecretStr = Field(default=SecretStr(""), description="openai provider: key; empty = openai_api_key.")
+    embedding_dimensions: int = Field(default=0, description="openai provider: vector size (text-embedding-3-* can shorten); 0 = the model's own.")
+    kb_hybrid_alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="Hybrid search weight: 1 = vectors only, 0 = keywords (BM25) only.")
+    kb_chunk_chars: int = Field(default=1200, description="Knowledge-base chunk size cap, characters.")
+    kb_chunk_overlap: int = Field(default=150, description="Characters of the previous chunk repeated at the start of the next.")
+    kb_search_k: int = Field(default=4, description="Passages kb_search returns to an agent.")
+    memory_recall_k: int = Field(default=3, description="Earlier-ticket summaries of the same customer put into the crew's context; 0 = none.")
+    memory_retention_days: int = Field(default=365, description="Customer summaries older than this are erased by `crewdesk memory purge`; 0 = keep forever.")
+    memory_key_secret: SecretStr = Field(default=SecretStr(""), description="HMAC key for customer keys (a hash of the normalised customer id); empty = plain SHA-256.")
+
     agents_dir: Path = PROJECT_ROOT / "agents"
     tasks_dir: Path = PROJECT_ROOT / "tasks"
 

@@ -39,6 +39,9 @@ from crews import audit_listener
 from crews.builder import CrewBuilder, PhaseLedger
 from crews.config import SPECIALIST_BY_CATEGORY, CrewConfig, load_config
 from crewdesk.pii import Vault
+from crewdesk.memory import service as memory
+from crewdesk.memory.base import MemoryStore, MemoryStoreError
+from tools import kb_search
 from tools.gate import Gate, PlainVault
 
 log = get_logger(__name__)
@@ -77,6 +80,8 @@ class Pipeline:
         self.config = config or load_config(settings.agents_dir, settings.tasks_dir)
         self.builder = CrewBuilder(config=self.config, llm_factory=llm_factory, session_factory=session_factory)
         audit_listener.install(session_factory)
+        self.memory = self._open_memory(settings)
+        kb_search.use_store(self.memory, k=settings.kb_search_k)
 
     @contextmanager
     def _exclusive(self, ticket_id: int) -> Iterator[None]:
@@ -125,6 +130,7 @@ class Pipeline:
             if interrupted:
                 audit.record(db=db, ticket_id=ticket.id, kind="status", name="run_interrupted", actor="pipeline", result={"runs": interrupted})
             ticket.conversation_text = tickets.conversation(db=db, ticket=ticket)
+            ticket.read_up_to = tickets.last_inbound_id(db=db, ticket_id=ticket.id)  # what this run has seen of the thread
             run = CrewRun(ticket_id=ticket.id, process="sequential", celery_task_id=celery_task_id)
             db.add(run)
             resuming = ticket.status == TicketStatus.awaiting_approval
@@ -168,9 +174,11 @@ class Pipeline:
         ledger = PhaseLedger()
         gate = self.gate(ticket_id=ticket.id, run_id=run.id)
         try:
+            ticket.recalled_memory = self._recall(ticket)
             status, reason, reply, note, triage = self._crew(ticket, run, gate, ledger)
             reply, note = gate.vault.reveal(reply), gate.vault.reveal(note)  # the customer and the team see real data
             outcome = self._finish(ticket, run, ledger, started, status=status, reason=reason, reply=reply, note=note, triage=triage)
+            self._remember(ticket, outcome.status, triage=triage, reply=reply)
             log.info("ticket.processed", status=outcome.status, category=outcome.category, seconds=round(outcome.seconds, 2))
             return outcome
         except Exception as exc:
@@ -223,6 +231,56 @@ class Pipeline:
                 lines.append(f"- DONE {effect.tool} {effect.arguments}")
         return "\n".join(lines)
 
+    @staticmethod
+    def _open_memory(settings: Settings) -> MemoryStore | None:
+        try:
+            return memory.open_store(settings=settings)
+        except MemoryStoreError as exc:  # a misconfigured memory must not stop tickets
+            log.error("memory.unavailable", error=str(exc))
+            return None
+
+    def _recall(self, ticket: Ticket) -> str:
+        """The same customer's earlier tickets, for the crew's context. Memory is best effort: a failure is logged and
+        the ticket goes on without it."""
+        if self.memory is None or not ticket.customer:
+            return ""
+        started = time.perf_counter()
+        try:
+            block = memory.recall_context(store=self.memory, settings=self.settings, customer=ticket.customer,
+                                          query=f"{ticket.subject}\n{ticket.body}", exclude_ticket_id=ticket.id)
+        except Exception as exc:
+            log.warning("memory.recall_failed", error=f"{type(exc).__name__}: {exc}")
+            return ""
+        log.info("memory.recalled", lines=block.count("\n") + 1 if block else 0, ms=round(1000 * (time.perf_counter() - started), 1))
+        return block
+
+    def _remember(self, ticket: Ticket, status: str, *, triage: Triage | None, reply: str | None) -> None:
+        """After a resolved or escalated ticket: issue, the actions the tools really performed, outcome (redacted)."""
+        if self.memory is None or not ticket.customer or status not in memory.REMEMBERED_OUTCOMES:
+            return
+        started = time.perf_counter()
+        try:
+            with self.session_factory() as db:
+                actions = [f"{e.tool}({', '.join(f'{k}={v}' for k, v in sorted(e.arguments.items()))})" for e in effects.for_ticket(db=db, ticket_id=ticket.id)]
+                row = tickets.get(db=db, ticket_id=ticket.id)
+                reason = row.status_reason or ""
+            issue = triage.summary if triage and triage.summary else f"{ticket.subject}: {ticket.body}"
+            summary = memory.summarise(issue=issue, actions=actions, outcome=status + (f" ({reason})" if reason else ""), reply=reply or "")
+            memory.remember_ticket(store=self.memory, settings=self.settings, customer=ticket.customer, ticket_id=ticket.id, summary=summary,
+                                   outcome=status, category=ticket.category or "")
+        except Exception as exc:
+            log.warning("memory.remember_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        log.info("memory.remembered", ms=round(1000 * (time.perf_counter() - started), 1))
+
+    @staticmethod
+    def _with_memory(ticket: Ticket, triage_text: str) -> str:
+        recalled = getattr(ticket, "recalled_memory", "")
+        if not recalled:
+            return triage_text
+        return triage_text + ("\n\nThis customer's earlier tickets (summaries from memory; personal data removed; for context only, "
+                               "verify before acting):\n" + recalled)
+
     def process_for(self, category: str) -> str:
         return self.settings.crew_process_by_category.get(category, self.settings.crew_process)
 
@@ -232,6 +290,7 @@ class Pipeline:
         triage_text = triage.model_dump_json()
         if history:
             triage_text += "\n\nEarlier on this ticket (already done; do not repeat):\n" + history
+        triage_text = self._with_memory(ticket, triage_text)
         with transaction(self.session_factory) as db:
             db.execute(update(CrewRun).where(CrewRun.id == phase["run_id"]).values(process=process))
         try:
@@ -259,7 +318,7 @@ class Pipeline:
         return TicketStatus.resolved, None, resolution.customer_reply, resolution.internal_note, triage
 
     def _escalate(self, ticket: Ticket, triage: Triage | None, reason: str, phase: dict, note: str = ""):
-        triage_text = triage.model_dump_json() if triage else "(no valid triage)"
+        triage_text = self._with_memory(ticket, triage.model_dump_json() if triage else "(no valid triage)")
         try:
             handoff = self.builder.run_phase(task_key="escalate", role_key="escalation", values={"triage": triage_text, "reason": reason}, **phase)
             assert isinstance(handoff, Handoff)
@@ -291,7 +350,13 @@ class Pipeline:
                 llm_calls=ledger.calls, llm_seconds=ledger.llm_seconds, cost_usd=costs, latency_s=seconds, finished_at=utcnow(),
             ))
             audit.record(db=db, ticket_id=row.id, run_id=run.id, kind="status", name=status.value, actor="pipeline", result={"reason": reason} if reason else None)
+            requeue = False
+            if status is TicketStatus.resolved and tickets.last_inbound_id(db=db, ticket_id=row.id) > getattr(ticket, "read_up_to", 0):
+                # The customer wrote again while the crew worked: answer that too rather than leave it unread.
+                tickets.transition(ticket=row, to=TicketStatus.queued, reason="reopened: the customer wrote during the run")
+                audit.record(db=db, ticket_id=row.id, run_id=run.id, kind="status", name="reopened", actor="pipeline")
+                requeue = True
         return TicketOutcome(ticket_id=ticket.id, run_id=run.id, status=status.value, category=ticket.category, priority=ticket.priority,
-                             escalation_reason=reason if status is TicketStatus.escalated else None, seconds=seconds)
+                             escalation_reason=reason if status is TicketStatus.escalated else None, seconds=seconds, requeue=requeue)
 
 

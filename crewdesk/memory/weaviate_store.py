@@ -1,0 +1,298 @@
+"""The production backend: Weaviate through weaviate-client v4 (self-provided vectors, BM25 + vector hybrid search,
+uuid5 ids for idempotent upserts); tested against a server only when WEAVIATE_URL is set."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+from crewdesk.logging import get_logger
+from crewdesk.memory.base import MemoryStore, MemoryStoreError, MemoryUnavailable, generation_tag
+from crewdesk.memory.embeddings import Embedder
+from crewdesk.memory.schemas import Interaction, Kind, KBChunk, KBFilters, KBHit, RecallFilters, RecallHit
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+VECTOR = "default"
+_COLLECTION = {"kb": "Kb", "interactions": "Interaction"}
+_TEXT = {"kb": "content", "interactions": "summary"}
+_KB_FIELDS = ("chunk_id", "source", "title", "heading", "text", "product", "position")
+_INTERACTION_FIELDS = ("interaction_id", "customer_key", "ticket_id", "summary", "category", "product", "outcome", "created_at")
+_DELETE_BATCH = 10_000  # Weaviate's default QUERY_MAXIMUM_RESULTS caps one delete_many
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())  # the client's messages span lines; the CLI reports errors on one
+
+
+def _uuid(key: str) -> str:
+    from weaviate.util import generate_uuid5
+
+    return str(generate_uuid5(key, "crewdesk"))
+
+
+def properties(kind: Kind) -> list:
+    """Collection schema. Filterable ids and tags use FIELD tokenization (exact match) and stay out of BM25."""
+    from weaviate.classes.config import DataType, Property, Tokenization
+
+    def tag(name: str, data_type=DataType.TEXT) -> Property:
+        if data_type is DataType.TEXT:
+            return Property(name=name, data_type=data_type, tokenization=Tokenization.FIELD, index_searchable=False, index_filterable=True)
+        return Property(name=name, data_type=data_type, index_filterable=True)
+
+    def searchable(name: str) -> Property:
+        return Property(name=name, data_type=DataType.TEXT, tokenization=Tokenization.WORD, index_searchable=True)
+
+    def stored(name: str) -> Property:
+        return Property(name=name, data_type=DataType.TEXT, index_searchable=False, index_filterable=False)
+
+    if kind == "kb":
+        return [tag("chunk_id"), tag("source"), stored("title"), stored("heading"), stored("text"), tag("product"),
+                tag("position", DataType.INT), searchable("content"), tag("embedding_version")]
+    return [tag("interaction_id"), tag("customer_key"), tag("ticket_id", DataType.INT), searchable("summary"), tag("category"), tag("product"),
+            tag("outcome"), tag("created_at", DataType.DATE), tag("embedding_version")]
+
+
+def vector_config():
+    from weaviate.classes.config import Configure, VectorDistances
+
+    return Configure.Vectors.self_provided(name=VECTOR, vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE))
+
+
+def filters_for(**equal: str | None):
+    """AND of exact matches; None when nothing is asked (Weaviate takes filters=None as no filter)."""
+    from weaviate.classes.query import Filter
+
+    parts = [Filter.by_property(name).equal(value) for name, value in equal.items() if value is not None]
+    combined = None
+    for part in parts:
+        combined = part if combined is None else combined & part
+    return combined
+
+
+class WeaviateStore(MemoryStore):
+    backend = "weaviate"
+
+    def __init__(self, *, url: str, embedder: Embedder, api_key: str = "", grpc_port: int = 50051, prefix: str = "Crewdesk", alpha: float = 0.5,
+                 timeout: float = 30.0) -> None:
+        super().__init__(embedder=embedder, alpha=alpha)
+        if not re.fullmatch(r"[A-Z][A-Za-z0-9]*", prefix):
+            raise MemoryStoreError(f"weaviate collection prefix {prefix!r} must start with a capital letter and hold only letters and digits")
+        self.url, self.api_key, self.grpc_port, self.prefix, self.timeout = url, api_key, grpc_port, prefix, timeout
+        self._client = None
+        self._pid: int | None = None
+        self._versions: dict[str, str] = {}
+
+    # connection
+    def _connect(self):
+        if self._client is not None and self._pid == os.getpid():
+            return self._client
+        import weaviate
+        from weaviate.classes.init import AdditionalConfig, Auth, Timeout
+
+        parsed = urlparse(self.url if "://" in self.url else f"http://{self.url}")
+        secure = parsed.scheme == "https"
+        try:
+            self._client = weaviate.connect_to_custom(
+                http_host=parsed.hostname or "localhost", http_port=parsed.port or (443 if secure else 8080), http_secure=secure,
+                grpc_host=parsed.hostname or "localhost", grpc_port=self.grpc_port, grpc_secure=secure,
+                auth_credentials=Auth.api_key(self.api_key) if self.api_key else None,
+                additional_config=AdditionalConfig(timeout=Timeout(init=10, query=self.timeout, insert=max(60, self.timeout))),
+            )
+        except Exception as exc:
+            raise MemoryUnavailable(f"cannot reach Weaviate at {self.url}: {_one_line(exc)}") from exc
+        self._pid = os.getpid()
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None and self._pid == os.getpid():
+            self._client.close()
+        self._client = None
+
+    def _call(self, action: Callable[[], T]) -> T:
+        """Weaviate errors become ours: unreachable or timed out -> MemoryUnavailable (transient), else MemoryStoreError."""
+        from weaviate.exceptions import WeaviateBaseError, WeaviateConnectionError, WeaviateGRPCUnavailableError, WeaviateTimeoutError
+
+        try:
+            return action()
+        except (WeaviateConnectionError, WeaviateGRPCUnavailableError, WeaviateTimeoutError) as exc:
+            raise MemoryUnavailable(f"Weaviate at {self.url}: {_one_line(exc)}") from exc
+        except WeaviateBaseError as exc:
+            raise MemoryStoreError(f"Weaviate at {self.url}: {_one_line(exc)}") from exc
+
+    # collections: one generation per embedding version, <prefix><Kind>_<version tag>
+    def _name(self, kind: Kind) -> str:
+        return f"{self.prefix}{_COLLECTION[kind]}_{generation_tag(self.embedder.version)}"
+
+    def _names(self, kind: Kind) -> list[str]:
+        start = f"{self.prefix}{_COLLECTION[kind]}_".lower()
+        return sorted(name for name in self._call(lambda: self._connect().collections.list_all(simple=True)) if name.lower().startswith(start))
+
+    def _collection(self, kind: Kind, *, create: bool = False):
+        client, name = self._connect(), self._name(kind)
+        if self._call(lambda: client.collections.exists(name)):
+            return client.collections.use(name)
+        if not create:
+            return None
+        return self._call(lambda: client.collections.create(name, properties=properties(kind), vector_config=vector_config()))
+
+    def stored_versions(self) -> set[str]:
+        client, versions = self._connect(), set()
+        for kind in ("kb", "interactions"):
+            for name in self._names(kind):
+                if name not in self._versions:
+                    found = self._call(lambda: client.collections.use(name).query.fetch_objects(limit=1, return_properties=["embedding_version"])).objects
+                    if not found:
+                        continue
+                    self._versions[name] = found[0].properties["embedding_version"]
+                versions.add(self._versions[name])
+        return versions
+
+    def _insert(self, collection, rows: Sequence[tuple[str, dict[str, Any], str]]) -> None:
+        """rows: (our id, properties, text to embed)."""
+        from weaviate.classes.data import DataObject
+
+        vectors = self.embedder.embed_documents([text for _, _, text in rows])
+        objects = [DataObject(properties={**props, "embedding_version": self.embedder.version}, uuid=_uuid(key), vector={VECTOR: vector})
+                   for (key, props, _), vector in zip(rows, vectors)]
+        for start in range(0, len(objects), 200):
+            result = self._call(lambda: collection.data.insert_many(objects[start:start + 200]))
+            if result.has_errors:
+                first = next(iter(result.errors.values()))
+                raise MemoryStoreError(f"Weaviate refused {len(result.errors)} object(s): {first.message}")
+
+    def _delete(self, collection, where) -> int:
+        deleted = 0
+        while True:
+            result = self._call(lambda: collection.data.delete_many(where=where))
+            deleted += result.successful
+            if result.failed:
+                raise MemoryStoreError(f"Weaviate failed to delete {result.failed} object(s)")
+            if result.matches < _DELETE_BATCH:
+                return deleted
+
+    def _hybrid(self, collection, kind: Kind, *, query: str, k: int, where, fields: Sequence[str]) -> list[tuple[dict[str, Any], float]]:
+        from weaviate.classes.query import HybridFusion, MetadataQuery
+
+        vector = self.embedder.embed_query(query)
+        response = self._call(lambda: collection.query.hybrid(
+            query=query, vector=vector, alpha=self.alpha, limit=k, filters=where, fusion_type=HybridFusion.RELATIVE_SCORE,
+            query_properties=[_TEXT[kind]], target_vector=VECTOR, return_properties=list(fields), return_metadata=MetadataQuery(score=True)))
+        return [(obj.properties, float(obj.metadata.score or 0.0)) for obj in response.objects]
+
+    # knowledge base
+    def upsert_chunks(self, chunks: Sequence[KBChunk]) -> int:
+        if not chunks:
+            return 0
+        self.check_version()
+        collection = self._collection("kb", create=True)
+        rows = [(chunk.id, {"chunk_id": chunk.id, **chunk.model_dump(include={"source", "title", "heading", "text", "product", "position"}),
+                            "content": chunk.content}, chunk.content) for chunk in chunks]
+        self._insert(collection, rows)
+        return len(chunks)
+
+    def delete_chunks(self, ids: Sequence[str]) -> int:
+        from weaviate.classes.query import Filter
+
+        collection = self._collection("kb")
+        if collection is None or not ids:
+            return 0
+        for start in range(0, len(ids), 1000):
+            self._delete(collection, Filter.by_property("chunk_id").contains_any(list(ids[start:start + 1000])))
+        return len(ids)
+
+    def chunk_ids(self, *, source: str) -> set[str]:
+        collection = self._collection("kb")
+        if collection is None:
+            return set()
+        ids: set[str] = set()
+        offset, page = 0, 1000
+        while True:  # offset paging: a source beyond QUERY_MAXIMUM_RESULTS (10,000 chunks) is not supported
+            found = self._call(lambda: collection.query.fetch_objects(filters=filters_for(source=source), limit=page, offset=offset,
+                                                                      return_properties=["chunk_id"])).objects
+            ids.update(obj.properties["chunk_id"] for obj in found)
+            if len(found) < page:
+                return ids
+            offset += page
+
+    def search_kb(self, query: str, *, k: int = 5, filters: KBFilters | None = None) -> list[KBHit]:
+        self.check_version()
+        collection = self._collection("kb")
+        if collection is None:
+            return []
+        filters = filters or KBFilters()
+        rows = self._hybrid(collection, "kb", query=query, k=k, where=filters_for(source=filters.source, product=filters.product), fields=_KB_FIELDS)
+        return [KBHit(chunk=KBChunk(id=props["chunk_id"], **{f: props[f] for f in _KB_FIELDS[1:]}), score=score) for props, score in rows]
+
+    # customers
+    def remember(self, interaction: Interaction) -> None:
+        self.check_version()
+        collection = self._collection("interactions", create=True)
+        props = interaction.model_dump(exclude={"id"})
+        props.update(interaction_id=interaction.id, created_at=interaction.created_at.astimezone(timezone.utc))
+        self._insert(collection, [(interaction.id, props, interaction.summary)])
+
+    def recall(self, customer_key: str, query: str, *, k: int = 3, filters: RecallFilters | None = None) -> list[RecallHit]:
+        self.check_version()
+        collection = self._collection("interactions")
+        if collection is None:
+            return []
+        filters = filters or RecallFilters()
+        where = filters_for(customer_key=customer_key, outcome=filters.outcome, product=filters.product, category=filters.category)
+        rows = self._hybrid(collection, "interactions", query=query, k=k, where=where, fields=_INTERACTION_FIELDS)
+        return [RecallHit(interaction=Interaction(id=props["interaction_id"], **{f: props[f] for f in _INTERACTION_FIELDS[1:]}), score=score)
+                for props, score in rows]
+
+    def forget_customer(self, customer_key: str) -> int:
+        """Deletes in every generation. Weaviate drops deleted objects from its segments when it compacts them (LSM),
+        not at once; the objects are unreachable by any query from this call on."""
+        return self._erase(filters_for(customer_key=customer_key))
+
+    def purge_before(self, cutoff: datetime) -> int:
+        from weaviate.classes.query import Filter
+
+        if cutoff.tzinfo is None:
+            cutoff = cutoff.replace(tzinfo=timezone.utc)
+        return self._erase(Filter.by_property("created_at").less_than(cutoff))
+
+    def _erase(self, where) -> int:
+        client = self._connect()
+        erased = sum(self._delete(client.collections.use(name), where) for name in self._names("interactions"))
+        log.info("memory.erased", backend=self.backend, rows=erased)
+        return erased
+
+    # housekeeping
+    def count(self, kind: Kind) -> int:
+        client = self._connect()
+        return sum(self._call(lambda: client.collections.use(name).aggregate.over_all(total_count=True)).total_count or 0 for name in self._names(kind))
+
+    def reindex(self) -> int:
+        """Copy each old generation into the current one with fresh vectors (same UUIDs, so a re-run after a crash
+        overwrites), then drop the old collection."""
+        client, moved = self._connect(), 0
+        for kind in ("kb", "interactions"):
+            current = self._name(kind)
+            id_field, fields = ("chunk_id", _KB_FIELDS) if kind == "kb" else ("interaction_id", _INTERACTION_FIELDS)
+            for name in [n for n in self._names(kind) if n.lower() != current.lower()]:
+                target = self._collection(kind, create=True)
+                old = client.collections.use(name)
+                batch: list[tuple[str, dict[str, Any], str]] = []
+                for obj in old.iterator(return_properties=[*fields, _TEXT[kind]]):
+                    props = {f: obj.properties.get(f) for f in (*fields, _TEXT[kind])}
+                    batch.append((props[id_field], props, props[_TEXT[kind]]))
+                    if len(batch) == 256:
+                        self._insert(target, batch)
+                        moved += len(batch)
+                        batch = []
+                if batch:
+                    self._insert(target, batch)
+                    moved += len(batch)
+                self._call(lambda: client.collections.delete(name))
+                self._versions.pop(name, None)
+                log.info("memory.reindexed", kind=kind, old=name, new=current)
+        return moved

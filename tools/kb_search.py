@@ -1,0 +1,46 @@
+"""kb_search: passages from the knowledge base (policies, procedures, FAQs) for the agent's question (read-only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from crewdesk.memory.base import MemoryStore, MemoryStoreError
+from tools.base import GovernedTool
+
+_store: MemoryStore | None = None
+_k = 4
+
+
+def use_store(store: MemoryStore | None, *, k: int = 4) -> None:
+    """The process's knowledge base, installed by the pipeline (as crews.audit_listener.install is): tools are built
+    per agent from YAML names, so they find the store here rather than through their constructor."""
+    global _store, _k
+    _store, _k = store, k
+
+
+class _Query(BaseModel):
+    query: str = Field(..., description="What to look up, in a few words, e.g. 'refund for cancelled order paid by gift card'.")
+
+
+class KBSearchTool(GovernedTool):
+    name: str = "kb_search"
+    description: str = ("Search the support knowledge base (store policy, procedures, FAQs) and return the most relevant passages "
+                        "with their source and section. Use it when you need a rule or procedure you are not sure of.")
+    args_schema: type[BaseModel] = _Query
+    customer: str = ""
+
+    def execute(self, **kwargs: Any) -> str:
+        self.gate.check(role=self.role, tool=self.name, arguments=kwargs)
+        if _store is None:
+            return "The knowledge base is not configured."
+        try:
+            hits = _store.search_kb(str(kwargs.get("query", "")), k=_k)  # the query keeps its PII tokens: nothing personal is searched
+        except MemoryStoreError as exc:
+            return f"Error: the knowledge base is unavailable ({exc})."
+        if not hits:
+            return "Nothing relevant found in the knowledge base."
+        passages = [f"[{n}] {Path(hit.chunk.source).name} > {hit.chunk.heading}\n{hit.chunk.text}" for n, hit in enumerate(hits, 1)]
+        return self.gate.vault.conceal("\n\n".join(passages))
