@@ -99,7 +99,10 @@ def worker(
 
         server = start_local_server(settings)  # a subprocess: no CrewAI state is created in this parent
     try:
-        celery_app.worker_main(["worker", "-Q", ",".join(q.value for q in Queues), "--concurrency", str(settings.worker_concurrency), "--loglevel", loglevel, "--pool", pool, "--without-gossip", "--without-mingle"])
+        argv = ["worker", "-Q", ",".join(q.value for q in Queues), "--concurrency", str(settings.worker_concurrency), "--loglevel", loglevel, "--pool", pool, "--without-gossip", "--without-mingle"]
+        if settings.imap_host:
+            argv.append("--beat")  # the mailbox poll schedule; concurrent polls of one mailbox are serialised by a database lock
+        celery_app.worker_main(argv)
     finally:
         if server is not None:
             server.stop()
@@ -257,6 +260,104 @@ def eval_tau2_retail(
     console.print(table)
     path = write_report(outcome, report)
     console.print(f"report: {path}")
+
+
+backlog_app = typer.Typer(help="Batch backlogs: import a CSV, JSONL, Zendesk or Jira export, and report on it.", no_args_is_help=True)
+app.add_typer(backlog_app, name="backlog")
+BAD_ROWS_SHOWN = 20
+
+
+def _celery_enqueuer(settings):
+    """Ticket ids onto the Celery queue, one producer (connection) per batch rather than one per message. By task
+    name: importing workers.tasks would load CrewAI, seconds of start-up this process never needs."""
+    from workers.app import configure
+
+    celery_app = configure(settings)
+
+    def enqueue(ticket_ids) -> None:
+        with celery_app.producer_or_acquire() as producer:
+            for ticket_id in ticket_ids:
+                celery_app.send_task("crewdesk.process_ticket", args=[ticket_id], producer=producer)
+
+    return enqueue
+
+
+@backlog_app.command("import")
+def backlog_import(
+    path: Annotated[Path, typer.Argument(help="The export file.")],
+    fmt: Annotated[str, typer.Option("--format", help="auto | csv | jsonl | zendesk | jira-csv.")] = "auto",
+    source: Annotated[Optional[str], typer.Option(help="Ticket source for de-duplication (default: file, or zendesk / jira for those exports).")] = None,
+) -> None:
+    """Store and queue a backlog in chunks under a rate limit; run it again to resume after Ctrl-C or a crash."""
+    import time as _time
+
+    from crewdesk.intake.backlog import BacklogInterrupted, import_backlog
+    from crewdesk.intake.backlog_report import bad_rows
+
+    settings = _settings(log_json=False, log_level="WARNING")
+    factory = _session_factory(settings)
+    clock, worked = _time.monotonic(), [False]
+    columns = (TextColumn("[bold]backlog"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[rows]:,} rows"),
+               TextColumn("{task.fields[speed]:,.0f} rows/s"), TextColumn("{task.fields[queued]:,} queued"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        handle = bar.add_task("", total=None, rows=0, speed=0.0, queued=0)
+
+        def progress(p) -> None:
+            worked[0] = True  # never called for an import that was already finished
+            speed = (p.rows_done - p.resumed_from) / max(1e-6, _time.monotonic() - clock)
+            bar.update(handle, total=p.bytes_total or None, completed=p.bytes_read, rows=p.rows_done, speed=speed, queued=p.rows_enqueued)
+
+        try:
+            backlog = import_backlog(session_factory=factory, path=path, fmt=fmt, enqueue=_celery_enqueuer(settings), chunk=settings.backlog_chunk_rows,
+                                     rate_per_second=settings.backlog_enqueue_per_second, source=source, progress=progress)
+        except BacklogInterrupted as exc:
+            bar.stop()
+            err.print(f"{exc}", highlight=False)
+            raise typer.Exit(130) from None
+    if not worked[0]:
+        console.print(f"import #{backlog.id} of this file already finished at {backlog.finished_at:%Y-%m-%d %H:%M:%S}; nothing queued", highlight=False)
+    seconds = _time.monotonic() - clock
+    console.print(f"import #{backlog.id} {backlog.status}: {backlog.rows_done:,} rows: {backlog.rows_ok:,} ok, {backlog.rows_bad:,} bad, "
+                  f"{backlog.rows_duplicate:,} duplicate; {backlog.rows_enqueued:,} queued; {seconds:.1f} s", highlight=False)
+    if backlog.rows_bad:
+        with factory() as db:
+            shown = bad_rows(db=db, import_id=backlog.id, kind="bad_row", limit=BAD_ROWS_SHOWN)
+        for row in shown:
+            err.print(row.reason, highlight=False, markup=False)
+        if backlog.rows_bad > len(shown):
+            err.print(f"... and {backlog.rows_bad - len(shown):,} more bad rows: crewdesk backlog report {backlog.id}", highlight=False)
+        raise typer.Exit(1)
+
+
+@backlog_app.command("report")
+def backlog_report(
+    import_id: Annotated[Optional[int], typer.Argument(help="Import id (default: the latest).")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Also write an HTML page with charts here.")] = None,
+) -> None:
+    """Rows ok/bad/duplicate/queued, tickets by status, category mix, resolution and escalation rates, tokens, cost,
+    latency; then every bad or duplicate row with its line number."""
+    from rich.text import Text
+
+    from crewdesk.intake.backlog_report import summarise, write_html
+
+    settings = _settings(log_json=False, log_level="WARNING")
+    with _session_factory(settings)() as db:
+        summary = summarise(db=db, import_id=import_id)
+    table = Table(title=f"backlog import #{summary.import_id}")
+    table.add_column("metric")
+    table.add_column("value", overflow="fold")
+    for label, value in summary.facts():
+        table.add_row(label, Text(value))  # Text: file names and reasons are data, not rich markup
+    console.print(table)
+    if summary.bad_rows:
+        rows = Table(title=f"bad and duplicate rows ({len(summary.bad_rows):,})")
+        for column in ("line", "kind", "id", "reason"):
+            rows.add_column(column, overflow="fold")
+        for row in summary.bad_rows:
+            rows.add_row(str(row.line), "bad" if row.kind == "bad_row" else "duplicate", Text(row.external_id), Text(row.reason))
+        console.print(rows)
+    if html is not None:
+        console.print(f"html report: {write_html(summary, html)}", highlight=False)
 
 
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
@@ -423,6 +524,163 @@ def show(ticket: Annotated[str, typer.Argument(help="Ticket id, or SOURCE:EXTERN
         console.print(trail_table)
 
 
+email_app = typer.Typer(help="E-mail intake.", no_args_is_help=True)
+app.add_typer(email_app, name="email")
+
+
+@email_app.command("import")
+def email_import(path: Annotated[Path, typer.Argument(help="An .eml file, a directory of them (recursive), an mbox or a Maildir.")]) -> None:
+    """Turn stored mail into tickets and follow-ups, threaded like live mail; re-importing the same mail changes nothing."""
+    from collections import Counter
+
+    from crewdesk.db import transaction
+    from crewdesk.intake.email.service import ingest_email
+    from crewdesk.intake.email.sources import iter_messages
+    from crewdesk.tickets import service as tickets
+    from workers.app import configure
+    from workers.tasks import process_ticket
+
+    settings = _settings()
+    configure(settings)
+    factory = _session_factory(settings)
+    counts: Counter[str] = Counter()
+    to_enqueue: dict[int, None] = {}  # ordered and unique: a thread imported at once runs once, with all its messages
+    for ref, raw in iter_messages(path):
+        result = ingest_email(session_factory=factory, raw=raw, settings=settings, source_ref=ref)
+        counts[result.status] += 1
+        if result.status == "rejected":
+            err.print(f"rejected {ref}: {result.reason} (recorded as failed ticket {result.ticket_id})", highlight=False)
+        if result.ticket_id is not None and (result.needs_run or result.status == "created"):
+            to_enqueue[result.ticket_id] = None
+    for ticket_id in to_enqueue:
+        process_ticket.apply_async(args=[ticket_id])
+    with transaction(factory) as db:
+        tickets.mark_queued(db=db, ticket_ids=list(to_enqueue))
+    console.print(f"created {counts['created']}, follow-ups {counts['follow_up']}, duplicates {counts['duplicate']}, "
+                  f"ignored {counts['ignored']}, rejected {counts['rejected']}; queued {len(to_enqueue)}")
+    if counts["rejected"]:
+        raise typer.Exit(1)
+
+
+@email_app.command("poll")
+def email_poll(once: Annotated[bool, typer.Option("--once", help="Poll one time and exit, instead of every CREWDESK_IMAP_POLL_SECONDS.")] = False) -> None:
+    """Read new mail from the IMAP mailbox into tickets and queue them (`crewdesk worker` also polls, with Celery beat)."""
+    import time
+
+    from crewdesk.errors import TransientError
+    from crewdesk.intake.email.poller import poll_mailbox
+    from workers.app import configure
+
+    settings = _settings()
+    if not settings.imap_host:
+        raise CrewdeskError("no mailbox configured: set CREWDESK_IMAP_HOST, CREWDESK_IMAP_USER and CREWDESK_IMAP_PASSWORD")
+    celery_app = configure(settings)
+    factory = _session_factory(settings)
+    while True:
+        try:
+            # By name: a long-running poller never imports the crew stack (CrewAI) that workers.tasks pulls in.
+            report = poll_mailbox(session_factory=factory, settings=settings,
+                                  enqueue=lambda ticket_id: celery_app.send_task("crewdesk.process_ticket", args=[ticket_id]))
+        except TransientError as exc:
+            if once:
+                raise
+            err.print(f"mailbox unavailable, next try in {settings.imap_poll_seconds}s: {exc}", highlight=False)
+        else:
+            console.print(report.summary(), highlight=False)
+            if once:
+                # like `email import`: recorded rejections (and mail whose ingest failed) make the exit code 1
+                raise typer.Exit(1 if report.outcomes["rejected"] or report.outcomes["failed"] else 0)
+        time.sleep(settings.imap_poll_seconds)
+
+
+kb_app = typer.Typer(help="The knowledge base agents search with the kb_search tool.", no_args_is_help=True)
+app.add_typer(kb_app, name="kb")
+memory_app = typer.Typer(help="What crewdesk remembers about customers (summaries of their earlier tickets).", no_args_is_help=True)
+app.add_typer(memory_app, name="memory")
+
+
+def _memory_store(settings):
+    from crewdesk.memory.service import open_store
+
+    store = open_store(settings=settings)
+    if store is None:
+        raise CrewdeskError("memory is off (CREWDESK_MEMORY_BACKEND=off)")
+    return store
+
+
+@kb_app.command("add")
+def kb_add(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Markdown, HTML or text files, ABCD guidelines.json / kb.json, or directories of them.")] = None,
+    demo: Annotated[bool, typer.Option("--demo", help="Also the demo KB: tau2 retail policy.md and the ABCD guidelines.")] = False,
+) -> None:
+    """Ingest documents; re-ingesting an unchanged file changes nothing, a changed one replaces its old chunks."""
+    from crewdesk.memory.service import DEMO_KB, ingest
+
+    settings = _settings(log_json=False, log_level="WARNING")
+    targets = [*(paths or []), *(DEMO_KB if demo else ())]
+    if not targets:
+        raise typer.BadParameter("give a PATH or --demo")
+    store = _memory_store(settings)
+    with console.status(f"embedding with {store.embedder.name}..."):
+        reports = ingest(store=store, paths=targets, chunk_chars=settings.kb_chunk_chars, overlap=settings.kb_chunk_overlap)
+        if hasattr(store, "optimize"):
+            store.optimize()
+    for report in reports:
+        console.print(f"{report.source}: added {report.added}, removed {report.removed}, unchanged {report.unchanged}", highlight=False)
+    console.print(f"knowledge base: {store.count('kb')} chunks in {store.backend} ({store.embedder.version})")
+
+
+@kb_app.command("search")
+def kb_search(
+    query: Annotated[str, typer.Argument(help="What to look up.")],
+    k: Annotated[int, typer.Option("--k", "-k", help="Passages to show.")] = 5,
+    source: Annotated[Optional[str], typer.Option(help="Only this source (its absolute path).")] = None,
+) -> None:
+    """Hybrid (keyword + vector) search, as the kb_search tool does it."""
+    from crewdesk.memory.schemas import KBFilters
+
+    settings = _settings(log_json=False, log_level="WARNING")
+    hits = _memory_store(settings).search_kb(query, k=k, filters=KBFilters(source=source))
+    table = Table(title=f"kb: {query}")
+    for column in ("#", "score", "source > section", "text"):
+        table.add_column(column, overflow="fold")
+    for rank, hit in enumerate(hits, 1):
+        table.add_row(str(rank), f"{hit.score:.3f}", f"{Path(hit.chunk.source).name} > {hit.chunk.heading}", " ".join(hit.chunk.text.split())[:300])
+    console.print(table)
+
+
+@kb_app.command("reindex")
+def kb_reindex() -> None:
+    """Re-embed everything stored with another embedding model or dimension (after changing CREWDESK_EMBEDDING_*)."""
+    settings = _settings(log_json=False, log_level="WARNING")
+    store = _memory_store(settings)
+    with console.status(f"re-embedding with {store.embedder.version}..."):
+        moved = store.reindex()
+    console.print(f"re-embedded {moved} rows with {store.embedder.version}")
+
+
+@memory_app.command("forget")
+def memory_forget(customer: Annotated[str, typer.Option("--customer", help="The customer id tickets carry, e.g. their e-mail address.")]) -> None:
+    """Right to erasure: delete everything remembered about this customer from every configured backend."""
+    from crewdesk.memory.service import every_store, forget
+
+    settings = _settings(log_json=False, log_level="WARNING")
+    counts = forget(stores=every_store(settings=settings), customer=customer, secret=settings.memory_key_secret.get_secret_value())
+    done = ", ".join(f"{n} in {backend}" for backend, n in counts.items()) or "no memory backend configured"
+    console.print(f"forgotten: {done}")
+
+
+@memory_app.command("purge")
+def memory_purge(days: Annotated[Optional[int], typer.Option(help="Keep this many days (default CREWDESK_MEMORY_RETENTION_DAYS).")] = None) -> None:
+    """Retention: erase customer summaries older than the retention period from every configured backend."""
+    from crewdesk.memory.service import every_store, purge
+
+    settings = _settings(log_json=False, log_level="WARNING")
+    retention = settings.memory_retention_days if days is None else days
+    counts = purge(stores=every_store(settings=settings), retention_days=retention)
+    console.print(f"purged (older than {retention} days): " + (", ".join(f"{n} in {b}" for b, n in counts.items()) or "no memory backend configured"))
+
+
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -454,7 +712,11 @@ def main() -> None:
     except Exception as exc:  # click usage errors and the like
         import click
 
-        if isinstance(exc, click.ClickException):
+        try:  # typer >= 0.2x vendors its own click: its usage errors are not click's
+            from typer._click.exceptions import ClickException as TyperClickException
+        except ImportError:  # pragma: no cover - older typer uses click itself
+            TyperClickException = click.ClickException
+        if isinstance(exc, (click.ClickException, TyperClickException)):
             exc.show()
             sys.exit(exc.exit_code)
         if exc.__class__.__module__.startswith(("kombu", "redis")):

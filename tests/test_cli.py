@@ -42,6 +42,8 @@ def test_bad_input_is_one_clear_line(tmp_path):
     stdin = cli("run", "-", "--provider", "scripted", env=env, stdin='{"id": "s1", "body": "Where is my invoice?"}\nnot json\n')
     assert stdin.returncode == 0, stdin.stderr
     assert "line 2: not valid JSON" in stdin.stderr and "1 rejected at intake" in stdin.stdout
+    usage = cli("submit", "--bogus", env=env)  # a usage error is click's short message, not a traceback
+    assert usage.returncode == 2 and "No such option: --bogus" in usage.stderr and "Traceback" not in usage.stderr and "╭" not in usage.stderr
 
 
 def test_unreachable_database_is_one_line(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Task
 
-from crewdesk.errors import TicketNotFound, TransientError
+from crewdesk.errors import CrewdeskError, TicketNotFound, TransientError
 from crewdesk.logging import bind, get_logger, unbind
 from workers.app import app
 from workers.runtime import runtime
@@ -46,6 +46,8 @@ def process_ticket(self, ticket_id: int) -> dict:
         unbind("celery_task_id", "ticket_id")
     if not outcome.reused and _has_undelivered(outcome.ticket_id):
         deliver_replies.delay(outcome.ticket_id)
+    if outcome.requeue:
+        process_ticket.apply_async(args=[outcome.ticket_id])
     return outcome.model_dump(mode="json")
 
 
@@ -82,3 +84,17 @@ def deliver_replies(self, ticket_id: int) -> dict:
     finally:
         unbind("celery_task_id", "ticket_id")
     return {"ticket_id": ticket_id, "sent": report.sent, "skipped": report.skipped, "refused": report.refused}
+
+
+@app.task(name="crewdesk.poll_mailbox", ignore_result=True)
+def poll_mailbox() -> dict:
+    """One poll of the IMAP mailbox (Celery beat sends it every imap_poll_seconds). Not retried: the next beat is the retry."""
+    from crewdesk.intake.email.poller import poll_mailbox as poll
+
+    rt = runtime()
+    try:
+        report = poll(session_factory=rt.pipeline.session_factory, settings=rt.settings, enqueue=lambda ticket_id: process_ticket.apply_async(args=[ticket_id]))
+    except CrewdeskError as exc:  # unreachable, or refusing our login: logged on every beat until it is fixed
+        log.warning("mailbox.unavailable", error=str(exc), transient=isinstance(exc, TransientError))
+        return {"status": "unavailable", "error": str(exc)}
+    return {"mailbox": report.mailbox, "busy": report.busy, "fetched": report.fetched, "outcomes": dict(report.outcomes), "enqueued": report.enqueued}
