@@ -178,8 +178,8 @@ class Pipeline:
             status, reason, reply, note, triage = self._crew(ticket, run, gate, ledger)
             reply, note = gate.vault.reveal(reply), gate.vault.reveal(note)  # the customer and the team see real data
             outcome = self._finish(ticket, run, ledger, started, status=status, reason=reason, reply=reply, note=note, triage=triage)
-            self._remember(ticket, outcome.status, triage=triage, reply=reply)
             log.info("ticket.processed", status=outcome.status, category=outcome.category, seconds=round(outcome.seconds, 2))
+            self._remember(ticket, outcome.status, triage=triage, reply=reply)  # after the outcome is committed: best effort
             return outcome
         except Exception as exc:
             kind = classify_error(exc)
