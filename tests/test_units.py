@@ -122,3 +122,18 @@ def test_importing_the_code_does_not_read_settings():
 def test_visibility_timeout_must_outlast_a_running_ticket():
     with pytest.raises(ValueError, match="visibility_timeout"):
         Settings(visibility_timeout=600, task_time_limit=900)
+
+
+def test_an_action_line_with_words_after_an_offered_tool_name_keeps_the_name():
+    from crewdesk.llm.base import repair_action
+
+    system = [{"role": "system", "content": "Tool Name: find_user_id_by_email\nTool Arguments: {}\nTool Name: find_user_id_by_name_zip\nTool Name: get_user_details"}]
+    said = 'Thought: find them\nAction: find_user_id_by_email with their e-mail, or find_user_id_by_name_zip with zip.\nAction Input: {"email": "<EMAIL_1>"}'
+    assert "Action: find_user_id_by_email\nAction Input:" in repair_action(said, system)
+    assert repair_action("Action: `get_user_details`\nAction Input: {}", system) == "Action: get_user_details\nAction Input: {}"
+    two_lines = 'Action: find_user_id_by_email\nfind_user_id_by_name_zip with first name. Never guess.\nAction Input: {"email": "x"}'
+    assert repair_action(two_lines, system) == 'Action: find_user_id_by_email\nAction Input: {"email": "x"}'
+    assert repair_action("Thought: t\nAction: get_user_details", system) == "Thought: t\nAction: get_user_details"
+    for untouched in ("Action: get_user_details\nAction Input: {}", "Action: refund_everything now\nAction Input: {}", "Final Answer: done"):
+        assert repair_action(untouched, system) == untouched  # exact names, unknown tools and answers pass as they are
+    assert repair_action("Action: get_user_detailsX\nAction Input: {}", system).startswith("Action: get_user_detailsX")  # a prefix is not a word

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import time
 from abc import abstractmethod
 from dataclasses import dataclass
@@ -80,6 +82,7 @@ class CrewdeskLLM(BaseLLM):
                 raise
             self._account(call_id, time.perf_counter() - started)
             text = self._apply_stop_words(completion.text) if self.stop_sequences else completion.text
+            text = repair_action(text, normalized)
             usage = {
                 "prompt_tokens": completion.prompt_tokens,
                 "completion_tokens": completion.completion_tokens,
@@ -92,6 +95,29 @@ class CrewdeskLLM(BaseLLM):
     def _account(self, call_id: str, elapsed: float) -> None:
         self._seconds += elapsed
         self._durations[call_id] = elapsed * 1000
+
+
+_TOOL_NAME = re.compile(r"^Tool Name: *(\S+) *$", re.M)
+# The action's name is everything up to "Action Input:", as CrewAI reads it: it may run over several lines.
+_ACTION = re.compile(r"^(Action: *)(.+?)[ \t]*(?=\n+Action Input:|\Z)", re.M | re.S)
+
+
+def repair_action(text: str, messages: list[dict[str, str]]) -> str:
+    """Small models write `Action: find_user_id_by_email with their e-mail` after reading a prompt that says so.
+    When the action line starts with an offered tool's name and goes on with words, keep the name (the longest): CrewAI
+    would otherwise answer "tool not found" to the same line until it gives up on the task."""
+    match = _ACTION.search(text)
+    if match is None:
+        return text
+    offered = {name for m in messages for name in _TOOL_NAME.findall(m.get("content") or "")}
+    action = match.group(2).strip().strip("`'\"")
+    if not offered or action in offered:
+        return text if action == match.group(2) else text[: match.start(2)] + action + text[match.end(2):]
+    starts = [name for name in offered if re.match(re.escape(name) + r"\b", action)]
+    if not starts:
+        return text
+    name = max(starts, key=len)
+    return text[: match.start(2)] + name + text[match.end(2):]
 
 
 def rough_token_count(text: str) -> int:
