@@ -32,9 +32,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchdb import create_db, drop_db  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")
-PG_ADMIN = os.environ.get("CREWDESK_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CREWDESK_BENCH_REDIS", "redis://127.0.0.1:6379/14")
 JIRA_FIXTURE = ROOT.parent / "shared" / "fixtures" / "jira-webhooks" / "mattermost-plugin-jira" / "webhook-cloud-issue-created-many-fields.json"
 
@@ -105,26 +106,6 @@ def write_backlog_csv(path: Path, rows: int, *, bad_every: int = 100, seed: int 
 
 
 # --- benchmark plumbing ----------------------------------------------------------------------------------------
-
-def create_db() -> str:
-    import psycopg
-
-    from crewdesk.migrate import upgrade
-
-    name = f"crewdesk_bench_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rpartition("/")[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    upgrade(url)
-    return url
-
-
-def drop_db(url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.rpartition("/")[2]}" WITH (FORCE)')
-
 
 def reset(url: str) -> None:
     import redis

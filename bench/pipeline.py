@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,11 +28,10 @@ HOME = Path(tempfile.mkdtemp(prefix="crewdesk-bench-"))
 os.environ.update(CREWAI_DISABLE_TELEMETRY="true", OTEL_SDK_DISABLED="true", CREWAI_TRACING_ENABLED="false",
                   CREWAI_STORAGE_DIR=str(HOME / "crewai"), CREWDESK_HOME=str(HOME), CREWDESK_LOG_LEVEL="WARNING")
 
-import psycopg  # noqa: E402
 import redis  # noqa: E402
+from benchdb import create_db, drop_db  # noqa: E402
 from sqlalchemy import select, text  # noqa: E402
 
-PG_ADMIN = os.environ.get("CREWDESK_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CREWDESK_BENCH_REDIS", "redis://127.0.0.1:6379/14")
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")
 BODIES = [
@@ -42,23 +40,6 @@ BODIES = [
     "How do I reset my password? The reset email never arrives.",
     "Can I export my monthly report as CSV?",
 ]
-
-
-def create_db() -> str:
-    name = f"crewdesk_bench_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rpartition("/")[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
-    from crewdesk.migrate import upgrade
-
-    upgrade(url)
-    return url
-
-
-def drop_db(url: str) -> None:
-    name = url.rpartition("/")[2]
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def reset(engine) -> None:
