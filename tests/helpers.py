@@ -6,7 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 from crewdesk.llm.factory import LLMFactory
@@ -31,6 +35,17 @@ class RecordingFactory(LLMFactory):
         return json.dumps([llm.prompts for llm in self.built])
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def http_stand_in(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A local HTTP server for an API that cannot be reached from here (Stripe, Jira Cloud, OpenAI); yields its base URL."""
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")
 
 

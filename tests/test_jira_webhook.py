@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -32,6 +31,7 @@ from crewdesk.intake.models import InboundEvent
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket
 from crewdesk.tickets.schemas import TicketIn
+from tests.helpers import http_stand_in
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "jira-webhooks"
 SECRET = "whsec-test-3f9a"
@@ -329,10 +329,8 @@ def fake_jira():
         def log_message(self, *args):
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", seen, responses
-    server.shutdown()
+    with http_stand_in(Handler) as url:
+        yield url, seen, responses
 
 
 def outbound(public: bool) -> OutboundMessage:

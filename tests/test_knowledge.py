@@ -9,8 +9,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import pytest
 from crewdesk.memory.chunking import UnsupportedDocument, chunk_document, iter_files, read_document
 from crewdesk.memory.embeddings import OpenAICompatibleEmbedder, local_embedder
 from crewdesk.memory.service import DEMO_KB, customer_key, redact, summarise
+from tests.helpers import http_stand_in
 
 ROOT = Path(__file__).resolve().parent.parent
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")
@@ -100,14 +100,10 @@ class _EmbeddingsStandIn(BaseHTTPRequestHandler):
 
 def test_openai_compatible_embedder_sends_plain_text_and_versions_by_model_and_dimension():
     """The OpenAI API cannot be reached here: a local stand-in answers and the test checks the exact request."""
-    server = HTTPServer(("127.0.0.1", 0), _EmbeddingsStandIn)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        embedder = OpenAICompatibleEmbedder(model="nomic-embed-text", base_url=f"http://127.0.0.1:{server.server_port}/v1", api_key="sk-embed")
+    with http_stand_in(_EmbeddingsStandIn) as url:
+        embedder = OpenAICompatibleEmbedder(model="nomic-embed-text", base_url=f"{url}/v1", api_key="sk-embed")
         vectors = embedder.embed_documents(["refund policy", "shipping"])
         assert embedder.version == "nomic-embed-text:3"  # an unknown model's dimension is probed once
-    finally:
-        server.shutdown()
     path, headers, body = _EmbeddingsStandIn.requests[0]
     assert path == "/v1/embeddings" and headers["Authorization"] == "Bearer sk-embed"
     assert body["model"] == "nomic-embed-text" and body["input"] == ["refund policy", "shipping"]  # strings, not tiktoken ids

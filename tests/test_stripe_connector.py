@@ -4,8 +4,7 @@ here) and asserts the exact requests the official SDK sends."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from crewdesk.connectors.base import StoreError
 from crewdesk.connectors.stripe_payments import StripePayments
 from crewdesk.errors import TransientError
+from tests.helpers import http_stand_in
 
 
 @pytest.fixture
@@ -36,10 +36,8 @@ def fake_stripe():
         def log_message(self, *args):
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", seen, responses
-    server.shutdown()
+    with http_stand_in(Handler) as url:
+        yield url, seen, responses
 
 
 def test_refund_request_is_exact(fake_stripe):
