@@ -32,7 +32,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchdb import create_db, drop_db  # noqa: E402
+try:  # imported as bench.intake by tests/test_backlog.py, or run as a script from bench/
+    from bench.benchdb import create_db, drop_db
+except ImportError:
+    from benchdb import create_db, drop_db  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")
