@@ -401,3 +401,115 @@ def test_deliver_pending_gives_up_on_a_404(fake_jira, session_factory):
     with session_factory() as db:
         assert "(404)" in db.get(Message, reply_id).delivery_error and db.get(Message, reply_id).delivered_at is None
         assert [e.name for e in db.execute(select(AuditEvent).where(AuditEvent.kind == "delivery").order_by(AuditEvent.id)).scalars()] == ["refused", "sent"]
+
+
+# --- the ticket's final status mirrored as a Jira transition (a local server plays the issue's workflow) ------------
+
+WORKFLOW = {  # status -> transitions offered from it: (id, name, to)
+    "Waiting for support": [("5", "Resolve this issue", "Resolved"), ("7", "Escalate", "Escalated")],
+    "Escalated": [("5", "Resolve this issue", "Resolved")],
+    "Resolved": [("9", "Reopen", "Waiting for support")],
+}
+
+
+@pytest.fixture
+def jira_workflow():
+    """GET /rest/api/3/issue/{key}?fields=status&expand=transitions and POST .../transitions as Jira Cloud answers them
+    (an issue in "Waiting for support"); comments are accepted as in fake_jira. `fail`: HTTP statuses for the next
+    transition requests."""
+    state = {"status": "Waiting for support", "seen": [], "fail": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, status: int, payload: dict | None) -> None:
+            data = json.dumps(payload).encode() if payload is not None else b""
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):  # noqa: N802
+            state["seen"].append(("GET", self.path, None))
+            assert self.path == "/rest/api/3/issue/SD-42?fields=status&expand=transitions", self.path
+            offered = [{"id": i, "name": n, "to": {"name": to, "id": "1" + i}} for i, n, to in WORKFLOW[state["status"]]]
+            self._answer(200, {"key": "SD-42", "fields": {"status": {"name": state["status"]}}, "transitions": offered})
+
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            state["seen"].append(("POST", self.path, body))
+            if self.path == "/rest/api/3/issue/SD-42/transitions":
+                if state["fail"]:
+                    return self._answer(state["fail"].pop(0), {"errorMessages": ["Service Unavailable"]})
+                [to] = [to for i, _, to in WORKFLOW[state["status"]] if i == body["transition"]["id"]]
+                state["status"] = to
+                return self._answer(204, None)
+            self._answer(201, {"id": str(30000 + len(state["seen"]))})
+
+        def log_message(self, *args):
+            pass
+
+    with http_stand_in(Handler) as url:
+        yield url, state
+
+
+def _ended_jira_ticket(session_factory, status: str) -> int:
+    ticket_id, _, _ = _jira_ticket_with_reply(session_factory)
+    with transaction(session_factory) as db:
+        db.get(Ticket, ticket_id).status = status
+    return ticket_id
+
+
+def _delivery_events(session_factory, ticket_id: int) -> list[tuple[str, str | None]]:
+    with session_factory() as db:
+        return [(e.name, e.error) for e in db.execute(select(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "delivery")
+                                                       .order_by(AuditEvent.id)).scalars()]
+
+
+def test_a_resolved_ticket_moves_its_issue_after_the_reply_and_only_once(jira_workflow, session_factory):
+    base, state = jira_workflow
+    ticket_id = _ended_jira_ticket(session_factory, "resolved")
+    channels = {"jira": JiraReplyChannel(base_url=base, user="u", api_token="t", statuses={"resolved": "resolved", "escalated": "Escalated"})}
+
+    report = deliver_pending(session_factory=session_factory, ticket_id=ticket_id, channels=channels)
+    again = deliver_pending(session_factory=session_factory, ticket_id=ticket_id, channels=channels)  # a repeated delivery task
+
+    assert report.status == "Resolved" and again.status == "Resolved" and again.sent == []
+    assert [(method, path.split("?")[0]) for method, path, _ in state["seen"]] == [
+        ("POST", "/rest/servicedeskapi/request/SD-42/comment"), ("POST", "/rest/servicedeskapi/request/SD-42/comment"),  # reply, then note
+        ("GET", "/rest/api/3/issue/SD-42"), ("POST", "/rest/api/3/issue/SD-42/transitions"),  # then the issue moves
+        ("GET", "/rest/api/3/issue/SD-42")]  # the repeat finds it there and moves nothing
+    assert state["seen"][3][2] == {"transition": {"id": "5"}} and state["status"] == "Resolved"
+    with session_factory() as db:
+        assert db.get(Ticket, ticket_id).external_status == "Resolved"
+    assert [name for name, _ in _delivery_events(session_factory, ticket_id)] == ["sent", "sent", "status_synced", "status_already"]
+
+
+def test_an_escalated_ticket_takes_its_own_transition_and_a_missing_one_is_refused_and_recorded(jira_workflow, session_factory):
+    base, state = jira_workflow
+    escalated = _ended_jira_ticket(session_factory, "escalated")
+    channel = JiraReplyChannel(base_url=base, user="u", api_token="t", statuses={"resolved": "Resolved", "escalated": "Escalated"})
+    assert deliver_pending(session_factory=session_factory, ticket_id=escalated, channels={"jira": channel}).status == "Escalated"
+    assert state["seen"][-1][2] == {"transition": {"id": "7"}}
+
+    state["status"] = "Resolved"  # a workflow with no way from here to Escalated
+    with transaction(session_factory) as db:
+        db.get(Ticket, escalated).status = "escalated"
+        tickets.add_message(db=db, ticket=db.get(Ticket, escalated), direction="internal", body="Needs a person again.")
+    report = deliver_pending(session_factory=session_factory, ticket_id=escalated, channels={"jira": channel})
+    assert report.status is None and report.sent and state["status"] == "Resolved"
+    name, error = _delivery_events(session_factory, escalated)[-1]
+    assert name == "status_refused" and error == "Jira offers no transition from Resolved to Escalated on SD-42 (offered: Reopen -> Waiting for support)"
+
+
+def test_a_503_on_the_transition_is_retried_without_posting_the_reply_again(jira_workflow, session_factory):
+    base, state = jira_workflow
+    ticket_id = _ended_jira_ticket(session_factory, "resolved")
+    channels = {"jira": JiraReplyChannel(base_url=base, user="u", api_token="t", statuses={"resolved": "Resolved"})}
+    state["fail"] = [503]
+    with pytest.raises(TransientError, match="Jira answered 503 moving SD-42 to Resolved: Service Unavailable"):
+        deliver_pending(session_factory=session_factory, ticket_id=ticket_id, channels=channels)  # the task retries on this
+    report = deliver_pending(session_factory=session_factory, ticket_id=ticket_id, channels=channels)
+    posts = [path for method, path, _ in state["seen"] if method == "POST"]
+    assert report.status == "Resolved" and report.sent == []
+    assert posts.count("/rest/servicedeskapi/request/SD-42/comment") == 2 and posts.count("/rest/api/3/issue/SD-42/transitions") == 2
+    assert [name for name, _ in _delivery_events(session_factory, ticket_id)] == ["sent", "sent", "status_synced"]

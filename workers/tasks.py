@@ -44,22 +44,25 @@ def process_ticket(self, ticket_id: int) -> dict:
         return {"ticket_id": ticket_id, "status": "not_found"}
     finally:
         unbind("celery_task_id", "ticket_id")
-    if not outcome.reused and _has_undelivered(outcome.ticket_id):
+    if not outcome.reused and _has_delivery_work(outcome.ticket_id):
         deliver_replies.delay(outcome.ticket_id)
     if outcome.requeue:
         process_ticket.apply_async(args=[outcome.ticket_id])
     return outcome.model_dump(mode="json")
 
 
-def _has_undelivered(ticket_id: int) -> bool:
-    """Only tickets from a channel with a reply path (e-mail, Jira) get a delivery task."""
+def _has_delivery_work(ticket_id: int) -> bool:
+    """Only tickets from a channel with a reply path (e-mail, Jira) get a delivery task: for unsent messages, or
+    for a final status the channel mirrors (a Jira transition)."""
     from crewdesk.delivery.service import pending
     from crewdesk.tickets.models import Ticket
 
     rt = runtime()
     with rt.pipeline.session_factory() as db:
         ticket = db.get(Ticket, ticket_id)
-        return ticket is not None and ticket.source in rt.channels and bool(pending(db=db, ticket_id=ticket_id))
+        if ticket is None or ticket.source not in rt.channels:
+            return False
+        return bool(pending(db=db, ticket_id=ticket_id)) or rt.channels[ticket.source].syncs_status(ticket.status)
 
 
 @app.task(
@@ -83,7 +86,7 @@ def deliver_replies(self, ticket_id: int) -> dict:
         report = deliver_pending(session_factory=rt.pipeline.session_factory, ticket_id=ticket_id, channels=rt.channels)
     finally:
         unbind("celery_task_id", "ticket_id")
-    return {"ticket_id": ticket_id, "sent": report.sent, "skipped": report.skipped, "refused": report.refused}
+    return {"ticket_id": ticket_id, "sent": report.sent, "skipped": report.skipped, "refused": report.refused, "status": report.status}
 
 
 @app.task(name="crewdesk.poll_mailbox", ignore_result=True)

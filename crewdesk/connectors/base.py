@@ -97,3 +97,18 @@ class ReplyChannel(ABC):
     def deliver(self, message: OutboundMessage) -> str | None:
         """Send it; return the channel's id for what was sent (Message-ID, comment id), or None when the channel
         deliberately sends nothing for this message (e.g. an internal note on e-mail)."""
+
+    def syncs_status(self, status: str) -> bool:
+        """Whether sync_status does anything for a ticket that ended in `status` (resolved, escalated)."""
+        return False
+
+    def sync_status(self, *, ticket_external_id: str, status: str) -> StatusSync | None:
+        """Mirror the ticket's final status on the channel's own record (a Jira transition), after its replies
+        went out. Idempotent: when the record is already there, change nothing. None: nothing to mirror."""
+        return None
+
+
+@dataclass(frozen=True)
+class StatusSync:
+    status: str  # the channel's status name now
+    changed: bool  # False: it was already there

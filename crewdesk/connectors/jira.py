@@ -1,11 +1,11 @@
-"""Post crewdesk's replies back to Jira Service Management as request comments: public for the customer,
-internal for agent notes."""
+"""Post crewdesk's replies back to Jira Service Management as request comments (public for the customer, internal
+for agent notes), and move the issue to a configured status when its ticket ends (resolved, escalated)."""
 
 from __future__ import annotations
 
 import httpx
 
-from crewdesk.connectors.base import DeliveryRefused, OutboundMessage, ReplyChannel
+from crewdesk.connectors.base import DeliveryRefused, OutboundMessage, ReplyChannel, StatusSync
 from crewdesk.errors import CrewdeskError, TransientError
 from crewdesk.settings import Settings
 
@@ -46,8 +46,10 @@ def _jira_error(response: httpx.Response) -> str:
 class JiraReplyChannel(ReplyChannel):
     source = "jira"
 
-    def __init__(self, *, base_url: str, user: str, api_token: str, client: httpx.Client | None = None) -> None:
+    def __init__(self, *, base_url: str, user: str, api_token: str, client: httpx.Client | None = None,
+                 statuses: dict[str, str] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.statuses = {k: v.strip() for k, v in (statuses or {}).items() if v and v.strip()}  # our final status -> Jira status name
         self._client = client or httpx.Client(auth=httpx.BasicAuth(user, api_token), timeout=TIMEOUT,
                                               headers={"Accept": "application/json", "User-Agent": "crewdesk"})
 
@@ -56,25 +58,61 @@ class JiraReplyChannel(ReplyChannel):
         token = settings.jira_api_token.get_secret_value()
         if not settings.jira_user or not token:
             raise CrewdeskError("jira_base_url is set, but jira_user and jira_api_token are needed to post replies")
-        return cls(base_url=settings.jira_base_url, user=settings.jira_user, api_token=token)
+        return cls(base_url=settings.jira_base_url, user=settings.jira_user, api_token=token,
+                   statuses={"resolved": settings.jira_status_on_resolved, "escalated": settings.jira_status_on_escalated})
+
+    def _call(self, method: str, url: str, what: str, **kwargs) -> httpx.Response:
+        """One request; 408/429/5xx and network trouble are transient, any other 4xx refuses for good."""
+        try:
+            response = self._client.request(method, url, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"Jira timed out {what}: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise TransientError(f"Jira unreachable {what}: {exc}") from exc
+        status = response.status_code
+        if status in (408, 429) or status >= 500:
+            wait = _retry_after(response)
+            hint = f"; retry after {wait:g} s" if wait is not None else ""
+            raise JiraUnavailable(f"Jira answered {status} {what}{hint}: {_jira_error(response)}", wait)
+        if status >= 400:
+            raise DeliveryRefused(f"Jira refused {what} ({status}): {_jira_error(response)}")
+        return response
+
+    def syncs_status(self, status: str) -> bool:
+        return status in self.statuses
+
+    def sync_status(self, *, ticket_external_id: str, status: str) -> StatusSync | None:
+        """GET the issue's status and the transitions open from it; when it is not yet at the configured status,
+        POST the transition that leads there. A workflow with no such transition refuses (DeliveryRefused)."""
+        target = self.statuses.get(status)
+        if not target:
+            return None
+        key = ticket_external_id
+        response = self._call("GET", f"{self.base_url}/rest/api/3/issue/{key}", f"reading the status of {key}",
+                              params={"fields": "status", "expand": "transitions"})
+        try:
+            data = response.json()
+            current = str(((data.get("fields") or {}).get("status") or {}).get("name") or "")
+            offered = [t for t in data.get("transitions") or [] if isinstance(t, dict)]
+        except (ValueError, AttributeError) as exc:
+            raise DeliveryRefused(f"Jira sent an unreadable issue for {key}: {response.text[:200]}") from exc
+        if current.casefold() == target.casefold():
+            return StatusSync(status=current, changed=False)
+        lead_there = [t for t in offered if str((t.get("to") or {}).get("name") or "").casefold() == target.casefold()]
+        if not lead_there:
+            names = ", ".join(f"{t.get('name')} -> {(t.get('to') or {}).get('name')}" for t in offered) or "none"
+            raise DeliveryRefused(f"Jira offers no transition from {current or '(unknown)'} to {target} on {key} (offered: {names})")
+        transition = lead_there[0]
+        self._call("POST", f"{self.base_url}/rest/api/3/issue/{key}/transitions", f"moving {key} to {target}",
+                   json={"transition": {"id": str(transition.get("id"))}})
+        return StatusSync(status=str(transition["to"].get("name") or target), changed=True)
 
     def deliver(self, message: OutboundMessage) -> str:
         """POST /rest/servicedeskapi/request/{issueKey}/comment; returns the new comment's id (which the webhook's
         loop protection later recognises)."""
         url = f"{self.base_url}/rest/servicedeskapi/request/{message.ticket_external_id}/comment"
-        try:
-            response = self._client.post(url, json={"body": message.body, "public": message.public})
-        except httpx.TimeoutException as exc:
-            raise TransientError(f"Jira timed out posting a comment on {message.ticket_external_id}: {type(exc).__name__}") from exc
-        except httpx.TransportError as exc:
-            raise TransientError(f"Jira unreachable posting a comment on {message.ticket_external_id}: {exc}") from exc
+        response = self._call("POST", url, f"posting a comment on {message.ticket_external_id}", json={"body": message.body, "public": message.public})
         status = response.status_code
-        if status in (408, 429) or status >= 500:
-            wait = _retry_after(response)
-            hint = f"; retry after {wait:g} s" if wait is not None else ""
-            raise JiraUnavailable(f"Jira answered {status} for {message.ticket_external_id}{hint}: {_jira_error(response)}", wait)
-        if status >= 400:
-            raise DeliveryRefused(f"Jira refused the comment on {message.ticket_external_id} ({status}): {_jira_error(response)}")
         try:
             comment_id = response.json().get("id")
         except (ValueError, AttributeError):

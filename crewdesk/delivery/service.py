@@ -3,7 +3,10 @@
 A message row is locked (SKIP LOCKED, so two workers never send the same one), sent, and marked delivered with the
 channel's id in one transaction. If the process dies after the channel accepted the message and before the commit,
 the message is sent again on retry: the only window, and it is one message wide. Channels that can de-duplicate
-(Jira comment properties, SMTP Message-ID at the receiver) get a stable id derived from the message row."""
+(Jira comment properties, SMTP Message-ID at the receiver) get a stable id derived from the message row.
+
+When every message is out and the ticket has ended (resolved, escalated), a channel that keeps its own status (Jira)
+is moved to the configured one: after the reply, so the customer reads the answer before the issue closes."""
 
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ class DeliveryReport:
     skipped: list[int] = field(default_factory=list)  # the channel sends nothing for these (e.g. internal notes by e-mail)
     refused: list[int] = field(default_factory=list)
     retry: list[int] = field(default_factory=list)
+    status: str | None = None  # the channel's status after a sync; None when there was nothing to sync
 
 
 def pending(*, db: Session, ticket_id: int) -> list[Message]:
@@ -86,4 +90,28 @@ def deliver_pending(*, session_factory: sessionmaker[Session], ticket_id: int, c
                          result={"message_id": message_id, "channel_id": channel_id, "public": message.direction == "outbound"})
     if report.retry:
         raise TransientError(f"{len(report.retry)} message(s) on ticket {ticket_id} could not be delivered yet")
+    report.status = _sync_status(session_factory=session_factory, ticket_id=ticket_id, channel=channel)
     return report
+
+
+def _sync_status(*, session_factory: sessionmaker[Session], ticket_id: int, channel: ReplyChannel) -> str | None:
+    """Mirror an ended ticket's status on the channel. Refused (no such transition): audited, not retried.
+    Transient: raised, and the task retries (the messages are already marked delivered, so only this repeats)."""
+    with transaction(session_factory) as db:
+        ticket = db.execute(select(Ticket).where(Ticket.id == ticket_id).with_for_update()).scalar_one()
+        if not ticket.external_id or not channel.syncs_status(ticket.status):
+            return None
+        try:
+            synced = channel.sync_status(ticket_external_id=ticket.external_id, status=ticket.status)
+        except DeliveryRefused as exc:
+            audit.record(db=db, ticket_id=ticket_id, kind="delivery", name="status_refused", actor=channel.source, error=str(exc)[:2000],
+                         arguments={"ticket_status": ticket.status})
+            log.warning("delivery.status_refused", ticket_id=ticket_id, error=str(exc))
+            return None
+        if synced is None:
+            return None
+        before = ticket.external_status
+        ticket.external_status = synced.status[:64]
+        audit.record(db=db, ticket_id=ticket_id, kind="delivery", name="status_synced" if synced.changed else "status_already", actor=channel.source,
+                     arguments={"ticket_status": ticket.status}, result={"from": before, "to": synced.status, "changed": synced.changed})
+        return synced.status
