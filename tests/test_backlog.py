@@ -152,6 +152,39 @@ def test_a_row_already_imported_from_another_file_or_channel_is_not_queued_again
     assert fourth.rows_ok == 2 and len(fresh.sent) == 2
 
 
+def _ids(session_factory, import_id: int) -> list[int]:
+    with session_factory() as db:
+        return list(db.execute(select(Ticket.id).where(Ticket.backlog_id == import_id)).scalars())
+
+
+def test_a_resume_goes_on_with_the_source_the_import_started_with(session_factory, tmp_path):
+    from crewdesk.errors import InvalidTicket
+
+    path = tmp_path / "legacy.csv"
+    path.write_text("id,body\n" + "".join(f"L-{n},Old ticket number {n}\n" for n in range(6)))
+
+    class StopAfterFirst(Recorder):
+        def __call__(self, ticket_ids) -> None:
+            if self.sent:
+                raise KeyboardInterrupt
+            super().__call__(ticket_ids)
+
+    first = StopAfterFirst()
+    with pytest.raises(Exception, match="interrupted"):
+        run_import(session_factory, path, source="legacy-crm", chunk=2, enqueue=first)
+    with pytest.raises(InvalidTicket, match="started with --source legacy-crm; resume it with the same, or without --source"):
+        run_import(session_factory, path, source="other-crm", chunk=2)
+    resumed, recorder = run_import(session_factory, path, chunk=2)  # no --source: the stored one
+
+    assert resumed.status == "finished" and resumed.source == "legacy-crm" and resumed.rows_ok == 6
+    with session_factory() as db:
+        sources = dict(db.execute(select(Ticket.external_id, Ticket.source).where(Ticket.backlog_id == resumed.id)).all())
+    assert sources == {f"L-{n}": "legacy-crm" for n in range(6)}
+    every = _ids(session_factory, resumed.id)
+    assert len(every) == 6 and len(first.sent) == 2  # two sent before the interruption
+    assert sorted(first.sent + recorder.sent) == sorted(every)  # and the other four after it: each once
+
+
 def test_format_override_and_unusable_files_are_clear_errors(session_factory, tmp_path):
     from crewdesk.errors import InvalidTicket
 

@@ -90,12 +90,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _claim_import(*, session_factory: sessionmaker[Session], path: Path, digest: str, fmt: str) -> BacklogImport:
+def _claim_import(*, session_factory: sessionmaker[Session], path: Path, digest: str, fmt: str, source: str | None) -> BacklogImport:
     with transaction(session_factory) as db:
         found = db.execute(select(BacklogImport).where(BacklogImport.sha256 == digest)).scalar_one_or_none()
         if found is not None:
             return found
-        backlog = BacklogImport(path=str(path), sha256=digest, format=fmt, status=RUNNING, rows_done=0, rows_ok=0, rows_bad=0,
+        backlog = BacklogImport(path=str(path), sha256=digest, format=fmt, source=source, status=RUNNING, rows_done=0, rows_ok=0, rows_bad=0,
                                 rows_duplicate=0, rows_enqueued=0, started_at=utcnow())
         try:
             with db.begin_nested():
@@ -154,11 +154,15 @@ def import_backlog(*, session_factory: sessionmaker[Session], path: str | Path, 
         return known
     if known is not None and wanted is not None and wanted != known.format:
         raise InvalidTicket(f"{file}: import {known.id} of this file was started as {known.format}; resume it with --format {known.format} or auto")
+    if known is not None and source is not None and source != known.source:
+        started = f"--source {known.source}" if known.source is not None else "no --source"
+        raise InvalidTicket(f"{file}: import {known.id} of this file was started with {started}; resume it with the same, or without --source")
     fmt = known.format if known is not None else wanted or detect_format(file)
+    source = known.source if known is not None else source
     bucket = TokenBucket(rate_per_second, clock=clock, sleep=sleep)
     step = max(1, min(ENQUEUE_BATCH, int(bucket.capacity))) if rate_per_second > 0 else ENQUEUE_BATCH
     with open_backlog(file, fmt=fmt, source=source) as reader:  # an unreadable file or header fails here, before any import row
-        backlog = _claim_import(session_factory=session_factory, path=file, digest=digest, fmt=fmt)
+        backlog = _claim_import(session_factory=session_factory, path=file, digest=digest, fmt=fmt, source=source)
         if backlog.status == FINISHED:  # finished by another process meanwhile
             return backlog
         counts = {k: getattr(backlog, k) for k in ("rows_done", "rows_ok", "rows_bad", "rows_duplicate", "rows_enqueued")}

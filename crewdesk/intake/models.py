@@ -59,6 +59,7 @@ class BacklogImport(Base):
     path: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))  # of the file's bytes: the same file resumes the same import
     format: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str | None] = mapped_column(String(64), nullable=True)  # --source; None = the format's own (a resume reuses it)
     status: Mapped[str] = mapped_column(String(16), default="running")  # running | finished
     rows_done: Mapped[int] = mapped_column(Integer, default=0)  # rows committed (resume skips these)
     rows_ok: Mapped[int] = mapped_column(Integer, default=0)
