@@ -100,8 +100,8 @@ def worker(
         server = start_local_server(settings)  # a subprocess: no CrewAI state is created in this parent
     try:
         argv = ["worker", "-Q", ",".join(q.value for q in Queues), "--concurrency", str(settings.worker_concurrency), "--loglevel", loglevel, "--pool", pool, "--without-gossip", "--without-mingle"]
-        if settings.imap_host:
-            argv.append("--beat")  # the mailbox poll schedule; concurrent polls of one mailbox are serialised by a database lock
+        if celery_app.conf.beat_schedule:
+            argv.append("--beat")  # the mailbox poll and the memory retention purge (workers.app.beat_schedule)
         celery_app.worker_main(argv)
     finally:
         if server is not None:

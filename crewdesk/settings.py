@@ -111,6 +111,7 @@ class Settings(BaseSettings):
     kb_search_k: int = Field(default=4, description="Passages kb_search returns to an agent.")
     memory_recall_k: int = Field(default=3, description="Earlier-ticket summaries of the same customer put into the crew's context; 0 = none.")
     memory_retention_days: int = Field(default=365, description="Customer summaries older than this are erased by `crewdesk memory purge`; 0 = keep forever.")
+    memory_purge_hours: float = Field(default=24.0, ge=0.0, description="Hours between retention purges that `crewdesk worker` schedules (Celery beat) while memory is on; 0 = none (run `crewdesk memory purge` by cron).")
     memory_key_secret: SecretStr = Field(default=SecretStr(""), description="HMAC key for customer keys (a hash of the normalised customer id); empty = plain SHA-256.")
 
     agents_dir: Path = PROJECT_ROOT / "agents"

@@ -20,6 +20,7 @@ ROUTES = {
     "crewdesk.process_ticket": Queues.tickets.value,
     "crewdesk.deliver_replies": Queues.delivery.value,
     "crewdesk.poll_mailbox": Queues.intake.value,
+    "crewdesk.purge_memory": Queues.intake.value,
 }
 
 
@@ -57,11 +58,25 @@ def configure(settings: Settings) -> Celery:
         task_annotations={"crewdesk.process_ticket": {"max_retries": settings.task_max_retries}},
         worker_concurrency=settings.worker_concurrency,
     )
-    if settings.imap_host:
-        # `crewdesk worker` runs beat beside the worker when a mailbox is configured. A poll older than one interval
-        # is dropped unrun: the next one reads the same mail, and polls do not pile up behind slow crew runs.
-        app.conf.beat_schedule = {"poll-mailbox": {"task": "crewdesk.poll_mailbox", "schedule": float(settings.imap_poll_seconds),
-                                                   "options": {"expires": float(settings.imap_poll_seconds)}}}
-        app.conf.beat_schedule_filename = str(settings.home / "celerybeat-schedule")
+    app.conf.beat_schedule = beat_schedule(settings)
+    app.conf.beat_schedule_filename = str(settings.home / "celerybeat-schedule")
     app.conf.crewdesk_settings = settings
     return app
+
+
+def beat_schedule(settings: Settings) -> dict:
+    """What `crewdesk worker` runs Celery beat for (it starts beat only when this is not empty).
+
+    A mailbox poll older than one interval is dropped unrun: the next one reads the same mail, and polls
+    do not pile up behind slow crew runs. Concurrent polls of one mailbox are serialised by a database lock,
+    and a purge run twice erases nothing twice, so two workers that both run beat do no harm.
+    """
+    schedule: dict = {}
+    if settings.imap_host:
+        schedule["poll-mailbox"] = {"task": "crewdesk.poll_mailbox", "schedule": float(settings.imap_poll_seconds),
+                                    "options": {"expires": float(settings.imap_poll_seconds)}}
+    memory_on = settings.memory_backend != "off" or bool(settings.weaviate_url)
+    if memory_on and settings.memory_retention_days > 0 and settings.memory_purge_hours > 0:
+        every = settings.memory_purge_hours * 3600.0
+        schedule["purge-memory"] = {"task": "crewdesk.purge_memory", "schedule": every, "options": {"expires": every}}
+    return schedule

@@ -101,3 +101,20 @@ def poll_mailbox() -> dict:
         log.warning("mailbox.unavailable", error=str(exc), transient=isinstance(exc, TransientError))
         return {"status": "unavailable", "error": str(exc)}
     return {"mailbox": report.mailbox, "busy": report.busy, "fetched": report.fetched, "outcomes": dict(report.outcomes), "enqueued": report.enqueued}
+
+
+@app.task(name="crewdesk.purge_memory", ignore_result=True)
+def purge_memory() -> dict:
+    """Retention (Celery beat sends it every memory_purge_hours): erase customer summaries older than
+    memory_retention_days from every store that may hold them. Not retried: the next beat is the retry."""
+    from crewdesk.memory.service import every_store, purge
+    from crewdesk.settings import load_settings
+
+    settings = app.conf.get("crewdesk_settings") or load_settings()
+    try:
+        counts = purge(stores=every_store(settings=settings), retention_days=settings.memory_retention_days)
+    except CrewdeskError as exc:
+        log.warning("memory.purge_failed", error=str(exc), transient=isinstance(exc, TransientError))
+        return {"status": "failed", "error": str(exc)}
+    log.info("memory.purged", retention_days=settings.memory_retention_days, erased=counts)
+    return {"status": "done", "erased": counts}
