@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     imap_poll_seconds: int = Field(default=60, description="Seconds between mailbox polls (Celery beat).")
     smtp_host: str = Field(default="", description="SMTP server for replies; empty = e-mail replies are not sent.")
     smtp_port: int = 587
+    mail_ca_file: str = Field(default="", description="PEM file of CA certificates trusted for IMAP and SMTP TLS besides the system's (a private CA); empty = the system's only.")
     smtp_tls: Literal["ssl", "starttls", "none"] = Field(default="starttls", description="ssl | starttls | none (none only for loopback test servers).")
     smtp_user: str = ""
     smtp_password: SecretStr = SecretStr("")

@@ -29,6 +29,62 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path  # the test CA's certificate: what a client must be told to trust
+    cert: Path  # the server's certificate for 127.0.0.1 and localhost, signed by that CA
+    key: Path
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """A private CA and a server certificate it signed, as a company's internal mail server would have."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "crewdesk test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
+                                       decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(ca=directory / "ca.pem", cert=directory / "server.pem", key=directory / "server.key")
+    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                            serialization.NoEncryption()))
+    directory.chmod(0o755)
+    for path in (files.ca, files.cert, files.key):
+        path.chmod(0o644)  # dovecot's config process reads them
+    return files
+
+
+def server_tls_context(files: TlsFiles):
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.cert, files.key)
+    return context
+
+
 def dovecot_missing() -> str | None:
     """Why dovecot cannot run here, or None. scripts/services.sh installs Debian's dovecot-imapd when it can."""
     if not Path(DOVECOT).exists():
@@ -39,11 +95,12 @@ def dovecot_missing() -> str | None:
 
 
 class Dovecot:
-    """One private dovecot: its own config, state and Maildirs in a temp dir, plaintext IMAP on 127.0.0.1 only.
+    """One private dovecot: its own config, state and Maildirs in a temp dir, plaintext IMAP on 127.0.0.1 only;
+    with `tls`, also STARTTLS on that port and implicit TLS (IMAPS) on `tls_port`.
 
     Each test takes its own user from the passwd-file, so it starts with empty mailboxes."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: TlsFiles | None = None) -> None:
         # Short path: dovecot's unix sockets live under base_dir and the socket path limit is 108 bytes.
         self.root = Path(tempfile.mkdtemp(prefix="cdv-"))
         self.port = free_port()
@@ -53,6 +110,8 @@ class Dovecot:
         self.config = self.root / "dovecot.conf"
         self.log = self.root / "dovecot.log"
         self._users = 0
+        self.tls = tls
+        self.tls_port = free_port() if tls is not None else 0
 
     def _write_config(self) -> None:
         import pwd
@@ -79,7 +138,7 @@ log_path = {self.log}
 info_log_path = {self.log}
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{f"ssl = yes{chr(10)}ssl_cert = <{self.tls.cert}{chr(10)}ssl_key = <{self.tls.key}" if self.tls else "ssl = no"}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
@@ -106,7 +165,9 @@ service imap-login {{
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {self.tls_port}
+{"    ssl = yes" if self.tls else ""}
   }}
 }}
 service stats {{
@@ -216,6 +277,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     raw: bytes
+    tls: bool = False  # the message came over an encrypted connection (STARTTLS or implicit TLS)
 
     @property
     def message(self) -> EmailMessage:
@@ -225,12 +287,15 @@ class Received:
 @dataclass
 class SmtpServer:
     """aiosmtpd on loopback keeping what it receives. Recipients in `refuse` get a 550; stop()/start() keep the port,
-    so a test can take the server down and bring it back."""
+    so a test can take the server down and bring it back. `tls`: "starttls" (required before MAIL) or "ssl"
+    (implicit TLS) with the certificate in `tls_files`."""
 
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
     refuse: set[str] = field(default_factory=set)
     received: list[Received] = field(default_factory=list)
+    tls: str = "none"
+    tls_files: TlsFiles | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -244,13 +309,19 @@ class SmtpServer:
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         with self._lock:
-            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content or envelope.content))
+            encrypted = session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
+            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content or envelope.content, encrypted))
         return "250 Message accepted for delivery"
 
     def start(self) -> "SmtpServer":
         from aiosmtpd.controller import Controller
 
-        self._controller = Controller(self, hostname=self.host, port=self.port)
+        if self.tls == "starttls":
+            self._controller = Controller(self, hostname=self.host, port=self.port, tls_context=server_tls_context(self.tls_files), require_starttls=True)
+        elif self.tls == "ssl":
+            self._controller = Controller(self, hostname=self.host, port=self.port, ssl_context=server_tls_context(self.tls_files))
+        else:
+            self._controller = Controller(self, hostname=self.host, port=self.port)
         self._controller.start()
         return self
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from crewdesk.errors import CrewdeskError
@@ -67,6 +69,20 @@ class PaymentProvider(ABC):
 
     @abstractmethod
     def refund(self, *, payment_reference: str, amount_cents: int, currency: str, idempotency_key: str, reason: str) -> Refund: ...
+
+
+def tls_context(ca_file: str = "") -> ssl.SSLContext:
+    """Verifying TLS (certificate chain and host name) for IMAP and SMTP: the system's CAs, plus the PEM `ca_file`
+    when a private CA signed the mail server's certificate."""
+    context = ssl.create_default_context()
+    if ca_file:
+        if not Path(ca_file).is_file():
+            raise CrewdeskError(f"mail_ca_file {ca_file}: no such file")
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except ssl.SSLError as exc:
+            raise CrewdeskError(f"mail_ca_file {ca_file}: not PEM certificates ({exc})") from exc
+    return context
 
 
 class DeliveryRefused(CrewdeskError):

@@ -8,6 +8,7 @@ import socket
 import ssl
 from typing import Literal
 
+from crewdesk.connectors.base import tls_context
 from crewdesk.errors import CrewdeskError, TransientError
 from crewdesk.settings import Settings
 
@@ -35,9 +36,10 @@ class ImapMailbox:
     refusals MailboxError. Fetching uses BODY.PEEK[] so reading a message never sets \\Seen by itself."""
 
     def __init__(self, *, host: str, port: int, user: str, password: str, folder: str = "INBOX",
-                 tls: Literal["ssl", "starttls", "none"] = "ssl", timeout: float = 60.0) -> None:
+                 tls: Literal["ssl", "starttls", "none"] = "ssl", timeout: float = 60.0, ca_file: str = "") -> None:
         self.host, self.port, self.user, self.password = host, port, user, password
         self.folder, self.tls, self.timeout = folder, tls, timeout
+        self.tls_context = tls_context(ca_file) if tls != "none" else None
         self.imap: imaplib.IMAP4 | None = None
         self.capabilities: frozenset[str] = frozenset()
         self.uidvalidity: int | None = None
@@ -45,7 +47,7 @@ class ImapMailbox:
     @classmethod
     def from_settings(cls, settings: Settings) -> "ImapMailbox":
         return cls(host=settings.imap_host, port=settings.imap_port, user=settings.imap_user, password=settings.imap_password.get_secret_value(),
-                   folder=settings.imap_folder, tls=settings.imap_tls)
+                   folder=settings.imap_folder, tls=settings.imap_tls, ca_file=settings.mail_ca_file)
 
     @property
     def key(self) -> str:
@@ -62,11 +64,11 @@ class ImapMailbox:
     def connect(self) -> None:
         try:
             if self.tls == "ssl":
-                self.imap = imaplib.IMAP4_SSL(self.host, self.port, ssl_context=ssl.create_default_context(), timeout=self.timeout)
+                self.imap = imaplib.IMAP4_SSL(self.host, self.port, ssl_context=self.tls_context, timeout=self.timeout)
             else:
                 self.imap = imaplib.IMAP4(self.host, self.port, timeout=self.timeout)
                 if self.tls == "starttls":
-                    self.imap.starttls(ssl.create_default_context())
+                    self.imap.starttls(self.tls_context)
             self.imap.login(self.user, self.password)
             # The greeting's capabilities are the pre-login ones; MOVE and UIDPLUS are announced after login.
             typ, data = self.imap.capability()

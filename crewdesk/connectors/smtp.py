@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import re
 import smtplib
-import ssl
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from typing import Literal
 
-from crewdesk.connectors.base import DeliveryRefused, OutboundMessage, ReplyChannel
+from crewdesk.connectors.base import DeliveryRefused, OutboundMessage, ReplyChannel, tls_context
 from crewdesk.db import utcnow
 from crewdesk.errors import TransientError
 from crewdesk.intake.email.parse import LOOP_HEADER  # the inbound parser ignores any mail carrying it
@@ -39,15 +38,16 @@ class SmtpReplyChannel(ReplyChannel):
     source = "email"
 
     def __init__(self, *, host: str, port: int, support_address: str, tls: Literal["ssl", "starttls", "none"] = "starttls",
-                 user: str = "", password: str = "", timeout: float = 30.0) -> None:
+                 user: str = "", password: str = "", timeout: float = 30.0, ca_file: str = "") -> None:
         self.host, self.port, self.tls, self.user, self.password, self.timeout = host, port, tls, user, password, timeout
+        self.tls_context = tls_context(ca_file) if tls != "none" else None
         self.support_address = support_address
         self.domain = support_address.rpartition("@")[2] or "crewdesk.invalid"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SmtpReplyChannel":
         return cls(host=settings.smtp_host, port=settings.smtp_port, tls=settings.smtp_tls, user=settings.smtp_user,
-                   password=settings.smtp_password.get_secret_value(), support_address=settings.support_address)
+                   password=settings.smtp_password.get_secret_value(), support_address=settings.support_address, ca_file=settings.mail_ca_file)
 
     def message_id(self, message: OutboundMessage) -> str:
         """Derived from the message row, so a resend after a crash carries the same id and receivers can drop it."""
@@ -86,12 +86,12 @@ class SmtpReplyChannel(ReplyChannel):
         where = f"SMTP {self.host}:{self.port}"
         try:
             if self.tls == "ssl":
-                client = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=ssl.create_default_context())
+                client = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self.tls_context)
             else:
                 client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
             with client:
                 if self.tls == "starttls":
-                    client.starttls(context=ssl.create_default_context())
+                    client.starttls(context=self.tls_context)
                 if self.user:
                     client.login(self.user, self.password)
                 client.send_message(mail, from_addr=self.support_address, to_addrs=[recipient])
