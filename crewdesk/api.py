@@ -156,6 +156,7 @@ WEBHOOK_ERRORS = {
     400: {"model": ErrorView, "description": "Malformed X-Hub-Signature, or a body that is not a JSON object."},
     401: {"model": ErrorView, "description": "Missing or forged X-Hub-Signature."},
     413: {"model": ErrorView, "description": "Body over 1 MB."},
+    429: {"model": ErrorView, "description": "Too many refused deliveries from this address: counted, not recorded one by one (Retry-After)."},
     503: {"model": ErrorView, "description": "No webhook secret is configured: every delivery is refused (Jira retries it later)."},
 }
 WEBHOOK_BODY = {
@@ -181,6 +182,7 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
         enqueue = lambda ticket_id: process_ticket.apply_async(args=[ticket_id])  # noqa: E731
 
     app = FastAPI(title="crewdesk", version=__version__, description="Agentic customer-support worker service.")
+    refusals = jira_intake.RefusalLimiter(settings.jira_refusals_per_minute)
 
     def db() -> Session:
         with factory() as session:
@@ -271,8 +273,12 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
                                                                                "x-atlassian-webhook-retry", "x-forwarded-for")}}
 
         def refuse(status_code: int, reason: str) -> HTTPException:
+            admitted, suppressed = refusals.admit(remote)
+            if not admitted:
+                return HTTPException(status_code=429, detail=f"too many refused deliveries from {remote}; this one ({reason}) is counted, not recorded",
+                                     headers={"Retry-After": str(refusals.retry_after(remote))})
             with transaction(factory) as session:
-                jira_intake.record_refused(db=session, body=body, reason=reason, detail=evidence)
+                jira_intake.record_refused(db=session, body=body, reason=reason, detail={**evidence, "suppressed_before": suppressed} if suppressed else evidence)
             return HTTPException(status_code=status_code, detail=reason)
 
         if too_large:

@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     jira_user: str = Field(default="", description="Account e-mail for the REST API (basic auth with an API token).")
     jira_api_token: SecretStr = SecretStr("")
     jira_webhook_secret: SecretStr = Field(default=SecretStr(""), description="Secret of the Jira webhook; requests must carry its HMAC in X-Hub-Signature.")
+    jira_refusals_per_minute: int = Field(default=30, ge=0, description="Refused webhook deliveries (forged, malformed) recorded per client address per minute; beyond it they get 429 and are only counted; 0 = no limit.")
     jira_status_on_resolved: str = Field(default="", description="Jira status to move an issue to (by the transition that leads there) after crewdesk resolves its ticket and the reply is posted, e.g. Resolved; empty = leave Jira's status alone.")
     jira_status_on_escalated: str = Field(default="", description="Jira status to move an issue to when crewdesk hands its ticket to a person, e.g. Escalated or Waiting for support; empty = leave it.")
     jira_bot_account_id: str = Field(default="", description="accountId (or name on Server) crewdesk posts as; its comments never start a run.")

@@ -279,6 +279,33 @@ def test_forged_missing_and_malformed_deliveries_are_refused_and_recorded(client
     assert post(client, body).json()["status"] == "accepted"
 
 
+def test_a_flood_of_forged_deliveries_is_counted_not_recorded_and_jira_still_gets_through(jira_settings, session_factory, enqueued):
+    client = TestClient(create_app(jira_settings.model_copy(update={"jira_refusals_per_minute": 3}), session_factory=session_factory, enqueue=enqueued))
+    body = (FIXTURES / "mattermost-plugin-jira" / "webhook-issue-created.json").read_bytes()
+    forged = [post(client, body + b" " * n, signature=sign("not-our-secret", body + b" " * n)) for n in range(6)]
+
+    assert [r.status_code for r in forged] == [401, 401, 401, 429, 429, 429]
+    assert forged[3].headers["Retry-After"] == "20" and "is counted, not recorded" in forged[3].json()["detail"]
+    assert len(events(session_factory)) == 3  # one row per recorded refusal; the rest cost no write
+    assert post(client, body).status_code == 202 and len(enqueued) == 1  # a valid signature is never limited
+
+
+def test_the_refusal_limiter_refills_and_reports_what_it_suppressed():
+    from crewdesk.intake.jira import RefusalLimiter
+
+    now = [0.0]
+    limiter = RefusalLimiter(2, max_clients=2, clock=lambda: now[0])
+    assert [limiter.admit("a")[0] for _ in range(4)] == [True, True, False, False]
+    assert limiter.admit("b") == (True, 0)  # each address has its own bucket
+    assert limiter.retry_after("a") == 30
+    now[0] = 30.0  # one token back (2 per minute)
+    assert limiter.admit("a") == (True, 2)  # recorded, with the two suppressed since
+    assert limiter.admit("a") == (False, 0)
+    limiter.admit("c")  # a third address: the least recently seen ("b") is dropped
+    assert set(limiter._buckets) == {"a", "c"}
+    assert RefusalLimiter(0).admit("a") == (True, 0)  # 0 = no limit
+
+
 def test_without_a_secret_every_delivery_is_refused(settings, session_factory):
     client = TestClient(create_app(settings, session_factory=session_factory, enqueue=lambda _: None))
     body = (FIXTURES / "mattermost-plugin-jira" / "webhook-issue-created.json").read_bytes()

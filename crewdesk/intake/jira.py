@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import threading
+import time
+from collections import OrderedDict
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -433,6 +436,43 @@ def handle_event(*, db: Session, event: JiraEvent, delivery_id: str, settings: S
     status = {"accepted": inbound.ACCEPTED, "ignored": inbound.IGNORED, "rejected": inbound.REJECTED}[outcome.status]
     inbound.settle(record, status=status, reason=outcome.reason, ticket_id=outcome.ticket_id, message_id=outcome.message_id)
     return outcome
+
+
+class RefusalLimiter:
+    """Per client address, at most `per_minute` refused deliveries are recorded (a token bucket); past that the API
+    answers 429 and only counts them, so a flood of forged requests cannot flood the database. The count is written
+    with the next refusal that is recorded. Deliveries with a valid signature are never limited. In-process: each
+    API process keeps its own buckets, for at most `max_clients` addresses (the least recently seen go first)."""
+
+    def __init__(self, per_minute: int, *, max_clients: int = 10_000, clock=time.monotonic) -> None:
+        self.per_minute, self.max_clients, self.clock = per_minute, max_clients, clock
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # address -> [tokens, last refill, suppressed]
+        self._lock = threading.Lock()
+
+    def admit(self, client: str | None) -> tuple[bool, int]:
+        """(record this refusal?, refusals suppressed since the last recorded one, returned once when admitted)."""
+        if self.per_minute <= 0:
+            return True, 0
+        key, now = client or "(unknown)", self.clock()
+        with self._lock:
+            bucket = self._buckets.pop(key, None) or [float(self.per_minute), now, 0]
+            self._buckets[key] = bucket
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+            bucket[0] = min(float(self.per_minute), bucket[0] + (now - bucket[1]) * self.per_minute / 60.0)
+            bucket[1] = now
+            if bucket[0] < 1.0:
+                bucket[2] += 1
+                return False, 0
+            bucket[0] -= 1.0
+            suppressed, bucket[2] = int(bucket[2]), 0
+            return True, suppressed
+
+    def retry_after(self, client: str | None) -> int:
+        """Seconds until this client's next refusal would be recorded."""
+        with self._lock:
+            bucket = self._buckets.get(client or "(unknown)")
+            return 1 if bucket is None else max(1, int((1.0 - bucket[0]) * 60.0 / self.per_minute + 0.999))
 
 
 def record_refused(*, db: Session, body: bytes, reason: str, detail: dict) -> None:
