@@ -12,6 +12,7 @@ Fixtures are read in place from ../shared/fixtures/email (licences sit beside th
 from __future__ import annotations
 
 import mailbox
+import re
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -310,3 +311,57 @@ def test_deep_nesting_is_a_clear_rejection_and_a_forwarded_bounce_is_not_ignored
     parsed = parse(forwarded.as_bytes())
     assert parsed.ignore_reason is None and parsed.cleaned == "My mail to you bounced, see attached."
     assert [a.content_type for a in parsed.attachments] == ["message/rfc822"]
+
+
+# --- Outlook's winmail.dat (TNEF): unpacked into its files, against MimeKit's expected extractions --------------------
+
+TNEF_DIR = FIXTURES / "mimekit" / "tnef"
+
+
+def outlook_mail(tnef: bytes, *, text: str | None = "See the attached files.") -> bytes:
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "ana@example.com", "support@example.com", "Files"
+    message["Message-ID"] = "<tnef@example.com>"
+    if text is not None:
+        message.set_content(text)
+    message.add_attachment(tnef, maintype="application", subtype="ms-tnef", filename="winmail.dat")
+    return message.as_bytes()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in TNEF_DIR.glob("*.tnef")))
+def test_winmail_dat_is_unpacked_into_the_files_inside_it(name):
+    parsed = parse(outlook_mail((TNEF_DIR / f"{name}.tnef").read_bytes()), allowed=["*/*"])
+
+    # MimeKit's extraction of each sample sits in a folder of that name; message.* there is the body, not a file.
+    # Where two attachments share a name (winmail: "Untitled Attachment"), MimeKit's copies on disk carry ".1", ".2".
+    listed = {line for line in (TNEF_DIR / f"{name}.list").read_text().splitlines() if line}
+    on_disk = [p.name for p in (TNEF_DIR / name).iterdir() if not p.name.startswith("message.")]
+    expected = sorted(re.sub(r"\.\d$", "", n) if re.sub(r"\.\d$", "", n) in listed else n for n in on_disk)
+    assert sorted(a.filename for a in parsed.attachments) == expected  # body.tnef holds no file, only the body
+    assert "application/ms-tnef" not in {a.content_type for a in parsed.attachments}  # the container itself is not kept
+    for attachment in parsed.attachments:
+        extracted = TNEF_DIR / name / attachment.filename
+        assert attachment.data and attachment.size == len(attachment.data) and attachment.refused_reason is None
+        if extracted.exists():  # the fixture copies of text files have LF line ends; Outlook wrote CRLF
+            assert attachment.data.replace(b"\r\n", b"\n") == extracted.read_bytes().replace(b"\r\n", b"\n"), attachment.filename
+    assert parsed.text == "See the attached files."
+
+
+def test_winmail_dat_types_and_the_allow_list_apply_to_what_is_inside():
+    parsed = parse(outlook_mail((TNEF_DIR / "attachments.tnef").read_bytes()))  # the default allow-list
+    kinds = {a.filename: (a.content_type, a.refused_reason) for a in parsed.attachments}
+    assert kinds == {"zappa_av1.jpg": ("image/jpeg", None), "bookmark.htm": ("text/html", "type text/html is not allowed")}
+
+
+def test_an_outlook_mail_whose_only_body_is_inside_winmail_dat_is_read_from_it():
+    parsed = parse(outlook_mail((TNEF_DIR / "body.tnef").read_bytes(), text=None))
+    assert "TNEF (winmail.dat) unpacked: 0 file(s), and the body" in parsed.defects
+    assert parsed.text.startswith("THE BILL OF RIGHTS") and "Amendments 1-10 of the Constitution" in parsed.text  # MimeKit's body/message.html
+    assert "BILL OF RIGHTS" in (TNEF_DIR / "body" / "message.html").read_text(errors="replace") and parsed.attachments == []
+
+
+def test_a_broken_winmail_dat_is_kept_as_it_is_with_the_reason():
+    parsed = parse(outlook_mail(b"\x78\x9f\x3e\x22" + b"garbage" * 10), allowed=["*/*"])
+    [kept] = parsed.attachments
+    assert (kept.filename, kept.content_type) == ("winmail.dat", "application/ms-tnef")
+    assert any(d.startswith("TNEF attachment could not be unpacked") for d in parsed.defects)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import mimetypes
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -102,6 +103,48 @@ def parse_email(raw: bytes, *, own_addresses: frozenset[str], max_attachment_byt
         raise EmailRejected(f"unparseable: {type(exc).__name__}: {detail}".rstrip(": "), message_id=None) from exc
 
 
+@dataclass
+class _Tnef:
+    """What an Outlook winmail.dat (application/ms-tnef) holds: its files, and the body when Outlook put it there."""
+
+    files: list[tuple[str, bytes]]
+    text: str
+
+
+def _is_tnef(part: Message) -> bool:
+    if part.get_content_type() in ("application/ms-tnef", "application/vnd.ms-tnef"):
+        return True
+    try:
+        return (part.get_filename() or "").strip().lower() == "winmail.dat"
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _unpack_tnef(part: Message, max_bytes: int, defects: list[str]) -> _Tnef | None:
+    """The files and body inside a TNEF part, or None (recorded as a defect) when it is over the size limit or cannot
+    be read: the part is then kept as the attachment it is."""
+    from tnefparse import TNEF
+
+    data = _attachment_bytes(part, defects)
+    if len(data) > max_bytes:
+        defects.append(f"TNEF attachment over the size limit ({len(data)} > {max_bytes} bytes): not unpacked")
+        return None
+    try:
+        tnef = TNEF(data)
+        files = [(att.long_filename() or att.name or "", bytes(att.data or b"")) for att in tnef.attachments]
+        html = tnef.htmlbody.decode("utf-8", "replace") if isinstance(tnef.htmlbody, bytes) else (tnef.htmlbody or "")
+        plain = tnef.body.decode("cp1252", "replace") if isinstance(tnef.body, bytes) else (tnef.body or "")
+    except Exception as exc:  # noqa: BLE001 - a broken winmail.dat is one bad attachment, not a lost mail
+        defects.append(f"TNEF attachment could not be unpacked: {type(exc).__name__}: {str(exc)[:120]}".rstrip(": "))
+        return None
+    text = _normalise(plain) if plain.strip() else html_to_text(html, defects) if html.strip() else ""
+    if not files and not text and not getattr(tnef, "rtfbody", None):
+        defects.append("TNEF attachment could not be unpacked: no file and no body in it")
+        return None
+    defects.append(f"TNEF (winmail.dat) unpacked: {len(files)} file(s){', and the body' if text else ''}")
+    return _Tnef(files=files, text=text)
+
+
 def _parse(raw: bytes, *, own_addresses: frozenset[str], max_attachment_bytes: int, allowed_types: list[str]) -> ParsedEmail:
     if not isinstance(raw, (bytes, bytearray)) or not raw.strip():
         raise EmailRejected("not an RFC 5322 message: empty input")
@@ -126,6 +169,18 @@ def _parse(raw: bytes, *, own_addresses: frozenset[str], max_attachment_bytes: i
     body = _Body()
     _walk(_structure(msg, raw, defects), body=body, depth=0, nested=False, defects=defects)
     text = _choose_text(body, defects)
+    unpacked = {id(part): _unpack_tnef(part, max_attachment_bytes, defects) for part in body.attachments if _is_tnef(part)}
+    if not text.strip():  # Outlook's rich text mail may carry its only body inside winmail.dat
+        text = next((t.text for t in unpacked.values() if t is not None and t.text), "")
+    # Each attachment as (name, MIME part) or, for the files out of a winmail.dat, (name, bytes).
+    files: list[tuple[str, Message | bytes]] = []
+    for index, part in enumerate(body.attachments, start=1):
+        tnef = unpacked.get(id(part))
+        if tnef is None:
+            files.append((_filename(part, index), part))
+        else:
+            files.extend((_clean_name(name, len(files) + 1), data) for name, data in tnef.files)
+    names = [name for name, _ in files]
     parsed = ParsedEmail(
         message_id=message_id,
         in_reply_to=reply_ids[0] if reply_ids else None,
@@ -147,23 +202,25 @@ def _parse(raw: bytes, *, own_addresses: frozenset[str], max_attachment_bytes: i
             raw_from = evidence.get("From")
             raise EmailRejected(f"no usable From address ({'From: ' + raw_from[:80] if raw_from else 'no From header'})",
                                 message_id=message_id, evidence=evidence)
-        if not text.strip() and body.attachments and not (body.too_deep or body.broken):
+        if not text.strip() and files and not (body.too_deep or body.broken):
             # A customer who sends only a screenshot or an invoice still has a problem: a ticket, not a rejection.
-            names = ", ".join(_filename(p, i) for i, p in enumerate(body.attachments, start=1))[:500]
-            text = f"(The customer wrote no text and sent {len(body.attachments)} attachment(s): {names})"
+            text = f"(The customer wrote no text and sent {len(files)} attachment(s): {', '.join(names)[:500]})"
             parsed.text = text
         if not text.strip():
-            names = ", ".join(_filename(p, i) for i, p in enumerate(body.attachments, start=1))[:200]
+            listed = ", ".join(names)[:200]
             if body.too_deep:
                 reason = f"MIME nested deeper than {MAX_DEPTH} levels: no text part within reach"
             elif body.broken:
                 reason = f"broken MIME: {body.broken[0]} whose boundary never appears, so no text part can be found"
             else:
-                reason = f"no text: no text/plain or text/html body{f' (only attachments: {names})' if names else ''}"
+                reason = f"no text: no text/plain or text/html body{f' (only attachments: {listed})' if listed else ''}"
             raise EmailRejected(reason, message_id=message_id, evidence=evidence)
     parsed.cleaned = clean_reply(text) if text.strip() else ""
-    parsed.attachments = [_attachment(part, index, max_bytes=max_attachment_bytes, allowed=allowed_types, defects=defects)
-                          for index, part in enumerate(body.attachments, start=1)]
+    parsed.attachments = [
+        _checked(name, content.get_content_type(), _attachment_bytes(content, defects), max_bytes=max_attachment_bytes, allowed=allowed_types)
+        if isinstance(content, Message) else
+        _checked(name, mimetypes.guess_type(name)[0] or "application/octet-stream", content, max_bytes=max_attachment_bytes, allowed=allowed_types)
+        for name, content in files]
     parsed.defects = list(dict.fromkeys(defects))[:50]
     return parsed
 
@@ -493,10 +550,15 @@ def _filename(part: Message, index: int) -> str:
         name = part.get_filename() or ""
     except Exception:  # noqa: BLE001
         name = ""
+    return _clean_name(name, index, eml=part.get_content_type() == "message/rfc822")
+
+
+def _clean_name(name: str, index: int, *, eml: bool = False) -> str:
+    """A file name safe to show and store: no path, no control characters, no leading dot, at most 255 characters."""
     name = printable(str(name)).replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if ch.isprintable()).strip().lstrip(".")
     if not name:
-        name = f"attachment-{index}.eml" if part.get_content_type() == "message/rfc822" else f"attachment-{index}"
+        name = f"attachment-{index}.eml" if eml else f"attachment-{index}"
     if len(name) > 255:
         stem, dot, ext = name.rpartition(".")
         name = (stem[: 250 - len(ext)] + dot + ext) if dot and len(ext) < 16 else name[:255]
@@ -533,14 +595,13 @@ def _attachment_bytes(part: Message, defects: list[str]) -> bytes:
     return payload or b""
 
 
-def _attachment(part: Message, index: int, *, max_bytes: int, allowed: list[str], defects: list[str]) -> ParsedAttachment:
-    content_type = part.get_content_type()
-    data = _attachment_bytes(part, defects)
+def _checked(filename: str, content_type: str, data: bytes, *, max_bytes: int, allowed: list[str]) -> ParsedAttachment:
+    """Kept within the size limit and the allowed types; otherwise recorded with the reason, and not stored."""
     size = len(data)
     refused = None
     if size > max_bytes:
         refused = f"over the size limit ({size} > {max_bytes} bytes)"
     elif not _type_allowed(content_type, allowed):
         refused = f"type {content_type} is not allowed"
-    return ParsedAttachment(filename=_filename(part, index), content_type=content_type[:255], size=size,
+    return ParsedAttachment(filename=filename, content_type=content_type[:255], size=size,
                             sha256=hashlib.sha256(data).hexdigest(), data=None if refused else data, refused_reason=refused)
