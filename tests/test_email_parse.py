@@ -365,3 +365,12 @@ def test_a_broken_winmail_dat_is_kept_as_it_is_with_the_reason():
     [kept] = parsed.attachments
     assert (kept.filename, kept.content_type) == ("winmail.dat", "application/ms-tnef")
     assert any(d.startswith("TNEF attachment could not be unpacked") for d in parsed.defects)
+
+
+@pytest.mark.parametrize("name", ["attachments", "long-filename", "winmail"])
+def test_a_rich_text_body_inside_winmail_dat_is_read_as_text(name):
+    from crewdesk.intake.email.parse import rtf_text
+
+    parsed = parse(outlook_mail((TNEF_DIR / f"{name}.tnef").read_bytes(), text=None), allowed=["*/*"])
+    expected = rtf_text((TNEF_DIR / name / "message.rtf").read_bytes(), [])  # MimeKit's decompression of the same body
+    assert expected and parsed.text == expected

@@ -134,15 +134,27 @@ def _unpack_tnef(part: Message, max_bytes: int, defects: list[str]) -> _Tnef | N
         files = [(att.long_filename() or att.name or "", bytes(att.data or b"")) for att in tnef.attachments]
         html = tnef.htmlbody.decode("utf-8", "replace") if isinstance(tnef.htmlbody, bytes) else (tnef.htmlbody or "")
         plain = tnef.body.decode("cp1252", "replace") if isinstance(tnef.body, bytes) else (tnef.body or "")
+        rtf = tnef.rtfbody if not (plain.strip() or html.strip()) else None  # decompressed by compressed_rtf
     except Exception as exc:  # noqa: BLE001 - a broken winmail.dat is one bad attachment, not a lost mail
         defects.append(f"TNEF attachment could not be unpacked: {type(exc).__name__}: {str(exc)[:120]}".rstrip(": "))
         return None
-    text = _normalise(plain) if plain.strip() else html_to_text(html, defects) if html.strip() else ""
-    if not files and not text and not getattr(tnef, "rtfbody", None):
+    text = _normalise(plain) if plain.strip() else html_to_text(html, defects) if html.strip() else rtf_text(rtf, defects) if rtf else ""
+    if not files and not text:
         defects.append("TNEF attachment could not be unpacked: no file and no body in it")
         return None
     defects.append(f"TNEF (winmail.dat) unpacked: {len(files)} file(s){', and the body' if text else ''}")
     return _Tnef(files=files, text=text)
+
+
+def rtf_text(rtf: bytes, defects: list[str]) -> str:
+    """Outlook's rich-text body as plain text (RTF is 7-bit; its escapes carry the rest)."""
+    from striprtf.striprtf import rtf_to_text
+
+    try:
+        return _normalise(rtf_to_text(rtf.rstrip(b"\x00").decode("latin-1"), errors="replace"))
+    except Exception as exc:  # noqa: BLE001
+        defects.append(f"TNEF rich-text body unreadable: {type(exc).__name__}")
+        return ""
 
 
 def _parse(raw: bytes, *, own_addresses: frozenset[str], max_attachment_bytes: int, allowed_types: list[str]) -> ParsedEmail:
