@@ -563,7 +563,7 @@ def email_import(path: Annotated[Path, typer.Argument(help="An .eml file, a dire
 
 
 @email_app.command("poll")
-def email_poll(once: Annotated[bool, typer.Option("--once", help="Poll one time and exit, instead of every CREWDESK_IMAP_POLL_SECONDS.")] = False) -> None:
+def email_poll(once: Annotated[bool, typer.Option("--once", help="Poll one time and exit, instead of polling whenever mail arrives (IMAP IDLE) and at least every CREWDESK_IMAP_POLL_SECONDS.")] = False) -> None:
     """Read new mail from the IMAP mailbox into tickets and queue them (`crewdesk worker` also polls, with Celery beat)."""
     import time
 
@@ -574,6 +574,8 @@ def email_poll(once: Annotated[bool, typer.Option("--once", help="Poll one time 
     settings = _settings()
     if not settings.imap_host:
         raise CrewdeskError("no mailbox configured: set CREWDESK_IMAP_HOST, CREWDESK_IMAP_USER and CREWDESK_IMAP_PASSWORD")
+    from crewdesk.intake.email.poller import wait_for_mail
+
     celery_app = configure(settings)
     factory = _session_factory(settings)
     while True:
@@ -590,7 +592,11 @@ def email_poll(once: Annotated[bool, typer.Option("--once", help="Poll one time 
             if once:
                 # like `email import`: recorded rejections (and mail whose ingest failed) make the exit code 1
                 raise typer.Exit(1 if report.outcomes["rejected"] or report.outcomes["failed"] else 0)
-        time.sleep(settings.imap_poll_seconds)
+        try:  # IMAP IDLE: the next poll starts as soon as mail arrives, or after imap_poll_seconds at the latest
+            wait_for_mail(session_factory=factory, settings=settings, timeout=settings.imap_poll_seconds)
+        except CrewdeskError as exc:
+            err.print(f"waiting for mail failed, polling again in {settings.imap_poll_seconds}s: {exc}", highlight=False)
+            time.sleep(settings.imap_poll_seconds)
 
 
 kb_app = typer.Typer(help="The knowledge base agents search with the kb_search tool.", no_args_is_help=True)

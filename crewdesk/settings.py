@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     imap_password: SecretStr = SecretStr("")
     imap_folder: str = Field(default="INBOX", description="Folder read for new tickets.")
     imap_processed_folder: str = Field(default="", description="Move committed messages here; empty = mark them \\Seen and leave them.")
+    imap_idle: bool = Field(default=True, description="Between polls, `crewdesk email poll` waits with IMAP IDLE and polls as soon as mail arrives (when the server offers IDLE); false = it sleeps imap_poll_seconds.")
     imap_poll_seconds: int = Field(default=60, description="Seconds between mailbox polls (Celery beat).")
     smtp_host: str = Field(default="", description="SMTP server for replies; empty = e-mail replies are not sent.")
     smtp_port: int = 587

@@ -492,6 +492,50 @@ def test_cli_email_poll_once_queues_new_tickets(mail_settings, session_factory, 
     assert down.returncode == 2 and down.stderr.startswith("error: IMAP 127.0.0.1:") and "Traceback" not in down.stderr
 
 
+def test_idle_wakes_on_new_mail_and_leaves_the_session_usable(mail_settings):
+    import threading
+
+    with ImapMailbox.from_settings(mail_settings) as mailbox:
+        mailbox.select()
+        assert "IDLE" in mailbox.capabilities
+        assert mailbox.wait_for_mail(1.0) is False and mailbox.imap is None  # nothing came: the timeout closes the session
+    with ImapMailbox.from_settings(mail_settings) as mailbox:
+        mailbox.select()
+        later = threading.Timer(1.0, lambda: append(mail_settings, mail("While idling")[0]))
+        later.start()
+        woke = mailbox.wait_for_mail(120.0)  # dovecot announces the new mail long before this
+        later.join()
+        assert woke is True
+        assert mailbox.uids_after(0) == [1]  # IDLE ended cleanly: the next command in sequence works
+
+
+def test_waiting_between_polls_counts_mail_that_came_since_the_last_poll(mail_settings, session_factory):
+    from crewdesk.intake.email.poller import wait_for_mail
+
+    poll(mail_settings, session_factory)  # the cursor, at an empty mailbox
+    append(mail_settings, mail("Arrived between polls")[0])
+    assert wait_for_mail(session_factory=session_factory, settings=mail_settings, timeout=120.0) is True  # at once, no IDLE needed
+    poll(mail_settings, session_factory)
+    assert wait_for_mail(session_factory=session_factory, settings=mail_settings, timeout=0.5) is False
+
+
+def test_the_long_running_poller_reads_new_mail_as_it_arrives(mail_settings, session_factory, worker_env):
+    from tests.helpers import CREWDESK, wait_for
+
+    env = _mail_env(worker_env, mail_settings, CREWDESK_IMAP_POLL_SECONDS="900")  # without IDLE the next poll is 15 min away
+    poller = subprocess.Popen([CREWDESK, "email", "poll"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        assert "fetched 0 (nothing new)" in poller.stdout.readline()  # the first poll, then IDLE
+        append(mail_settings, mail("Instant", "Hello, my parcel is late.")[0])
+        ticket = wait_for(session_factory, lambda db: db.execute(select(Ticket).where(Ticket.subject == "Instant")).scalar_one_or_none(),
+                          timeout=120, what="the mail, read as it arrived")
+        assert ticket.status == "queued"
+    finally:
+        os.killpg(poller.pid, signal.SIGTERM)
+        poller.wait(30)
+
+
 def test_worker_polls_the_mailbox_by_itself_and_mails_the_reply(mail_settings, session_factory, start_worker, worker_env, smtp):
     """Mail in, reply out, nothing else running: beat in `crewdesk worker` polls dovecot, the crew answers, SMTP sends."""
     from tests.helpers import terminal, wait_for

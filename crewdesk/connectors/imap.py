@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import re
 import socket
 import ssl
+import time
 from typing import Literal
 
 from crewdesk.connectors.base import tls_context
@@ -112,6 +114,55 @@ class ImapMailbox:
             data = [re.search(rb"UIDVALIDITY (\d+)", status[0]).group(1)]
         self.uidvalidity = int(data[-1])
         return self.uidvalidity
+
+    def wait_for_mail(self, timeout: float) -> bool:
+        """IMAP IDLE (RFC 2177) on the selected folder: True as soon as the server announces new mail (EXISTS or
+        RECENT), and the session stays usable; False after `timeout` seconds (at most 25 minutes) without any, and
+        the session is closed (imaplib cannot read from a socket that timed out). Call select() first. Without the
+        IDLE capability this sleeps and returns False. Python 3.11's imaplib has no IDLE; the exchange is written out."""
+        if "IDLE" not in self.capabilities:
+            time.sleep(timeout)
+            return False
+        imap = self.imap
+        if imap is None:
+            raise TransientError("IMAP session is not connected")
+        tag = imap._new_tag()  # noqa: SLF001 - imaplib's own tag counter, so later commands stay in sequence
+        deadline = time.monotonic() + min(timeout, 1500.0)
+        try:
+            imap.send(tag + b" IDLE\r\n")
+            line = imap.readline()
+            if not line.startswith(b"+"):
+                raise MailboxError(f"IMAP IDLE refused: {line[:200]!r}")
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                imap.sock.settimeout(left)
+                line = imap.readline()
+                if not line:
+                    raise TransientError("IMAP server closed the connection during IDLE")
+                if re.match(rb"\* \d+ (EXISTS|RECENT)", line):
+                    break  # anything else ("* OK still here", flag changes) is not new mail
+            imap.sock.settimeout(self.timeout)
+            imap.send(b"DONE\r\n")
+            while not (line := imap.readline()).startswith(tag):  # untagged updates until IDLE's own completion
+                if not line:
+                    raise TransientError("IMAP server closed the connection ending IDLE")
+            if not line.startswith(tag + b" OK"):
+                raise MailboxError(f"IMAP IDLE ended with {line[:200]!r}")
+            return True
+        except (socket.timeout, TimeoutError):
+            self._drop()
+            return False
+        except _NETWORK_ERRORS as exc:
+            self._drop()
+            raise TransientError(f"IMAP IDLE on {self.host}:{self.port}: {exc}") from exc
+
+    def _drop(self) -> None:
+        """Close the connection without a LOGOUT exchange (after a read timed out, imaplib cannot talk on it)."""
+        with contextlib.suppress(*_NETWORK_ERRORS, imaplib.IMAP4.error):
+            self.imap.shutdown()
+        self.imap = None
 
     def _search(self, criteria: str) -> list[int]:
         data = self._call(f"UID SEARCH {criteria}", "uid", "SEARCH", criteria)

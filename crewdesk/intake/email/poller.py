@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -58,6 +59,22 @@ def poll_mailbox(*, session_factory: sessionmaker[Session], settings: Settings, 
     """One poll of the configured mailbox (settings.imap_*)."""
     with ImapMailbox.from_settings(settings) as mailbox:
         return poll_once(session_factory=session_factory, settings=settings, mailbox=mailbox, enqueue=enqueue)
+
+
+def wait_for_mail(*, session_factory: sessionmaker[Session], settings: Settings, timeout: float) -> bool:
+    """Between polls: True as soon as there is mail to read, False after `timeout` seconds. Mail that arrived since the
+    last poll (above the cursor) counts at once; then IMAP IDLE waits for the server's word (or, with imap_idle off or
+    a server without IDLE, a plain sleep). Raises TransientError when the server is away."""
+    if not settings.imap_idle:
+        time.sleep(timeout)
+        return False
+    with ImapMailbox.from_settings(settings) as mailbox:
+        validity = mailbox.select()
+        with session_factory() as db:
+            cursor = db.get(MailboxCursor, mailbox.key)
+        if cursor is None or cursor.uidvalidity != validity or mailbox.uids_after(cursor.last_uid):
+            return True
+        return mailbox.wait_for_mail(timeout)
 
 
 def poll_once(*, session_factory: sessionmaker[Session], settings: Settings, mailbox: ImapMailbox, enqueue: Callable[[int], object],
