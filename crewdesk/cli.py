@@ -666,14 +666,31 @@ def kb_reindex() -> None:
 
 
 @memory_app.command("forget")
-def memory_forget(customer: Annotated[str, typer.Option("--customer", help="The customer id tickets carry, e.g. their e-mail address.")]) -> None:
-    """Right to erasure: delete everything remembered about this customer from every configured backend."""
-    from crewdesk.memory.service import every_store, forget
+def memory_forget(
+    customer: Annotated[str, typer.Option("--customer", help="The customer id tickets carry, e.g. their e-mail address.")],
+    keep_tickets: Annotated[bool, typer.Option("--keep-tickets", help="Erase only what memory holds, not the customer's tickets in the database.")] = False,
+) -> None:
+    """Right to erasure: delete everything remembered about this customer from every configured backend, and erase
+    their ended tickets in the database (what they wrote, what we wrote them, attachments, PII tokens). Exit code 1
+    while some of their tickets are still being worked on: run it again once they end."""
+    from crewdesk.db import transaction
+    from crewdesk.memory.service import customer_key, every_store, forget
+    from crewdesk.tickets.erasure import erase_customer, remove_files
 
     settings = _settings(log_json=False, log_level="WARNING")
-    counts = forget(stores=every_store(settings=settings), customer=customer, secret=settings.memory_key_secret.get_secret_value())
+    secret = settings.memory_key_secret.get_secret_value()
+    counts = forget(stores=every_store(settings=settings), customer=customer, secret=secret)
     done = ", ".join(f"{n} in {backend}" for backend, n in counts.items()) or "no memory backend configured"
     console.print(f"forgotten: {done}")
+    if keep_tickets:
+        return
+    _migrate(settings)
+    with transaction(_session_factory(settings)) as db:
+        erased = erase_customer(db=db, customer=customer, customer_key=customer_key(customer=customer, secret=secret),
+                                attachments_dir=settings.home / "attachments")
+    console.print(remove_files(erased).summary(), highlight=False)
+    if erased.still_open:
+        raise typer.Exit(1)
 
 
 @memory_app.command("purge")
