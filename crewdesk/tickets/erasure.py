@@ -5,8 +5,9 @@ and channel details; attachments (rows, and files no other ticket shares); the P
 evidence kept on their inbound events; the arguments and results kept for replaying tool calls and approvals; run
 errors. Kept: ids, statuses, categories, timings, token counts, the channel's ticket id (so the same mail or issue
 arriving again is still recognised, not made a new ticket) and the hash-chained audit trail, which is append-only by
-design: its rows still hold the tool calls' arguments and results. The erasure itself is audited, under the
-customer's key (a hash), never the address.
+design: its rows still hold the runs' prompts and tool calls, with PII as vault tokens whose values are erased here,
+but with the rest of the customer's words. The erasure itself is audited, under the customer's key (a hash), never
+the address.
 
 Tickets still being worked on (queued, running, awaiting approval) are left alone and reported: erase them once they
 end, by running the same command again."""
