@@ -345,7 +345,8 @@ def wait_until(session_factory, predicate, proc, timeout=120.0):
 def test_ctrl_c_then_sigkill_then_resume_queues_every_good_row_once(settings, session_factory, redis_url, tmp_path):
     path = tmp_path / "backlog.csv"
     made = write_backlog_csv(path, 20_000)
-    slow = cli_env(settings, tmp_path, CREWDESK_BACKLOG_ENQUEUE_PER_SECOND="2000", CREWDESK_BACKLOG_CHUNK_ROWS="500")
+    # 1,000 rows/s: the whole file takes 20 s, so a test process starved of CPU still interrupts it half-way
+    slow = cli_env(settings, tmp_path, CREWDESK_BACKLOG_ENQUEUE_PER_SECOND="1000", CREWDESK_BACKLOG_CHUNK_ROWS="500")
 
     first = subprocess.Popen([CREWDESK, "backlog", "import", str(path)], env=slow, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_until(session_factory, lambda b: b.rows_enqueued >= 2_000, first)
