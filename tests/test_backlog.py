@@ -20,10 +20,11 @@ from sqlalchemy import func, select
 from bench.intake import write_backlog_csv
 from crewdesk.cli import BAD_ROWS_SHOWN
 from crewdesk.db import transaction
-from crewdesk.intake.backlog import ENQUEUE_BATCH, TokenBucket, detect_format, import_backlog, open_backlog
+from crewdesk.intake.backlog import ENQUEUE_BATCH, detect_format, import_backlog, open_backlog
 from crewdesk.intake.backlog_report import bad_rows, percentile, summarise, write_html
 from crewdesk.intake.models import BacklogImport, InboundEvent
 from crewdesk.intake.service import accept_rows
+from crewdesk.ratelimit import TokenBucket
 from crewdesk.intake.files import iter_jsonl
 from crewdesk.runs.models import CrewRun
 from crewdesk.tickets import service as tickets

@@ -21,10 +21,11 @@ from crewdesk.intake.backlog_readers import EXCERPT_CHARS, FORMATS, check_file, 
 from crewdesk.intake.files import Row
 from crewdesk.intake.models import BacklogImport, InboundEvent
 from crewdesk.intake.service import store_chunk
+from crewdesk.ratelimit import TokenBucket
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Ticket, TicketStatus
 
-__all__ = ["FORMATS", "BacklogBusy", "BacklogInterrupted", "BacklogProgress", "TokenBucket", "detect_format", "import_backlog", "latest_import",
+__all__ = ["FORMATS", "BacklogBusy", "BacklogInterrupted", "BacklogProgress", "detect_format", "import_backlog", "latest_import",
            "open_backlog"]
 
 CHANNEL = "backlog"  # inbound_events rows for bad and duplicate rows: external_id "<import id>:<record number>"
@@ -59,28 +60,6 @@ class BacklogProgress:
 
 
 # --- the import --------------------------------------------------------------------------------------------------
-
-class TokenBucket:
-    """At most `rate` tokens a second on average, bursts up to one second's worth; rate 0 means no limit."""
-
-    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.rate, self.clock, self.sleep = rate, clock, sleep
-        self.capacity = max(1.0, rate)
-        self.tokens, self.last = self.capacity, clock()
-
-    def take(self, n: int) -> None:
-        if self.rate <= 0:
-            return
-        need = min(n, self.capacity)
-        while True:
-            now = self.clock()
-            self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
-            self.last = now
-            if self.tokens >= need - 1e-9:  # float slack: a wait of 1e-12 s can leave the clock unchanged
-                self.tokens -= n
-                return
-            self.sleep((need - self.tokens) / self.rate)
-
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()

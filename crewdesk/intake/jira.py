@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 from crewdesk.audit import service as audit
 from crewdesk.errors import CrewdeskError
 from crewdesk.intake import events as inbound
+from crewdesk.ratelimit import TokenBucket
 from crewdesk.settings import Settings
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket, TicketStatus
@@ -438,6 +440,12 @@ def handle_event(*, db: Session, event: JiraEvent, delivery_id: str, settings: S
     return outcome
 
 
+@dataclass
+class _Client:
+    bucket: TokenBucket
+    suppressed: int = 0  # refusals answered 429 since the last recorded one
+
+
 class RefusalLimiter:
     """Per client address, at most `per_minute` refused deliveries are recorded (a token bucket); past that the API
     answers 429 and only counts them, so a flood of forged requests cannot flood the database. The count is written
@@ -446,33 +454,30 @@ class RefusalLimiter:
 
     def __init__(self, per_minute: int, *, max_clients: int = 10_000, clock=time.monotonic) -> None:
         self.per_minute, self.max_clients, self.clock = per_minute, max_clients, clock
-        self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # address -> [tokens, last refill, suppressed]
+        self._buckets: OrderedDict[str, _Client] = OrderedDict()
         self._lock = threading.Lock()
 
     def admit(self, client: str | None) -> tuple[bool, int]:
         """(record this refusal?, refusals suppressed since the last recorded one, returned once when admitted)."""
         if self.per_minute <= 0:
             return True, 0
-        key, now = client or "(unknown)", self.clock()
+        key = client or "(unknown)"
         with self._lock:
-            bucket = self._buckets.pop(key, None) or [float(self.per_minute), now, 0]
-            self._buckets[key] = bucket
+            entry = self._buckets.pop(key, None) or _Client(TokenBucket(self.per_minute / 60.0, capacity=float(self.per_minute), clock=self.clock))
+            self._buckets[key] = entry
             while len(self._buckets) > self.max_clients:
                 self._buckets.popitem(last=False)
-            bucket[0] = min(float(self.per_minute), bucket[0] + (now - bucket[1]) * self.per_minute / 60.0)
-            bucket[1] = now
-            if bucket[0] < 1.0:
-                bucket[2] += 1
+            if not entry.bucket.try_take():
+                entry.suppressed += 1
                 return False, 0
-            bucket[0] -= 1.0
-            suppressed, bucket[2] = int(bucket[2]), 0
-            return True, suppressed
+            count, entry.suppressed = entry.suppressed, 0
+            return True, count
 
     def retry_after(self, client: str | None) -> int:
         """Seconds until this client's next refusal would be recorded."""
         with self._lock:
-            bucket = self._buckets.get(client or "(unknown)")
-            return 1 if bucket is None else max(1, int((1.0 - bucket[0]) * 60.0 / self.per_minute + 0.999))
+            entry = self._buckets.get(client or "(unknown)")
+            return 1 if entry is None else max(1, int(entry.bucket.wait() + 0.999))
 
 
 def record_refused(*, db: Session, body: bytes, reason: str, detail: dict) -> None:
