@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from crewdesk.approvals.models import Approval
@@ -64,18 +64,15 @@ def erase_customer(*, db: Session, customer: str, customer_key: str, attachments
     result = Erasure(tickets=[t for t, status in rows if status in ERASABLE], still_open=[t for t, status in rows if status not in ERASABLE])
     ids = result.tickets
     if ids:
-        message_ids = list(db.execute(select(Message.id).where(Message.ticket_id.in_(ids))).scalars())
-        result.messages = len(message_ids)
-        hashes = set(db.execute(select(Attachment.sha256).where(Attachment.message_id.in_(message_ids), Attachment.stored)).scalars()) if message_ids else set()
-        result.attachments = db.execute(select(func.count()).select_from(Attachment).where(Attachment.message_id.in_(message_ids))).scalar_one() if message_ids else 0
-        if message_ids:
-            db.execute(Attachment.__table__.delete().where(Attachment.message_id.in_(message_ids)))
-        shared = set(db.execute(select(Attachment.sha256).where(Attachment.sha256.in_(hashes))).scalars()) if hashes else set()
+        theirs = select(Message.id).where(Message.ticket_id.in_(ids))
+        hashes = set(db.execute(select(Attachment.sha256).where(Attachment.message_id.in_(theirs), Attachment.stored)).scalars())
+        result.attachments = db.execute(delete(Attachment).where(Attachment.message_id.in_(theirs))).rowcount
+        shared = set(db.execute(select(Attachment.sha256).where(Attachment.sha256.in_(hashes))).scalars())
         result.files_to_remove = [attachments_dir / h[:2] / h for h in sorted(hashes - shared)]
-        db.execute(update(Message).where(Message.ticket_id.in_(ids)).values(body=ERASED, author="", meta=None))
+        result.messages = db.execute(update(Message).where(Message.ticket_id.in_(ids)).values(body=ERASED, author="", meta=None)).rowcount
         db.execute(update(Ticket).where(Ticket.id.in_(ids)).values(customer=ERASED, subject=ERASED, body=ERASED, raw=None, triage=None,
                                                                     resolution=None, status_reason=None))
-        db.execute(PIIToken.__table__.delete().where(PIIToken.ticket_id.in_(ids)))
+        db.execute(delete(PIIToken).where(PIIToken.ticket_id.in_(ids)))
         db.execute(update(InboundEvent).where(InboundEvent.ticket_id.in_(ids)).values(detail=None))
         db.execute(update(ToolEffect).where(ToolEffect.ticket_id.in_(ids)).values(arguments={"erased": True}, result=None))
         db.execute(update(Approval).where(Approval.ticket_id.in_(ids)).values(arguments={"erased": True}, reason=None))
