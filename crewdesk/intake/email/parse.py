@@ -120,12 +120,11 @@ def _is_tnef(part: Message) -> bool:
         return False
 
 
-def _unpack_tnef(part: Message, max_bytes: int, defects: list[str]) -> _Tnef | None:
-    """The files and body inside a TNEF part, or None (recorded as a defect) when it is over the size limit or cannot
-    be read: the part is then kept as the attachment it is."""
+def _unpack_tnef(data: bytes, max_bytes: int, defects: list[str]) -> _Tnef | None:
+    """The files and body inside a TNEF part's bytes, or None (recorded as a defect) when it is over the size limit or
+    cannot be read: the part is then kept as the attachment it is."""
     from tnefparse import TNEF
 
-    data = _attachment_bytes(part, defects)
     if len(data) > max_bytes:
         defects.append(f"TNEF attachment over the size limit ({len(data)} > {max_bytes} bytes): not unpacked")
         return None
@@ -181,18 +180,21 @@ def _parse(raw: bytes, *, own_addresses: frozenset[str], max_attachment_bytes: i
     body = _Body()
     _walk(_structure(msg, raw, defects), body=body, depth=0, nested=False, defects=defects)
     text = _choose_text(body, defects)
-    unpacked = {id(part): _unpack_tnef(part, max_attachment_bytes, defects) for part in body.attachments if _is_tnef(part)}
-    if not text.strip():  # Outlook's rich text mail may carry its only body inside winmail.dat
-        text = next((t.text for t in unpacked.values() if t is not None and t.text), "")
-    # Each attachment as (name, MIME part) or, for the files out of a winmail.dat, (name, bytes).
-    files: list[tuple[str, Message | bytes]] = []
+    files: list[tuple[str, str, bytes]] = []  # (name, content type, bytes) of each attachment; a winmail.dat's files in its place
+    tnef_texts: list[str] = []
     for index, part in enumerate(body.attachments, start=1):
-        tnef = unpacked.get(id(part))
+        data = _attachment_bytes(part, defects)
+        tnef = _unpack_tnef(data, max_attachment_bytes, defects) if _is_tnef(part) else None
         if tnef is None:
-            files.append((_filename(part, index), part))
-        else:
-            files.extend((_clean_name(name, len(files) + 1), data) for name, data in tnef.files)
-    names = [name for name, _ in files]
+            files.append((_filename(part, index), part.get_content_type(), data))
+            continue
+        tnef_texts.append(tnef.text)
+        for inner, inner_data in tnef.files:
+            name = _clean_name(inner, len(files) + 1)
+            files.append((name, mimetypes.guess_type(name)[0] or "application/octet-stream", inner_data))
+    if not text.strip():  # Outlook's rich text mail may carry its only body inside winmail.dat
+        text = next((t for t in tnef_texts if t), "")
+    names = [name for name, _, _ in files]
     parsed = ParsedEmail(
         message_id=message_id,
         in_reply_to=reply_ids[0] if reply_ids else None,
@@ -228,11 +230,8 @@ def _parse(raw: bytes, *, own_addresses: frozenset[str], max_attachment_bytes: i
                 reason = f"no text: no text/plain or text/html body{f' (only attachments: {listed})' if listed else ''}"
             raise EmailRejected(reason, message_id=message_id, evidence=evidence)
     parsed.cleaned = clean_reply(text) if text.strip() else ""
-    parsed.attachments = [
-        _checked(name, content.get_content_type(), _attachment_bytes(content, defects), max_bytes=max_attachment_bytes, allowed=allowed_types)
-        if isinstance(content, Message) else
-        _checked(name, mimetypes.guess_type(name)[0] or "application/octet-stream", content, max_bytes=max_attachment_bytes, allowed=allowed_types)
-        for name, content in files]
+    parsed.attachments = [_checked(name, content_type, data, max_bytes=max_attachment_bytes, allowed=allowed_types)
+                          for name, content_type, data in files]
     parsed.defects = list(dict.fromkeys(defects))[:50]
     return parsed
 
