@@ -46,6 +46,8 @@ def http_stand_in(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
+
+
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-
 import time
 from abc import abstractmethod
 from dataclasses import dataclass
@@ -111,13 +110,12 @@ def repair_action(text: str, messages: list[dict[str, str]]) -> str:
         return text
     offered = {name for m in messages for name in _TOOL_NAME.findall(m.get("content") or "")}
     action = match.group(2).strip().strip("`'\"")
-    if not offered or action in offered:
-        return text if action == match.group(2) else text[: match.start(2)] + action + text[match.end(2):]
-    starts = [name for name in offered if re.match(re.escape(name) + r"\b", action)]
-    if not starts:
-        return text
-    name = max(starts, key=len)
-    return text[: match.start(2)] + name + text[match.end(2):]
+    if offered and action not in offered:
+        starts = [name for name in offered if re.match(re.escape(name) + r"\b", action)]
+        if not starts:
+            return text
+        action = max(starts, key=len)
+    return text if action == match.group(2) else text[: match.start(2)] + action + text[match.end(2):]
 
 
 def rough_token_count(text: str) -> int:
