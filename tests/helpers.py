@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -30,11 +31,26 @@ class RecordingFactory(LLMFactory):
         return llm
 
     def prompts_text(self) -> str:
-        import json
-
         return json.dumps([llm.prompts for llm in self.built])
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class JsonStandIn(BaseHTTPRequestHandler):
+    """Base of the stand-in handlers: answer with a JSON body (None: an empty one), quietly."""
+
+    def answer(self, status: int, payload: object = None, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode() if payload is not None else b""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
 
 
 @contextmanager

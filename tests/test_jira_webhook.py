@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ from crewdesk.intake.models import InboundEvent
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket
 from crewdesk.tickets.schemas import TicketIn
-from tests.helpers import http_stand_in
+from tests.helpers import JsonStandIn, http_stand_in
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "jira-webhooks"
 SECRET = "whsec-test-3f9a"
@@ -339,22 +338,12 @@ def fake_jira():
     seen: list[dict] = []
     responses: list[tuple[int, dict, dict]] = []  # (status, json, headers); default 201 with a new comment id
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonStandIn):
         def do_POST(self):  # noqa: N802
             raw = self.rfile.read(int(self.headers["Content-Length"]))
             seen.append({"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "json": json.loads(raw)})
             status, payload, headers = responses.pop(0) if responses else (201, {"id": str(20000 + len(seen)), "public": json.loads(raw)["public"]}, {})
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
+            self.answer(status, payload, headers)
 
     with http_stand_in(Handler) as url:
         yield url, seen, responses
@@ -446,34 +435,23 @@ def jira_workflow():
     transition requests."""
     state = {"status": "Waiting for support", "seen": [], "fail": []}
 
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self, status: int, payload: dict | None) -> None:
-            data = json.dumps(payload).encode() if payload is not None else b""
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonStandIn):
         def do_GET(self):  # noqa: N802
             state["seen"].append(("GET", self.path, None))
             assert self.path == "/rest/api/3/issue/SD-42?fields=status&expand=transitions", self.path
             offered = [{"id": i, "name": n, "to": {"name": to, "id": "1" + i}} for i, n, to in WORKFLOW[state["status"]]]
-            self._answer(200, {"key": "SD-42", "fields": {"status": {"name": state["status"]}}, "transitions": offered})
+            self.answer(200, {"key": "SD-42", "fields": {"status": {"name": state["status"]}}, "transitions": offered})
 
         def do_POST(self):  # noqa: N802
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             state["seen"].append(("POST", self.path, body))
             if self.path == "/rest/api/3/issue/SD-42/transitions":
                 if state["fail"]:
-                    return self._answer(state["fail"].pop(0), {"errorMessages": ["Service Unavailable"]})
+                    return self.answer(state["fail"].pop(0), {"errorMessages": ["Service Unavailable"]})
                 [to] = [to for i, _, to in WORKFLOW[state["status"]] if i == body["transition"]["id"]]
                 state["status"] = to
-                return self._answer(204, None)
-            self._answer(201, {"id": str(30000 + len(state["seen"]))})
-
-        def log_message(self, *args):
-            pass
+                return self.answer(204, None)
+            self.answer(201, {"id": str(30000 + len(state["seen"]))})
 
     with http_stand_in(Handler) as url:
         yield url, state

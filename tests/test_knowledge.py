@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from crewdesk.memory.chunking import UnsupportedDocument, chunk_document, iter_files, read_document
 from crewdesk.memory.embeddings import OpenAICompatibleEmbedder, local_embedder
 from crewdesk.memory.service import DEMO_KB, customer_key, redact, summarise
-from tests.helpers import http_stand_in
+from tests.helpers import JsonStandIn, http_stand_in
 
 ROOT = Path(__file__).resolve().parent.parent
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")
@@ -80,22 +79,14 @@ def test_minilm_is_offline_unit_length_and_single_threaded():
     assert sum(a * b for a, b in zip(vector, near)) > sum(a * b for a, b in zip(vector, far))
 
 
-class _EmbeddingsStandIn(BaseHTTPRequestHandler):
+class _EmbeddingsStandIn(JsonStandIn):
     requests: list = []
 
     def do_POST(self):  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.requests.append((self.path, dict(self.headers), body))
         data = [{"object": "embedding", "index": i, "embedding": [3.0, 4.0, 0.0]} for i, _ in enumerate(body["input"])]
-        payload = json.dumps({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 3, "total_tokens": 3}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
+        self.answer(200, {"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 3, "total_tokens": 3}})
 
 
 def test_openai_compatible_embedder_sends_plain_text_and_versions_by_model_and_dimension():

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import HTTPServer
 
 import pytest
 
 from crewdesk.errors import TransientError
 from crewdesk.llm.factory import LLMFactory, estimate_cost
 from crewdesk.settings import load_settings
+from tests.helpers import JsonStandIn
 
 
 class Recorder:
@@ -23,19 +24,11 @@ class Recorder:
 
 
 def serve(recorder: Recorder):
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonStandIn):
         def do_POST(self):  # noqa: N802
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             recorder.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-            payload = json.dumps(recorder.reply).encode()
-            self.send_response(recorder.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
+            self.answer(recorder.status, recorder.reply)
 
     server = HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -4,7 +4,6 @@ here) and asserts the exact requests the official SDK sends."""
 from __future__ import annotations
 
 import json
-from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from crewdesk.connectors.base import StoreError
 from crewdesk.connectors.stripe_payments import StripePayments
 from crewdesk.errors import TransientError
-from tests.helpers import http_stand_in
+from tests.helpers import JsonStandIn, http_stand_in
 
 
 @pytest.fixture
@@ -20,21 +19,13 @@ def fake_stripe():
     seen: list[dict] = []
     responses: list[tuple[int, dict]] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonStandIn):
         def do_POST(self):  # noqa: N802
             body = self.rfile.read(int(self.headers["Content-Length"])).decode()
             seen.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "form": parse_qs(body)})
             status, payload = responses.pop(0) if responses else (200, {
                 "id": "re_123", "object": "refund", "amount": int(parse_qs(body)["amount"][0]), "currency": "usd", "status": "succeeded"})
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
+            self.answer(status, payload)
 
     with http_stand_in(Handler) as url:
         yield url, seen, responses
