@@ -101,20 +101,20 @@ def test_forget_erases_the_customers_ended_tickets_and_nothing_else(settings, st
     assert (home / "attachments" / shared[:2] / shared).exists()  # bo's ticket still has that file
 
 
-def test_cli_forget_reports_open_tickets_and_erases_them_once_they_end(settings, make_ticket, tmp_path):
+def test_cli_forget_reports_open_tickets_and_erases_them_once_they_end(settings, session_factory, make_ticket, tmp_path):
     env = {**os.environ, "CREWDESK_DATABASE_URL": settings.database_url, "CREWDESK_HOME": str(tmp_path), "CREWDESK_MEMORY_BACKEND": "off"}
     ticket_id = make_ticket(f"Please help: {WORDS}", customer="ana@example.com")
-    from sqlalchemy import create_engine
 
-    engine = create_engine(settings.database_url)
-    with engine.begin() as conn:
-        conn.execute(update(Ticket).where(Ticket.id == ticket_id).values(status="queued"))
-    first = subprocess.run([CREWDESK, "memory", "forget", "--customer", "Ana@Example.com"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    def forget() -> subprocess.CompletedProcess:
+        return subprocess.run([CREWDESK, "memory", "forget", "--customer", "Ana@Example.com"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    with transaction(session_factory) as db:
+        db.execute(update(Ticket).where(Ticket.id == ticket_id).values(status="queued"))
+    first = forget()
     assert first.returncode == 1 and f"tickets: 0 erased (0 messages, 0 attachments, 0 files); 1 still open, not erased: #{ticket_id}" in first.stdout
-    with engine.begin() as conn:
-        conn.execute(update(Ticket).where(Ticket.id == ticket_id).values(status="escalated"))
-    second = subprocess.run([CREWDESK, "memory", "forget", "--customer", "Ana@Example.com"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    with transaction(session_factory) as db:
+        db.execute(update(Ticket).where(Ticket.id == ticket_id).values(status="escalated"))
+    second = forget()
     assert second.returncode == 0 and "tickets: 1 erased (1 messages, 0 attachments, 0 files)" in second.stdout, second.stdout + second.stderr
-    with engine.begin() as conn:
-        assert conn.execute(select(Ticket.body).where(Ticket.id == ticket_id)).scalar_one() == ERASED
-    engine.dispose()
+    with session_factory() as db:
+        assert db.get(Ticket, ticket_id).body == ERASED
