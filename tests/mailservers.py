@@ -130,6 +130,7 @@ class Dovecot:
         self.passwd.chmod(0o644)
         (self.root / "mail").mkdir()
         os.chown(self.root / "mail", uid, gid) if os.getuid() == 0 else None
+        ssl = f"ssl = yes\nssl_cert = <{self.tls.cert}\nssl_key = <{self.tls.key}" if self.tls else "ssl = no"
         self.config.write_text(f"""
 instance_name = crewdesk-test-{self.port}
 base_dir = {self.root}/run
@@ -138,7 +139,7 @@ log_path = {self.log}
 info_log_path = {self.log}
 protocols = imap
 listen = 127.0.0.1
-{f"ssl = yes{chr(10)}ssl_cert = <{self.tls.cert}{chr(10)}ssl_key = <{self.tls.key}" if self.tls else "ssl = no"}
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
@@ -316,12 +317,12 @@ class SmtpServer:
     def start(self) -> "SmtpServer":
         from aiosmtpd.controller import Controller
 
+        tls: dict = {}
         if self.tls == "starttls":
-            self._controller = Controller(self, hostname=self.host, port=self.port, tls_context=server_tls_context(self.tls_files), require_starttls=True)
+            tls = {"tls_context": server_tls_context(self.tls_files), "require_starttls": True}
         elif self.tls == "ssl":
-            self._controller = Controller(self, hostname=self.host, port=self.port, ssl_context=server_tls_context(self.tls_files))
-        else:
-            self._controller = Controller(self, hostname=self.host, port=self.port)
+            tls = {"ssl_context": server_tls_context(self.tls_files)}
+        self._controller = Controller(self, hostname=self.host, port=self.port, **tls)
         self._controller.start()
         return self
 
