@@ -48,8 +48,10 @@ class Settings(BaseSettings):
     local_model_path: Path | None = Field(default=None, description="A GGUF file to serve instead of the packaged Qwen2.5-Coder-1.5B.")
     local_host: str = "127.0.0.1"
     local_port: int = 8765
-    local_ctx: int = 8192
+    local_ctx: int = Field(default=8192, description="Context tokens per llama-server slot.")
     local_threads: int = Field(default=0, description="llama.cpp threads; 0 = one per core.")
+    local_parallel: int = Field(default=2, description="llama-server slots: requests served at once (one per worker child), each with its prompt cache.")
+    local_server_bin: Path | None = Field(default=None, description="The llama-server executable; empty = the one scripts/setup.sh installs beside Python, or PATH.")
     local_start_timeout: float = 180.0
 
     approval_threshold_usd: float = Field(default=100.0, description="A write that would refund more than this waits for a person; negative disables approvals.")

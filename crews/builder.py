@@ -8,6 +8,7 @@ from crewai import Agent, Crew, Process, Task
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
+from crewdesk.llm import react
 from crewdesk.llm.base import CrewdeskLLM
 from crewdesk.llm.factory import LLMFactory
 from crewdesk.effects import service as effects
@@ -57,6 +58,12 @@ def ticket_block(ticket: Ticket) -> str:
     # conversation_text: set by the pipeline when the ticket has follow-ups (the whole thread); else the first message.
     text = getattr(ticket, "conversation_text", None) or ticket.body
     return f"Ticket #{ticket.id}\nSubject: {ticket.subject or '(none)'}\nCustomer: {ticket.customer or '(unknown)'}\n\n{text}"
+
+
+def constrain(agent: Agent, answer: type[BaseModel] | None) -> None:
+    """Each of the agent's ReAct steps is decoded against its own tools and its task's output (where the provider
+    supports it, see CrewdeskLLM.constrain_react)."""
+    agent.llm.react_schema = react.step_schema(agent.tools or [], answer)
 
 
 class CrewBuilder:
@@ -110,6 +117,7 @@ class CrewBuilder:
     def run_phase(self, *, task_key: str, role_key: str, ticket: Ticket, run_id: int, gate: Gate, ledger: PhaseLedger, values: dict[str, str]) -> BaseModel:
         """Kick off one task with one agent and return its validated pydantic output."""
         agent = self.agent(role_key=role_key, ticket=ticket, run_id=run_id, gate=gate, ledger=ledger)
+        constrain(agent, self.config.tasks[task_key].output)
         task = self._task(task_key, ticket=ticket, gate=gate, values=values, agent=agent)
         return self._kickoff(Crew(agents=[agent], tasks=[task], process=Process.sequential, verbose=False, memory=False), task_key)
 
@@ -137,6 +145,9 @@ class CrewBuilder:
         coworkers = [self.agent(role_key=key, ticket=ticket, run_id=run_id, gate=gate, ledger=ledger) for key in COWORKERS]
         budget = DelegationBudget(self.config.roles["manager"].max_delegations)
         manager = self.agent(role_key="manager", ticket=ticket, run_id=run_id, gate=gate, ledger=ledger, manager_tools=capped_agent_tools(coworkers, budget))
+        for coworker in coworkers:
+            constrain(coworker, None)  # a coworker reports back in words; the manager writes the resolution
+        constrain(manager, self.config.tasks["resolve"].output)
         task = self._task("resolve", ticket=ticket, gate=gate, values=values)
         crew = Crew(agents=coworkers, tasks=[task], process=Process.hierarchical, manager_agent=manager, verbose=False, memory=False)
         return self._kickoff(crew, "resolve"), budget

@@ -10,7 +10,7 @@ from http.server import HTTPServer
 
 import pytest
 
-from crewdesk.errors import TransientError
+from crewdesk.errors import ModelOutputError, TransientError
 from crewdesk.llm.factory import LLMFactory, estimate_cost
 from crewdesk.settings import load_settings
 from tests.helpers import JsonStandIn
@@ -111,3 +111,112 @@ def test_tiers_pick_models_per_role():
         factory.build(tier="medium")
     a, b = factory.build(tier="cheap"), factory.build(tier="cheap")
     assert a is not b
+
+
+DECISION_SCHEMA = {"type": "object", "properties": {"action": {"enum": ["return", "keep"]}, "items": {"type": "array", "items": {"enum": ["i1", "i2"]}, "minItems": 1}},
+                   "required": ["action", "items"], "additionalProperties": False}
+
+
+def _openai_reply(content: str, cached: int = 0) -> dict:
+    return {**OPENAI_REPLY, "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 9, "total_tokens": 109, "prompt_tokens_details": {"cached_tokens": cached}}}
+
+
+def test_a_decision_on_the_local_server_is_greedy_cached_and_decoded_against_its_schema():
+    """The local provider talks to llama.cpp's llama-server (here a stand-in that records the request)."""
+    recorder = Recorder(reply=_openai_reply('{"action": "return", "items": ["i2"]}', cached=80))
+    server = serve(recorder)
+    settings = load_settings(llm_provider="local", local_port=server.server_port)
+    llm = LLMFactory(settings).build(tier="cheap", ticket_id=1, run_id=2)
+    decision = llm.decide([{"role": "system", "content": "Rules."}, {"role": "user", "content": "Ticket."}], DECISION_SCHEMA, name="pick_items")
+    server.shutdown()
+    _, _, body = recorder.requests[0]
+    assert decision == {"action": "return", "items": ["i2"]}
+    assert body["response_format"] == {"type": "json_schema", "json_schema": {"name": "pick_items", "strict": True, "schema": DECISION_SCHEMA}}
+    assert body["temperature"] == 0 and body["top_k"] == 1 and body["cache_prompt"] is True
+    usage = llm.get_token_usage_summary()
+    assert (usage.prompt_tokens, usage.cached_prompt_tokens, usage.completion_tokens) == (100, 80, 9)
+
+
+def test_openai_gets_the_same_schema_in_strict_mode_without_llama_parameters():
+    recorder = Recorder(reply=_openai_reply('{"action": "keep", "items": ["i1"]}'))
+    server = serve(recorder)
+    settings = load_settings(llm_provider="openai", openai_base_url=f"http://127.0.0.1:{server.server_port}/v1", openai_api_key="k")
+    llm = LLMFactory(settings).build(tier="strong")
+    assert llm.decide([{"role": "user", "content": "x"}], DECISION_SCHEMA, name="pick_items") == {"action": "keep", "items": ["i1"]}
+    server.shutdown()
+    _, _, body = recorder.requests[0]
+    assert body["response_format"]["json_schema"]["strict"] is True and body["response_format"]["json_schema"]["schema"] == DECISION_SCHEMA
+    assert "top_k" not in body and "cache_prompt" not in body
+    assert llm.constrain_react is False  # API models keep CrewAI's ReAct text; only the small local model is constrained per step
+
+
+def test_an_answer_outside_the_schema_is_a_model_output_error_never_a_value():
+    recorder = Recorder(reply=_openai_reply('{"action": "refund everything", "items": ["i9"]}'))
+    server = serve(recorder)
+    settings = load_settings(llm_provider="openai", openai_base_url=f"http://127.0.0.1:{server.server_port}/v1", openai_api_key="k")
+    llm = LLMFactory(settings).build(tier="strong")
+    with pytest.raises(ModelOutputError, match="does not fit its schema"):
+        llm.decide([{"role": "user", "content": "x"}], DECISION_SCHEMA, name="pick_items")
+    server.shutdown()
+
+
+def test_anthropic_decides_through_a_forced_tool_whose_input_schema_is_the_decision():
+    recorder = Recorder(reply={
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-latest",
+        "content": [{"type": "tool_use", "id": "tu_1", "name": "pick_items", "input": {"action": "return", "items": ["i1", "i2"]}}],
+        "stop_reason": "tool_use", "stop_sequence": None, "usage": {"input_tokens": 70, "output_tokens": 12, "cache_read_input_tokens": 64},
+    })
+    server = serve(recorder)
+    settings = load_settings(llm_provider="anthropic", anthropic_api_key="ak", anthropic_base_url=f"http://127.0.0.1:{server.server_port}")
+    llm = LLMFactory(settings).build(tier="cheap")
+    decision = llm.decide([{"role": "system", "content": "Rules."}, {"role": "user", "content": "Ticket."}], DECISION_SCHEMA, name="pick_items")
+    server.shutdown()
+    _, _, body = recorder.requests[0]
+    assert decision == {"action": "return", "items": ["i1", "i2"]}
+    assert body["tools"][0]["name"] == "pick_items" and body["tools"][0]["input_schema"] == DECISION_SCHEMA
+    assert body["tool_choice"] == {"type": "tool", "name": "pick_items"} and body["system"] == "Rules."
+    assert llm.get_token_usage_summary().cached_prompt_tokens == 64
+
+
+def test_a_constrained_react_step_offers_only_the_agents_tools_and_is_rendered_for_crewai():
+    """Each step of the local model is one JSON object decoded against the agent's own tools and its task's output."""
+    from crewdesk.llm import react
+    from crewdesk.tickets.schemas import Triage
+    from tools.store_tools import STORE_TOOLS
+
+    class Offered:
+        name = "find_user_id_by_email"
+        args_schema = STORE_TOOLS["find_user_id_by_email"].model_fields["args_schema"].default
+
+    schema = react.step_schema([Offered()], Triage)
+    steps = schema["properties"]["step"]["anyOf"]
+    assert [s["properties"].get("action", {}).get("const") for s in steps] == ["find_user_id_by_email", None]
+    assert steps[0]["properties"]["action_input"]["required"] == ["email"] and steps[0]["properties"]["action_input"]["additionalProperties"] is False
+    assert steps[1]["properties"]["final_answer"]["properties"]["category"]["enum"] == ["billing", "technical", "account", "other"]
+    recorder = Recorder(reply=_openai_reply('{"step": {"thought": "look the customer up", "action": "find_user_id_by_email", "action_input": {"email": "<EMAIL_1>"}}}'))
+    server = serve(recorder)
+    llm = LLMFactory(load_settings(llm_provider="local", local_port=server.server_port)).build(tier="strong")
+    llm.react_schema = schema
+    text = llm.call([{"role": "system", "content": "You are Billing."}, {"role": "user", "content": "Tool Name: find_user_id_by_email\n..."}])
+    server.shutdown()
+    _, _, body = recorder.requests[0]
+    assert body["response_format"]["json_schema"]["schema"] == schema and body["messages"][0]["content"].startswith("You are Billing.")
+    assert text == 'Thought: look the customer up\nAction: find_user_id_by_email\nAction Input: {"email": "<EMAIL_1>"}'
+    assert react.render({"step": {"thought": "done", "final_answer": {"category": "billing"}}}) == 'Thought: done\nFinal Answer: {"category": "billing"}'
+
+
+def test_the_scripted_model_answers_a_decision_with_its_plan_or_the_first_allowed_value():
+    from crewdesk.llm.scripted import ScriptedLLM
+
+    llm = ScriptedLLM(model="scripted")
+    assert llm.decide([{"role": "user", "content": "x"}], DECISION_SCHEMA, name="pick_items") == {"action": "return", "items": ["i1"]}
+
+    class Planned:
+        def __call__(self, messages, role):
+            return "unused"
+
+        def decide(self, name, messages, schema):
+            return {"action": "keep", "items": ["i2"]} if name == "pick_items" else None
+
+    assert ScriptedLLM(model="scripted", responder=Planned()).decide([], DECISION_SCHEMA, name="pick_items") == {"action": "keep", "items": ["i2"]}

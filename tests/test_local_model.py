@@ -70,3 +70,35 @@ def test_worker_exit_stops_the_model_server(start_worker, model_path):
             return
         time.sleep(0.5)
     pytest.fail("llama.cpp server still answers after the worker stopped")
+
+
+def test_decisions_on_the_real_model_fit_their_schema_and_reuse_the_cached_prefix(model_path, tmp_path):
+    """llama-server decodes against the schema: whatever the 1.5B model 'wants', only an offered value can come out.
+    The second call shares the first one's instructions, so the server reports them as cached."""
+    from crewdesk.llm.factory import LLMFactory
+    from crewdesk.llm.local import LocalModelServer
+    from crewdesk.settings import load_settings
+
+    port = free_port()
+    with LocalModelServer(model_path=model_path, host="127.0.0.1", port=port, n_ctx=2048, threads=2, start_timeout=120,
+                          log_path=tmp_path / "llama-server.log", parallel=1):
+        llm = LLMFactory(load_settings(llm_provider="local", local_port=port)).build(tier="cheap")
+        rules = ("You route tickets of an online store. Pick the customer's intent: return_items (send back delivered items), "
+                 "cancel_order (cancel a pending order), technical_issue (errors, crashes). " * 4)
+        schema = {"type": "object", "properties": {"intent": {"enum": ["return_items", "cancel_order", "technical_issue"]}},
+                  "required": ["intent"], "additionalProperties": False}
+        first = llm.decide([{"role": "system", "content": rules}, {"role": "user", "content": "Please cancel order 12, I ordered it by mistake."}], schema, name="route")
+        second = llm.decide([{"role": "system", "content": rules}, {"role": "user", "content": "The app crashes with error 500 when I log in."}], schema, name="route")
+        # A ReAct step offered two tools can name only those two (or answer).
+        class Offered:
+            def __init__(self, name):
+                self.name, self.args_schema = name, None
+        from crewdesk.llm import react
+        llm.constrain_react = True
+        llm.react_schema = react.step_schema([Offered("find_user_id_by_email"), Offered("get_order_details")], None)
+        step = llm.call([{"role": "system", "content": "You are a support agent with tools find_user_id_by_email and get_order_details."},
+                         {"role": "user", "content": "Look up the customer with e-mail <EMAIL_1>, then their order #W1."}])
+    assert first["intent"] in schema["properties"]["intent"]["enum"] and second["intent"] in schema["properties"]["intent"]["enum"]
+    usage = llm.get_token_usage_summary()
+    assert usage.cached_prompt_tokens > 50, usage  # the shared instructions were not read twice
+    assert step.startswith("Thought: ") and ("\nAction: find_user_id_by_email\n" in step or "\nAction: get_order_details\n" in step or "\nFinal Answer: " in step), step

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 from pydantic import PrivateAttr
 
@@ -53,4 +55,24 @@ class AnthropicLLM(CrewdeskLLM):
         except (anthropic.APIConnectionError, anthropic.APITimeoutError, anthropic.InternalServerError) as exc:
             raise TransientError(f"anthropic: {type(exc).__name__}: {exc}") from exc
         text = "".join(block.text for block in response.content if getattr(block, "type", "") == "text")
-        return Completion(text=text, prompt_tokens=response.usage.input_tokens, completion_tokens=response.usage.output_tokens)
+        return self._completion(text, response)
+
+    def _complete_json(self, messages, schema, name):
+        """A forced tool call whose input schema is the decision's schema: the tool input is the answer."""
+        system, turns = split_system(messages)
+        kwargs = {"max_tokens": int(self.max_tokens or 1024), "tools": [{"name": name, "description": f"Record the decision '{name}'.", "input_schema": schema}],
+                  "tool_choice": {"type": "tool", "name": name}}
+        if system:
+            kwargs["system"] = system
+        try:
+            response = self.client().messages.create(model=self.model, messages=turns, **kwargs)
+        except (anthropic.APIConnectionError, anthropic.APITimeoutError, anthropic.InternalServerError) as exc:
+            raise TransientError(f"anthropic: {type(exc).__name__}: {exc}") from exc
+        answer = next((block.input for block in response.content if getattr(block, "type", "") == "tool_use"), None)
+        return self._completion(json.dumps(answer) if answer is not None else "", response)
+
+    @staticmethod
+    def _completion(text: str, response) -> Completion:
+        usage = response.usage
+        return Completion(text=text, prompt_tokens=usage.input_tokens, completion_tokens=usage.output_tokens,
+                          cached_tokens=getattr(usage, "cache_read_input_tokens", 0) or 0)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+import jsonschema
+
 from crewai import BaseLLM
 from crewai.events.types.llm_events import LLMCallType
 from crewai.llms.base_llm import llm_call_context
 from pydantic import PrivateAttr
+
+from crewdesk.errors import ModelOutputError
+from crewdesk.llm import react
 
 
 @dataclass(frozen=True)
@@ -19,6 +25,7 @@ class Completion:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens the server took from its cache (KV prefix or provider prompt cache)
 
 
 def normalize_messages(messages: str | list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -36,6 +43,22 @@ def normalize_messages(messages: str | list[dict[str, Any]]) -> list[dict[str, s
     return out
 
 
+def parse_decision(text: str, schema: dict[str, Any], name: str) -> dict[str, Any]:
+    """A constrained answer is valid by construction; a provider that ignored the constraint is caught here."""
+    try:
+        value = json.loads(text)
+        jsonschema.validate(value, schema)
+    except (json.JSONDecodeError, jsonschema.ValidationError) as exc:
+        raise ModelOutputError(f"decision {name}: the answer does not fit its schema: {str(exc).splitlines()[0]}") from exc
+    return value
+
+
+def usage_of(completion: Completion) -> dict[str, int]:
+    """In the keys CrewAI's UsageMetrics reads, so per-LLM totals include the cached part of the prompt."""
+    return {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
+            "total_tokens": completion.prompt_tokens + completion.completion_tokens, "cached_prompt_tokens": completion.cached_tokens}
+
+
 class CrewdeskLLM(BaseLLM):
     """ReAct text mode only (supports_function_calling False): small models call tools reliably only there."""
 
@@ -45,6 +68,10 @@ class CrewdeskLLM(BaseLLM):
     # Set per ticket by the crew builder; the audit listener reads them from the event source.
     run_id: int | None = None
     ticket_id: int | None = None
+    # Set by the factory for providers that decode against a schema, and by the crew builder per agent: each ReAct
+    # step is then decoded against the step schema of the agent's tools and its task's output (crewdesk/llm/react.py).
+    constrain_react: bool = False
+    react_schema: dict[str, Any] | None = None
     _seconds: float = PrivateAttr(default=0.0)
     _durations: dict[str, float] = PrivateAttr(default_factory=dict)
 
@@ -68,27 +95,57 @@ class CrewdeskLLM(BaseLLM):
     def _complete(self, messages: list[dict[str, str]], stop: list[str]) -> Completion:
         """One round trip to the model."""
 
+    @abstractmethod
+    def _complete_json(self, messages: list[dict[str, str]], schema: dict[str, Any], name: str) -> Completion:
+        """One round trip whose answer is decoded against `schema` (grammar, strict structured output or a forced
+        tool), greedily: the text is a JSON document that fits the schema."""
+
+    def decide(self, messages: list[dict[str, str]], schema: dict[str, Any], *, name: str) -> dict[str, Any]:
+        """One small model decision, constrained to a JSON schema (enums of what the tools returned, never free ids).
+        Audited like every other call (the LLM call events carry the prompt and the answer)."""
+        normalized = normalize_messages(messages)
+        decision: dict[str, Any] = {}
+
+        def produce() -> tuple[Completion, str]:
+            completion = self._complete_json(normalized, schema, name)
+            decision.update(parse_decision(completion.text, schema, name))
+            return completion, completion.text
+
+        self._traced(normalized, produce)
+        return decision
+
     def call(self, messages, tools=None, callbacks=None, available_functions=None, from_task=None, from_agent=None, response_model=None):  # noqa: D401
+        normalized = normalize_messages(messages)
+
+        def produce() -> tuple[Completion, str]:
+            if self.constrain_react and self.react_schema is not None:
+                completion = self._complete_json(react.with_hint(normalized), self.react_schema, "react_step")
+                return completion, react.render(parse_decision(completion.text, self.react_schema, "react_step"))
+            completion = self._complete(normalized, list(self.stop_sequences or []))
+            text = self._apply_stop_words(completion.text) if self.stop_sequences else completion.text
+            return completion, repair_action(text, normalized)
+
+        return self._traced(normalized, produce, tools=tools, callbacks=callbacks, available_functions=available_functions,
+                            from_task=from_task, from_agent=from_agent)
+
+    def _traced(self, normalized: list[dict[str, str]], produce, *, tools=None, callbacks=None, available_functions=None,
+                from_task=None, from_agent=None) -> str:
+        """One model round trip between CrewAI's started and completed (or failed) events, with its time and usage."""
         with llm_call_context() as call_id:
-            normalized = normalize_messages(messages)
-            self._emit_call_started_event(messages=normalized, tools=tools, callbacks=callbacks, available_functions=available_functions, from_task=from_task, from_agent=from_agent)
+            self._emit_call_started_event(messages=normalized, tools=tools, callbacks=callbacks, available_functions=available_functions,
+                                          from_task=from_task, from_agent=from_agent)
             started = time.perf_counter()
             try:
-                completion = self._complete(normalized, list(self.stop_sequences or []))
+                completion, text = produce()
             except Exception as exc:
                 self._account(call_id, time.perf_counter() - started)
                 self._emit_call_failed_event(error=f"{type(exc).__name__}: {exc}", from_task=from_task, from_agent=from_agent)
                 raise
             self._account(call_id, time.perf_counter() - started)
-            text = self._apply_stop_words(completion.text) if self.stop_sequences else completion.text
-            text = repair_action(text, normalized)
-            usage = {
-                "prompt_tokens": completion.prompt_tokens,
-                "completion_tokens": completion.completion_tokens,
-                "total_tokens": completion.prompt_tokens + completion.completion_tokens,
-            }
+            usage = usage_of(completion)
             self._track_token_usage_internal(usage)
-            self._emit_call_completed_event(response=text, call_type=LLMCallType.LLM_CALL, from_task=from_task, from_agent=from_agent, messages=normalized, usage=usage)
+            self._emit_call_completed_event(response=text, call_type=LLMCallType.LLM_CALL, from_task=from_task, from_agent=from_agent,
+                                            messages=normalized, usage=usage)
             return text
 
     def _account(self, call_id: str, elapsed: float) -> None:

@@ -60,7 +60,8 @@ class LLMFactory:
 
             base_url = self.base_url or s.openai_base_url
             api_key = s.openai_api_key.get_secret_value() if self.provider is LLMProvider.openai else "local"
-            llm = OpenAICompatibleLLM(base_url=base_url, api_key=api_key, timeout=s.llm_timeout, provider="openai", seed=0 if self.provider is LLMProvider.local else None, **common)
+            llm = OpenAICompatibleLLM(base_url=base_url, api_key=api_key, timeout=s.llm_timeout, provider="openai", seed=0 if self.provider is LLMProvider.local else None,
+                                      llama_server=self.provider is LLMProvider.local, constrain_react=self.provider is LLMProvider.local, **common)
             if self.provider is LLMProvider.local:
                 llm.context_window = s.local_ctx
         return llm
@@ -85,6 +86,8 @@ def start_local_server(settings: Settings):
         port=settings.local_port,
         n_ctx=settings.local_ctx,
         threads=settings.local_threads,
+        parallel=settings.local_parallel,
+        binary=settings.local_server_bin,
         start_timeout=settings.local_start_timeout,
         log_path=settings.home / "logs" / "llama-server.log",
     )

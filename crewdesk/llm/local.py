@@ -1,4 +1,5 @@
-"""The embedded default model: reassemble the packaged GGUF, verify it, and run llama.cpp's server for it."""
+"""The embedded default model: reassemble the packaged GGUF, verify it, and run llama.cpp's own `llama-server` for it
+(built by scripts/setup.sh from the llama.cpp tree that llama-cpp-python's sdist vendors; see README, "The local model")."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import atexit
 import hashlib
 import importlib.resources
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,10 +71,23 @@ def ensure_model(models_dir: Path) -> Path:
     return target
 
 
-class LocalModelServer:
-    """Starts `python -m llama_cpp.server` on loopback, or adopts one already serving our model there."""
+def server_binary(configured: Path | None = None) -> Path:
+    """The llama-server executable: the configured one, the one installed beside this Python, or one on PATH."""
+    candidates = [configured] if configured else [Path(sys.prefix) / "bin" / "llama-server", shutil.which("llama-server")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    raise LocalModelError(f"llama-server not found ({configured or 'beside ' + sys.executable + ' or on PATH'}); run scripts/setup.sh, "
+                          "which builds it once from llama.cpp's source")
 
-    def __init__(self, *, model_path: Path, host: str, port: int, n_ctx: int, threads: int, start_timeout: float, log_path: Path) -> None:
+
+class LocalModelServer:
+    """Starts llama.cpp's `llama-server` on loopback, or adopts one already serving our model there.
+    `parallel` slots share the context (each gets n_ctx tokens) and each keeps its prompt cache, so calls that share a
+    prefix (the stable instructions every prompt begins with) skip re-reading it."""
+
+    def __init__(self, *, model_path: Path, host: str, port: int, n_ctx: int, threads: int, start_timeout: float, log_path: Path,
+                 parallel: int = 1, binary: Path | None = None) -> None:
         self.model_path = model_path
         self.host = host
         self.port = port
@@ -80,6 +95,8 @@ class LocalModelServer:
         self.threads = threads or max(1, os.cpu_count() or 1)
         self.start_timeout = start_timeout
         self.log_path = log_path
+        self.parallel = max(1, parallel)
+        self.binary = binary
         self.process: subprocess.Popen | None = None
 
     @property
@@ -97,19 +114,17 @@ class LocalModelServer:
         if self.healthy():
             log.info("local_model.adopted", base_url=self.base_url)
             return self.base_url
-        try:
-            import llama_cpp.server  # noqa: F401
-        except ImportError as exc:
-            raise LocalModelError("llama-cpp-python[server] is not installed; install crewdesk[local]") from exc
+        binary = server_binary(self.binary)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = [
-            sys.executable, "-m", "llama_cpp.server",
+            str(binary),
             "--model", str(self.model_path),
-            "--model_alias", MODEL_ALIAS,
+            "--alias", MODEL_ALIAS,
             "--host", self.host, "--port", str(self.port),
-            "--n_ctx", str(self.n_ctx),
-            "--n_threads", str(self.threads),
-            "--chat_format", "chatml",
+            "--ctx-size", str(self.n_ctx * self.parallel),
+            "--parallel", str(self.parallel),
+            "--threads", str(self.threads),
+            "--cache-reuse", "256",  # reuse cached chunks of a prompt even after a change in the middle
         ]
         log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)

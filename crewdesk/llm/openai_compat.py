@@ -12,6 +12,8 @@ from crewdesk.llm.base import Completion, CrewdeskLLM
 class OpenAICompatibleLLM(CrewdeskLLM):
     llm_type: str = "openai_compatible"
     timeout: float = 300.0
+    # Our own llama.cpp server: greedy decoding needs top_k (not an OpenAI parameter), and prompt caching is asked for.
+    llama_server: bool = False
     _client: openai.OpenAI | None = PrivateAttr(default=None)
 
     def client(self) -> openai.OpenAI:
@@ -22,13 +24,25 @@ class OpenAICompatibleLLM(CrewdeskLLM):
         return self._client
 
     def _complete(self, messages, stop):
-        kwargs = {}
+        kwargs: dict = {}
         if stop:
             kwargs["stop"] = stop[:4]
-        if self.max_tokens:
-            kwargs["max_tokens"] = int(self.max_tokens)
         if self.temperature is not None:
             kwargs["temperature"] = self.temperature
+        if self.llama_server:
+            kwargs["extra_body"] = {"cache_prompt": True}
+        return self._create(messages, **kwargs)
+
+    def _complete_json(self, messages, schema, name):
+        # Strict structured output: OpenAI decodes against the schema; llama.cpp's server turns it into a grammar.
+        kwargs: dict = {"temperature": 0.0, "response_format": {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}}}
+        if self.llama_server:
+            kwargs["extra_body"] = {"top_k": 1, "cache_prompt": True}
+        return self._create(messages, **kwargs)
+
+    def _create(self, messages, **kwargs) -> Completion:
+        if self.max_tokens:
+            kwargs["max_tokens"] = int(self.max_tokens)
         if self.seed is not None:
             kwargs["seed"] = self.seed
         try:
@@ -37,8 +51,10 @@ class OpenAICompatibleLLM(CrewdeskLLM):
             raise TransientError(f"model endpoint {self.base_url}: {type(exc).__name__}: {exc}") from exc
         choice = response.choices[0]
         usage = response.usage
+        details = getattr(usage, "prompt_tokens_details", None) if usage else None
         return Completion(
             text=choice.message.content or "",
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
+            cached_tokens=(getattr(details, "cached_tokens", 0) or 0) if details else 0,
         )

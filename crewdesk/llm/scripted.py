@@ -14,6 +14,8 @@ from pydantic import PrivateAttr
 from crewdesk.llm.base import Completion, CrewdeskLLM, rough_token_count
 
 Responder = Callable[[list[dict[str, str]], str], str]
+# decide(name, messages, schema) -> the decision; a responder object may carry one as its `decide` attribute.
+Decider = Callable[[str, list[dict[str, str]], dict[str, Any]], Any]
 
 _TICKET = re.compile(r"<ticket>(.*?)</ticket>", re.S)
 
@@ -110,6 +112,36 @@ class ScriptedLLM(CrewdeskLLM):
         text = (self._responder or default_responder)(messages, agent_role(messages))
         prompt = sum(rough_token_count(m["content"]) for m in messages)
         return Completion(text=text, prompt_tokens=prompt, completion_tokens=rough_token_count(text))
+
+    def _complete_json(self, messages, schema, name):
+        with self._lock:
+            self._prompts.append(messages)
+        if self.latency_ms:
+            time.sleep(self.latency_ms / 1000)
+        decider: Decider = getattr(self._responder, "decide", None) or (lambda _name, _messages, schema: schema_default(schema))
+        text = json.dumps(decider(name, messages, schema))
+        prompt = sum(rough_token_count(m["content"]) for m in messages)
+        return Completion(text=text, prompt_tokens=prompt, completion_tokens=rough_token_count(text))
+
+
+def schema_default(schema: dict[str, Any]) -> Any:
+    """The first value a schema allows: the first enum member, the first alternative, every required property. A scripted
+    model with no plan for a decision answers this, which is always valid and never clever."""
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return schema_default(schema[key][0])
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = kind[0]
+    if kind == "object":
+        return {name: schema_default(sub) for name, sub in schema.get("properties", {}).items() if name in schema.get("required", [])}
+    if kind == "array":
+        return [schema_default(schema["items"])] * int(schema.get("minItems", 0))
+    return {"string": "", "integer": schema.get("minimum", 0), "number": schema.get("minimum", 0), "boolean": False, "null": None}.get(kind, None)
 
 
 def react_action(tool: str, arguments: dict[str, Any]) -> str:
