@@ -40,7 +40,7 @@ except ImportError:
 ROOT = Path(__file__).resolve().parent.parent
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")
 REDIS_URL = os.environ.get("CREWDESK_BENCH_REDIS", "redis://127.0.0.1:6379/14")
-JIRA_FIXTURE = ROOT.parent / "shared" / "fixtures" / "jira-webhooks" / "mattermost-plugin-jira" / "webhook-cloud-issue-created-many-fields.json"
+JIRA_FIXTURE = ROOT / "tests" / "fixtures" / "jira-webhooks" / "mattermost-plugin-jira" / "webhook-cloud-issue-created-many-fields.json"
 
 SUBJECTS = ["Double charge", "Export broken", "Password reset", "Cancel my plan", "Shipping address", "App crashes", "Invoice copy"]
 BODIES = [

@@ -127,8 +127,9 @@ app.add_typer(demo_app, name="demo")
 
 
 @demo_app.command("load")
-def demo_load(path: Annotated[Optional[Path], typer.Argument(help="db.json (default ../shared/datasets/tau2-retail/db.json).")] = None) -> None:
-    """Load the store's users, orders and products into the database, replacing what is there."""
+def demo_load(path: Annotated[Optional[Path], typer.Argument(help="db.json (default: the tau2-bench retail store shipped in crewdesk/store/tau2/db.json).")] = None) -> None:
+    """Load the store's users, orders and products into the database, replacing what is there (running it again
+    resets the store to the file)."""
     from crewdesk.db import transaction
     from crewdesk.store.service import DEFAULT_DB_JSON, load_store, read_store
 

@@ -29,7 +29,7 @@ from crewdesk.tickets.schemas import TicketIn
 from crews.config import COWORKERS, SPECIALIST_BY_CATEGORY, CrewConfig
 from crews.pipeline import Pipeline
 
-DATASET_DIR = DEFAULT_DB_JSON.parent
+DATASET_DIR = DEFAULT_DB_JSON.parent  # crewdesk/store/tau2: db.json and the task splits ship with the package
 SPLITS = {"train": "tasks_train.json"}
 _SECOND_PERSON = [
     (r"\bYou are\b", "I am"), (r"\byou are\b", "I am"), (r"\bYou're\b", "I'm"), (r"\byou're\b", "I'm"),

@@ -52,10 +52,27 @@ def test_unreachable_database_is_one_line(tmp_path):
     assert result.returncode == 2 and "cannot use the database" in result.stderr and "Traceback" not in result.stderr
 
 
+def _store_hash(home: Path) -> str:
+    from sqlalchemy.orm import Session
+
+    from crewdesk.connectors.builtin_store import state_hash
+    from crewdesk.db import make_engine
+
+    engine = make_engine(f"sqlite:///{home / 'crewdesk.db'}")
+    try:
+        with Session(engine) as db:
+            return state_hash(db)
+    finally:
+        engine.dispose()
+
+
 def test_demo_store_approvals_and_audit_commands(tmp_path):
     env = {"CREWDESK_HOME": str(tmp_path), "CREWDESK_DATABASE_URL": ""}
     loaded = cli("demo", "load", env=env)
     assert loaded.returncode == 0 and "loaded 500 users, 1000 orders, 50 products" in loaded.stdout
+    first = _store_hash(tmp_path)
+    again = cli("demo", "load", env=env)  # scripts/demo runs it every time: a second load succeeds and changes nothing
+    assert again.returncode == 0 and again.stdout == loaded.stdout and _store_hash(tmp_path) == first
     missing = cli("demo", "load", str(tmp_path / "none.json"), env=env)
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
     listed = cli("approvals", "list", env=env)

@@ -252,8 +252,8 @@ def _closed_port() -> int:
     return free_port()
 
 
-def test_every_shared_fixture_goes_through_the_poller_without_stopping_it(mail_settings, session_factory):
-    """../shared/fixtures/email through a real IMAP server: each mail becomes a ticket, a follow-up, a duplicate, or an
+def test_every_fixture_goes_through_the_poller_without_stopping_it(mail_settings, session_factory):
+    """tests/fixtures/email through a real IMAP server: each mail becomes a ticket, a follow-up, a duplicate, or an
     ignored/rejected record with its reason; none makes the poll fail, and every one is marked read."""
     import imaplib
 

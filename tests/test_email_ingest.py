@@ -1,7 +1,7 @@
 """E-mail ingest against real PostgreSQL: tickets, threading, duplicates, ignored and rejected mail, attachments,
 and `crewdesk email import` on a Maildir and an mbox.
 
-Fixtures are read in place from ../shared/fixtures/email; where each comes from (CPython's email tests, the Ruby mail
+Fixtures are in tests/fixtures/email; where each comes from (CPython's email tests, the Ruby mail
 gem, MimeKit, mailgun/talon, zapier/email-reply-parser) and its licence are in tests/test_email_parse.py's docstring
 and that folder's SOURCES.md.
 """

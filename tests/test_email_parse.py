@@ -1,6 +1,6 @@
 """E-mail parsing, cleaning and file sources, without a database.
 
-Fixtures are read in place from ../shared/fixtures/email (licences sit beside them; SOURCES.md lists each file):
+Fixtures are in tests/fixtures/email (licences sit beside them; SOURCES.md lists each file):
 - cpython-test_email/: CPython 3.13 Lib/test/test_email/data (PSF-2.0): MIME edge cases, charsets, DSNs.
 - ruby-mail-gem/: mikel/mail spec/fixtures/emails (MIT): RFC 2822 appendix examples, error mails, multi-charset, bounces.
 - mimekit/: jstedfast/MimeKit test data (MIT): DSNs, MDNs, mbox files, TNEF samples.
@@ -21,7 +21,7 @@ import pytest
 from crewdesk.intake.email.parse import EmailRejected, clean_reply, parse_email, subject_tag, synthetic_message_id
 from crewdesk.intake.email.sources import EmailSourceError, iter_messages
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "email"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "email"
 NOT_MAIL = ("LICENSE", "SOURCES", "README", "PSF-LICENSE", "MIT-LICENSE")
 OWN = frozenset({"support@example.com"})
 ALLOWED = ["image/*", "application/pdf", "text/plain", "text/csv", "message/rfc822"]

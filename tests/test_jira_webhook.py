@@ -1,5 +1,5 @@
-"""Jira Service Management: POST /webhooks/jira with every shared fixture payload, signatures, replays, loop
-protection, and replies posted back as JSM comments.
+"""Jira Service Management: POST /webhooks/jira with every payload in tests/fixtures/jira-webhooks, signatures,
+replays, loop protection, and replies posted back as JSM comments.
 
 In-process (FastAPI's TestClient) against the real PostgreSQL. Jira Cloud cannot run here, so the JSM REST API is
 mocked by a local HTTP server (a thread with http.server on 127.0.0.1) that asserts the exact requests. The queue is
@@ -32,7 +32,7 @@ from crewdesk.tickets.models import Message, Ticket
 from crewdesk.tickets.schemas import TicketIn
 from tests.helpers import JsonStandIn, http_stand_in
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "jira-webhooks"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "jira-webhooks"
 SECRET = "whsec-test-3f9a"
 BOT = "5c5f880629be9642ba529340"  # the accountId that writes the Cloud comment fixtures
 

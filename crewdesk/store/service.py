@@ -9,10 +9,9 @@ from sqlalchemy import delete, insert
 from sqlalchemy.orm import Session
 
 from crewdesk.errors import CrewdeskError
-from crewdesk.settings import PROJECT_ROOT
 from crewdesk.store.models import StoreOrder, StoreProduct, StoreUser
 
-DEFAULT_DB_JSON = PROJECT_ROOT.parent / "shared" / "datasets" / "tau2-retail" / "db.json"
+DEFAULT_DB_JSON = Path(__file__).resolve().parent / "tau2" / "db.json"  # ships with the package (tau2/SOURCES.md)
 
 
 def read_store(path: Path) -> dict:
