@@ -229,7 +229,8 @@ def eval_tau2_retail(
     from crews.pipeline import Pipeline
 
     overrides = {"llm_provider": "scripted" if oracle_ else provider, "crew_process": process, "log_json": False, "log_level": "ERROR",
-                 "approval_threshold_usd": -1.0}  # the benchmark's customer already confirmed; no human in the loop
+                 "approval_threshold_usd": -1.0,  # the benchmark's customer already confirmed; no human in the loop
+                 **({"procedures": False} if oracle_ else {})}  # the oracle replays reference tool calls through the crew
     settings = _settings(**overrides)
     _migrate(settings)
     tasks = load_tasks(split)
@@ -510,11 +511,11 @@ def show(ticket: Annotated[str, typer.Argument(help="Ticket id, or SOURCE:EXTERN
             console.print(message.body, highlight=False)
         runs = db.execute(select(CrewRun).where(CrewRun.ticket_id == row.id).order_by(CrewRun.id)).scalars().all()
         run_table = Table(title="crew runs")
-        for column in ("run", "status", "outcome", "process", "models", "llm calls", "tokens in/out", "cost $", "latency s", "error"):
+        for column in ("run", "status", "outcome", "process", "models", "llm calls", "tokens in (cached)/out", "cost $", "latency s", "error"):
             run_table.add_column(column, overflow="fold")
         for run in runs:
             run_table.add_row(str(run.id), run.status, run.outcome or "-", run.process, ", ".join(sorted(set(run.models.values()))) or "-", str(run.llm_calls),
-                              f"{run.tokens_in}/{run.tokens_out}", f"{run.cost_usd:.5f}", f"{run.latency_s:.2f}" if run.latency_s is not None else "-", (run.error or "")[:80])
+                              f"{run.tokens_in} ({run.tokens_cached})/{run.tokens_out}", f"{run.cost_usd:.5f}", f"{run.latency_s:.2f}" if run.latency_s is not None else "-", (run.error or "")[:80])
         console.print(run_table)
         trail_table = Table(title="audit trail")
         for column in ("#", "time", "run", "kind", "name", "actor", "ms", "error"):

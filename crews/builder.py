@@ -38,6 +38,10 @@ class PhaseLedger:
         return sum(llm.get_token_usage_summary().completion_tokens for llm in self.llms)
 
     @property
+    def tokens_cached(self) -> int:
+        return sum(llm.get_token_usage_summary().cached_prompt_tokens for llm in self.llms)
+
+    @property
     def calls(self) -> int:
         return sum(llm.get_token_usage_summary().successful_requests for llm in self.llms)
 

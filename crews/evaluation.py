@@ -113,6 +113,7 @@ class Trial:
     tokens_out: int
     cost_usd: float
     seconds: float
+    tokens_cached: int = 0  # of tokens_in, read from the model server's prompt cache (absent in older journals)
 
 
 @dataclass
@@ -150,6 +151,9 @@ class EvalReport:
             "success_rate": self.success_rate, **{f"pass^{k}": self.pass_hat(k) for k in range(1, n + 1)},
             "tool_call_success_rate": (sum(t.tool_ok for t in self.trials) / calls) if calls else None,
             "tokens_per_ticket": statistics.mean(t.tokens_in + t.tokens_out for t in self.trials) if self.trials else 0,
+            "prompt_tokens_per_ticket": statistics.mean(t.tokens_in for t in self.trials) if self.trials else 0,
+            "cached_prompt_tokens_per_ticket": statistics.mean(t.tokens_cached for t in self.trials) if self.trials else 0,
+            "completion_tokens_per_ticket": statistics.mean(t.tokens_out for t in self.trials) if self.trials else 0,
             "cost_usd_per_ticket": statistics.mean(t.cost_usd for t in self.trials) if self.trials else 0,
             "p50_seconds": statistics.median(seconds), "p95_seconds": seconds[min(len(seconds) - 1, int(round(0.95 * (len(seconds) - 1))))],
         }
@@ -232,7 +236,7 @@ def run_eval(*, pipeline: Pipeline, tasks: list[dict[str, Any]], trials: int, sp
                     runs = db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket.id)).scalars().all()
                     calls, ok = _tool_counts(db, ticket.id)
                 report.trials.append(Trial(task["id"], trial, got == expected, outcome.status, calls, ok, sum(r.tokens_in for r in runs),
-                                           sum(r.tokens_out for r in runs), sum(r.cost_usd for r in runs), seconds))
+                                           sum(r.tokens_out for r in runs), sum(r.cost_usd for r in runs), seconds, sum(r.tokens_cached for r in runs)))
                 if journal is not None:
                     with journal.open("a", encoding="utf-8") as out:
                         out.write(json.dumps(asdict(report.trials[-1])) + "\n")
@@ -263,12 +267,12 @@ def write_report(report: EvalReport, path: Path) -> Path:
            f'(height) and success (green all trials, amber some, red none)</text>{"".join(bars)}'
            f'<line x1="30" y1="160" x2="{30 + len(tasks) * bar}" y2="160" stroke="#333"/><text x="30" y="180" font-size="11">task</text></svg>')
     rows = "".join(f"<tr><td>{t.task_id}</td><td>{t.trial}</td><td>{'pass' if t.success else 'fail'}</td><td>{t.status}</td><td>{t.tool_ok}/{t.tool_calls}</td>"
-                   f"<td>{t.tokens_in + t.tokens_out}</td><td>{t.cost_usd:.5f}</td><td>{t.seconds:.2f}</td></tr>" for t in report.trials)
+                   f"<td>{t.tokens_in} ({t.tokens_cached} cached) + {t.tokens_out}</td><td>{t.cost_usd:.5f}</td><td>{t.seconds:.2f}</td></tr>" for t in report.trials)
     facts = "".join(f"<tr><th>{k}</th><td>{v:.3f}</td></tr>" if isinstance(v, float) else f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in summary.items())
     html = (f"<!doctype html><meta charset='utf-8'><title>crewdesk eval {report.split}</title>"
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}</style>"
             f"<h1>tau2-bench retail, {report.split} split</h1><table>{facts}</table><h2>Per task</h2>{svg}"
-            f"<table><tr><th>task</th><th>trial</th><th>result</th><th>ticket status</th><th>tool calls ok</th><th>tokens</th><th>cost $</th><th>seconds</th></tr>{rows}</table>")
+            f"<table><tr><th>task</th><th>trial</th><th>result</th><th>ticket status</th><th>tool calls ok</th><th>tokens: prompt (cached) + completion</th><th>cost $</th><th>seconds</th></tr>{rows}</table>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")
     path.with_suffix(".json").write_text(json.dumps({"summary": summary, "trials": [asdict(t) for t in report.trials]}, indent=1))

@@ -36,8 +36,12 @@ from crewdesk.tickets.schemas import (
     Triage,
 )
 from crews import audit_listener
-from crews.builder import CrewBuilder, PhaseLedger
+from crews.builder import CrewBuilder, PhaseLedger, ticket_block
+from crews.procedures.flow import ProcedureFlow
+from crews.procedures.policy import RULES as POLICY_RULES
+from crews.procedures.spec import Procedures, load_procedures
 from crews.config import SPECIALIST_BY_CATEGORY, CrewConfig, load_config
+from crewdesk import language
 from crewdesk.pii import Vault
 from crewdesk.memory import service as memory
 from crewdesk.memory.base import MemoryStore, MemoryStoreError
@@ -52,6 +56,19 @@ FALLBACK_HOLDING_REPLY = (
     "Thank you for contacting us. Your request has been passed to a member of our support team, "
     "who will follow up with you personally."
 )
+
+
+def build_router(settings: Settings, llm_factory: LLMFactory):
+    """The intent router the settings ask for (crewdesk/routing): MiniLM over labelled examples, optionally with the model."""
+    from crewdesk.routing.embedding import EmbeddingRouter
+
+    embedding = EmbeddingRouter(cache_dir=settings.home / "cache" / "routing")
+    if settings.router == "embedding":
+        return embedding
+    from crewdesk.routing.model import HybridRouter, LLMRouter
+
+    llm = llm_factory.build(tier="cheap")
+    return LLMRouter(llm) if settings.router == "model" else HybridRouter(embedding, LLMRouter(llm))
 
 
 class TicketBusy(Exception):
@@ -74,10 +91,15 @@ def classify_error(exc: BaseException) -> type[Exception] | None:
 
 
 class Pipeline:
-    def __init__(self, *, settings: Settings, session_factory: sessionmaker[Session], llm_factory: LLMFactory, config: CrewConfig | None = None) -> None:
+    def __init__(self, *, settings: Settings, session_factory: sessionmaker[Session], llm_factory: LLMFactory, config: CrewConfig | None = None,
+                 router=None) -> None:
         self.settings = settings
         self.session_factory = session_factory
         self.config = config or load_config(settings.agents_dir, settings.tasks_dir)
+        self.procedures: Procedures | None = None
+        if settings.procedures:
+            self.procedures = load_procedures(settings.tasks_dir / "procedures", policy_rules=set(POLICY_RULES), roles=set(self.config.roles))
+        self.router = router if router is not None or not settings.procedures else build_router(settings, llm_factory)
         self.builder = CrewBuilder(config=self.config, llm_factory=llm_factory, session_factory=session_factory)
         audit_listener.install(session_factory)
         self.memory = self._open_memory(settings)
@@ -198,6 +220,9 @@ class Pipeline:
         phase = dict(ticket=ticket, run_id=run.id, gate=gate, ledger=ledger)
         if ticket.status == TicketStatus.in_progress and ticket.triage:  # a run starts in_progress only when resuming after approvals
             return self._specialist(ticket, Triage.model_validate(ticket.triage), phase, history=self._history(ticket.id))
+        routed = self._routed(ticket)
+        if routed is not None:
+            return self._procedure(ticket, routed, phase)
         try:
             triage = self.builder.run_phase(task_key="triage", role_key="routing", values={}, **phase)
         except Exception as exc:
@@ -206,6 +231,13 @@ class Pipeline:
             reason = f"routing model gave no valid triage ({exc})"
             return self._escalate(ticket, None, reason, phase) + (None,)
         assert isinstance(triage, Triage)
+        hits = self._record_triage(ticket, run.id, triage)
+        if hits:
+            return self._escalate(ticket, triage, "; ".join(str(h) for h in hits), phase) + (triage,)
+        return self._specialist(ticket, triage, phase)
+
+    def _record_triage(self, ticket: Ticket, run_id: int, triage: Triage) -> list[rules.RuleHit]:
+        """Store the triage; the deterministic escalation rules decide whether the ticket goes on or to a person."""
         with transaction(self.session_factory) as db:
             row = tickets.get(db=db, ticket_id=ticket.id, lock=True)
             row.category, row.priority, row.triage = triage.category, triage.priority, triage.model_dump(mode="json")
@@ -213,13 +245,46 @@ class Pipeline:
             if triage.confidence < self.settings.escalation_confidence:
                 hits.append(rules.RuleHit("low_confidence", f"{triage.confidence:.2f} < {self.settings.escalation_confidence:.2f}"))
             if hits:
-                audit.record(db=db, ticket_id=ticket.id, run_id=run.id, kind="rule", name="escalation_rules", actor="pipeline", result=[str(h) for h in hits])
+                audit.record(db=db, ticket_id=ticket.id, run_id=run_id, kind="rule", name="escalation_rules", actor="pipeline", result=[str(h) for h in hits])
             else:
                 tickets.transition(ticket=row, to=TicketStatus.in_progress)
         ticket.category, ticket.priority = triage.category, triage.priority
+        return hits
+
+    def _routed(self, ticket: Ticket):
+        """The router's answer when every intent it found has a procedure; otherwise None (the crew takes the ticket)."""
+        if self.procedures is None or self.router is None:
+            return None
+        text = getattr(ticket, "conversation_text", None) or ticket.body
+        routed = self.router.route(f"{ticket.subject or ''}\n{text}".strip())
+        intents = [str(intent) for intent in routed.intents]
+        return routed if self.procedures.covers(intents) else None
+
+    def _procedure(self, ticket: Ticket, routed, phase: dict):
+        """Known intents: the procedure flow decides, checks policy, acts through the gate and writes the reply."""
+        raw = getattr(ticket, "conversation_text", None) or ticket.body
+        intents = [str(intent) for intent in routed.intents]
+        triage = Triage(category=str(routed.category), priority=str(routed.priority), language=language.detect(raw), sentiment=str(routed.sentiment),
+                        summary=f"{', '.join(intents)}: {' '.join((ticket.subject or raw).split())[:120]}", confidence=routed.confidence)
+        hits = self._record_triage(ticket, phase["run_id"], triage)
         if hits:
             return self._escalate(ticket, triage, "; ".join(str(h) for h in hits), phase) + (triage,)
-        return self._specialist(ticket, triage, phase)
+        gate, ledger = phase["gate"], phase["ledger"]
+        llm = self.builder.llm_factory.build(tier="cheap", ticket_id=ticket.id, run_id=phase["run_id"])
+        ledger.llms.append(llm)
+        ledger.models["procedure"] = llm.model
+        with transaction(self.session_factory) as db:
+            db.execute(update(CrewRun).where(CrewRun.id == phase["run_id"]).values(process="procedure"))
+        flow = ProcedureFlow.build(gate=gate, llm=llm, procedures=self.procedures, raw_text=raw)
+        flow.kickoff(inputs={"text": gate.vault.conceal(ticket_block(ticket)), "channel_customer": ticket.customer or "", "language": triage.language,
+                             "intents": intents})
+        state = flow.state
+        with transaction(self.session_factory) as db:
+            audit.record(db=db, ticket_id=ticket.id, run_id=phase["run_id"], kind="procedure", name="+".join(intents), actor="pipeline",
+                         result={"status": state.status, "reason": state.reason, "customer": state.customer.how if state.customer else None,
+                                 "outcomes": [{"intent": o.intent, "kind": o.kind, "rule": o.rule, "order": o.action.order_id if o.action else None} for o in state.outcomes]})
+        note = f"procedure {'+'.join(intents)}: {state.status}" + (f" ({state.reason})" if state.reason else "")
+        return TicketStatus(state.status), state.reason or None, flow.reply(), note, triage
 
     def _history(self, ticket_id: int) -> str:
         """What happened on this ticket before a resumed run: decisions and completed actions."""
@@ -346,7 +411,7 @@ class Pipeline:
                 row.resolution = {"customer_reply": reply, "internal_note": note or "", "status": status.value, "reason": reason}
             costs = sum(estimate_cost(model, t_in, t_out) for model, (t_in, t_out) in ledger.per_model().items())
             db.execute(update(CrewRun).where(CrewRun.id == run.id).values(
-                status=run_status, outcome=status.value, error=error, models=ledger.models, tokens_in=ledger.tokens_in, tokens_out=ledger.tokens_out,
+                status=run_status, outcome=status.value, error=error, models=ledger.models, tokens_in=ledger.tokens_in, tokens_out=ledger.tokens_out, tokens_cached=ledger.tokens_cached,
                 llm_calls=ledger.calls, llm_seconds=ledger.llm_seconds, cost_usd=costs, latency_s=seconds, finished_at=utcnow(),
             ))
             audit.record(db=db, ticket_id=row.id, run_id=run.id, kind="status", name=status.value, actor="pipeline", result={"reason": reason} if reason else None)

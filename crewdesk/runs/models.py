@@ -22,6 +22,7 @@ class CrewRun(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     tokens_in: Mapped[int] = mapped_column(Integer, default=0)
     tokens_out: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_cached: Mapped[int] = mapped_column(Integer, default=0)  # of tokens_in, read from the server's prompt cache
     llm_calls: Mapped[int] = mapped_column(Integer, default=0)
     llm_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)

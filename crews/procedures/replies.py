@@ -1,0 +1,51 @@
+"""The reply, composed from the outcomes with the facts the tools returned, in the customer's language (replies.yaml)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crews.procedures.state import Customer, Outcome
+
+
+def _text(replies: dict[str, Any], key: str, language: str, **facts: Any) -> str:
+    entry = replies
+    for part in key.split("."):
+        entry = entry[part]
+    template = entry.get(language) or entry["en"]
+    return template.format(**facts)
+
+
+def _items(outcome: Outcome) -> str:
+    return ", ".join(item.label() for item in outcome.action.items) if outcome.action else ""
+
+
+def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], customer: Customer | None, identified: bool) -> str:
+    say = lambda key, **facts: _text(replies, key, language, **facts)  # noqa: E731
+    lines = [say("greeting")]
+    if not identified:
+        lines.append(say("not_identified"))
+    for outcome in outcomes:
+        action = outcome.action
+        method = customer.payment_methods.get(action.method_id or "") if customer and action else None
+        facts = {"order": action.order_id if action else outcome.detail.get("order", ""), "items": _items(outcome), "amount": f"${action.amount:.2f}" if action else "",
+                 "method": method.label if method else "", **outcome.detail}
+        if outcome.kind == "done" and action and action.tool == "cancel_pending_order":
+            timing = say("timing.immediately" if method and method.source == "gift_card" else "timing.later")
+            lines.append(say("cancelled", **facts, timing=timing))
+        elif outcome.kind == "done" and action and action.tool == "return_delivered_order_items":
+            lines.append(say("return_requested", **facts))
+        elif outcome.kind == "pending_approval":
+            lines.append(say("awaiting_approval", **facts))
+        elif outcome.kind == "refused" and action:
+            lines.append(say("refused", **facts, action=say(f"actions.{action.tool}"), rule=say(f"rules.{outcome.rule}", **facts)))
+        elif outcome.kind == "failed" and action:
+            lines.append(say("failed", **facts, action=say(f"actions.{action.tool}")))
+        elif outcome.kind == "answered":
+            tracking = say("tracking", tracking=", ".join(outcome.detail["tracking_ids"])) if outcome.detail.get("tracking_ids") else ""
+            lines.append(say("order_status", **facts, tracking=tracking))
+        elif outcome.kind == "not_found":
+            lines.append(say("not_found", **facts))
+        elif outcome.kind == "handed_over":
+            lines.append(say("handoff"))
+    lines.append(say("closing"))
+    return "\n\n".join(lines)

@@ -1,0 +1,79 @@
+"""The typed state a procedure flow carries from step to step: what the tools returned, what was decided, what was done."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Item(BaseModel):
+    order_id: str
+    item_id: str
+    product_id: str
+    name: str
+    options: dict[str, str] = Field(default_factory=dict)
+    price: float
+
+    def label(self) -> str:
+        options = ", ".join(f"{k} {v}" for k, v in self.options.items())
+        return f"{self.name} ({options})" if options else self.name
+
+
+class Order(BaseModel):
+    order_id: str
+    status: str
+    items: list[Item]
+    paid_with: str = Field(description="payment method id of the order's first payment (the original method)")
+    tracking: list[str] = Field(default_factory=list)
+
+
+class PaymentMethod(BaseModel):
+    method_id: str
+    source: str  # credit_card | paypal | gift_card
+    label: str  # how the reply names it: "your Visa card ending in 1234", "your gift card"
+
+
+class Customer(BaseModel):
+    user_id: str
+    how: str = Field(description="how the customer was identified: channel e-mail, e-mail in the ticket, name and zip")
+    payment_methods: dict[str, PaymentMethod]
+    orders: list[Order]
+
+
+class Action(BaseModel):
+    """One write a procedure decided on, with the facts the reply will state."""
+
+    intent: str
+    tool: str
+    role: str
+    order_id: str
+    items: list[Item]
+    arguments: dict[str, Any]
+    amount: float = 0.0
+    method_id: str | None = None
+
+
+class Outcome(BaseModel):
+    """What became of one action, or one answer to a question."""
+
+    intent: str
+    kind: str = Field(description="done | refused | failed | pending_approval | answered | not_found | handed_over")
+    action: Action | None = None
+    rule: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProcedureState(BaseModel):
+    """The whole of one ticket's procedure run."""
+
+    text: str = ""
+    channel_customer: str = ""
+    language: str = "en"
+    intents: list[str] = Field(default_factory=list)
+    customer: Customer | None = None
+    actions: list[Action] = Field(default_factory=list)
+    outcomes: list[Outcome] = Field(default_factory=list)
+    reply: str = ""
+    status: str = ""
+    reason: str = ""

@@ -1,0 +1,153 @@
+"""Procedures (tasks/procedures/*.yaml, crews/procedures/) on the real PostgreSQL store: identify the customer, decide,
+check the store's policy in code, act through the gate, answer with the facts in the customer's language.
+
+The model is the scripted one (its decisions are planned per test, or the first value the schema allows), and the
+router is a stand-in that returns the intents each test names: the routers have their own tests (tests/test_routing.py)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from crewdesk.audit.models import AuditEvent
+from crewdesk.llm.factory import LLMFactory
+from crewdesk.store.models import StoreOrder
+from crewdesk.tickets.models import Ticket
+from crewdesk.routing.schemas import Route
+from crews.config import ConfigError
+from crews.pipeline import Pipeline
+from crews.procedures.policy import RULES
+from crews.procedures.spec import load_procedures
+
+EMAIL = "ethan.sanchez6360@example.com"  # tau2 user ethan_sanchez_2952, zip 78782
+PENDING = "#W9102111"  # E-Reader, Water Bottle, Luggage Set, Laptop, Grill; paid with gift card
+DELIVERED = "#W9250394"  # Dumbbell Set, Smart Watch, Wristwatch; paid with PayPal
+
+
+class StandInRouter:
+    def __init__(self, *intents: str) -> None:
+        self.intents = list(intents)
+        self.seen: list[str] = []
+
+    def route(self, text: str) -> Route:
+        self.seen.append(text)
+        return Route(intents=self.intents, category="billing", priority="normal", sentiment="neutral", confidence=0.9, method="embedding")
+
+
+class Planned:
+    """Scripted decisions: `answers[name]` is a function of the schema (or a value); crew turns are never expected."""
+
+    def __init__(self, **answers) -> None:
+        self.answers = answers
+        self.asked: list[tuple[str, list, dict]] = []
+
+    def __call__(self, messages, role):
+        raise AssertionError("a procedure ticket must not reach the crew")
+
+    def decide(self, name, messages, schema):
+        self.asked.append((name, messages, schema))
+        answer = self.answers[name]
+        return answer(schema, messages) if callable(answer) else answer
+
+
+def run(settings, store, make_ticket, text, *intents, customer="", plan=None, threshold=-1.0):
+    settings = settings.model_copy(update={"procedures": True, "approval_threshold_usd": threshold})
+    router = StandInRouter(*intents)
+    pipeline = Pipeline(settings=settings, session_factory=store, llm_factory=LLMFactory(settings, responder=plan or Planned()), router=router)
+    ticket_id = make_ticket(text, customer=customer)
+    outcome = pipeline.process(ticket_id)
+    with store() as db:
+        ticket = db.get(Ticket, ticket_id)
+        reply = ticket.resolution["customer_reply"] if ticket.resolution else ""
+        audit = [(e.kind, e.name) for e in db.execute(select(AuditEvent).where(AuditEvent.ticket_id == ticket_id).order_by(AuditEvent.id)).scalars()]
+    return outcome, reply, audit
+
+
+def order(store, order_id):
+    with store() as db:
+        return db.execute(select(StoreOrder).where(StoreOrder.order_id == order_id)).scalar_one().doc
+
+
+def test_a_named_item_is_returned_to_the_original_method_with_the_facts_in_the_reply(settings, store, make_ticket):
+    plan = Planned()
+    outcome, reply, audit = run(settings, store, make_ticket, f"Hi, please take back the dumbbell set. My e-mail is {EMAIL}.", "return_items", plan=plan)
+    doc = order(store, DELIVERED)
+    assert outcome.status == "resolved", reply
+    assert doc["status"] == "return requested" and doc["return_payment_method_id"] == "paypal_3574041"
+    assert [i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]] == ["Dumbbell Set"]
+    assert plan.asked == []  # the customer named the product and only a return fits it: no model call
+    assert DELIVERED in reply and "Dumbbell Set" in reply and "PayPal" in reply and "$" in reply
+    assert ("effect", "return_delivered_order_items") in audit and ("procedure", "return_items") in audit
+
+
+def test_the_refund_goes_to_a_gift_card_when_the_customer_asks(settings, store, make_ticket):
+    outcome, reply, _ = run(settings, store, make_ticket, "I want to return the wristwatch and get the refund on my gift card please.", "return_items", customer=EMAIL)
+    doc = order(store, DELIVERED)
+    assert outcome.status == "resolved" and doc["return_payment_method_id"] == "gift_card_4817478" and "gift card" in reply
+
+
+def test_cancelling_part_of_a_pending_order_is_refused_by_rule_and_changes_nothing(settings, store, make_ticket):
+    before = order(store, PENDING)
+    outcome, reply, audit = run(settings, store, make_ticket, "Please cancel the grill I ordered.", "cancel_order", customer=EMAIL)
+    assert order(store, PENDING) == before
+    assert outcome.status == "escalated" and "whole_order_only" in outcome.escalation_reason
+    assert ("policy", "refused:whole_order_only") in audit and not any(kind == "effect" for kind, _ in audit)
+    assert "E-Reader" in reply and "only be cancelled as a whole" in reply
+
+
+def test_cancelling_the_whole_order_by_its_number_with_the_reason_the_customer_gave(settings, store, make_ticket):
+    outcome, reply, audit = run(settings, store, make_ticket, f"Cancel order {PENDING}, I ordered it by mistake.", "cancel_order", customer=EMAIL)
+    doc = order(store, PENDING)
+    assert outcome.status == "resolved", reply
+    assert doc["status"] == "cancelled" and doc["cancel_reason"] == "ordered by mistake"
+    assert "$4117.44" in reply and "gift card" in reply and "right away" in reply  # a gift card is refunded at once
+
+
+def test_a_refund_above_the_threshold_waits_for_approval(settings, store, make_ticket):
+    outcome, reply, audit = run(settings, store, make_ticket, "Please return the smart watch.", "return_items", customer=EMAIL, threshold=100.0)
+    assert outcome.status == "awaiting_approval" and order(store, DELIVERED)["status"] == "delivered"
+    assert ("gate", "approval_requested:return_delivered_order_items") in audit and "approval" in reply
+
+
+def test_the_model_decides_what_the_customer_described_and_can_only_pick_their_items(settings, store, make_ticket):
+    def keep_the_dumbbells(schema, messages):
+        listing = messages[-1]["content"]
+        return {n: ("keep" if f"{n}. Dumbbell Set" in listing else "return_items") for n in schema["properties"]}
+
+    plan = Planned(assign_items=keep_the_dumbbells)
+    outcome, reply, _ = run(settings, store, make_ticket, "Return everything from my last delivery except the dumbbells.", "return_items", customer=EMAIL, plan=plan)
+    (name, messages, schema), = plan.asked
+    assert name == "assign_items" and set(schema["properties"]) == {"1", "2", "3"}
+    assert all(prop["enum"] == ["return_items", "keep"] for prop in schema["properties"].values())  # a delivered item can only be returned or kept
+    assert messages[0]["content"].startswith("You assist the support team")  # stable instructions first: a cacheable prefix
+    doc = order(store, DELIVERED)
+    assert sorted(i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]) == ["Smart Watch", "Wristwatch"]
+    assert outcome.status == "resolved"
+
+
+def test_a_customer_found_by_name_and_zip_and_answered_in_german(settings, store, make_ticket):
+    outcome, reply, audit = run(settings, store, make_ticket,
+                                "Hallo, ich bin Ethan Sanchez, Postleitzahl 78782. Wo ist meine Bestellung mit der Hantel? Bitte nennen Sie mir die Sendungsnummer.",
+                                "order_status")
+    assert outcome.status == "resolved"
+    assert reply.startswith("Hallo,") and DELIVERED in reply and "Sendungsnummer" in reply
+    assert ("tool_call", "find_user_id_by_name_zip") in audit and ("tool_call", "get_order_details") in audit  # every lookup is audited
+
+
+def test_an_unknown_customer_is_asked_who_they_are_and_nothing_is_touched(settings, store, make_ticket):
+    before = order(store, PENDING)
+    outcome, reply, audit = run(settings, store, make_ticket, "Cancel my order please, I do not need it.", "cancel_order")
+    assert outcome.status == "escalated" and "not identified" in outcome.escalation_reason
+    assert "e-mail address" in reply and order(store, PENDING) == before
+
+
+def test_procedure_yaml_is_checked_against_the_code(tmp_path):
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[1] / "tasks" / "procedures"
+    (tmp_path / "replies.yaml").write_text((source / "replies.yaml").read_text())
+    (tmp_path / "procedures.yaml").write_text((source / "procedures.yaml").read_text().replace("policy: [order_is_delivered,", "policy: [order_is_shiny,")
+                                              .replace("tool: cancel_pending_order", "tool: cancel_everything"))
+    with pytest.raises(ConfigError) as error:
+        load_procedures(tmp_path, policy_rules=set(RULES), roles={"billing", "escalation"})
+    assert "unknown policy rule 'order_is_shiny'" in str(error.value) and "unknown tool 'cancel_everything'" in str(error.value)
