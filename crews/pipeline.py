@@ -71,6 +71,10 @@ def build_router(settings: Settings, llm_factory: LLMFactory):
     return LLMRouter(llm) if settings.router == "model" else HybridRouter(embedding, LLMRouter(llm))
 
 
+ORDER_FAMILY_ORDER = ("cancel_order", "modify_order", "return_items", "exchange_items")
+ORDER_FAMILY = frozenset(ORDER_FAMILY_ORDER)
+
+
 class TicketBusy(Exception):
     """Another worker holds this ticket."""
 
@@ -222,7 +226,7 @@ class Pipeline:
             return self._specialist(ticket, Triage.model_validate(ticket.triage), phase, history=self._history(ticket.id))
         routed = self._routed(ticket)
         if routed is not None:
-            return self._procedure(ticket, routed, phase)
+            return self._procedure(ticket, *routed, phase)
         try:
             triage = self.builder.run_phase(task_key="triage", role_key="routing", values={}, **phase)
         except Exception as exc:
@@ -251,19 +255,23 @@ class Pipeline:
         ticket.category, ticket.priority = triage.category, triage.priority
         return hits
 
-    def _routed(self, ticket: Ticket):
-        """The router's answer when every intent it found has a procedure; otherwise None (the crew takes the ticket)."""
+    def _routed(self, ticket: Ticket) -> tuple[object, list[str]] | None:
+        """(route, the intents to run) when every intent found has a procedure; otherwise None (the crew takes the ticket).
+        Cancelling, returning, exchanging and changing items are one family: customers say "exchange" for a pending order and
+        "cancel" for a delivered one, so each item's order status, not the word, decides which of them applies. A billing
+        question beside them is answered by the amounts the reply states for each action."""
         if self.procedures is None or self.router is None:
             return None
         text = getattr(ticket, "conversation_text", None) or ticket.body
         routed = self.router.route(f"{ticket.subject or ''}\n{text}".strip())
         intents = [str(intent) for intent in routed.intents]
-        return routed if self.procedures.covers(intents) else None
+        if set(intents) & ORDER_FAMILY:
+            intents = [i for i in intents if i not in ORDER_FAMILY and i != "billing_question"] + [i for i in ORDER_FAMILY_ORDER if i in self.procedures.by_intent]
+        return (routed, intents) if self.procedures.covers(intents) else None
 
-    def _procedure(self, ticket: Ticket, routed, phase: dict):
+    def _procedure(self, ticket: Ticket, routed, intents: list[str], phase: dict):
         """Known intents: the procedure flow decides, checks policy, acts through the gate and writes the reply."""
         raw = getattr(ticket, "conversation_text", None) or ticket.body
-        intents = [str(intent) for intent in routed.intents]
         triage = Triage(category=str(routed.category), priority=str(routed.priority), language=language.detect(raw), sentiment=str(routed.sentiment),
                         summary=f"{', '.join(intents)}: {' '.join((ticket.subject or raw).split())[:120]}", confidence=routed.confidence)
         hits = self._record_triage(ticket, phase["run_id"], triage)

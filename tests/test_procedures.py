@@ -77,7 +77,8 @@ def test_a_named_item_is_returned_to_the_original_method_with_the_facts_in_the_r
     assert [i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]] == ["Dumbbell Set"]
     assert plan.asked == []  # the customer named the product and only a return fits it: no model call
     assert DELIVERED in reply and "Dumbbell Set" in reply and "PayPal" in reply and "$" in reply
-    assert ("effect", "return_delivered_order_items") in audit and ("procedure", "return_items") in audit
+    assert ("effect", "return_delivered_order_items") in audit
+    assert any(kind == "procedure" and "return_items" in name for kind, name in audit)  # the order family: cancel, change, return, exchange
 
 
 def test_the_refund_goes_to_a_gift_card_when_the_customer_asks(settings, store, make_ticket):
@@ -112,13 +113,15 @@ def test_a_refund_above_the_threshold_waits_for_approval(settings, store, make_t
 def test_the_model_decides_what_the_customer_described_and_can_only_pick_their_items(settings, store, make_ticket):
     def keep_the_dumbbells(schema, messages):
         listing = messages[-1]["content"]
-        return {n: ("keep" if f"{n}. Dumbbell Set" in listing else "return_items") for n in schema["properties"]}
+        return {n: ("return_items" if "return_items" in prop["enum"] and f"{n}. Dumbbell Set" not in listing else "keep")
+                for n, prop in schema["properties"].items()}
 
     plan = Planned(assign_items=keep_the_dumbbells)
     outcome, reply, _ = run(settings, store, make_ticket, "Return everything from my last delivery except the dumbbells.", "return_items", customer=EMAIL, plan=plan)
     (name, messages, schema), = plan.asked
-    assert name == "assign_items" and set(schema["properties"]) == {"1", "2", "3"}
-    assert all(prop["enum"] == ["return_items", "keep"] for prop in schema["properties"].values())  # a delivered item can only be returned or kept
+    enums = sorted(tuple(prop["enum"]) for prop in schema["properties"].values())
+    # 3 delivered items: only a return fits the customer's words (or keep); 5 pending ones: cancel or change (or keep)
+    assert name == "assign_items" and enums == [("cancel_order", "modify_order", "keep")] * 5 + [("return_items", "keep")] * 3
     assert messages[0]["content"].startswith("You assist the support team")  # stable instructions first: a cacheable prefix
     doc = order(store, DELIVERED)
     assert sorted(i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]) == ["Smart Watch", "Wristwatch"]
@@ -151,3 +154,40 @@ def test_procedure_yaml_is_checked_against_the_code(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_procedures(tmp_path, policy_rules=set(RULES), roles={"billing", "escalation"})
     assert "unknown policy rule 'order_is_shiny'" in str(error.value) and "unknown tool 'cancel_everything'" in str(error.value)
+
+
+def test_an_exchange_narrowed_by_the_named_option_then_chosen_by_the_model_among_what_is_left(settings, store, make_ticket):
+    plan = Planned(choose_variant={"variant": "1"})
+    outcome, reply, audit = run(settings, store, make_ticket, "I'd like to exchange my smart watch for one with a leather band, same color please.",
+                                "exchange_items", customer=EMAIL, plan=plan)
+    (name, messages, schema), = plan.asked
+    # available leather-band variants in the same colour (gold): two are left, and only those can be chosen
+    assert name == "choose_variant" and schema["properties"]["variant"]["enum"] == ["1", "2", "none"]
+    assert "band material leather" in messages[-1]["content"] and "silver" not in messages[-1]["content"]
+    doc = order(store, DELIVERED)
+    assert outcome.status == "resolved", reply
+    assert doc["status"] == "exchange requested" and doc["exchange_new_items"] == ["5694328282"]  # gold, leather, AMOLED: one option changed
+    assert doc["exchange_price_difference"] == -33.04 and doc["exchange_payment_method_id"] == "paypal_3574041"
+    assert "$33.04 is refunded to your PayPal" in reply
+
+
+def test_a_pending_item_changed_to_the_cheapest_variant_paid_with_the_gift_card_the_customer_named(settings, store, make_ticket):
+    plan = Planned()
+    outcome, reply, _ = run(settings, store, make_ticket, "Please change the water bottle in my order to the cheapest one and use my gift card.",
+                            "modify_order", customer=EMAIL, plan=plan)
+    doc = order(store, PENDING)
+    assert plan.asked == []  # "cheapest" and "change" settle it in code
+    assert outcome.status == "resolved", reply
+    assert doc["status"] == "pending (item modified)" and "5758737025" in [i["item_id"] for i in doc["items"]]
+    assert doc["payment_history"][-1] == {"transaction_type": "refund", "amount": 2.75, "payment_method_id": "gift_card_4817478"}
+
+
+def test_a_gift_card_that_cannot_cover_the_difference_is_refused_by_rule(settings, store, make_ticket, store_data):
+    laptop = next(i for i in store_data["orders"][PENDING]["items"] if i["name"] == "Laptop")
+    dearest = max((v for v in store_data["products"][laptop["product_id"]]["variants"].values() if v["available"]), key=lambda v: v["price"])
+    assert dearest["price"] - laptop["price"] > 53.0  # the gift card holds $53
+    before = order(store, PENDING)
+    outcome, reply, audit = run(settings, store, make_ticket, "Upgrade the laptop in my pending order to the most expensive one, pay with the gift card.",
+                                "modify_order", customer=EMAIL)
+    assert order(store, PENDING) == before and ("policy", "refused:gift_card_covers_difference") in audit
+    assert outcome.status == "escalated" and "$53.00" in reply

@@ -32,23 +32,57 @@ def _tokens(text: str) -> set[str]:
     return {_norm(w) for w in _WORD.findall(text)}
 
 
-def mentioned(item: Item, text: str) -> bool:
-    """The customer named the product: its full name, its last word (keyboard, lamp, boots), or it run together (tshirt)."""
+# Last words that say too little alone ("set" of a dumbbell set or a luggage set): the word before them must be there too.
+GENERIC = frozenset({"set", "kit", "machine", "maker", "bag", "case", "pack", "system", "stand", "holder"})
+
+
+def _match(item: Item, tokens: set[str], compact: str) -> tuple[int, str]:
+    """(strength, word): 3 the full name (or run together), 2 its last word, 1 a word the last one ends with ("watch" in
+    "Wristwatch"); 0 not named."""
     words = [_norm(w) for w in _WORD.findall(item.name)]
     if not words:
-        return False
-    tokens = _tokens(text)
-    compact = "".join(_WORD.findall(text.lower()))
-    return words[-1] in tokens or "".join(words) in compact or any(len(t) >= 4 and words[-1].endswith(t) for t in tokens)
+        return 0, ""
+    head = words[-1]
+    if all(w in tokens for w in words) or "".join(words) in compact:
+        return 3, head
+    if head in GENERIC:
+        return (2, head) if len(words) > 1 and words[-2] in tokens else (0, "")
+    if head in tokens:
+        return 2, head
+    suffix = next((t for t in tokens if len(t) >= 4 and head.endswith(t)), None)
+    return (1, suffix) if suffix else (0, "")
+
+
+def mentioned_items(items: list[Item], text: str) -> list[Item]:
+    """The items the customer named. A weaker match gives way to a stronger one on the same word: "smart watch" names the
+    Smart Watch, not the Wristwatch as well."""
+    tokens, compact = _tokens(text), "".join(_WORD.findall(text.lower()))
+    matches = {item.item_id + item.order_id: _match(item, tokens, compact) for item in items}
+    best: dict[str, int] = {}
+    for strength, word in matches.values():
+        if strength:
+            best[word] = max(best.get(word, 0), strength)
+    return [item for item in items if (m := matches[item.item_id + item.order_id])[0] and m[0] == best[m[1]]]
 
 
 def named_orders(text: str) -> set[str]:
     return {"#" + m.group(0).lstrip("#") for m in ORDER_ID.finditer(text)}
 
 
-def options_for(item: Item, customer: Customer, procedures: list[ProcedureSpec]) -> list[str]:
+# A fast first pass on the customer's verbs: when only one kind is there, the other request is not offered for an item.
+VERBS = {
+    "cancel_order": re.compile(r"cancel|storn|cancelar|anular|annul|no longer need|don't need|do not need", re.I),
+    "return_items": re.compile(r"return|refund|(send|take) (it |them )?back|zurück|erstatt|devol|reembols|retourn|rembours", re.I),
+    "exchange_items": re.compile(r"exchang|swap|replac|switch|upgrade|instead|tausch|cambi|échang|remplac", re.I),
+    "modify_order": re.compile(r"exchang|swap|replac|switch|upgrade|instead|modif|chang|tausch|änder|cambi|échang|remplac", re.I),
+}
+
+
+def options_for(item: Item, customer: Customer, procedures: list[ProcedureSpec], text: str = "") -> list[str]:
     status = next(o.status for o in customer.orders if o.order_id == item.order_id)
-    return [p.intent for p in procedures if status in p.orders]
+    options = [p.intent for p in procedures if status in p.orders]
+    said = [intent for intent in options if intent in VERBS and VERBS[intent].search(text)]
+    return said or options
 
 
 def assign(*, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[ProcedureSpec]) -> dict[str, list[Item]]:
@@ -57,21 +91,22 @@ def assign(*, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[
     universal, exceptions = bool(UNIVERSAL.search(text)), bool(EXCEPT.search(text))
     settled: dict[str, list[Item]] = {p.intent: [] for p in procedures}
     asked: list[tuple[Item, list[str]]] = []
+    named_items = {id(item) for item in mentioned_items([i for o in customer.orders for i in o.items], text)}
     for order in customer.orders:
         if orders and order.order_id not in orders:
             continue
         for item in order.items:
-            options = options_for(item, customer, procedures)
+            options = options_for(item, customer, procedures, text)
             if not options:
                 continue
-            named = mentioned(item, text) or order.order_id in orders
+            named = id(item) in named_items or order.order_id in orders
             if named and len(options) == 1 and not exceptions:
                 settled[options[0]].append(item)
             elif named or universal or exceptions:
                 asked.append((item, options))
     if not any(settled.values()) and not asked:  # nothing named: the customer described the items; the model reads them all
-        asked = [(item, options_for(item, customer, procedures)) for order in customer.orders for item in order.items
-                 if options_for(item, customer, procedures)]
+        asked = [(item, options_for(item, customer, procedures, text)) for order in customer.orders for item in order.items
+                 if options_for(item, customer, procedures, text)]
     if asked:
         for intent, items in _ask(llm, text, customer, procedures, asked[:MAX_ASKED]).items():
             settled[intent].extend(items)

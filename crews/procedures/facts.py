@@ -104,7 +104,8 @@ def _payment_label(method: dict[str, Any]) -> str:
 
 def load_customer(lookup: Lookup, *, user_id: str, how: str) -> Customer:
     profile = lookup("get_user_details", user_id=user_id)
-    methods = {mid: PaymentMethod(method_id=mid, source=m.get("source", ""), label=_payment_label(m)) for mid, m in profile["payment_methods"].items()}
+    methods = {mid: PaymentMethod(method_id=mid, source=m.get("source", ""), label=_payment_label(m), balance=m.get("balance"))
+               for mid, m in profile["payment_methods"].items()}
     orders = []
     for order_id in profile.get("orders", []):
         doc = lookup("get_order_details", order_id=order_id)

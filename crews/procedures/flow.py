@@ -12,14 +12,11 @@ from crewdesk.audit import service as audit
 from crewdesk.connectors.base import StoreError
 from crewdesk.db import transaction
 from crewdesk.llm.base import CrewdeskLLM
-from crews.procedures import decide, facts, policy
+from crews.procedures import decide, facts, policy, variants
 from crews.procedures.replies import compose
 from crews.procedures.spec import Procedures, ProcedureSpec
-from crews.procedures.state import Action, Order, Outcome, ProcedureState
+from crews.procedures.state import Action, Item, Order, Outcome, ProcedureState
 from tools.gate import Gate, ToolDenied
-
-ITEM_TOOLS = {"cancel_pending_order", "return_delivered_order_items"}
-
 
 class ProcedureFlow(Flow[ProcedureState]):
     """Built per ticket with its gate (governance, PII vault, audit) and one LLM for its decisions."""
@@ -55,6 +52,8 @@ class ProcedureFlow(Flow[ProcedureState]):
         item_specs = [s for s in specs if s.choose == "items"]
         if item_specs:
             chosen = decide.assign(llm=self._llm, text=self.state.text, customer=self.state.customer, procedures=item_specs)
+            if not any(chosen.values()):
+                self.state.outcomes.append(Outcome(intent=item_specs[0].intent, kind="not_found", detail={"what": "the items you mean"}))
             for spec in item_specs:
                 self._act_on_items(spec, chosen.get(spec.intent, []))
         for spec in specs:
@@ -63,15 +62,16 @@ class ProcedureFlow(Flow[ProcedureState]):
             elif spec.tool == "transfer_to_human_agents":
                 self._hand_over(spec)
 
-    def _act_on_items(self, spec: ProcedureSpec, items: list) -> None:
-        if not items:
-            self.state.outcomes.append(Outcome(intent=spec.intent, kind="not_found", detail={"what": spec.description.split(".")[0].lower()}))
-            return
+    def _act_on_items(self, spec: ProcedureSpec, items: list[Item]) -> None:
+        """One write per order (the store allows one exchange or change per order), after the policy checks."""
         orders = {o.order_id: o for o in self.state.customer.orders}
         for order_id in dict.fromkeys(item.order_id for item in items):
             order = orders[order_id]
             mine = [item for item in items if item.order_id == order_id]
             action = self._action(spec, order, mine)
+            if action is None:
+                self.state.outcomes.append(Outcome(intent=spec.intent, kind="not_found", detail={"what": "a variant that fits your request for " + ", ".join(i.name for i in mine)}))
+                continue
             refusal = policy.first_refusal(spec.policy, action, order, self.state.customer)
             if refusal is not None:
                 rule, details = refusal
@@ -81,16 +81,28 @@ class ProcedureFlow(Flow[ProcedureState]):
             self.state.actions.append(action)
             self.state.outcomes.append(self._write(action))
 
-    def _action(self, spec: ProcedureSpec, order: Order, items: list) -> Action:
+    def _action(self, spec: ProcedureSpec, order: Order, items: list[Item]) -> Action | None:
         text = self.state.text
         if spec.tool == "cancel_pending_order":
             return Action(intent=spec.intent, tool=spec.tool, role=spec.role, order_id=order.order_id, items=order.items if len(items) == len(order.items) else items,
                           arguments={"order_id": order.order_id, "reason": policy.cancel_reason(text)}, amount=round(sum(i.price for i in order.items), 2),
                           method_id=order.paid_with)
-        method_id = policy.refund_method(text, order, self.state.customer)
-        return Action(intent=spec.intent, tool=spec.tool, role=spec.role, order_id=order.order_id, items=items,
-                      arguments={"order_id": order.order_id, "item_ids": [i.item_id for i in items], "payment_method_id": method_id},
-                      amount=round(sum(i.price for i in items), 2), method_id=method_id)
+        method_id = policy.named_method(text, order, self.state.customer)
+        if spec.tool == "return_delivered_order_items":
+            return Action(intent=spec.intent, tool=spec.tool, role=spec.role, order_id=order.order_id, items=items,
+                          arguments={"order_id": order.order_id, "item_ids": [i.item_id for i in items], "payment_method_id": method_id},
+                          amount=round(sum(i.price for i in items), 2), method_id=method_id)
+        lookup = facts.Lookup(self._gate, spec.role)
+        pairs = []
+        for item in items:
+            new = variants.choose(llm=self._llm, text=text, item=item, product=lookup("get_product_details", product_id=item.product_id))
+            if new is not None:
+                pairs.append((item, new))
+        if not pairs:
+            return None
+        arguments = {"order_id": order.order_id, "item_ids": [i.item_id for i, _ in pairs], "new_item_ids": [n.item_id for _, n in pairs], "payment_method_id": method_id}
+        return Action(intent=spec.intent, tool=spec.tool, role=spec.role, order_id=order.order_id, items=[i for i, _ in pairs], new_items=[n for _, n in pairs],
+                      arguments=arguments, amount=round(sum(n.price - i.price for i, n in pairs), 2), method_id=method_id)
 
     def _write(self, action: Action) -> Outcome:
         try:
@@ -105,8 +117,9 @@ class ProcedureFlow(Flow[ProcedureState]):
 
     def _answer_status(self, spec: ProcedureSpec) -> None:
         named = decide.named_orders(self.state.text)
+        about = {item.order_id for item in decide.mentioned_items([i for o in self.state.customer.orders for i in o.items], self.state.text)}
         orders = [o for o in self.state.customer.orders if o.order_id in named] or \
-                 [o for o in self.state.customer.orders if any(decide.mentioned(i, self.state.text) for i in o.items)] or self.state.customer.orders
+                 [o for o in self.state.customer.orders if o.order_id in about] or self.state.customer.orders
         for order in orders:
             self.state.outcomes.append(Outcome(intent=spec.intent, kind="answered", detail={
                 "order": order.order_id, "items": ", ".join(i.name for i in order.items), "status": order.status, "tracking_ids": order.tracking}))

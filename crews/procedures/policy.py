@@ -38,7 +38,22 @@ def _refund_to_original_or_gift_card(action: Action, order: Order, customer: Cus
     return {"method": method.label if method else action.method_id}
 
 
+def _variant_of_same_product(action: Action, order: Order, customer: Customer) -> dict[str, Any] | None:
+    if len(action.new_items) == len(action.items) and all(n.product_id == i.product_id and n.item_id != i.item_id for i, n in zip(action.items, action.new_items)):
+        return None
+    return {"items": ", ".join(i.name for i in action.items)}
+
+
+def _gift_card_covers_difference(action: Action, order: Order, customer: Customer) -> dict[str, Any] | None:
+    method = customer.payment_methods.get(action.method_id or "")
+    if method is None or method.source != "gift_card" or action.amount <= (method.balance or 0.0):
+        return None
+    return {"balance": f"${method.balance or 0.0:.2f}", "difference": f"${action.amount:.2f}"}
+
+
 RULES: dict[str, Check] = {
+    "variant_of_same_product": _variant_of_same_product,
+    "gift_card_covers_difference": _gift_card_covers_difference,
     "order_is_pending": _order_is_pending,
     "order_is_delivered": _order_is_delivered,
     "whole_order_only": _whole_order_only,
@@ -66,10 +81,19 @@ def cancel_reason(text: str) -> str:
     return "ordered by mistake" if _MISTAKE.search(text) else "no longer needed"
 
 
-def refund_method(text: str, order: Order, customer: Customer) -> str:
-    """The method the customer asked the refund to go to (gift card, PayPal, card), else the order's original method."""
+def named_method(text: str, order: Order, customer: Customer) -> str:
+    """The payment method the customer named (gift card, PayPal, card), else the order's original one. For a refund the
+    policy then allows only the original method or a gift card; for a price difference any of the customer's methods."""
     wanted = ("gift_card" if _GIFT_CARD.search(text) else "paypal" if _PAYPAL.search(text) else "credit_card" if _CARD.search(text) else None)
     original = customer.payment_methods.get(order.paid_with)
-    if wanted is None or (original is not None and original.source == wanted):
+    if wanted is None or (original is not None and original.source == wanted and not _other_brand_named(text, original, customer)):
         return order.paid_with
-    return next((m.method_id for m in customer.payment_methods.values() if m.source == wanted), order.paid_with)
+    matching = [m for m in customer.payment_methods.values() if m.source == wanted]
+    branded = [m for m in matching if m.label.split()[0].lower() in text.lower()]
+    return (branded or matching or [original])[0].method_id if (branded or matching) else order.paid_with
+
+
+def _other_brand_named(text: str, original, customer: Customer) -> bool:
+    """The customer named another of their cards by brand ("the visa card") than the one the order was paid with."""
+    brands = {m.label.split()[0].lower() for m in customer.payment_methods.values() if m.source == "credit_card" and m.method_id != original.method_id}
+    return original.source == "credit_card" and any(re.search(rf"\b{brand}\b", text, re.I) for brand in brands - {original.label.split()[0].lower()})

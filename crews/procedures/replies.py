@@ -34,6 +34,12 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
             lines.append(say("cancelled", **facts, timing=timing))
         elif outcome.kind == "done" and action and action.tool == "return_delivered_order_items":
             lines.append(say("return_requested", **facts))
+        elif outcome.kind == "done" and action and action.new_items:
+            amount = abs(action.amount)
+            difference = say("difference.none") if amount < 0.005 else say("difference.pay" if action.amount > 0 else "difference.refund",
+                                                                             amount=f"${amount:.2f}", method=facts["method"])
+            new_items = ", ".join(item.label() for item in action.new_items)
+            lines.append(say("exchanged" if action.tool == "exchange_delivered_order_items" else "modified", **facts, new_items=new_items, difference=difference))
         elif outcome.kind == "pending_approval":
             lines.append(say("awaiting_approval", **facts))
         elif outcome.kind == "refused" and action:

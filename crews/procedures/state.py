@@ -31,7 +31,8 @@ class Order(BaseModel):
 class PaymentMethod(BaseModel):
     method_id: str
     source: str  # credit_card | paypal | gift_card
-    label: str  # how the reply names it: "your Visa card ending in 1234", "your gift card"
+    label: str  # how the reply names it: "Visa card ending in 1234", "gift card"
+    balance: float | None = None  # a gift card's
 
 
 class Customer(BaseModel):
@@ -49,8 +50,9 @@ class Action(BaseModel):
     role: str
     order_id: str
     items: list[Item]
+    new_items: list[Item] = Field(default_factory=list, description="exchange or change: the variants the items become, in order")
     arguments: dict[str, Any]
-    amount: float = 0.0
+    amount: float = 0.0  # money back (cancel, return) or the price difference (exchange, change: + the customer pays, - refunded)
     method_id: str | None = None
 
 
