@@ -35,7 +35,11 @@ _SECOND_PERSON = [
     (r"\bYou are\b", "I am"), (r"\byou are\b", "I am"), (r"\bYou're\b", "I'm"), (r"\byou're\b", "I'm"),
     (r"\bYou have\b", "I have"), (r"\byou have\b", "I have"), (r"\bYou've\b", "I've"), (r"\byou've\b", "I've"),
     (r"\bYou were\b", "I was"), (r"\byou were\b", "I was"), (r"\bYourself\b", "Myself"), (r"\byourself\b", "myself"),
-    (r"\bYours\b", "Mine"), (r"\byours\b", "mine"), (r"\bYour\b", "My"), (r"\byour\b", "my"), (r"\bYou\b", "I"), (r"\byou\b", "me"),
+    (r"\bYou'd\b", "I'd"), (r"\byou'd\b", "I'd"), (r"\bYou'll\b", "I'll"), (r"\byou'll\b", "I'll"),
+    (r"\bYours\b", "Mine"), (r"\byours\b", "mine"), (r"\bYour\b", "My"), (r"\byour\b", "my"), (r"\bYou\b", "I"),
+    # "you" after a preposition or a verb that takes an object is "me"; elsewhere it is the subject, "I"
+    (r"\b(to|for|with|at|from|help|helps|tell|tells|ask|asks|give|gives|send|sends|call|calls|contact|let|lets) you\b", r"\1 me"),
+    (r"\byou\b", "I"),
 ]
 
 
@@ -51,10 +55,22 @@ def first_person(text: str) -> str:
     return text
 
 
+# The benchmark's user instructions talk to a simulated user about the conversation ("(... but do not reveal it to the
+# agent)", "If the agent asks for confirmation, ..."): a customer writing a ticket would not write those.
+_STAGE_ASIDE = re.compile(r"\s*\([^)]*\b(agent|reveal)\b[^)]*\)", re.I)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def without_stage_directions(text: str) -> str:
+    text = _STAGE_ASIDE.sub("", text)
+    kept = [s for s in _SENTENCE.split(text) if not re.search(r"\bagent\b|\bmention\b", s, re.I)]
+    return " ".join(kept).strip()
+
+
 def ticket_for(task: dict[str, Any]) -> tuple[str, str]:
     """(subject, body): the situation written the way the customer would write it, with what they know."""
     instructions = task["user_scenario"]["instructions"]
-    reason = first_person(instructions["reason_for_call"].strip())
+    reason = first_person(without_stage_directions(instructions["reason_for_call"].strip()))
     known = first_person((instructions.get("known_info") or "").strip())
     subject = reason.split(".")[0][:80]
     body = f"Hello,\n\n{reason}\n\n{known}\n\nThank you."
