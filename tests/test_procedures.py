@@ -191,3 +191,22 @@ def test_a_gift_card_that_cannot_cover_the_difference_is_refused_by_rule(setting
                                 "modify_order", customer=EMAIL)
     assert order(store, PENDING) == before and ("policy", "refused:gift_card_covers_difference") in audit
     assert outcome.status == "escalated" and "$53.00" in reply
+
+
+@pytest.mark.parametrize("wish, expected", [
+    ("a less bright desk lamp, prefer battery > USB > AC", {"brightness": "low", "power source": "battery"}),
+    ("a less bright desk lamp, prefer AC adapter > battery > USB", {"brightness": "low", "power source": "AC adapter"}),
+    ("a brighter desk lamp, prefer battery > USB > AC", {"brightness": "high", "power source": "USB"}),  # no bright battery lamp is available
+])
+def test_comparisons_filter_and_preferences_rank_the_variants_in_code(store_data, wish, expected):
+    from crews.procedures import variants
+    from crews.procedures.state import Item
+
+    class NoModel:
+        def decide(self, *args, **kwargs):
+            raise AssertionError("comparison and preference settle it; the model is not asked")
+
+    current = next(i for i in store_data["orders"]["#W6390527"]["items"] if i["name"] == "Desk Lamp")  # white, medium, USB
+    item = Item(order_id="#W6390527", **{k: current[k] for k in ("item_id", "product_id", "name", "options", "price")})
+    chosen = variants.choose(llm=NoModel(), text=f"I would like {wish}.", item=item, product=store_data["products"][current["product_id"]])
+    assert {k: chosen.options[k] for k in expected} == expected and store_data["products"][current["product_id"]]["variants"][chosen.item_id]["available"]

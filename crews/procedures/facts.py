@@ -17,7 +17,7 @@ from tools.gate import Gate, ToolDenied
 EMAIL = re.compile(r"<EMAIL_\d+>|[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 USER_ID = re.compile(r"\b[a-z]+_[a-z]+_\d{4}\b")
 ZIP = re.compile(r"(?<![\d#])\d{5}(?!\d)")
-NAME_PAIR = re.compile(r"\b([^\W\d_][^\W\d_'-]+)\s+([^\W\d_][^\W\d_'-]+)\b")
+NAME_PAIR = re.compile(r"(?<![^\W\d_])(?=([^\W\d_][^\W\d_'-]+)\s+([^\W\d_][^\W\d_'-]+)(?![^\W\d_]))")  # overlapping pairs
 ORDER_ID = re.compile(r"#?\bW\d{7}\b")
 MAX_NAME_TRIES = 6
 
@@ -53,13 +53,16 @@ class Lookup:
             return None
 
 
-def _name_pairs(text: str) -> list[tuple[str, str]]:
-    pairs: list[tuple[str, str]] = []
+def _name_pairs(text: str, zips: list[str]) -> list[tuple[str, str]]:
+    """Two capitalised words in a row, nearest to a zip code first (people write "I am Ana Lima, 10001")."""
+    anchors = [m.start() for z in zips for m in re.finditer(re.escape(z), text)] or [0]
+    found: dict[tuple[str, str], int] = {}
     for match in NAME_PAIR.finditer(text):
         first, last = match.group(1), match.group(2)
-        if first[0].isupper() and last[0].isupper() and (first, last) not in pairs:
-            pairs.append((first, last))
-    return pairs
+        if first[0].isupper() and last[0].isupper():
+            distance = min(abs(match.start() - anchor) for anchor in anchors)
+            found[(first, last)] = min(distance, found.get((first, last), distance))
+    return sorted(found, key=found.__getitem__)
 
 
 def identify(lookup: Lookup, *, text: str, raw_text: str, channel_customer: str) -> tuple[str, str] | None:
@@ -84,7 +87,7 @@ def identify(lookup: Lookup, *, text: str, raw_text: str, channel_customer: str)
             if found == user_id:
                 return user_id, "user id, name and zip"
     tries = 0
-    for first, last in _name_pairs(raw_text):
+    for first, last in _name_pairs(raw_text, zips):
         for zip_code in zips:
             if tries >= MAX_NAME_TRIES:
                 return None

@@ -52,15 +52,84 @@ def narrow(item: Item, pool: list[Item], text: str) -> list[Item]:
     return sorted(pool, key=lambda c: (sum(c.options.get(k) != v for k, v in item.options.items()), c.price))
 
 
+# Option values that order themselves: numbers with their unit (500ml, 1.5L, 32GB, 1TB, 8), and a few word scales.
+_SCALE = {"low": 1, "medium": 2, "high": 3, "small": 1, "large": 3, "xs": 0, "s": 1, "m": 2, "l": 3, "xl": 4, "xxl": 5,
+          "beginner": 1, "intermediate": 2, "expert": 3, "basic": 1, "professional": 2}
+_NUMBER = re.compile(r"(\d+(?:\.\d+)?)\s*(tb|gb|mb|ml|l|liters?|k|mp|mah|ft|inch|inches|cups?|hours|w)?\b", re.I)
+_UNIT = {"tb": 1000.0, "l": 1000.0, "liter": 1000.0, "liters": 1000.0, "k": 1000.0}
+_SIZE_KEYS = ("capacity", "size", "frame size", "screen size", "room size", "storage", "diameter", "height", "length", "pieces", "piece count")
+# (words, direction, the option keys they speak of): "a bigger one", "less bright", "one size smaller", "shorter"
+COMPARATIVES = [
+    (re.compile(r"less bright|not as bright|dimmer|darker|weniger hell|menos brillante|moins lumineu", re.I), -1, ("brightness",)),
+    (re.compile(r"brighter|heller|más brillante|plus lumineu", re.I), 1, ("brightness",)),
+    (re.compile(r"bigger|larger|größer|grösser|más grande|plus grand|\d+ more pieces|more pieces", re.I), 1, _SIZE_KEYS),
+    (re.compile(r"smaller|kleiner|más pequeñ|plus petit|\d+ (fewer|less) pieces|fewer pieces", re.I), -1, _SIZE_KEYS),
+    (re.compile(r"longer", re.I), 1, ("length", "battery life")),
+    (re.compile(r"shorter", re.I), -1, ("length",)),
+    (re.compile(r"lower resolution", re.I), -1, ("resolution",)),
+    (re.compile(r"higher resolution", re.I), 1, ("resolution",)),
+]
+_PREFER = re.compile(r"\bprefer(?:s|red|ably)?\b([^.;()]*(?:\([^)]*\))?[^.;]*)", re.I)
+
+
+def magnitude(value: str) -> float | None:
+    word = value.strip().lower()
+    if word in _SCALE:
+        return float(_SCALE[word])
+    match = _NUMBER.search(word)
+    if match is None:
+        return None
+    return float(match.group(1)) * _UNIT.get((match.group(2) or "").lower(), 1.0)
+
+
+def compared(item: Item, pool: list[Item], text: str) -> tuple[list[Item], dict[str, float]]:
+    """Keep the candidates that go the way the customer compared ("bigger", "less bright"); returns the pool and, per
+    option compared, the current value (so the nearest step can be preferred: "a bigger one" is the next size up)."""
+    anchors: dict[str, float] = {}
+    for pattern, direction, keys in COMPARATIVES:
+        if not pattern.search(text):
+            continue
+        for key in keys:
+            current = magnitude(item.options.get(key, ""))
+            if current is None:
+                continue
+            kept = [c for c in pool if (m := magnitude(c.options.get(key, ""))) is not None and (m - current) * direction > 0]
+            if kept:
+                pool, anchors[key] = kept, current
+                break
+    return pool, anchors
+
+
+def preference_rank(candidate: Item, text: str) -> int:
+    """Position of the candidate's best option value in what the customer said they prefer ("battery > USB > AC",
+    "i5 over i7"); unranked candidates come after."""
+    best = 99
+    for match in _PREFER.finditer(text):
+        wishes = [w for w in re.split(r">|,|\bover\b|\bthen\b|\bthan\b|\bor\b|\band\b", match.group(1), flags=re.I) if w.strip()]
+        for rank, wish in enumerate(wishes):
+            phrase = _phrase(wish)
+            if phrase and any(_named(value, phrase) or phrase in _phrase(value).split() or _phrase(value) in phrase.split()
+                              for value in candidate.options.values()):
+                best = min(best, rank)
+    return best
+
+
 def choose(*, llm: CrewdeskLLM, text: str, item: Item, product: dict[str, Any]) -> Item | None:
-    pool = narrow(item, candidates(item, product), text)
+    pool = narrow(item, candidates(item, product), _PREFER.sub(" ", text))  # what they prefer ranks; what they ask for filters
+    pool, anchors = compared(item, pool, text)
     if not pool:
         return None
     if _CHEAPEST.search(text) and not _PRICIEST.search(text):
         return min(pool, key=lambda c: c.price)
     if _PRICIEST.search(text) and not _CHEAPEST.search(text):
         return max(pool, key=lambda c: c.price)
-    if len(pool) == 1:
+
+    def rank(c: Item) -> tuple[float, float, int]:
+        step = sum(abs((magnitude(c.options[k]) or 0.0) - v) for k, v in anchors.items())
+        return preference_rank(c, text), step, sum(c.options.get(k) != v for k, v in item.options.items())
+
+    pool = sorted(pool, key=rank)
+    if len(pool) == 1 or ((anchors or _PREFER.search(text)) and rank(pool[0]) < rank(pool[1])):
         return pool[0]
     pool = pool[:MAX_CHOICES]
     current = ", ".join(f"{k} {v}" for k, v in item.options.items())
