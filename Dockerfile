@@ -11,8 +11,10 @@ COPY agents agents
 COPY tasks tasks
 COPY migrations migrations
 COPY examples examples
-ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
-    CREWAI_DISABLE_TELEMETRY=true OTEL_SDK_DISABLED=true CREWAI_TRACING_ENABLED=false \
+COPY scripts/build-llama-server.sh scripts/
+# llama.cpp's llama-server, built from the llama.cpp tree the llama-cpp-python sdist vendors (as scripts/setup.sh does)
+RUN install -m 755 "$(bash scripts/build-llama-server.sh /tmp/llama)" /usr/local/bin/llama-server && rm -rf /tmp/llama
+ENV CREWAI_DISABLE_TELEMETRY=true OTEL_SDK_DISABLED=true CREWAI_TRACING_ENABLED=false \
     CREWDESK_HOME=/data CREWAI_STORAGE_DIR=/data/crewai
 # torch's CPU wheel: from PyPI alone, the `local` extra's torch==2.13.0 would pull the CUDA build (several GB).
 RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu -e ".[local]"
