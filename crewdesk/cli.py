@@ -209,6 +209,44 @@ eval_app = typer.Typer(help="Evaluations.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
 
+@eval_app.command("examples")
+def eval_examples(
+    path: Annotated[Path, typer.Argument(help="Example tickets, each with an `expect` object.")] = Path("examples/tickets.jsonl"),
+    limit: Annotated[int, typer.Option(help="Only the first N tickets (0 = all).")] = 0,
+    provider: Annotated[Optional[str], typer.Option(help="Model provider (default CREWDESK_LLM_PROVIDER).")] = None,
+) -> None:
+    """Run the example tickets on the demo store and check each one's expected outcome; exit 1 if any differs."""
+    from crewdesk.llm.factory import LLMFactory, start_local_server
+    from crewdesk.settings import LLMProvider
+    from crewdesk.store.service import DEFAULT_DB_JSON, load_store, read_store
+    from crews.evaluation import run_examples
+    from crews.pipeline import Pipeline
+    from crewdesk.db import transaction
+
+    settings = _settings(llm_provider=provider, log_json=False, log_level="ERROR", memory_backend="off")
+    _migrate(settings)
+    factory = _session_factory(settings)
+    with transaction(factory) as db:
+        load_store(db=db, data=read_store(DEFAULT_DB_JSON))
+    server = start_local_server(settings) if settings.llm_provider is LLMProvider.local else None
+    table = Table(title=f"examples: {path}")
+    for column in ("ticket", "status", "reply language", "seconds", "result"):
+        table.add_column(column, overflow="fold")
+    try:
+        pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
+        results = run_examples(pipeline=pipeline, session_factory=factory, path=path, limit=limit,
+                               progress=lambda r: console.print(f"{r.ticket}: {r.status} ({r.seconds:.1f} s) {'ok' if not r.problems else '; '.join(r.problems)}", highlight=False))
+    finally:
+        if server is not None:
+            server.stop()
+    for r in results:
+        table.add_row(r.ticket, r.status, r.language, f"{r.seconds:.1f}", "ok" if not r.problems else "; ".join(r.problems))
+    console.print(table)
+    failed = sum(1 for r in results if r.problems)
+    console.print(f"{len(results) - failed}/{len(results)} tickets got their expected outcome")
+    raise typer.Exit(1 if failed else 0)
+
+
 @eval_app.command("tau2-retail")
 def eval_tau2_retail(
     split: Annotated[str, typer.Option(help="Task split.")] = "train",

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     approval_threshold_usd: float = Field(default=100.0, description="A write that would refund more than this waits for a person; negative disables approvals.")
     max_tool_calls_per_ticket: int = Field(default=30, description="Gate rate limit: tool calls allowed in one ticket run.")
     procedures: bool = Field(default=True, description="Run tickets whose intents all have a procedure (tasks/procedures/) as procedures; the rest go to the crew.")
+    router_confidence: float = Field(default=0.35, description="A routed ticket whose router confidence is below this goes to a person (the embedding router's scale, not the triage model's).")
     router: Literal["embedding", "hybrid", "model"] = Field(default="embedding", description="How intents are found: embedding (MiniLM over labelled examples), hybrid (the model breaks close calls), model (one constrained call).")
     crew_process: Literal["sequential", "hierarchical"] = Field(default="sequential", description="sequential: routing -> one specialist -> escalation; hierarchical: a manager delegates to several specialists.")
     crew_process_by_category: dict[str, Literal["sequential", "hierarchical"]] = Field(default_factory=dict, description='Per ticket category, as JSON, e.g. {"billing": "hierarchical"}.')

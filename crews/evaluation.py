@@ -297,3 +297,58 @@ def write_report(report: EvalReport, path: Path) -> Path:
 
 def journal_for(report_path: Path) -> Path:
     return report_path.with_suffix(".trials.jsonl")
+
+
+@dataclass
+class ExampleResult:
+    ticket: str
+    status: str
+    language: str
+    seconds: float
+    problems: list[str]
+
+
+def run_examples(*, pipeline: Pipeline, session_factory, path: Path, limit: int = 0, progress=None) -> list[ExampleResult]:
+    """Each example ticket against a fresh copy of the demo store; its `expect` (status, reply language, order statuses)
+    is checked against what happened. The store is restored afterwards."""
+    from crewdesk import language
+    from crewdesk.intake.files import iter_file
+    from crewdesk.store.models import StoreOrder
+    from crewdesk.tickets.models import Ticket
+
+    rows = [row.raw for row in iter_file(str(path)) if isinstance(row.raw, dict)]
+    rows = rows[:limit] if limit else rows
+    run_tag = time.strftime("%Y%m%d%H%M%S")
+    results: list[ExampleResult] = []
+    with transaction(session_factory) as db:
+        snapshot.take(db)
+    try:
+        for row in rows:
+            with transaction(session_factory) as db:
+                snapshot.restore(db)
+                fields = {k: v for k, v in row.items() if k not in ("id", "expect")}
+                ticket, _ = tickets.submit(db=db, ticket_in=TicketIn(**{**fields, "source": "example", "external_id": f"{row['id']}-{run_tag}"}))
+            started = time.perf_counter()
+            outcome = pipeline.process(ticket.id)
+            seconds = time.perf_counter() - started
+            expect = row.get("expect", {})
+            with session_factory() as db:
+                reply = (db.get(Ticket, ticket.id).resolution or {}).get("customer_reply", "")
+                orders = {o.order_id: o.status for o in db.execute(select(StoreOrder).where(StoreOrder.order_id.in_(list(expect.get("orders", {}))))).scalars()}
+            spoken = language.detect(reply, default="?")
+            problems = []
+            if expect.get("status") and outcome.status != expect["status"]:
+                problems.append(f"status {outcome.status}, expected {expect['status']}")
+            if expect.get("language") and spoken != expect["language"]:
+                problems.append(f"reply in {spoken}, expected {expect['language']}")
+            for order_id, status in expect.get("orders", {}).items():
+                if orders.get(order_id) != status:
+                    problems.append(f"order {order_id} is {orders.get(order_id)}, expected {status}")
+            results.append(ExampleResult(row["id"], outcome.status, spoken, seconds, problems))
+            if progress:
+                progress(results[-1])
+    finally:
+        with transaction(session_factory) as db:
+            snapshot.restore(db)
+            snapshot.drop(db)
+    return results

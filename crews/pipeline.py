@@ -37,9 +37,11 @@ from crewdesk.tickets.schemas import (
 )
 from crews import audit_listener
 from crews.builder import CrewBuilder, PhaseLedger, ticket_block
+from crews.procedures.decide import VERBS as ORDER_VERBS
 from crews.procedures.flow import ProcedureFlow
 from crews.procedures.policy import RULES as POLICY_RULES
-from crews.procedures.spec import Procedures, load_procedures
+from crews.procedures.replies import holding_reply
+from crews.procedures.spec import Procedures, load_procedures, load_replies
 from crews.config import SPECIALIST_BY_CATEGORY, CrewConfig, load_config
 from crewdesk import language
 from crewdesk.pii import Vault
@@ -51,12 +53,6 @@ from tools.gate import Gate, PlainVault
 log = get_logger(__name__)
 
 _LOCK_NAMESPACE = 0x6372_6577_0000  # "crew" in the high bits keeps our advisory locks apart from others'
-
-FALLBACK_HOLDING_REPLY = (
-    "Thank you for contacting us. Your request has been passed to a member of our support team, "
-    "who will follow up with you personally."
-)
-
 
 def build_router(settings: Settings, llm_factory: LLMFactory):
     """The intent router the settings ask for (crewdesk/routing): MiniLM over labelled examples, optionally with the model."""
@@ -100,6 +96,7 @@ class Pipeline:
         self.settings = settings
         self.session_factory = session_factory
         self.config = config or load_config(settings.agents_dir, settings.tasks_dir)
+        self.replies = load_replies(settings.tasks_dir / "procedures")
         self.procedures: Procedures | None = None
         if settings.procedures:
             self.procedures = load_procedures(settings.tasks_dir / "procedures", policy_rules=set(POLICY_RULES), roles=set(self.config.roles))
@@ -235,19 +232,23 @@ class Pipeline:
             reason = f"routing model gave no valid triage ({exc})"
             return self._escalate(ticket, None, reason, phase) + (None,)
         assert isinstance(triage, Triage)
+        # The reply's language is detected from what the customer wrote, not taken from the model's guess.
+        triage = triage.model_copy(update={"language": language.detect(getattr(ticket, "conversation_text", None) or ticket.body, default=triage.language)})
         hits = self._record_triage(ticket, run.id, triage)
         if hits:
             return self._escalate(ticket, triage, "; ".join(str(h) for h in hits), phase) + (triage,)
         return self._specialist(ticket, triage, phase)
 
-    def _record_triage(self, ticket: Ticket, run_id: int, triage: Triage) -> list[rules.RuleHit]:
-        """Store the triage; the deterministic escalation rules decide whether the ticket goes on or to a person."""
+    def _record_triage(self, ticket: Ticket, run_id: int, triage: Triage, confidence_floor: float | None = None) -> list[rules.RuleHit]:
+        """Store the triage; the deterministic escalation rules decide whether the ticket goes on or to a person. The
+        router's confidence has its own scale, hence its own floor."""
+        floor = self.settings.escalation_confidence if confidence_floor is None else confidence_floor
         with transaction(self.session_factory) as db:
             row = tickets.get(db=db, ticket_id=ticket.id, lock=True)
             row.category, row.priority, row.triage = triage.category, triage.priority, triage.model_dump(mode="json")
             hits = rules.escalation_hits(db=db, ticket=row, triage=triage, repeat_days=self.settings.repeat_contact_days, repeat_threshold=self.settings.repeat_contact_threshold)
-            if triage.confidence < self.settings.escalation_confidence:
-                hits.append(rules.RuleHit("low_confidence", f"{triage.confidence:.2f} < {self.settings.escalation_confidence:.2f}"))
+            if triage.confidence < floor:
+                hits.append(rules.RuleHit("low_confidence", f"{triage.confidence:.2f} < {floor:.2f}"))
             if hits:
                 audit.record(db=db, ticket_id=ticket.id, run_id=run_id, kind="rule", name="escalation_rules", actor="pipeline", result=[str(h) for h in hits])
             else:
@@ -265,16 +266,20 @@ class Pipeline:
         text = getattr(ticket, "conversation_text", None) or ticket.body
         routed = self.router.route(f"{ticket.subject or ''}\n{text}".strip())
         intents = [str(intent) for intent in routed.intents]
+        cued = any(ORDER_VERBS[intent].search(text) for intent in ("cancel_order", "return_items", "exchange_items"))
+        if cued:
+            intents.append("return_items")  # the customer's verbs, a fast first pass beside the router (any member brings the family)
         if set(intents) & ORDER_FAMILY:
             intents = [i for i in intents if i not in ORDER_FAMILY and i != "billing_question"] + [i for i in ORDER_FAMILY_ORDER if i in self.procedures.by_intent]
-        return (routed, intents) if self.procedures.covers(intents) else None
+        return (routed, intents, cued) if self.procedures.covers(intents) else None
 
-    def _procedure(self, ticket: Ticket, routed, intents: list[str], phase: dict):
-        """Known intents: the procedure flow decides, checks policy, acts through the gate and writes the reply."""
+    def _procedure(self, ticket: Ticket, routed, intents: list[str], cued: bool, phase: dict):
+        """Known intents: the procedure flow decides, checks policy, acts through the gate and writes the reply. When the
+        customer's own verbs name the request, the router's confidence is not what decides."""
         raw = getattr(ticket, "conversation_text", None) or ticket.body
         triage = Triage(category=str(routed.category), priority=str(routed.priority), language=language.detect(raw), sentiment=str(routed.sentiment),
                         summary=f"{', '.join(intents)}: {' '.join((ticket.subject or raw).split())[:120]}", confidence=routed.confidence)
-        hits = self._record_triage(ticket, phase["run_id"], triage)
+        hits = self._record_triage(ticket, phase["run_id"], triage, confidence_floor=0.0 if cued else self.settings.router_confidence)
         if hits:
             return self._escalate(ticket, triage, "; ".join(str(h) for h in hits), phase) + (triage,)
         gate, ledger = phase["gate"], phase["ledger"]
@@ -395,11 +400,14 @@ class Pipeline:
         try:
             handoff = self.builder.run_phase(task_key="escalate", role_key="escalation", values={"triage": triage_text, "reason": reason}, **phase)
             assert isinstance(handoff, Handoff)
-            reply, summary = handoff.customer_reply, f"[{handoff.team}] {handoff.handoff_summary}"
+            summary = f"[{handoff.team}] {handoff.handoff_summary}"
         except Exception as exc:
             if classify_error(exc) is not ModelOutputError:
                 raise
-            reply, summary = FALLBACK_HOLDING_REPLY, f"[tier2] escalation model gave no valid hand-off ({exc})"
+            summary = f"[tier2] escalation model gave no valid hand-off ({exc})"
+        # The model writes the team's hand-off; the customer gets the holding reply in their language (replies.yaml), which
+        # promises nothing and admits nothing, whatever the model would have written.
+        reply = holding_reply(self.replies, language.detect(getattr(ticket, "conversation_text", None) or ticket.body))
         return TicketStatus.escalated, reason, reply, "\n".join(x for x in (note, summary) if x)
 
     def _finish(self, ticket: Ticket, run: CrewRun, ledger: PhaseLedger, started: float, *, status: TicketStatus, reason: str | None,

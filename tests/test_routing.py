@@ -20,7 +20,7 @@ from crewdesk.routing.mapping import BITEXT_TO_INTENT
 from crewdesk.routing.model import SYSTEM_PROMPT, HybridRouter, LLMRouter
 from crewdesk.routing.schemas import CATEGORY_OF, Category, Intent, Priority, Route, Sentiment
 
-PER_LABEL = 40  # Bitext rows per intent in the test router (of ~135); all 214 seed rows
+PER_LABEL = 40  # Bitext rows per intent in the test router (of ~135); all 238 seed rows
 
 
 class CountingEmbedder(Embedder):
@@ -75,7 +75,7 @@ def test_every_bitext_intent_in_the_file_is_mapped_and_every_intent_has_a_catego
     assert set(CATEGORY_OF) == set(Intent)
     assert CATEGORY_OF[Intent.return_items] is Category.billing and CATEGORY_OF[Intent.change_default_address] is Category.account
     seeds = seed_examples()
-    assert {s.intent for s in seeds} == set(Intent) and len(seeds) == 214  # every intent has seed rows, DE and ES included
+    assert {s.intent for s in seeds} == set(Intent) and len(seeds) == 238  # every intent has seed rows, DE, ES and FR included
     for missing_in_bitext in (Intent.return_items, Intent.exchange_items, Intent.product_info, Intent.technical_issue):
         assert sum(s.intent is missing_in_bitext and s.label == missing_in_bitext.value for s in seeds) >= 15
 

@@ -24,6 +24,11 @@ _RULES: dict[str, re.Pattern[str]] = {
         r"\b(hack(ed|er)?|breach(ed)?|unauthori[sz]ed (access|login|charge|transaction)s?|compromised|phishing|"
         r"stolen (account|card|credentials|password)|someone (else )?(logged|signed) in|account takeover|fraud(ulent)?|"
         r"vulnerabilit(y|ies)|exploit)\b", re.I),
+    # An outage that blocks the customer now goes to a person at once, whatever the crew could say.
+    "urgent_outage": re.compile(
+        r"\b((is|are|went|goes) down|outage|(returns?|returning|throws?|giving) (an? )?(http )?5\d\d|5\d\d (errors?|responses?)|"
+        r"service unavailable|production (is )?(down|broken|blocked)|(integration|production|checkout|site|service) (is )?blocked|"
+        r"ausfall|ist ausgefallen|caída del servicio|panne)\b", re.I),
 }
 _REPEAT_WORDS = re.compile(r"\b(again|third time|3rd time|second time|still (not|no)|already (told|contacted|wrote)|keep (having|getting))\b", re.I)
 

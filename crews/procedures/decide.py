@@ -95,11 +95,12 @@ def assign(*, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[
     for order in customer.orders:
         if orders and order.order_id not in orders:
             continue
+        whole = order.order_id in orders and not any(id(item) in named_items for item in order.items)  # "cancel order #W…"
         for item in order.items:
             options = options_for(item, customer, procedures, text)
             if not options:
                 continue
-            named = id(item) in named_items or order.order_id in orders
+            named = id(item) in named_items or whole
             if named and len(options) == 1 and not exceptions:
                 settled[options[0]].append(item)
             elif named or universal or exceptions:

@@ -55,3 +55,8 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
             lines.append(say("handoff"))
     lines.append(say("closing"))
     return "\n\n".join(lines)
+
+
+def holding_reply(replies: dict[str, Any], language: str) -> str:
+    """A person takes over: greeting, the hand-over sentence and closing, in the customer's language."""
+    return "\n\n".join(_text(replies, key, language) for key in ("greeting", "handoff", "closing"))

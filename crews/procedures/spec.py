@@ -37,11 +37,15 @@ class Procedures:
         return bool(intents) and all(intent in self.by_intent for intent in intents)
 
 
+def load_replies(directory: Path) -> dict[str, Any]:
+    return yaml.safe_load((directory / "replies.yaml").read_text(encoding="utf-8")) or {}
+
+
 def load_procedures(directory: Path, *, policy_rules: set[str], roles: set[str]) -> Procedures:
     """Every problem is listed at once, as crews/config.py does for agents and tasks."""
     problems: list[str] = []
     raw = yaml.safe_load((directory / "procedures.yaml").read_text(encoding="utf-8")) or {}
-    replies = yaml.safe_load((directory / "replies.yaml").read_text(encoding="utf-8")) or {}
+    replies = load_replies(directory)
     by_intent: dict[str, ProcedureSpec] = {}
     for key, spec in raw.items():
         if not isinstance(spec, dict):

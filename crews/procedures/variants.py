@@ -30,6 +30,13 @@ def _named(value: str, text: str) -> bool:
     return bool(phrase) and re.search(rf"(?<![^\W_]){re.escape(phrase)}(?![^\W_])", text) is not None
 
 
+def _partly_named(value: str, values: set[str], text: str) -> bool:
+    """A distinctive word of a longer value ("Google" of "Google Assistant" in "compatible with Google Home") that no other
+    value of the same option has."""
+    others = {w for other in values - {value} for w in _phrase(other).split()}
+    return any(len(word) >= 4 and word not in others and _named(word, text) for word in _phrase(value).split()[:-1] or [])
+
+
 def candidates(item: Item, product: dict[str, Any]) -> list[Item]:
     return [Item(order_id=item.order_id, item_id=v["item_id"], product_id=item.product_id, name=item.name, options={k: str(x) for k, x in v["options"].items()},
                  price=float(v["price"])) for v in product["variants"].values() if v.get("available") and v["item_id"] != item.item_id]
@@ -41,7 +48,9 @@ def narrow(item: Item, pool: list[Item], text: str) -> list[Item]:
     lowered = _phrase(text)
     for key in item.options:
         values = {candidate.options.get(key) for candidate in pool} - {item.options.get(key), None}
-        named = [value for value in values if _named(value, lowered)]
+        named = [value for value in values if _named(value, lowered)] or [value for value in values if _partly_named(value, values, lowered)]
+        if "none" in values and re.search(rf"\b(no|without) {re.escape(_phrase(key))}\b", lowered):  # "no backlight"
+            named = ["none"]
         if len(named) == 1:
             kept = [candidate for candidate in pool if candidate.options.get(key) == named[0]]
             pool = kept or pool
