@@ -497,17 +497,26 @@ def _summary(factory, outcomes, *, rejected: int = 0) -> None:
     from crewdesk.runs.models import CrewRun
     from crewdesk.tickets.models import Ticket
 
+    from crewdesk.effects import service as effects
+
     table = Table(title="crewdesk run")
-    for column in ("ticket", "external id", "category", "priority", "outcome", "seconds", "tokens", "note"):
+    for column in ("ticket", "external id", "category", "priority", "outcome", "seconds", "tokens in (cached)/out", "done in the store", "note"):
         table.add_column(column, overflow="fold")
+    replies = []
     with factory() as db:
         for outcome in outcomes:
             ticket = db.get(Ticket, outcome.ticket_id)
             run = db.get(CrewRun, outcome.run_id) if outcome.run_id else None
-            tokens = f"{run.tokens_in}/{run.tokens_out}" if run else "-"
+            tokens = f"{run.tokens_in} ({run.tokens_cached})/{run.tokens_out}" if run else "-"
             seconds = run.latency_s if run and run.latency_s is not None else outcome.seconds
             note = "already processed" if outcome.reused else (ticket.status_reason or "")[:60]
-            table.add_row(str(ticket.id), ticket.external_id, ticket.category or "-", ticket.priority or "-", ticket.status, f"{seconds:.1f}", tokens, note)
+            done = ", ".join(f"{e.tool} {e.arguments.get('order_id', '')}".strip() for e in effects.for_ticket(db=db, ticket_id=ticket.id)) or "-"
+            table.add_row(str(ticket.id), ticket.external_id, ticket.category or "-", ticket.priority or "-", ticket.status, f"{seconds:.1f}", tokens, done, note)
+            if ticket.resolution and not outcome.reused:
+                replies.append((ticket.external_id, ticket.resolution.get("customer_reply", "")))
+    for external_id, reply in replies:  # what each customer receives, to be read as a support lead would
+        console.rule(f"reply to {external_id}")
+        console.print(reply, highlight=False)
     console.print(table)
     fresh = [o.seconds for o in outcomes if not o.reused]
     counts: dict[str, int] = {}
