@@ -17,19 +17,19 @@ def cli(*args: str, env: dict | None = None, stdin: str | None = None) -> subpro
 
 def test_run_then_show_on_sqlite_quickstart(tmp_path):
     env = {"CREWDESK_HOME": str(tmp_path), "CREWDESK_DATABASE_URL": ""}
-    result = cli("run", "examples/tickets.jsonl", "--limit", "6", "--provider", "scripted", env=env)
+    result = cli("run", "examples/tickets.jsonl", "--limit", "8", "--provider", "scripted", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    assert "crewdesk run" in out and "EX-001" in out and "EX-006" in out and "EX-007" not in out
-    assert "6 tickets:" in out and "escalated" in out and "resolved" in out
+    assert "crewdesk run" in out and "EX-001" in out and "EX-008" in out and "EX-009" not in out
+    assert "8 tickets:" in out and "escalated" in out and "resolved" in out
     for needle in ("category", "priority", "outcome", "seconds"):
         assert needle in out
-    shown = cli("show", "file:EX-004", env=env)
+    shown = cli("show", "file:EX-008", env=env)  # the legal threat
     assert shown.returncode == 0, shown.stderr
     assert "status=escalated" in shown.stdout and "legal_threat" in shown.stdout
     assert "audit trail" in shown.stdout and "llm_call" in shown.stdout and "crew runs" in shown.stdout
-    again = cli("run", "examples/tickets.jsonl", "--limit", "6", "--provider", "scripted", env=env)
-    assert again.returncode == 0 and again.stdout.count("already processed") == 6
+    again = cli("run", "examples/tickets.jsonl", "--limit", "8", "--provider", "scripted", env=env)
+    assert again.returncode == 0 and again.stdout.count("already processed") == 8
 
 
 def test_bad_input_is_one_clear_line(tmp_path):
@@ -81,3 +81,12 @@ def test_demo_store_approvals_and_audit_commands(tmp_path):
     assert unknown.returncode == 2 and "approval 12345 does not exist" in unknown.stderr
     verified = cli("audit", "verify", env=env)
     assert verified.returncode == 0 and "audit chain intact: 0 rows" in verified.stdout
+
+
+def test_every_example_ticket_gets_its_expected_outcome_in_the_customers_language(tmp_path):
+    """`crewdesk eval examples` on the demo store: statuses, order states and the reply's detected language, as each
+    example states them. Scripted model: the procedures settle these tickets in code; the crew path only escalates."""
+    env = {"CREWDESK_HOME": str(tmp_path), "CREWDESK_DATABASE_URL": "", "CREWDESK_PROCEDURES": "true"}
+    result = cli("eval", "examples", "--provider", "scripted", env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "12/12 tickets got their expected outcome" in result.stdout
