@@ -264,7 +264,13 @@ class Pipeline:
         if self.procedures is None or self.router is None:
             return None
         text = getattr(ticket, "conversation_text", None) or ticket.body
-        routed = self.router.route(f"{ticket.subject or ''}\n{text}".strip())
+        try:
+            routed = self.router.route(f"{ticket.subject or ''}\n{text}".strip())
+        except Exception as exc:  # a broken router must not stop tickets: the crew takes them
+            if classify_error(exc) is TransientError:
+                raise
+            log.error("router.failed", error=f"{type(exc).__name__}: {exc}")
+            return None
         intents = [str(intent) for intent in routed.intents]
         cued = any(ORDER_VERBS[intent].search(text) for intent in ("cancel_order", "return_items", "exchange_items"))
         if cued:
