@@ -263,7 +263,7 @@ def eval_tau2_retail(
 
     from crewdesk.llm.factory import LLMFactory, start_local_server
     from crewdesk.settings import LLMProvider
-    from crews.evaluation import journal_for, load_tasks, read_journal, run_eval, write_report
+    from crews.evaluation import journal_for, load_tasks, per_intent, read_journal, run_eval, write_report
     from crews.pipeline import Pipeline
 
     overrides = {"llm_provider": "scripted" if oracle_ else provider, "crew_process": process, "log_json": False, "log_level": "ERROR",
@@ -297,6 +297,8 @@ def eval_tau2_retail(
     table.add_column("value")
     for key, value in summary.items():
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    for kind, (passed, total) in per_intent(outcome, tasks).items():
+        table.add_row(f"pass^1, {kind}", f"{passed}/{total}")
     console.print(table)
     path = write_report(outcome, report)
     console.print(f"report: {path}")

@@ -175,6 +175,25 @@ class EvalReport:
         }
 
 
+# The request a reference write stands for; a task with no write is "read or hand over".
+WRITE_INTENTS = {"cancel_pending_order": "cancel", "modify_pending_order_items": "change items", "modify_pending_order_address": "order address",
+                 "modify_pending_order_payment": "order payment", "modify_user_address": "default address", "return_delivered_order_items": "return",
+                 "exchange_delivered_order_items": "exchange", "transfer_to_human_agents": "hand over"}
+
+
+def per_intent(report: EvalReport, tasks: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """pass^1 per kind of request: intent -> (trials passed, trials) over the tasks whose reference makes such a write
+    (a task with several kinds counts under each)."""
+    kinds = {t["id"]: sorted({WRITE_INTENTS[a["name"]] for a in t["evaluation_criteria"]["actions"] if a["name"] in WRITE_INTENTS}) or ["read only"]
+             for t in tasks}
+    table: dict[str, tuple[int, int]] = {}
+    for trial in report.trials:
+        for kind in kinds.get(trial.task_id, ["read only"]):
+            passed, total = table.get(kind, (0, 0))
+            table[kind] = (passed + trial.success, total + 1)
+    return dict(sorted(table.items()))
+
+
 def _tool_counts(db, ticket_id: int) -> tuple[int, int]:
     rows = db.execute(select(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "tool_call")).scalars().all()
     ok = sum(1 for r in rows if not r.error and not str(r.result or "").startswith(("Error", "DENIED")))
