@@ -163,7 +163,7 @@ def worker_env(pg_url, redis_url, tmp_path):
         CREWDESK_DATABASE_URL=pg_url,
         CREWDESK_BROKER_URL=redis_url,
         CREWDESK_LLM_PROVIDER="scripted",
-    CREWDESK_PROCEDURES="false",  # the crew path; tests/test_procedures.py turns procedures on with its own router
+        CREWDESK_PROCEDURES="false",  # the crew path; tests/test_procedures.py turns procedures on with its own router
         CREWDESK_SCRIPTED_LATENCY_MS="0",
         CREWDESK_HOME=str(tmp_path / "home"),
     )

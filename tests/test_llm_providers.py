@@ -220,3 +220,13 @@ def test_the_scripted_model_answers_a_decision_with_its_plan_or_the_first_allowe
             return {"action": "keep", "items": ["i2"]} if name == "pick_items" else None
 
     assert ScriptedLLM(model="scripted", responder=Planned()).decide([], DECISION_SCHEMA, name="pick_items") == {"action": "keep", "items": ["i2"]}
+
+
+def test_a_conversation_that_outgrows_the_context_is_a_model_output_error_so_the_ticket_goes_to_a_person():
+    recorder = Recorder(status=400, reply={"error": {"code": 400, "message": "request (9211 tokens) exceeds the available context size (8192 tokens)",
+                                                     "type": "exceed_context_size_error"}})
+    server = serve(recorder)
+    llm = LLMFactory(load_settings(llm_provider="local", local_port=server.server_port)).build(tier="strong")
+    with pytest.raises(ModelOutputError, match="outgrew the model's context"):
+        llm.call("hello")
+    server.shutdown()

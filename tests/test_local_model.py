@@ -39,22 +39,28 @@ def test_reassembly_is_verified_and_reused(model_path):
     assert model_path.stat().st_mtime_ns == stamp  # verified once, not rebuilt
 
 
-def test_one_ticket_end_to_end_on_the_local_model(start_worker, session_factory, settings, make_ticket, model_path):
+def test_one_ticket_end_to_end_on_the_local_model(start_worker, store, settings, make_ticket, model_path, tmp_path):
+    """Production's path for a known request: the router, the procedure flow and one constrained decision of the real
+    model ("everything except the boots" names no single item), the write through the gate, the reply."""
     port = free_port()
-    start_worker(CREWDESK_LLM_PROVIDER="local", CREWDESK_LOCAL_PORT=str(port), CREWDESK_LOCAL_MODEL_PATH=str(model_path), CREWDESK_LOCAL_THREADS="2")
+    start_worker(CREWDESK_LLM_PROVIDER="local", CREWDESK_LOCAL_PORT=str(port), CREWDESK_LOCAL_MODEL_PATH=str(model_path), CREWDESK_LOCAL_THREADS="2",
+                 CREWDESK_PROCEDURES="true", CREWDESK_APPROVAL_THRESHOLD_USD="-1")
     assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 200
-    ticket_id = make_ticket("Hello, I was charged twice for my March subscription. Can you refund one of the two charges?", customer="eva@example.com")
+    ticket_id = make_ticket("Hello, please return everything from my delivered order except the hiking boots. Thanks, Mason",
+                            customer="mason.li4862@example.com", subject="Returns")
     enqueue(settings, ticket_id)
-    ticket = wait_for(session_factory, terminal(ticket_id), timeout=600, what="the local model to finish the ticket")
+    ticket = wait_for(store, terminal(ticket_id), timeout=600, what="the local model to finish the ticket")
     assert ticket.status in ("resolved", "escalated"), ticket.status_reason
-    assert ticket.triage is not None and ticket.category in ("billing", "technical", "account", "other")
-    with session_factory() as db:
+    with store() as db:
         run = db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id, CrewRun.status == "completed")).scalar_one()
         llm_rows = db.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.run_id == run.id, AuditEvent.kind == "llm_call", AuditEvent.error.is_(None))).scalar_one()
+        decided = db.execute(select(AuditEvent).where(AuditEvent.run_id == run.id, AuditEvent.kind == "procedure")).scalar_one()
         reply = db.get(Ticket, ticket_id).resolution["customer_reply"]
-    assert set(run.models.values()) == {"qwen2.5-coder-1.5b-instruct-q4_k_m"}
-    assert run.llm_calls == llm_rows >= 2 and run.tokens_in > 200 and run.tokens_out > 10 and run.llm_seconds > 0
-    assert len(reply) > 10
+    assert run.process == "procedure" and set(run.models.values()) == {"qwen2.5-coder-1.5b-instruct-q4_k_m"}
+    assert run.llm_calls == llm_rows >= 1 and run.tokens_in > 100 and run.tokens_out > 3 and run.llm_seconds > 0
+    # whatever the model chose, it could only choose among Mason's items, and the reply states what was done
+    assert decided.result["customer"] == "the sender's e-mail"
+    assert reply.startswith("Hello,") and ("#W8998368" in reply or ticket.status == "escalated")
 
 
 def test_worker_exit_stops_the_model_server(start_worker, model_path):

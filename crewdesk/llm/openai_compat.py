@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 from pydantic import PrivateAttr
 
-from crewdesk.errors import TransientError
+from crewdesk.errors import ModelOutputError, TransientError
 from crewdesk.llm.base import Completion, CrewdeskLLM
 
 
@@ -49,6 +49,10 @@ class OpenAICompatibleLLM(CrewdeskLLM):
             response = self.client().chat.completions.create(model=self.model, messages=messages, **kwargs)
         except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError) as exc:
             raise TransientError(f"model endpoint {self.base_url}: {type(exc).__name__}: {exc}") from exc
+        except openai.BadRequestError as exc:
+            if "context" in str(exc):  # llama.cpp's exceed_context_size_error, OpenAI's context_length_exceeded
+                raise ModelOutputError(f"the conversation outgrew the model's context: {exc}") from exc
+            raise
         choice = response.choices[0]
         usage = response.usage
         details = getattr(usage, "prompt_tokens_details", None) if usage else None
