@@ -162,3 +162,12 @@ def test_hybrid_asks_the_model_only_below_the_margin_and_only_among_the_top_thre
     assert name == "route_tiebreak" and schema["properties"]["intent"]["enum"] == top3
     assert messages[0]["content"] == SYSTEM_PROMPT and messages[-1]["content"].endswith(text)
     assert route.method == "embedding+model" and route.intent.value == top3[1] and route.category is CATEGORY_OF[route.intent]
+
+
+def test_build_router_defaults_to_the_embedding_design_and_needs_an_llm_for_the_others():
+    from crewdesk.routing.router import DEFAULT_DESIGN, build_router
+
+    assert DEFAULT_DESIGN == "embedding"
+    with pytest.raises(ValueError, match="needs an LLM"):
+        build_router(cache_dir=None, design="hybrid")
+    assert isinstance(build_router(cache_dir=None, llm=StandInModel(), design="model"), LLMRouter)

@@ -92,6 +92,7 @@ class LLMRouter:
 
     def choose(self, text: str, choices: Sequence[Intent]) -> Intent:
         """The one intent among `choices` (the schema allows nothing else)."""
+        choices = [Intent(c) for c in choices]
         answer = self.llm.decide(self.messages(text, choices=choices), tiebreak_schema(choices), name="route_tiebreak")
         try:
             chosen = Intent(answer["intent"])
