@@ -56,15 +56,10 @@ _LOCK_NAMESPACE = 0x6372_6577_0000  # "crew" in the high bits keeps our advisory
 
 def build_router(settings: Settings, llm_factory: LLMFactory):
     """The intent router the settings ask for (crewdesk/routing): MiniLM over labelled examples, optionally with the model."""
-    from crewdesk.routing.embedding import EmbeddingRouter
+    from crewdesk.routing.router import build_router as build
 
-    embedding = EmbeddingRouter(cache_dir=settings.home / "cache" / "routing")
-    if settings.router == "embedding":
-        return embedding
-    from crewdesk.routing.model import HybridRouter, LLMRouter
-
-    llm = llm_factory.build(tier="cheap")
-    return LLMRouter(llm) if settings.router == "model" else HybridRouter(embedding, LLMRouter(llm))
+    llm = llm_factory.build(tier="cheap") if settings.router != "embedding" else None
+    return build(cache_dir=settings.home / "cache" / "routing", llm=llm, design=settings.router)
 
 
 ORDER_FAMILY_ORDER = ("cancel_order", "modify_order", "return_items", "exchange_items")
