@@ -68,10 +68,10 @@ def report(name: str, gold: list[Example], intents: list[str], labels: list[str]
     cat_acc, cat_f1 = scores([CATEGORY_OF[g.intent].value for g in gold], [CATEGORY_OF[Intent(i)].value if i in VALUES else i for i in intents])
     fine = f"{scores([g.label for g in gold], labels)[0]:>10.3f}" if labels is not None else f"{'-':>10}"
     timing = f"{statistics.median(ms):>10.0f}" if ms else f"{'-':>10}"
-    return f"{name:<16}{len(gold):>6}{intent_acc:>11.3f}{intent_f1:>11.3f}{cat_acc:>9.3f}{cat_f1:>9.3f}{fine}{timing}"
+    return f"{name:<18}{len(gold):>6}{intent_acc:>11.3f}{intent_f1:>11.3f}{cat_acc:>9.3f}{cat_f1:>9.3f}{fine}{timing}"
 
 
-HEADER = f"{'design':<16}{'rows':>6}{'intent acc':>11}{'intent F1':>11}{'cat acc':>9}{'cat F1':>9}{'bitext-27':>10}{'ms/ticket':>10}"
+HEADER = f"{'design':<18}{'rows':>6}{'intent acc':>11}{'intent F1':>11}{'cat acc':>9}{'cat F1':>9}{'bitext-27':>10}{'ms/ticket':>10}"
 
 
 def stratified_sample(rows: list[Example], n: int, seed: int) -> set[int]:
@@ -119,7 +119,7 @@ def probe_report(name: str, route, probes: list[dict]) -> str:
         right[probe["lang"]][1] += 1
         exact += set(intents) == set(probe["intents"])
     langs = ", ".join(f"{lang} {ok}/{n}" for lang, (ok, n) in right.items())
-    return f"{name:<16}primary right: {langs}; all intents exactly right: {exact}/{len(probes)}"
+    return f"{name:<18}primary right: {langs}; all intents exactly right: {exact}/{len(probes)}"
 
 
 def main() -> None:
@@ -152,7 +152,7 @@ def main() -> None:
     print(f"\nprobe tickets ({len(probes)}), router built on all {len(rows) + len(seeds)} examples:")
     print(probe_report("embedding", everything.route, probes))
     if model_router is None:
-        print(f"{'model, hybrid':<16}not measured: {why_not}")
+        print(f"{'model, hybrid':<18}not measured: {why_not}")
     else:
         print(probe_report("model", model_router.route, probes))
         print(probe_report("hybrid", HybridRouter(everything, model_router, margin_below=args.margin).route, probes))
@@ -196,12 +196,15 @@ def cross_validate(args, rows, seeds, embedder, bitext_vectors, seed_vectors, ll
     print(HEADER)
     for name in ("embedding", "model", "hybrid"):
         if name != "embedding" and llm is None:
-            print(f"{name:<16}not measured: {why_not}")
+            print(f"{name:<18}not measured: {why_not}")
             continue
         got = design[name]
         idx = sorted(got)
         labels = [got[i][1] for i in idx] if name == "embedding" else None
         print(report(name, [rows[i] for i in idx], [got[i][0] for i in idx], labels, [got[i][2] for i in idx]))  # type: ignore[arg-type]
+        if name == "embedding" and sample:  # the same rows the model designs are scored on
+            idx = sorted(sample)
+            print(report("embedding, sample", [rows[i] for i in idx], [got[i][0] for i in idx], [got[i][1] for i in idx], [got[i][2] for i in idx]))  # type: ignore[misc]
     if llm is not None:
         print(f"hybrid: the model was asked on {model_calls} of {len(design['hybrid'])} sampled tickets (margin < {args.margin})")
     print(f"embedding: {extra_intents} of {len(rows)} single-intent rows got a second intent; {unknown} routed `other` for nothing near")
