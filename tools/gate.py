@@ -73,7 +73,7 @@ class Gate:
                 if self._calls > self.max_calls_per_ticket:
                     reason = f"tool call limit reached ({self.max_calls_per_ticket} per ticket)"
         if reason is not None:
-            self._audit(kind="gate", name=f"denied:{tool}", actor=role, arguments=arguments, error=reason)
+            self.audit(kind="gate", name=f"denied:{tool}", actor=role, arguments=arguments, error=reason)
             raise ToolDenied(reason)
         return self.idempotency_key(tool, arguments)
 
@@ -114,7 +114,8 @@ class Gate:
                          result={"idempotency_key": key, "refund": amount})
             return result
 
-    def _audit(self, **fields: object) -> None:
+    def audit(self, **fields: object) -> None:
+        """One audit row for this ticket's run, in its own transaction."""
         with transaction(self.session_factory) as db:
             audit.record(db=db, ticket_id=self.ticket_id, run_id=self.run_id, **fields)  # type: ignore[arg-type]
 

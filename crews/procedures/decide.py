@@ -106,8 +106,8 @@ def assign(*, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[
             elif named or universal or exceptions:
                 asked.append((item, options))
     if not any(settled.values()) and not asked:  # nothing named: the customer described the items; the model reads them all
-        asked = [(item, options_for(item, customer, procedures, text)) for order in customer.orders for item in order.items
-                 if options_for(item, customer, procedures, text)]
+        asked = [(item, options) for order in customer.orders for item in order.items
+                 if (options := options_for(item, customer, procedures, text))]
     if asked:
         for intent, items in _ask(llm, text, customer, procedures, asked[:MAX_ASKED]).items():
             settled[intent].extend(items)

@@ -7,9 +7,7 @@ import re
 import time
 from typing import Any
 
-from crewdesk.audit import service as audit
 from crewdesk.connectors.base import StoreError
-from crewdesk.db import transaction
 from crewdesk.store.operations import operations
 from crews.procedures.state import Customer, Item, Order, PaymentMethod
 from tools.gate import Gate, ToolDenied
@@ -42,9 +40,7 @@ class Lookup:
         return result
 
     def _audit(self, tool: str, arguments: dict[str, Any], started: float, **outcome: Any) -> None:
-        with transaction(self.gate.session_factory) as db:
-            audit.record(db=db, ticket_id=self.gate.ticket_id, run_id=self.gate.run_id, kind="tool_call", name=tool, actor=self.role,
-                         arguments=arguments, duration_ms=(time.perf_counter() - started) * 1000, **outcome)
+        self.gate.audit(kind="tool_call", name=tool, actor=self.role, arguments=arguments, duration_ms=(time.perf_counter() - started) * 1000, **outcome)
 
     def attempt(self, tool: str, **arguments: Any) -> Any | None:
         try:

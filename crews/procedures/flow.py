@@ -8,9 +8,7 @@ from typing import Any
 from crewai.flow.flow import Flow, listen, router, start
 from pydantic import PrivateAttr
 
-from crewdesk.audit import service as audit
 from crewdesk.connectors.base import StoreError
-from crewdesk.db import transaction
 from crewdesk.llm.base import CrewdeskLLM
 from crews.procedures import decide, facts, policy, variants
 from crews.procedures.replies import compose
@@ -75,7 +73,7 @@ class ProcedureFlow(Flow[ProcedureState]):
             refusal = policy.first_refusal(spec.policy, action, order, self.state.customer)
             if refusal is not None:
                 rule, details = refusal
-                self._audit("policy", f"refused:{rule}", arguments=action.arguments, result=details, actor=spec.role)
+                self._gate.audit(kind="policy", name=f"refused:{rule}", arguments=action.arguments, result=details, actor=spec.role)
                 self.state.outcomes.append(Outcome(intent=spec.intent, kind="refused", action=action, rule=rule, detail=details))
                 continue
             self.state.actions.append(action)
@@ -151,7 +149,3 @@ class ProcedureFlow(Flow[ProcedureState]):
     def reply(self) -> str:
         return compose(replies=self._procedures.replies, language=self.state.language, outcomes=self.state.outcomes, customer=self.state.customer,
                        identified=self.state.customer is not None)
-
-    def _audit(self, kind: str, name: str, *, actor: str, **fields: Any) -> None:
-        with transaction(self._gate.session_factory) as db:
-            audit.record(db=db, ticket_id=self._gate.ticket_id, run_id=self._gate.run_id, kind=kind, name=name, actor=actor, **fields)
