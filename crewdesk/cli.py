@@ -252,6 +252,7 @@ def eval_tau2_retail(
     split: Annotated[str, typer.Option(help="Task split.")] = "train",
     trials: Annotated[int, typer.Option(help="Independent trials per task (for pass^k).")] = 1,
     limit: Annotated[int, typer.Option(help="Only the first N tasks (0 = all).")] = 0,
+    only: Annotated[str, typer.Option("--tasks", help="Only these task ids, comma-separated (e.g. 0,1,10).")] = "",
     process: Annotated[Optional[str], typer.Option(help="sequential | hierarchical (default CREWDESK_CREW_PROCESS).")] = None,
     provider: Annotated[Optional[str], typer.Option(help="Model provider (default CREWDESK_LLM_PROVIDER).")] = None,
     oracle_: Annotated[bool, typer.Option("--oracle", help="A scripted crew that follows each task's reference actions (checks tools, store and scorer).")] = False,
@@ -273,6 +274,9 @@ def eval_tau2_retail(
     _migrate(settings)
     tasks = load_tasks(split)
     tasks = tasks[:limit] if limit else tasks
+    if only:
+        wanted = {t.strip() for t in only.split(",") if t.strip()}
+        tasks = [t for t in tasks if str(t["id"]) in wanted]
     factory = _session_factory(settings)
     server = start_local_server(settings) if settings.llm_provider is LLMProvider.local else None
     tag = _time.strftime("%Y%m%d%H%M%S")

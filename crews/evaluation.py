@@ -61,9 +61,21 @@ _STAGE_ASIDE = re.compile(r"\s*\([^)]*\b(agent|reveal)\b[^)]*\)", re.I)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
+# "If the agent asks for the cancellation reason, say you ordered by mistake": what the customer would answer when asked,
+# which a customer writing one ticket states up front. A change of mind at the confirmation step is not stated up front.
+_WHEN_ASKED = re.compile(r"^(?:if|when)\s+(?:the agent\s+)?(?:asks?|asked)\s+(?:you\s+)?(?:for|about)?\s*(?P<what>[^,]+?),\s*(?:then\s+)?(?:you\s+)?"
+                         r"(?:say|tell(?: (?:them|it))?|mention|answer|reply|provide)\s+(?:that\s+)?(?P<say>.+?)\.?$", re.I)
+
+
 def without_stage_directions(text: str) -> str:
     text = _STAGE_ASIDE.sub("", text)
-    kept = [s for s in _SENTENCE.split(text) if not re.search(r"\bagent\b|\bmention\b", s, re.I)]
+    kept = []
+    for sentence in _SENTENCE.split(text):
+        asked = _WHEN_ASKED.match(sentence.strip())
+        if asked and not re.search(r"confirm|double.?check|mistake in", asked.group("what"), re.I):
+            kept.append(f"About {asked.group('what').strip()}: {asked.group('say').strip()}.")
+        elif not re.search(r"\bagent\b|\bmention\b", sentence, re.I):
+            kept.append(sentence)
     return " ".join(kept).strip()
 
 

@@ -38,7 +38,9 @@ from crewdesk.tickets.schemas import (
 from crews import audit_listener
 from crews.builder import CrewBuilder, PhaseLedger, ticket_block
 from crews.procedures.decide import VERBS as ORDER_VERBS
-from crews.procedures.flow import ProcedureFlow
+from crews.procedures import address, conditions
+from crews.procedures.conditions import HANDOFF
+from crews.procedures.flow import ORDER_FAMILY, ORDER_FAMILY_ORDER, ProcedureFlow
 from crews.procedures.policy import RULES as POLICY_RULES
 from crews.procedures.replies import holding_reply
 from crews.procedures.spec import Procedures, load_procedures, load_replies
@@ -62,8 +64,6 @@ def build_router(settings: Settings, llm_factory: LLMFactory):
     return build(cache_dir=settings.home / "cache" / "routing", llm=llm, design=settings.router)
 
 
-ORDER_FAMILY_ORDER = ("cancel_order", "modify_order", "return_items", "exchange_items")
-ORDER_FAMILY = frozenset(ORDER_FAMILY_ORDER)
 
 
 class TicketBusy(Exception):
@@ -267,12 +267,18 @@ class Pipeline:
             log.error("router.failed", error=f"{type(exc).__name__}: {exc}")
             return None
         intents = [str(intent) for intent in routed.intents]
+        if "human_handoff" in intents and not HANDOFF.search(conditions.read(text).request):
+            intents.remove("human_handoff")  # a person only when the customer asks for one (a fallback's hand-over is the flow's)
+        moves = [i for i, wanted in (("change_order_address", address.wants_orders(text)), ("change_default_address", address.wants_default(text))) if wanted]
+        if moves:  # an address change: the family of item requests stays only if the rest of the ticket asks for one
+            intents = [i for i in intents if i not in ORDER_FAMILY and i != "change_default_address"] + moves
+            text = address.without_address_sentences(text)
         cued = any(ORDER_VERBS[intent].search(text) for intent in ("cancel_order", "return_items", "exchange_items"))
-        if cued:
+        if cued or (moves and ORDER_VERBS["modify_order"].search(text)):
             intents.append("return_items")  # the customer's verbs, a fast first pass beside the router (any member brings the family)
         if set(intents) & ORDER_FAMILY:
             intents = [i for i in intents if i not in ORDER_FAMILY and i != "billing_question"] + [i for i in ORDER_FAMILY_ORDER if i in self.procedures.by_intent]
-        return (routed, intents, cued) if self.procedures.covers(intents) else None
+        return (routed, intents, cued or bool(moves)) if self.procedures.covers(intents) else None
 
     def _procedure(self, ticket: Ticket, routed, intents: list[str], cued: bool, phase: dict):
         """Known intents: the procedure flow decides, checks policy, acts through the gate and writes the reply. When the

@@ -16,7 +16,6 @@ KEEP = "keep"
 MAX_ASKED = 14
 _WORD = re.compile(r"[^\W_]+")
 UNIVERSAL = re.compile(r"\b(all|every|everything|entire|whole|alle[sn]?|gesamte?|todos?|todas?|tout|toutes?|tous)\b", re.I)
-EXCEPT = re.compile(r"\b(except|other than|apart from|but not|besides|außer|ausser|excepto|salvo|menos|sauf|hormis)\b", re.I)
 
 SYSTEM = ("You assist the support team of an online store. The customer's message and the numbered items of their orders follow. "
           "For each item, choose what the customer asks to do with it. Choose keep when the customer does not ask to change that "
@@ -25,6 +24,8 @@ SYSTEM = ("You assist the support team of an online store. The customer's messag
 
 def _norm(word: str) -> str:
     word = word.lower()
+    if len(word) > 5 and word.endswith("lves"):  # shelves, wolves
+        return word[:-3] + "f"
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
@@ -36,18 +37,27 @@ def _tokens(text: str) -> set[str]:
 GENERIC = frozenset({"set", "kit", "machine", "maker", "bag", "case", "pack", "system", "stand", "holder"})
 
 
+# Words of a product name that say little alone, so they name nothing without the head word ("smart", "wireless").
+PLAIN = frozenset({"smart", "wireless", "electric", "digital", "portable", "mechanical", "running", "hiking", "gaming", "office", "water", "desk",
+                   "action", "cycling", "garden", "patio", "pet", "yoga", "tea", "coffee", "air", "vacuum", "bluetooth", "fleece", "luggage", "makeup",
+                   "noise", "cancelling", "indoor", "outdoor", "robotic", "canister", "upright"})
+
+
 def _match(item: Item, tokens: set[str], compact: str) -> tuple[int, str]:
-    """(strength, word): 3 the full name (or run together), 2 its last word, 1 a word the last one ends with ("watch" in
-    "Wristwatch"); 0 not named."""
+    """(strength, word): 3 the full name (or run together), 2 its last word or a distinctive other word ("jigsaw" of
+    "Jigsaw Puzzle"), 1 a word the last one ends with ("watch" in "Wristwatch"); 0 not named."""
     words = [_norm(w) for w in _WORD.findall(item.name)]
     if not words:
         return 0, ""
     head = words[-1]
     if all(w in tokens for w in words) or "".join(words) in compact:
         return 3, head
+    distinctive = next((w for w in words[:-1] if len(w) >= 5 and w not in PLAIN and w in tokens), None)
     if head in GENERIC:
         return (2, head) if len(words) > 1 and words[-2] in tokens else (0, "")
     if head in tokens:
+        return 2, head
+    if distinctive:
         return 2, head
     suffix = next((t for t in tokens if len(t) >= 4 and head.endswith(t)), None)
     return (1, suffix) if suffix else (0, "")
@@ -71,43 +81,128 @@ def named_orders(text: str) -> set[str]:
 
 # A fast first pass on the customer's verbs: when only one kind is there, the other request is not offered for an item.
 VERBS = {
-    "cancel_order": re.compile(r"cancel|storn|cancelar|anular|annul|no longer need|don't need|do not need", re.I),
+    "cancel_order": re.compile(r"cancel|remove|storn|cancelar|anular|annul|no longer need|don't need|do not need", re.I),
     "return_items": re.compile(r"return|refund|(send|take) (it |them )?back|zurück|erstatt|devol|reembols|retourn|rembours", re.I),
     "exchange_items": re.compile(r"exchang|swap|replac|switch|upgrade|instead|tausch|cambi|échang|remplac", re.I),
-    "modify_order": re.compile(r"exchang|swap|replac|switch|upgrade|instead|modif|chang|tausch|änder|cambi|échang|remplac", re.I),
+    "modify_order": re.compile(r"exchang|swap|replac|switch|upgrade|instead|modif|chang(?:e|ed|ing)\b|tausch|änder|cambi|échang|remplac", re.I),
 }
 
 
+def said_intents(text: str) -> list[str]:
+    return [intent for intent, verbs in VERBS.items() if verbs.search(text)]
+
+
 def options_for(item: Item, customer: Customer, procedures: list[ProcedureSpec], text: str = "") -> list[str]:
+    """The requests that fit this item's order status, narrowed to the ones the customer's verbs name (none left: they
+    asked for something this order cannot have)."""
     status = next(o.status for o in customer.orders if o.order_id == item.order_id)
     options = [p.intent for p in procedures if status in p.orders]
-    said = [intent for intent in options if intent in VERBS and VERBS[intent].search(text)]
-    return said or options
+    said = [intent for intent in said_intents(text) if intent in {p.intent for p in procedures}]
+    return [intent for intent in said if intent in options] if said else options
 
 
-def assign(*, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[ProcedureSpec]) -> dict[str, list[Item]]:
-    """intent -> the items it applies to, for the item-level procedures of this ticket."""
+def misfit(item: Item, procedures: list[ProcedureSpec], text: str) -> str | None:
+    """A request the customer named for an item whose order cannot have it ("return" a pending order): it goes to its
+    procedure anyway, whose policy check refuses it with the rule, so the reply can say why (and a fallback can apply)."""
+    said = [intent for intent in said_intents(text) if intent in {p.intent for p in procedures}]
+    return said[0] if said else None
+
+
+def assign(*, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[ProcedureSpec], scoped: bool = False) -> dict[str, list[Item]]:
+    """intent -> the items it applies to, for the item-level procedures of this ticket. scoped: the customer's orders hold
+    only the items a fallback is about, so each of them is meant.
+    Meant are the items the customer named (all of an order named by its number with none of its items named, all of
+    them when they say "everything" or "all my orders"), less the ones they excepted. Each meant item's request comes from
+    the verbs of the sentences that speak of it; only an item with more than one request open goes to the model."""
+    if scoped:
+        return _assign_scoped(llm=llm, text=text, customer=customer, procedures=procedures)
+    sentences = [s for s in _SENTENCES.split(text) if s.strip()]
     orders = named_orders(text)
-    universal, exceptions = bool(UNIVERSAL.search(text)), bool(EXCEPT.search(text))
+    everything = bool(EVERYTHING.search(" ".join(s for s in sentences if said_intents(s))))
+    every_item = [i for o in customer.orders for i in o.items]
+    excepted = {id(i) for i in mentioned_items(every_item, " ".join(m.group(1) for m in _EXCEPT_CLAUSE.finditer(text)))}
+    named_items = {id(item) for item in narrow_named(customer, mentioned_items(every_item, _REFERENCE.sub(" ", _EXCEPT_CLAUSE.sub(" ", text))), text)}
     settled: dict[str, list[Item]] = {p.intent: [] for p in procedures}
     asked: list[tuple[Item, list[str]]] = []
-    named_items = {id(item) for item in mentioned_items([i for o in customer.orders for i in o.items], text)}
+    any_verbs = bool(said_intents(text))
     for order in customer.orders:
         if orders and order.order_id not in orders:
             continue
         whole = order.order_id in orders and not any(id(item) in named_items for item in order.items)  # "cancel order #W…"
         for item in order.items:
-            options = options_for(item, customer, procedures, text)
-            if not options:
+            if id(item) in excepted or not (id(item) in named_items or whole or everything):
                 continue
-            named = id(item) in named_items or whole
-            if named and len(options) == 1 and not exceptions:
+            about = _about(item, sentences, every_item)
+            if any_verbs and not said_intents(about) and not whole and not everything:
+                continue  # named only in a question ("what storage does my tablet have?"): nothing to do to it
+            options = options_for(item, customer, procedures, about or text)
+            if len(options) == 1:
                 settled[options[0]].append(item)
-            elif named or universal or exceptions:
+            elif options:
                 asked.append((item, options))
-    if not any(settled.values()) and not asked:  # nothing named: the customer described the items; the model reads them all
+            elif id(item) in named_items and (wanted := misfit(item, procedures, about or text)):
+                settled[wanted].append(item)
+    if not named_items and not orders and not everything:  # nothing named: the customer described the items; the model reads them all
         asked = [(item, options) for order in customer.orders for item in order.items
                  if (options := options_for(item, customer, procedures, text))]
+    if asked:
+        for intent, items in _ask(llm, text, customer, procedures, asked[:MAX_ASKED]).items():
+            settled[intent].extend(items)
+    return settled
+
+
+_SENTENCES = re.compile(r"(?<=[.!?;])\s+|\n+")
+EVERYTHING = re.compile(r"\b(everything|every (?:item|thing|order)|all (?:of )?(?:the |my |your |our |these |those )?(?:\w+ )?(?:items|things|orders|stuff|products)|"
+                        r"all (?:of )?(?:it|them)|entire order|whole order|alles|alle meine|todo|todos mis|todas mis|tout|toutes mes|tous mes)\b", re.I)
+_EXCEPT_CLAUSE = re.compile(r"\b(?:except|other than|apart from|but not|besides|außer|ausser|excepto|salvo|menos|sauf|hormis)\b([^.;!?]*)", re.I)
+_ONE_BY_PRICE = re.compile(r"\b(?:return|cancel|exchange|refund|send back|keep)\w*\s+the\s+(?P<way>more expensive|pricier|most expensive|less expensive|cheaper|cheapest|least expensive)\s+one\b", re.I)
+_SAME_ORDER = re.compile(r"\b(?:in|from) the same order\b", re.I)
+_DIFFERENT_ORDERS = re.compile(r"different orders|other orders?|another order|separate orders|\ball\b|\bboth\b", re.I)
+# "the backpack I received with the vacuum cleaner": the vacuum cleaner only says which backpack.
+_REFERENCE = re.compile(r"\b(?:received|bought|came|ordered|got|purchased|arrived)\s+(?:together\s+)?with\s+(?:the|my|a|an)\s+[^.,;]{1,30}?(?=[.,;]|$|\s+and\b)", re.I)
+
+
+def narrow_named(customer: Customer, named: list[Item], text: str) -> list[Item]:
+    """"the more expensive one" of two items of the same product picks one of them; "in the same order" keeps the order
+    that holds most of the products named."""
+    by_price = _ONE_BY_PRICE.search(text)
+    if by_price:
+        dearer = not re.search(r"less|cheap", by_price.group("way"), re.I)
+        groups: dict[str, list[Item]] = {}
+        for item in named:
+            groups.setdefault(item.name, []).append(item)
+        named = [i for i in named if len(groups[i.name]) == 1] + [(max if dearer else min)(g, key=lambda i: i.price) for g in groups.values() if len(g) > 1]
+    kinds = {o.order_id: {i.name for i in named if i.order_id == o.order_id} for o in customer.orders}
+    best = max(kinds.values(), key=len, default=set())
+    if _SAME_ORDER.search(text) or (best == {i.name for i in named} and not _DIFFERENT_ORDERS.search(text)):
+        if len(best) > 1:
+            keep = next(order_id for order_id, names in kinds.items() if names == best)
+            named = [i for i in named if i.order_id == keep or i.name not in best]
+    return named
+
+
+def _about(item: Item, sentences: list[str], every_item: list[Item]) -> str:
+    """The sentences that speak of this item (by its name or its order's number), and a sentence right after one of them
+    that names no item of its own ("I received two tablets. I want to return the more expensive one.")."""
+    about, previous = [], False
+    for sentence in sentences:
+        mine = bool(mentioned_items([item], sentence)) or item.order_id.lstrip("#") in sentence
+        if mine or (previous and not mentioned_items(every_item, sentence) and not ORDER_ID.search(sentence)):
+            about.append(sentence)
+        previous = mine
+    return " ".join(about)
+
+
+def _assign_scoped(*, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[ProcedureSpec]) -> dict[str, list[Item]]:
+    settled: dict[str, list[Item]] = {p.intent: [] for p in procedures}
+    asked: list[tuple[Item, list[str]]] = []
+    for order in customer.orders:
+        for item in order.items:
+            options = options_for(item, customer, procedures, text)
+            if len(options) == 1:
+                settled[options[0]].append(item)
+            elif options:
+                asked.append((item, options))
     if asked:
         for intent, items in _ask(llm, text, customer, procedures, asked[:MAX_ASKED]).items():
             settled[intent].extend(items)

@@ -112,5 +112,10 @@ def load_customer(lookup: Lookup, *, user_id: str, how: str) -> Customer:
                       price=float(i["price"])) for i in doc["items"]]
         payments = [p for p in doc.get("payment_history", []) if p.get("transaction_type") == "payment"]
         tracking = [t for f in doc.get("fulfillments", []) for t in f.get("tracking_id", [])]
-        orders.append(Order(order_id=order_id, status=doc["status"], items=items, paid_with=payments[0]["payment_method_id"] if payments else "", tracking=tracking))
-    return Customer(user_id=user_id, how=how, payment_methods=methods, orders=orders)
+        orders.append(Order(order_id=order_id, status=doc["status"], items=items, paid_with=payments[0]["payment_method_id"] if payments else "", tracking=tracking,
+                            address=_address(doc.get("address"))))
+    return Customer(user_id=user_id, how=how, payment_methods=methods, orders=orders, address=_address(profile.get("address")))
+
+
+def _address(value: Any) -> dict[str, str]:
+    return {k: str(v) for k, v in value.items()} if isinstance(value, dict) else {}

@@ -10,11 +10,16 @@ from pydantic import PrivateAttr
 
 from crewdesk.connectors.base import StoreError
 from crewdesk.llm.base import CrewdeskLLM
-from crews.procedures import decide, facts, policy, variants
+from crews.procedures import address, conditions, decide, facts, policy, variants
 from crews.procedures.replies import compose
 from crews.procedures.spec import Procedures, ProcedureSpec
 from crews.procedures.state import Action, Item, Order, Outcome, ProcedureState
 from tools.gate import Gate, ToolDenied
+
+MAX_FALLBACK_DEPTH = 4
+# Cancelling, returning, exchanging and changing items are one family: each item's order status decides which applies.
+ORDER_FAMILY_ORDER = ("cancel_order", "modify_order", "return_items", "exchange_items")
+ORDER_FAMILY = frozenset(ORDER_FAMILY_ORDER)
 
 class ProcedureFlow(Flow[ProcedureState]):
     """Built per ticket with its gate (governance, PII vault, audit) and one LLM for its decisions."""
@@ -35,7 +40,9 @@ class ProcedureFlow(Flow[ProcedureState]):
 
     @start()
     def identify(self) -> None:
-        lookup = facts.Lookup(self._gate, self._specs()[0].role)
+        specs = self._specs()
+        reader = next((s for s in specs if s.choose != "none"), specs[0])  # a role that may read the store (not the hand-over's)
+        lookup = facts.Lookup(self._gate, reader.role)
         found = facts.identify(lookup, text=self.state.text, raw_text=self._raw_text, channel_customer=self.state.channel_customer)
         if found is not None:
             self.state.customer = facts.load_customer(lookup, user_id=found[0], how=found[1])
@@ -46,61 +53,202 @@ class ProcedureFlow(Flow[ProcedureState]):
 
     @listen("identified")
     def act(self) -> None:
+        """Plan every requested write first, apply the customer's fallbacks to what cannot be done, then write: the store
+        allows one exchange or change per order, so an order's write must be whole before it is made."""
         specs = self._specs()
         item_specs = [s for s in specs if s.choose == "items"]
+        plan = self._plan_addresses([s for s in specs if s.choose == "address"])  # first: the store changes the address only of an untouched order
         if item_specs:
-            chosen = decide.assign(llm=self._llm, text=self.state.text, customer=self.state.customer, procedures=item_specs)
-            if not any(chosen.values()):
-                self.state.outcomes.append(Outcome(intent=item_specs[0].intent, kind="not_found", detail={"what": "the items you mean"}))
-            for spec in item_specs:
-                self._act_on_items(spec, chosen.get(spec.intent, []))
+            reading = conditions.read(self.state.text)
+            items_plan = self._plan(item_specs, text=reading.request)
+            if plan and all(o.kind == "not_found" and not o.items for o in items_plan):
+                items_plan = []  # an address request beside it, and no item named: the items were never meant
+            plan += self._apply_fallbacks(items_plan, reading, [f for f in reading.fallbacks if f.anchor not in {g.index for g in reading.fallbacks}], depth=0)
+        for outcome in plan:
+            if outcome.kind == "planned" and outcome.action is not None:
+                self.state.actions.append(outcome.action)
+                self.state.outcomes.append(self._write(outcome.action))
+            elif outcome.kind == "handoff_wanted":
+                self._hand_over(self._procedures.by_intent.get("human_handoff") or specs[0], outcome.detail["summary"])
+            else:
+                self.state.outcomes.append(outcome)
         for spec in specs:
             if spec.intent == "order_status":
                 self._answer_status(spec)
-            elif spec.tool == "transfer_to_human_agents":
-                self._hand_over(spec)
+            elif spec.tool == "transfer_to_human_agents" and not any(o.kind == "handed_over" for o in self.state.outcomes):
+                self._hand_over(spec, "The customer asked for a person.")
 
-    def _act_on_items(self, spec: ProcedureSpec, items: list[Item]) -> None:
-        """One write per order (the store allows one exchange or change per order), after the policy checks."""
+    # -- planning -------------------------------------------------------------------------------------------------------
+
+    def _plan_addresses(self, specs: list[ProcedureSpec]) -> list[Outcome]:
+        if not specs:
+            return []
+        customer, raw = self.state.customer, self._raw_text
+        found = address.target(raw, customer)
+        if found is None:
+            found = address.target(self.state.text, customer)
+        if found is None:
+            return [Outcome(intent=specs[0].intent, kind="not_found", detail={"what": "address"})]
+        new, source = self._gate.vault.conceal(found[0]), found[1]  # the store's addresses come back tokenised, as this one now is
+        plan: list[Outcome] = []
+        for spec in specs:
+            if spec.tool == "modify_pending_order_address":
+                for order in address.orders_to_change(llm=self._llm, text=raw, customer=customer, new=new, source=source):
+                    action = Action(intent=spec.intent, tool=spec.tool, role=spec.role, order_id=order.order_id, items=order.items,
+                                    arguments={"order_id": order.order_id, **{f: new.get(f, "") for f in address.FIELDS}}, address=new)
+                    refusal = policy.first_refusal(spec.policy, action, order, customer)
+                    if refusal is not None:
+                        self._gate.audit(kind="policy", name=f"refused:{refusal[0]}", arguments=action.arguments, result=refusal[1], actor=spec.role)
+                        plan.append(Outcome(intent=spec.intent, kind="refused", action=action, rule=refusal[0], detail=refusal[1], items=order.items))
+                    else:
+                        plan.append(Outcome(intent=spec.intent, kind="planned", action=action))
+            elif spec.tool == "modify_user_address" and address.wants_default(raw) and customer.address != new:
+                action = Action(intent=spec.intent, tool=spec.tool, role=spec.role, arguments={"user_id": customer.user_id, **{f: new.get(f, "") for f in address.FIELDS}},
+                                address=new)
+                plan.append(Outcome(intent=spec.intent, kind="planned", action=action))
+        return plan
+
+    def _plan(self, specs: list[ProcedureSpec], *, text: str, prefer: str = "", scope: list[Item] | None = None) -> list[Outcome]:
+        """Outcomes of kind planned (an action that passed the policy), refused or not_found, one per order and request.
+        prefer: a fallback's own words, which win over the request's (its payment method, its option values)."""
+        customer = self.state.customer
+        if scope is not None:
+            keep = {(i.order_id, i.item_id) for i in scope}
+            customer = customer.model_copy(update={"orders": [o.model_copy(update={"items": [i for i in o.items if (o.order_id, i.item_id) in keep]})
+                                                               for o in customer.orders]})
+        chosen = decide.assign(llm=self._llm, text=f"{prefer} {text}".strip(), customer=customer, procedures=specs, scoped=scope is not None)
+        if not any(chosen.values()):
+            return [Outcome(intent=specs[0].intent, kind="not_found", detail={"what": "the items you mean"}, items=list(scope or []))]
+        plan: list[Outcome] = []
+        for spec in specs:
+            plan.extend(self._plan_items(spec, chosen.get(spec.intent, []), text=text, prefer=prefer))
+        return plan
+
+    def _plan_items(self, spec: ProcedureSpec, items: list[Item], *, text: str, prefer: str) -> list[Outcome]:
         orders = {o.order_id: o for o in self.state.customer.orders}
+        plan: list[Outcome] = []
         for order_id in dict.fromkeys(item.order_id for item in items):
             order = orders[order_id]
             mine = [item for item in items if item.order_id == order_id]
-            action = self._action(spec, order, mine)
+            action, missing = self._action(spec, order, mine, text=text, prefer=prefer)
+            if missing:
+                plan.append(Outcome(intent=spec.intent, kind="not_found", items=missing,
+                                    detail={"what": "a variant that fits your request for " + ", ".join(i.name for i in missing)}))
             if action is None:
-                self.state.outcomes.append(Outcome(intent=spec.intent, kind="not_found", detail={"what": "a variant that fits your request for " + ", ".join(i.name for i in mine)}))
                 continue
             refusal = policy.first_refusal(spec.policy, action, order, self.state.customer)
             if refusal is not None:
                 rule, details = refusal
                 self._gate.audit(kind="policy", name=f"refused:{rule}", arguments=action.arguments, result=details, actor=spec.role)
-                self.state.outcomes.append(Outcome(intent=spec.intent, kind="refused", action=action, rule=rule, detail=details))
+                plan.append(Outcome(intent=spec.intent, kind="refused", action=action, rule=rule, detail=details, items=action.items))
                 continue
-            self.state.actions.append(action)
-            self.state.outcomes.append(self._write(action))
+            plan.append(Outcome(intent=spec.intent, kind="planned", action=action))
+        return plan
 
-    def _action(self, spec: ProcedureSpec, order: Order, items: list[Item]) -> Action | None:
-        text = self.state.text
+    def _action(self, spec: ProcedureSpec, order: Order, items: list[Item], *, text: str, prefer: str) -> tuple[Action | None, list[Item]]:
+        """The write for one order, and the items no fitting variant was found for."""
+        said = f"{prefer} {text}".strip()
         if spec.tool == "cancel_pending_order":
             return Action(intent=spec.intent, tool=spec.tool, role=spec.role, order_id=order.order_id, items=order.items if len(items) == len(order.items) else items,
-                          arguments={"order_id": order.order_id, "reason": policy.cancel_reason(text)}, amount=round(sum(i.price for i in order.items), 2),
-                          method_id=order.paid_with)
-        method_id = policy.named_method(text, order, self.state.customer)
+                          arguments={"order_id": order.order_id, "reason": policy.cancel_reason(prefer) if prefer and policy.names_reason(prefer) else policy.cancel_reason(said)},
+                          amount=round(sum(i.price for i in order.items), 2), method_id=order.paid_with), []
+        method_id = policy.named_method(prefer, order, self.state.customer) if prefer and policy.names_method(prefer) else policy.named_method(text, order, self.state.customer)
         if spec.tool == "return_delivered_order_items":
             return Action(intent=spec.intent, tool=spec.tool, role=spec.role, order_id=order.order_id, items=items,
                           arguments={"order_id": order.order_id, "item_ids": [i.item_id for i in items], "payment_method_id": method_id},
-                          amount=round(sum(i.price for i in items), 2), method_id=method_id)
+                          amount=round(sum(i.price for i in items), 2), method_id=method_id), []
         lookup = facts.Lookup(self._gate, spec.role)
-        pairs = []
+        pairs, missing = [], []
         for item in items:
-            new = variants.choose(llm=self._llm, text=text, item=item, product=lookup("get_product_details", product_id=item.product_id))
-            if new is not None:
+            new = variants.choose(llm=self._llm, text=text, prefer=prefer, item=item, product=lookup("get_product_details", product_id=item.product_id))
+            if new is None:
+                missing.append(item)
+            else:
                 pairs.append((item, new))
         if not pairs:
-            return None
+            return None, missing
+        return self._exchange(spec, order, pairs, method_id), missing
+
+    @staticmethod
+    def _exchange(spec: ProcedureSpec, order: Order, pairs: list[tuple[Item, Item]], method_id: str) -> Action:
+        position = {item.item_id: n for n, item in enumerate(order.items)}
+        pairs = sorted(pairs, key=lambda pair: position.get(pair[0].item_id, len(position)))
         arguments = {"order_id": order.order_id, "item_ids": [i.item_id for i, _ in pairs], "new_item_ids": [n.item_id for _, n in pairs], "payment_method_id": method_id}
         return Action(intent=spec.intent, tool=spec.tool, role=spec.role, order_id=order.order_id, items=[i for i, _ in pairs], new_items=[n for _, n in pairs],
                       arguments=arguments, amount=round(sum(n.price - i.price for i, n in pairs), 2), method_id=method_id)
+
+    # -- fallbacks ------------------------------------------------------------------------------------------------------
+
+    def _apply_fallbacks(self, plan: list[Outcome], reading: conditions.Reading, candidates: list[conditions.Fallback], depth: int) -> list[Outcome]:
+        """Each refused or not-found part of the plan, with a fallback the customer tied to it, is replaced by what that
+        fallback asks (which may fail in turn and have its own fallback)."""
+        if not candidates or depth >= MAX_FALLBACK_DEPTH:
+            return plan
+        everything = [i for o in self.state.customer.orders for i in o.items]
+        for failure in [o for o in plan if o.kind in ("not_found", "refused")]:
+            fallback = self._fallback_for(failure, reading, candidates, everything)
+            if fallback is None:
+                continue
+            self._gate.audit(kind="decision", name="fallback", actor="procedure", arguments={"condition": fallback.condition, "then": fallback.then},
+                             result={"kind": fallback.kind, "instead_of": failure.kind, "rule": failure.rule})
+            plan.remove(failure)
+            if fallback.kind == "nothing":
+                plan.append(failure.model_copy(update={"kind": "declined" if failure.kind == "refused" else failure.kind}))
+            elif fallback.kind == "handoff":
+                plan.append(failure)
+                plan.append(Outcome(intent="human_handoff", kind="handoff_wanted", detail={"summary": f"{failure.intent} could not be done ({failure.rule or failure.kind}); the customer asked for a person."}))
+            else:
+                plan = self._redo(plan, failure, fallback, reading, everything, depth)
+        return plan
+
+    @staticmethod
+    def _fallback_for(failure: Outcome, reading: conditions.Reading, candidates: list[conditions.Fallback], everything: list[Item]) -> conditions.Fallback | None:
+        about = {(i.order_id, i.item_id) for i in failure.items}
+        for fallback in candidates:
+            said = f"{reading.anchor_text(fallback)} {fallback.condition} {fallback.then}"
+            if any((i.order_id, i.item_id) in about for i in decide.mentioned_items(everything, said)):
+                return fallback
+        return candidates[0] if len(candidates) == 1 else None
+
+    def _redo(self, plan: list[Outcome], failure: Outcome, fallback: conditions.Fallback, reading: conditions.Reading, everything: list[Item], depth: int) -> list[Outcome]:
+        then = fallback.then
+        named = decide.mentioned_items(everything, then)
+        failed_orders = {i.order_id for i in failure.items}
+        if named:
+            scope = named
+        elif conditions.WHOLE.search(then):
+            scope = [i for o in self.state.customer.orders if o.order_id in failed_orders for i in o.items]
+        else:
+            scope = list(failure.items)
+        intents = [intent for intent in decide.said_intents(then) if intent in self._procedures.by_intent] or [failure.intent]
+        if set(intents) & ORDER_FAMILY:
+            intents = [i for i in ORDER_FAMILY_ORDER if i in self._procedures.by_intent]
+        specs = [self._procedures.by_intent[i] for i in intents if self._procedures.by_intent[i].choose == "items"]
+        if not specs or not scope:
+            plan.append(failure)
+            return plan
+        again = self._plan(specs, text=reading.anchor_text(fallback), prefer=then, scope=scope)
+        again = self._apply_fallbacks(again, reading, reading.after(fallback.index), depth + 1)
+        for outcome in again:
+            plan = self._merge(plan, outcome)
+        return plan
+
+    def _merge(self, plan: list[Outcome], outcome: Outcome) -> list[Outcome]:
+        """A fallback's planned write for an order that already has one of the same kind joins it (one write per order)."""
+        if outcome.kind != "planned" or outcome.action is None:
+            return plan + [outcome]
+        new = outcome.action
+        for n, existing in enumerate(plan):
+            old = existing.action
+            if existing.kind == "planned" and old is not None and old.order_id == new.order_id and old.tool == new.tool:
+                if not new.new_items:
+                    return plan[:n] + [outcome] + plan[n + 1:]
+                pairs = {i.item_id: (i, v) for i, v in zip(old.items, old.new_items)} | {i.item_id: (i, v) for i, v in zip(new.items, new.new_items)}
+                order = next(o for o in self.state.customer.orders if o.order_id == new.order_id)
+                spec = self._procedures.by_intent[new.intent]
+                merged = self._exchange(spec, order, list(pairs.values()), new.method_id or old.method_id or order.paid_with)
+                return plan[:n] + [Outcome(intent=new.intent, kind="planned", action=merged)] + plan[n + 1:]
+        return plan + [outcome]
 
     def _write(self, action: Action) -> Outcome:
         try:
@@ -122,9 +270,9 @@ class ProcedureFlow(Flow[ProcedureState]):
             self.state.outcomes.append(Outcome(intent=spec.intent, kind="answered", detail={
                 "order": order.order_id, "items": ", ".join(i.name for i in order.items), "status": order.status, "tracking_ids": order.tracking}))
 
-    def _hand_over(self, spec: ProcedureSpec) -> None:
+    def _hand_over(self, spec: ProcedureSpec, summary: str) -> None:
         try:
-            facts.Lookup(self._gate, spec.role)("transfer_to_human_agents", summary="The customer asked for a person.")
+            facts.Lookup(self._gate, spec.role)("transfer_to_human_agents", summary=summary)
         except (StoreError, ToolDenied) as exc:
             self.state.outcomes.append(Outcome(intent=spec.intent, kind="failed", detail={"error": str(exc)}))
             return

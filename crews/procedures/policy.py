@@ -73,7 +73,20 @@ def first_refusal(rules: tuple[str, ...], action: Action, order: Order, customer
 _MISTAKE = re.compile(r"mistake|by accident|accidental|wrong(ly)? order|versehen|irrtümlich|por error|equivocaci|par erreur|par mégarde", re.I)
 _GIFT_CARD = re.compile(r"gift ?card|\bGC\b|geschenkkarte|gutschein|tarjeta regalo|carte cadeau", re.I)
 _PAYPAL = re.compile(r"paypal", re.I)
+_OTHER_ORDER = re.compile(r"(the )?other order'?s? (payment|method|card)|payment method of the other order", re.I)
 _CARD = re.compile(r"credit ?card|\bcard\b|visa|mastercard|amex|american express|kreditkarte|tarjeta de crédito|carte (de crédit|bancaire)", re.I)
+
+
+_NO_LONGER = re.compile(r"no longer need|don't need|do not need|not needed|nicht mehr|ya no|plus besoin", re.I)
+_ORIGINAL = re.compile(r"original (payment|method|card)|same (payment )?method|ursprünglich|original|d'origine", re.I)
+
+
+def names_reason(text: str) -> bool:
+    return bool(_MISTAKE.search(text) or _NO_LONGER.search(text))
+
+
+def names_method(text: str) -> bool:
+    return bool(_GIFT_CARD.search(text) or _PAYPAL.search(text) or _CARD.search(text) or _ORIGINAL.search(text))
 
 
 def cancel_reason(text: str) -> str:
@@ -86,6 +99,10 @@ def named_method(text: str, order: Order, customer: Customer) -> str:
     policy then allows only the original method or a gift card; for a price difference any of the customer's methods."""
     wanted = ("gift_card" if _GIFT_CARD.search(text) else "paypal" if _PAYPAL.search(text) else "credit_card" if _CARD.search(text) else None)
     original = customer.payment_methods.get(order.paid_with)
+    if wanted is None and _OTHER_ORDER.search(text):  # "refund each order to the other order's payment method"
+        others = [o.paid_with for o in customer.orders if o.order_id != order.order_id and o.paid_with and o.paid_with != order.paid_with]
+        if len(set(others)) == 1:
+            return others[0]
     if wanted is None or (original is not None and original.source == wanted and not _other_brand_named(text, original, customer)):
         return order.paid_with
     matching = [m for m in customer.payment_methods.values() if m.source == wanted]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from crews.procedures.address import label as address_label
 from crews.procedures.state import Customer, Outcome
 
 
@@ -29,7 +30,13 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
         method = customer.payment_methods.get(action.method_id or "") if customer and action else None
         facts = {"order": action.order_id if action else outcome.detail.get("order", ""), "items": _items(outcome), "amount": f"${action.amount:.2f}" if action else "",
                  "method": method.label if method else "", **outcome.detail}
-        if outcome.kind == "done" and action and action.tool == "cancel_pending_order":
+        if outcome.kind == "done" and action and action.tool == "modify_pending_order_address":
+            lines.append(say("address_changed", **facts, address=address_label(action.address)))
+        elif outcome.kind == "done" and action and action.tool == "modify_user_address":
+            lines.append(say("default_address_changed", address=address_label(action.address)))
+        elif outcome.kind == "not_found" and outcome.detail.get("what") == "address":
+            lines.append(say("address_not_found"))
+        elif outcome.kind == "done" and action and action.tool == "cancel_pending_order":
             timing = say("timing.immediately" if method and method.source == "gift_card" else "timing.later")
             lines.append(say("cancelled", **facts, timing=timing))
         elif outcome.kind == "done" and action and action.tool == "return_delivered_order_items":
@@ -42,8 +49,9 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
             lines.append(say("exchanged" if action.tool == "exchange_delivered_order_items" else "modified", **facts, new_items=new_items, difference=difference))
         elif outcome.kind == "pending_approval":
             lines.append(say("awaiting_approval", **facts))
-        elif outcome.kind == "refused" and action:
-            lines.append(say("refused", **facts, action=say(f"actions.{action.tool}"), rule=say(f"rules.{outcome.rule}", **facts)))
+        elif outcome.kind in ("refused", "declined") and action:
+            lines.append(say("refused", **facts, action=say(f"actions.{action.tool}"), rule=say(f"rules.{outcome.rule}", **facts))
+                         + (" " + say("declined") if outcome.kind == "declined" else ""))
         elif outcome.kind == "failed" and action:
             lines.append(say("failed", **facts, action=say(f"actions.{action.tool}")))
         elif outcome.kind == "answered":

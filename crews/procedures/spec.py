@@ -11,7 +11,7 @@ import yaml
 from crews.config import ConfigError
 from tools.registry import REGISTRY as TOOL_REGISTRY
 
-CHOICES = ("items", "orders", "none")
+CHOICES = ("items", "address", "none")
 ORDER_STATUSES = ("pending", "processed", "delivered", "cancelled", "any")
 KEYS = {"intent", "description", "orders", "choose", "policy", "tool", "role"}
 

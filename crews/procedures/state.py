@@ -26,6 +26,7 @@ class Order(BaseModel):
     items: list[Item]
     paid_with: str = Field(description="payment method id of the order's first payment (the original method)")
     tracking: list[str] = Field(default_factory=list)
+    address: dict[str, str] = Field(default_factory=dict, description="where it ships (address1, address2, city, state, country, zip)")
 
 
 class PaymentMethod(BaseModel):
@@ -40,6 +41,7 @@ class Customer(BaseModel):
     how: str = Field(description="how the customer was identified: channel e-mail, e-mail in the ticket, name and zip")
     payment_methods: dict[str, PaymentMethod]
     orders: list[Order]
+    address: dict[str, str] = Field(default_factory=dict, description="the account's default address")
 
 
 class Action(BaseModel):
@@ -48,20 +50,23 @@ class Action(BaseModel):
     intent: str
     tool: str
     role: str
-    order_id: str
-    items: list[Item]
+    order_id: str = ""
+    items: list[Item] = Field(default_factory=list)
     new_items: list[Item] = Field(default_factory=list, description="exchange or change: the variants the items become, in order")
     arguments: dict[str, Any]
     amount: float = 0.0  # money back (cancel, return) or the price difference (exchange, change: + the customer pays, - refunded)
     method_id: str | None = None
+    address: dict[str, str] = Field(default_factory=dict, description="an address change: the new address")
 
 
 class Outcome(BaseModel):
     """What became of one action, or one answer to a question."""
 
     intent: str
-    kind: str = Field(description="done | refused | failed | pending_approval | answered | not_found | handed_over")
+    kind: str = Field(description="planned | done | refused | declined | failed | pending_approval | answered | not_found | handed_over "
+                                  "(declined: refused, and the customer said to leave it then)")
     action: Action | None = None
+    items: list[Item] = Field(default_factory=list, description="refused or not found: the items the request was about")
     rule: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
 

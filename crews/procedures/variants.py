@@ -21,8 +21,14 @@ SYSTEM = ("You assist the support team of an online store. The customer wants to
           "did not ask to change where possible. Choose none if no variant fits their request.")
 
 
+_UNITS = [(re.compile(r"\b(foot|feet)\b"), "ft"), (re.compile(r"\binches\b"), "inch")]
+
+
 def _phrase(value: str) -> str:
-    return " ".join(w.lower() for w in _WORD.findall(value))
+    phrase = " ".join(w.lower() for w in _WORD.findall(value))
+    for pattern, unit in _UNITS:
+        phrase = pattern.sub(unit, phrase)
+    return phrase
 
 
 def _named(value: str, text: str) -> bool:
@@ -42,23 +48,36 @@ def candidates(item: Item, product: dict[str, Any]) -> list[Item]:
                  price=float(v["price"])) for v in product["variants"].values() if v.get("available") and v["item_id"] != item.item_id]
 
 
-def narrow(item: Item, pool: list[Item], text: str) -> list[Item]:
+def _wanted(key: str, values: set[str], lowered: str) -> list[str]:
+    named = [value for value in values if _named(value, lowered)] or [value for value in values if _partly_named(value, values, lowered)]
+    if "none" in values and re.search(rf"\b(no|without) {re.escape(_phrase(key))}\b", lowered):  # "no backlight"
+        named = ["none"]
+    return named
+
+
+def narrow(item: Item, pool: list[Item], text: str, prefer: str = "") -> tuple[list[Item], set[str]]:
     """Apply each option value the customer named (one per option, different from what they have); a filter that would
-    leave nothing is skipped. The rest are ordered by how few options change."""
-    lowered = _phrase(text)
+    leave nothing is skipped. A fallback's own words (prefer) speak first for an option. Returns the pool, ordered by how
+    few options change, and the options the customer spoke of."""
+    lowered, preferred = _phrase(text), _phrase(prefer)
+    spoken: set[str] = set()
     for key in item.options:
         values = {candidate.options.get(key) for candidate in pool} - {item.options.get(key), None}
-        named = [value for value in values if _named(value, lowered)] or [value for value in values if _partly_named(value, values, lowered)]
-        if "none" in values and re.search(rf"\b(no|without) {re.escape(_phrase(key))}\b", lowered):  # "no backlight"
-            named = ["none"]
+        named = (_wanted(key, values, preferred) if preferred else []) or _wanted(key, values, lowered)
         if len(named) == 1:
             kept = [candidate for candidate in pool if candidate.options.get(key) == named[0]]
             pool = kept or pool
-        same = re.search(rf"\bsame {re.escape(_phrase(key))}\b", lowered)
+            spoken.add(key)
+        same = re.search(rf"\bsame\b(?:\s+(?!but\b|except\b|with\b|different\b)\w+){{0,4}}?\s+{re.escape(_phrase(key))}\b", lowered)  # "same material and color"
         if same:
             kept = [candidate for candidate in pool if candidate.options.get(key) == item.options.get(key)]
             pool = kept or pool
-    return sorted(pool, key=lambda c: (sum(c.options.get(k) != v for k, v in item.options.items()), c.price))
+    return sorted(pool, key=lambda c: (sum(c.options.get(k) != v for k, v in item.options.items()), c.price)), spoken
+
+
+# "the same one but with clicky switches", "keep everything else the same": only the options named may change.
+SAME_BUT = re.compile(r"same (?:one|item|model|product|kind|type|thing)?\s*but\b|everything else (?:the )?same|(?:all )?(?:the )?other "
+                      r"(?:options|specs|specifications|features|attributes) (?:the )?same|without changing (?:the |any )?other|exact same\b.*\bexcept", re.I)
 
 
 # Option values that order themselves: numbers with their unit (500ml, 1.5L, 32GB, 1TB, 8), and a few word scales.
@@ -123,9 +142,17 @@ def preference_rank(candidate: Item, text: str) -> int:
     return best
 
 
-def choose(*, llm: CrewdeskLLM, text: str, item: Item, product: dict[str, Any]) -> Item | None:
-    pool = narrow(item, candidates(item, product), _PREFER.sub(" ", text))  # what they prefer ranks; what they ask for filters
+def choose(*, llm: CrewdeskLLM, text: str, item: Item, product: dict[str, Any], prefer: str = "") -> Item | None:
+    """The variant the item becomes, or None when none fits. prefer: a fallback's words, which speak first."""
+    for candidate in candidates(item, product):  # the customer gave the new item's number
+        if re.search(rf"\b{re.escape(candidate.item_id)}\b", f"{prefer} {text}"):
+            return candidate
+    pool, spoken = narrow(item, candidates(item, product), _PREFER.sub(" ", text), _PREFER.sub(" ", prefer))  # what they prefer ranks; what they ask for filters
+    text = f"{prefer} {text}".strip()
     pool, anchors = compared(item, pool, text)
+    if SAME_BUT.search(text):
+        changed = spoken | set(anchors)
+        pool = [c for c in pool if all(c.options.get(k) == v for k, v in item.options.items() if k not in changed)]
     if not pool:
         return None
     if _CHEAPEST.search(text) and not _PRICIEST.search(text):
@@ -138,7 +165,7 @@ def choose(*, llm: CrewdeskLLM, text: str, item: Item, product: dict[str, Any]) 
         return preference_rank(c, text), step, sum(c.options.get(k) != v for k, v in item.options.items())
 
     pool = sorted(pool, key=rank)
-    if len(pool) == 1 or ((anchors or _PREFER.search(text)) and rank(pool[0]) < rank(pool[1])):
+    if len(pool) == 1 or rank(pool[0]) < rank(pool[1]):  # one candidate ranks first: by preference, nearest step, fewest changes
         return pool[0]
     pool = pool[:MAX_CHOICES]
     current = ", ".join(f"{k} {v}" for k, v in item.options.items())
