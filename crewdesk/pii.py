@@ -61,6 +61,7 @@ def _recognizers():
     return [OfflineEmailRecognizer(), PhoneRecognizer(supported_regions=PHONE_REGIONS), CreditCardRecognizer(), IbanRecognizer(), street]
 
 
+_ID_CONTEXT = re.compile(r"\b(item|product|order|variant|article|sku|id)\s*(number|no\.?|#|id)?\s*:?\s*$", re.I)  # "item number 9844888101"
 _PHONE_CONTEXT = re.compile(r"\b(phone|call|tel|mobile|cell|number|reach me|text me|whatsapp|telefon|handy)\b", re.I)
 
 
@@ -68,7 +69,8 @@ def _bare_digits_without_phone_context(text: str, span: Span) -> bool:
     """Order, item and product ids are bare digit runs too: count those as phones only near a phone word."""
     if span.label != "PHONE" or not text[span.start:span.end].isdigit():
         return False
-    return not _PHONE_CONTEXT.search(text[max(0, span.start - 30):span.start])
+    before = text[max(0, span.start - 30):span.start]
+    return not _PHONE_CONTEXT.search(before) or bool(_ID_CONTEXT.search(before))
 
 
 def find(text: str) -> list[Span]:

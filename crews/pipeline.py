@@ -66,6 +66,10 @@ def build_router(settings: Settings, llm_factory: LLMFactory):
 
 
 
+# Router labels that name no action of their own: beside a request the customer's verbs name, they are dropped.
+VAGUE = frozenset({"other", "product_info", "billing_question", "account_help"})
+
+
 class TicketBusy(Exception):
     """Another worker holds this ticket."""
 
@@ -278,6 +282,8 @@ class Pipeline:
             intents.append("return_items")  # the customer's verbs, a fast first pass beside the router (any member brings the family)
         if set(intents) & ORDER_FAMILY:
             intents = [i for i in intents if i not in ORDER_FAMILY and i != "billing_question"] + [i for i in ORDER_FAMILY_ORDER if i in self.procedures.by_intent]
+        if cued or moves:  # the customer's own verbs name known requests: the router's vaguer labels beside them add nothing to do
+            intents = [i for i in intents if i not in VAGUE] or intents
         return (routed, intents, cued or bool(moves)) if self.procedures.covers(intents) else None
 
     def _procedure(self, ticket: Ticket, routed, intents: list[str], cued: bool, phase: dict):

@@ -81,7 +81,7 @@ def named_orders(text: str) -> set[str]:
 
 # A fast first pass on the customer's verbs: when only one kind is there, the other request is not offered for an item.
 VERBS = {
-    "cancel_order": re.compile(r"cancel|remove|storn|cancelar|anular|annul|no longer need|don't need|do not need", re.I),
+    "cancel_order": re.compile(r"\bcancel(?:l?ing)?\b|\bremov|storn|cancelar|anular|annul|no longer need|don't need|do not need", re.I),
     "return_items": re.compile(r"return|refund|(send|take) (it |them )?back|zurück|erstatt|devol|reembols|retourn|rembours", re.I),
     "exchange_items": re.compile(r"exchang|swap|replac|switch|upgrade|instead|tausch|cambi|échang|remplac", re.I),
     "modify_order": re.compile(r"exchang|swap|replac|switch|upgrade|instead|modif|chang(?:e|ed|ing)\b|tausch|änder|cambi|échang|remplac", re.I),
@@ -108,41 +108,47 @@ def misfit(item: Item, procedures: list[ProcedureSpec], text: str) -> str | None
     return said[0] if said else None
 
 
-def assign(*, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[ProcedureSpec], scoped: bool = False) -> dict[str, list[Item]]:
+def assign(*, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[ProcedureSpec], scoped: bool = False, prefer: str = "") -> dict[str, list[Item]]:
     """intent -> the items it applies to, for the item-level procedures of this ticket. scoped: the customer's orders hold
     only the items a fallback is about, so each of them is meant.
     Meant are the items the customer named (all of an order named by its number with none of its items named, all of
     them when they say "everything" or "all my orders"), less the ones they excepted. Each meant item's request comes from
     the verbs of the sentences that speak of it; only an item with more than one request open goes to the model."""
     if scoped:
-        return _assign_scoped(llm=llm, text=text, customer=customer, procedures=procedures)
+        return _assign_scoped(llm=llm, text=prefer if said_intents(prefer) else text, customer=customer, procedures=procedures)
     sentences = [s for s in _SENTENCES.split(text) if s.strip()]
     orders = named_orders(text)
-    everything = bool(EVERYTHING.search(" ".join(s for s in sentences if said_intents(s))))
+    pending = [o.order_id for o in customer.orders if o.status == "pending"]
+    referenced = set(pending) if len(pending) == 1 and _THE_PENDING.search(text) else set()  # "my pending order": the only one
+    blanket = _blanket(customer, procedures, sentences)
     every_item = [i for o in customer.orders for i in o.items]
-    excepted = {id(i) for i in mentioned_items(every_item, " ".join(m.group(1) for m in _EXCEPT_CLAUSE.finditer(text)))}
-    named_items = {id(item) for item in narrow_named(customer, mentioned_items(every_item, _REFERENCE.sub(" ", _EXCEPT_CLAUSE.sub(" ", text))), text)}
+    excepted = {id(i) for i in mentioned_items(every_item, " ".join(m.group(1) for m in _EXCEPT_CLAUSE.finditer(text)))} | \
+               {id(i) for i in mentioned_items(every_item, " ".join(m.group(1) for m in _KEEP_CLAUSE.finditer(text)))}
+    named_items = {id(item) for item in narrow_named(customer, mentioned_items(every_item, _REFERENCE.sub(" ", _KEEP_CLAUSE.sub(" ", _EXCEPT_CLAUSE.sub(" ", text)))), text)}
     settled: dict[str, list[Item]] = {p.intent: [] for p in procedures}
     asked: list[tuple[Item, list[str]]] = []
     any_verbs = bool(said_intents(text))
     for order in customer.orders:
         if orders and order.order_id not in orders:
             continue
-        whole = order.order_id in orders and not any(id(item) in named_items for item in order.items)  # "cancel order #W…"
+        whole = order.order_id in orders | referenced and not any(id(item) in named_items for item in order.items)  # "cancel order #W…"
         for item in order.items:
-            if id(item) in excepted or not (id(item) in named_items or whole or everything):
+            if id(item) in excepted or not (id(item) in named_items or whole or id(item) in blanket):
                 continue
-            about = _about(item, sentences, every_item)
-            if any_verbs and not said_intents(about) and not whole and not everything:
+            about = _about(item, sentences, every_item, only_pending=pending == [order.order_id])
+            if id(item) not in named_items and not whole:
+                options = sorted(blanket[id(item)], key=ORDER_OF.index)
+            elif any_verbs and not said_intents(about) and not whole:
                 continue  # named only in a question ("what storage does my tablet have?"): nothing to do to it
-            options = options_for(item, customer, procedures, about or text)
+            else:
+                options = options_for(item, customer, procedures, about or text) or sorted(blanket.get(id(item), ()), key=ORDER_OF.index)
             if len(options) == 1:
                 settled[options[0]].append(item)
             elif options:
                 asked.append((item, options))
-            elif id(item) in named_items and (wanted := misfit(item, procedures, about or text)):
+            elif id(item) in named_items and order.status != "cancelled" and (wanted := misfit(item, procedures, about or text)):
                 settled[wanted].append(item)
-    if not named_items and not orders and not everything:  # nothing named: the customer described the items; the model reads them all
+    if not named_items and not orders and not blanket:  # nothing named: the customer described the items; the model reads them all
         asked = [(item, options) for order in customer.orders for item in order.items
                  if (options := options_for(item, customer, procedures, text))]
     if asked:
@@ -151,15 +157,43 @@ def assign(*, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[
     return settled
 
 
-_SENTENCES = re.compile(r"(?<=[.!?;])\s+|\n+")
+_SENTENCES = re.compile(r"(?<=[.!?;])\s+|\n+|,\s*(?:and |but )?(?=(?:then |also |finally |lastly )?(?:I |you |we )?(?:also )?(?:want|would like|need|wish)?\s*(?:to )?"
+                        r"(?:return|exchange|cancel|change|modify|swap|replace|send back|refund)\b)|\s+and\s+(?=(?:I |you )?(?:also )?(?:want to |would like to )?(?:return|exchange|cancel|change|modify|swap|replace)\b)", re.I)
 EVERYTHING = re.compile(r"\b(everything|every (?:item|thing|order)|all (?:of )?(?:the |my |your |our |these |those )?(?:\w+ )?(?:items|things|orders|stuff|products)|"
                         r"all (?:of )?(?:it|them)|entire order|whole order|alles|alle meine|todo|todos mis|todas mis|tout|toutes mes|tous mes)\b", re.I)
 _EXCEPT_CLAUSE = re.compile(r"\b(?:except|other than|apart from|but not|besides|außer|ausser|excepto|salvo|menos|sauf|hormis)\b([^.;!?]*)", re.I)
 _ONE_BY_PRICE = re.compile(r"\b(?:return|cancel|exchange|refund|send back|keep)\w*\s+the\s+(?P<way>more expensive|pricier|most expensive|less expensive|cheaper|cheapest|least expensive)\s+one\b", re.I)
+_KEEP_CLAUSE = re.compile(r"\b(?:keep|keeping|behalten|conservar|garder)\s+(?:the |my |a |an )?([^.,;()]+)", re.I)
+_POINTS_BACK = re.compile(r"\b(it|them|one|ones|these|those|both|either)\b", re.I)
+_THE_PENDING = re.compile(r"\b(?:my|the|your) pending order\b(?!s)", re.I)
 _SAME_ORDER = re.compile(r"\b(?:in|from) the same order\b", re.I)
 _DIFFERENT_ORDERS = re.compile(r"different orders|other orders?|another order|separate orders|\ball\b|\bboth\b", re.I)
 # "the backpack I received with the vacuum cleaner": the vacuum cleaner only says which backpack.
 _REFERENCE = re.compile(r"\b(?:received|bought|came|ordered|got|purchased|arrived)\s+(?:together\s+)?with\s+(?:the|my|a|an)\s+[^.,;]{1,30}?(?=[.,;]|$|\s+and\b)", re.I)
+
+
+ORDER_OF = ("cancel_order", "modify_order", "return_items", "exchange_items")
+
+
+def _blanket(customer: Customer, procedures: list[ProcedureSpec], sentences: list[str]) -> dict[int, set[str]]:
+    """Items meant by "everything" / "all my pending orders" and the requests those sentences make of them ("cancel all
+    pending orders" reaches only pending ones; "return everything" only what can be returned)."""
+    blanket: dict[int, set[str]] = {}
+    for sentence in sentences:
+        match, verbs = EVERYTHING.search(sentence), said_intents(sentence)
+        if match is None or not verbs:
+            continue
+        wanted = "pending" if re.search(r"pending|offen|pendiente|en attente", match.group(0), re.I) else \
+                 "delivered" if re.search(r"deliver|receiv|got", sentence, re.I) else None
+        named = named_orders(sentence)
+        for order in customer.orders:
+            if (wanted and order.status != wanted) or (named and order.order_id not in named):
+                continue
+            fits = {p.intent for p in procedures if order.status in p.orders and p.intent in verbs}
+            for item in order.items:
+                if fits:
+                    blanket.setdefault(id(item), set()).update(fits)
+    return blanket
 
 
 def narrow_named(customer: Customer, named: list[Item], text: str) -> list[Item]:
@@ -181,13 +215,14 @@ def narrow_named(customer: Customer, named: list[Item], text: str) -> list[Item]
     return named
 
 
-def _about(item: Item, sentences: list[str], every_item: list[Item]) -> str:
-    """The sentences that speak of this item (by its name or its order's number), and a sentence right after one of them
-    that names no item of its own ("I received two tablets. I want to return the more expensive one.")."""
+def _about(item: Item, sentences: list[str], every_item: list[Item], only_pending: bool = False) -> str:
+    """The sentences that speak of this item (by its name or its order's number, or "my pending order" when it is the
+    only one), and a sentence right after one of them that names no item of its own ("I received two tablets. I want
+    to return the more expensive one.")."""
     about, previous = [], False
     for sentence in sentences:
-        mine = bool(mentioned_items([item], sentence)) or item.order_id.lstrip("#") in sentence
-        if mine or (previous and not mentioned_items(every_item, sentence) and not ORDER_ID.search(sentence)):
+        mine = bool(mentioned_items([item], sentence)) or item.order_id.lstrip("#") in sentence or (only_pending and bool(_THE_PENDING.search(sentence)))
+        if mine or (previous and _POINTS_BACK.search(sentence) and not mentioned_items(every_item, sentence) and not ORDER_ID.search(sentence)):
             about.append(sentence)
         previous = mine
     return " ".join(about)

@@ -116,7 +116,7 @@ class ProcedureFlow(Flow[ProcedureState]):
             keep = {(i.order_id, i.item_id) for i in scope}
             customer = customer.model_copy(update={"orders": [o.model_copy(update={"items": [i for i in o.items if (o.order_id, i.item_id) in keep]})
                                                                for o in customer.orders]})
-        chosen = decide.assign(llm=self._llm, text=f"{prefer} {text}".strip(), customer=customer, procedures=specs, scoped=scope is not None)
+        chosen = decide.assign(llm=self._llm, text=f"{prefer} {text}".strip(), customer=customer, procedures=specs, scoped=scope is not None, prefer=prefer)
         if not any(chosen.values()):
             return [Outcome(intent=specs[0].intent, kind="not_found", detail={"what": "the items you mean"}, items=list(scope or []))]
         plan: list[Outcome] = []
@@ -147,10 +147,10 @@ class ProcedureFlow(Flow[ProcedureState]):
 
     def _action(self, spec: ProcedureSpec, order: Order, items: list[Item], *, text: str, prefer: str) -> tuple[Action | None, list[Item]]:
         """The write for one order, and the items no fitting variant was found for."""
-        said = f"{prefer} {text}".strip()
         if spec.tool == "cancel_pending_order":
             return Action(intent=spec.intent, tool=spec.tool, role=spec.role, order_id=order.order_id, items=order.items if len(items) == len(order.items) else items,
-                          arguments={"order_id": order.order_id, "reason": policy.cancel_reason(prefer) if prefer and policy.names_reason(prefer) else policy.cancel_reason(said)},
+                          arguments={"order_id": order.order_id, "reason": policy.cancel_reason(
+                              next((t for t in (prefer, text) if t and policy.names_reason(t)), self.state.text))},
                           amount=round(sum(i.price for i in order.items), 2), method_id=order.paid_with), []
         method_id = policy.named_method(prefer, order, self.state.customer) if prefer and policy.names_method(prefer) else policy.named_method(text, order, self.state.customer)
         if spec.tool == "return_delivered_order_items":

@@ -64,6 +64,12 @@ def narrow(item: Item, pool: list[Item], text: str, prefer: str = "") -> tuple[l
     for key in item.options:
         values = {candidate.options.get(key) for candidate in pool} - {item.options.get(key), None}
         named = (_wanted(key, values, preferred) if preferred else []) or _wanted(key, values, lowered)
+        current = item.options.get(key)
+        if not named and current and len(_phrase(current)) > 2 and SAME_BUT.search(text) is None and _named(current, preferred or lowered) \
+                and re.search(r"\d", current):  # "maple, 34 inch, graphic" with 34 inch what they have: it stays
+            kept = [candidate for candidate in pool if candidate.options.get(key) == current]
+            pool, named = kept, []
+            spoken.add(key)
         if len(named) == 1:
             kept = [candidate for candidate in pool if candidate.options.get(key) == named[0]]
             pool = kept or pool
@@ -150,6 +156,8 @@ def choose(*, llm: CrewdeskLLM, text: str, item: Item, product: dict[str, Any], 
     pool, spoken = narrow(item, candidates(item, product), _PREFER.sub(" ", text), _PREFER.sub(" ", prefer))  # what they prefer ranks; what they ask for filters
     text = f"{prefer} {text}".strip()
     pool, anchors = compared(item, pool, text)
+    if not spoken and not anchors and not _CHEAPEST.search(text) and not _PRICIEST.search(text) and not _PREFER.search(text):
+        return None  # nothing said about the new variant: asking beats guessing
     if SAME_BUT.search(text):
         changed = spoken | set(anchors)
         pool = [c for c in pool if all(c.options.get(k) == v for k, v in item.options.items() if k not in changed)]
