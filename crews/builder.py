@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from crewai import Agent, Crew, Process, Task
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
+from crewdesk.errors import ModelOutputError
 from crewdesk.llm import react
 from crewdesk.llm.base import CrewdeskLLM
 from crewdesk.llm.factory import LLMFactory
@@ -58,10 +60,26 @@ class PhaseLedger:
         return totals
 
 
-def ticket_block(ticket: Ticket) -> str:
-    # conversation_text: set by the pipeline when the ticket has follow-ups (the whole thread); else the first message.
-    text = getattr(ticket, "conversation_text", None) or ticket.body
+def ticket_block(ticket: Ticket, text: str) -> str:
+    """The ticket as the crew and the procedures read it: its header, then the conversation (text)."""
     return f"Ticket #{ticket.id}\nSubject: {ticket.subject or '(none)'}\nCustomer: {ticket.customer or '(unknown)'}\n\n{text}"
+
+
+@dataclass
+class Work:
+    """One run of one ticket, handed from phase to phase: the ticket row (read here, changed only in transactions), what
+    the run has read of its conversation, and the run's governance and accounting. Nothing is attached to the ORM row."""
+
+    ticket: Ticket
+    run_id: int
+    text: str  # the whole thread when the ticket has follow-ups, else the first message
+    read_up_to: int  # id of the last inbound message this run has read (a later one reopens the ticket)
+    gate: Gate
+    ledger: PhaseLedger = field(default_factory=lambda: PhaseLedger())
+    recalled: str = ""  # the same customer's earlier tickets, from memory, for the crew's context
+
+    def block(self) -> str:
+        return ticket_block(self.ticket, self.text)
 
 
 def constrain(agent: Agent, answer: type[BaseModel] | None) -> None:
@@ -71,17 +89,21 @@ def constrain(agent: Agent, answer: type[BaseModel] | None) -> None:
 
 
 class CrewBuilder:
-    def __init__(self, *, config: CrewConfig, llm_factory: LLMFactory, session_factory: sessionmaker[Session]) -> None:
+    def __init__(self, *, config: CrewConfig, llm_factory: LLMFactory, session_factory: sessionmaker[Session],
+                 tool_dependencies: dict[str, dict[str, Any]] | None = None) -> None:
         self.config = config
         self.llm_factory = llm_factory
         self.session_factory = session_factory
+        # what a tool needs beyond the gate, by tool name: e.g. {"kb_search": {"knowledge": <MemoryStore>, "k": 4}}
+        self.tool_dependencies = tool_dependencies or {}
 
     def agent(self, *, role_key: str, ticket: Ticket, run_id: int, gate: Gate, ledger: PhaseLedger, manager_tools: list | None = None) -> Agent:
         spec = self.config.roles[role_key]
         llm = self.llm_factory.build(tier=spec.tier, ticket_id=ticket.id, run_id=run_id)
         ledger.llms.append(llm)
         ledger.models[role_key] = llm.model
-        tools = manager_tools if manager_tools is not None else [REGISTRY[name](gate=gate, role=role_key, customer=ticket.customer) for name in spec.tools]
+        tools = manager_tools if manager_tools is not None else [REGISTRY[name](gate=gate, role=role_key, customer=ticket.customer, **self.tool_dependencies.get(name, {}))
+                                                                 for name in spec.tools]
         return Agent(
             role=spec.role,
             goal=spec.goal,
@@ -118,40 +140,44 @@ class CrewBuilder:
         guardrail.__name__ = "resolution_guardrail"
         return guardrail
 
-    def run_phase(self, *, task_key: str, role_key: str, ticket: Ticket, run_id: int, gate: Gate, ledger: PhaseLedger, values: dict[str, str]) -> BaseModel:
+    def run_phase(self, *, task_key: str, role_key: str, work: Work, values: dict[str, str]) -> BaseModel:
         """Kick off one task with one agent and return its validated pydantic output."""
-        agent = self.agent(role_key=role_key, ticket=ticket, run_id=run_id, gate=gate, ledger=ledger)
+        agent = self.agent(role_key=role_key, ticket=work.ticket, run_id=work.run_id, gate=work.gate, ledger=work.ledger)
         constrain(agent, self.config.tasks[task_key].output)
-        task = self._task(task_key, ticket=ticket, gate=gate, values=values, agent=agent)
+        task = self._task(task_key, work=work, values=values, agent=agent)
         return self._kickoff(Crew(agents=[agent], tasks=[task], process=Process.sequential, verbose=False, memory=False), task_key)
 
-    def _task(self, task_key: str, *, ticket: Ticket, gate: Gate, values: dict[str, str], agent: Agent | None = None) -> Task:
+    def _task(self, task_key: str, *, work: Work, values: dict[str, str], agent: Agent | None = None) -> Task:
         """The task from YAML, its text concealed, its output validated (JSON, and no unbacked claims)."""
         spec = self.config.tasks[task_key]
         return Task(
             name=task_key,
-            description=gate.vault.conceal(spec.render(ticket=ticket_block(ticket), **values)),
+            description=work.gate.vault.conceal(spec.render(ticket=work.block(), **values)),
             expected_output=spec.expected_output,
             agent=agent,
             output_pydantic=spec.output,
-            guardrail=self.guardrail(spec.output, ticket_id=ticket.id),
+            guardrail=self.guardrail(spec.output, ticket_id=work.ticket.id),
             guardrail_max_retries=1,
         )
 
     def _kickoff(self, crew: Crew, task_key: str) -> BaseModel:
         model = self.config.tasks[task_key].output
-        result = crew.kickoff()
+        try:
+            result = crew.kickoff()
+        except ValidationError as exc:  # CrewAI's conversion of the final answer to the task's output model
+            raise ModelOutputError(f"the model's {task_key} answer does not fit {model.__name__}: {exc}") from exc
         return result.pydantic if isinstance(result.pydantic, model) else parse_model_output(result.raw, model)
 
-    def run_hierarchical(self, *, ticket: Ticket, run_id: int, gate: Gate, ledger: PhaseLedger, values: dict[str, str]) -> tuple[BaseModel, DelegationBudget]:
+    def run_hierarchical(self, *, work: Work, values: dict[str, str]) -> tuple[BaseModel, DelegationBudget]:
         """A manager delegates parts of the resolution to the specialists; each acts only through its own tools.
         Iterations (YAML max_iter) and delegations (max_delegations) are capped."""
+        ticket, run_id, gate, ledger = work.ticket, work.run_id, work.gate, work.ledger
         coworkers = [self.agent(role_key=key, ticket=ticket, run_id=run_id, gate=gate, ledger=ledger) for key in COWORKERS]
         budget = DelegationBudget(self.config.roles["manager"].max_delegations)
         manager = self.agent(role_key="manager", ticket=ticket, run_id=run_id, gate=gate, ledger=ledger, manager_tools=capped_agent_tools(coworkers, budget))
         for coworker in coworkers:
             constrain(coworker, None)  # a coworker reports back in words; the manager writes the resolution
         constrain(manager, self.config.tasks["resolve"].output)
-        task = self._task("resolve", ticket=ticket, gate=gate, values=values)
+        task = self._task("resolve", work=work, values=values)
         crew = Crew(agents=coworkers, tasks=[task], process=Process.hierarchical, manager_agent=manager, verbose=False, memory=False)
         return self._kickoff(crew, "resolve"), budget

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from crewai.utilities.converter import ConverterError
 from sqlalchemy import select, text, update
@@ -36,7 +37,8 @@ from crewdesk.tickets.schemas import (
     Triage,
 )
 from crews import audit_listener
-from crews.builder import CrewBuilder, PhaseLedger, ticket_block
+from crews.builder import CrewBuilder, Work
+from crewdesk.routing.schemas import Route
 from crews.procedures.decide import VERBS as ORDER_VERBS
 from crews.procedures import address, conditions
 from crews.procedures.conditions import HANDOFF
@@ -49,7 +51,6 @@ from crewdesk import language
 from crewdesk.pii import Vault
 from crewdesk.memory import service as memory
 from crewdesk.memory.base import MemoryStore, MemoryStoreError
-from tools import kb_search
 from tools.gate import Gate, PlainVault
 
 log = get_logger(__name__)
@@ -64,6 +65,26 @@ def build_router(settings: Settings, llm_factory: LLMFactory):
     return build(cache_dir=settings.home / "cache" / "routing", llm=llm, design=settings.router)
 
 
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a run decided for its ticket: the status to move to and why, the reply, the team's note, the triage."""
+
+    status: TicketStatus
+    reason: str | None
+    reply: str | None
+    note: str | None
+    triage: Triage | None = None
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A ticket the procedures take: the router's answer, the intents to run, and whether the customer's own verbs named them."""
+
+    route: Route
+    intents: list[str]
+    cued: bool
 
 
 # Router labels that name no action of their own: beside a request the customer's verbs name, they are dropped.
@@ -100,10 +121,10 @@ class Pipeline:
         if settings.procedures:
             self.procedures = load_procedures(settings.tasks_dir / "procedures", policy_rules=set(POLICY_RULES), roles=set(self.config.roles))
         self.router = router if router is not None or not settings.procedures else build_router(settings, llm_factory)
-        self.builder = CrewBuilder(config=self.config, llm_factory=llm_factory, session_factory=session_factory)
         audit_listener.install(session_factory)
         self.memory = self._open_memory(settings)
-        kb_search.use_store(self.memory, k=settings.kb_search_k)
+        self.builder = CrewBuilder(config=self.config, llm_factory=llm_factory, session_factory=session_factory,
+                                   tool_dependencies={"kb_search": {"knowledge": self.memory, "k": settings.kb_search_k}})
 
     @contextmanager
     def _exclusive(self, ticket_id: int) -> Iterator[None]:
@@ -132,34 +153,36 @@ class Pipeline:
                 ticket = tickets.get(db=db, ticket_id=ticket_id)
                 return TicketOutcome(ticket_id=ticket_id, run_id=None, status=ticket.status, reused=True)
 
-    def _begin(self, ticket_id: int, celery_task_id: str | None) -> tuple[Ticket, CrewRun | None, TicketOutcome | None]:
+    def _begin(self, ticket_id: int, celery_task_id: str | None) -> Work | TicketOutcome:
+        """The run's work (its new run row committed, the ticket in triaging or in_progress), or the outcome when there
+        is nothing to run (already finished, waiting for approval, or invalid)."""
         with transaction(self.session_factory) as db:
             ticket = tickets.get(db=db, ticket_id=ticket_id, lock=True)
             waiting = ticket.status == TicketStatus.awaiting_approval and approvals.pending_for(db=db, ticket_id=ticket.id)
             if tickets.is_terminal(ticket) or waiting:
                 last = db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id, CrewRun.status == "completed").order_by(CrewRun.id.desc())).scalars().first()
-                return ticket, None, TicketOutcome(ticket_id=ticket.id, run_id=last.id if last else None, status=ticket.status,
-                                                   category=ticket.category, priority=ticket.priority, reused=True)
+                return TicketOutcome(ticket_id=ticket.id, run_id=last.id if last else None, status=ticket.status,
+                                     category=ticket.category, priority=ticket.priority, reused=True)
             problem = self._validate(ticket)
             if problem:
                 tickets.transition(ticket=ticket, to=TicketStatus.failed, reason=problem)
                 audit.record(db=db, ticket_id=ticket.id, kind="status", name="failed", actor="pipeline", error=problem)
-                return ticket, None, TicketOutcome(ticket_id=ticket.id, run_id=None, status=ticket.status)
+                return TicketOutcome(ticket_id=ticket.id, run_id=None, status=ticket.status)
             interrupted = db.execute(
                 update(CrewRun).where(CrewRun.ticket_id == ticket_id, CrewRun.status == "running")
                 .values(status="interrupted", finished_at=utcnow(), error="worker stopped before the run finished")
             ).rowcount
             if interrupted:
                 audit.record(db=db, ticket_id=ticket.id, kind="status", name="run_interrupted", actor="pipeline", result={"runs": interrupted})
-            ticket.conversation_text = tickets.conversation(db=db, ticket=ticket)
-            ticket.read_up_to = tickets.last_inbound_id(db=db, ticket_id=ticket.id)  # what this run has seen of the thread
+            conversation = tickets.conversation(db=db, ticket=ticket)
+            read_up_to = tickets.last_inbound_id(db=db, ticket_id=ticket.id)  # what this run has seen of the thread
             run = CrewRun(ticket_id=ticket.id, process="sequential", celery_task_id=celery_task_id)
             db.add(run)
             resuming = ticket.status == TicketStatus.awaiting_approval
             tickets.transition(ticket=ticket, to=TicketStatus.in_progress if resuming else TicketStatus.triaging)
             db.flush()
             audit.record(db=db, ticket_id=ticket.id, run_id=run.id, kind="status", name="resumed" if resuming else "triaging", actor="pipeline")
-            return ticket, run, None
+        return Work(ticket=ticket, run_id=run.id, text=conversation or ticket.body, read_up_to=read_up_to, gate=self.gate(ticket_id=ticket.id, run_id=run.id))
 
     def gate(self, *, ticket_id: int, run_id: int | None) -> Gate:
         threshold = self.settings.approval_threshold_usd
@@ -187,56 +210,54 @@ class Pipeline:
         return None
 
     def _process_locked(self, ticket_id: int, *, celery_task_id: str | None, started: float) -> TicketOutcome:
-        ticket, run, done = self._begin(ticket_id, celery_task_id)
-        if done is not None:
-            return done
-        assert run is not None
-        bind(ticket_id=ticket.id, run_id=run.id)
-        token = audit_listener.current_run.set(audit_listener.RunContext(ticket.id, run.id))
-        ledger = PhaseLedger()
-        gate = self.gate(ticket_id=ticket.id, run_id=run.id)
+        work = self._begin(ticket_id, celery_task_id)
+        if isinstance(work, TicketOutcome):
+            return work
+        ticket = work.ticket
+        bind(ticket_id=ticket.id, run_id=work.run_id)
+        token = audit_listener.current_run.set(audit_listener.RunContext(ticket.id, work.run_id))
         try:
-            ticket.recalled_memory = self._recall(ticket)
-            status, reason, reply, note, triage = self._crew(ticket, run, gate, ledger)
-            reply, note = gate.vault.reveal(reply), gate.vault.reveal(note)  # the customer and the team see real data
-            outcome = self._finish(ticket, run, ledger, started, status=status, reason=reason, reply=reply, note=note, triage=triage)
+            work.recalled = self._recall(ticket)
+            decided = self._crew(work)
+            reply, note = work.gate.vault.reveal(decided.reply), work.gate.vault.reveal(decided.note)  # the customer and the team see real data
+            outcome = self._finish(work, started, status=decided.status, reason=decided.reason, reply=reply, note=note, triage=decided.triage)
             log.info("ticket.processed", status=outcome.status, category=outcome.category, seconds=round(outcome.seconds, 2))
-            self._remember(ticket, outcome.status, triage=triage, reply=reply)  # after the outcome is committed: best effort
+            self._remember(ticket, outcome.status, triage=decided.triage, reply=reply)  # after the outcome is committed: best effort
             return outcome
         except Exception as exc:
             kind = classify_error(exc)
             if kind is TransientError:
-                self._finish(ticket, run, ledger, started, status=TicketStatus.queued, reason=f"retrying: {exc}", run_status="error", error=str(exc))
+                self._finish(work, started, status=TicketStatus.queued, reason=f"retrying: {exc}", run_status="error", error=str(exc))
                 log.warning("ticket.transient_error", error=str(exc))
                 raise TransientError(str(exc)) from exc
             log.exception("ticket.failed")
-            return self._finish(ticket, run, ledger, started, status=TicketStatus.failed, reason=f"{type(exc).__name__}: {exc}", run_status="error", error=f"{type(exc).__name__}: {exc}")
+            return self._finish(work, started, status=TicketStatus.failed, reason=f"{type(exc).__name__}: {exc}", run_status="error", error=f"{type(exc).__name__}: {exc}")
         finally:
             audit_listener.flush()
             audit_listener.current_run.reset(token)
             unbind("ticket_id", "run_id")
 
-    def _crew(self, ticket: Ticket, run: CrewRun, gate: Gate, ledger: PhaseLedger):
-        phase = dict(ticket=ticket, run_id=run.id, gate=gate, ledger=ledger)
+    def _crew(self, work: Work):
+        ticket = work.ticket
         if ticket.status == TicketStatus.in_progress and ticket.triage:  # a run starts in_progress only when resuming after approvals
-            return self._specialist(ticket, Triage.model_validate(ticket.triage), phase, history=self._history(ticket.id))
-        routed = self._routed(ticket)
+            return self._specialist(work, Triage.model_validate(ticket.triage), history=self._history(ticket.id))
+        routed = self._routed(work)
         if routed is not None:
-            return self._procedure(ticket, *routed, phase)
+            return self._procedure(work, routed)
         try:
-            triage = self.builder.run_phase(task_key="triage", role_key="routing", values={}, **phase)
+            triage = self.builder.run_phase(task_key="triage", role_key="routing", values={}, work=work)
         except Exception as exc:
             if classify_error(exc) is not ModelOutputError:
                 raise
             reason = f"routing model gave no valid triage ({exc})"
-            return self._escalate(ticket, None, reason, phase) + (None,)
+            return self._escalate(work, None, reason)
         assert isinstance(triage, Triage)
         # The reply's language is detected from what the customer wrote, not taken from the model's guess.
-        triage = triage.model_copy(update={"language": language.detect(getattr(ticket, "conversation_text", None) or ticket.body, default=triage.language)})
-        hits = self._record_triage(ticket, run.id, triage)
+        triage = triage.model_copy(update={"language": language.detect(work.text, default=triage.language)})
+        hits = self._record_triage(ticket, work.run_id, triage)
         if hits:
-            return self._escalate(ticket, triage, "; ".join(str(h) for h in hits), phase) + (triage,)
-        return self._specialist(ticket, triage, phase)
+            return self._escalate(work, triage, "; ".join(str(h) for h in hits))
+        return self._specialist(work, triage)
 
     def _record_triage(self, ticket: Ticket, run_id: int, triage: Triage, confidence_floor: float | None = None) -> list[rules.RuleHit]:
         """Store the triage; the deterministic escalation rules decide whether the ticket goes on or to a person. The
@@ -255,14 +276,14 @@ class Pipeline:
         ticket.category, ticket.priority = triage.category, triage.priority
         return hits
 
-    def _routed(self, ticket: Ticket) -> tuple[object, list[str]] | None:
+    def _routed(self, work: Work) -> Routed | None:
         """(route, the intents to run) when every intent found has a procedure; otherwise None (the crew takes the ticket).
         Cancelling, returning, exchanging and changing items are one family: customers say "exchange" for a pending order and
         "cancel" for a delivered one, so each item's order status, not the word, decides which of them applies. A billing
         question beside them is answered by the amounts the reply states for each action."""
         if self.procedures is None or self.router is None:
             return None
-        text = getattr(ticket, "conversation_text", None) or ticket.body
+        ticket, text = work.ticket, work.text
         try:
             routed = self.router.route(f"{ticket.subject or ''}\n{text}".strip())
         except Exception as exc:  # a broken router must not stop tickets: the crew takes them
@@ -284,33 +305,33 @@ class Pipeline:
             intents = [i for i in intents if i not in ORDER_FAMILY and i != "billing_question"] + [i for i in ORDER_FAMILY_ORDER if i in self.procedures.by_intent]
         if cued or moves:  # the customer's own verbs name known requests: the router's vaguer labels beside them add nothing to do
             intents = [i for i in intents if i not in VAGUE] or intents
-        return (routed, intents, cued or bool(moves)) if self.procedures.covers(intents) else None
+        return Routed(route=routed, intents=intents, cued=cued or bool(moves)) if self.procedures.covers(intents) else None
 
-    def _procedure(self, ticket: Ticket, routed, intents: list[str], cued: bool, phase: dict):
+    def _procedure(self, work: Work, routed: Routed):
         """Known intents: the procedure flow decides, checks policy, acts through the gate and writes the reply. When the
         customer's own verbs name the request, the router's confidence is not what decides."""
-        raw = getattr(ticket, "conversation_text", None) or ticket.body
-        triage = Triage(category=str(routed.category), priority=str(routed.priority), language=language.detect(raw), sentiment=str(routed.sentiment),
-                        summary=f"{', '.join(intents)}: {' '.join((ticket.subject or raw).split())[:120]}", confidence=routed.confidence)
-        hits = self._record_triage(ticket, phase["run_id"], triage, confidence_floor=0.0 if cued else self.settings.router_confidence)
+        ticket, raw, route, intents = work.ticket, work.text, routed.route, routed.intents
+        triage = Triage(category=str(route.category), priority=str(route.priority), language=language.detect(raw), sentiment=str(route.sentiment),
+                        summary=f"{', '.join(intents)}: {' '.join((ticket.subject or raw).split())[:120]}", confidence=route.confidence)
+        hits = self._record_triage(ticket, work.run_id, triage, confidence_floor=0.0 if routed.cued else self.settings.router_confidence)
         if hits:
-            return self._escalate(ticket, triage, "; ".join(str(h) for h in hits), phase) + (triage,)
-        gate, ledger = phase["gate"], phase["ledger"]
-        llm = self.builder.llm_factory.build(tier="cheap", ticket_id=ticket.id, run_id=phase["run_id"])
+            return self._escalate(work, triage, "; ".join(str(h) for h in hits))
+        gate, ledger = work.gate, work.ledger
+        llm = self.builder.llm_factory.build(tier="cheap", ticket_id=ticket.id, run_id=work.run_id)
         ledger.llms.append(llm)
         ledger.models["procedure"] = llm.model
         with transaction(self.session_factory) as db:
-            db.execute(update(CrewRun).where(CrewRun.id == phase["run_id"]).values(process="procedure"))
+            db.execute(update(CrewRun).where(CrewRun.id == work.run_id).values(process="procedure"))
         flow = ProcedureFlow.build(gate=gate, llm=llm, procedures=self.procedures, raw_text=raw)
-        flow.kickoff(inputs={"text": gate.vault.conceal(ticket_block(ticket)), "channel_customer": ticket.customer or "", "language": triage.language,
+        flow.kickoff(inputs={"text": gate.vault.conceal(work.block()), "channel_customer": ticket.customer or "", "language": triage.language,
                              "intents": intents})
         state = flow.state
         with transaction(self.session_factory) as db:
-            audit.record(db=db, ticket_id=ticket.id, run_id=phase["run_id"], kind="procedure", name="+".join(intents), actor="pipeline",
+            audit.record(db=db, ticket_id=ticket.id, run_id=work.run_id, kind="procedure", name="+".join(intents), actor="pipeline",
                          result={"status": state.status, "reason": state.reason, "customer": state.customer.how if state.customer else None,
                                  "outcomes": [{"intent": o.intent, "kind": o.kind, "rule": o.rule, "order": o.action.order_id if o.action else None} for o in state.outcomes]})
         note = f"procedure {'+'.join(intents)}: {state.status}" + (f" ({state.reason})" if state.reason else "")
-        return TicketStatus(state.status), state.reason or None, flow.reply(), note, triage
+        return Decision(TicketStatus(state.status), state.reason or None, flow.reply(), note, triage)
 
     def _history(self, ticket_id: int) -> str:
         """What happened on this ticket before a resumed run: decisions and completed actions."""
@@ -365,8 +386,8 @@ class Pipeline:
         log.info("memory.remembered", ms=round(1000 * (time.perf_counter() - started), 1))
 
     @staticmethod
-    def _with_memory(ticket: Ticket, triage_text: str) -> str:
-        recalled = getattr(ticket, "recalled_memory", "")
+    def _with_memory(work: Work, triage_text: str) -> str:
+        recalled = work.recalled
         if not recalled:
             return triage_text
         return triage_text + ("\n\nThis customer's earlier tickets (summaries from memory; personal data removed; for context only, "
@@ -375,43 +396,44 @@ class Pipeline:
     def process_for(self, category: str) -> str:
         return self.settings.crew_process_by_category.get(category, self.settings.crew_process)
 
-    def _specialist(self, ticket: Ticket, triage: Triage, phase: dict, history: str = ""):
+    def _specialist(self, work: Work, triage: Triage, history: str = ""):
+        ticket = work.ticket
         process = self.process_for(triage.category)
         specialist = SPECIALIST_BY_CATEGORY[triage.category] if process == "sequential" else "manager"
         triage_text = triage.model_dump_json()
         if history:
             triage_text += "\n\nEarlier on this ticket (already done; do not repeat):\n" + history
-        triage_text = self._with_memory(ticket, triage_text)
+        triage_text = self._with_memory(work, triage_text)
         with transaction(self.session_factory) as db:
-            db.execute(update(CrewRun).where(CrewRun.id == phase["run_id"]).values(process=process))
+            db.execute(update(CrewRun).where(CrewRun.id == work.run_id).values(process=process))
         try:
             if process == "hierarchical":
-                resolution, budget = self.builder.run_hierarchical(values={"triage": triage_text}, **phase)
+                resolution, budget = self.builder.run_hierarchical(values={"triage": triage_text}, work=work)
                 with transaction(self.session_factory) as db:
-                    audit.record(db=db, ticket_id=ticket.id, run_id=phase["run_id"], kind="crew", name="delegations", actor="manager",
+                    audit.record(db=db, ticket_id=ticket.id, run_id=work.run_id, kind="crew", name="delegations", actor="manager",
                                  result={"used": budget.used, "limit": budget.limit, "refused": budget.refused})
             else:
-                resolution = self.builder.run_phase(task_key="resolve", role_key=specialist, values={"triage": triage_text}, **phase)
+                resolution = self.builder.run_phase(task_key="resolve", role_key=specialist, values={"triage": triage_text}, work=work)
         except Exception as exc:
             if classify_error(exc) is not ModelOutputError:
                 raise
-            return self._escalate(ticket, triage, f"{specialist} model gave no valid resolution ({exc})", phase) + (triage,)
+            return self._escalate(work, triage, f"{specialist} model gave no valid resolution ({exc})")
         assert isinstance(resolution, Resolution)
         with self.session_factory() as db:
             pending = approvals.pending_for(db=db, ticket_id=ticket.id)
             transferred = any(e.tool == "transfer_to_human_agents" for e in effects.for_ticket(db=db, ticket_id=ticket.id))
         if pending:
             reason = "; ".join(f"approval #{a.id}: {a.action} ({a.reason})" for a in pending)
-            return TicketStatus.awaiting_approval, reason, resolution.customer_reply, resolution.internal_note, triage
+            return Decision(TicketStatus.awaiting_approval, reason, resolution.customer_reply, resolution.internal_note, triage)
         if resolution.needs_human or transferred:
             reason = resolution.escalation_reason or (f"{specialist} transferred to a human" if transferred else f"{specialist} asked for a human")
-            return self._escalate(ticket, triage, reason, phase, note=resolution.internal_note) + (triage,)
-        return TicketStatus.resolved, None, resolution.customer_reply, resolution.internal_note, triage
+            return self._escalate(work, triage, reason, note=resolution.internal_note)
+        return Decision(TicketStatus.resolved, None, resolution.customer_reply, resolution.internal_note, triage)
 
-    def _escalate(self, ticket: Ticket, triage: Triage | None, reason: str, phase: dict, note: str = ""):
-        triage_text = self._with_memory(ticket, triage.model_dump_json() if triage else "(no valid triage)")
+    def _escalate(self, work: Work, triage: Triage | None, reason: str, note: str = ""):
+        triage_text = self._with_memory(work, triage.model_dump_json() if triage else "(no valid triage)")
         try:
-            handoff = self.builder.run_phase(task_key="escalate", role_key="escalation", values={"triage": triage_text, "reason": reason}, **phase)
+            handoff = self.builder.run_phase(task_key="escalate", role_key="escalation", values={"triage": triage_text, "reason": reason}, work=work)
             assert isinstance(handoff, Handoff)
             summary = f"[{handoff.team}] {handoff.handoff_summary}"
         except Exception as exc:
@@ -420,12 +442,13 @@ class Pipeline:
             summary = f"[tier2] escalation model gave no valid hand-off ({exc})"
         # The model writes the team's hand-off; the customer gets the holding reply in their language (replies.yaml), which
         # promises nothing and admits nothing, whatever the model would have written.
-        reply = holding_reply(self.replies, language.detect(getattr(ticket, "conversation_text", None) or ticket.body))
-        return TicketStatus.escalated, reason, reply, "\n".join(x for x in (note, summary) if x)
+        reply = holding_reply(self.replies, language.detect(work.text))
+        return Decision(TicketStatus.escalated, reason, reply, "\n".join(x for x in (note, summary) if x), triage)
 
-    def _finish(self, ticket: Ticket, run: CrewRun, ledger: PhaseLedger, started: float, *, status: TicketStatus, reason: str | None,
+    def _finish(self, work: Work, started: float, *, status: TicketStatus, reason: str | None,
                 reply: str | None = None, note: str | None = None, triage: Triage | None = None, run_status: str = "completed", error: str | None = None) -> TicketOutcome:
         seconds = time.perf_counter() - started
+        ticket, run_id, ledger = work.ticket, work.run_id, work.ledger
         with transaction(self.session_factory) as db:
             row = tickets.get(db=db, ticket_id=ticket.id, lock=True)
             if TicketStatus(row.status) != status:
@@ -439,18 +462,18 @@ class Pipeline:
             if reply is not None:
                 row.resolution = {"customer_reply": reply, "internal_note": note or "", "status": status.value, "reason": reason}
             costs = sum(estimate_cost(model, t_in, t_out) for model, (t_in, t_out) in ledger.per_model().items())
-            db.execute(update(CrewRun).where(CrewRun.id == run.id).values(
+            db.execute(update(CrewRun).where(CrewRun.id == run_id).values(
                 status=run_status, outcome=status.value, error=error, models=ledger.models, tokens_in=ledger.tokens_in, tokens_out=ledger.tokens_out, tokens_cached=ledger.tokens_cached,
                 llm_calls=ledger.calls, llm_seconds=ledger.llm_seconds, cost_usd=costs, latency_s=seconds, finished_at=utcnow(),
             ))
-            audit.record(db=db, ticket_id=row.id, run_id=run.id, kind="status", name=status.value, actor="pipeline", result={"reason": reason} if reason else None)
+            audit.record(db=db, ticket_id=row.id, run_id=run_id, kind="status", name=status.value, actor="pipeline", result={"reason": reason} if reason else None)
             requeue = False
-            if status is TicketStatus.resolved and tickets.last_inbound_id(db=db, ticket_id=row.id) > getattr(ticket, "read_up_to", 0):
+            if status is TicketStatus.resolved and tickets.last_inbound_id(db=db, ticket_id=row.id) > work.read_up_to:
                 # The customer wrote again while the crew worked: answer that too rather than leave it unread.
                 tickets.transition(ticket=row, to=TicketStatus.queued, reason="reopened: the customer wrote during the run")
-                audit.record(db=db, ticket_id=row.id, run_id=run.id, kind="status", name="reopened", actor="pipeline")
+                audit.record(db=db, ticket_id=row.id, run_id=run_id, kind="status", name="reopened", actor="pipeline")
                 requeue = True
-        return TicketOutcome(ticket_id=ticket.id, run_id=run.id, status=status.value, category=ticket.category, priority=ticket.priority,
+        return TicketOutcome(ticket_id=ticket.id, run_id=run_id, status=status.value, category=ticket.category, priority=ticket.priority,
                              escalation_reason=reason if status is TicketStatus.escalated else None, seconds=seconds, requeue=requeue)
 
 

@@ -131,22 +131,17 @@ def test_kb_search_tool_passes_the_gate_and_conceals(tmp_path, session_factory, 
             return value
 
     gate = Gate(session_factory=session_factory, ticket_id=make_ticket(), run_id=None, permissions={"billing": frozenset({"kb_search"})}, vault=Vault())
-    kb_search.use_store(store, k=2)
-    try:
-        out = kb_search.KBSearchTool(gate=gate, role="billing").run(query="urgent refund")
-        assert "kb.md > Help > Escalations" in out and "<EMAIL_1>" in out and "escalations@example.com" not in out
-        denied = kb_search.KBSearchTool(gate=gate, role="technical").run(query="urgent refund")
-        assert denied.startswith("DENIED")
-        from sqlalchemy import select
+    out = kb_search.KBSearchTool(gate=gate, role="billing", knowledge=store, k=2).run(query="urgent refund")  # the store is passed in
+    assert "kb.md > Help > Escalations" in out and "<EMAIL_1>" in out and "escalations@example.com" not in out
+    denied = kb_search.KBSearchTool(gate=gate, role="technical", knowledge=store).run(query="urgent refund")
+    assert denied.startswith("DENIED")
+    from sqlalchemy import select
 
-        from crewdesk.audit.models import AuditEvent
+    from crewdesk.audit.models import AuditEvent
 
-        with session_factory() as db:
-            assert db.execute(select(AuditEvent.name).where(AuditEvent.kind == "gate")).scalars().all() == ["denied:kb_search"]
-        kb_search.use_store(None)
-        assert "not configured" in kb_search.KBSearchTool(gate=gate, role="billing").run(query="x")
-    finally:
-        kb_search.use_store(None)
+    with session_factory() as db:
+        assert db.execute(select(AuditEvent.name).where(AuditEvent.kind == "gate")).scalars().all() == ["denied:kb_search"]
+    assert "not configured" in kb_search.KBSearchTool(gate=gate, role="billing").run(query="x")
 
 
 def test_weaviate_adapter_builds_valid_v4_schema_and_filters_offline():

@@ -104,6 +104,22 @@ def test_llm_garbage_is_recorded_and_the_ticket_goes_to_a_human(settings, sessio
     assert guardrail_rows >= 2  # the guardrail asked the model to retry, and that is on record
 
 
+def test_json_that_fits_no_output_model_escalates_with_the_holding_reply_instead_of_failing(settings, session_factory, make_ticket):
+    # The local model once answered the hand-off with {"summary": ...}: valid JSON, wrong keys, for every retry.
+    wrong_keys = lambda messages, role: 'Thought: I now know the final answer\nFinal Answer: {"summary": "Customer asks why they were charged twice."}'
+    ticket_id = make_ticket("Why was I charged twice?")
+    pipeline, _ = make_pipeline(settings, session_factory, responder=wrong_keys)
+    outcome = pipeline.process(ticket_id)
+    assert outcome.status == "escalated"  # not failed: the ticket reaches a person with the reason
+    with session_factory() as db:
+        ticket = db.get(Ticket, ticket_id)
+        run = db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id)).scalar_one()
+        messages = db.execute(select(Message).where(Message.ticket_id == ticket_id)).scalars().all()
+    assert run.status == "completed" and "no valid" in ticket.status_reason
+    assert [m.direction for m in messages].count("outbound") == 1  # the holding reply
+    assert any(m.direction == "internal" and "no valid hand-off" in m.body for m in messages)
+
+
 def test_transient_model_error_requeues_without_losing_the_ticket(settings, session_factory, make_ticket):
     calls = {"n": 0}
 

@@ -211,3 +211,86 @@ def test_comparisons_filter_and_preferences_rank_the_variants_in_code(store_data
     item = Item(order_id="#W6390527", **{k: current[k] for k in ("item_id", "product_id", "name", "options", "price")})
     chosen = variants.choose(llm=NoModel(), text=f"I would like {wish}.", item=item, product=store_data["products"][current["product_id"]])
     assert {k: chosen.options[k] for k in expected} == expected and store_data["products"][current["product_id"]]["variants"][chosen.item_id]["available"]
+
+
+# -- addresses -------------------------------------------------------------------------------------------------------
+
+
+def user_address(store, user_id="ethan_sanchez_2952"):
+    from crewdesk.store.models import StoreUser
+
+    with store() as db:
+        return db.execute(select(StoreUser).where(StoreUser.user_id == user_id)).scalar_one().doc["address"]
+
+
+def test_a_pending_order_is_sent_to_an_address_the_store_already_holds_and_the_default_stays(settings, store, make_ticket):
+    home = user_address(store)
+    outcome, reply, audit = run(settings, store, make_ticket, "Hi, my pending order is going to New York by mistake. Please send it to my home address in Austin instead.",
+                                "modify_order", customer=EMAIL)
+    assert outcome.status == "resolved", reply
+    assert order(store, PENDING)["address"] == home  # the default address (Austin), taken from the store, not typed by anyone
+    assert user_address(store) == home and ("effect", "modify_pending_order_address") in audit and ("effect", "modify_user_address") not in audit
+    assert "799 Lakeview Drive" in reply and PENDING in reply
+
+
+def test_a_written_address_goes_on_the_pending_order_and_the_account(settings, store, make_ticket):
+    outcome, reply, audit = run(settings, store, make_ticket, "I moved. Please change my default address and the address of my pending order to "
+                                "1234 Elm St, Springfield, IL, 62701.", "change_default_address", customer=EMAIL)
+    new = {"address1": "1234 Elm St", "address2": "", "city": "Springfield", "state": "IL", "country": "USA", "zip": "62701"}
+    assert outcome.status == "resolved", reply
+    assert order(store, PENDING)["address"] == new and user_address(store) == new
+    assert order(store, DELIVERED)["address"]["city"] == "Austin"  # a delivered order keeps where it went
+    assert "1234 Elm St" in reply and "default address" in reply
+
+
+def test_an_address_nobody_can_tell_is_asked_for_and_nothing_changes(settings, store, make_ticket):
+    before = order(store, PENDING)
+    outcome, reply, audit = run(settings, store, make_ticket, "Please change the shipping address of my order to my new place.", "modify_order", customer=EMAIL)
+    assert outcome.status == "escalated" and order(store, PENDING) == before
+    assert "write it out in full" in reply and not any(kind == "effect" for kind, _ in audit)
+
+
+# -- the customer's fallbacks ----------------------------------------------------------------------------------------
+
+
+def test_a_refused_partial_cancel_falls_back_to_the_whole_order_the_customer_asked_for(settings, store, make_ticket):
+    outcome, reply, audit = run(settings, store, make_ticket, "Please cancel the grill from my pending order. If cancelling only the grill is not possible, "
+                                "cancel the whole order, I ordered it by mistake.", "cancel_order", customer=EMAIL)
+    doc = order(store, PENDING)
+    assert outcome.status == "resolved", reply
+    assert doc["status"] == "cancelled" and doc["cancel_reason"] == "ordered by mistake"
+    assert ("policy", "refused:whole_order_only") in audit and ("decision", "fallback") in audit  # the refusal, then the customer's own fallback
+    assert "I have cancelled order" in reply
+
+
+def test_a_fallback_that_says_leave_it_changes_nothing_and_says_why(settings, store, make_ticket):
+    before = order(store, PENDING)
+    outcome, reply, audit = run(settings, store, make_ticket, "Please cancel the grill from my pending order. If that is not possible, do not do anything.",
+                                "cancel_order", customer=EMAIL)
+    assert order(store, PENDING) == before and not any(kind == "effect" for kind, _ in audit)
+    assert outcome.status == "resolved"  # answered: what could not be done, and that it was left as asked
+    assert "only be cancelled as a whole" in reply and "left it as it is" in reply
+
+
+def test_a_fallback_to_a_person_hands_the_ticket_over(settings, store, make_ticket):
+    before = order(store, DELIVERED)
+    outcome, reply, audit = run(settings, store, make_ticket, "Exchange my smart watch for the same one but with a purple band. "
+                                "If there is no such watch, please pass me to a human.", "exchange_items", customer=EMAIL)
+    assert order(store, DELIVERED) == before
+    assert outcome.status == "escalated" and ("tool_call", "transfer_to_human_agents") in audit
+    assert "member of our team" in reply
+
+
+def test_fallback_sentences_are_read_apart_from_the_request():
+    from crews.procedures import conditions
+
+    reading = conditions.read("I want to exchange the keyboard for a clicky one. If there is no clicky keyboard with RGB backlight, full size, "
+                              "I'd rather only exchange the thermostat. If 8 bar is not possible, I want 9 bar. If 9 bar is not possible, I want 7 bar.")
+    assert reading.request == "I want to exchange the keyboard for a clicky one."
+    first, second, third = reading.fallbacks
+    assert first.then == "I'd rather only exchange the thermostat." and first.anchor == 0 and first.kind == "redo"
+    assert third.anchor == second.index  # "if 9 bar is not possible" follows the fallback that asked for 9 bar
+    assert conditions.read("Return it to my card. If that is not possible, transfer me to a human.").fallbacks[0].kind == "handoff"
+    assert conditions.read("Cancel the boots. If you cannot, do not do anything.").fallbacks[0].kind == "nothing"
+    # a condition that is not a failure stays part of the request
+    assert conditions.read("If it has not shipped yet, cancel it.").fallbacks == []

@@ -10,17 +10,6 @@ from pydantic import BaseModel, Field
 from crewdesk.memory.base import MemoryStore, MemoryStoreError
 from tools.base import GovernedTool
 
-_store: MemoryStore | None = None
-_k = 4
-
-
-def use_store(store: MemoryStore | None, *, k: int = 4) -> None:
-    """The process's knowledge base, installed by the pipeline (as crews.audit_listener.install is): tools are built
-    per agent from YAML names, so they find the store here rather than through their constructor."""
-    global _store, _k
-    _store, _k = store, k
-
-
 class _Query(BaseModel):
     query: str = Field(..., description="What to look up, in a few words, e.g. 'refund for cancelled order paid by gift card'.")
 
@@ -31,13 +20,15 @@ class KBSearchTool(GovernedTool):
                         "with their source and section. Use it when you need a rule or procedure you are not sure of.")
     args_schema: type[BaseModel] = _Query
     customer: str = ""
+    knowledge: MemoryStore | None = None  # the knowledge base, passed in by whoever builds the tool (crews/builder.py)
+    k: int = 4
 
     def execute(self, **kwargs: Any) -> str:
         self.gate.check(role=self.role, tool=self.name, arguments=kwargs)
-        if _store is None:
+        if self.knowledge is None:
             return "The knowledge base is not configured."
         try:
-            hits = _store.search_kb(str(kwargs.get("query", "")), k=_k)  # the query keeps its PII tokens: nothing personal is searched
+            hits = self.knowledge.search_kb(str(kwargs.get("query", "")), k=self.k)  # the query keeps its PII tokens: nothing personal is searched
         except MemoryStoreError as exc:
             return f"Error: the knowledge base is unavailable ({exc})."
         if not hits:

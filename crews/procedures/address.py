@@ -141,7 +141,7 @@ def wants_orders(text: str) -> bool:
 
 
 def _sentences(text: str) -> list[str]:
-    return re.split(r"(?<=[.!?])\s+|\n+", text)
+    return re.split(r"(?<=[.!?;])\s+|\n+", text)
 
 
 def _address_sentences(text: str) -> str:

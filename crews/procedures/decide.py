@@ -92,12 +92,17 @@ def said_intents(text: str) -> list[str]:
     return [intent for intent, verbs in VERBS.items() if verbs.search(text)]
 
 
+# Customers say "modify" for a delivered item and "exchange" for a pending one: the order's status tells which it is.
+ONE_REQUEST = {"modify_order": "exchange_items", "exchange_items": "modify_order"}
+
+
 def options_for(item: Item, customer: Customer, procedures: list[ProcedureSpec], text: str = "") -> list[str]:
     """The requests that fit this item's order status, narrowed to the ones the customer's verbs name (none left: they
     asked for something this order cannot have)."""
     status = next(o.status for o in customer.orders if o.order_id == item.order_id)
     options = [p.intent for p in procedures if status in p.orders]
     said = [intent for intent in said_intents(text) if intent in {p.intent for p in procedures}]
+    said += [ONE_REQUEST[i] for i in said if i in ONE_REQUEST and ONE_REQUEST[i] not in said]
     return [intent for intent in said if intent in options] if said else options
 
 
@@ -136,6 +141,8 @@ def assign(*, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[
             if id(item) in excepted or not (id(item) in named_items or whole or id(item) in blanket):
                 continue
             about = _about(item, sentences, every_item, only_pending=pending == [order.order_id])
+            if id(item) in named_items and order.status != "delivered" and _RECEIVED.search(_clause_naming(item, sentences)):
+                continue  # "the garden hose I received": not the one still pending
             if id(item) not in named_items and not whole:
                 options = sorted(blanket[id(item)], key=ORDER_OF.index)
             elif any_verbs and not said_intents(about) and not whole:
@@ -159,11 +166,13 @@ def assign(*, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[
 
 _SENTENCES = re.compile(r"(?<=[.!?;])\s+|\n+|,\s*(?:and |but )?(?=(?:then |also |finally |lastly )?(?:I |you |we )?(?:also )?(?:want|would like|need|wish)?\s*(?:to )?"
                         r"(?:return|exchange|cancel|change|modify|swap|replace|send back|refund)\b)|\s+and\s+(?=(?:I |you )?(?:also )?(?:want to |would like to )?(?:return|exchange|cancel|change|modify|swap|replace)\b)", re.I)
-EVERYTHING = re.compile(r"\b(everything|every (?:item|thing|order)|all (?:of )?(?:the |my |your |our |these |those )?(?:\w+ )?(?:items|things|orders|stuff|products)|"
-                        r"all (?:of )?(?:it|them)|entire order|whole order|alles|alle meine|todo|todos mis|todas mis|tout|toutes mes|tous mes)\b", re.I)
+EVERYTHING = re.compile(r"\b(everything|every (?:item|thing|order)|all (?:of )?(?:the |my |your |our |these |those )?(?:\w+ )?(?:items|things|orders|stuff|products)(?!\s+(?:I|you|we|that|which)\b)|"
+                        r"all (?:of )?(?:it|them)|alles|alle meine|todo|todos mis|todas mis|tout|toutes mes|tous mes)\b", re.I)
 _EXCEPT_CLAUSE = re.compile(r"\b(?:except|other than|apart from|but not|besides|außer|ausser|excepto|salvo|menos|sauf|hormis)\b([^.;!?]*)", re.I)
 _ONE_BY_PRICE = re.compile(r"\b(?:return|cancel|exchange|refund|send back|keep)\w*\s+the\s+(?P<way>more expensive|pricier|most expensive|less expensive|cheaper|cheapest|least expensive)\s+one\b", re.I)
 _KEEP_CLAUSE = re.compile(r"\b(?:keep|keeping|behalten|conservar|garder)\s+(?:the |my |a |an )?([^.,;()]+)", re.I)
+_NEGATED_REQUEST = re.compile(r"\b(?:do not|don't|never|not)\s+(?:want|wish|need)\s+to\b|\bnot to\b", re.I)
+_RECEIVED = re.compile(r"\b(?:I|you|we) (?:have |just )?(?:received|got delivered)\b|\b(?:the one|ones?) (?:I|you) (?:have |just )?received\b|\breceived\b(?= (?:it|them|the|my))", re.I)
 _POINTS_BACK = re.compile(r"\b(it|them|one|ones|these|those|both|either)\b", re.I)
 _THE_PENDING = re.compile(r"\b(?:my|the|your) pending order\b(?!s)", re.I)
 _SAME_ORDER = re.compile(r"\b(?:in|from) the same order\b", re.I)
@@ -181,7 +190,7 @@ def _blanket(customer: Customer, procedures: list[ProcedureSpec], sentences: lis
     blanket: dict[int, set[str]] = {}
     for sentence in sentences:
         match, verbs = EVERYTHING.search(sentence), said_intents(sentence)
-        if match is None or not verbs:
+        if match is None or not verbs or HEDGE.search(sentence) or _NEGATED_REQUEST.search(sentence):
             continue
         wanted = "pending" if re.search(r"pending|offen|pendiente|en attente", match.group(0), re.I) else \
                  "delivered" if re.search(r"deliver|receiv|got", sentence, re.I) else None
@@ -206,6 +215,7 @@ def narrow_named(customer: Customer, named: list[Item], text: str) -> list[Item]
         for item in named:
             groups.setdefault(item.name, []).append(item)
         named = [i for i in named if len(groups[i.name]) == 1] + [(max if dearer else min)(g, key=lambda i: i.price) for g in groups.values() if len(g) > 1]
+    named = _told_apart(named, text)
     kinds = {o.order_id: {i.name for i in named if i.order_id == o.order_id} for o in customer.orders}
     best = max(kinds.values(), key=len, default=set())
     if _SAME_ORDER.search(text) or (best == {i.name for i in named} and not _DIFFERENT_ORDERS.search(text)):
@@ -215,12 +225,49 @@ def narrow_named(customer: Customer, named: list[Item], text: str) -> list[Item]
     return named
 
 
+# "check whether I could return the vacuum, but don't process anything": a question, not a request.
+HEDGE = re.compile(r"\bwhether\b|not sure|at a later time|later on|\bnever\b|do(?:n't| not) (?:process|do|change) (?:it|anything|them)|don't process|just (?:asking|checking)|\bcheck (?:if|whether)", re.I)
+
+
+def _clause_naming(item: Item, sentences: list[str]) -> str:
+    """The clauses that name this item's product."""
+    return " ".join(s for s in sentences if mentioned_items([item], s))
+
+
+SIZE_WORDS = {"xs": "extra small", "s": "small", "m": "medium", "l": "large", "xl": "extra large", "xxl": "extra extra large"}
+
+
+def _told_apart(named: list[Item], text: str) -> list[Item]:
+    """Several named items of the same product: keep the ones an option value said just before the name ("the small
+    t-shirt") or as "the <value> one" ("the robotic one") belongs to, when the others lack it."""
+    lowered = text.lower()
+    groups: dict[str, list[Item]] = {}
+    for item in named:
+        groups.setdefault(item.name, []).append(item)
+    keep: list[Item] = []
+    for name, group in groups.items():
+        if len(group) < 2:
+            keep.extend(group)
+            continue
+        head = re.escape(_WORD.findall(name)[-1].lower()[:5])
+        said = {w for m in re.finditer(rf"((?:[\w-]+\s+){{1,2}})[\w-]*{head}", lowered) for w in m.group(1).split()} | \
+               {m.group(1) for m in re.finditer(r"\bthe ([\w-]+) one\b", lowered)}
+
+        def spoken(item: Item) -> bool:
+            values = {v.lower() for v in item.options.values()} | {SIZE_WORDS.get(v.lower(), "") for v in item.options.values()}
+            return any(word in values or any(word in v.split() for v in values if v) for word in said if len(word) > 2)
+
+        picked = [i for i in group if spoken(i)]
+        keep.extend(picked if picked and len(picked) < len(group) else group)
+    return keep
+
+
 def _about(item: Item, sentences: list[str], every_item: list[Item], only_pending: bool = False) -> str:
     """The sentences that speak of this item (by its name or its order's number, or "my pending order" when it is the
     only one), and a sentence right after one of them that names no item of its own ("I received two tablets. I want
     to return the more expensive one.")."""
     about, previous = [], False
-    for sentence in sentences:
+    for sentence in [s for s in sentences if not HEDGE.search(s)]:
         mine = bool(mentioned_items([item], sentence)) or item.order_id.lstrip("#") in sentence or (only_pending and bool(_THE_PENDING.search(sentence)))
         if mine or (previous and _POINTS_BACK.search(sentence) and not mentioned_items(every_item, sentence) and not ORDER_ID.search(sentence)):
             about.append(sentence)

@@ -151,7 +151,9 @@ class ProcedureFlow(Flow[ProcedureState]):
             return Action(intent=spec.intent, tool=spec.tool, role=spec.role, order_id=order.order_id, items=order.items if len(items) == len(order.items) else items,
                           arguments={"order_id": order.order_id, "reason": policy.cancel_reason(
                               next((t for t in (prefer, text) if t and policy.names_reason(t)), self.state.text))},
-                          amount=round(sum(i.price for i in order.items), 2), method_id=order.paid_with), []
+                          amount=round(sum(i.price for i in order.items), 2),
+                          # a fallback that asks for the money elsewhere ("cancel it and refund to my gift card") is checked by the policy
+                          method_id=policy.named_method(prefer, order, self.state.customer) if prefer and policy.names_method(prefer) else order.paid_with), []
         method_id = policy.named_method(prefer, order, self.state.customer) if prefer and policy.names_method(prefer) else policy.named_method(text, order, self.state.customer)
         if spec.tool == "return_delivered_order_items":
             return Action(intent=spec.intent, tool=spec.tool, role=spec.role, order_id=order.order_id, items=items,

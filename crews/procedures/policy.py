@@ -38,6 +38,14 @@ def _refund_to_original_or_gift_card(action: Action, order: Order, customer: Cus
     return {"method": method.label if method else action.method_id}
 
 
+def _cancel_refunds_to_original(action: Action, order: Order, customer: Customer) -> dict[str, Any] | None:
+    """A cancelled order's money goes back to how it was paid; the customer asked for it elsewhere."""
+    if not action.method_id or action.method_id == order.paid_with:
+        return None
+    method = customer.payment_methods.get(action.method_id)
+    return {"method": method.label if method else action.method_id}
+
+
 def _variant_of_same_product(action: Action, order: Order, customer: Customer) -> dict[str, Any] | None:
     if len(action.new_items) == len(action.items) and all(n.product_id == i.product_id and n.item_id != i.item_id for i, n in zip(action.items, action.new_items)):
         return None
@@ -58,6 +66,7 @@ RULES: dict[str, Check] = {
     "order_is_delivered": _order_is_delivered,
     "whole_order_only": _whole_order_only,
     "cancel_reason_allowed": _cancel_reason_allowed,
+    "cancel_refunds_to_original": _cancel_refunds_to_original,
     "refund_to_original_or_gift_card": _refund_to_original_or_gift_card,
 }
 

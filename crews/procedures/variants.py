@@ -21,7 +21,10 @@ SYSTEM = ("You assist the support team of an online store. The customer wants to
           "did not ask to change where possible. Choose none if no variant fits their request.")
 
 
-_UNITS = [(re.compile(r"\b(foot|feet)\b"), "ft"), (re.compile(r"\binches\b"), "inch")]
+_UNITS = [(re.compile(r"\b(foot|feet)\b"), "ft"), (re.compile(r"\binches\b"), "inch")] + \
+         [(re.compile(rf"\b{word}\b"), str(n)) for n, word in enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")) if n >= 2]
+# Short option values and the words customers use for them.
+SYNONYMS = {"s": "small", "m": "medium", "l": "large", "xs": "extra small", "xl": "extra large", "xxl": "extra extra large"}
 
 
 def _phrase(value: str) -> str:
@@ -38,9 +41,16 @@ def _named(value: str, text: str) -> bool:
 
 def _partly_named(value: str, values: set[str], text: str) -> bool:
     """A distinctive word of a longer value ("Google" of "Google Assistant" in "compatible with Google Home") that no other
-    value of the same option has."""
+    value of the same option has; the customer's word for a short value ("medium" for M); or a word the value starts
+    with that no other value does ("soft" for "softshell")."""
     others = {w for other in values - {value} for w in _phrase(other).split()}
-    return any(len(word) >= 4 and word not in others and _named(word, text) for word in _phrase(value).split()[:-1] or [])
+    if any(len(word) >= 4 and word not in others and _named(word, text) for word in _phrase(value).split()[:-1] or []):
+        return True
+    if value.lower() in SYNONYMS and _named(SYNONYMS[value.lower()], text):
+        return True
+    phrase = _phrase(value)
+    return any(len(word) >= 4 and phrase.startswith(word) and phrase != word and not any(_phrase(o).startswith(word) for o in values - {value})
+               for word in set(text.split()))
 
 
 def candidates(item: Item, product: dict[str, Any]) -> list[Item]:
@@ -89,7 +99,7 @@ SAME_BUT = re.compile(r"same (?:one|item|model|product|kind|type|thing)?\s*but\b
 # Option values that order themselves: numbers with their unit (500ml, 1.5L, 32GB, 1TB, 8), and a few word scales.
 _SCALE = {"low": 1, "medium": 2, "high": 3, "small": 1, "large": 3, "xs": 0, "s": 1, "m": 2, "l": 3, "xl": 4, "xxl": 5,
           "beginner": 1, "intermediate": 2, "expert": 3, "basic": 1, "professional": 2}
-_NUMBER = re.compile(r"(\d+(?:\.\d+)?)\s*(tb|gb|mb|ml|l|liters?|k|mp|mah|ft|inch|inches|cups?|hours|w)?\b", re.I)
+_NUMBER = re.compile(r"(\d+(?:\.\d+)?)\s*(tb|gb|mb|ml|l|liters?|k|mp|mah|ft|inch|inches|cups?|hours|w|x|bar|lbs?|pieces?)?\b", re.I)
 _UNIT = {"tb": 1000.0, "l": 1000.0, "liter": 1000.0, "liters": 1000.0, "k": 1000.0}
 _SIZE_KEYS = ("capacity", "size", "frame size", "screen size", "room size", "storage", "diameter", "height", "length", "pieces", "piece count")
 # (words, direction, the option keys they speak of): "a bigger one", "less bright", "one size smaller", "shorter"
@@ -102,6 +112,19 @@ COMPARATIVES = [
     (re.compile(r"shorter", re.I), -1, ("length",)),
     (re.compile(r"lower resolution", re.I), -1, ("resolution",)),
     (re.compile(r"higher resolution", re.I), 1, ("resolution",)),
+]
+# Superlatives go as far as the variants allow: "the easiest one with the fewest pieces", "maximum zoom".
+SUPERLATIVES = [
+    (re.compile(r"fewest pieces|least pieces", re.I), -1, ("pieces", "piece count")),
+    (re.compile(r"most pieces", re.I), 1, ("pieces", "piece count")),
+    (re.compile(r"easiest|simplest", re.I), -1, ("difficulty", "difficulty level")),
+    (re.compile(r"hardest|most difficult|most challenging", re.I), 1, ("difficulty", "difficulty level")),
+    (re.compile(r"max(?:imum|imal)? zoom|most zoom|highest zoom|longest zoom", re.I), 1, ("zoom",)),
+    (re.compile(r"\b(?:biggest|largest)\b", re.I), 1, _SIZE_KEYS),
+    (re.compile(r"\bsmallest\b", re.I), -1, _SIZE_KEYS),
+    (re.compile(r"\b(?:longest battery|most battery)\b", re.I), 1, ("battery life",)),
+    (re.compile(r"\bbrightest\b", re.I), 1, ("brightness",)),
+    (re.compile(r"\b(?:dimmest|least bright)\b", re.I), -1, ("brightness",)),
 ]
 _PREFER = re.compile(r"\bprefer(?:s|red|ably)?\b([^.;()]*(?:\([^)]*\))?[^.;]*)", re.I)
 
@@ -130,6 +153,15 @@ def compared(item: Item, pool: list[Item], text: str) -> tuple[list[Item], dict[
             kept = [c for c in pool if (m := magnitude(c.options.get(key, ""))) is not None and (m - current) * direction > 0]
             if kept:
                 pool, anchors[key] = kept, current
+                break
+    for pattern, direction, keys in SUPERLATIVES:  # keep only the extreme value left
+        if not pattern.search(text):
+            continue
+        for key in keys:
+            known = [(m, c) for c in pool if (m := magnitude(c.options.get(key, ""))) is not None]
+            if known:
+                extreme = (max if direction > 0 else min)(m for m, _ in known)
+                pool, anchors[key] = [c for m, c in known if m == extreme], extreme
                 break
     return pool, anchors
 
