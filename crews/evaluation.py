@@ -67,6 +67,14 @@ _WHEN_ASKED = re.compile(r"^(?:if|when)\s+(?:the agent\s+)?(?:asks?|asked)\s+(?:
                          r"(?:say|tell(?: (?:them|it))?|mention|answer|reply|provide)\s+(?:that\s+)?(?P<say>.+?)\.?$", re.I)
 
 
+# A fallback the customer would write to the support team themselves: "if the agent cannot help, transfer to a human".
+AGENT = "\x00"  # stands for the support team until the ticket is in the first person, then becomes "you"
+_AGENT_FAILS = re.compile(r"\bthe agent\b(?=\s+((?:cannot|can't|can not|is not able|is unable|doesn't|does not|won't|will not)\b))\s+\1", re.I)
+
+
+_YOU_VERB = {"doesn't": "don't", "does not": "do not", "is not able": "are not able", "is unable": "are unable"}
+
+
 def without_stage_directions(text: str) -> str:
     text = _STAGE_ASIDE.sub("", text)
     kept = []
@@ -74,6 +82,8 @@ def without_stage_directions(text: str) -> str:
         asked = _WHEN_ASKED.match(sentence.strip())
         if asked and not re.search(r"confirm|double.?check|mistake in", asked.group("what"), re.I):
             kept.append(f"About {asked.group('what').strip()}: {asked.group('say').strip()}.")
+        elif _AGENT_FAILS.search(sentence) and not re.search(r"confirm|\bmention\b", sentence, re.I):
+            kept.append(_AGENT_FAILS.sub(lambda m: AGENT + _YOU_VERB.get(m.group(1).lower(), m.group(1)), sentence))  # "if you cannot help, transfer me to a human"
         elif not re.search(r"\bagent\b|\bmention\b", sentence, re.I):
             kept.append(sentence)
     return " ".join(kept).strip()
@@ -82,7 +92,7 @@ def without_stage_directions(text: str) -> str:
 def ticket_for(task: dict[str, Any]) -> tuple[str, str]:
     """(subject, body): the situation written the way the customer would write it, with what they know."""
     instructions = task["user_scenario"]["instructions"]
-    reason = first_person(without_stage_directions(instructions["reason_for_call"].strip()))
+    reason = first_person(without_stage_directions(instructions["reason_for_call"].strip())).replace(AGENT, "you ")
     known = first_person((instructions.get("known_info") or "").strip())
     subject = reason.split(".")[0][:80]
     body = f"Hello,\n\n{reason}\n\n{known}\n\nThank you."

@@ -215,7 +215,7 @@ def narrow_named(customer: Customer, named: list[Item], text: str) -> list[Item]
         for item in named:
             groups.setdefault(item.name, []).append(item)
         named = [i for i in named if len(groups[i.name]) == 1] + [(max if dearer else min)(g, key=lambda i: i.price) for g in groups.values() if len(g) > 1]
-    named = _told_apart(named, text)
+    named = _told_apart(named, text, {o.order_id: o.status for o in customer.orders})
     kinds = {o.order_id: {i.name for i in named if i.order_id == o.order_id} for o in customer.orders}
     best = max(kinds.values(), key=len, default=set())
     if _SAME_ORDER.search(text) or (best == {i.name for i in named} and not _DIFFERENT_ORDERS.search(text)):
@@ -237,9 +237,10 @@ def _clause_naming(item: Item, sentences: list[str]) -> str:
 SIZE_WORDS = {"xs": "extra small", "s": "small", "m": "medium", "l": "large", "xl": "extra large", "xxl": "extra extra large"}
 
 
-def _told_apart(named: list[Item], text: str) -> list[Item]:
+def _told_apart(named: list[Item], text: str, statuses: dict[str, str]) -> list[Item]:
     """Several named items of the same product: keep the ones an option value said just before the name ("the small
-    t-shirt") or as "the <value> one" ("the robotic one") belongs to, when the others lack it."""
+    t-shirt") or as "the <value> one" ("the robotic one") belongs to, or whose order's status it names ("the pending
+    boots"), when the others lack it."""
     lowered = text.lower()
     groups: dict[str, list[Item]] = {}
     for item in named:
@@ -253,12 +254,16 @@ def _told_apart(named: list[Item], text: str) -> list[Item]:
         said = {w for m in re.finditer(rf"((?:[\w-]+\s+){{1,2}})[\w-]*{head}", lowered) for w in m.group(1).split()} | \
                {m.group(1) for m in re.finditer(r"\bthe ([\w-]+) one\b", lowered)}
 
-        def spoken(item: Item) -> bool:
-            values = {v.lower() for v in item.options.values()} | {SIZE_WORDS.get(v.lower(), "") for v in item.options.values()}
-            return any(word in values or any(word in v.split() for v in values if v) for word in said if len(word) > 2)
+        def has(item: Item, word: str) -> bool:
+            values = {v.lower() for v in item.options.values()} | {SIZE_WORDS.get(v.lower(), "") for v in item.options.values()} | {statuses.get(item.order_id, "")}
+            return word in values or any(word in v.split() for v in values if v)
 
-        picked = [i for i in group if spoken(i)]
-        keep.extend(picked if picked and len(picked) < len(group) else group)
+        current = group
+        for word in sorted(w for w in said if len(w) > 2):  # each word the customer said narrows, when it tells some apart
+            hits = [i for i in current if has(i, word)]
+            if hits and len(hits) < len(current):
+                current = hits
+        keep.extend(current)
     return keep
 
 

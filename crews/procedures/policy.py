@@ -35,21 +35,25 @@ def _refund_to_original_or_gift_card(action: Action, order: Order, customer: Cus
     method = customer.payment_methods.get(action.method_id or "")
     if method is not None and (method.method_id == order.paid_with or method.source == "gift_card"):
         return None
-    return {"method": method.label if method else action.method_id}
+    return {"method": method_label(action.method_id, customer)}
 
 
 def _cancel_refunds_to_original(action: Action, order: Order, customer: Customer) -> dict[str, Any] | None:
     """A cancelled order's money goes back to how it was paid; the customer asked for it elsewhere."""
     if not action.method_id or action.method_id == order.paid_with:
         return None
-    method = customer.payment_methods.get(action.method_id)
-    return {"method": method.label if method else action.method_id}
+    return {"method": method_label(action.method_id, customer)}
 
 
 def _variant_of_same_product(action: Action, order: Order, customer: Customer) -> dict[str, Any] | None:
     if len(action.new_items) == len(action.items) and all(n.product_id == i.product_id and n.item_id != i.item_id for i, n in zip(action.items, action.new_items)):
         return None
     return {"items": ", ".join(i.name for i in action.items)}
+
+
+def _method_on_account(action: Action, order: Order, customer: Customer) -> dict[str, Any] | None:
+    """A price difference is paid or refunded with one of the customer's own payment methods."""
+    return {"method": method_label(action.method_id, customer)} if action.method_id and action.method_id not in customer.payment_methods else None
 
 
 def _gift_card_covers_difference(action: Action, order: Order, customer: Customer) -> dict[str, Any] | None:
@@ -62,6 +66,7 @@ def _gift_card_covers_difference(action: Action, order: Order, customer: Custome
 RULES: dict[str, Check] = {
     "variant_of_same_product": _variant_of_same_product,
     "gift_card_covers_difference": _gift_card_covers_difference,
+    "method_on_account": _method_on_account,
     "order_is_pending": _order_is_pending,
     "order_is_delivered": _order_is_delivered,
     "whole_order_only": _whole_order_only,
@@ -103,6 +108,17 @@ def cancel_reason(text: str) -> str:
     return "ordered by mistake" if _MISTAKE.search(text) else "no longer needed"
 
 
+NOT_ON_ACCOUNT = "not-on-account:"
+_KINDS = {"credit_card": "a credit card", "paypal": "PayPal", "gift_card": "a gift card"}
+
+
+def method_label(method_id: str | None, customer: Customer) -> str:
+    if method_id and method_id.startswith(NOT_ON_ACCOUNT):
+        return _KINDS.get(method_id[len(NOT_ON_ACCOUNT):], "that payment method") + " (there is none on your account)"
+    method = customer.payment_methods.get(method_id or "")
+    return method.label if method else str(method_id)
+
+
 def named_method(text: str, order: Order, customer: Customer) -> str:
     """The payment method the customer named (gift card, PayPal, card), else the order's original one. For a refund the
     policy then allows only the original method or a gift card; for a price difference any of the customer's methods."""
@@ -116,7 +132,9 @@ def named_method(text: str, order: Order, customer: Customer) -> str:
         return order.paid_with
     matching = [m for m in customer.payment_methods.values() if m.source == wanted]
     branded = [m for m in matching if m.label.split()[0].lower() in text.lower()]
-    return (branded or matching or [original])[0].method_id if (branded or matching) else order.paid_with
+    if matching:
+        return (branded or matching)[0].method_id
+    return NOT_ON_ACCOUNT + wanted  # they asked for a kind of payment they do not have: the policy refuses, nothing is swapped in
 
 
 def _other_brand_named(text: str, original, customer: Customer) -> bool:

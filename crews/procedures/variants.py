@@ -76,7 +76,7 @@ def narrow(item: Item, pool: list[Item], text: str, prefer: str = "") -> tuple[l
         named = (_wanted(key, values, preferred) if preferred else []) or _wanted(key, values, lowered)
         current = item.options.get(key)
         if not named and current and len(_phrase(current)) > 2 and SAME_BUT.search(text) is None and _named(current, preferred or lowered) \
-                and re.search(r"\d", current):  # "maple, 34 inch, graphic" with 34 inch what they have: it stays
+                and re.search(r"\d", current) and not _describes(current, item, preferred or lowered):  # "maple, 34 inch, graphic" with 34 inch what they have: it stays
             kept = [candidate for candidate in pool if candidate.options.get(key) == current]
             pool, named = kept, []
             spoken.add(key)
@@ -89,6 +89,12 @@ def narrow(item: Item, pool: list[Item], text: str, prefer: str = "") -> tuple[l
             kept = [candidate for candidate in pool if candidate.options.get(key) == item.options.get(key)]
             pool = kept or pool
     return sorted(pool, key=lambda c: (sum(c.options.get(k) != v for k, v in item.options.items()), c.price)), spoken
+
+
+def _describes(value: str, item: Item, text: str) -> bool:
+    """The value only describes the item they have: "the 1000-piece intermediate jigsaw" (right before its name)."""
+    heads = [w[:5] for w in _phrase(item.name).split() if len(w) >= 4]
+    return any(re.search(rf"{re.escape(_phrase(value))}(?:\s+\w+){{0,3}}?\s+\w*{re.escape(head)}", text) for head in heads)
 
 
 # "the same one but with clicky switches", "keep everything else the same": only the options named may change.
