@@ -294,3 +294,12 @@ def test_fallback_sentences_are_read_apart_from_the_request():
     assert conditions.read("Cancel the boots. If you cannot, do not do anything.").fallbacks[0].kind == "nothing"
     # a condition that is not a failure stays part of the request
     assert conditions.read("If it has not shipped yet, cancel it.").fallbacks == []
+
+
+def test_a_cancellation_without_a_reason_asks_for_one_instead_of_inventing_it(settings, store, make_ticket):
+    before = order(store, PENDING)
+    outcome, reply, audit = run(settings, store, make_ticket, f"Please cancel order {PENDING}.", "cancel_order", customer=EMAIL)
+    assert order(store, PENDING) == before and ("policy", "refused:cancel_reason_allowed") in audit
+    assert outcome.status == "escalated" and "no longer needed, or it was ordered by mistake" in reply
+    outcome, reply, _ = run(settings, store, make_ticket, f"Please cancel order {PENDING}, we are moving abroad and won't need it.", "cancel_order", customer=EMAIL)
+    assert outcome.status == "resolved" and order(store, PENDING)["cancel_reason"] == "no longer needed"

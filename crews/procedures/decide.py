@@ -226,7 +226,7 @@ def narrow_named(customer: Customer, named: list[Item], text: str) -> list[Item]
 
 
 # "check whether I could return the vacuum, but don't process anything": a question, not a request.
-HEDGE = re.compile(r"\bwhether\b|not sure|at a later time|later on|\bnever\b|do(?:n't| not) (?:process|do|change) (?:it|anything|them)|don't process|just (?:asking|checking)|\bcheck (?:if|whether)", re.I)
+HEDGE = re.compile(r"\bwhether\b|not sure|at a later time|later on|\bnever\b|consider(?:ing)? |thinking (?:about|of) |do(?:n't| not) (?:process|do|change) (?:it|anything|them)|don't process|just (?:asking|checking)|\bcheck (?:if|whether)", re.I)
 
 
 def _clause_naming(item: Item, sentences: list[str]) -> str:

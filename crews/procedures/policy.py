@@ -28,7 +28,7 @@ def _whole_order_only(action: Action, order: Order, customer: Customer) -> dict[
 
 
 def _cancel_reason_allowed(action: Action, order: Order, customer: Customer) -> dict[str, Any] | None:
-    return None if action.arguments.get("reason") in CANCEL_REASONS else {"reason": action.arguments.get("reason")}
+    return None if action.arguments.get("reason") in CANCEL_REASONS else {"reason": action.arguments.get("reason") or "none given"}
 
 
 def _refund_to_original_or_gift_card(action: Action, order: Order, customer: Customer) -> dict[str, Any] | None:
@@ -103,9 +103,17 @@ def names_method(text: str) -> bool:
     return bool(_GIFT_CARD.search(text) or _PAYPAL.search(text) or _CARD.search(text) or _ORIGINAL.search(text))
 
 
+# Some reason the customer gave for not wanting the order any more ("because it goes with the tablet", "financial issue").
+_SOME_REASON = re.compile(r"\b(because|since|as I|due to|reason|better deal|cheaper elsewhere|changed my mind|don't want|do not want|won't need|"
+                          r"financial|moving|too long|unreasonable|no use|not useful|weil|porque|parce que|car je)\b", re.I)
+
+
 def cancel_reason(text: str) -> str:
-    """One of the two reasons the store accepts, read from the customer's words."""
-    return "ordered by mistake" if _MISTAKE.search(text) else "no longer needed"
+    """One of the two reasons the store accepts, read from the customer's words; "" when they gave none (the store's
+    policy asks for it, so the customer is asked rather than a reason invented)."""
+    if _MISTAKE.search(text):
+        return "ordered by mistake"
+    return "no longer needed" if _NO_LONGER.search(text) or _SOME_REASON.search(text) else ""
 
 
 NOT_ON_ACCOUNT = "not-on-account:"
