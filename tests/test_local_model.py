@@ -41,12 +41,13 @@ def test_reassembly_is_verified_and_reused(model_path):
 
 def test_one_ticket_end_to_end_on_the_local_model(start_worker, store, settings, make_ticket, model_path, tmp_path):
     """Production's path for a known request: the router, the procedure flow and one constrained decision of the real
-    model ("everything except the boots" names no single item), the write through the gate, the reply."""
+    model (the customer describes the items instead of naming them, so code cannot settle it), the write through the
+    gate, the reply."""
     port = free_port()
     start_worker(CREWDESK_LLM_PROVIDER="local", CREWDESK_LOCAL_PORT=str(port), CREWDESK_LOCAL_MODEL_PATH=str(model_path), CREWDESK_LOCAL_THREADS="2",
                  CREWDESK_PROCEDURES="true", CREWDESK_APPROVAL_THRESHOLD_USD="-1")
     assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 200
-    ticket_id = make_ticket("Hello, please return everything from my delivered order except the hiking boots. Thanks, Mason",
+    ticket_id = make_ticket("Hello, please take back the things from my delivered order that are not footwear, I want a refund. Thanks, Mason",
                             customer="mason.li4862@example.com", subject="Returns")
     enqueue(settings, ticket_id)
     ticket = wait_for(store, terminal(ticket_id), timeout=600, what="the local model to finish the ticket")
