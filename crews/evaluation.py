@@ -385,6 +385,12 @@ def run_examples(*, pipeline: Pipeline, session_factory, path: Path, limit: int 
             for order_id, status in expect.get("orders", {}).items():
                 if orders.get(order_id) != status:
                     problems.append(f"order {order_id} is {orders.get(order_id)}, expected {status}")
+            for order_id, wanted in expect.get("order_fields", {}).items():  # e.g. the variant an exchange asked for
+                with session_factory() as db:
+                    doc = db.execute(select(StoreOrder).where(StoreOrder.order_id == order_id)).scalar_one().doc
+                for key, value in wanted.items():
+                    if doc.get(key) != value:
+                        problems.append(f"order {order_id} has {key}={doc.get(key)!r}, expected {value!r}")
             results.append(ExampleResult(row["id"], outcome.status, spoken, seconds, problems))
             if progress:
                 progress(results[-1])

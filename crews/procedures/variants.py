@@ -46,8 +46,8 @@ def _partly_named(value: str, values: set[str], text: str) -> bool:
     others = {w for other in values - {value} for w in _phrase(other).split()}
     if any(len(word) >= 4 and word not in others and _named(word, text) for word in _phrase(value).split()[:-1] or []):
         return True
-    if value.lower() in SYNONYMS and _named(SYNONYMS[value.lower()], text):
-        return True
+    if value.lower() in SYNONYMS and re.search(rf"(?<!\btoo )(?<!\bso )(?<!\bis )(?<!\bare )(?<!\bwas )(?<!\bvery )\b{SYNONYMS[value.lower()]}\b", text):
+        return True  # "a medium one" asks for M; "it is too small" only says what is wrong with theirs
     phrase = _phrase(value)
     return any(len(word) >= 4 and phrase.startswith(word) and phrase != word and not any(_phrase(o).startswith(word) for o in values - {value})
                for word in set(text.split()))
@@ -84,7 +84,8 @@ def narrow(item: Item, pool: list[Item], text: str, prefer: str = "") -> tuple[l
             kept = [candidate for candidate in pool if candidate.options.get(key) == named[0]]
             pool = kept or pool
             spoken.add(key)
-        same = re.search(rf"\bsame\b(?:\s+(?!but\b|except\b|with\b|different\b)\w+){{0,4}}?\s+{re.escape(_phrase(key))}\b", lowered)  # "same material and color"
+        listed = "|".join(re.escape(w) for k in item.options for w in _phrase(k).split()) or "and"
+        same = re.search(rf"\bsame\b(?:\s+(?:and|or|{listed})){{0,4}}?\s+{re.escape(_phrase(key))}\b", lowered)  # "same material and color"
         if same:
             kept = [candidate for candidate in pool if candidate.options.get(key) == item.options.get(key)]
             pool = kept or pool
