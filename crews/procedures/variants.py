@@ -60,6 +60,10 @@ def candidates(item: Item, product: dict[str, Any]) -> list[Item]:
 
 def _wanted(key: str, values: set[str], lowered: str) -> list[str]:
     named = [value for value in values if _named(value, lowered)] or [value for value in values if _partly_named(value, values, lowered)]
+    if len(named) > 1:  # "medium sized, red, high ventilation": the value said next to the option's name
+        word = re.escape(_phrase(key).split()[-1])
+        beside = [value for value in named if re.search(rf"\b{re.escape(_phrase(value))}\s+{word}|\b{word}\s+(?:of\s+)?{re.escape(_phrase(value))}\b", lowered)]
+        named = beside or named
     if "none" in values and re.search(rf"\b(no|without) {re.escape(_phrase(key))}\b", lowered):  # "no backlight"
         named = ["none"]
     return named
@@ -76,7 +80,7 @@ def narrow(item: Item, pool: list[Item], text: str, prefer: str = "") -> tuple[l
         named = (_wanted(key, values, preferred) if preferred else []) or _wanted(key, values, lowered)
         current = item.options.get(key)
         if not named and current and len(_phrase(current)) > 2 and SAME_BUT.search(text) is None and _named(current, preferred or lowered) \
-                and re.search(r"\d", current) and not _describes(current, item, preferred or lowered):  # "maple, 34 inch, graphic" with 34 inch what they have: it stays
+                and not _describes(current, item, preferred or lowered):  # "maple, 34 inch, graphic" with 34 inch what they have: it stays
             kept = [candidate for candidate in pool if candidate.options.get(key) == current]
             pool, named = kept, []
             spoken.add(key)
