@@ -18,7 +18,7 @@ from tools.gate import Gate, ToolDenied
 
 MAX_FALLBACK_DEPTH = 4
 # Cancelling, returning, exchanging and changing items are one family: each item's order status decides which applies.
-ORDER_FAMILY_ORDER = ("cancel_order", "modify_order", "return_items", "exchange_items")
+ORDER_FAMILY_ORDER = decide.ORDER_OF
 ORDER_FAMILY = frozenset(ORDER_FAMILY_ORDER)
 
 class ProcedureFlow(Flow[ProcedureState]):
@@ -96,12 +96,7 @@ class ProcedureFlow(Flow[ProcedureState]):
                 for order in address.orders_to_change(llm=self._llm, text=raw, customer=customer, new=new, source=source):
                     action = Action(intent=spec.intent, tool=spec.tool, role=spec.role, order_id=order.order_id, items=order.items,
                                     arguments={"order_id": order.order_id, **{f: new.get(f, "") for f in address.FIELDS}}, address=new)
-                    refusal = policy.first_refusal(spec.policy, action, order, customer)
-                    if refusal is not None:
-                        self._gate.audit(kind="policy", name=f"refused:{refusal[0]}", arguments=action.arguments, result=refusal[1], actor=spec.role)
-                        plan.append(Outcome(intent=spec.intent, kind="refused", action=action, rule=refusal[0], detail=refusal[1], items=order.items))
-                    else:
-                        plan.append(Outcome(intent=spec.intent, kind="planned", action=action))
+                    plan.append(self._checked(spec, action, order, items=order.items))
             elif spec.tool == "modify_user_address" and address.wants_default(raw) and customer.address != new:
                 action = Action(intent=spec.intent, tool=spec.tool, role=spec.role, arguments={"user_id": customer.user_id, **{f: new.get(f, "") for f in address.FIELDS}},
                                 address=new)
@@ -124,6 +119,15 @@ class ProcedureFlow(Flow[ProcedureState]):
             plan.extend(self._plan_items(spec, chosen.get(spec.intent, []), text=text, prefer=prefer))
         return plan
 
+    def _checked(self, spec: ProcedureSpec, action: Action, order: Order, *, items: list[Item]) -> Outcome:
+        """The action planned, or refused by the first policy rule it breaks (audited under the rule's name)."""
+        refusal = policy.first_refusal(spec.policy, action, order, self.state.customer)
+        if refusal is None:
+            return Outcome(intent=spec.intent, kind="planned", action=action)
+        rule, details = refusal
+        self._gate.audit(kind="policy", name=f"refused:{rule}", arguments=action.arguments, result=details, actor=spec.role)
+        return Outcome(intent=spec.intent, kind="refused", action=action, rule=rule, detail=details, items=items)
+
     def _plan_items(self, spec: ProcedureSpec, items: list[Item], *, text: str, prefer: str) -> list[Outcome]:
         orders = {o.order_id: o for o in self.state.customer.orders}
         plan: list[Outcome] = []
@@ -136,13 +140,7 @@ class ProcedureFlow(Flow[ProcedureState]):
                                     detail={"what": "a variant that fits your request for " + ", ".join(i.name for i in missing)}))
             if action is None:
                 continue
-            refusal = policy.first_refusal(spec.policy, action, order, self.state.customer)
-            if refusal is not None:
-                rule, details = refusal
-                self._gate.audit(kind="policy", name=f"refused:{rule}", arguments=action.arguments, result=details, actor=spec.role)
-                plan.append(Outcome(intent=spec.intent, kind="refused", action=action, rule=rule, detail=details, items=action.items))
-                continue
-            plan.append(Outcome(intent=spec.intent, kind="planned", action=action))
+            plan.append(self._checked(spec, action, order, items=action.items))
         return plan
 
     def _action(self, spec: ProcedureSpec, order: Order, items: list[Item], *, text: str, prefer: str) -> tuple[Action | None, list[Item]]:
