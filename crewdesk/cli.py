@@ -412,7 +412,8 @@ app.add_typer(audit_app, name="audit")
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Recompute the audit hash chain; exit 1 and name the rows if any was edited, deleted or inserted."""
+    """Recompute every ticket's audit chain and the global seal log; exit 1 and name the rows if any was edited,
+    deleted or inserted, or a sealed chain is gone."""
     from crewdesk.audit import service as audit
 
     settings = _settings(log_json=False)
@@ -421,9 +422,10 @@ def audit_verify() -> None:
     for problem in report.problems:
         err.print(problem, highlight=False)
     if not report.ok:
-        console.print(f"audit chain BROKEN: {len(report.problems)} problem(s) in {report.checked} rows")
+        console.print(f"audit trail BROKEN: {len(report.problems)} problem(s) in {report.checked} rows, {report.chains} chains, {report.seals} seals")
         raise typer.Exit(1)
-    console.print(f"audit chain intact: {report.checked} rows")
+    console.print(f"audit trail intact: {report.checked} rows in {report.chains} chains, {report.seals} seals"
+                  + (f" ({report.unsealed} rows after their chain's last seal)" if report.unsealed else ""))
 
 
 model_app = typer.Typer(help="The embedded local model.", no_args_is_help=True)

@@ -1,4 +1,6 @@
-"""Every CrewAI event becomes an audit_events row, through the event bus (not step_callback).
+"""CrewAI's model and tool calls become audit_events rows, through the event bus (not step_callback). Lifecycle events
+(crew, task, agent and flow started or completed, memory and knowledge bookkeeping) are noise beside them and are not
+kept; failures among them are.
 
 LLM calls are written once, on completion or failure, with the duration measured from their start event.
 The ticket and run come from the LLM instance (built per ticket) or from a contextvar the pipeline sets;
@@ -81,6 +83,7 @@ class AuditSink:
         self._llm_started: dict[str, float] = {}
         self._lock = threading.Lock()
         self.failures = 0
+        self._failed_runs: dict[int, list[str]] = {}
 
     def _where(self, source: object) -> RunContext | None:
         run_id = getattr(source, "run_id", None)
@@ -96,9 +99,15 @@ class AuditSink:
         try:
             with self.session_factory() as db, db.begin():
                 audit.record(db=db, ticket_id=where.ticket_id, run_id=where.run_id, **fields)  # type: ignore[arg-type]
-        except Exception as exc:  # an audit failure must be visible, never silent
-            self.failures += 1
-            log.error("audit.write_failed", error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # raised from the bus's thread, it would be lost: kept for the run, which then fails and retries
+            with self._lock:
+                self.failures += 1
+                self._failed_runs.setdefault(where.run_id, []).append(f"{fields.get('kind')} {fields.get('name')}: {type(exc).__name__}: {exc}")
+            log.error("audit.write_failed", run_id=where.run_id, error=f"{type(exc).__name__}: {exc}")
+
+    def take_failures(self, run_id: int) -> list[str]:
+        with self._lock:
+            return self._failed_runs.pop(run_id, [])
 
     def on_llm_started(self, source: object, event: LLMCallStartedEvent) -> None:
         with self._lock:
@@ -130,6 +139,8 @@ class AuditSink:
         self._write(source, kind="tool_call", name=event.tool_name, actor=event.agent_role or "", arguments=event.tool_args, error=str(event.error), at=event.timestamp)
 
     def on_other(self, source: object, event: BaseEvent) -> None:
+        if not is_failure(event):
+            return
         kind = event.type.split("_", 1)[0]
         detail = {}
         for key in type(event).model_fields:
@@ -140,6 +151,21 @@ class AuditSink:
                 detail[key] = value
         error = detail.pop("error", None)
         self._write(source, kind=kind, name=event.type, actor=event.agent_role or "", arguments=detail, error=str(error) if error else None, at=event.timestamp)
+
+
+def is_failure(event: BaseEvent) -> bool:
+    """Kept among the lifecycle events: what went wrong (a task, agent, crew or flow that failed or errored)."""
+    return event.type.endswith(("_failed", "_error")) or "error" in event.type.split("_")
+
+
+def _is_failure_type(event_type: type[BaseEvent]) -> bool:
+    name = str(event_type.model_fields["type"].default)
+    return name.endswith(("_failed", "_error")) or "error" in name.split("_")
+
+
+def take_failures(run_id: int) -> list[str]:
+    """The audit rows of `run_id` that could not be written (after flush())."""
+    return _sink.take_failures(run_id)
 
 
 _sink = AuditSink()
@@ -164,7 +190,7 @@ def install(session_factory: sessionmaker[Session]) -> AuditSink:
         for event_type, handler in specific.items():
             crewai_event_bus.on(event_type)(handler)
         for event_type in _all_event_types():
-            if event_type in specific or event_type in _SKIP:
+            if event_type in specific or event_type in _SKIP or not _is_failure_type(event_type):
                 continue
             crewai_event_bus.on(event_type)(_sink.on_other)
         _installed = True

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from crewai.utilities.converter import ConverterError
+import psycopg
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,7 +23,7 @@ from crewdesk.audit import service as audit
 from crewdesk.connectors.builtin_store import SqlRetailStore
 from crewdesk.effects import service as effects
 from crewdesk.db import transaction, utcnow
-from crewdesk.errors import ModelOutputError, TransientError
+from crewdesk.errors import AuditWriteFailed, ModelOutputError, TransientError
 from crewdesk.llm.factory import LLMFactory, estimate_cost
 from crewdesk.logging import bind, get_logger, unbind
 from crewdesk.runs.models import CrewRun
@@ -51,6 +53,7 @@ from crewdesk import language
 from crewdesk.pii import Vault
 from crewdesk.memory import service as memory
 from crewdesk.memory.base import MemoryStore, MemoryStoreError
+from tools.binding import CustomerBinding
 from tools.gate import Gate, PlainVault
 
 log = get_logger(__name__)
@@ -91,6 +94,16 @@ class Routed:
 VAGUE = frozenset({"other", "product_info", "billing_question", "account_help"})
 
 
+def is_connection_error(exc: BaseException) -> bool:
+    """The database went away (restart, failover, a dropped connection): the next try, on a fresh connection, may pass.
+    A constraint violation or a bad query is not this: it fails the same way every time."""
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and not isinstance(exc, psycopg.errors.QueryCanceled)
+
+
 class TicketBusy(Exception):
     """Another worker holds this ticket."""
 
@@ -102,7 +115,7 @@ def classify_error(exc: BaseException) -> type[Exception] | None:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, TransientError):
+        if isinstance(current, TransientError) or is_connection_error(current):
             return TransientError
         if isinstance(current, (ModelOutputError, ConverterError)) or "guardrail validation" in str(current) or "not making progress" in str(current):
             return ModelOutputError
@@ -152,6 +165,13 @@ class Pipeline:
             with self.session_factory() as db:
                 ticket = tickets.get(db=db, ticket_id=ticket_id)
                 return TicketOutcome(ticket_id=ticket_id, run_id=None, status=ticket.status, reused=True)
+        except TransientError:
+            raise
+        except Exception as exc:
+            if classify_error(exc) is TransientError:  # the database went away before or after the run: retry, never fail
+                log.warning("ticket.transient_error", error=f"{type(exc).__name__}: {exc}")
+                raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+            raise
 
     def _begin(self, ticket_id: int, celery_task_id: str | None) -> Work | TicketOutcome:
         """The run's work (its new run row committed, the ticket in triaging or in_progress), or the outcome when there
@@ -182,14 +202,15 @@ class Pipeline:
             tickets.transition(ticket=ticket, to=TicketStatus.in_progress if resuming else TicketStatus.triaging)
             db.flush()
             audit.record(db=db, ticket_id=ticket.id, run_id=run.id, kind="status", name="resumed" if resuming else "triaging", actor="pipeline")
-        return Work(ticket=ticket, run_id=run.id, text=conversation or ticket.body, read_up_to=read_up_to, gate=self.gate(ticket_id=ticket.id, run_id=run.id))
+        return Work(ticket=ticket, run_id=run.id, text=conversation or ticket.body, read_up_to=read_up_to, gate=self.gate(ticket_id=ticket.id, run_id=run.id, customer=ticket.customer))
 
-    def gate(self, *, ticket_id: int, run_id: int | None) -> Gate:
+    def gate(self, *, ticket_id: int, run_id: int | None, customer: str | None = None) -> Gate:
+        """The ticket's gate; `customer` is the identity its channel gave (the sender's address), which binds it."""
         threshold = self.settings.approval_threshold_usd
         vault = Vault(session_factory=self.session_factory, ticket_id=ticket_id) if self.settings.pii_redaction else PlainVault()
         return Gate(session_factory=self.session_factory, ticket_id=ticket_id, run_id=run_id, permissions=self.config.permissions,
                     store_factory=SqlRetailStore, approval_threshold=None if threshold < 0 else threshold,
-                    max_calls_per_ticket=self.settings.max_tool_calls_per_ticket, vault=vault)
+                    max_calls_per_ticket=self.settings.max_tool_calls_per_ticket, vault=vault, binding=CustomerBinding.for_channel(customer))
 
     def give_up(self, ticket_id: int, *, reason: str) -> None:
         """Retries are exhausted: record the ticket as failed rather than leave it queued."""
@@ -219,6 +240,7 @@ class Pipeline:
         try:
             work.recalled = self._recall(ticket)
             decided = self._crew(work)
+            self._audited(work)
             reply, note = work.gate.vault.reveal(decided.reply), work.gate.vault.reveal(decided.note)  # the customer and the team see real data
             outcome = self._finish(work, started, status=decided.status, reason=decided.reason, reply=reply, note=note, triage=decided.triage)
             log.info("ticket.processed", status=outcome.status, category=outcome.category, seconds=round(outcome.seconds, 2))
@@ -227,8 +249,11 @@ class Pipeline:
         except Exception as exc:
             kind = classify_error(exc)
             if kind is TransientError:
-                self._finish(work, started, status=TicketStatus.queued, reason=f"retrying: {exc}", run_status="error", error=str(exc))
                 log.warning("ticket.transient_error", error=str(exc))
+                try:
+                    self._finish(work, started, status=TicketStatus.queued, reason=f"retrying: {exc}", run_status="error", error=str(exc))
+                except Exception as finish_exc:  # the database is still away: the run stays `running` and the retry interrupts it
+                    log.warning("ticket.finish_failed", error=f"{type(finish_exc).__name__}: {finish_exc}")
                 raise TransientError(str(exc)) from exc
             log.exception("ticket.failed")
             return self._finish(work, started, status=TicketStatus.failed, reason=f"{type(exc).__name__}: {exc}", run_status="error", error=f"{type(exc).__name__}: {exc}")
@@ -236,6 +261,17 @@ class Pipeline:
             audit_listener.flush()
             audit_listener.current_run.reset(token)
             unbind("ticket_id", "run_id")
+
+    @staticmethod
+    def _audited(work: Work) -> None:
+        """Every model and tool call of this run has its audit row, or the run does not count: CrewAI's bus writes them
+        from its own threads, so a failed write is collected there and raised here, and the ticket retries (the pipeline
+        is idempotent: writes already made are replayed from their effect records, never repeated)."""
+        if not audit_listener.flush():
+            raise AuditWriteFailed(f"run {work.run_id}: audit rows were still being written when the run ended")
+        failures = audit_listener.take_failures(work.run_id)
+        if failures:
+            raise AuditWriteFailed(f"run {work.run_id}: {len(failures)} audit row(s) could not be written ({failures[0]})")
 
     def _crew(self, work: Work):
         ticket = work.ticket
@@ -449,6 +485,7 @@ class Pipeline:
                 reply: str | None = None, note: str | None = None, triage: Triage | None = None, run_status: str = "completed", error: str | None = None) -> TicketOutcome:
         seconds = time.perf_counter() - started
         ticket, run_id, ledger = work.ticket, work.run_id, work.ledger
+        concealed_reply = work.gate.vault.conceal(reply) if reply else None  # the audit keeps tokens, the message real text
         with transaction(self.session_factory) as db:
             row = tickets.get(db=db, ticket_id=ticket.id, lock=True)
             if TicketStatus(row.status) != status:
@@ -457,6 +494,7 @@ class Pipeline:
                 row.status_reason = reason
             if reply:
                 db.add(Message(ticket_id=row.id, direction="outbound", author="crewdesk", body=reply))
+                audit.record(db=db, ticket_id=row.id, run_id=run_id, kind="reply", name="customer_reply", actor="pipeline", result={"body": concealed_reply})
             if note:
                 db.add(Message(ticket_id=row.id, direction="internal", author="crewdesk", body=note))
             if reply is not None:
@@ -473,6 +511,7 @@ class Pipeline:
                 tickets.transition(ticket=row, to=TicketStatus.queued, reason="reopened: the customer wrote during the run")
                 audit.record(db=db, ticket_id=row.id, run_id=run_id, kind="status", name="reopened", actor="pipeline")
                 requeue = True
+            audit.seal(db=db, ticket_id=row.id, run_id=run_id)  # the run's chain head into the global seal log
         return TicketOutcome(ticket_id=ticket.id, run_id=run_id, status=status.value, category=ticket.category, priority=ticket.priority,
                              escalation_reason=reason if status is TicketStatus.escalated else None, seconds=seconds, requeue=requeue)
 

@@ -40,7 +40,7 @@ configure_logging(level="WARNING", json=True)
 
 PG_ADMIN_URL = os.environ.get("CREWDESK_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CREWDESK_TEST_REDIS", "redis://127.0.0.1:6379/15")
-TABLES = ("audit_events", "approvals", "tool_effects", "pii_tokens", "inbound_events", "attachments", "messages", "crew_runs", "tickets",
+TABLES = ("audit_events", "audit_chains", "audit_seals", "approvals", "tool_effects", "pii_tokens", "inbound_events", "attachments", "messages", "crew_runs", "tickets",
           "mailbox_cursors", "backlog_imports")
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -104,7 +104,7 @@ def session_factory(engine):
 
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
-        conn.execute(text("UPDATE audit_chain_head SET last_hash = :genesis, count = 0"), {"genesis": "0" * 64})  # a new, empty chain
+        conn.execute(text("UPDATE audit_seal_head SET last_hash = :genesis, count = 0"), {"genesis": "0" * 64})  # a new, empty seal log
     return make_session_factory(engine)
 
 

@@ -1,11 +1,15 @@
 """The one governance gate every tool call passes, in this order:
 
-1. permission: the role's allow-list from agents/*.yaml (refusals are audited);
+1. permission: the role's allow-list from agents/*.yaml;
 2. rate limit: at most N tool calls per ticket run, so a runaway agent stops;
-3. idempotency: each write has a key (ticket, tool, arguments); a write already done returns its recorded
+3. customer: the call may touch only the records of the ticket's customer (tools/binding.py), reads as well as writes;
+4. idempotency: each write has a key (ticket, tool, arguments); a write already done returns its recorded
    result instead of running again, so a retried or resumed ticket never refunds twice;
-4. approval: a write that would give back more money than the threshold waits for a person;
-5. the write itself and its effect record commit in one transaction, then an audit row.
+5. approval: a write that would bring the money given back on this ticket, or to this customer within a day, above
+   the threshold waits for a person (a big refund split into small ones still adds up);
+6. the write itself, its effect record and its audit row commit in one transaction: no action without its row.
+Every refusal is an audit row that names its rule (role_permission, call_limit, customer_binding, identity_unproven,
+identity_switch) and the agent sees the reason.
 Tokens standing for personal data are resolved here, at the tool boundary, and results are tokenised
 again before the model sees them.
 """
@@ -17,6 +21,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,6 +33,9 @@ from crewdesk.db import transaction
 from crewdesk.effects import service as effects
 from crewdesk.pii import Vault
 from crewdesk.store.operations import Operation, as_jsonable
+from tools.binding import CustomerBinding, Refusal
+
+REFUND_WINDOW = timedelta(hours=24)
 
 
 class ToolDenied(Exception):
@@ -54,6 +62,7 @@ class Gate:
     approval_threshold: float | None = None
     max_calls_per_ticket: int = 25
     vault: Vault | PlainVault = field(default_factory=PlainVault)
+    binding: CustomerBinding = field(default_factory=CustomerBinding)
     _calls: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -62,20 +71,24 @@ class Gate:
         blob = json.dumps(arguments, sort_keys=True, default=str)
         return hashlib.sha256(f"{self.ticket_id}:{tool}:{blob}".encode()).hexdigest()[:32]
 
+    def _deny(self, *, role: str, tool: str, arguments: dict, rule: str, reason: str) -> ToolDenied:
+        self.audit(kind="gate", name=f"denied:{tool}", actor=role, arguments=arguments, result={"rule": rule}, error=reason)
+        return ToolDenied(reason)
+
     def check(self, *, role: str, tool: str, arguments: dict) -> str:
         """Permission and rate limit; raise ToolDenied or return the call's idempotency key."""
-        reason = None
         if tool not in self.permissions.get(role, frozenset()):
-            reason = f"role '{role}' is not allowed to use tool '{tool}'"
-        else:
-            with self._lock:
-                self._calls += 1
-                if self._calls > self.max_calls_per_ticket:
-                    reason = f"tool call limit reached ({self.max_calls_per_ticket} per ticket)"
-        if reason is not None:
-            self.audit(kind="gate", name=f"denied:{tool}", actor=role, arguments=arguments, error=reason)
-            raise ToolDenied(reason)
+            raise self._deny(role=role, tool=tool, arguments=arguments, rule="role_permission", reason=f"role '{role}' is not allowed to use tool '{tool}'")
+        with self._lock:
+            self._calls += 1
+            over = self._calls > self.max_calls_per_ticket
+        if over:
+            raise self._deny(role=role, tool=tool, arguments=arguments, rule="call_limit", reason=f"tool call limit reached ({self.max_calls_per_ticket} per ticket)")
         return self.idempotency_key(tool, arguments)
+
+    def _bound(self, refusal: Refusal | None, *, role: str, tool: str, arguments: dict) -> None:
+        if refusal is not None:
+            raise self._deny(role=role, tool=tool, arguments=arguments, rule=refusal.rule, reason=refusal.reason)
 
     def run(self, *, role: str, operation: Operation, arguments: dict[str, Any], approved: bool = False) -> Any:
         """Run one operation for `role` and return what the model may see (tokenised)."""
@@ -84,7 +97,10 @@ class Gate:
         if operation.kind != "write":
             with self.session_factory() as db:
                 store = self.store_factory(db) if self.store_factory else None
-                return self.vault.conceal(as_jsonable(operation.run(store, real_args)))
+                self._bound(self.binding.check(store, operation.name, real_args), role=role, tool=operation.name, arguments=arguments)
+                result = as_jsonable(operation.run(store, real_args))
+            self._bound(self.binding.found(operation.name, result), role=role, tool=operation.name, arguments=arguments)
+            return self.vault.conceal(result)
         return self.vault.conceal(self._write(role=role, operation=operation, key=key, arguments=arguments, real_args=real_args, approved=approved))
 
     def _write(self, *, role: str, operation: Operation, key: str, arguments: dict, real_args: dict, approved: bool) -> Any:
@@ -95,24 +111,44 @@ class Gate:
                              arguments=arguments, result={"effect_id": done.id, "idempotency_key": key})
                 return done.result
             store = self.store_factory(db) if self.store_factory else None
+            if not approved:  # an approved write passed this check when it was requested, and a person approved exactly it
+                refusal = self.binding.check(store, operation.name, real_args)
+                if refusal is not None:
+                    raise self._deny(role=role, tool=operation.name, arguments=arguments, rule=refusal.rule, reason=refusal.reason)
             amount = store.refund_amount(operation.name, real_args) if store is not None else 0.0
-            if self.approval_threshold is not None and amount > self.approval_threshold and not approved:
-                request = approvals.by_key(db=db, idempotency_key=key)
-                if request is None:
-                    request = approvals.request(db=db, ticket_id=self.ticket_id, run_id=self.run_id, action=operation.name, arguments=arguments,
-                                                idempotency_key=key, requested_by=role, reason=f"refund of ${amount:.2f} is above the ${self.approval_threshold:.2f} approval threshold")
-                    audit.record(db=db, ticket_id=self.ticket_id, run_id=self.run_id, kind="gate", name=f"approval_requested:{operation.name}", actor=role,
-                                 arguments=arguments, result={"approval_id": request.id, "amount": amount})
-                if request.status == "pending":
-                    return (f"PENDING APPROVAL #{request.id}: {operation.name} would refund ${amount:.2f}, above the ${self.approval_threshold:.2f} limit. "
-                            "It was NOT done. Tell the customer a team member must approve it and that they will hear back.")
-                if request.status == "rejected":
-                    return f"REJECTED: a team member declined {operation.name} (approval #{request.id}: {request.reason}). It was NOT done."
+            if self.approval_threshold is not None and amount > 0 and not approved:
+                earlier = effects.refunded(db=db, ticket_id=self.ticket_id, customer_ref=self.binding.user_id, within=REFUND_WINDOW)
+                if earlier + amount > self.approval_threshold:
+                    waiting = self._await_approval(db, role=role, operation=operation, key=key, arguments=arguments, amount=amount, earlier=earlier)
+                    if waiting is not None:
+                        return waiting
             result = as_jsonable(operation.run(store, real_args))
-            effects.record(db=db, idempotency_key=key, ticket_id=self.ticket_id, run_id=self.run_id, tool=operation.name, arguments=arguments, result=result)
+            effects.record(db=db, idempotency_key=key, ticket_id=self.ticket_id, run_id=self.run_id, tool=operation.name, arguments=arguments, result=result,
+                           customer_ref=self.binding.user_id, refund_usd=amount)
             audit.record(db=db, ticket_id=self.ticket_id, run_id=self.run_id, kind="effect", name=operation.name, actor=role, arguments=arguments,
                          result={"idempotency_key": key, "refund": amount})
             return result
+
+    def _await_approval(self, db: Session, *, role: str, operation: Operation, key: str, arguments: dict, amount: float, earlier: float) -> str | None:
+        """What the agent is told while the write waits for (or was refused) a person's approval; None once approved."""
+        threshold = self.approval_threshold or 0.0
+        request = approvals.by_key(db=db, idempotency_key=key)
+        if request is None:
+            reason = f"refund of ${amount:.2f} is above the ${threshold:.2f} approval threshold"
+            if earlier:
+                reason = (f"refund of ${amount:.2f} after ${earlier:.2f} already refunded on this ticket or to this customer within "
+                          f"{int(REFUND_WINDOW.total_seconds() // 3600)} h (${earlier + amount:.2f} in all) is above the ${threshold:.2f} approval threshold")
+            request = approvals.request(db=db, ticket_id=self.ticket_id, run_id=self.run_id, action=operation.name, arguments=arguments,
+                                        idempotency_key=key, requested_by=role, reason=reason)
+            audit.record(db=db, ticket_id=self.ticket_id, run_id=self.run_id, kind="gate", name=f"approval_requested:{operation.name}", actor=role,
+                         arguments=arguments, result={"approval_id": request.id, "amount": amount, "earlier": earlier, "rule": "approval_threshold"})
+        if request.status == "approved":
+            return None
+        if request.status == "rejected":
+            return f"REJECTED: a team member declined {operation.name} (approval #{request.id}: {request.reason}). It was NOT done."
+        return (f"PENDING APPROVAL #{request.id}: {operation.name} would refund ${amount:.2f}"
+                + (f" (${earlier + amount:.2f} with earlier refunds)" if earlier else "")
+                + f", above the ${threshold:.2f} limit. It was NOT done. Tell the customer a team member must approve it and that they will hear back.")
 
     def audit(self, **fields: object) -> None:
         """One audit row for this ticket's run, in its own transaction."""

@@ -1,4 +1,5 @@
-"""The audit hash chain: each row's hash covers its content and the previous row's hash."""
+"""The audit hash chains: each row's hash covers its content, its place in its ticket's chain and the previous row's hash;
+each seal's hash covers one chain's head at the end of a run and the previous seal's hash."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 GENESIS = "0" * 64
-HASHED_FIELDS = ("ticket_id", "run_id", "kind", "name", "actor", "arguments", "result", "duration_ms", "error", "created_at")
+HASHED_FIELDS = ("ticket_id", "run_id", "seq", "kind", "name", "actor", "arguments", "result", "duration_ms", "error", "created_at")
+SEAL_FIELDS = ("chain", "run_id", "count", "chain_hash", "created_at")
+SYSTEM_CHAIN = 0  # rows that belong to no ticket (intake refusals, retention runs) share one chain
+
+
+def chain_of(ticket_id: int | None) -> int:
+    return ticket_id if ticket_id is not None else SYSTEM_CHAIN
 
 
 def _canon(value: Any) -> Any:
@@ -29,6 +36,10 @@ def _canon(value: Any) -> Any:
     return str(value)
 
 
-def row_hash(prev_hash: str, fields: dict[str, Any]) -> str:
-    payload = json.dumps({k: _canon(fields.get(k)) for k in HASHED_FIELDS}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def row_hash(prev_hash: str, fields: dict[str, Any], names: tuple[str, ...] = HASHED_FIELDS) -> str:
+    payload = json.dumps({k: _canon(fields.get(k)) for k in names}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{prev_hash}\n{payload}".encode()).hexdigest()
+
+
+def seal_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    return row_hash(prev_hash, fields, SEAL_FIELDS)

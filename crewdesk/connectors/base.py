@@ -51,6 +51,13 @@ class RetailStore(ABC):
     @abstractmethod
     def exchange_delivered_order_items(self, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str) -> dict[str, Any]: ...
 
+    def order_owner(self, order_id: str) -> str | None:
+        """The user id an order belongs to, or None when there is no such order (the gate binds tickets to customers)."""
+        try:
+            return str(self.get_order_details(order_id)["user_id"])
+        except (StoreError, KeyError):
+            return None
+
     @abstractmethod
     def refund_amount(self, operation: str, arguments: dict[str, Any]) -> float:
         """Money that would go back to the customer if `operation` ran now (approval thresholds)."""

@@ -62,6 +62,9 @@ class SqlRetailStore(RetailStore):
     def get_order_details(self, order_id: str) -> dict[str, Any]:
         return self._order(order_id).doc
 
+    def order_owner(self, order_id: str) -> str | None:
+        return self.db.execute(select(StoreOrder.user_id).where(StoreOrder.order_id == order_id)).scalar_one_or_none()
+
     def get_product_details(self, product_id: str) -> dict[str, Any]:
         return self._product(product_id)
 

@@ -12,10 +12,12 @@ branch_labels = None
 depends_on = None
 
 GENESIS = "0" * 64
+# The fields this revision hashed (frozen here: later revisions hash more, e.g. 0008's place in the ticket's chain).
+HASHED_FIELDS = ("ticket_id", "run_id", "kind", "name", "actor", "arguments", "result", "duration_ms", "error", "created_at")
 
 
 def upgrade() -> None:
-    from crewdesk.audit.chain import HASHED_FIELDS, row_hash
+    from crewdesk.audit.chain import row_hash
 
     op.create_table(
         "audit_chain_head",
@@ -35,7 +37,7 @@ def upgrade() -> None:
     events = sa.table("audit_events", sa.column("id"), sa.column("prev_hash"), sa.column("hash"), *[sa.column(f) for f in HASHED_FIELDS])
     prev, count = GENESIS, 0
     for row in bind.execute(sa.select(events).order_by(events.c.id)).mappings():
-        digest = row_hash(prev, dict(row))
+        digest = row_hash(prev, dict(row), HASHED_FIELDS)
         bind.execute(events.update().where(events.c.id == row["id"]).values(prev_hash=prev, hash=digest))
         prev, count = digest, count + 1
     if postgres:
