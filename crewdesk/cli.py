@@ -537,6 +537,48 @@ def _summary(factory, outcomes, *, rejected: int = 0) -> None:
 
 
 @app.command()
+def status() -> None:
+    """Each model endpoint's circuit breaker (closed, open, half-open) and the broker's queue depths."""
+    import time
+
+    import redis as redis_client
+
+    from crewdesk.llm import breaker
+    from workers.app import Queues
+
+    settings = _settings(log_json=False, log_level="ERROR")
+    shared = breaker.shared_store_url(settings)
+    client = redis_client.Redis.from_url(settings.broker_url, socket_timeout=2.0, socket_connect_timeout=2.0) if shared else None
+    reachable = True
+    if client is not None:
+        try:
+            client.ping()
+        except redis_client.RedisError as exc:
+            reachable = False
+            err.print(f"error: the broker's Redis at {_redact(settings.broker_url)} is unreachable ({exc}); breaker states below are this process's only",
+                      highlight=False)
+    breakers = Table(title="model endpoints" + ("" if shared and reachable else " (breaker state of this process only: the broker is not Redis)"))
+    for column in ("endpoint", "breaker", "retry in s"):
+        breakers.add_column(column)
+    shelf = breaker.for_settings(settings)
+    for key, state in breaker.states(settings).items():
+        due = shelf.due(key)
+        breakers.add_row(key, state, f"{due - time.time():.0f}" if due else "-")
+    console.print(breakers)
+    if client is None or not reachable:
+        return
+    queues = Table(title="queues")
+    for column in ("queue", "waiting"):
+        queues.add_column(column)
+    for queue in Queues:
+        # kombu's Redis transport keeps one list per queue and priority step (default steps 0, 3, 6, 9).
+        names = [queue.value] + [f"{queue.value}\x06\x16{step}" for step in (3, 6, 9)]
+        queues.add_row(queue.value, str(sum(client.llen(name) for name in names)))
+    queues.add_row("reserved by workers (incl. deferred, not yet due)", str(client.hlen("unacked")))
+    console.print(queues)
+
+
+@app.command()
 def show(ticket: Annotated[str, typer.Argument(help="Ticket id, or SOURCE:EXTERNAL_ID.")]) -> None:
     """Print a ticket, its messages, its runs and its audit trail."""
     from sqlalchemy import select

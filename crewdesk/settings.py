@@ -6,7 +6,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr = SecretStr("")
     anthropic_base_url: str = ""
     scripted_latency_ms: int = Field(default=0, description="Scripted provider: sleep per call, to simulate a model.")
+    llm_fallback: str = Field(default="", description="Models that take a call the provider cannot (its circuit open, rate limited, failing), in order: "
+                              "comma-separated provider[:model][@base_url], e.g. local or openai:gpt-4o-mini,local; empty = none (the ticket is deferred).")
+    llm_breaker_failures: int = Field(default=5, ge=1, description="Transient failures in a row (429, 5xx, timeouts, refused connections) that open a model endpoint's circuit breaker.")
+    llm_breaker_reset_seconds: float = Field(default=60.0, gt=0, description="Seconds an open circuit stays open before one trial call (half-open).")
+    llm_breaker_prefix: str = Field(default="crewdesk:breaker", description="Redis key prefix of the breakers' shared state (on the broker's Redis).")
 
     local_model_path: Path | None = Field(default=None, description="A GGUF file to serve instead of the packaged Qwen2.5-Coder-1.5B.")
     local_host: str = "127.0.0.1"
@@ -127,6 +132,16 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    @field_validator("llm_fallback")
+    @classmethod
+    def _known_fallback_providers(cls, value: str) -> str:
+        for item in (part.strip() for part in value.split(",")):
+            name = item.partition("@")[0].partition(":")[0].strip().lower()
+            if item and name not in LLMProvider.__members__:
+                raise ValueError(f"llm_fallback entry {item!r}: unknown provider {name!r}; expected provider[:model][@base_url] with provider one of "
+                                 + ", ".join(p.value for p in LLMProvider))
+        return value
 
     @model_validator(mode="after")
     def _derive(self) -> "Settings":

@@ -52,11 +52,17 @@ class PhaseLedger:
         return sum(llm.llm_seconds for llm in self.llms)
 
     def per_model(self) -> dict[str, tuple[int, int]]:
+        """Tokens by the model that answered each call: a fallback model's calls (CREWDESK_LLM_FALLBACK) are priced as its
+        own. Each fallback that answered is also named in `models`, as "fallback for <model>", for the run row written
+        with these totals."""
         totals: dict[str, tuple[int, int]] = {}
         for llm in self.llms:
-            usage = llm.get_token_usage_summary()
-            before = totals.get(llm.model, (0, 0))
-            totals[llm.model] = (before[0] + usage.prompt_tokens, before[1] + usage.completion_tokens)
+            for model, (tokens_in, tokens_out) in llm.usage_by_model().items():
+                before = totals.get(model, (0, 0))
+                totals[model] = (before[0] + tokens_in, before[1] + tokens_out)
+                if model != llm.model:
+                    named = self.models.get(f"fallback for {llm.model}", "")
+                    self.models[f"fallback for {llm.model}"] = ", ".join(sorted({*filter(None, named.split(", ")), model}))
         return totals
 
 

@@ -23,6 +23,7 @@ os.environ.update(
     CREWDESK_PROCEDURES="false",  # the crew path; tests/test_procedures.py turns procedures on with its own router
     CREWDESK_LOG_JSON="true",
     CREWDESK_LOG_LEVEL="WARNING",
+    CREWDESK_LLM_BREAKER_PREFIX="crewdesk-test:breaker",  # circuit-breaker state the tests leave in Redis stays apart
 )
 for _leak in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
     os.environ.pop(_leak, None)

@@ -43,21 +43,26 @@ def test_submit_worker_crew_database(start_worker, worker_env, session_factory, 
     assert ready and all(entry["pid"] != worker.proc.pid for entry in ready)  # warmed in the child, never the parent
 
 
-def test_transient_failures_are_retried_with_backoff_then_recorded(start_worker, session_factory, settings, make_ticket):
+def test_a_dead_model_endpoint_defers_the_ticket_past_max_retries_and_never_fails_it(start_worker, session_factory, settings, make_ticket):
     with socket.socket() as probe:  # a port nothing listens on: every model call is a connection error
         probe.bind(("127.0.0.1", 0))
         dead = probe.getsockname()[1]
-    start_worker(CREWDESK_LLM_PROVIDER="openai", CREWDESK_OPENAI_BASE_URL=f"http://127.0.0.1:{dead}/v1", CREWDESK_TASK_MAX_RETRIES="1")
+    # No fallback: each try is deferred (failures 1 and 2 wait reset/failures = 2 s, then the open circuit's 4 s), never
+    # counted against max_retries=1, never `failed`.
+    start_worker(CREWDESK_LLM_PROVIDER="openai", CREWDESK_OPENAI_BASE_URL=f"http://127.0.0.1:{dead}/v1", CREWDESK_TASK_MAX_RETRIES="1",
+                 CREWDESK_LLM_BREAKER_FAILURES="2", CREWDESK_LLM_BREAKER_RESET_SECONDS="4")
     ticket_id = make_ticket("The mobile app will not load my dashboard.")
     enqueue(settings, ticket_id)
-    ticket = wait_for(session_factory, terminal(ticket_id), timeout=60, what="retries to run out")
-    assert ticket.status == "failed"
-    assert ticket.status_reason.startswith("gave up after 1 retries: TransientError")
+    count_runs = lambda db: db.execute(select(func.count()).select_from(CrewRun).where(CrewRun.ticket_id == ticket_id)).scalar_one()  # noqa: E731
+    wait_for(session_factory, lambda db: count_runs(db) >= 3, timeout=60, what="three deferred tries")
     with session_factory() as db:
+        ticket = db.get(Ticket, ticket_id)
         runs = db.execute(select(CrewRun.status).where(CrewRun.ticket_id == ticket_id)).scalars().all()
-        failures = db.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "llm_call", AuditEvent.error.like("%Connection%"))).scalar_one()
-    assert runs == ["error", "error"]  # the first try and exactly one Celery retry; no hidden client retries
-    assert failures == 2
+        failures = db.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "llm_call", AuditEvent.error.like("%APIConnectionError%"))).scalar_one()
+        failed = db.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.name == "failed")).scalar_one()
+    assert ticket.status == "queued" and "retry at" in ticket.status_reason, ticket.status_reason
+    assert set(runs) == {"error"} and len(runs) >= 3  # more tries than max_retries=1 allows, and not given up
+    assert failures >= 2 and failed == 0  # the real connection attempts are audited (no hidden client retries)
 
 
 def test_duplicate_submit_gives_one_result(start_worker, worker_env, session_factory, settings, tmp_path):

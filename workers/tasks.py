@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Task
 
-from crewdesk.errors import CrewdeskError, TicketNotFound, TransientError
+from crewdesk.errors import CrewdeskError, TicketNotFound, TransientError, deferral_of
 from crewdesk.logging import bind, get_logger, unbind
 from workers.app import app
 from workers.runtime import runtime
@@ -42,6 +42,18 @@ def process_ticket(self, ticket_id: int) -> dict:
     except TicketNotFound as exc:
         log.error("ticket.not_found", error=str(exc))
         return {"ticket_id": ticket_id, "status": "not_found"}
+    except TransientError as exc:
+        wait = deferral_of(exc)
+        if wait is None:
+            raise  # autoretry_for: backoff, counted against max_retries
+        # No model can take the ticket now (circuits open, rate limited; crewdesk/llm/breaker.py): back on the queue for when
+        # one can, its retry count unchanged, so a provider outage never uses up max_retries nor ends in `failed`. Below the
+        # visibility timeout (a Redis ETA message held longer is delivered twice); a run that comes early meets the endpoint
+        # still held, calls nothing, and is deferred again for the rest.
+        countdown = max(1, min(int(wait), runtime().settings.visibility_timeout // 2))
+        process_ticket.apply_async(args=[ticket_id], countdown=countdown, retries=self.request.retries)
+        log.warning("ticket.deferred", seconds=countdown, error=str(exc))
+        return {"ticket_id": ticket_id, "status": "deferred", "retry_in": countdown}
     finally:
         unbind("celery_task_id", "ticket_id")
     if not outcome.reused and _has_delivery_work(outcome.ticket_id):

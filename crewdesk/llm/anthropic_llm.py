@@ -7,8 +7,7 @@ import json
 import anthropic
 from pydantic import PrivateAttr
 
-from crewdesk.errors import TransientError
-from crewdesk.llm.base import Completion, CrewdeskLLM
+from crewdesk.llm.base import Completion, CrewdeskLLM, is_transient_status, provider_unavailable
 
 
 def split_system(messages: list[dict[str, str]]) -> tuple[str, list[dict[str, str]]]:
@@ -52,8 +51,12 @@ class AnthropicLLM(CrewdeskLLM):
         # anthropic SDK 2.x no longer takes sampling parameters (temperature) on messages.create.
         try:
             response = self.client().messages.create(model=self.model, messages=turns, **kwargs)
-        except (anthropic.APIConnectionError, anthropic.APITimeoutError, anthropic.InternalServerError) as exc:
-            raise TransientError(f"anthropic: {type(exc).__name__}: {exc}") from exc
+        except anthropic.APIConnectionError as exc:  # refused, reset, and timed out (APITimeoutError is one)
+            raise provider_unavailable("anthropic", exc) from exc
+        except anthropic.APIStatusError as exc:  # 429, 529 (overloaded) and other 5xx may pass; 400, 401 will not
+            if is_transient_status(exc.status_code):
+                raise provider_unavailable("anthropic", exc, status=exc.status_code, headers=exc.response.headers) from exc
+            raise
         text = "".join(block.text for block in response.content if getattr(block, "type", "") == "text")
         return self._completion(text, response)
 
@@ -66,8 +69,12 @@ class AnthropicLLM(CrewdeskLLM):
             kwargs["system"] = system
         try:
             response = self.client().messages.create(model=self.model, messages=turns, **kwargs)
-        except (anthropic.APIConnectionError, anthropic.APITimeoutError, anthropic.InternalServerError) as exc:
-            raise TransientError(f"anthropic: {type(exc).__name__}: {exc}") from exc
+        except anthropic.APIConnectionError as exc:  # refused, reset, and timed out (APITimeoutError is one)
+            raise provider_unavailable("anthropic", exc) from exc
+        except anthropic.APIStatusError as exc:  # 429, 529 (overloaded) and other 5xx may pass; 400, 401 will not
+            if is_transient_status(exc.status_code):
+                raise provider_unavailable("anthropic", exc, status=exc.status_code, headers=exc.response.headers) from exc
+            raise
         answer = next((block.input for block in response.content if getattr(block, "type", "") == "tool_use"), None)
         return self._completion(json.dumps(answer) if answer is not None else "", response)
 

@@ -16,7 +16,7 @@ from crewai.events.types.llm_events import LLMCallType
 from crewai.llms.base_llm import llm_call_context
 from pydantic import PrivateAttr
 
-from crewdesk.errors import ModelOutputError
+from crewdesk.errors import ModelOutputError, ProviderUnavailable
 from crewdesk.llm import react
 
 
@@ -53,6 +53,24 @@ def parse_decision(text: str, schema: dict[str, Any], name: str) -> dict[str, An
     return value
 
 
+# HTTP statuses that say "not now" rather than "not this request": request timeout, rate limit, and every server error.
+TRANSIENT_STATUSES = frozenset({408, 429})
+
+
+def provider_unavailable(label: str, exc: Exception, *, status: int | None = None, headers=None) -> ProviderUnavailable:
+    """A transient provider failure, with the wait its Retry-After asks for (429 and 503 carry one; any other it names is
+    honoured too)."""
+    from crewdesk.llm.breaker import retry_after_seconds
+
+    retry_after = retry_after_seconds(headers)
+    wait = f" (Retry-After {retry_after:g} s)" if retry_after is not None else ""
+    return ProviderUnavailable(f"{label}: {type(exc).__name__}: {exc}{wait}", retry_after=retry_after, status=status)
+
+
+def is_transient_status(status: int | None) -> bool:
+    return status is not None and (status in TRANSIENT_STATUSES or status >= 500)
+
+
 def usage_of(completion: Completion) -> dict[str, int]:
     """In the keys CrewAI's UsageMetrics reads, so per-LLM totals include the cached part of the prompt."""
     return {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
@@ -72,8 +90,21 @@ class CrewdeskLLM(BaseLLM):
     # step is then decoded against the step schema of the agent's tools and its task's output (crewdesk/llm/react.py).
     constrain_react: bool = False
     react_schema: dict[str, Any] | None = None
+    # The circuit breaker of this model's endpoint (crewdesk/llm/breaker.py); None for an in-process model. The factory
+    # attaches the breakers and the fallback models (CREWDESK_LLM_FALLBACK) that take a call this endpoint cannot.
+    breaker_key: str | None = None
     _seconds: float = PrivateAttr(default=0.0)
     _durations: dict[str, float] = PrivateAttr(default_factory=dict)
+    _breakers: Any = PrivateAttr(default=None)
+    _fallbacks: list["CrewdeskLLM"] = PrivateAttr(default_factory=list)
+    _by_model: dict[str, list[int]] = PrivateAttr(default_factory=dict)  # model that answered -> [prompt, completion, cached, calls]
+
+    @classmethod
+    def _wrap_call_method(cls, method_name: str) -> None:
+        """CrewAI wraps every BaseLLM subclass's call() in its own rate-limit retry (3 attempts, sleeping the provider's
+        Retry-After in the worker between them). Not ours: a 429 is counted by the endpoint's circuit breaker, the call goes
+        to the next model of the fallback chain at once, and a ticket no model can take is deferred by the Retry-After
+        (crewdesk/llm/breaker.py). A second retry layer would multiply the requests and hold a worker asleep."""
 
     def supports_function_calling(self) -> bool:
         return False
@@ -91,6 +122,36 @@ class CrewdeskLLM(BaseLLM):
     def pop_call_duration_ms(self, call_id: str) -> float | None:
         return self._durations.pop(call_id, None)
 
+    def guard(self, breakers: Any, fallbacks: list["CrewdeskLLM"]) -> "CrewdeskLLM":
+        """Calls go through `breakers` and, when this model's endpoint cannot take one, to `fallbacks` in order."""
+        self._breakers = breakers
+        self._fallbacks = list(fallbacks)
+        return self
+
+    @property
+    def fallbacks(self) -> list["CrewdeskLLM"]:
+        return self._fallbacks
+
+    def usage_by_model(self) -> dict[str, tuple[int, int]]:
+        """(prompt, completion) tokens by the model that answered: a fallback's calls are priced as the fallback's."""
+        return {model: (row[0], row[1]) for model, row in self._by_model.items()}
+
+    @property
+    def answered_by(self) -> dict[str, int]:
+        """Successful calls by the model that answered them."""
+        return {model: row[3] for model, row in self._by_model.items()}
+
+    def _answer(self, round_trip) -> tuple["CrewdeskLLM", Completion]:
+        """One round trip on this model, or on the first fallback that can take it (see crewdesk.llm.breaker.walk).
+        Fallback is per call, not per ticket: a crew whose provider dies in the middle of a ticket goes on, on the next
+        model of the chain, from the step it was at; choosing once when the ticket's LLMs are built would lose the run in
+        progress and never notice an outage that starts after it."""
+        if self._breakers is None:
+            return self, round_trip(self)
+        from crewdesk.llm.breaker import walk
+
+        return walk([self, *self._fallbacks], round_trip, self._breakers)
+
     @abstractmethod
     def _complete(self, messages: list[dict[str, str]], stop: list[str]) -> Completion:
         """One round trip to the model."""
@@ -106,10 +167,10 @@ class CrewdeskLLM(BaseLLM):
         normalized = normalize_messages(messages)
         decision: dict[str, Any] = {}
 
-        def produce() -> tuple[Completion, str]:
-            completion = self._complete_json(normalized, schema, name)
+        def produce() -> tuple[Completion, str, str]:
+            llm, completion = self._answer(lambda llm: llm._complete_json(normalized, schema, name))
             decision.update(parse_decision(completion.text, schema, name))
-            return completion, completion.text
+            return completion, completion.text, llm.model
 
         self._traced(normalized, produce)
         return decision
@@ -117,13 +178,20 @@ class CrewdeskLLM(BaseLLM):
     def call(self, messages, tools=None, callbacks=None, available_functions=None, from_task=None, from_agent=None, response_model=None):  # noqa: D401
         normalized = normalize_messages(messages)
 
-        def produce() -> tuple[Completion, str]:
-            if self.constrain_react and self.react_schema is not None:
-                completion = self._complete_json(react.with_hint(normalized), self.react_schema, "react_step")
-                return completion, react.render(parse_decision(completion.text, self.react_schema, "react_step"))
-            completion = self._complete(normalized, list(self.stop_sequences or []))
+        def constrained(llm: CrewdeskLLM) -> bool:  # a fallback decodes as its own provider does, with this agent's schema
+            return llm.constrain_react and self.react_schema is not None
+
+        def round_trip(llm: CrewdeskLLM) -> Completion:
+            if constrained(llm):
+                return llm._complete_json(react.with_hint(normalized), self.react_schema, "react_step")
+            return llm._complete(normalized, list(self.stop_sequences or []))
+
+        def produce() -> tuple[Completion, str, str]:
+            llm, completion = self._answer(round_trip)
+            if constrained(llm):
+                return completion, react.render(parse_decision(completion.text, self.react_schema, "react_step")), llm.model
             text = self._apply_stop_words(completion.text) if self.stop_sequences else completion.text
-            return completion, repair_action(text, normalized)
+            return completion, repair_action(text, normalized), llm.model
 
         return self._traced(normalized, produce, tools=tools, callbacks=callbacks, available_functions=available_functions,
                             from_task=from_task, from_agent=from_agent)
@@ -136,7 +204,7 @@ class CrewdeskLLM(BaseLLM):
                                           from_task=from_task, from_agent=from_agent)
             started = time.perf_counter()
             try:
-                completion, text = produce()
+                completion, text, model = produce()
             except Exception as exc:
                 self._account(call_id, time.perf_counter() - started)
                 self._emit_call_failed_event(error=f"{type(exc).__name__}: {exc}", from_task=from_task, from_agent=from_agent)
@@ -144,8 +212,18 @@ class CrewdeskLLM(BaseLLM):
             self._account(call_id, time.perf_counter() - started)
             usage = usage_of(completion)
             self._track_token_usage_internal(usage)
-            self._emit_call_completed_event(response=text, call_type=LLMCallType.LLM_CALL, from_task=from_task, from_agent=from_agent,
-                                            messages=normalized, usage=usage)
+            row = self._by_model.setdefault(model, [0, 0, 0, 0])
+            row[0] += completion.prompt_tokens
+            row[1] += completion.completion_tokens
+            row[2] += completion.cached_tokens
+            row[3] += 1
+            primary = self.model
+            self.model = model  # the event (and so the audit row) names the model that answered, a fallback's too
+            try:
+                self._emit_call_completed_event(response=text, call_type=LLMCallType.LLM_CALL, from_task=from_task, from_agent=from_agent,
+                                                messages=normalized, usage=usage)
+            finally:
+                self.model = primary
             return text
 
     def _account(self, call_id: str, elapsed: float) -> None:

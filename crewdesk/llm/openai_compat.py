@@ -5,8 +5,8 @@ from __future__ import annotations
 import openai
 from pydantic import PrivateAttr
 
-from crewdesk.errors import ModelOutputError, TransientError
-from crewdesk.llm.base import Completion, CrewdeskLLM
+from crewdesk.errors import ModelOutputError
+from crewdesk.llm.base import Completion, CrewdeskLLM, is_transient_status, provider_unavailable
 
 
 class OpenAICompatibleLLM(CrewdeskLLM):
@@ -18,8 +18,9 @@ class OpenAICompatibleLLM(CrewdeskLLM):
 
     def client(self) -> openai.OpenAI:
         if self._client is None:
-            # max_retries=0: CrewAI already retries rate limits around call(), and Celery
-            # retries the ticket on transient errors; a third layer would multiply them.
+            # max_retries=0: the SDK would otherwise retry 408/409/429/5xx and timeouts itself (twice, by default). Our
+            # circuit breaker counts each failure, the fallback chain takes the call at once, and Celery defers the ticket
+            # by the provider's Retry-After; a hidden layer of retries would multiply them and hide the failures.
             self._client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key or "not-needed", timeout=self.timeout, max_retries=0)
         return self._client
 
@@ -47,11 +48,15 @@ class OpenAICompatibleLLM(CrewdeskLLM):
             kwargs["seed"] = self.seed
         try:
             response = self.client().chat.completions.create(model=self.model, messages=messages, **kwargs)
-        except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError) as exc:
-            raise TransientError(f"model endpoint {self.base_url}: {type(exc).__name__}: {exc}") from exc
+        except openai.APIConnectionError as exc:  # refused, reset, and timed out (APITimeoutError is one)
+            raise provider_unavailable(f"model endpoint {self.base_url}", exc) from exc
         except openai.BadRequestError as exc:
             if "context" in str(exc):  # llama.cpp's exceed_context_size_error, OpenAI's context_length_exceeded
                 raise ModelOutputError(f"the conversation outgrew the model's context: {exc}") from exc
+            raise
+        except openai.APIStatusError as exc:  # 429 (RateLimitError), 5xx (InternalServerError), 408: may pass; 401, 404: will not
+            if is_transient_status(exc.status_code):
+                raise provider_unavailable(f"model endpoint {self.base_url}", exc, status=exc.status_code, headers=exc.response.headers) from exc
             raise
         choice = response.choices[0]
         usage = response.usage
