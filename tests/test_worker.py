@@ -49,12 +49,14 @@ def test_a_dead_model_endpoint_defers_the_ticket_past_max_retries_and_never_fail
         dead = probe.getsockname()[1]
     # No fallback: each try is deferred (failures 1 and 2 wait reset/failures = 2 s, then the open circuit's 4 s), never
     # counted against max_retries=1, never `failed`.
-    start_worker(CREWDESK_LLM_PROVIDER="openai", CREWDESK_OPENAI_BASE_URL=f"http://127.0.0.1:{dead}/v1", CREWDESK_TASK_MAX_RETRIES="1",
-                 CREWDESK_LLM_BREAKER_FAILURES="2", CREWDESK_LLM_BREAKER_RESET_SECONDS="4")
+    worker = start_worker(CREWDESK_LLM_PROVIDER="openai", CREWDESK_OPENAI_BASE_URL=f"http://127.0.0.1:{dead}/v1", CREWDESK_TASK_MAX_RETRIES="1",
+                          CREWDESK_LLM_BREAKER_FAILURES="2", CREWDESK_LLM_BREAKER_RESET_SECONDS="4")
     ticket_id = make_ticket("The mobile app will not load my dashboard.")
     enqueue(settings, ticket_id)
     count_runs = lambda db: db.execute(select(func.count()).select_from(CrewRun).where(CrewRun.ticket_id == ticket_id)).scalar_one()  # noqa: E731
-    wait_for(session_factory, lambda db: count_runs(db) >= 3, timeout=60, what="three deferred tries")
+    # Between two tries the ticket waits `queued` for its countdown.
+    wait_for(session_factory, lambda db: count_runs(db) >= 3 and db.get(Ticket, ticket_id).status == "queued", timeout=60, what="three deferred tries")
+    worker.stop()
     with session_factory() as db:
         ticket = db.get(Ticket, ticket_id)
         runs = db.execute(select(CrewRun.status).where(CrewRun.ticket_id == ticket_id)).scalars().all()
