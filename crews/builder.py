@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 from crewai import Agent, Crew, Process, Task
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, PrivateAttr, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.errors import ModelOutputError
@@ -88,10 +89,71 @@ class Work:
         return ticket_block(self.ticket, self.text)
 
 
+class _NoTaskOutputs:
+    """Stands in for CrewAI's TaskOutputStorageHandler, which keeps every kickoff's task outputs in one SQLite file under
+    CREWAI_STORAGE_DIR for `crewai replay`. crewdesk never replays a crew (its runs and audit trail are in the database),
+    that file would be a copy of customers' tickets outside erasure, and every kickoff wrote it (table set-up, delete,
+    read and insert: about 6 ms per crew, and one file shared by every worker child)."""
+
+    def reset(self) -> None:
+        pass
+
+    def update(self, task_index: int, log: dict[str, Any]) -> None:
+        pass
+
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def load(self) -> None:
+        return None
+
+
+class PhaseCrew(Crew):
+    """A CrewAI Crew that does not write its task outputs to CrewAI's replay file (see _NoTaskOutputs)."""
+
+    _task_output_handler: Any = PrivateAttr(default_factory=_NoTaskOutputs)
+
+
+def _memoize_tool_descriptions() -> None:
+    """CrewAI renders each tool's prompt text (name, JSON schema of its arguments, description) from scratch for every
+    agent it builds: about 1 ms per tool, 16 tools for a specialist. The text is a pure function of those three, so it
+    is memoised per process. A CrewAI without that function is left alone."""
+    from crewai.tools import base_tool, structured_tool
+
+    original = getattr(structured_tool, "format_description_for_llm", None)
+    if original is None or getattr(original, "cache_info", None) is not None:
+        return
+    cached = functools.lru_cache(maxsize=1024)(original)
+
+    @functools.wraps(original)
+    def format_description_for_llm(name: str, args_schema: Any, description: str) -> str:
+        try:
+            return cached(name, args_schema, description)
+        except TypeError:  # an unhashable schema: render it as CrewAI does
+            return original(name, args_schema, description)
+
+    format_description_for_llm.cache_info = cached.cache_info  # type: ignore[attr-defined]
+    for module in (structured_tool, base_tool):
+        if getattr(module, "format_description_for_llm", None) is original:
+            module.format_description_for_llm = format_description_for_llm
+
+
+_memoize_tool_descriptions()
+
+_STEP_SCHEMAS: dict[tuple, dict[str, Any]] = {}
+
+
 def constrain(agent: Agent, answer: type[BaseModel] | None) -> None:
     """Each of the agent's ReAct steps is decoded against its own tools and its task's output (where the provider
-    supports it, see CrewdeskLLM.constrain_react)."""
-    agent.llm.react_schema = react.step_schema(agent.tools or [], answer)
+    supports it, see CrewdeskLLM.constrain_react). The schema depends only on the tools' names and argument models and
+    on the output model, so it is built once per process for each combination (about 4 ms per agent otherwise) and
+    shared read-only."""
+    tools = agent.tools or []
+    key = (tuple((tool.name, getattr(tool, "args_schema", None)) for tool in tools), answer)
+    schema = _STEP_SCHEMAS.get(key)
+    if schema is None:
+        schema = _STEP_SCHEMAS[key] = react.step_schema(tools, answer)
+    agent.llm.react_schema = schema
 
 
 class CrewBuilder:
@@ -151,7 +213,7 @@ class CrewBuilder:
         agent = self.agent(role_key=role_key, ticket=work.ticket, run_id=work.run_id, gate=work.gate, ledger=work.ledger)
         constrain(agent, self.config.tasks[task_key].output)
         task = self._task(task_key, work=work, values=values, agent=agent)
-        return self._kickoff(Crew(agents=[agent], tasks=[task], process=Process.sequential, verbose=False, memory=False), task_key)
+        return self._kickoff(PhaseCrew(agents=[agent], tasks=[task], process=Process.sequential, verbose=False, memory=False), task_key)
 
     def _task(self, task_key: str, *, work: Work, values: dict[str, str], agent: Agent | None = None) -> Task:
         """The task from YAML, its text concealed, its output validated (JSON, and no unbacked claims)."""
@@ -185,5 +247,5 @@ class CrewBuilder:
             constrain(coworker, None)  # a coworker reports back in words; the manager writes the resolution
         constrain(manager, self.config.tasks["resolve"].output)
         task = self._task("resolve", work=work, values=values)
-        crew = Crew(agents=coworkers, tasks=[task], process=Process.hierarchical, manager_agent=manager, verbose=False, memory=False)
+        crew = PhaseCrew(agents=coworkers, tasks=[task], process=Process.hierarchical, manager_agent=manager, verbose=False, memory=False)
         return self._kickoff(crew, "resolve"), budget
