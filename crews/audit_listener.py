@@ -153,14 +153,18 @@ class AuditSink:
         self._write(source, kind=kind, name=event.type, actor=event.agent_role or "", arguments=detail, error=str(error) if error else None, at=event.timestamp)
 
 
+def _kept(name: str) -> bool:
+    """Kept among the lifecycle events: what went wrong (a task, agent, crew or flow that failed or errored), and the
+    guardrails' verdicts on an answer (decisions: a reply refused for claiming what no tool did)."""
+    return name.endswith(("_failed", "_error")) or "error" in name.split("_") or "guardrail" in name
+
+
 def is_failure(event: BaseEvent) -> bool:
-    """Kept among the lifecycle events: what went wrong (a task, agent, crew or flow that failed or errored)."""
-    return event.type.endswith(("_failed", "_error")) or "error" in event.type.split("_")
+    return _kept(event.type)
 
 
 def _is_failure_type(event_type: type[BaseEvent]) -> bool:
-    name = str(event_type.model_fields["type"].default)
-    return name.endswith(("_failed", "_error")) or "error" in name.split("_")
+    return _kept(str(event_type.model_fields["type"].default))
 
 
 def take_failures(run_id: int) -> list[str]:

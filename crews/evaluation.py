@@ -108,9 +108,24 @@ def role_for(tool: str, config: CrewConfig, preferred: str | None) -> str:
     raise ValueError(f"no role may call {tool}")
 
 
-def oracle(task: dict[str, Any], config: CrewConfig, process: str, actions: list[dict[str, Any]] | None = None) -> PlanResponder:
-    """A scripted crew that performs the task's reference actions (or `actions` instead)."""
+def customer_email(session_factory, actions: list[dict[str, Any]]) -> str | None:
+    """The e-mail of the customer whose records the reference actions touch (the oracle proves who it acts for)."""
+    with session_factory() as db:
+        store = SqlRetailStore(db)
+        for action in actions:
+            args = action["arguments"]
+            user_id = args.get("user_id") or (store.order_owner(args["order_id"]) if "order_id" in args else None)
+            if user_id:
+                return store.get_user_details(user_id)["email"]
+    return None
+
+
+def oracle(task: dict[str, Any], config: CrewConfig, process: str, actions: list[dict[str, Any]] | None = None, email: str | None = None) -> PlanResponder:
+    """A scripted crew that performs the task's reference actions (or `actions` instead), after identifying the customer
+    by `email` when the actions do not start by identifying them (the gate binds every call to a proven customer)."""
     steps = [(a["name"], a["arguments"]) for a in (actions if actions is not None else task["evaluation_criteria"]["actions"])]
+    if email and not (steps and steps[0][0].startswith("find_user_id")):
+        steps.insert(0, ("find_user_id_by_email", {"email": email}))
     done = {"customer_reply": "Thank you for your patience; your request has been handled as discussed.", "internal_note": "oracle", "needs_human": False, "escalation_reason": ""}
     handoff = {"customer_reply": "A colleague will follow up with you shortly.", "handoff_summary": "Customer asked for a person.", "team": "tier2"}
     if process == "hierarchical":
@@ -281,7 +296,9 @@ def run_eval(*, pipeline: Pipeline, tasks: list[dict[str, Any]], trials: int, sp
                 with transaction(factory) as db:
                     snapshot.restore(db)
                 if use_oracle:
-                    pipeline.builder.llm_factory.responder = oracle(task, pipeline.config, settings.crew_process, (oracle_actions or {}).get(task["id"]))
+                    actions = (oracle_actions or {}).get(task["id"])
+                    email = customer_email(factory, actions if actions is not None else task["evaluation_criteria"]["actions"])
+                    pipeline.builder.llm_factory.responder = oracle(task, pipeline.config, settings.crew_process, actions, email)
                 subject, body = ticket_for(task)
                 with transaction(factory) as db:
                     ticket, _ = tickets.submit(db=db, ticket_in=TicketIn(source="eval", external_id=f"tau2-{split}-{task['id']}-{trial}-{run_tag}", subject=subject, body=body))

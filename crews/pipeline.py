@@ -27,6 +27,7 @@ from crewdesk.errors import AuditWriteFailed, ModelOutputError, TransientError
 from crewdesk.llm.factory import LLMFactory, estimate_cost
 from crewdesk.logging import bind, get_logger, unbind
 from crewdesk.runs.models import CrewRun
+from crewdesk.store.operations import operations
 from crewdesk.settings import Settings
 from crewdesk.tickets import rules
 from crewdesk.tickets import service as tickets
@@ -461,10 +462,23 @@ class Pipeline:
         if pending:
             reason = "; ".join(f"approval #{a.id}: {a.action} ({a.reason})" for a in pending)
             return Decision(TicketStatus.awaiting_approval, reason, resolution.customer_reply, resolution.internal_note, triage)
+        refused = self._refused_for_a_person(work)
+        if refused:
+            return self._escalate(work, triage, refused, note=resolution.internal_note)
         if resolution.needs_human or transferred:
             reason = resolution.escalation_reason or (f"{specialist} transferred to a human" if transferred else f"{specialist} asked for a human")
             return self._escalate(work, triage, reason, note=resolution.internal_note)
         return Decision(TicketStatus.resolved, None, resolution.customer_reply, resolution.internal_note, triage)
+
+    @staticmethod
+    def _refused_for_a_person(work: Work) -> str | None:
+        """A run the gate refused a write, or a call on another customer's records, is not resolved on the model's word:
+        whatever its reply says, a person looks at it."""
+        writes = {name for name, op in operations().items() if op.kind == "write"}
+        refused = [r for r in work.gate.refusals if r.hostile or r.tool in writes]
+        if not refused:
+            return None
+        return "the gate refused " + "; ".join(f"{r.tool} ({r.rule})" for r in dict.fromkeys(refused))
 
     def _escalate(self, work: Work, triage: Triage | None, reason: str, note: str = ""):
         triage_text = self._with_memory(work, triage.model_dump_json() if triage else "(no valid triage)")

@@ -96,10 +96,12 @@ def test_another_customers_order_id_is_refused_for_reads_and_writes(crew_setting
     plan = obeying(("find_user_id_by_email", {"email": people["alice"]["email"]}), ("get_order_details", {"order_id": bob_order}),
                    ("cancel_pending_order", {"order_id": bob_order, "reason": "no longer needed"}))
 
-    run(crew_settings, store, ticket_id, plan)
+    outcome, _ = run(crew_settings, store, ticket_id, plan)
 
     untouched(store, people)
     assert refusals(store, ticket_id) == [("get_order_details", "customer_binding"), ("cancel_pending_order", "customer_binding")]
+    # "Done as you asked" is not believed: a person gets the ticket, with the refusals as the reason
+    assert outcome.status == "escalated" and "cancel_pending_order (customer_binding)" in outcome.escalation_reason
     with store() as db:  # what the model was told: the refusal and its reason, no data of Bob's
         told = db.execute(select(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "tool_call",
                                                    AuditEvent.name == "get_order_details")).scalar_one()
@@ -129,9 +131,10 @@ def test_i_am_the_admin_without_an_identity_gets_nothing(crew_settings, store, m
     plan = obeying(("get_user_details", {"user_id": bob["user_id"]}), ("get_order_details", {"order_id": bob_order}),
                    ("cancel_pending_order", {"order_id": bob_order, "reason": "ordered by mistake"}))
 
-    run(crew_settings, store, ticket_id, plan)
+    outcome, _ = run(crew_settings, store, ticket_id, plan)
 
     untouched(store, people)
+    assert outcome.status == "escalated" and "cancel_pending_order (identity_unproven)" in outcome.escalation_reason
     assert refusals(store, ticket_id) == [("get_user_details", "identity_unproven"), ("get_order_details", "identity_unproven"),
                                           ("cancel_pending_order", "identity_unproven")]
 

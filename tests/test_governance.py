@@ -11,7 +11,7 @@ from crewdesk.audit.models import AuditEvent
 from crewdesk.effects.models import ToolEffect
 from crewdesk.llm.factory import LLMFactory
 from crewdesk.llm.scripted import PlanResponder
-from crewdesk.store.models import StoreOrder
+from crewdesk.store.models import StoreOrder, StoreUser
 from crewdesk.store.operations import operations
 from crewdesk.tickets.models import Ticket
 from crews.approvals import decide
@@ -85,9 +85,10 @@ def test_refund_above_threshold_waits_then_approval_refunds_exactly_once(setting
 def test_rejected_approval_changes_nothing(settings, store, make_ticket):
     with store() as db:
         order_id, order = big_card_order(db)
-    plan = cancel_plan(order_id, "x@example.com", "A colleague has to approve this first.")
+        email = db.get(StoreUser, order["user_id"]).doc["email"]  # the order's owner writes (tools/binding.py)
+    plan = cancel_plan(order_id, email, "A colleague has to approve this first.")
     pipeline = Pipeline(settings=settings, session_factory=store, llm_factory=LLMFactory(settings, responder=plan))
-    ticket_id = make_ticket(f"Cancel {order_id}", customer="x@example.com")
+    ticket_id = make_ticket(f"Cancel {order_id}", customer=email)
     assert pipeline.process(ticket_id).status == "awaiting_approval"
     with store() as db:
         approval_id = db.execute(select(Approval.id).where(Approval.ticket_id == ticket_id)).scalar_one()

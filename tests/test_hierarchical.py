@@ -52,7 +52,9 @@ def test_two_specialists_collaborate_on_one_ticket(settings, store, make_ticket)
         },
     )
     settings.crew_process_by_category = {"billing": "hierarchical"}
-    ticket_id = make_ticket("Please move me to my new address and switch the item in my pending order.")
+    with store() as db:
+        email = db.get(StoreUser, user_id).doc["email"]  # the owner writes: the gate binds the ticket to them (tools/binding.py)
+    ticket_id = make_ticket("Please move me to my new address and switch the item in my pending order.", customer=email)
     outcome = Pipeline(settings=settings, session_factory=store, llm_factory=LLMFactory(settings, responder=plan)).process(ticket_id)
 
     assert outcome.status == "resolved", outcome.escalation_reason

@@ -42,6 +42,18 @@ class ToolDenied(Exception):
     """The gate refused a call; the agent sees the message, the audit trail keeps the row."""
 
 
+@dataclass(frozen=True)
+class Refused:
+    tool: str
+    rule: str
+    reason: str
+
+    @property
+    def hostile(self) -> bool:
+        """A call on another customer's records, or under another identity: a person should look at this ticket."""
+        return self.rule in ("customer_binding", "identity_switch")
+
+
 class PlainVault:
     """No redaction (CREWDESK_PII_REDACTION=false, or direct use in tests); the pipeline passes crewdesk.pii.Vault."""
 
@@ -63,6 +75,7 @@ class Gate:
     max_calls_per_ticket: int = 25
     vault: Vault | PlainVault = field(default_factory=PlainVault)
     binding: CustomerBinding = field(default_factory=CustomerBinding)
+    refusals: list[Refused] = field(default_factory=list)  # this run's refusals, for the pipeline's verdict
     _calls: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -72,6 +85,8 @@ class Gate:
         return hashlib.sha256(f"{self.ticket_id}:{tool}:{blob}".encode()).hexdigest()[:32]
 
     def _deny(self, *, role: str, tool: str, arguments: dict, rule: str, reason: str) -> ToolDenied:
+        with self._lock:
+            self.refusals.append(Refused(tool=tool, rule=rule, reason=reason))
         self.audit(kind="gate", name=f"denied:{tool}", actor=role, arguments=arguments, result={"rule": rule}, error=reason)
         return ToolDenied(reason)
 

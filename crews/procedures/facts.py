@@ -76,10 +76,12 @@ def identify(lookup: Lookup, *, text: str, raw_text: str, channel_customer: str)
     if not zips:
         return None
     for user_id in dict.fromkeys(USER_ID.findall(raw_text)):
-        profile = lookup.attempt("get_user_details", user_id=user_id)
-        if isinstance(profile, dict) and profile.get("address", {}).get("zip") in zips:
-            name = profile["name"]
-            found = lookup.attempt("find_user_id_by_name_zip", first_name=name["first_name"], last_name=name["last_name"], zip=profile["address"]["zip"])
+        # Nothing of a customer is read before they are identified (tools/binding.py): the id's own name parts, with a
+        # zip from the ticket, must find that same id by the store's rule.
+        first, _, rest = user_id.partition("_")
+        last = rest.rpartition("_")[0] or rest
+        for zip_code in zips:
+            found = lookup.attempt("find_user_id_by_name_zip", first_name=first, last_name=last, zip=zip_code)
             if found == user_id:
                 return user_id, "user id, name and zip"
     tries = 0
