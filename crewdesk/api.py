@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 from sqlalchemy import select
@@ -171,6 +171,19 @@ WEBHOOK_BODY = {
 }
 
 
+def _metrics_registry(factory: sessionmaker[Session], settings: Settings):
+    """A registry of this app's own: the database/broker collector and this process's CPU and memory."""
+    from prometheus_client import CollectorRegistry, ProcessCollector
+
+    from crewdesk.metrics.collector import DatabaseCollector
+    from workers.app import Queues
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector(factory, settings, queues=[q.value for q in Queues]))
+    ProcessCollector(registry=registry)
+    return registry
+
+
 def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | None = None, enqueue=None) -> FastAPI:
     """`enqueue(ticket_id)` defaults to the Celery task; tests and embedders may pass their own."""
     factory = session_factory or make_session_factory(make_engine(settings.database_url))
@@ -191,6 +204,16 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
     @app.get("/healthz", response_model=Health)
     def healthz() -> Health:
         return Health(status="ok")
+
+    metrics_registry = _metrics_registry(factory, settings)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus text format: tickets, approvals, tool calls, queue depth, breaker state, read at scrape time
+        (crewdesk/metrics/collector.py)."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/tickets", response_model=SubmitResult, status_code=202, responses=BAD_BODY)
     def submit(ticket_in: TicketSubmission) -> SubmitResult:

@@ -86,13 +86,21 @@ def worker(
     concurrency: Annotated[Optional[int], typer.Option(help="Worker processes (default CREWDESK_WORKER_CONCURRENCY).")] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
     pool: Annotated[str, typer.Option(help="Celery pool: prefork (default), solo, threads.")] = "prefork",
+    metrics_port: Annotated[Optional[int], typer.Option(help="Serve the workers' Prometheus metrics (aggregated over the children) on this port.")] = None,
+    metrics_host: Annotated[str, typer.Option(help="Interface for --metrics-port.")] = "127.0.0.1",
 ) -> None:
     """Run the Celery worker for the tickets queue (starts the local model server when that is the provider)."""
+    from crewdesk.metrics.worker import prepare_multiproc_dir, serve
     from crewdesk.settings import LLMProvider
-    from workers.app import Queues, configure
 
     settings = _settings(worker_concurrency=concurrency)
+    # Before anything imports prometheus_client: the children inherit multiprocess mode and write per-pid files.
+    metrics_dir = prepare_multiproc_dir(settings)
+    from workers.app import Queues, configure
+
     celery_app = configure(settings)
+    if metrics_port is not None:
+        serve(metrics_port, metrics_dir, host=metrics_host)  # a daemon thread reading files; no CrewAI state in the parent
     server = None
     if settings.llm_provider is LLMProvider.local:
         from crewdesk.llm.factory import start_local_server
@@ -404,6 +412,42 @@ def backlog_report(
         console.print(rows)
     if html is not None:
         console.print(f"html report: {write_html(summary, html)}", highlight=False)
+
+
+@app.command()
+def kpi(
+    since: Annotated[Optional[str], typer.Option(help="Tickets created from this date or time (ISO, UTC), e.g. 2025-06-01.")] = None,
+    days: Annotated[Optional[int], typer.Option(min=1, help="Tickets created in the last N days (default 30; --since wins).")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML page with charts here.")] = None,
+    svg: Annotated[Optional[Path], typer.Option("--svg", help="Also write the per-day rate chart as an SVG file here.")] = None,
+) -> None:
+    """Support KPIs by channel, category and day: automated-resolution rate, first-contact resolution, escalation rate,
+    median and p95 handle time (created to final status change), cost per resolved ticket."""
+    from datetime import datetime
+
+    from crewdesk.metrics import kpi as kpis
+
+    try:
+        start = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        err.print(f"error: --since {since!r} is not an ISO date or time", highlight=False)
+        raise typer.Exit(2)
+    settings = _settings(log_json=False, log_level="WARNING")
+    with _session_factory(settings)() as db:
+        report = kpis.report(db=db, since=kpis.window(since=start, days=days))
+    console.print(f"tickets created {report.since:%Y-%m-%d %H:%M} to {report.until:%Y-%m-%d %H:%M} UTC, finished: {report.total.finished:,}", highlight=False)
+    for name, groups in report.sections():
+        table = Table(title=None if name == "all" else f"by {name}")
+        table.add_column(name if name != "all" else "")
+        for column in kpis.COLUMNS:
+            table.add_column(column, justify="right")
+        for group in groups:
+            table.add_row(group.key, *kpis.row(group))
+        console.print(table)
+    if html is not None:
+        console.print(f"html report: {kpis.write_html(report, html)}", highlight=False)
+    if svg is not None:
+        console.print(f"svg chart: {kpis.write_svg(report, svg)}", highlight=False)
 
 
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)

@@ -1,0 +1,132 @@
+"""`crewdesk kpi`: exact rates for a known set of tickets on a real PostgreSQL, and the HTML page with its charts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from crewdesk.approvals.models import Approval
+from crewdesk.audit import service as audit
+from crewdesk.db import transaction
+from crewdesk.metrics import kpi
+from crewdesk.runs.models import CrewRun
+from crewdesk.tickets.models import Message, Ticket
+
+ROOT = Path(__file__).resolve().parent.parent
+CREWDESK = str(Path(sys.executable).parent / "crewdesk")
+D1 = datetime(2025, 3, 3, tzinfo=timezone.utc)
+SINCE = datetime(2025, 3, 1, tzinfo=timezone.utc)
+
+
+def make(db, key: str, *, source: str, category: str | None, status: str, created: datetime, inbound: int = 1, outbound: int = 1,
+         costs: tuple[float, ...] = (), statuses: tuple[tuple[str, float], ...] = (), approval: str | None = None) -> int:
+    """One ticket with its messages, runs (one per cost), approval and status audit rows (name, seconds after creation)."""
+    ticket = Ticket(source=source, external_id=key, body="help", category=category, status=status, created_at=created, updated_at=created)
+    db.add(ticket)
+    db.flush()
+    for i in range(inbound):
+        db.add(Message(ticket_id=ticket.id, direction="inbound", body=f"question {i}", created_at=created + timedelta(seconds=i)))
+    for i in range(outbound):
+        db.add(Message(ticket_id=ticket.id, direction="outbound", body=f"answer {i}", created_at=created + timedelta(seconds=10 + i)))
+    for i, cost in enumerate(costs):
+        db.add(CrewRun(ticket_id=ticket.id, status="completed", outcome=status, cost_usd=cost, latency_s=5.0,
+                       started_at=created, finished_at=created + timedelta(seconds=5 + i)))
+    if approval:
+        db.add(Approval(ticket_id=ticket.id, action="return_delivered_order_items", arguments={}, idempotency_key=f"k-{key}",
+                        status=approval, decided_by="maria" if approval != "pending" else None))
+    db.flush()
+    for name, after in statuses:
+        audit.record(db=db, ticket_id=ticket.id, kind="status", name=name, actor="pipeline", at=created + timedelta(seconds=after))
+    return ticket.id
+
+
+@pytest.fixture
+def known_tickets(session_factory):
+    """Six finished tickets over three days (and three that must not count)."""
+    d2, d3 = D1 + timedelta(days=1), D1 + timedelta(days=2)
+    with transaction(session_factory) as db:
+        # email: two automated resolutions, one of them with two replies (not first-contact)
+        make(db, "T1", source="email", category="billing", status="resolved", created=D1 + timedelta(hours=9), costs=(0.012,), statuses=(("resolved", 60),))
+        make(db, "T2", source="email", category="billing", status="resolved", created=D1 + timedelta(hours=10), outbound=2, costs=(0.020,),
+             statuses=(("resolved", 300),))
+        # jira: one escalation, one resolution a person approved (first-contact, not automated)
+        make(db, "T3", source="jira", category="technical", status="escalated", created=D1 + timedelta(hours=11), costs=(0.006,),
+             statuses=(("escalated", 120),))
+        make(db, "T4", source="jira", category="billing", status="resolved", created=d2 + timedelta(hours=9), costs=(0.030,),
+             statuses=(("awaiting_approval", 30), ("resolved", 7200)), approval="approved")
+        # api: a resolution reopened by the customer (two runs), and a ticket that failed after retries (no run)
+        make(db, "T5", source="api", category="account", status="resolved", created=d2 + timedelta(hours=12), inbound=2, outbound=2,
+             costs=(0.010, 0.010), statuses=(("resolved", 100), ("reopened", 200), ("resolved", 400)))
+        make(db, "T6", source="api", category=None, status="failed", created=d3 + timedelta(hours=8), outbound=0, statuses=(("failed", 30),))
+        # not counted: still queued; rejected at intake (no run, no status row); created before the window
+        make(db, "T7", source="email", category="billing", status="queued", created=d3 + timedelta(hours=9), costs=(0.5,))
+        make(db, "T8", source="file", category=None, status="failed", created=d3 + timedelta(hours=10), inbound=0, outbound=0)
+        make(db, "T9", source="email", category="billing", status="resolved", created=SINCE - timedelta(days=5), costs=(0.7,), statuses=(("resolved", 10),))
+    return session_factory
+
+
+def test_kpis_of_a_known_set(known_tickets):
+    with known_tickets() as db:
+        report = kpi.report(db=db, since=SINCE, until=D1 + timedelta(days=30))
+    total = report.total
+    assert (total.finished, total.resolved, total.automated, total.first_contact, total.escalated, total.failed) == (6, 4, 3, 2, 1, 1)
+    assert total.automated_rate == pytest.approx(0.5) and total.first_contact_rate == pytest.approx(2 / 6) and total.escalation_rate == pytest.approx(1 / 6)
+    assert sorted(total.handle_seconds) == [30, 60, 120, 300, 400, 7200]  # created -> last status row (T5: the second resolution)
+    assert total.handle_p50 == pytest.approx(210.0) and total.handle_p95 == pytest.approx(400 + (7200 - 400) * 0.75)
+    assert total.cost_per_resolved == pytest.approx(0.088 / 4)
+
+    channels = {g.key: g for g in report.by_channel}
+    assert list(channels) == ["api", "email", "jira"]
+    assert [(g.finished, g.automated_rate, g.first_contact_rate, g.escalation_rate) for g in channels.values()] == [
+        (2, 0.5, 0.0, 0.0), (2, 1.0, 0.5, 0.0), (2, 0.0, 0.5, 0.5)]
+    assert channels["email"].cost_per_resolved == pytest.approx(0.016) and channels["jira"].cost_per_resolved == pytest.approx(0.036)
+    assert channels["api"].cost_per_resolved == pytest.approx(0.020) and channels["jira"].handle_p50 == pytest.approx((120 + 7200) / 2)
+
+    days = {g.key: g for g in report.by_day}
+    assert list(days) == ["2025-03-03", "2025-03-04", "2025-03-05"]
+    assert days["2025-03-03"].automated_rate == pytest.approx(2 / 3) and days["2025-03-03"].escalation_rate == pytest.approx(1 / 3)
+    assert days["2025-03-04"].automated_rate == pytest.approx(0.5) and days["2025-03-04"].escalation_rate == 0.0
+    assert days["2025-03-05"].finished == 1 and days["2025-03-05"].automated_rate == 0.0 and days["2025-03-05"].cost_per_resolved is None
+
+    categories = {g.key: (g.finished, g.resolved) for g in report.by_category}
+    assert categories == {"account": (1, 1), "billing": (3, 3), "none": (1, 0), "technical": (1, 0)}
+
+
+def test_window():
+    now = datetime(2025, 6, 10, 12, tzinfo=timezone.utc)
+    assert kpi.window(since=None, days=None, now=now) == now - timedelta(days=30)
+    assert kpi.window(since=None, days=7, now=now) == datetime(2025, 6, 3, 12, tzinfo=timezone.utc)
+    assert kpi.window(since=datetime(2025, 6, 1), days=7, now=now) == datetime(2025, 6, 1, tzinfo=timezone.utc)
+
+
+def test_kpi_command_prints_the_figures_and_writes_html_with_charts(known_tickets, pg_url, tmp_path):
+    page, chart = tmp_path / "kpi.html", tmp_path / "kpi.svg"
+    env = {**os.environ, "CREWDESK_DATABASE_URL": pg_url, "CREWDESK_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    shown = subprocess.run([CREWDESK, "kpi", "--since", "2025-03-01", "--html", str(page), "--svg", str(chart)], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert "finished: 6" in out
+    # all: finished, resolved, automated, first-contact, escalation, p50, p95, cost per resolved
+    rows = {cells[0]: cells[1:] for line in out.splitlines() if (cells := [c.strip() for c in line.strip("│┃ ").split("│")]) and len(cells) == 9}
+    assert rows["all"] == ["6", "4", "50.0%", "33.3%", "16.7%", "3.5 min", "91.7 min", "$0.0220"]
+    assert rows["email"] == ["2", "2", "100.0%", "50.0%", "0.0%", "3.0 min", "4.8 min", "$0.0160"]
+    assert rows["jira"][:5] == ["2", "1", "0.0%", "50.0%", "50.0%"] and rows["jira"][-1] == "$0.0360"
+    assert rows["2025-03-05"] == ["1", "0", "0.0%", "0.0%", "0.0%", "30.0 s", "30.0 s", "-"]
+    assert rows["none"][:2] == ["1", "0"] and rows["billing"][:2] == ["3", "3"]
+
+    html = page.read_text()
+    assert html.count("<svg") == 3 and "<script" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+    assert "<tr><th>all</th><td>6</td><td>4</td><td>50.0%</td><td>33.3%</td><td>16.7%</td><td>3.5 min</td><td>91.7 min</td><td>$0.0220</td></tr>" in html
+    assert "<tr><th>2025-03-03</th><td>3</td><td>2</td><td>66.7%</td><td>33.3%</td><td>33.3%</td>" in html
+    assert "2025-03-03 automated resolution: 66.7% of 3" in html and "2025-03-03 escalation: 33.3% of 3" in html
+    svg = chart.read_text()
+    assert svg.startswith("<svg") and svg.count("<rect") >= 2 + 2 * 3 and "03-04" in svg
+
+    bad = subprocess.run([CREWDESK, "kpi", "--since", "yesterday"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not an ISO date" in bad.stderr
