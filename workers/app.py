@@ -80,3 +80,6 @@ def beat_schedule(settings: Settings) -> dict:
         every = settings.memory_purge_hours * 3600.0
         schedule["purge-memory"] = {"task": "crewdesk.purge_memory", "schedule": every, "options": {"expires": every}}
     return schedule
+
+
+from workers import metrics as _metrics  # noqa: E402,F401  (Celery task signals for the worker metrics; imports nothing heavy)
