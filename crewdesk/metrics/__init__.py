@@ -44,7 +44,9 @@ Two sources, two endpoints:
 
 Circuit-breaker contract (``crewdesk.llm`` owns the breaker; this package only reads it, at scrape time): if a
 module ``crewdesk.llm.breaker`` exists and has a function ``states(settings) -> dict[str, str]`` mapping a provider
-name to ``"closed"``, ``"open"`` or ``"half-open"``, each entry becomes ``crewdesk_llm_breaker_open{provider}``.
+name to ``"closed"``, ``"open"`` or ``"half-open"``, each entry becomes ``crewdesk_llm_breaker_open{provider}`` (the
+label is the dict's key as given; crewdesk.llm.breaker keys endpoints as ``provider@base_url``; an unknown state counts
+as open).
 Without that module or function nothing is exported for it; an exception from ``states`` sets
 ``crewdesk_metrics_source_up{source="breaker"}`` to 0 and the rest of the scrape goes on.
 
