@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(default=1800, description="Seconds before Redis redelivers an unacked ticket; > task_time_limit.")
     unacked_restore_interval: int = Field(default=30, description="Seconds between the broker's sweeps for unacked tickets past visibility_timeout.")
     task_time_limit: int = Field(default=900, description="Hard limit for one ticket's crew run, seconds.")
+    reconcile_seconds: float = Field(default=60.0, ge=0, description="Seconds between the reconciler's sweeps (Celery beat); 0 turns it off.")
+    reconcile_after_seconds: float = Field(default=300.0, gt=0, description="A ticket not terminal, not waiting for a person, and unchanged this long "
+                                           "while the broker holds no message for it is put back on the queue.")
     task_max_retries: int = 3
     worker_concurrency: int = 2
 

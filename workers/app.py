@@ -21,6 +21,7 @@ ROUTES = {
     "crewdesk.deliver_replies": Queues.delivery.value,
     "crewdesk.poll_mailbox": Queues.intake.value,
     "crewdesk.purge_memory": Queues.intake.value,
+    "crewdesk.reconcile": Queues.intake.value,
 }
 
 
@@ -72,6 +73,8 @@ def beat_schedule(settings: Settings) -> dict:
     and a purge run twice erases nothing twice, so two workers that both run beat do no harm.
     """
     schedule: dict = {}
+    if settings.reconcile_seconds > 0:  # stalled tickets back on the queue (workers/reconcile.py); a missed sweep is not worth running late
+        schedule["reconcile"] = {"task": "crewdesk.reconcile", "schedule": float(settings.reconcile_seconds), "options": {"expires": float(settings.reconcile_seconds)}}
     if settings.imap_host:
         schedule["poll-mailbox"] = {"task": "crewdesk.poll_mailbox", "schedule": float(settings.imap_poll_seconds),
                                     "options": {"expires": float(settings.imap_poll_seconds)}}

@@ -6,7 +6,7 @@ from celery import Task
 
 from crewdesk.errors import CrewdeskError, TicketNotFound, TransientError, deferral_of
 from crewdesk.logging import bind, get_logger, unbind
-from workers.app import app
+from workers.app import Queues, app
 from workers.runtime import runtime
 
 log = get_logger(__name__)
@@ -130,3 +130,19 @@ def purge_memory() -> dict:
         return {"status": "failed", "error": str(exc)}
     log.info("memory.purged", retention_days=settings.memory_retention_days, erased=counts)
     return {"status": "done", "erased": counts}
+
+
+@app.task(name="crewdesk.reconcile", ignore_result=True)
+def reconcile() -> dict:
+    """One sweep of the reconciler (Celery beat sends it every reconcile_seconds): stalled tickets the broker lost go
+    back on the queue. Not retried: the next beat is the retry."""
+    from datetime import timedelta
+
+    from workers.reconcile import broker_ticket_ids, reconcile as sweep
+
+    rt = runtime()
+    settings = rt.settings
+    held = broker_ticket_ids(app.conf.broker_url or settings.broker_url, Queues.tickets.value)
+    report = sweep(session_factory=rt.pipeline.session_factory, idle_for=timedelta(seconds=settings.reconcile_after_seconds), in_broker=held,
+                   enqueue=lambda ticket_id: process_ticket.apply_async(args=[ticket_id]))
+    return {"checked": report.checked, "requeued": report.requeued, "in_broker": report.in_broker}

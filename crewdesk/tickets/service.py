@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select, tuple_, update
+from datetime import timedelta
+
+from sqlalchemy import insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from crewdesk.db import utcnow
 from crewdesk.errors import IllegalTransition, TicketNotFound
 from crewdesk.tickets.models import TERMINAL, TRANSITIONS, Message, Ticket, TicketStatus
 from crewdesk.tickets.schemas import TicketIn
@@ -221,3 +224,25 @@ def customer_history(*, db: Session, customer: str, exclude_ticket_id: int | Non
     if exclude_ticket_id is not None:
         stmt = stmt.where(Ticket.id != exclude_ticket_id)
     return list(db.execute(stmt).scalars())
+
+
+# Statuses a ticket may stall in: waiting for a worker or in a run. awaiting_approval stalls only once nothing is
+# pending any more (a decision whose resume was lost); while an approval is pending it waits for a person, rightly.
+STALLABLE = (TicketStatus.received, TicketStatus.queued, TicketStatus.triaging, TicketStatus.in_progress)
+
+
+def stalled(*, db: Session, idle_for: timedelta, limit: int = 1000) -> list[Ticket]:
+    """Tickets that are not terminal and have not moved for longer than `idle_for`, oldest first."""
+    from crewdesk.approvals.models import Approval
+
+    cutoff = utcnow() - idle_for
+    pending = select(Approval.id).where(Approval.ticket_id == Ticket.id, Approval.status == "pending").exists()
+    stuck = or_(Ticket.status.in_([s.value for s in STALLABLE]), (Ticket.status == TicketStatus.awaiting_approval.value) & ~pending)
+    return list(db.execute(select(Ticket).where(stuck, Ticket.updated_at < cutoff).order_by(Ticket.updated_at).limit(limit)).scalars())
+
+
+def touch(*, db: Session, ticket: Ticket) -> None:
+    """Mark the ticket as moved now (the reconciler's re-enqueue), and received -> queued."""
+    if ticket.status == TicketStatus.received.value:
+        transition(ticket=ticket, to=TicketStatus.queued)
+    ticket.updated_at = utcnow()
