@@ -80,7 +80,7 @@ def test_demo_store_approvals_and_audit_commands(tmp_path):
     unknown = cli("approvals", "approve", "12345", "--inline", env=env)
     assert unknown.returncode == 2 and "approval 12345 does not exist" in unknown.stderr
     verified = cli("audit", "verify", env=env)
-    assert verified.returncode == 0 and "audit chain intact: 0 rows" in verified.stdout
+    assert verified.returncode == 0 and "audit trail intact: 0 rows in 0 chains, 0 seals" in verified.stdout
 
 
 def test_every_example_ticket_gets_its_expected_outcome_in_the_customers_language(tmp_path):

@@ -28,3 +28,11 @@ def test_compose_env_names_are_real_settings_and_commands_exist():
     settings = Settings(**{k[len("CREWDESK_"):].lower(): v for k, v in services["worker"]["environment"].items()})
     assert settings.visibility_timeout > settings.task_time_limit  # a running ticket is never redelivered
     assert settings.database_url.startswith("postgresql+psycopg://")
+
+
+def test_redis_keeps_the_queue_across_a_restart():
+    """AOF persistence on a volume: a restarted Redis still holds queued tickets (the reconciler is the second line)."""
+    redis_service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["redis"]
+    command = redis_service["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert any(volume.endswith(":/data") for volume in redis_service["volumes"])
