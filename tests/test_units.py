@@ -109,11 +109,13 @@ def test_secrets_are_secret():
     assert "sk-live-123" not in repr(settings) and "ak-456" not in str(settings.model_dump())
 
 
-def test_importing_the_code_does_not_read_settings():
+def test_importing_the_code_does_not_read_settings(tmp_path):
     """Settings are loaded explicitly: a broken environment only fails when something loads them."""
     code = "import crewdesk.cli, crews.pipeline, workers.tasks, workers.runtime, tools.registry; print('imported')"
+    # HOME and CrewAI's storage in a scratch dir: importing crewai writes a secret under ~/.local/share, never in the checkout
     env = {"PATH": "", "CREWDESK_WORKER_CONCURRENCY": "not-a-number", "CREWDESK_LLM_PROVIDER": "nonsense",
-           "CREWAI_DISABLE_TELEMETRY": "true", "OTEL_SDK_DISABLED": "true", "CREWAI_TRACING_ENABLED": "false", "HOME": str(ROOT)}
+           "CREWAI_DISABLE_TELEMETRY": "true", "OTEL_SDK_DISABLED": "true", "CREWAI_TRACING_ENABLED": "false", "HOME": str(tmp_path),
+           "CREWAI_STORAGE_DIR": str(tmp_path / "crewai")}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "imported" in result.stdout
