@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
+import sys
 import time
 
 from sqlalchemy import func, select
@@ -132,3 +134,26 @@ def test_malformed_tickets_fail_with_reason_and_the_worker_keeps_going(start_wor
     later = make_ticket("Where can I download my invoice?")
     enqueue(settings, later)
     assert wait_for(session_factory, terminal(later), what="a ticket after the bad ones").status == "resolved"
+
+
+def test_the_worker_parent_imports_the_pii_recognizers_before_the_pool_forks(tmp_path):
+    """A fresh child used to import presidio (spaCy, transformers, torch: 10-30 s on a busy 2-core host) inside its first
+    ticket's time limit, and failed that ticket with SoftTimeLimitExceeded (bench/faults.py found it). The parent now does
+    it once on worker_init, before forking; with redaction off it imports nothing."""
+    probe = (
+        "import sys\n"
+        "from celery import signals\n"
+        "from crewdesk.settings import load_settings\n"
+        "from workers.app import configure\n"
+        "import workers.runtime\n"
+        "configure(load_settings(pii_redaction=sys.argv[1] == 'on', broker_url='redis://127.0.0.1:1/0'))\n"
+        "assert 'presidio_analyzer' not in sys.modules\n"
+        "signals.worker_init.send(sender=None)\n"
+        "from crewdesk import pii\n"
+        "print('presidio_analyzer' in sys.modules, pii._recognizers.cache_info().currsize)\n"
+    )
+    env = {**os.environ, "CREWDESK_HOME": str(tmp_path)}
+    on = subprocess.run([sys.executable, "-c", probe, "on"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    off = subprocess.run([sys.executable, "-c", probe, "off"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert on.stdout.split() == ["True", "1"], on.stderr[-2000:]
+    assert off.stdout.split() == ["False", "0"], off.stderr[-2000:]

@@ -47,6 +47,20 @@ def runtime() -> Runtime:
     return _runtime
 
 
+@signals.worker_init.connect
+def _preload_parent(**_: object) -> None:
+    """In the parent, once, before the pool forks: import the PII recognizers (presidio pulls in spaCy, transformers and
+    torch: 10 to 30 s on a busy 2-core host). Imports only, no threads and no model: every child inherits them. Left to
+    the first ticket of each child, that import ran inside the ticket's time limit, and on a loaded host a fresh child (a
+    new worker, or one replacing a killed child) hit the soft limit and failed its first ticket; in worker_process_init it
+    would outlast the pool's wait for the child's UP message (worker_proc_alive_timeout) and the child would be killed."""
+    settings = app.conf.get("crewdesk_settings") or load_settings()
+    if settings.pii_redaction:
+        from crewdesk import pii
+
+        pii.find("preload")
+
+
 @signals.worker_process_init.connect
 def _init_child(**_: object) -> None:
     # Runs in each forked child: CrewAI's event bus threads and the model client are created here,
