@@ -35,7 +35,7 @@ from pathlib import Path
 try:  # imported as bench.intake by tests/test_backlog.py, or run as a script from bench/
     from bench.benchdb import create_db, drop_db
 except ImportError:
-    from benchdb import create_db, drop_db  # noqa: E402
+    from benchdb import create_db, drop_db
 
 ROOT = Path(__file__).resolve().parent.parent
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")

@@ -26,11 +26,11 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("CREWDESK_LOG_LEVEL", "WARNING")
 warnings.filterwarnings("ignore")
 
-from crewdesk.logging import configure_logging  # noqa: E402
-from crewdesk.memory.embeddings import local_embedder  # noqa: E402
-from crewdesk.memory.lance import LanceStore  # noqa: E402
-from crewdesk.memory.schemas import KBChunk  # noqa: E402
-from crewdesk.memory.service import DEMO_KB, ingest  # noqa: E402
+from crewdesk.logging import configure_logging
+from crewdesk.memory.embeddings import local_embedder
+from crewdesk.memory.lance import LanceStore
+from crewdesk.memory.schemas import KBChunk
+from crewdesk.memory.service import DEMO_KB, ingest
 
 QUESTIONS = ROOT / "bench" / "kb_questions.jsonl"
 

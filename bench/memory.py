@@ -33,14 +33,14 @@ os.environ.update(CREWAI_DISABLE_TELEMETRY="true", OTEL_SDK_DISABLED="true", CRE
                   CREWAI_STORAGE_DIR=str(HOME / "crewai"), CREWDESK_HOME=str(HOME), CREWDESK_LOG_LEVEL="ERROR")
 warnings.filterwarnings("ignore")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from crewdesk.logging import configure_logging  # noqa: E402
-from crewdesk.memory.embeddings import Embedder, local_embedder  # noqa: E402
-from crewdesk.memory.lance import LanceStore  # noqa: E402
-from crewdesk.memory.schemas import KBChunk  # noqa: E402
+from crewdesk.logging import configure_logging
+from crewdesk.memory.embeddings import Embedder, local_embedder
+from crewdesk.memory.lance import LanceStore
+from crewdesk.memory.schemas import KBChunk
 
-WORDS = ("order refund return exchange shipping delivery parcel invoice charge payment card gift subscription account password "
+WORDS = ("order refund return exchange shipping delivery parcel invoice charge payment card gift subscription account password "  # noqa: SIM905 - a readable word list
          "address email phone cancel pending delivered processed item product variant size color boots jacket shirt jeans member "
          "gold silver bronze guest promo code discount fee waive credit store policy agent customer confirm verify identity status "
          "tracking label warehouse courier late missing damaged stain replacement warranty").split()
@@ -85,12 +85,12 @@ def bench_embeddings(texts: list[str]) -> tuple[float, dict[str, np.ndarray]]:
         single.append(time.perf_counter() - t)
     print(f"embeddings/s (all-MiniLM-L6-v2, 1 torch thread, {len(texts)} texts of ~{int(statistics.mean(map(len, texts)))} chars, batch 32): {rate:.1f}")
     print(f"  one query embedding: p50 {1000 * statistics.median(single):.1f} ms")
-    return rate, {text: np.asarray(vector, dtype="float32") for text, vector in zip(texts, vectors)}
+    return rate, {text: np.asarray(vector, dtype="float32") for text, vector in zip(texts, vectors, strict=True)}
 
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def bench_scale(n: int, base: dict[str, np.ndarray], queries: int, batch: int = 1000) -> dict[str, float]:

@@ -54,9 +54,9 @@ ROUTING_CACHE.mkdir(parents=True, exist_ok=True)
 os.environ.update(CREWAI_DISABLE_TELEMETRY="true", OTEL_SDK_DISABLED="true", CREWAI_TRACING_ENABLED="false",
                   CREWAI_STORAGE_DIR=str(HOME / "crewai"), CREWDESK_HOME=str(HOME), CREWDESK_LOG_LEVEL="WARNING")
 
-import redis  # noqa: E402
-from benchdb import PG_ADMIN, create_db, drop_db  # noqa: E402
-from sqlalchemy import func, select, text  # noqa: E402
+import redis
+from benchdb import PG_ADMIN, create_db, drop_db
+from sqlalchemy import func, select
 
 REDIS_URL = os.environ.get("CREWDESK_BENCH_REDIS", "redis://127.0.0.1:6379/13")
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")
@@ -139,11 +139,11 @@ def in_process(label: str, tickets: int, *, procedures: bool, memory: bool, resp
     """Pipeline.process on `tickets` submitted tickets (after WARMUP untimed ones), fresh database, scripted model at 0 ms.
     The timed tickets run in `rounds` equal chunks with between(round) called after each (the anchor's runs, so both
     see the same machine load); per-round medians are kept for the ratio."""
+    from crewdesk.audit.models import AuditEvent
     from crewdesk.db import make_engine, make_session_factory
     from crewdesk.llm.factory import LLMFactory
     from crewdesk.runs.models import CrewRun
     from crewdesk.settings import load_settings
-    from crewdesk.audit.models import AuditEvent
     from crews.pipeline import Pipeline
 
     url = create_db()
@@ -298,7 +298,7 @@ def celery_run(children: int, tickets: int, latency_ms: int) -> dict:
     configure(load_settings(database_url=url, broker_url=REDIS_URL, llm_provider="scripted"))
     env = {**os.environ, "CREWDESK_DATABASE_URL": url, "CREWDESK_BROKER_URL": REDIS_URL, "CREWDESK_LLM_PROVIDER": "scripted",
            "CREWDESK_SCRIPTED_LATENCY_MS": str(latency_ms), "CREWDESK_WORKER_CONCURRENCY": str(children)}
-    log = open(HOME / f"worker-{children}.log", "wb")
+    log = open(HOME / f"worker-{children}.log", "wb")  # noqa: SIM115 - the worker subprocess writes it for the whole measurement
     worker = subprocess.Popen([CREWDESK, "worker", "--loglevel", "WARNING"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         # Every child builds its pipeline at start and loads the embedding model on its first ticket: warm them all.
@@ -449,7 +449,7 @@ def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     import crewai
 
-    result: dict = {"machine": machine, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes"), "crewai": crewai.__version__}
+    result: dict = {"machine": machine, "date": dt.datetime.now(dt.UTC).isoformat(timespec="minutes"), "crewai": crewai.__version__}
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     def save() -> None:

@@ -42,16 +42,16 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("CREWDESK_LOG_LEVEL", "WARNING")
 warnings.filterwarnings("ignore")
 
-import numpy as np  # noqa: E402
-from sklearn.metrics import f1_score  # noqa: E402
-from sklearn.model_selection import StratifiedKFold  # noqa: E402
+import numpy as np
+from sklearn.metrics import f1_score
+from sklearn.model_selection import StratifiedKFold
 
-from crewdesk.errors import ModelOutputError  # noqa: E402
-from crewdesk.memory.embeddings import local_embedder  # noqa: E402
-from crewdesk.routing.embedding import EmbeddingRouter  # noqa: E402
-from crewdesk.routing.examples import Example, bitext_examples, seed_examples  # noqa: E402
-from crewdesk.routing.model import HybridRouter, LLMRouter  # noqa: E402
-from crewdesk.routing.schemas import CATEGORY_OF, Intent  # noqa: E402
+from crewdesk.errors import ModelOutputError
+from crewdesk.memory.embeddings import local_embedder
+from crewdesk.routing.embedding import EmbeddingRouter
+from crewdesk.routing.examples import Example, bitext_examples, seed_examples
+from crewdesk.routing.model import HybridRouter, LLMRouter
+from crewdesk.routing.schemas import CATEGORY_OF, Intent
 
 VALUES = {i.value for i in Intent}
 PROBES = ROOT / "bench" / "routing_probes.jsonl"
@@ -59,7 +59,7 @@ VARIANTS = [("knn", 1), ("knn", 3), ("knn", 5), ("knn", 7), ("knn", 10), ("knn",
 
 
 def scores(gold: list[str], pred: list[str]) -> tuple[float, float]:
-    accuracy = sum(g == p for g, p in zip(gold, pred)) / len(gold)
+    accuracy = sum(g == p for g, p in zip(gold, pred, strict=True)) / len(gold)
     return accuracy, float(f1_score(gold, pred, labels=sorted(set(gold)), average="macro", zero_division=0))
 
 
@@ -171,7 +171,7 @@ def cross_validate(args, rows, seeds, embedder, bitext_vectors, seed_vectors, ll
         if not args.no_variants:
             for method, k in VARIANTS:
                 variant = EmbeddingRouter(examples, embedder=embedder, vectors=vectors, method=method, k=k or 7)  # type: ignore[arg-type]
-                for i, s in zip(test, variant.score_vectors(bitext_vectors[test])):
+                for i, s in zip(test, variant.score_vectors(bitext_vectors[test]), strict=True):
                     variant_pred[(method, k)][int(i)] = (s.intent.value, s.label)
         router = EmbeddingRouter(examples, embedder=embedder, vectors=vectors)
         hybrid = HybridRouter(router, model_router, margin_below=args.margin) if model_router is not None else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -74,7 +74,7 @@ def submit(path: Annotated[str, typer.Argument(help="A .jsonl or .json file of t
         process_ticket.apply_async(args=[ticket_id])
     with transaction(factory) as db:
         tickets.mark_queued(db=db, ticket_ids=report.to_enqueue)
-    for line, reason, ticket_id in report.rejected:
+    for _line, reason, ticket_id in report.rejected:
         err.print(f"rejected {reason} (recorded as failed ticket {ticket_id})", highlight=False)
     console.print(f"queued {report.accepted}, duplicates {len(report.duplicates)}, rejected {len(report.rejected)}")
     if report.rejected:
@@ -83,10 +83,10 @@ def submit(path: Annotated[str, typer.Argument(help="A .jsonl or .json file of t
 
 @app.command()
 def worker(
-    concurrency: Annotated[Optional[int], typer.Option(help="Worker processes (default CREWDESK_WORKER_CONCURRENCY).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Worker processes (default CREWDESK_WORKER_CONCURRENCY).")] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
     pool: Annotated[str, typer.Option(help="Celery pool: prefork (default), solo, threads.")] = "prefork",
-    metrics_port: Annotated[Optional[int], typer.Option(help="Serve the workers' Prometheus metrics (aggregated over the children) on this port.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve the workers' Prometheus metrics (aggregated over the children) on this port.")] = None,
     metrics_host: Annotated[str, typer.Option(help="Interface for --metrics-port.")] = "127.0.0.1",
 ) -> None:
     """Run the Celery worker for the tickets queue (starts the local model server when that is the provider)."""
@@ -135,7 +135,7 @@ app.add_typer(demo_app, name="demo")
 
 
 @demo_app.command("load")
-def demo_load(path: Annotated[Optional[Path], typer.Argument(help="db.json (default: the tau2-bench retail store shipped in crewdesk/store/tau2/db.json).")] = None) -> None:
+def demo_load(path: Annotated[Path | None, typer.Argument(help="db.json (default: the tau2-bench retail store shipped in crewdesk/store/tau2/db.json).")] = None) -> None:
     """Load the store's users, orders and products into the database, replacing what is there (running it again
     resets the store to the file)."""
     from crewdesk.db import transaction
@@ -169,7 +169,7 @@ def approvals_list(all_: Annotated[bool, typer.Option("--all", help="Also decide
     console.print(table)
 
 
-def _decide(approval_id: int, approve: bool, by: str, reason: Optional[str], inline: bool) -> None:
+def _decide(approval_id: int, approve: bool, by: str, reason: str | None, inline: bool) -> None:
     from crewdesk.llm.factory import LLMFactory
     from crews.approvals import decide
     from crews.pipeline import Pipeline
@@ -185,7 +185,7 @@ def _decide(approval_id: int, approve: bool, by: str, reason: Optional[str], inl
 
         configure(settings)
         resume = lambda ticket_id: process_ticket.apply_async(args=[ticket_id])  # noqa: E731
-    approval, result = decide(pipeline=pipeline, approval_id=approval_id, approve=approve, by=by, reason=reason, resume=resume)
+    approval, _result = decide(pipeline=pipeline, approval_id=approval_id, approve=approve, by=by, reason=reason, resume=resume)
     verb = "approved" if approve else "rejected"
     done = f"; {approval.action} done" if approve else ""
     console.print(f"approval {approval.id} {verb}{done}; ticket {approval.ticket_id} {'resumed' if inline else 'queued to resume'}")
@@ -195,7 +195,7 @@ def _decide(approval_id: int, approve: bool, by: str, reason: Optional[str], inl
 def approvals_approve(
     approval_id: int,
     by: Annotated[str, typer.Option(help="Who decides (recorded).")] = "cli",
-    note: Annotated[Optional[str], typer.Option(help="Why.")] = None,
+    note: Annotated[str | None, typer.Option(help="Why.")] = None,
     inline: Annotated[bool, typer.Option(help="Resume the ticket in this process instead of on the queue.")] = False,
 ) -> None:
     """Approve: the write runs once, and the ticket resumes without repeating completed actions."""
@@ -221,15 +221,15 @@ app.add_typer(eval_app, name="eval")
 def eval_examples(
     path: Annotated[Path, typer.Argument(help="Example tickets, each with an `expect` object.")] = Path("examples/tickets.jsonl"),
     limit: Annotated[int, typer.Option(help="Only the first N tickets (0 = all).")] = 0,
-    provider: Annotated[Optional[str], typer.Option(help="Model provider (default CREWDESK_LLM_PROVIDER).")] = None,
+    provider: Annotated[str | None, typer.Option(help="Model provider (default CREWDESK_LLM_PROVIDER).")] = None,
 ) -> None:
     """Run the example tickets on the demo store and check each one's expected outcome; exit 1 if any differs."""
+    from crewdesk.db import transaction
     from crewdesk.llm.factory import LLMFactory, start_local_server
     from crewdesk.settings import LLMProvider
     from crewdesk.store.service import DEFAULT_DB_JSON, load_store, read_store
     from crews.evaluation import run_examples
     from crews.pipeline import Pipeline
-    from crewdesk.db import transaction
 
     settings = _settings(llm_provider=provider, log_json=False, log_level="ERROR", memory_backend="off")
     _migrate(settings)
@@ -261,10 +261,10 @@ def eval_tau2_retail(
     trials: Annotated[int, typer.Option(help="Independent trials per task (for pass^k).")] = 1,
     limit: Annotated[int, typer.Option(help="Only the first N tasks (0 = all).")] = 0,
     only: Annotated[str, typer.Option("--tasks", help="Only these task ids, comma-separated (e.g. 0,1,10).")] = "",
-    process: Annotated[Optional[str], typer.Option(help="sequential | hierarchical (default CREWDESK_CREW_PROCESS).")] = None,
-    provider: Annotated[Optional[str], typer.Option(help="Model provider (default CREWDESK_LLM_PROVIDER).")] = None,
+    process: Annotated[str | None, typer.Option(help="sequential | hierarchical (default CREWDESK_CREW_PROCESS).")] = None,
+    provider: Annotated[str | None, typer.Option(help="Model provider (default CREWDESK_LLM_PROVIDER).")] = None,
     oracle_: Annotated[bool, typer.Option("--oracle", help="A scripted crew that follows each task's reference actions (checks tools, store and scorer).")] = False,
-    report: Annotated[Optional[Path], typer.Option(help="HTML report path (a .json beside it, and a .trials.jsonl journal of finished trials).")] = None,
+    report: Annotated[Path | None, typer.Option(help="HTML report path (a .json beside it, and a .trials.jsonl journal of finished trials).")] = None,
     resume: Annotated[bool, typer.Option(help="Skip trials already in the report's journal (after Ctrl-C or a crash); needs --report.")] = False,
 ) -> None:
     """Run the crew on tau2-bench retail tasks and score end states the upstream way."""
@@ -340,7 +340,7 @@ def _celery_enqueuer(settings):
 def backlog_import(
     path: Annotated[Path, typer.Argument(help="The export file.")],
     fmt: Annotated[str, typer.Option("--format", help="auto | csv | jsonl | zendesk | jira-csv.")] = "auto",
-    source: Annotated[Optional[str], typer.Option(help="Ticket source for de-duplication (default: file, or zendesk / jira for those exports).")] = None,
+    source: Annotated[str | None, typer.Option(help="Ticket source for de-duplication (default: file, or zendesk / jira for those exports).")] = None,
 ) -> None:
     """Store and queue a backlog in chunks under a rate limit; run it again to resume after Ctrl-C or a crash."""
     import time as _time
@@ -385,8 +385,8 @@ def backlog_import(
 
 @backlog_app.command("report")
 def backlog_report(
-    import_id: Annotated[Optional[int], typer.Argument(help="Import id (default: the latest).")] = None,
-    html: Annotated[Optional[Path], typer.Option("--html", help="Also write an HTML page with charts here.")] = None,
+    import_id: Annotated[int | None, typer.Argument(help="Import id (default: the latest).")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write an HTML page with charts here.")] = None,
 ) -> None:
     """Rows ok/bad/duplicate/queued, tickets by status, category mix, resolution and escalation rates, tokens, cost,
     latency; then every bad or duplicate row with its line number."""
@@ -416,10 +416,10 @@ def backlog_report(
 
 @app.command()
 def kpi(
-    since: Annotated[Optional[str], typer.Option(help="Tickets created from this date or time (ISO, UTC), e.g. 2025-06-01.")] = None,
-    days: Annotated[Optional[int], typer.Option(min=1, help="Tickets created in the last N days (default 30; --since wins).")] = None,
-    html: Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML page with charts here.")] = None,
-    svg: Annotated[Optional[Path], typer.Option("--svg", help="Also write the per-day rate chart as an SVG file here.")] = None,
+    since: Annotated[str | None, typer.Option(help="Tickets created from this date or time (ISO, UTC), e.g. 2025-06-01.")] = None,
+    days: Annotated[int | None, typer.Option(min=1, help="Tickets created in the last N days (default 30; --since wins).")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML page with charts here.")] = None,
+    svg: Annotated[Path | None, typer.Option("--svg", help="Also write the per-day rate chart as an SVG file here.")] = None,
 ) -> None:
     """Support KPIs by channel, category and day: automated-resolution rate, first-contact resolution, escalation rate,
     median and p95 handle time (created to final status change), cost per resolved ticket."""
@@ -431,7 +431,7 @@ def kpi(
         start = datetime.fromisoformat(since) if since else None
     except ValueError:
         err.print(f"error: --since {since!r} is not an ISO date or time", highlight=False)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     settings = _settings(log_json=False, log_level="WARNING")
     with _session_factory(settings)() as db:
         report = kpis.report(db=db, since=kpis.window(since=start, days=days))
@@ -486,7 +486,7 @@ def model_path() -> None:
 
 
 @model_app.command("serve")
-def model_serve(host: Annotated[Optional[str], typer.Option(help="Interface to bind (default CREWDESK_LOCAL_HOST).")] = None) -> None:
+def model_serve(host: Annotated[str | None, typer.Option(help="Interface to bind (default CREWDESK_LOCAL_HOST).")] = None) -> None:
     """Run llama.cpp's server for the local model in the foreground (the compose `llm` service)."""
     import signal
 
@@ -505,7 +505,7 @@ def model_serve(host: Annotated[Optional[str], typer.Option(help="Interface to b
 def run(
     path: Annotated[str, typer.Argument(help="A .jsonl or .json file of tickets.")],
     limit: Annotated[int, typer.Option(help="Process at most this many tickets (0 = all).")] = 0,
-    provider: Annotated[Optional[str], typer.Option(help="local | openai | anthropic | scripted (default CREWDESK_LLM_PROVIDER).")] = None,
+    provider: Annotated[str | None, typer.Option(help="local | openai | anthropic | scripted (default CREWDESK_LLM_PROVIDER).")] = None,
 ) -> None:
     """Process a batch in this process, with no broker: a progress bar, then a summary table."""
     from itertools import islice
@@ -522,7 +522,7 @@ def run(
     factory = make_session_factory(make_engine(settings.database_url))
     rows = iter_file(path, stream=sys.stdin)
     report = accept_rows(session_factory=factory, rows=islice(rows, limit) if limit else rows)
-    for line, reason, ticket_id in report.rejected:
+    for _line, reason, ticket_id in report.rejected:
         err.print(f"rejected {reason} (recorded as failed ticket {ticket_id})", highlight=False)
     ticket_ids = report.to_enqueue + report.duplicates
     server = None
@@ -546,10 +546,9 @@ def run(
 
 def _summary(factory, outcomes, *, rejected: int = 0) -> None:
 
+    from crewdesk.effects import service as effects
     from crewdesk.runs.models import CrewRun
     from crewdesk.tickets.models import Ticket
-
-    from crewdesk.effects import service as effects
 
     table = Table(title="crewdesk run")
     for column in ("ticket", "external id", "category", "priority", "outcome", "seconds", "tokens in (cached)/out", "done in the store", "note"):
@@ -759,7 +758,7 @@ def _memory_store(settings):
 
 @kb_app.command("add")
 def kb_add(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="Markdown, HTML or text files, ABCD guidelines.json / kb.json, or directories of them.")] = None,
+    paths: Annotated[list[Path] | None, typer.Argument(help="Markdown, HTML or text files, ABCD guidelines.json / kb.json, or directories of them.")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Also the demo KB: tau2 retail policy.md and the ABCD guidelines.")] = False,
 ) -> None:
     """Ingest documents; re-ingesting an unchanged file changes nothing, a changed one replaces its old chunks."""
@@ -783,7 +782,7 @@ def kb_add(
 def kb_search(
     query: Annotated[str, typer.Argument(help="What to look up.")],
     k: Annotated[int, typer.Option("--k", "-k", help="Passages to show.")] = 5,
-    source: Annotated[Optional[str], typer.Option(help="Only this source (its absolute path).")] = None,
+    source: Annotated[str | None, typer.Option(help="Only this source (its absolute path).")] = None,
 ) -> None:
     """Hybrid (keyword + vector) search, as the kb_search tool does it."""
     from crewdesk.memory.schemas import KBFilters
@@ -837,7 +836,7 @@ def memory_forget(
 
 
 @memory_app.command("purge")
-def memory_purge(days: Annotated[Optional[int], typer.Option(help="Keep this many days (default CREWDESK_MEMORY_RETENTION_DAYS).")] = None) -> None:
+def memory_purge(days: Annotated[int | None, typer.Option(help="Keep this many days (default CREWDESK_MEMORY_RETENTION_DAYS).")] = None) -> None:
     """Retention: erase customer summaries older than the retention period from every configured backend."""
     from crewdesk.memory.service import every_store, purge
 
@@ -852,7 +851,7 @@ def _redact(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any unparsable URL is shown as given
         return url
 
 

@@ -5,22 +5,22 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import JSON, DateTime, Engine, create_engine, event
-from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {datetime: DateTime(timezone=True)}
+    type_annotation_map = {datetime: DateTime(timezone=True)}  # noqa: RUF012 - SQLAlchemy's declarative setting, read at class creation
 
 
 def make_engine(url: str, **kwargs: object) -> Engine:
@@ -75,18 +75,17 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""
-    with factory() as session:
-        with session.begin():
-            yield session
+    with factory() as session, session.begin():
+        yield session
 
 
 def import_all_models() -> None:
     """Register every table on Base.metadata (Alembic, tests)."""
+    from crewdesk import pii as _p  # noqa: F401
     from crewdesk.approvals import models as _a  # noqa: F401
     from crewdesk.audit import models as _b  # noqa: F401
     from crewdesk.effects import models as _e  # noqa: F401
     from crewdesk.intake import models as _i  # noqa: F401
-    from crewdesk import pii as _p  # noqa: F401
     from crewdesk.runs import models as _c  # noqa: F401
     from crewdesk.store import models as _s  # noqa: F401
     from crewdesk.tickets import models as _d  # noqa: F401

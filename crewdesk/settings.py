@@ -147,7 +147,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _derive(self) -> "Settings":
+    def _derive(self) -> Settings:
         if self.visibility_timeout <= self.task_time_limit:
             raise ValueError(
                 f"visibility_timeout ({self.visibility_timeout}s) must exceed task_time_limit ({self.task_time_limit}s), "

@@ -99,7 +99,7 @@ class AuditSink:
         try:
             with self.session_factory() as db, db.begin():
                 audit.record(db=db, ticket_id=where.ticket_id, run_id=where.run_id, **fields)  # type: ignore[arg-type]
-        except Exception as exc:  # raised from the bus's thread, it would be lost: kept for the run, which then fails and retries
+        except Exception as exc:  # noqa: BLE001 - raised from the bus's thread, it would be lost: kept for the run, which then fails and retries
             with self._lock:
                 self.failures += 1
                 self._failed_runs.setdefault(where.run_id, []).append(f"{fields.get('kind')} {fields.get('name')}: {type(exc).__name__}: {exc}")

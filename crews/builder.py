@@ -10,15 +10,15 @@ from crewai import Agent, Crew, Process, Task
 from pydantic import BaseModel, PrivateAttr, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
+from crewdesk.effects import service as effects
 from crewdesk.errors import ModelOutputError
 from crewdesk.llm import react
 from crewdesk.llm.base import CrewdeskLLM
 from crewdesk.llm.factory import LLMFactory
-from crewdesk.effects import service as effects
 from crewdesk.llm.output import json_guardrail, parse_model_output
+from crewdesk.tickets.models import Ticket
 from crewdesk.tickets.promises import unbacked_claims
 from crewdesk.tickets.schemas import Resolution
-from crewdesk.tickets.models import Ticket
 from crews.config import COWORKERS, CrewConfig
 from crews.delegation import DelegationBudget, capped_agent_tools
 from tools.gate import Gate

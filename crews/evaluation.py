@@ -222,7 +222,7 @@ class EvalReport:
             "cached_prompt_tokens_per_ticket": statistics.mean(t.tokens_cached for t in self.trials) if self.trials else 0,
             "completion_tokens_per_ticket": statistics.mean(t.tokens_out for t in self.trials) if self.trials else 0,
             "cost_usd_per_ticket": statistics.mean(t.cost_usd for t in self.trials) if self.trials else 0,
-            "p50_seconds": statistics.median(seconds), "p95_seconds": seconds[min(len(seconds) - 1, int(round(0.95 * (len(seconds) - 1))))],
+            "p50_seconds": statistics.median(seconds), "p95_seconds": seconds[min(len(seconds) - 1, round(0.95 * (len(seconds) - 1)))],
         }
 
 

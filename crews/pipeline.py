@@ -12,23 +12,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from crewai.utilities.converter import ConverterError
 import psycopg
+from crewai.utilities.converter import ConverterError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from crewdesk import language
 from crewdesk.approvals import service as approvals
 from crewdesk.audit import service as audit
 from crewdesk.connectors.builtin_store import SqlRetailStore
-from crewdesk.effects import service as effects
 from crewdesk.db import transaction, utcnow
+from crewdesk.effects import service as effects
 from crewdesk.errors import AuditWriteFailed, ModelOutputError, TransientError
 from crewdesk.llm.factory import LLMFactory, estimate_cost
 from crewdesk.logging import bind, get_logger, unbind
+from crewdesk.memory import service as memory
+from crewdesk.memory.base import MemoryStore, MemoryStoreError
+from crewdesk.pii import Vault
+from crewdesk.routing.schemas import Route
 from crewdesk.runs.models import CrewRun
-from crewdesk.store.operations import operations
 from crewdesk.settings import Settings
+from crewdesk.store.operations import operations
 from crewdesk.tickets import rules
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket, TicketStatus
@@ -41,19 +46,14 @@ from crewdesk.tickets.schemas import (
 )
 from crews import audit_listener
 from crews.builder import CrewBuilder, Work
-from crewdesk.routing.schemas import Route
-from crews.procedures.decide import VERBS as ORDER_VERBS
+from crews.config import SPECIALIST_BY_CATEGORY, CrewConfig, load_config
 from crews.procedures import address, conditions
 from crews.procedures.conditions import HANDOFF
+from crews.procedures.decide import VERBS as ORDER_VERBS
 from crews.procedures.flow import ORDER_FAMILY, ORDER_FAMILY_ORDER, ProcedureFlow
 from crews.procedures.policy import RULES as POLICY_RULES
 from crews.procedures.replies import holding_reply
 from crews.procedures.spec import Procedures, load_procedures, load_replies
-from crews.config import SPECIALIST_BY_CATEGORY, CrewConfig, load_config
-from crewdesk import language
-from crewdesk.pii import Vault
-from crewdesk.memory import service as memory
-from crewdesk.memory.base import MemoryStore, MemoryStoreError
 from tools.binding import CustomerBinding
 from tools.gate import Gate, PlainVault
 
@@ -253,7 +253,7 @@ class Pipeline:
                 log.warning("ticket.transient_error", error=str(exc))
                 try:
                     self._finish(work, started, status=TicketStatus.queued, reason=f"retrying: {exc}", run_status="error", error=str(exc))
-                except Exception as finish_exc:  # the database is still away: the run stays `running` and the retry interrupts it
+                except Exception as finish_exc:  # noqa: BLE001 - the database is still away: the run stays `running` and the retry interrupts it
                     log.warning("ticket.finish_failed", error=f"{type(finish_exc).__name__}: {finish_exc}")
                 raise TransientError(str(exc)) from exc
             log.exception("ticket.failed")
@@ -397,7 +397,7 @@ class Pipeline:
         try:
             block = memory.recall_context(store=self.memory, settings=self.settings, customer=ticket.customer,
                                           query=f"{ticket.subject}\n{ticket.body}", exclude_ticket_id=ticket.id)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - memory is best-effort: a broken store must not stop tickets
             log.warning("memory.recall_failed", error=f"{type(exc).__name__}: {exc}")
             return ""
         log.info("memory.recalled", lines=block.count("\n") + 1 if block else 0, ms=round(1000 * (time.perf_counter() - started), 1))
@@ -417,7 +417,7 @@ class Pipeline:
             summary = memory.summarise(issue=issue, actions=actions, outcome=status + (f" ({reason})" if reason else ""), reply=reply or "")
             memory.remember_ticket(store=self.memory, settings=self.settings, customer=ticket.customer, ticket_id=ticket.id, summary=summary,
                                    outcome=status, category=ticket.category or "")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - memory is best-effort: a broken store must not stop tickets
             log.warning("memory.remember_failed", error=f"{type(exc).__name__}: {exc}")
             return
         log.info("memory.remembered", ms=round(1000 * (time.perf_counter() - started), 1))

@@ -73,7 +73,7 @@ class Worker:
         self.log = log
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Worker":
+    def start(self) -> Worker:
         handle = self.log.open("ab")
         self.proc = subprocess.Popen([CREWDESK, "worker", "--concurrency", "1", "--loglevel", "INFO"], env=self.env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60

@@ -46,7 +46,7 @@ def make_tls_files(directory: Path) -> TlsFiles:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "crewdesk test CA")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
@@ -178,7 +178,7 @@ service stats {{
 }}
 """)
 
-    def start(self) -> "Dovecot":
+    def start(self) -> Dovecot:
         self._write_config()
         self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 20
@@ -215,11 +215,11 @@ service stats {{
             raise RuntimeError(f"this dovecot has only {USERS} test users")
         return f"user{self._users}"
 
-    def client(self, user: str, password: str = PASSWORD) -> "ImapClient":
+    def client(self, user: str, password: str = PASSWORD) -> ImapClient:
         return ImapClient(self.host, self.port, user, password)
 
     @staticmethod
-    def client_for(settings) -> "ImapClient":
+    def client_for(settings) -> ImapClient:
         """A client on the mailbox that crewdesk settings point at."""
         return ImapClient(settings.imap_host, settings.imap_port, settings.imap_user, settings.imap_password.get_secret_value())
 
@@ -231,7 +231,7 @@ class ImapClient:
         self.imap = imaplib.IMAP4(host, port, timeout=10)
         self.imap.login(user, password)
 
-    def __enter__(self) -> "ImapClient":
+    def __enter__(self) -> ImapClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -302,19 +302,19 @@ class SmtpServer:
         self._lock = threading.Lock()
         self._controller = None
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802 (aiosmtpd's hook name)
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # aiosmtpd's hook name
         if address in self.refuse:
             return "550 5.1.1 mailbox unavailable"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         with self._lock:
             encrypted = session.ssl is not None or server.transport.get_extra_info("ssl_object") is not None
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content or envelope.content, encrypted))
         return "250 Message accepted for delivery"
 
-    def start(self) -> "SmtpServer":
+    def start(self) -> SmtpServer:
         from aiosmtpd.controller import Controller
 
         tls: dict = {}

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from schemathesis.specs.openapi.checks import negative_data_rejection
 from sqlalchemy import update
 
+import crews.approvals  # noqa: F401  (imports CrewAI now: its first import takes seconds, too long inside a request)
 from crewdesk.api import create_app
 from crewdesk.approvals.models import Approval
 from crewdesk.db import transaction
@@ -23,7 +24,6 @@ from crewdesk.intake.jira import sign
 from crewdesk.settings import load_settings
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Ticket
-import crews.approvals  # noqa: F401  (imports CrewAI now: its first import takes seconds, too long inside a request)
 
 SECRET = "schema-test-secret"
 

@@ -22,10 +22,10 @@ from crewdesk.cli import BAD_ROWS_SHOWN
 from crewdesk.db import transaction
 from crewdesk.intake.backlog import ENQUEUE_BATCH, detect_format, import_backlog, open_backlog
 from crewdesk.intake.backlog_report import bad_rows, percentile, summarise, write_html
+from crewdesk.intake.files import iter_jsonl
 from crewdesk.intake.models import BacklogImport, InboundEvent
 from crewdesk.intake.service import accept_rows
 from crewdesk.ratelimit import TokenBucket
-from crewdesk.intake.files import iter_jsonl
 from crewdesk.runs.models import CrewRun
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket, TicketStatus
@@ -135,7 +135,7 @@ def test_fields_are_mapped_from_each_export(session_factory):
 
 
 def test_a_row_already_imported_from_another_file_or_channel_is_not_queued_again(session_factory, tmp_path):
-    first, recorder = run_import(session_factory, FIXTURES / "tickets.csv")
+    _first, _recorder = run_import(session_factory, FIXTURES / "tickets.csv")
     other = tmp_path / "more.csv"
     other.write_text("id,body\nC-1001,I was charged twice (sent again from another export)\nC-2000,A new one\n")
     second, again = run_import(session_factory, other)
@@ -299,7 +299,7 @@ def write_zendesk(path: Path, n: int) -> None:
                       "status": "open", "requester_id": 1000 + i, "via": {"channel": "email", "source": {"from": {"address": f"u{i}@example.com"}}}}
             body = json.dumps(ticket, indent=2).replace("\n", "\n    ")
             out.write(f"    {body}{',' if i < n - 1 else ''}\n")
-        out.write('  ],\n  "count": %d\n}\n' % n)
+        out.write(f'  ],\n  "count": {n}\n}}\n')
 
 
 def peak_reading(path: Path) -> tuple[int, int]:

@@ -10,8 +10,8 @@ import time
 import uuid
 from collections import deque
 from contextlib import contextmanager
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http.server import ThreadingHTTPServer
 
 import openai
@@ -47,7 +47,7 @@ class ModelServer:
         owner = self
 
         class Handler(JsonStandIn):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with owner._lock:
                     owner.requests += 1

@@ -29,7 +29,7 @@ from crewdesk.llm.scripted import PlanResponder
 from crewdesk.store.models import StoreOrder, StoreUser
 from crewdesk.tickets.models import Ticket
 from crews.pipeline import Pipeline
-from tests.helpers import RecordingFactory, ROOT
+from tests.helpers import ROOT, RecordingFactory
 
 TRIAGE = {"category": "billing", "priority": "normal", "language": "en", "sentiment": "neutral", "summary": "order request", "confidence": 0.95}
 JIRA = ROOT / "tests" / "fixtures" / "jira-webhooks" / "mattermost-plugin-jira"

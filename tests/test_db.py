@@ -55,9 +55,8 @@ def test_audit_events_refuse_update_and_delete(session_factory):
     with transaction(session_factory) as db:
         event = audit.record(db=db, kind="system", name="probe", actor="test", arguments={"a": 1})
     for statement in ("UPDATE audit_events SET name = 'edited'", "DELETE FROM audit_events"):
-        with pytest.raises(DBAPIError, match="append-only"):
-            with transaction(session_factory) as db:
-                db.execute(text(statement))
+        with pytest.raises(DBAPIError, match="append-only"), transaction(session_factory) as db:
+            db.execute(text(statement))
     with session_factory() as db:
         assert db.execute(text("SELECT name FROM audit_events WHERE id = :i"), {"i": event.id}).scalar_one() == "probe"
 
@@ -66,6 +65,5 @@ def test_external_id_is_unique_per_source(session_factory):
     with transaction(session_factory) as db:
         db.add(Ticket(source="email", external_id="X1", body="a"))
         db.add(Ticket(source="jira", external_id="X1", body="b"))
-    with pytest.raises(IntegrityError):
-        with transaction(session_factory) as db:
-            db.add(Ticket(source="email", external_id="X1", body="c"))
+    with pytest.raises(IntegrityError), transaction(session_factory) as db:
+        db.add(Ticket(source="email", external_id="X1", body="c"))

@@ -13,7 +13,6 @@ import os
 import subprocess
 from collections import Counter
 
-import pytest
 from sqlalchemy import func, select
 
 from crewdesk.db import transaction

@@ -86,6 +86,6 @@ def test_pass_hat_k_is_the_upstream_estimator():
 
 def test_tickets_read_like_the_customer_wrote_them():
     assert first_person("You want to return your order. You are Ana.") == "I want to return my order. I am Ana."
-    subject, body = ticket_for(load_tasks("train")[0])
+    _subject, body = ticket_for(load_tasks("train")[0])
     assert "I received my order #W2378156" in body and "I am Yusuf Rossi in zip code 19122" in body
     assert "You" not in body.replace("Thank you", "")

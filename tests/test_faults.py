@@ -55,7 +55,7 @@ def wait_terminal(session_factory, ids: list[int], timeout: float) -> dict[str, 
     while time.monotonic() < deadline:
         try:
             found = statuses(session_factory, ids)
-        except Exception:  # the database may be restarting
+        except Exception:  # noqa: BLE001 - the database may be restarting
             found = {}
         if sum(n for s, n in found.items() if s in TERMINAL) == len(ids):
             return found
@@ -72,8 +72,8 @@ def assert_each_answered_once(session_factory, ids: list[int]) -> None:
         audited = dict(db.execute(select(AuditEvent.ticket_id, func.count()).where(AuditEvent.ticket_id.in_(ids), AuditEvent.kind == "llm_call")
                                   .group_by(AuditEvent.ticket_id)).all())
         report = audit.verify(db=db)
-    assert {t: replies.get(t, 0) for t in ids} == {t: 1 for t in ids}  # one reply each: none lost, none twice
-    assert {t: completed.get(t, 0) for t in ids} == {t: 1 for t in ids}
+    assert {t: replies.get(t, 0) for t in ids} == dict.fromkeys(ids, 1)  # one reply each: none lost, none twice
+    assert {t: completed.get(t, 0) for t in ids} == dict.fromkeys(ids, 1)
     assert all(audited.get(t, 0) >= 2 for t in ids), audited  # the model calls of the completed run are in the trail
     assert report.ok, report.problems[:5]
 

@@ -339,7 +339,7 @@ def fake_jira():
     responses: list[tuple[int, dict, dict]] = []  # (status, json, headers); default 201 with a new comment id
 
     class Handler(JsonStandIn):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             raw = self.rfile.read(int(self.headers["Content-Length"]))
             seen.append({"method": self.command, "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "json": json.loads(raw)})
             status, payload, headers = responses.pop(0) if responses else (201, {"id": str(20000 + len(seen)), "public": json.loads(raw)["public"]}, {})
@@ -361,7 +361,7 @@ def test_reply_request_is_exact_public_and_internal(fake_jira, settings):
     assert channel.deliver(outbound(public=True)) == "20001"
     assert channel.deliver(outbound(public=False)) == "20002"
     expected_auth = "Basic " + base64.b64encode(b"bot@example.com:tok-123").decode()
-    for request, public in zip(seen, (True, False)):
+    for request, public in zip(seen, (True, False), strict=True):
         assert (request["method"], request["path"]) == ("POST", "/rest/servicedeskapi/request/SD-42/comment")
         assert request["headers"]["authorization"] == expected_auth
         assert request["headers"]["content-type"] == "application/json" and request["headers"]["accept"] == "application/json"
@@ -369,7 +369,7 @@ def test_reply_request_is_exact_public_and_internal(fake_jira, settings):
 
 
 def test_reply_failures(fake_jira):
-    base, seen, responses = fake_jira
+    base, _seen, responses = fake_jira
     channel = JiraReplyChannel(base_url=base, user="bot@example.com", api_token="t")
     responses.append((429, {"errorMessage": "Rate limit exceeded"}, {"Retry-After": "30"}))
     with pytest.raises(JiraUnavailable, match="retry after 30 s: Rate limit exceeded") as caught:
@@ -409,7 +409,7 @@ def test_deliver_pending_retries_a_503_then_posts(fake_jira, session_factory):
 
 
 def test_deliver_pending_gives_up_on_a_404(fake_jira, session_factory):
-    base, seen, responses = fake_jira
+    base, _seen, responses = fake_jira
     ticket_id, reply_id, note_id = _jira_ticket_with_reply(session_factory)
     responses.append((404, {"errorMessage": "Issue does not exist or you do not have permission to see it."}, {}))
     report = deliver_pending(session_factory=session_factory, ticket_id=ticket_id, channels={"jira": JiraReplyChannel(base_url=base, user="u", api_token="t")})
@@ -436,13 +436,13 @@ def jira_workflow():
     state = {"status": "Waiting for support", "seen": [], "fail": []}
 
     class Handler(JsonStandIn):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             state["seen"].append(("GET", self.path, None))
             assert self.path == "/rest/api/3/issue/SD-42?fields=status&expand=transitions", self.path
             offered = [{"id": i, "name": n, "to": {"name": to, "id": "1" + i}} for i, n, to in WORKFLOW[state["status"]]]
             self.answer(200, {"key": "SD-42", "fields": {"status": {"name": state["status"]}}, "transitions": offered})
 
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             state["seen"].append(("POST", self.path, body))
             if self.path == "/rest/api/3/issue/SD-42/transitions":

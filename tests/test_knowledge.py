@@ -9,7 +9,9 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -76,13 +78,13 @@ def test_minilm_is_offline_unit_length_and_single_threaded():
     assert len(vector) == 384 and abs(sum(x * x for x in vector) - 1.0) < 1e-3
     assert embedder.version == "all-MiniLM-L6-v2:384" and torch.get_num_threads() == 1
     near, far = embedder.embed_documents(["When will I get my money back?", "How do I reset my password?"])
-    assert sum(a * b for a, b in zip(vector, near)) > sum(a * b for a, b in zip(vector, far))
+    assert sum(a * b for a, b in zip(vector, near, strict=True)) > sum(a * b for a, b in zip(vector, far, strict=True))
 
 
 class _EmbeddingsStandIn(JsonStandIn):
-    requests: list = []
+    requests: ClassVar[list] = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.requests.append((self.path, dict(self.headers), body))
         data = [{"object": "embedding", "index": i, "embedding": [3.0, 4.0, 0.0]} for i, _ in enumerate(body["input"])]
@@ -170,9 +172,10 @@ def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
 
 
 def test_cli_kb_add_is_idempotent_and_memory_forget_reaches_the_store(tmp_path):
+    from datetime import datetime
+
     from crewdesk.memory.lance import LanceStore
     from crewdesk.memory.schemas import Interaction
-    from datetime import datetime, timezone
 
     env = {"CREWDESK_HOME": str(tmp_path), "CREWDESK_DATABASE_URL": ""}
     doc = tmp_path / "help.md"
@@ -186,7 +189,7 @@ def test_cli_kb_add_is_idempotent_and_memory_forget_reaches_the_store(tmp_path):
     assert found.returncode == 0 and "Help > Refunds" in found.stdout
     store = LanceStore(path=tmp_path / "memory", embedder=local_embedder())
     key = customer_key(customer="ana@example.com")
-    store.remember(Interaction(id="i1", customer_key=key, ticket_id=1, summary="Issue: refund", outcome="resolved", created_at=datetime.now(timezone.utc)))
+    store.remember(Interaction(id="i1", customer_key=key, ticket_id=1, summary="Issue: refund", outcome="resolved", created_at=datetime.now(UTC)))
     forgotten = cli("memory", "forget", "--customer", "Ana@example.com", env=env)
     assert forgotten.returncode == 0 and "forgotten: 1 in lance" in forgotten.stdout, forgotten.stderr[-2000:]
     assert store.recall(key, "refund") == []

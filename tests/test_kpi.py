@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,8 +19,8 @@ from crewdesk.tickets.models import Message, Ticket
 
 ROOT = Path(__file__).resolve().parent.parent
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")
-D1 = datetime(2025, 3, 3, tzinfo=timezone.utc)
-SINCE = datetime(2025, 3, 1, tzinfo=timezone.utc)
+D1 = datetime(2025, 3, 3, tzinfo=UTC)
+SINCE = datetime(2025, 3, 1, tzinfo=UTC)
 
 
 def make(db, key: str, *, source: str, category: str | None, status: str, created: datetime, inbound: int = 1, outbound: int = 1,
@@ -98,10 +98,10 @@ def test_kpis_of_a_known_set(known_tickets):
 
 
 def test_window():
-    now = datetime(2025, 6, 10, 12, tzinfo=timezone.utc)
+    now = datetime(2025, 6, 10, 12, tzinfo=UTC)
     assert kpi.window(since=None, days=None, now=now) == now - timedelta(days=30)
-    assert kpi.window(since=None, days=7, now=now) == datetime(2025, 6, 3, 12, tzinfo=timezone.utc)
-    assert kpi.window(since=datetime(2025, 6, 1), days=7, now=now) == datetime(2025, 6, 1, tzinfo=timezone.utc)
+    assert kpi.window(since=None, days=7, now=now) == datetime(2025, 6, 3, 12, tzinfo=UTC)
+    assert kpi.window(since=datetime(2025, 6, 1), days=7, now=now) == datetime(2025, 6, 1, tzinfo=UTC)
 
 
 def test_kpi_command_prints_the_figures_and_writes_html_with_charts(known_tickets, pg_url, tmp_path):

@@ -25,7 +25,7 @@ class Recorder:
 
 def serve(recorder: Recorder):
     class Handler(JsonStandIn):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             recorder.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
             self.answer(recorder.status, recorder.reply)

@@ -98,7 +98,7 @@ def test_a_server_that_requires_starttls_refuses_plaintext_and_nothing_is_sent(t
 
 
 def test_a_missing_or_broken_ca_file_is_a_clear_error(tmp_path):
-    with pytest.raises(CrewdeskError, match="mail_ca_file .*nope.pem: no such file"):
+    with pytest.raises(CrewdeskError, match=r"mail_ca_file .*nope\.pem: no such file"):
         tls_context(str(tmp_path / "nope.pem"))
     broken = tmp_path / "broken.pem"
     broken.write_text("not a certificate")

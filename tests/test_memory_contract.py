@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import subprocess
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from crewdesk.memory.schemas import Interaction, KBFilters, RecallFilters
 from crewdesk.memory.service import customer_key, forget, ingest
 
 WEAVIATE_URL = os.environ.get("WEAVIATE_URL", "")
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 DOC = """# Help centre
 

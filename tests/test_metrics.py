@@ -17,7 +17,7 @@ import threading
 import time
 import types
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -66,7 +66,7 @@ def free_port() -> int:
 
 
 def get(url: str, timeout: float = 5.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback only
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # loopback only
         return response.read().decode()
 
 
@@ -83,7 +83,7 @@ def populated(session_factory, make_ticket, redis_url):
                                           ("d", "api", "awaiting_approval", "billing"), ("e", "email", "queued", None)]:
         ids[key] = make_ticket(external_id=key, source=source)
         set_ticket(session_factory, ids[key], status=status, category=category)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with transaction(session_factory) as db:
         for n, age in enumerate((7200, 60)):
             db.add(Approval(ticket_id=ids["d"], action="return_delivered_order_items", arguments={}, idempotency_key=f"key-{n}",
@@ -205,7 +205,7 @@ def test_audit_tally_settles_late_and_counts_a_late_commit(session_factory, make
         with transaction(session_factory) as db:
             db.execute(text("SET LOCAL lock_timeout = '3s'"))
             audit.record(db=db, ticket_id=second, kind="tool_call", name="get_order_details", actor="billing")
-    except Exception as exc:  # appends serialised by one global lock: ids cannot commit out of order
+    except Exception as exc:  # noqa: BLE001 - appends serialised by one global lock: ids cannot commit out of order
         slow.rollback()
         slow.close()
         pytest.skip(f"audit appends are serialised globally here, so there is no out-of-order commit to count ({type(exc).__name__})")
@@ -246,7 +246,7 @@ def add_run(db, ticket_id: int, *, outcome: str, tokens=(0, 0, 0), calls=0, llm_
 
 
 def test_two_processes_write_one_aggregated_scrape(session_factory, make_ticket, pg_url, tmp_path):
-    created = datetime(2025, 5, 1, 12, tzinfo=timezone.utc)
+    created = datetime(2025, 5, 1, 12, tzinfo=UTC)
     a, b = make_ticket(external_id="ma", source="email"), make_ticket(external_id="mb", source="jira")
     set_ticket(session_factory, a, status="resolved", created_at=created)
     set_ticket(session_factory, b, status="escalated", created_at=created)
@@ -289,7 +289,7 @@ def test_two_processes_write_one_aggregated_scrape(session_factory, make_ticket,
             assert value(samples, "crewdesk_ticket_handle_seconds_bucket", channel="jira", status="escalated", le="300.0") == 1
             # live gauge: the exited process's file is dropped at scrape time; the holder's counts
             assert value(samples, "crewdesk_worker_tickets_in_progress") == 1
-            assert {n for n in names(samples)} <= DOCUMENTED
+            assert set(names(samples)) <= DOCUMENTED
 
             holder.stdin.close()
             holder.wait(30)

@@ -65,7 +65,7 @@ def test_no_raw_pii_in_any_prompt_and_tools_still_work(settings, store, make_tic
     assert "noah_brown_6181" in prompts  # the token resolved at the tool boundary: the lookup found the user
     with session_factory() as db:
         trail = json.dumps([[e.arguments, e.result, e.error] for e in db.execute(select(AuditEvent)).scalars()], default=str)
-        reply = [m.body for m in db.get(Ticket, ticket_id).messages if m.direction == "outbound"][0]
+        reply = next(m.body for m in db.get(Ticket, ticket_id).messages if m.direction == "outbound")
     for raw in (EMAIL, PHONE, CARD, IBAN, ADDRESS):
         assert raw not in trail, f"{raw!r} was written to the audit trail"
     assert EMAIL in reply and "<EMAIL_1>" not in reply  # the customer gets real data back

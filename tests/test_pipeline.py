@@ -59,7 +59,8 @@ def test_billing_ticket_is_triaged_resolved_and_fully_audited(settings, session_
     ],
 )
 def test_deterministic_rules_escalate_whatever_the_model_says(settings, session_factory, make_ticket, body, rule):
-    confident = lambda messages, role: react_final({"category": "technical", "priority": "low", "language": "en", "sentiment": "neutral", "summary": "fine", "confidence": 0.99}) if "rout" in role else default_responder(messages, role)
+    def confident(messages, role):
+        return react_final({"category": "technical", "priority": "low", "language": "en", "sentiment": "neutral", "summary": "fine", "confidence": 0.99}) if "rout" in role else default_responder(messages, role)
     ticket_id = make_ticket(body)
     pipeline, _ = make_pipeline(settings, session_factory, responder=confident)
     outcome = pipeline.process(ticket_id)
@@ -82,7 +83,8 @@ def test_angry_repeat_contact_escalates(settings, session_factory, make_ticket):
 
 
 def test_low_confidence_escalates(settings, session_factory, make_ticket):
-    unsure = lambda messages, role: react_final({"category": "other", "priority": "normal", "summary": "unclear", "confidence": 0.2}) if "rout" in role else default_responder(messages, role)
+    def unsure(messages, role):
+        return react_final({"category": "other", "priority": "normal", "summary": "unclear", "confidence": 0.2}) if "rout" in role else default_responder(messages, role)
     ticket_id = make_ticket("hello?")
     pipeline, _ = make_pipeline(settings, session_factory, responder=unsure)
     outcome = pipeline.process(ticket_id)
@@ -90,9 +92,10 @@ def test_low_confidence_escalates(settings, session_factory, make_ticket):
 
 
 def test_llm_garbage_is_recorded_and_the_ticket_goes_to_a_human(settings, session_factory, make_ticket):
-    garbage = lambda messages, role: "Thought: I now know the final answer\nFinal Answer: sure thing, the category is probably billing"
+    def garbage(messages, role):
+        return "Thought: I now know the final answer\nFinal Answer: sure thing, the category is probably billing"
     ticket_id = make_ticket("My invoice is wrong.")
-    pipeline, factory = make_pipeline(settings, session_factory, responder=garbage)
+    pipeline, _factory = make_pipeline(settings, session_factory, responder=garbage)
     outcome = pipeline.process(ticket_id)
     assert outcome.status == "escalated"
     assert "no valid triage" in outcome.escalation_reason
@@ -107,7 +110,8 @@ def test_llm_garbage_is_recorded_and_the_ticket_goes_to_a_human(settings, sessio
 
 def test_json_that_fits_no_output_model_escalates_with_the_holding_reply_instead_of_failing(settings, session_factory, make_ticket):
     # The local model once answered the hand-off with {"summary": ...}: valid JSON, wrong keys, for every retry.
-    wrong_keys = lambda messages, role: 'Thought: I now know the final answer\nFinal Answer: {"summary": "Customer asks why they were charged twice."}'
+    def wrong_keys(messages, role):
+        return 'Thought: I now know the final answer\nFinal Answer: {"summary": "Customer asks why they were charged twice."}'
     ticket_id = make_ticket("Why was I charged twice?")
     pipeline, _ = make_pipeline(settings, session_factory, responder=wrong_keys)
     outcome = pipeline.process(ticket_id)

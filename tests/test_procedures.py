@@ -11,9 +11,9 @@ from sqlalchemy import select
 
 from crewdesk.audit.models import AuditEvent
 from crewdesk.llm.factory import LLMFactory
+from crewdesk.routing.schemas import Route
 from crewdesk.store.models import StoreOrder
 from crewdesk.tickets.models import Ticket
-from crewdesk.routing.schemas import Route
 from crews.config import ConfigError
 from crews.pipeline import Pipeline
 from crews.procedures.policy import RULES
@@ -97,7 +97,7 @@ def test_cancelling_part_of_a_pending_order_is_refused_by_rule_and_changes_nothi
 
 
 def test_cancelling_the_whole_order_by_its_number_with_the_reason_the_customer_gave(settings, store, make_ticket):
-    outcome, reply, audit = run(settings, store, make_ticket, f"Cancel order {PENDING}, I ordered it by mistake.", "cancel_order", customer=EMAIL)
+    outcome, reply, _audit = run(settings, store, make_ticket, f"Cancel order {PENDING}, I ordered it by mistake.", "cancel_order", customer=EMAIL)
     doc = order(store, PENDING)
     assert outcome.status == "resolved", reply
     assert doc["status"] == "cancelled" and doc["cancel_reason"] == "ordered by mistake"
@@ -117,7 +117,7 @@ def test_the_model_decides_what_the_customer_described_and_can_only_pick_their_i
                 for n, prop in schema["properties"].items()}
 
     plan = Planned(assign_items=keep_the_dumbbells)
-    outcome, reply, _ = run(settings, store, make_ticket, "Please take back the two things I wear on my wrist from my last delivery, I want my money back.",
+    outcome, _reply, _ = run(settings, store, make_ticket, "Please take back the two things I wear on my wrist from my last delivery, I want my money back.",
                             "return_items", customer=EMAIL, plan=plan)
     (name, messages, schema), = plan.asked
     enums = sorted(tuple(prop["enum"]) for prop in schema["properties"].values())
@@ -141,7 +141,7 @@ def test_a_customer_found_by_name_and_zip_and_answered_in_german(settings, store
 
 def test_an_unknown_customer_is_asked_who_they_are_and_nothing_is_touched(settings, store, make_ticket):
     before = order(store, PENDING)
-    outcome, reply, audit = run(settings, store, make_ticket, "Cancel my order please, I do not need it.", "cancel_order")
+    outcome, reply, _audit = run(settings, store, make_ticket, "Cancel my order please, I do not need it.", "cancel_order")
     assert outcome.status == "escalated" and "not identified" in outcome.escalation_reason
     assert "e-mail address" in reply and order(store, PENDING) == before
 
@@ -160,7 +160,7 @@ def test_procedure_yaml_is_checked_against_the_code(tmp_path):
 
 def test_an_exchange_narrowed_by_the_named_option_then_the_variant_that_changes_least(settings, store, make_ticket):
     plan = Planned(choose_variant={"variant": "2"})
-    outcome, reply, audit = run(settings, store, make_ticket, "I'd like to exchange my smart watch for one with a leather band, same color please.",
+    outcome, reply, _audit = run(settings, store, make_ticket, "I'd like to exchange my smart watch for one with a leather band, same color please.",
                                 "exchange_items", customer=EMAIL, plan=plan)
     # available leather-band variants in the same colour (gold): two are left, and one of them keeps the display the
     # customer has, so no model is asked
@@ -234,7 +234,7 @@ def test_a_pending_order_is_sent_to_an_address_the_store_already_holds_and_the_d
 
 
 def test_a_written_address_goes_on_the_pending_order_and_the_account(settings, store, make_ticket):
-    outcome, reply, audit = run(settings, store, make_ticket, "I moved. Please change my default address and the address of my pending order to "
+    outcome, reply, _audit = run(settings, store, make_ticket, "I moved. Please change my default address and the address of my pending order to "
                                 "1234 Elm St, Springfield, IL, 62701.", "change_default_address", customer=EMAIL)
     new = {"address1": "1234 Elm St", "address2": "", "city": "Springfield", "state": "IL", "country": "USA", "zip": "62701"}
     assert outcome.status == "resolved", reply

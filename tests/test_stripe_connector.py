@@ -3,7 +3,6 @@ here) and asserts the exact requests the official SDK sends."""
 
 from __future__ import annotations
 
-import json
 from urllib.parse import parse_qs
 
 import pytest
@@ -20,7 +19,7 @@ def fake_stripe():
     responses: list[tuple[int, dict]] = []
 
     class Handler(JsonStandIn):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"])).decode()
             seen.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "form": parse_qs(body)})
             status, payload = responses.pop(0) if responses else (200, {

@@ -39,7 +39,7 @@ def test_illegal_transitions_raise(start, to):
 
 def test_terminal_states_leave_only_by_requeue():
     """Escalated belongs to a human. Failed is requeued by a retry; resolved by the customer writing again."""
-    assert TERMINAL == {TicketStatus.resolved, TicketStatus.escalated, TicketStatus.failed}
+    assert {TicketStatus.resolved, TicketStatus.escalated, TicketStatus.failed} == TERMINAL
     assert TRANSITIONS[TicketStatus.escalated] == frozenset()
     assert TRANSITIONS[TicketStatus.failed] == TRANSITIONS[TicketStatus.resolved] == {TicketStatus.queued}
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from crewdesk.memory.base import MemoryStore, MemoryStoreError
 from tools.base import GovernedTool
 
+
 class _Query(BaseModel):
     query: str = Field(..., description="What to look up, in a few words, e.g. 'refund for cancelled order paid by gift card'.")
 

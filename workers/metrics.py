@@ -45,7 +45,7 @@ def _task_started(sender=None, task_id=None, args=None, kwargs=None, **_: object
         _counted.add(task_id)
         with _sessions()() as db:
             _before[task_id] = wm.before_task(db, ticket_id)
-    except Exception as exc:  # metrics never fail a ticket
+    except Exception as exc:  # noqa: BLE001 - metrics never fail a ticket
         log.warning("metrics.prerun_failed", error=f"{type(exc).__name__}: {exc}")
 
 
@@ -60,7 +60,7 @@ def _task_finished(sender=None, task_id=None, **_: object) -> None:
         if before is not None:
             with _sessions()() as db:
                 wm.after_task(db, before)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - metrics never fail a ticket
         log.warning("metrics.postrun_failed", error=f"{type(exc).__name__}: {exc}")
     finally:
         if task_id in _counted:  # last: a scrape showing 0 in progress has every count of the task
@@ -74,5 +74,5 @@ def _child_exit(**_: object) -> None:
 
     try:
         wm.mark_process_dead()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - metrics never fail a ticket
         log.warning("metrics.mark_dead_failed", error=f"{type(exc).__name__}: {exc}")

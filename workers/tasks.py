@@ -15,7 +15,7 @@ log = get_logger(__name__)
 class TicketTask(Task):
     """When retries run out, the ticket is marked failed with the reason: it is never left queued and forgotten."""
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo):  # noqa: D401
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
         ticket_id = args[0] if args else kwargs.get("ticket_id")
         if isinstance(ticket_id, int) and not isinstance(exc, TicketNotFound):
             runtime().pipeline.give_up(ticket_id, reason=f"gave up after {self.request.retries} retries: {type(exc).__name__}: {exc}")
@@ -138,7 +138,8 @@ def reconcile() -> dict:
     back on the queue. Not retried: the next beat is the retry."""
     from datetime import timedelta
 
-    from workers.reconcile import broker_ticket_ids, reconcile as sweep
+    from workers.reconcile import broker_ticket_ids
+    from workers.reconcile import reconcile as sweep
 
     rt = runtime()
     settings = rt.settings

@@ -109,7 +109,7 @@ class SqlRetailStore(RetailStore):
         if len(item_ids) != len(new_item_ids):
             raise StoreError("The number of items to be exchanged should match.")
         diff, variants = 0.0, []
-        for item_id, new_item_id in zip(item_ids, new_item_ids):
+        for item_id, new_item_id in zip(item_ids, new_item_ids, strict=True):
             item = next(i for i in order["items"] if i["item_id"] == item_id)
             variant = self._product(item["product_id"])["variants"].get(new_item_id)
             if variant is None or not variant.get("available"):
@@ -162,7 +162,7 @@ class SqlRetailStore(RetailStore):
         order["payment_history"].append({"transaction_type": "payment" if diff > 0 else "refund", "amount": abs(diff), "payment_method_id": payment_method_id})
         if method["source"] == "gift_card":
             method["balance"] = round(method["balance"] - diff, 2)
-        for item_id, variant in zip(item_ids, variants):
+        for item_id, variant in zip(item_ids, variants, strict=True):
             item = next(i for i in order["items"] if i["item_id"] == item_id)
             item["item_id"], item["price"], item["options"] = variant["item_id"], variant["price"], variant["options"]
         order["status"] = "pending (item modified)"

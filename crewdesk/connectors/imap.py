@@ -47,7 +47,7 @@ class ImapMailbox:
         self.uidvalidity: int | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "ImapMailbox":
+    def from_settings(cls, settings: Settings) -> ImapMailbox:
         return cls(host=settings.imap_host, port=settings.imap_port, user=settings.imap_user, password=settings.imap_password.get_secret_value(),
                    folder=settings.imap_folder, tls=settings.imap_tls, ca_file=settings.mail_ca_file)
 
@@ -56,7 +56,7 @@ class ImapMailbox:
         """The cursor's name: one per account, server and folder."""
         return f"{self.user}@{self.host}:{self.port}/{self.folder}"
 
-    def __enter__(self) -> "ImapMailbox":
+    def __enter__(self) -> ImapMailbox:
         self.connect()
         return self
 
@@ -126,7 +126,7 @@ class ImapMailbox:
         imap = self.imap
         if imap is None:
             raise TransientError("IMAP session is not connected")
-        tag = imap._new_tag()  # noqa: SLF001 - imaplib's own tag counter, so later commands stay in sequence
+        tag = imap._new_tag()  # imaplib's own tag counter, so later commands stay in sequence
         deadline = time.monotonic() + min(timeout, 1500.0)
         try:
             imap.send(tag + b" IDLE\r\n")
@@ -151,7 +151,7 @@ class ImapMailbox:
             if not line.startswith(tag + b" OK"):
                 raise MailboxError(f"IMAP IDLE ended with {line[:200]!r}")
             return True
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             self._drop()
             return False
         except _NETWORK_ERRORS as exc:

@@ -45,7 +45,7 @@ class SmtpReplyChannel(ReplyChannel):
         self.domain = support_address.rpartition("@")[2] or "crewdesk.invalid"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "SmtpReplyChannel":
+    def from_settings(cls, settings: Settings) -> SmtpReplyChannel:
         return cls(host=settings.smtp_host, port=settings.smtp_port, tls=settings.smtp_tls, user=settings.smtp_user,
                    password=settings.smtp_password.get_secret_value(), support_address=settings.support_address, ca_file=settings.mail_ca_file)
 

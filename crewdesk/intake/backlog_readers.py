@@ -190,7 +190,7 @@ class _CsvRows:
             raise InvalidTicket(f"{self.path}: the header has no body column (one of {', '.join(COLUMNS['body'])}): {', '.join(self.header)}")
 
     def to_row(self, line: int, fields: list[str]) -> Row:
-        raw = dict(zip(self.header, (f[:EXCERPT_CHARS] for f in fields)))
+        raw = dict(zip(self.header, (f[:EXCERPT_CHARS] for f in fields), strict=False))
         if len(fields) != len(self.header):
             return _bad(line, f"expected {len(self.header)} fields, got {len(fields)}", fields[0] if fields else "", raw)
         record = {field: fields[i] for field, i in self.index.items()}
@@ -220,7 +220,7 @@ class _JiraRows(_CsvRows):
             raise InvalidTicket(f"{self.path}: not a Jira CSV export (needs 'Issue key' and 'Summary' or 'Description'): {', '.join(self.header)}")
 
     def to_row(self, line: int, fields: list[str]) -> Row:
-        raw = dict(zip(self.header, (f[:EXCERPT_CHARS] for f in fields)))
+        raw = dict(zip(self.header, (f[:EXCERPT_CHARS] for f in fields), strict=False))
         if len(fields) != len(self.header):
             return _bad(line, f"expected {len(self.header)} fields, got {len(fields)}", fields[0] if fields else "", raw)
 

@@ -51,4 +51,4 @@ def counts(*, db: Session, channel: str) -> dict[str, int]:
     from sqlalchemy import func
 
     rows = db.execute(select(InboundEvent.status, func.count()).where(InboundEvent.channel == channel).group_by(InboundEvent.status)).all()
-    return {status: n for status, n in rows}
+    return dict(rows)

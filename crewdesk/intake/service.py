@@ -41,7 +41,7 @@ def store_chunk(*, db: Session, rows: Sequence[Row], backlog_id: int | None = No
     result.rejected = [row for row in rows if row.ticket is None]
     stored = tickets.submit_many(db=db, tickets_in=[row.ticket for _, row in valid], backlog_id=backlog_id,
                                  raws=[raws[i] for i, _ in valid] if raws is not None else None)
-    for (_, row), (ticket_id, created) in zip(valid, stored):
+    for (_, row), (ticket_id, created) in zip(valid, stored, strict=True):
         (result.created if created else result.duplicates).append((row, ticket_id))
     return result
 

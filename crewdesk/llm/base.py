@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
-
 from crewai import BaseLLM
 from crewai.events.types.llm_events import LLMCallType
 from crewai.llms.base_llm import llm_call_context
@@ -96,7 +95,7 @@ class CrewdeskLLM(BaseLLM):
     _seconds: float = PrivateAttr(default=0.0)
     _durations: dict[str, float] = PrivateAttr(default_factory=dict)
     _breakers: Any = PrivateAttr(default=None)
-    _fallbacks: list["CrewdeskLLM"] = PrivateAttr(default_factory=list)
+    _fallbacks: list[CrewdeskLLM] = PrivateAttr(default_factory=list)
     _by_model: dict[str, list[int]] = PrivateAttr(default_factory=dict)  # model that answered -> [prompt, completion, cached, calls]
 
     @classmethod
@@ -122,14 +121,14 @@ class CrewdeskLLM(BaseLLM):
     def pop_call_duration_ms(self, call_id: str) -> float | None:
         return self._durations.pop(call_id, None)
 
-    def guard(self, breakers: Any, fallbacks: list["CrewdeskLLM"]) -> "CrewdeskLLM":
+    def guard(self, breakers: Any, fallbacks: list[CrewdeskLLM]) -> CrewdeskLLM:
         """Calls go through `breakers` and, when this model's endpoint cannot take one, to `fallbacks` in order."""
         self._breakers = breakers
         self._fallbacks = list(fallbacks)
         return self
 
     @property
-    def fallbacks(self) -> list["CrewdeskLLM"]:
+    def fallbacks(self) -> list[CrewdeskLLM]:
         return self._fallbacks
 
     def usage_by_model(self) -> dict[str, tuple[int, int]]:
@@ -141,7 +140,7 @@ class CrewdeskLLM(BaseLLM):
         """Successful calls by the model that answered them."""
         return {model: row[3] for model, row in self._by_model.items()}
 
-    def _answer(self, round_trip) -> tuple["CrewdeskLLM", Completion]:
+    def _answer(self, round_trip) -> tuple[CrewdeskLLM, Completion]:
         """One round trip on this model, or on the first fallback that can take it (see crewdesk.llm.breaker.walk).
         Fallback is per call, not per ticket: a crew whose provider dies in the middle of a ticket goes on, on the next
         model of the chain, from the step it was at; choosing once when the ticket's LLMs are built would lose the run in
@@ -175,7 +174,7 @@ class CrewdeskLLM(BaseLLM):
         self._traced(normalized, produce)
         return decision
 
-    def call(self, messages, tools=None, callbacks=None, available_functions=None, from_task=None, from_agent=None, response_model=None):  # noqa: D401
+    def call(self, messages, tools=None, callbacks=None, available_functions=None, from_task=None, from_agent=None, response_model=None):
         normalized = normalize_messages(messages)
 
         def constrained(llm: CrewdeskLLM) -> bool:  # a fallback decodes as its own provider does, with this agent's schema

@@ -263,7 +263,7 @@ def states(settings: Settings) -> dict[str, str]:
     return {key: breakers.state(key) for key in sorted(keys)}
 
 
-def walk(chain: Sequence["CrewdeskLLM"], round_trip: Callable[["CrewdeskLLM"], T], breakers: Breakers) -> tuple["CrewdeskLLM", T]:
+def walk(chain: Sequence[CrewdeskLLM], round_trip: Callable[[CrewdeskLLM], T], breakers: Breakers) -> tuple[CrewdeskLLM, T]:
     """One model call, in chain order: the first model whose endpoint is admitted answers. A model whose circuit is open or
     whose provider asked to wait is skipped without a request; one that fails transiently is counted against its breaker
     (and held for its Retry-After) and the same call goes to the next model. An error that is not transient (a 400, an

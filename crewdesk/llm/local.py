@@ -153,7 +153,7 @@ class LocalModelServer:
                 pass
         log.info("local_model.stopped")
 
-    def __enter__(self) -> "LocalModelServer":
+    def __enter__(self) -> LocalModelServer:
         self.start()
         return self
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from crewdesk.errors import CrewdeskError, TransientError
-from crewdesk.memory.schemas import Interaction, Kind, KBChunk, KBFilters, KBHit, RecallFilters, RecallHit, SyncReport
+from crewdesk.memory.schemas import Interaction, KBChunk, KBFilters, KBHit, Kind, RecallFilters, RecallHit, SyncReport
 
 if TYPE_CHECKING:
     from crewdesk.memory.embeddings import Embedder
@@ -115,7 +115,7 @@ class MemoryStore(ABC):
         """Re-embed everything stored under another embedding version with `embedder`, then drop the old vectors;
         returns how many rows were re-embedded."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook: a no-op for stores without connections
         """Release connections; the store may be used again after."""
 
     def check_version(self) -> None:

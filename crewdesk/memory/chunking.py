@@ -200,7 +200,7 @@ def _pack(paragraphs: list[str], *, max_chars: int, overlap: int) -> list[str]:
     chunks: list[str] = []
     current: list[str] = []
     for paragraph in paragraphs:
-        if current and len("\n\n".join(current + [paragraph])) > max_chars:
+        if current and len("\n\n".join([*current, paragraph])) > max_chars:
             chunks.append("\n\n".join(current))
             tail = _tail(chunks[-1], overlap)
             current = [tail] if tail and len(tail) + 2 + len(paragraph) <= max_chars else []

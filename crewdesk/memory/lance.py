@@ -10,14 +10,14 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from crewdesk.logging import get_logger
 from crewdesk.memory.base import MemoryStore, MemoryUnavailable, fuse, generation_tag
 from crewdesk.memory.embeddings import Embedder
-from crewdesk.memory.schemas import Interaction, Kind, KBChunk, KBFilters, KBHit, RecallFilters, RecallHit
+from crewdesk.memory.schemas import Interaction, KBChunk, KBFilters, KBHit, Kind, RecallFilters, RecallHit
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -100,7 +100,7 @@ class LanceStore(MemoryStore):
         """A read racing `forget`'s cleanup may find its version's files gone; the retry reads the new version."""
         try:
             return action()
-        except Exception:
+        except Exception:  # noqa: BLE001 - Lance raises various errors for a vanished version; the retry reads the new one
             time.sleep(0.05)
             return action()
 
@@ -162,7 +162,7 @@ class LanceStore(MemoryStore):
         import pyarrow as pa
 
         vectors = self.embedder.embed_documents(list(texts))
-        rows = [{**record, "embedding_version": self.embedder.version, "vector": vector} for record, vector in zip(records, vectors)]
+        rows = [{**record, "embedding_version": self.embedder.version, "vector": vector} for record, vector in zip(records, vectors, strict=True)]
         return pa.Table.from_pylist(rows, schema=self._schema(kind, self.embedder.dimension))
 
     def _upsert(self, kind: Kind, data) -> None:
@@ -189,7 +189,7 @@ class LanceStore(MemoryStore):
             if table is not None:
                 for start in range(0, len(ids), 500):
                     batch = ", ".join(_quote(i) for i in ids[start:start + 500])
-                    self._retry(lambda: table.delete(f"id IN ({batch})"))
+                    self._retry(lambda: table.delete(f"id IN ({batch})"))  # noqa: B023 - _retry calls it at once, inside the iteration
         return len(ids)
 
     def chunk_ids(self, *, source: str) -> set[str]:
@@ -222,7 +222,7 @@ class LanceStore(MemoryStore):
     def remember(self, interaction: Interaction) -> None:
         self.check_version()
         record = interaction.model_dump()
-        record["created_at"] = interaction.created_at.astimezone(timezone.utc)
+        record["created_at"] = interaction.created_at.astimezone(UTC)
         self._upsert("interactions", self._rows("interactions", [record], [interaction.summary]))
 
     def recall(self, customer_key: str, query: str, *, k: int = 3, filters: RecallFilters | None = None) -> list[RecallHit]:
@@ -240,8 +240,8 @@ class LanceStore(MemoryStore):
 
     def purge_before(self, cutoff: datetime) -> int:
         if cutoff.tzinfo is None:
-            cutoff = cutoff.replace(tzinfo=timezone.utc)
-        return self._erase(f"created_at < CAST({_quote(cutoff.astimezone(timezone.utc).isoformat())} AS TIMESTAMP)")
+            cutoff = cutoff.replace(tzinfo=UTC)
+        return self._erase(f"created_at < CAST({_quote(cutoff.astimezone(UTC).isoformat())} AS TIMESTAMP)")
 
     def _erase(self, where: str) -> int:
         """Delete for real. A Lance delete only marks rows in a deletion file, and compaction leaves a fragment with few
@@ -290,7 +290,7 @@ class LanceStore(MemoryStore):
                         else:
                             records, texts = batch, [row["summary"] for row in batch]
                         data = self._rows(kind, records, texts)
-                        self._retry(lambda: target.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data))
+                        self._retry(lambda: target.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data))  # noqa: B023 - _retry calls it at once, inside the iteration
                     db.drop_table(name)
                     self._versions.pop(name, None)
                     moved += len(rows)

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from crewdesk.logging import get_logger
@@ -126,7 +126,7 @@ def remember_ticket(*, store: MemoryStore, settings: Settings, customer: str, ti
     key = customer_key(customer=customer, secret=settings.memory_key_secret.get_secret_value())
     interaction = Interaction(id=hashlib.sha256(f"{key}:{ticket_id}".encode()).hexdigest()[:32], customer_key=key, ticket_id=ticket_id,
                               summary=redact(summary), category=category or "", product=product or "", outcome=outcome,
-                              created_at=now or datetime.now(timezone.utc))
+                              created_at=now or datetime.now(UTC))
     store.remember(interaction)
     return interaction
 
@@ -168,5 +168,5 @@ def purge(*, stores: Sequence[MemoryStore], retention_days: int, now: datetime |
     """Retention: erase interactions older than retention_days (0 keeps everything)."""
     if retention_days <= 0:
         return {store.backend: 0 for store in stores}
-    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=retention_days)
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
     return _on_every_store(stores, lambda store: store.purge_before(cutoff), "purge")

@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from crewdesk.logging import get_logger
 from crewdesk.memory.base import MemoryStore, MemoryStoreError, MemoryUnavailable, generation_tag
 from crewdesk.memory.embeddings import Embedder
-from crewdesk.memory.schemas import Interaction, Kind, KBChunk, KBFilters, KBHit, RecallFilters, RecallHit
+from crewdesk.memory.schemas import Interaction, KBChunk, KBFilters, KBHit, Kind, RecallFilters, RecallHit
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -146,7 +146,7 @@ class WeaviateStore(MemoryStore):
         for kind in ("kb", "interactions"):
             for name in self._names(kind):
                 if name not in self._versions:
-                    found = self._call(lambda: client.collections.use(name).query.fetch_objects(limit=1, return_properties=["embedding_version"])).objects
+                    found = self._call(lambda: client.collections.use(name).query.fetch_objects(limit=1, return_properties=["embedding_version"])).objects  # noqa: B023 - _call calls it at once, inside the iteration
                     if not found:
                         continue
                     self._versions[name] = found[0].properties["embedding_version"]
@@ -159,9 +159,9 @@ class WeaviateStore(MemoryStore):
 
         vectors = self.embedder.embed_documents([text for _, _, text in rows])
         objects = [DataObject(properties={**props, "embedding_version": self.embedder.version}, uuid=_uuid(key), vector={VECTOR: vector})
-                   for (key, props, _), vector in zip(rows, vectors)]
+                   for (key, props, _), vector in zip(rows, vectors, strict=True)]
         for start in range(0, len(objects), 200):
-            result = self._call(lambda: collection.data.insert_many(objects[start:start + 200]))
+            result = self._call(lambda: collection.data.insert_many(objects[start:start + 200]))  # noqa: B023 - _call calls it at once, inside the iteration
             if result.has_errors:
                 first = next(iter(result.errors.values()))
                 raise MemoryStoreError(f"Weaviate refused {len(result.errors)} object(s): {first.message}")
@@ -213,7 +213,7 @@ class WeaviateStore(MemoryStore):
         ids: set[str] = set()
         offset, page = 0, 1000
         while True:  # offset paging: a source beyond QUERY_MAXIMUM_RESULTS (10,000 chunks) is not supported
-            found = self._call(lambda: collection.query.fetch_objects(filters=filters_for(source=source), limit=page, offset=offset,
+            found = self._call(lambda: collection.query.fetch_objects(filters=filters_for(source=source), limit=page, offset=offset,  # noqa: B023 - _call calls it at once, inside the iteration
                                                                       return_properties=["chunk_id"])).objects
             ids.update(obj.properties["chunk_id"] for obj in found)
             if len(found) < page:
@@ -234,7 +234,7 @@ class WeaviateStore(MemoryStore):
         self.check_version()
         collection = self._collection("interactions", create=True)
         props = interaction.model_dump(exclude={"id"})
-        props.update(interaction_id=interaction.id, created_at=interaction.created_at.astimezone(timezone.utc))
+        props.update(interaction_id=interaction.id, created_at=interaction.created_at.astimezone(UTC))
         self._insert(collection, [(interaction.id, props, interaction.summary)])
 
     def recall(self, customer_key: str, query: str, *, k: int = 3, filters: RecallFilters | None = None) -> list[RecallHit]:
@@ -257,7 +257,7 @@ class WeaviateStore(MemoryStore):
         from weaviate.classes.query import Filter
 
         if cutoff.tzinfo is None:
-            cutoff = cutoff.replace(tzinfo=timezone.utc)
+            cutoff = cutoff.replace(tzinfo=UTC)
         return self._erase(Filter.by_property("created_at").less_than(cutoff))
 
     def _erase(self, where) -> int:
@@ -269,7 +269,7 @@ class WeaviateStore(MemoryStore):
     # housekeeping
     def count(self, kind: Kind) -> int:
         client = self._connect()
-        return sum(self._call(lambda: client.collections.use(name).aggregate.over_all(total_count=True)).total_count or 0 for name in self._names(kind))
+        return sum(self._call(lambda: client.collections.use(name).aggregate.over_all(total_count=True)).total_count or 0 for name in self._names(kind))  # noqa: B023 - _call calls it at once, inside the generator's step
 
     def reindex(self) -> int:
         """Copy each old generation into the current one with fresh vectors (same UUIDs, so a re-run after a crash
@@ -292,7 +292,7 @@ class WeaviateStore(MemoryStore):
                 if batch:
                     self._insert(target, batch)
                     moved += len(batch)
-                self._call(lambda: client.collections.delete(name))
+                self._call(lambda: client.collections.delete(name))  # noqa: B023 - _call calls it at once, inside the iteration
                 self._versions.pop(name, None)
                 log.info("memory.reindexed", kind=kind, old=name, new=current)
         return moved

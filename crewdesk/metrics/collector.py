@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -113,7 +113,7 @@ def breaker_states(settings: Settings) -> dict[str, str] | None:
 
 
 def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class DatabaseCollector(Collector):
@@ -125,7 +125,7 @@ class DatabaseCollector(Collector):
         self.settings = settings
         self.queues = tuple(queues)
         self.redis_factory = redis_factory or self._default_redis
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.audit = AuditTally(settle_seconds=settings.task_time_limit + 300.0)
         self._redis = None
 
@@ -137,14 +137,14 @@ class DatabaseCollector(Collector):
         try:
             yield from self._database()
             up.add_metric(["database"], 1)
-        except Exception as exc:  # a scrape reports the failure; it never raises into the HTTP handler
+        except Exception as exc:  # noqa: BLE001 - a scrape reports the failure; it never raises into the HTTP handler
             log.warning("metrics.database_failed", error=f"{type(exc).__name__}: {exc}")
             up.add_metric(["database"], 0)
         if self.queues:
             try:
                 yield self._queue_depth()
                 up.add_metric(["broker"], 1)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a scrape reports the failure
                 log.warning("metrics.broker_failed", error=f"{type(exc).__name__}: {exc}")
                 self._redis = None
                 up.add_metric(["broker"], 0)
@@ -156,7 +156,7 @@ class DatabaseCollector(Collector):
                     breaker.add_metric([str(provider)], BREAKER_VALUES.get(str(state).lower(), 1.0))
                 yield breaker
                 up.add_metric(["breaker"], 1)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a scrape reports the failure
             log.warning("metrics.breaker_failed", error=f"{type(exc).__name__}: {exc}")
             up.add_metric(["breaker"], 0)
         yield up
@@ -207,6 +207,6 @@ class DatabaseCollector(Collector):
             pipe.llen(queue)
         depths = pipe.execute()
         family = GaugeMetricFamily("crewdesk_queue_depth", "Messages waiting on each Celery queue (Redis LLEN).", labels=["queue"])
-        for queue, depth in zip(self.queues, depths):
+        for queue, depth in zip(self.queues, depths, strict=True):
             family.add_metric([queue], int(depth))
         return family

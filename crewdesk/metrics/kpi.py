@@ -25,7 +25,7 @@ import html
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import and_, column, exists, func, select, table
@@ -126,7 +126,7 @@ class KpiReport:
 
 
 def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def ticket_facts(*, db: Session, since: datetime, until: datetime) -> list[TicketFacts]:
@@ -163,7 +163,7 @@ def _grouped(facts: Iterable[TicketFacts], key) -> list[Group]:
 
 
 def report(*, db: Session, since: datetime, until: datetime | None = None) -> KpiReport:
-    until = until or datetime.now(timezone.utc)
+    until = until or datetime.now(UTC)
     facts = ticket_facts(db=db, since=since, until=until)
     total = Group("all")
     for fact in facts:
@@ -178,7 +178,7 @@ def window(*, since: date | datetime | None, days: int | None, now: datetime | N
         if not isinstance(since, datetime):
             since = datetime(since.year, since.month, since.day)
         return _aware(since)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return now - timedelta(days=30 if days is None else days)
 
 

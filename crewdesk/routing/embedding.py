@@ -180,7 +180,7 @@ class EmbeddingRouter:
         parts = segments(text)
         texts = [text] + (parts if len(parts) > 1 else [])
         scores = self.score_vectors(self.embed(texts))
-        return Analysis(whole=scores[0], parts=tuple(zip(texts[1:], scores[1:])))
+        return Analysis(whole=scores[0], parts=tuple(zip(texts[1:], scores[1:], strict=True)))
 
     # -- routing ------------------------------------------------------------------------------------------------------
 

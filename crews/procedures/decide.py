@@ -218,10 +218,9 @@ def narrow_named(customer: Customer, named: list[Item], text: str) -> list[Item]
     named = _told_apart(named, text, {o.order_id: o.status for o in customer.orders})
     kinds = {o.order_id: {i.name for i in named if i.order_id == o.order_id} for o in customer.orders}
     best = max(kinds.values(), key=len, default=set())
-    if _SAME_ORDER.search(text) or (best == {i.name for i in named} and not _DIFFERENT_ORDERS.search(text)):
-        if len(best) > 1:
-            keep = next(order_id for order_id, names in kinds.items() if names == best)
-            named = [i for i in named if i.order_id == keep or i.name not in best]
+    if len(best) > 1 and (_SAME_ORDER.search(text) or (best == {i.name for i in named} and not _DIFFERENT_ORDERS.search(text))):
+        keep = next(order_id for order_id, names in kinds.items() if names == best)
+        named = [i for i in named if i.order_id == keep or i.name not in best]
     return named
 
 

@@ -3,8 +3,6 @@ decide which items each request applies to, check the store's policy, act throug
 
 from __future__ import annotations
 
-from typing import Any
-
 from crewai.flow.flow import Flow, listen, router, start
 from pydantic import PrivateAttr
 
@@ -30,7 +28,7 @@ class ProcedureFlow(Flow[ProcedureState]):
     _raw_text: str = PrivateAttr(default="")
 
     @classmethod
-    def build(cls, *, gate: Gate, llm: CrewdeskLLM, procedures: Procedures, raw_text: str) -> "ProcedureFlow":
+    def build(cls, *, gate: Gate, llm: CrewdeskLLM, procedures: Procedures, raw_text: str) -> ProcedureFlow:
         flow = cls(suppress_flow_events=True)  # the audit records decisions, tool calls and outcomes, not flow lifecycle noise
         flow._gate, flow._llm, flow._procedures, flow._raw_text = gate, llm, procedures, raw_text
         return flow
@@ -236,19 +234,19 @@ class ProcedureFlow(Flow[ProcedureState]):
     def _merge(self, plan: list[Outcome], outcome: Outcome) -> list[Outcome]:
         """A fallback's planned write for an order that already has one of the same kind joins it (one write per order)."""
         if outcome.kind != "planned" or outcome.action is None:
-            return plan + [outcome]
+            return [*plan, outcome]
         new = outcome.action
         for n, existing in enumerate(plan):
             old = existing.action
             if existing.kind == "planned" and old is not None and old.order_id == new.order_id and old.tool == new.tool:
                 if not new.new_items:
-                    return plan[:n] + [outcome] + plan[n + 1:]
-                pairs = {i.item_id: (i, v) for i, v in zip(old.items, old.new_items)} | {i.item_id: (i, v) for i, v in zip(new.items, new.new_items)}
+                    return [*plan[:n], outcome, *plan[n + 1:]]
+                pairs = {i.item_id: (i, v) for i, v in zip(old.items, old.new_items, strict=False)} | {i.item_id: (i, v) for i, v in zip(new.items, new.new_items, strict=False)}
                 order = next(o for o in self.state.customer.orders if o.order_id == new.order_id)
                 spec = self._procedures.by_intent[new.intent]
                 merged = self._exchange(spec, order, list(pairs.values()), new.method_id or old.method_id or order.paid_with)
-                return plan[:n] + [Outcome(intent=new.intent, kind="planned", action=merged)] + plan[n + 1:]
-        return plan + [outcome]
+                return [*plan[:n], Outcome(intent=new.intent, kind="planned", action=merged), *plan[n + 1:]]
+        return [*plan, outcome]
 
     def _write(self, action: Action) -> Outcome:
         try:

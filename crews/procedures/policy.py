@@ -46,7 +46,7 @@ def _cancel_refunds_to_original(action: Action, order: Order, customer: Customer
 
 
 def _variant_of_same_product(action: Action, order: Order, customer: Customer) -> dict[str, Any] | None:
-    if len(action.new_items) == len(action.items) and all(n.product_id == i.product_id and n.item_id != i.item_id for i, n in zip(action.items, action.new_items)):
+    if len(action.new_items) == len(action.items) and all(n.product_id == i.product_id and n.item_id != i.item_id for i, n in zip(action.items, action.new_items, strict=True)):
         return None
     return {"items": ", ".join(i.name for i in action.items)}
 

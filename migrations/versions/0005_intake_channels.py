@@ -4,8 +4,8 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-25 15:20:00
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 from crewdesk.db import JSONType
 

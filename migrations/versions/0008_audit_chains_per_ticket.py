@@ -8,6 +8,7 @@ Revision ID: 0008
 Revises: 0007
 """
 import os
+from datetime import UTC
 
 import sqlalchemy as sa
 from alembic import op
@@ -77,13 +78,13 @@ def upgrade() -> None:
     if postgres:
         op.execute("ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete")
 
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     op.bulk_insert(sa.table("audit_chains", sa.column("chain"), sa.column("last_hash"), sa.column("count")),
                    [{"chain": c, "last_hash": h, "count": n} for c, (h, n) in sorted(heads.items())])
     seals, prev = [], GENESIS
     for chain, (last_hash, count) in sorted(heads.items()):
-        fields = {"chain": chain, "run_id": None, "count": count, "chain_hash": last_hash, "created_at": datetime.now(timezone.utc)}
+        fields = {"chain": chain, "run_id": None, "count": count, "chain_hash": last_hash, "created_at": datetime.now(UTC)}
         digest = seal_hash(prev, fields)
         seals.append({**fields, "prev_hash": prev, "hash": digest})
         prev = digest

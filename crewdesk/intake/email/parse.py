@@ -8,7 +8,7 @@ import hashlib
 import mimetypes
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email import policy
 from email.message import Message
 from email.parser import BytesParser
@@ -98,7 +98,7 @@ def parse_email(raw: bytes, *, own_addresses: frozenset[str], max_attachment_byt
                       allowed_types=[t.lower() for t in allowed_types])
     except EmailRejected:
         raise
-    except Exception as exc:  # noqa: BLE001 - a parser bug on one mail must become a recorded rejection, not a jammed mailbox
+    except Exception as exc:  # a parser bug on one mail must become a recorded rejection, not a jammed mailbox
         detail = str(exc).splitlines()[0][:200] if str(exc) else ""
         raise EmailRejected(f"unparseable: {type(exc).__name__}: {detail}".rstrip(": "), message_id=None) from exc
 
@@ -310,7 +310,7 @@ def _date(msg: Message, defects: list[str]) -> datetime | None:
     except (TypeError, ValueError, IndexError, OverflowError):
         defects.append(f"Date: unparseable ({printable(raw)[:60]})")
         return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # --- body ---------------------------------------------------------------------------------------------------------
@@ -450,7 +450,7 @@ def decode_bytes(data: bytes, charset: str | None, defects: list[str]) -> str:
         return data.decode(info.name)
     except UnicodeDecodeError:
         pass
-    except Exception:  # noqa: BLE001 - codec bugs on garbage input (utf-7 and friends)
+    except Exception:  # noqa: BLE001, S110 - codec bugs on garbage input (utf-7 and friends)
         pass
     if info.name not in ("utf-8", "utf_8"):
         try:
@@ -518,7 +518,7 @@ def _without_list_footer(text: str) -> str:
 
 def _ignore_reason(msg: Message, parsed: ParsedEmail, own_addresses: frozenset[str], body: _Body) -> str | None:
     """Why this mail is recorded but never answered: our own mail coming back, auto-replies, bounces, list mail."""
-    if any(key.lower() == LOOP_HEADER.lower() for key in msg.keys()):
+    if any(key.lower() == LOOP_HEADER.lower() for key in msg):
         return f"loop protection: carries our {LOOP_HEADER} header"
     if parsed.sender and parsed.sender in own_addresses:
         return f"loop protection: sent from our own address {parsed.sender}"
@@ -593,7 +593,7 @@ def _attachment_bytes(part: Message, defects: list[str]) -> bytes:
         for style in (policy.default, policy.compat32):
             try:
                 return inner.as_bytes(policy=style)
-            except Exception:  # noqa: BLE001 - headers the strict policy cannot re-fold
+            except Exception:  # noqa: BLE001, S112 - headers the strict policy cannot re-fold: try the next policy
                 continue
         defects.append("attached message could not be re-serialised")
         return b""

@@ -16,8 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.db import transaction
 from crewdesk.intake import events
-from crewdesk.intake.email.parse import (EmailRejected, ParsedAttachment, ParsedEmail, parse_email, printable, subject_tag,
-                                         synthetic_message_id)
+from crewdesk.intake.email.parse import EmailRejected, ParsedAttachment, ParsedEmail, parse_email, printable, subject_tag, synthetic_message_id
 from crewdesk.settings import Settings
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Attachment, Message, Ticket, TicketStatus
