@@ -156,7 +156,7 @@ class AuditSink:
 def _kept(name: str) -> bool:
     """Kept among the lifecycle events: what went wrong (a task, agent, crew or flow that failed or errored), and the
     guardrails' verdicts on an answer (decisions: a reply refused for claiming what no tool did)."""
-    return name.endswith(("_failed", "_error")) or "error" in name.split("_") or "guardrail" in name
+    return name.endswith(("_failed", "_error")) or "error" in name.split("_") or ("guardrail" in name and not name.endswith("_started"))
 
 
 def is_failure(event: BaseEvent) -> bool:
