@@ -4,6 +4,7 @@ happens on the queue."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -150,9 +151,10 @@ class WebhookAck(BaseModel):
     reason: str | None = None
 
 
-NOT_FOUND = {404: {"model": ErrorView, "description": "No such row."}}
-BAD_BODY = {400: {"model": ErrorView, "description": "The body could not be read (not UTF-8)."}}
-WEBHOOK_ERRORS = {
+Responses = dict[int | str, dict[str, Any]]  # FastAPI's `responses=`
+NOT_FOUND: Responses = {404: {"model": ErrorView, "description": "No such row."}}
+BAD_BODY: Responses = {400: {"model": ErrorView, "description": "The body could not be read (not UTF-8)."}}
+WEBHOOK_ERRORS: Responses = {
     400: {"model": ErrorView, "description": "Malformed X-Hub-Signature, or a body that is not a JSON object."},
     401: {"model": ErrorView, "description": "Missing or forged X-Hub-Signature."},
     413: {"model": ErrorView, "description": "Body over 1 MB."},
@@ -197,7 +199,7 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
     app = FastAPI(title="crewdesk", version=__version__, description="Agentic customer-support worker service.")
     refusals = jira_intake.RefusalLimiter(settings.jira_refusals_per_minute)
 
-    def db() -> Session:
+    def db() -> Iterator[Session]:
         with factory() as session:
             yield session
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -177,6 +178,7 @@ def _decide(approval_id: int, approve: bool, by: str, reason: str | None, inline
     settings = _settings(log_json=False, log_level="WARNING")
     factory = _session_factory(settings)
     pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
+    resume: Callable[[int], Any]
     if inline:
         resume = pipeline.process
     else:
@@ -637,9 +639,10 @@ def show(ticket: Annotated[str, typer.Argument(help="Ticket id, or SOURCE:EXTERN
             row = tickets.get(db=db, ticket_id=int(ticket))
         else:
             source, _, external = ticket.partition(":")
-            row = tickets.find(db=db, source=source, external_id=external) if external else None
-            if row is None:
+            found = tickets.find(db=db, source=source, external_id=external) if external else None
+            if found is None:
                 raise CrewdeskError(f"no ticket {ticket!r} (use an id or SOURCE:EXTERNAL_ID)")
+            row = found
         console.print(f"[bold]ticket {row.id}[/] {row.source}:{row.external_id}  status={row.status}  category={row.category}  priority={row.priority}", highlight=False)
         console.print(f"customer: {row.customer}\nsubject: {row.subject}", highlight=False)
         if row.status_reason:
@@ -880,7 +883,7 @@ def main() -> None:
         try:  # typer >= 0.2x vendors its own click: its usage errors are not click's
             from typer._click.exceptions import ClickException as TyperClickException
         except ImportError:  # pragma: no cover - older typer uses click itself
-            TyperClickException = click.ClickException
+            TyperClickException = click.ClickException  # type: ignore[misc,assignment]  # the same role under older typer
         if isinstance(exc, (click.ClickException, TyperClickException)):
             exc.show()
             sys.exit(exc.exit_code)

@@ -15,6 +15,7 @@ import inspect
 import pkgutil
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 
 import crewai.events.types as event_types
 from crewai.events.base_events import BaseEvent
@@ -80,7 +81,7 @@ class AuditSink:
 
     def __init__(self) -> None:
         self.session_factory: sessionmaker[Session] | None = None
-        self._llm_started: dict[str, float] = {}
+        self._llm_started: dict[str, datetime] = {}  # call id -> its started event's timestamp
         self._lock = threading.Lock()
         self.failures = 0
         self._failed_runs: dict[int, list[str]] = {}

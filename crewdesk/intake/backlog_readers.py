@@ -31,6 +31,8 @@ class _Lines:
     """Physical lines with their numbers, read in bounded pieces, with push-back to re-read after a stray quote.
     An over-long line comes back as (number, None)."""
 
+    pending: deque[tuple[int, str | None]]
+
     def __init__(self, handle: io.TextIOBase) -> None:
         self.handle, self.number, self.pending = handle, 0, deque()
 
@@ -102,6 +104,7 @@ def _csv_records(lines: _Lines, width: Callable[[], int | None]) -> Iterator[tup
         if '"' not in text or not _still_quoted(text, False):
             yield number, _fields(text), None, ""
             continue
+        parts: list[tuple[int, str | None]]
         parts, size, broken = [(number, text)], len(text), None
         for more_number, more in lines:
             parts.append((more_number, more))
@@ -181,6 +184,7 @@ class _CsvRows:
         self.on_header([_column_key(name) for name in self.header])
 
     def on_header(self, keys: list[str]) -> None:
+        assert self.header is not None  # prepare() read it
         self.index = {}
         for field, names in COLUMNS.items():
             found = next((keys.index(name) for name in names if name in keys), None)
@@ -190,10 +194,11 @@ class _CsvRows:
             raise InvalidTicket(f"{self.path}: the header has no body column (one of {', '.join(COLUMNS['body'])}): {', '.join(self.header)}")
 
     def to_row(self, line: int, fields: list[str]) -> Row:
+        assert self.header is not None  # prepare() read it
         raw = dict(zip(self.header, (f[:EXCERPT_CHARS] for f in fields), strict=False))
         if len(fields) != len(self.header):
             return _bad(line, f"expected {len(self.header)} fields, got {len(fields)}", fields[0] if fields else "", raw)
-        record = {field: fields[i] for field, i in self.index.items()}
+        record: dict[str, str | None] = {field: fields[i] for field, i in self.index.items()}
         if "external_id" not in self.index:  # no id column: the content is the identity, so a re-import still de-duplicates
             record["external_id"] = "sha-" + hashlib.sha256("\x1f".join(fields).encode("utf-8", "replace")).hexdigest()[:24]
         record["priority"] = _priority(record.get("priority"))
@@ -202,7 +207,11 @@ class _CsvRows:
 
     def rows(self, skip: int) -> Iterator[Row]:
         for line, fields, error, text in islice(self.records, skip, None):
-            yield _bad(line, error, text.split(",", 1)[0][:255], text) if fields is None else self.to_row(line, fields)
+            if fields is None:
+                assert error is not None  # _csv_records gives the reason for every record it cannot read
+                yield _bad(line, error, text.split(",", 1)[0][:255], text)
+            else:
+                yield self.to_row(line, fields)
 
 
 class _JiraRows(_CsvRows):
@@ -210,6 +219,8 @@ class _JiraRows(_CsvRows):
     comment, all named "Comment". Comments follow the description in the body, trimmed to fit."""
 
     def on_header(self, keys: list[str]) -> None:
+        assert self.header is not None  # prepare() read it
+
         def first(*names: str) -> int | None:
             return next((keys.index(n) for n in names if n in keys), None)
 
@@ -220,6 +231,7 @@ class _JiraRows(_CsvRows):
             raise InvalidTicket(f"{self.path}: not a Jira CSV export (needs 'Issue key' and 'Summary' or 'Description'): {', '.join(self.header)}")
 
     def to_row(self, line: int, fields: list[str]) -> Row:
+        assert self.header is not None  # prepare() read it
         raw = dict(zip(self.header, (f[:EXCERPT_CHARS] for f in fields), strict=False))
         if len(fields) != len(self.header):
             return _bad(line, f"expected {len(self.header)} fields, got {len(fields)}", fields[0] if fields else "", raw)
@@ -252,6 +264,12 @@ class _JsonBroken(Exception):
 
 _WS = re.compile(r"[ \t\n\r]*")
 _INDENT = re.compile(r"[ \t]*")
+
+
+def _match_end(pattern: re.Pattern[str], text: str, pos: int) -> int:
+    match = pattern.match(text, pos)
+    assert match is not None  # _WS and _INDENT match the empty string
+    return match.end()
 KEEP_BEHIND = 4096  # characters kept before the cursor, so a line's indentation can still be measured
 
 
@@ -286,7 +304,7 @@ class _JsonStream:
 
     def peek(self) -> str:
         while True:
-            self._advance(_WS.match(self.buf, self.pos).end())
+            self._advance(_match_end(_WS, self.buf, self.pos))
             if self.pos < len(self.buf):
                 return self.buf[self.pos]
             if not self._more():
@@ -332,7 +350,7 @@ class _JsonStream:
                 if not self._more():
                     return False
             self._advance(newline + 1)
-            while (end := _INDENT.match(self.buf, self.pos).end()) >= len(self.buf) and self._more():
+            while (end := _match_end(_INDENT, self.buf, self.pos)) >= len(self.buf) and self._more():
                 pass
             if end < len(self.buf) and end - self.pos == column and self.buf[end] == "{":
                 self.pos = end
@@ -340,9 +358,10 @@ class _JsonStream:
 
 
 def _dig(item: dict, *keys: str) -> object:
+    value: object = item
     for key in keys:
-        item = item.get(key) if isinstance(item, dict) else None
-    return item
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 class _ZendeskRows:
@@ -476,7 +495,7 @@ class BacklogReader:
         self.text = io.TextIOWrapper(self.binary, encoding="utf-8-sig", errors="replace", newline="")
         effective = source or DEFAULT_SOURCES[fmt]
         if fmt == "csv":
-            self.reader = _CsvRows(_Lines(self.text), source=effective, path=path)
+            self.reader: _CsvRows | _ZendeskRows | _JsonlRows = _CsvRows(_Lines(self.text), source=effective, path=path)
         elif fmt == "jira-csv":
             self.reader = _JiraRows(_Lines(self.text), source=effective, path=path)
         elif fmt == "zendesk":

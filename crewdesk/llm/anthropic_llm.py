@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any, cast
 
 import anthropic
 from pydantic import PrivateAttr
@@ -35,7 +36,7 @@ class AnthropicLLM(CrewdeskLLM):
 
     def client(self) -> anthropic.Anthropic:
         if self._client is None:
-            kwargs = {"api_key": self.api_key, "timeout": self.timeout, "max_retries": 0}
+            kwargs: dict[str, Any] = {"api_key": self.api_key, "timeout": self.timeout, "max_retries": 0}
             if self.base_url:
                 kwargs["base_url"] = self.base_url
             self._client = anthropic.Anthropic(**kwargs)
@@ -43,39 +44,39 @@ class AnthropicLLM(CrewdeskLLM):
 
     def _complete(self, messages, stop):
         system, turns = split_system(messages)
-        kwargs = {"max_tokens": int(self.max_tokens or 1024)}
+        kwargs: dict[str, Any] = {"max_tokens": int(self.max_tokens or 1024)}
         if system:
             kwargs["system"] = system
         if stop:
             kwargs["stop_sequences"] = [s for s in stop if s.strip()][:4]
         # anthropic SDK 2.x no longer takes sampling parameters (temperature) on messages.create.
         try:
-            response = self.client().messages.create(model=self.model, messages=turns, **kwargs)
+            response = self.client().messages.create(model=self.model, messages=cast("list[Any]", turns), **kwargs)  # role/content dicts, as the SDK takes
         except anthropic.APIConnectionError as exc:  # refused, reset, and timed out (APITimeoutError is one)
             raise provider_unavailable("anthropic", exc) from exc
         except anthropic.APIStatusError as exc:  # 429, 529 (overloaded) and other 5xx may pass; 400, 401 will not
             if is_transient_status(exc.status_code):
                 raise provider_unavailable("anthropic", exc, status=exc.status_code, headers=exc.response.headers) from exc
             raise
-        text = "".join(block.text for block in response.content if getattr(block, "type", "") == "text")
+        text = "".join(block.text for block in cast("list[Any]", response.content) if getattr(block, "type", "") == "text")
         return self._completion(text, response)
 
     def _complete_json(self, messages, schema, name):
         """A forced tool call whose input schema is the decision's schema: the tool input is the answer."""
         system, turns = split_system(messages)
-        kwargs = {"max_tokens": int(self.max_tokens or 1024), "tools": [{"name": name, "description": f"Record the decision '{name}'.", "input_schema": schema}],
+        kwargs: dict[str, Any] = {"max_tokens": int(self.max_tokens or 1024), "tools": [{"name": name, "description": f"Record the decision '{name}'.", "input_schema": schema}],
                   "tool_choice": {"type": "tool", "name": name}}
         if system:
             kwargs["system"] = system
         try:
-            response = self.client().messages.create(model=self.model, messages=turns, **kwargs)
+            response = self.client().messages.create(model=self.model, messages=cast("list[Any]", turns), **kwargs)  # role/content dicts, as the SDK takes
         except anthropic.APIConnectionError as exc:  # refused, reset, and timed out (APITimeoutError is one)
             raise provider_unavailable("anthropic", exc) from exc
         except anthropic.APIStatusError as exc:  # 429, 529 (overloaded) and other 5xx may pass; 400, 401 will not
             if is_transient_status(exc.status_code):
                 raise provider_unavailable("anthropic", exc, status=exc.status_code, headers=exc.response.headers) from exc
             raise
-        answer = next((block.input for block in response.content if getattr(block, "type", "") == "tool_use"), None)
+        answer = next((block.input for block in cast("list[Any]", response.content) if getattr(block, "type", "") == "tool_use"), None)
         return self._completion(json.dumps(answer) if answer is not None else "", response)
 
     @staticmethod

@@ -7,7 +7,7 @@ import re
 import time
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jsonschema
 from crewai import BaseLLM
@@ -17,6 +17,9 @@ from pydantic import PrivateAttr
 
 from crewdesk.errors import ModelOutputError, ProviderUnavailable
 from crewdesk.llm import react
+
+if TYPE_CHECKING:
+    from crewai.utilities.types import LLMMessage
 
 
 @dataclass(frozen=True)
@@ -182,12 +185,14 @@ class CrewdeskLLM(BaseLLM):
 
         def round_trip(llm: CrewdeskLLM) -> Completion:
             if constrained(llm):
+                assert self.react_schema is not None
                 return llm._complete_json(react.with_hint(normalized), self.react_schema, "react_step")
             return llm._complete(normalized, list(self.stop_sequences or []))
 
         def produce() -> tuple[Completion, str, str]:
             llm, completion = self._answer(round_trip)
             if constrained(llm):
+                assert self.react_schema is not None
                 return completion, react.render(parse_decision(completion.text, self.react_schema, "react_step")), llm.model
             text = self._apply_stop_words(completion.text) if self.stop_sequences else completion.text
             return completion, repair_action(text, normalized), llm.model
@@ -199,7 +204,7 @@ class CrewdeskLLM(BaseLLM):
                 from_task=None, from_agent=None) -> str:
         """One model round trip between CrewAI's started and completed (or failed) events, with its time and usage."""
         with llm_call_context() as call_id:
-            self._emit_call_started_event(messages=normalized, tools=tools, callbacks=callbacks, available_functions=available_functions,
+            self._emit_call_started_event(messages=cast("list[LLMMessage]", normalized), tools=tools, callbacks=callbacks, available_functions=available_functions,
                                           from_task=from_task, from_agent=from_agent)
             started = time.perf_counter()
             try:
@@ -220,7 +225,7 @@ class CrewdeskLLM(BaseLLM):
             self.model = model  # the event (and so the audit row) names the model that answered, a fallback's too
             try:
                 self._emit_call_completed_event(response=text, call_type=LLMCallType.LLM_CALL, from_task=from_task, from_agent=from_agent,
-                                                messages=normalized, usage=usage)
+                                                messages=cast("list[LLMMessage]", normalized), usage=usage)
             finally:
                 self.model = primary
             return text

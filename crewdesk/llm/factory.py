@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 from crewdesk.llm.base import CrewdeskLLM
 from crewdesk.llm.scripted import Responder, ScriptedLLM
 from crewdesk.settings import LLMProvider, Settings
+
+if TYPE_CHECKING:
+    from crewdesk.llm.breaker import Breakers
+    from crewdesk.llm.openai_compat import OpenAICompatibleLLM
 
 TIERS = ("cheap", "strong")
 
@@ -100,7 +105,7 @@ class LLMFactory:
             base_url = f"http://{settings.local_host}:{settings.local_port}/v1"
         self.base_url = base_url
         self.fallback = parse_chain(settings.llm_fallback)
-        self._breakers = None
+        self._breakers: Breakers | None = None
 
     def model_for(self, tier: str) -> str:
         if tier not in TIERS:
@@ -109,7 +114,7 @@ class LLMFactory:
         return configured or DEFAULT_MODELS[self.provider][tier]
 
     @property
-    def breakers(self):
+    def breakers(self) -> Breakers:
         """This process's circuit breakers (crewdesk/llm/breaker.py), opened on first use."""
         if self._breakers is None:
             from crewdesk.llm import breaker
@@ -136,7 +141,7 @@ class LLMFactory:
         from crewdesk.llm.breaker import endpoint_key
 
         s = self.settings
-        common = dict(model=model, tier=tier, temperature=s.llm_temperature, max_tokens=s.llm_max_tokens, ticket_id=ticket_id, run_id=run_id)
+        common: dict[str, Any] = dict(model=model, tier=tier, temperature=s.llm_temperature, max_tokens=s.llm_max_tokens, ticket_id=ticket_id, run_id=run_id)
         url = endpoint_of(s, provider, base_url)
         if provider is LLMProvider.scripted:
             llm: CrewdeskLLM = ScriptedLLM(responder=self.responder, latency_ms=s.scripted_latency_ms, **common)
@@ -158,8 +163,8 @@ class LLMFactory:
     def warm(self) -> None:
         """Open the client once (per Celery child) so the first ticket pays no set-up."""
         if self.provider in (LLMProvider.local, LLMProvider.openai):
-            llm = self.build(tier="cheap")
-            llm.client()  # type: ignore[attr-defined]
+            llm = cast("OpenAICompatibleLLM", self.build(tier="cheap"))  # both providers build an OpenAICompatibleLLM
+            llm.client()
             if self.provider is LLMProvider.local:
                 llm.client().models.list()
 

@@ -141,7 +141,8 @@ def schema_default(schema: dict[str, Any]) -> Any:
         return {name: schema_default(sub) for name, sub in schema.get("properties", {}).items() if name in schema.get("required", [])}
     if kind == "array":
         return [schema_default(schema["items"])] * int(schema.get("minItems", 0))
-    return {"string": "", "integer": schema.get("minimum", 0), "number": schema.get("minimum", 0), "boolean": False, "null": None}.get(kind)
+    defaults: dict[Any, Any] = {"string": "", "integer": schema.get("minimum", 0), "number": schema.get("minimum", 0), "boolean": False, "null": None}
+    return defaults.get(kind)
 
 
 def react_action(tool: str, arguments: dict[str, Any]) -> str:

@@ -81,6 +81,8 @@ def html_to_text(html: str) -> str:
 
 
 def _markdown(source: str, raw: str, *, fallback_title: str) -> Document:
+    path: list[str]
+    lines: list[str]
     title, path, sections, lines = "", [], [], []
     in_fence = False
 

@@ -8,8 +8,12 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from crewdesk.memory.base import EmbeddingError, MemoryUnavailable
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
 
 MINILM = "all-MiniLM-L6-v2"
 _KNOWN_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
@@ -40,7 +44,7 @@ class MiniLMEmbedder(Embedder):
 
     def __init__(self, *, batch_size: int = 32) -> None:
         self.batch_size = batch_size
-        self._model = None
+        self._model: SentenceTransformer | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
 
@@ -79,13 +83,14 @@ class OpenAICompatibleEmbedder(Embedder):
 
     def __init__(self, *, model: str, base_url: str, api_key: str, dimension: int = 0, timeout: float = 60.0) -> None:
         from langchain_openai import OpenAIEmbeddings
+        from pydantic import SecretStr
 
         self.name = model
-        kwargs = {"dimensions": dimension} if dimension and model.startswith("text-embedding-3") else {}
+        kwargs: dict[str, Any] = {"dimensions": dimension} if dimension and model.startswith("text-embedding-3") else {}
         # check_embedding_ctx_length=False: send plain strings, not tiktoken ids (tiktoken would download its tables,
         # and vLLM/Ollama expect text); max_retries=0: Celery owns retries, as for the chat models.
-        self._client = OpenAIEmbeddings(model=model, base_url=base_url, api_key=api_key or "none", check_embedding_ctx_length=False,
-                                        max_retries=0, request_timeout=timeout, **kwargs)
+        self._client = OpenAIEmbeddings(model=model, base_url=base_url, api_key=SecretStr(api_key or "none"), check_embedding_ctx_length=False,
+                                        max_retries=0, timeout=timeout, **kwargs)  # timeout: request_timeout's alias
         self._dimension = dimension or _KNOWN_DIMENSIONS.get(model, 0)
 
     @property

@@ -12,12 +12,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from crewdesk.logging import get_logger
 from crewdesk.memory.base import MemoryStore, MemoryUnavailable, fuse, generation_tag
 from crewdesk.memory.embeddings import Embedder
 from crewdesk.memory.schemas import Interaction, KBChunk, KBFilters, KBHit, Kind, RecallFilters, RecallHit
+
+if TYPE_CHECKING:
+    import lancedb
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -46,7 +49,7 @@ class LanceStore(MemoryStore):
         super().__init__(embedder=embedder, alpha=alpha)
         self.path = Path(path)
         self.lock_timeout = lock_timeout
-        self._db = None
+        self._db: lancedb.DBConnection | None = None
         self._pid: int | None = None
         self._versions: dict[str, str] = {}
 

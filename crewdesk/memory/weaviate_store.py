@@ -7,13 +7,16 @@ import os
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 from crewdesk.logging import get_logger
 from crewdesk.memory.base import MemoryStore, MemoryStoreError, MemoryUnavailable, generation_tag
 from crewdesk.memory.embeddings import Embedder
 from crewdesk.memory.schemas import Interaction, KBChunk, KBFilters, KBHit, Kind, RecallFilters, RecallHit
+
+if TYPE_CHECKING:
+    import weaviate
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -84,7 +87,7 @@ class WeaviateStore(MemoryStore):
         if not re.fullmatch(r"[A-Z][A-Za-z0-9]*", prefix):
             raise MemoryStoreError(f"weaviate collection prefix {prefix!r} must start with a capital letter and hold only letters and digits")
         self.url, self.api_key, self.grpc_port, self.prefix, self.timeout = url, api_key, grpc_port, prefix, timeout
-        self._client = None
+        self._client: weaviate.WeaviateClient | None = None
         self._pid: int | None = None
         self._versions: dict[str, str] = {}
 

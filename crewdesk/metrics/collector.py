@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -127,7 +128,7 @@ class DatabaseCollector(Collector):
         self.redis_factory = redis_factory or self._default_redis
         self.clock = clock or (lambda: datetime.now(UTC))
         self.audit = AuditTally(settle_seconds=settings.task_time_limit + 300.0)
-        self._redis = None
+        self._redis: Any = None  # a redis.Redis, or what redis_factory gives
 
     def describe(self) -> Iterable[Metric]:
         return []  # nothing is queried when the collector is registered

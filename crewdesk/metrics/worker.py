@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -22,6 +23,9 @@ from sqlalchemy.orm import Session
 from crewdesk.runs.models import CrewRun
 from crewdesk.settings import Settings
 from crewdesk.tickets.models import TERMINAL, Message, Ticket, TicketStatus
+
+if TYPE_CHECKING:  # imported at run time only once the multiprocess directory is set (see above)
+    from prometheus_client import Counter, Gauge, Histogram
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Seconds, from a quick crew run to a ticket that waited days for an approval.
@@ -117,15 +121,15 @@ def serve(port: int, path: Path, host: str = "127.0.0.1"):
 
 @dataclass
 class WorkerMetrics:
-    runs: object
-    llm_calls: object
-    llm_seconds: object
-    tokens: object
-    cost: object
-    run_seconds: object
-    first_reply: object
-    handle: object
-    in_progress: object
+    runs: Counter
+    llm_calls: Counter
+    llm_seconds: Counter
+    tokens: Counter
+    cost: Counter
+    run_seconds: Histogram
+    first_reply: Histogram
+    handle: Histogram
+    in_progress: Gauge
 
 
 _metrics: WorkerMetrics | None = None
@@ -205,6 +209,6 @@ def after_task(db: Session, before: Before, metrics: WorkerMetrics | None = None
         if first is not None:
             metrics.first_reply.labels(channel=ticket.source).observe(max(0.0, (_aware(first) - created).total_seconds()))
     if runs and TicketStatus(ticket.status) in TERMINAL:
-        ended = max(_aware(run.finished_at) for run in runs)
+        ended = max(_aware(run.finished_at) for run in runs if run.finished_at is not None)  # all are: the query asks for finished runs
         metrics.handle.labels(channel=ticket.source, status=ticket.status).observe(max(0.0, (ended - created).total_seconds()))
     return len(runs)
