@@ -183,6 +183,8 @@ def install(session_factory: sessionmaker[Session]) -> AuditSink:
     global _installed
     with _install_lock:
         _sink.session_factory = session_factory
+        with _sink._lock:
+            _sink._failed_runs.clear()  # failures belong to the database they were written for
         if _installed:
             return _sink
         specific = {

@@ -237,6 +237,7 @@ class Pipeline:
             return work
         ticket = work.ticket
         bind(ticket_id=ticket.id, run_id=work.run_id)
+        audit_listener.take_failures(work.run_id)  # a new run starts with none (a stale entry under a reused id is not its own)
         token = audit_listener.current_run.set(audit_listener.RunContext(ticket.id, work.run_id))
         try:
             work.recalled = self._recall(ticket)
