@@ -56,8 +56,10 @@ class State:
         if spec is None:
             return default_responder(messages, role)
         token = EMAIL_TOKEN.search(text)
-        plans = {role_key: [(tool, {**args, "email": token.group(0)} if token and "email" in args else args) for tool, args in steps]
-                 for role_key, steps in spec["plans"].items()}
+        plans = {
+            role_key: [(tool, {**args, "email": token.group(0)} if token and "email" in args else args) for tool, args in steps]
+            for role_key, steps in spec["plans"].items()
+        }
         return PlanResponder(triage=spec["triage"], plans=plans, finals=spec["finals"])(messages, role)
 
 
@@ -109,8 +111,11 @@ def handler_for(state: State) -> type[BaseHTTPRequestHandler]:
                 mode = dict(state.mode)
                 state.stats[mode["mode"]] += 1
             if mode["mode"] == "429":
-                self.reply(429, {"error": {"message": "rate limited (fault injection)", "type": "rate_limit_error"}},
-                           headers={"Retry-After": str(mode.get("retry_after", 5))})
+                self.reply(
+                    429,
+                    {"error": {"message": "rate limited (fault injection)", "type": "rate_limit_error"}},
+                    headers={"Retry-After": str(mode.get("retry_after", 5))},
+                )
                 return
             if mode["mode"] == "500":
                 self.reply(500, {"error": {"message": "internal error (fault injection)", "type": "server_error"}})
@@ -123,9 +128,17 @@ def handler_for(state: State) -> type[BaseHTTPRequestHandler]:
             text = state.answer_text(messages)
             prompt = sum(len(m["content"]) for m in messages) // 4 + 1
             completion = len(text) // 4 + 1
-            self.reply(200, {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": request.get("model", "fake-model"),
-                             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}})
+            self.reply(
+                200,
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": request.get("model", "fake-model"),
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+                },
+            )
 
     return Handler
 

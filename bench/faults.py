@@ -53,8 +53,15 @@ sys.path.insert(0, str(ROOT))
 WORK = Path(tempfile.mkdtemp(prefix="crewdesk-faults-"))
 HOME = WORK / "home"
 HOME.mkdir()
-os.environ.update(CREWAI_DISABLE_TELEMETRY="true", OTEL_SDK_DISABLED="true", CREWAI_TRACING_ENABLED="false", CREWAI_TESTING="true",
-                  CREWAI_STORAGE_DIR=str(HOME / "crewai"), CREWDESK_HOME=str(HOME), CREWDESK_LOG_LEVEL="WARNING")
+os.environ.update(
+    CREWAI_DISABLE_TELEMETRY="true",
+    OTEL_SDK_DISABLED="true",
+    CREWAI_TRACING_ENABLED="false",
+    CREWAI_TESTING="true",
+    CREWAI_STORAGE_DIR=str(HOME / "crewai"),
+    CREWDESK_HOME=str(HOME),
+    CREWDESK_LOG_LEVEL="WARNING",
+)
 
 import redis
 from sqlalchemy import String, cast, func, select
@@ -74,8 +81,12 @@ from tests.servers import PrivatePostgres, PrivateRedis, free_port
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")
 TERMINAL = ("resolved", "escalated", "failed")
 LLM_TIMEOUT = 4.0
-DONE = {"customer_reply": "Thank you for your patience; your request has been handled as discussed.", "internal_note": "fault bench",
-        "needs_human": False, "escalation_reason": ""}
+DONE = {
+    "customer_reply": "Thank you for your patience; your request has been handled as discussed.",
+    "internal_note": "fault bench",
+    "needs_human": False,
+    "escalation_reason": "",
+}
 HANDOFF = {"customer_reply": "A colleague will follow up with you shortly.", "handoff_summary": "Customer asked for a person.", "team": "tier2"}
 _T0 = time.monotonic()
 
@@ -110,16 +121,33 @@ def choose_tickets(data: dict, n: int) -> list[dict]:
             body = f"Hello, please cancel my order {order['order_id']}, I no longer need it. My account e-mail is {email}. Thanks."
             subject = "Cancel my order"
         else:
-            write = ("return_delivered_order_items", {"order_id": order["order_id"], "item_ids": [item["item_id"]],
-                                                      "payment_method_id": order["payment_history"][0]["payment_method_id"]})
-            body = (f"Hi, I want to return the {item['name'].lower()} (item {item['item_id']}) from my order {order['order_id']} and get a refund "
-                    f"to my original payment method. My account e-mail is {email}.")
+            write = (
+                "return_delivered_order_items",
+                {"order_id": order["order_id"], "item_ids": [item["item_id"]], "payment_method_id": order["payment_history"][0]["payment_method_id"]},
+            )
+            body = (
+                f"Hi, I want to return the {item['name'].lower()} (item {item['item_id']}) from my order {order['order_id']} and get a refund "
+                f"to my original payment method. My account e-mail is {email}."
+            )
             subject = "Return an item"
         steps = [("find_user_id_by_email", {"email": email}), ("get_order_details", {"order_id": order["order_id"]}), write]
-        plan = {"triage": {"category": "billing", "priority": "normal", "summary": subject, "confidence": 0.9},
-                "plans": {"billing": steps, "escalation": []}, "finals": {"billing": DONE, "escalation": HANDOFF}}
-        chosen.append({"external_id": f"F-{i:03d}", "customer": email, "subject": subject, "body": body, "order_id": order["order_id"],
-                       "write": write[0], "payments": len(order["payment_history"]), "plan": plan})
+        plan = {
+            "triage": {"category": "billing", "priority": "normal", "summary": subject, "confidence": 0.9},
+            "plans": {"billing": steps, "escalation": []},
+            "finals": {"billing": DONE, "escalation": HANDOFF},
+        }
+        chosen.append(
+            {
+                "external_id": f"F-{i:03d}",
+                "customer": email,
+                "subject": subject,
+                "body": body,
+                "order_id": order["order_id"],
+                "write": write[0],
+                "payments": len(order["payment_history"]),
+                "plan": plan,
+            }
+        )
     if len(chosen) < n:
         raise SystemExit(f"the store has only {len(chosen)} customers with a single-payment pending or delivered order")
     return chosen
@@ -170,8 +198,14 @@ class Worker:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Worker:
-        self.proc = subprocess.Popen([CREWDESK, "worker", "--concurrency", str(self.concurrency), "--loglevel", "INFO"], env=self.env, cwd=ROOT,
-                                     stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [CREWDESK, "worker", "--concurrency", str(self.concurrency), "--loglevel", "INFO"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if b"ready." in self.log.read_bytes():
@@ -267,8 +301,17 @@ class Monitor:
 
 def log_events(logs: list[Path]) -> Counter:
     """Counts of the worker's structured log events that tell what happened (all workers of the run)."""
-    wanted = ("ticket.deferred", "ticket.transient_error", "ticket.busy_elsewhere", "reconcile.requeued", "breaker.state", "model.failed",
-              "ticket.failed", "ticket.finish_failed", "audit.write_failed")
+    wanted = (
+        "ticket.deferred",
+        "ticket.transient_error",
+        "ticket.busy_elsewhere",
+        "reconcile.requeued",
+        "breaker.state",
+        "model.failed",
+        "ticket.failed",
+        "ticket.finish_failed",
+        "audit.write_failed",
+    )
     counts: Counter = Counter()
     for log in logs:
         for line in log.read_text(errors="replace").splitlines():
@@ -289,23 +332,52 @@ def figures(session_factory, ids: list[int], chosen: list[dict], env: dict[str, 
         not_terminal = db.execute(select(Ticket.id, Ticket.status, Ticket.status_reason).where(Ticket.id.in_(ids), Ticket.status.not_in(TERMINAL))).all()
         failed = db.execute(select(Ticket.id, Ticket.status_reason).where(Ticket.id.in_(ids), Ticket.status == "failed")).all()
         escalated = db.execute(select(Ticket.id, Ticket.status_reason).where(Ticket.id.in_(ids), Ticket.status == "escalated")).all()
-        replies = dict(db.execute(select(Message.ticket_id, func.count()).where(Message.ticket_id.in_(ids), Message.direction == "outbound")
-                                  .group_by(Message.ticket_id)).all())
-        completed = dict(db.execute(select(CrewRun.ticket_id, func.count()).where(CrewRun.ticket_id.in_(ids), CrewRun.status == "completed")
-                                    .group_by(CrewRun.ticket_id)).all())
+        replies = dict(
+            db.execute(
+                select(Message.ticket_id, func.count()).where(Message.ticket_id.in_(ids), Message.direction == "outbound").group_by(Message.ticket_id)
+            ).all()
+        )
+        completed = dict(
+            db.execute(
+                select(CrewRun.ticket_id, func.count()).where(CrewRun.ticket_id.in_(ids), CrewRun.status == "completed").group_by(CrewRun.ticket_id)
+            ).all()
+        )
         runs = dict(db.execute(select(CrewRun.status, func.count()).where(CrewRun.ticket_id.in_(ids)).group_by(CrewRun.status)).all())
-        effects = db.execute(select(ToolEffect.ticket_id, ToolEffect.tool, cast(ToolEffect.arguments, String), func.count())
-                             .where(ToolEffect.ticket_id.in_(ids)).group_by(ToolEffect.ticket_id, ToolEffect.tool, cast(ToolEffect.arguments, String))).all()
+        effects = db.execute(
+            select(ToolEffect.ticket_id, ToolEffect.tool, cast(ToolEffect.arguments, String), func.count())
+            .where(ToolEffect.ticket_id.in_(ids))
+            .group_by(ToolEffect.ticket_id, ToolEffect.tool, cast(ToolEffect.arguments, String))
+        ).all()
         writes = db.execute(select(ToolEffect.tool, ToolEffect.arguments).where(ToolEffect.ticket_id.in_(ids))).all()
         orders = {o.order_id: o.doc for o in db.execute(select(StoreOrder).where(StoreOrder.order_id.in_(list(by_order)))).scalars()}
-        requeued = db.execute(select(func.count(func.distinct(AuditEvent.ticket_id)), func.count()).where(AuditEvent.ticket_id.in_(ids),
-                                                                                                          AuditEvent.name == "requeued")).one()
-        deferred_rows = db.execute(select(AuditEvent.ticket_id).where(AuditEvent.ticket_id.in_(ids), AuditEvent.kind == "status", AuditEvent.name == "queued",
-                                                                      cast(AuditEvent.result, String).like("%retry at%"))).scalars().all()
-        retried_rows = db.execute(select(AuditEvent.ticket_id).where(AuditEvent.ticket_id.in_(ids), AuditEvent.kind == "status", AuditEvent.name == "queued",
-                                                                     cast(AuditEvent.result, String).like("%retrying%"),
-                                                                     cast(AuditEvent.result, String).not_like("%retry at%"))).scalars().all()
-        interrupted = db.execute(select(func.count(func.distinct(AuditEvent.ticket_id))).where(AuditEvent.ticket_id.in_(ids), AuditEvent.name == "run_interrupted")).scalar_one()
+        requeued = db.execute(
+            select(func.count(func.distinct(AuditEvent.ticket_id)), func.count()).where(AuditEvent.ticket_id.in_(ids), AuditEvent.name == "requeued")
+        ).one()
+        deferred_rows = (
+            db.execute(
+                select(AuditEvent.ticket_id).where(
+                    AuditEvent.ticket_id.in_(ids), AuditEvent.kind == "status", AuditEvent.name == "queued", cast(AuditEvent.result, String).like("%retry at%")
+                )
+            )
+            .scalars()
+            .all()
+        )
+        retried_rows = (
+            db.execute(
+                select(AuditEvent.ticket_id).where(
+                    AuditEvent.ticket_id.in_(ids),
+                    AuditEvent.kind == "status",
+                    AuditEvent.name == "queued",
+                    cast(AuditEvent.result, String).like("%retrying%"),
+                    cast(AuditEvent.result, String).not_like("%retry at%"),
+                )
+            )
+            .scalars()
+            .all()
+        )
+        interrupted = db.execute(
+            select(func.count(func.distinct(AuditEvent.ticket_id))).where(AuditEvent.ticket_id.in_(ids), AuditEvent.name == "run_interrupted")
+        ).scalar_one()
         last_terminal = db.execute(select(func.max(Ticket.updated_at)).where(Ticket.id.in_(ids), Ticket.status.in_(TERMINAL))).scalar_one()
     # The store against the effect records: a cancellation refunds each payment once; a return marks the order once.
     effects_per_order = Counter(args["order_id"] for _, args in writes if "order_id" in args)
@@ -390,17 +462,39 @@ def main() -> int:
         model = FakeModel(plans_file, args.latency_ms, WORK / "fake_model.log").start()
         say(f"PostgreSQL :{pg.port}, Redis :{rds.port} ({'AOF' if args.redis_persistent else 'no persistence'}), fake model :{model.port}")
 
-        env = {**os.environ, "CREWDESK_DATABASE_URL": pg.url, "CREWDESK_BROKER_URL": rds.url, "CREWDESK_LLM_PROVIDER": "openai",
-               "CREWDESK_OPENAI_BASE_URL": f"{model.url}/v1", "CREWDESK_OPENAI_API_KEY": "x", "CREWDESK_LLM_MODEL_CHEAP": "fake-model",
-               "CREWDESK_LLM_MODEL_STRONG": "fake-model", "CREWDESK_LLM_TIMEOUT": str(LLM_TIMEOUT), "CREWDESK_LLM_BREAKER_FAILURES": "3",
-               "CREWDESK_LLM_BREAKER_RESET_SECONDS": "10", "CREWDESK_LLM_BREAKER_PREFIX": "crewdesk-faults:breaker", "CREWDESK_PROCEDURES": "false",
-               "CREWDESK_MEMORY_BACKEND": "off", "CREWDESK_APPROVAL_THRESHOLD_USD": "-1", "CREWDESK_RECONCILE_SECONDS": "5",
-               "CREWDESK_RECONCILE_AFTER_SECONDS": "20", "CREWDESK_VISIBILITY_TIMEOUT": "50", "CREWDESK_TASK_TIME_LIMIT": "40",
-               "CREWDESK_UNACKED_RESTORE_INTERVAL": "2", "CREWDESK_LOG_LEVEL": "INFO", "CREWDESK_LOG_JSON": "true", "CREWDESK_HOME": str(HOME)}
+        env = {
+            **os.environ,
+            "CREWDESK_DATABASE_URL": pg.url,
+            "CREWDESK_BROKER_URL": rds.url,
+            "CREWDESK_LLM_PROVIDER": "openai",
+            "CREWDESK_OPENAI_BASE_URL": f"{model.url}/v1",
+            "CREWDESK_OPENAI_API_KEY": "x",
+            "CREWDESK_LLM_MODEL_CHEAP": "fake-model",
+            "CREWDESK_LLM_MODEL_STRONG": "fake-model",
+            "CREWDESK_LLM_TIMEOUT": str(LLM_TIMEOUT),
+            "CREWDESK_LLM_BREAKER_FAILURES": "3",
+            "CREWDESK_LLM_BREAKER_RESET_SECONDS": "10",
+            "CREWDESK_LLM_BREAKER_PREFIX": "crewdesk-faults:breaker",
+            "CREWDESK_PROCEDURES": "false",
+            "CREWDESK_MEMORY_BACKEND": "off",
+            "CREWDESK_APPROVAL_THRESHOLD_USD": "-1",
+            "CREWDESK_RECONCILE_SECONDS": "5",
+            "CREWDESK_RECONCILE_AFTER_SECONDS": "20",
+            "CREWDESK_VISIBILITY_TIMEOUT": "50",
+            "CREWDESK_TASK_TIME_LIMIT": "40",
+            "CREWDESK_UNACKED_RESTORE_INTERVAL": "2",
+            "CREWDESK_LOG_LEVEL": "INFO",
+            "CREWDESK_LOG_JSON": "true",
+            "CREWDESK_HOME": str(HOME),
+        }
 
         with transaction(session_factory) as db:
-            ids = [tickets.submit(db=db, ticket_in=TicketIn(source="bench", external_id=t["external_id"], customer=t["customer"], subject=t["subject"],
-                                                             body=t["body"]))[0].id for t in chosen]
+            ids = [
+                tickets.submit(
+                    db=db, ticket_in=TicketIn(source="bench", external_id=t["external_id"], customer=t["customer"], subject=t["subject"], body=t["body"])
+                )[0].id
+                for t in chosen
+            ]
         from celery import Celery
 
         sender = Celery("faults-bench", broker=rds.url)
@@ -427,8 +521,16 @@ def main() -> int:
             say(f"fault: {name} ({in_flight} tickets not terminal: {before})")
             detail = action() or {}
             recovered = recovery()
-            faults.append({"fault": name, "at_s": round(started - load_started, 1), "not_terminal_before": in_flight,
-                           "status_before": before, "recovered_s": round(recovered, 1) if recovered >= 0 else None, **detail})
+            faults.append(
+                {
+                    "fault": name,
+                    "at_s": round(started - load_started, 1),
+                    "not_terminal_before": in_flight,
+                    "status_before": before,
+                    "recovered_s": round(recovered, 1) if recovered >= 0 else None,
+                    **detail,
+                }
+            )
             say(f"  recovered in {recovered:.1f} s; {monitor.last()}")
 
         if not args.no_faults:
@@ -462,8 +564,11 @@ def main() -> int:
                 lost["keys_after_restart"] = rds.keys()
                 return lost
 
-            fault(f"restart Redis ({'AOF' if args.redis_persistent else 'no persistence'})", restart_redis,
-                  lambda: monitor.progress(4, 120, "progress after the Redis restart"))
+            fault(
+                f"restart Redis ({'AOF' if args.redis_persistent else 'no persistence'})",
+                restart_redis,
+                lambda: monitor.progress(4, 120, "progress after the Redis restart"),
+            )
 
             def restart_pg() -> dict:
                 engine.dispose()
@@ -485,8 +590,11 @@ def main() -> int:
                 model.control(mode="normal")
                 return {"requests_met": seen, "terminal_during": monitor.terminal()}
 
-            fault("model endpoint: 429 Retry-After 5 s, then 500, then hangs past the 4 s timeout (20 s each)", model_outage,
-                  lambda: monitor.progress(4, 120, "progress after the model recovered"))
+            fault(
+                "model endpoint: 429 Retry-After 5 s, then 500, then hangs past the 4 s timeout (20 s each)",
+                model_outage,
+                lambda: monitor.progress(4, 120, "progress after the model recovered"),
+            )
 
             def kill_model() -> dict:
                 model.kill()
@@ -510,20 +618,37 @@ def main() -> int:
         drain = (last.replace(tzinfo=dt.UTC) - first_fault_wall).total_seconds() if last else None
         lost = len(found["not_terminal"])
         result = {
-            "date": f"{started_wall:%Y-%m-%d}", "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-            "command": "bench/faults.py " + " ".join(sys.argv[1:]), "tickets": len(ids), "concurrency": args.concurrency, "latency_ms": args.latency_ms,
-            "redis": "AOF" if args.redis_persistent else "no persistence", "fallback_model": None, "procedures": False,
-            "submitted": len(ids), "terminal": len(ids) - lost, "lost": lost,
+            "date": f"{started_wall:%Y-%m-%d}",
+            "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+            "command": "bench/faults.py " + " ".join(sys.argv[1:]),
+            "tickets": len(ids),
+            "concurrency": args.concurrency,
+            "latency_ms": args.latency_ms,
+            "redis": "AOF" if args.redis_persistent else "no persistence",
+            "fallback_model": None,
+            "procedures": False,
+            "submitted": len(ids),
+            "terminal": len(ids) - lost,
+            "lost": lost,
             "time_to_drain_s": round(drain, 1) if drain is not None else None,
             "load_seconds": round(time.monotonic() - load_started, 1),
-            "faults": faults, "model_requests_since_its_last_start": stats, "worker_log_events": dict(log_events([w.log for w in workers])), **found,
+            "faults": faults,
+            "model_requests_since_its_last_start": stats,
+            "worker_log_events": dict(log_events([w.log for w in workers])),
+            **found,
             "timeline": [(round(t, 1), c) for t, c in monitor.samples[:: max(1, len(monitor.samples) // 120)]],
         }
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2, default=str))
         print_table(result)
         print(f"\nfigures: {out}\nlogs: {WORK}")
-        ok = lost == 0 and found["duplicate_effects"] == 0 and not found["store_duplicate_writes"] and found["duplicate_replies"] == 0 and found["audit_verify"]["exit"] == 0
+        ok = (
+            lost == 0
+            and found["duplicate_effects"] == 0
+            and not found["store_duplicate_writes"]
+            and found["duplicate_replies"] == 0
+            and found["audit_verify"]["exit"] == 0
+        )
         return 0 if ok else 1
     finally:
         if monitor is not None:
@@ -543,8 +668,10 @@ def print_table(r: dict) -> None:
         ("submitted", r["submitted"]),
         ("reached a terminal state", r["terminal"]),
         ("lost (not terminal at the end)", r["lost"]),
-        ("duplicate side effects (tool_effects per ticket+tool+args > 1; store writes twice or without effect)",
-         r["duplicate_effects"] + len(r["store_duplicate_writes"]) + len(r["store_writes_without_effect"])),
+        (
+            "duplicate side effects (tool_effects per ticket+tool+args > 1; store writes twice or without effect)",
+            r["duplicate_effects"] + len(r["store_duplicate_writes"]) + len(r["store_writes_without_effect"]),
+        ),
         ("duplicate replies (outbound messages per ticket > 1)", r["duplicate_replies"]),
         ("crewdesk audit verify", f"exit {r['audit_verify']['exit']}: {' / '.join(r['audit_verify']['output'])}"),
         ("time to drain (first fault -> last ticket terminal)", f"{r['time_to_drain_s']} s"),

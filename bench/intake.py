@@ -110,6 +110,7 @@ def write_backlog_csv(path: Path, rows: int, *, bad_every: int = 100, seed: int 
 
 # --- benchmark plumbing ----------------------------------------------------------------------------------------
 
+
 def reset(url: str) -> None:
     import redis
     from sqlalchemy import create_engine, text
@@ -122,8 +123,15 @@ def reset(url: str) -> None:
 
 
 def env_for(url: str, home: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "CREWDESK_DATABASE_URL": url, "CREWDESK_BROKER_URL": REDIS_URL, "CREWDESK_HOME": str(home),
-            "CREWDESK_LLM_PROVIDER": "scripted", "CREWDESK_LOG_LEVEL": "WARNING", **extra}
+    return {
+        **os.environ,
+        "CREWDESK_DATABASE_URL": url,
+        "CREWDESK_BROKER_URL": REDIS_URL,
+        "CREWDESK_HOME": str(home),
+        "CREWDESK_LLM_PROVIDER": "scripted",
+        "CREWDESK_LOG_LEVEL": "WARNING",
+        **extra,
+    }
 
 
 def run_import(url: str, home: Path, csv_path: Path, made: BacklogFile) -> tuple[float, float]:
@@ -158,14 +166,23 @@ def backlog_section(url: str, home: Path, sizes: list[int], repeats: int) -> dic
             rate, peak = run_import(url, home, path, made)
             rates.append(rate)
             rss.append(peak)
-        results[size] = {"rows_per_s": statistics.median(rates), "peak_rss_mib": statistics.median(rss), "file_mib": path.stat().st_size / 2**20,
-                         "runs_rows_per_s": [round(r) for r in rates], "runs_rss_mib": [round(r, 1) for r in rss]}
-        print(f"  {size:>7,} rows ({results[size]['file_mib']:.1f} MiB): {results[size]['rows_per_s']:>8,.0f} rows/s, "
-              f"peak RSS {results[size]['peak_rss_mib']:.0f} MiB   (runs: {results[size]['runs_rows_per_s']} rows/s, {results[size]['runs_rss_mib']} MiB)")
+        results[size] = {
+            "rows_per_s": statistics.median(rates),
+            "peak_rss_mib": statistics.median(rss),
+            "file_mib": path.stat().st_size / 2**20,
+            "runs_rows_per_s": [round(r) for r in rates],
+            "runs_rss_mib": [round(r, 1) for r in rss],
+        }
+        print(
+            f"  {size:>7,} rows ({results[size]['file_mib']:.1f} MiB): {results[size]['rows_per_s']:>8,.0f} rows/s, "
+            f"peak RSS {results[size]['peak_rss_mib']:.0f} MiB   (runs: {results[size]['runs_rows_per_s']} rows/s, {results[size]['runs_rss_mib']} MiB)"
+        )
     if len(sizes) >= 2:
         small, large = results[sizes[0]], results[sizes[-1]]
-        print(f"  ratio {sizes[-1]:,} / {sizes[0]:,} rows: rows/s x{large['rows_per_s'] / small['rows_per_s']:.2f}, "
-              f"peak RSS x{large['peak_rss_mib'] / small['peak_rss_mib']:.2f} (constant memory: near 1)")
+        print(
+            f"  ratio {sizes[-1]:,} / {sizes[0]:,} rows: rows/s x{large['rows_per_s'] / small['rows_per_s']:.2f}, "
+            f"peak RSS x{large['peak_rss_mib'] / small['peak_rss_mib']:.2f} (constant memory: near 1)"
+        )
     return results
 
 
@@ -178,11 +195,23 @@ def free_port() -> int:
 def jira_payload() -> dict:
     if JIRA_FIXTURE.exists():
         return json.loads(JIRA_FIXTURE.read_text())
-    return {"webhookEvent": "jira:issue_created", "issue_event_type_name": "issue_created", "timestamp": 0,
-            "user": {"accountId": "bench-user", "displayName": "Bench User"},
-            "issue": {"id": "10001", "key": "BENCH-1", "fields": {"summary": "The export times out", "description": "Exports over 10k rows time out.",
-                                                                   "reporter": {"accountId": "bench-user", "displayName": "Bench User"},
-                                                                   "priority": {"name": "High"}, "status": {"name": "Open"}}}}
+    return {
+        "webhookEvent": "jira:issue_created",
+        "issue_event_type_name": "issue_created",
+        "timestamp": 0,
+        "user": {"accountId": "bench-user", "displayName": "Bench User"},
+        "issue": {
+            "id": "10001",
+            "key": "BENCH-1",
+            "fields": {
+                "summary": "The export times out",
+                "description": "Exports over 10k rows time out.",
+                "reporter": {"accountId": "bench-user", "displayName": "Bench User"},
+                "priority": {"name": "High"},
+                "status": {"name": "Open"},
+            },
+        },
+    }
 
 
 async def _load(base: str, secret: str, total: int, concurrency: int, tag: str) -> tuple[list[float], float, dict[int, int]]:
@@ -200,7 +229,11 @@ async def _load(base: str, secret: str, total: int, concurrency: int, tag: str) 
             payload = json.loads(json.dumps(template))
             payload["issue"]["key"], payload["issue"]["id"] = f"BENCH{tag}-{n}", str(900000 + n)
             body = json.dumps(payload).encode()
-            headers = {"Content-Type": "application/json", "X-Hub-Signature": sign(secret, body), "X-Atlassian-Webhook-Identifier": f"{tag}-{n}-{uuid.uuid4().hex}"}
+            headers = {
+                "Content-Type": "application/json",
+                "X-Hub-Signature": sign(secret, body),
+                "X-Atlassian-Webhook-Identifier": f"{tag}-{n}-{uuid.uuid4().hex}",
+            }
             start = time.perf_counter()
             response = await client.post(f"{base}/webhooks/jira", content=body, headers=headers)
             latencies.append(time.perf_counter() - start)
@@ -248,11 +281,19 @@ def webhook_section(url: str, home: Path, requests: int, concurrency: int, repea
             p50s.append(statistics.median(ordered) * 1000)
             p99s.append(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000)
             rates.append(len(latencies) / wall)
-        result = {"p50_ms": statistics.median(p50s), "p99_ms": statistics.median(p99s), "requests_per_s": statistics.median(rates),
-                  "runs_p50_ms": [round(v, 1) for v in p50s], "runs_p99_ms": [round(v, 1) for v in p99s], "runs_rps": [round(v) for v in rates]}
-        print(f"  {requests:,} signed issue_created deliveries, concurrency {concurrency}, one uvicorn worker: p50 {result['p50_ms']:.1f} ms, "
-              f"p99 {result['p99_ms']:.1f} ms, {result['requests_per_s']:,.0f} requests/s   (runs: p50 {result['runs_p50_ms']}, p99 {result['runs_p99_ms']}, "
-              f"{result['runs_rps']} req/s)")
+        result = {
+            "p50_ms": statistics.median(p50s),
+            "p99_ms": statistics.median(p99s),
+            "requests_per_s": statistics.median(rates),
+            "runs_p50_ms": [round(v, 1) for v in p50s],
+            "runs_p99_ms": [round(v, 1) for v in p99s],
+            "runs_rps": [round(v) for v in rates],
+        }
+        print(
+            f"  {requests:,} signed issue_created deliveries, concurrency {concurrency}, one uvicorn worker: p50 {result['p50_ms']:.1f} ms, "
+            f"p99 {result['p99_ms']:.1f} ms, {result['requests_per_s']:,.0f} requests/s   (runs: p50 {result['runs_p50_ms']}, p99 {result['runs_p99_ms']}, "
+            f"{result['runs_rps']} req/s)"
+        )
         print(f"  ratio p99 / p50: x{result['p99_ms'] / result['p50_ms']:.1f}")
         return result
     finally:
@@ -275,8 +316,10 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="crewdesk-bench-intake-"))
     os.environ.update(CREWDESK_HOME=str(home), CREWDESK_LOG_LEVEL="WARNING", CREWAI_DISABLE_TELEMETRY="true", OTEL_SDK_DISABLED="true")
     sys.path.insert(0, str(ROOT))
-    print(f"crewdesk intake benchmark: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}, "
-          f"medians of {args.repeats}")
+    print(
+        f"crewdesk intake benchmark: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}, "
+        f"medians of {args.repeats}"
+    )
     url = create_db()
     try:
         print("backlog import (crewdesk backlog import, CSV with 1% bad rows, queued on Redis, no rate limit):")

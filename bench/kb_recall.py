@@ -41,8 +41,10 @@ def normalise(text: str) -> str:
 
 
 def relevant(chunk: KBChunk, question: dict) -> bool:
-    where = any(Path(chunk.source).name == place["source"] and (chunk.heading == place["section"] or chunk.heading.endswith(" > " + place["section"]))
-                for place in question["relevant"])
+    where = any(
+        Path(chunk.source).name == place["source"] and (chunk.heading == place["section"] or chunk.heading.endswith(" > " + place["section"]))
+        for place in question["relevant"]
+    )
     return where and ("answer" not in question or normalise(question["answer"]) in normalise(chunk.text))
 
 
@@ -77,14 +79,18 @@ def main() -> None:
         started = time.perf_counter()
         reports = ingest(store=store, paths=DEMO_KB, chunk_chars=args.chunk_chars, overlap=args.overlap)
         built = time.perf_counter() - started
-        print(f"demo KB: {sum(r.added for r in reports)} chunks from {len(reports)} files in {built:.1f} s "
-              f"(chunk cap {args.chunk_chars} chars, overlap {args.overlap}); {len(questions)} questions; embedder {store.embedder.version}")
-        for alpha in ([0.0, 0.25, 0.5, 0.75, 1.0] if args.sweep else [args.alpha]):
+        print(
+            f"demo KB: {sum(r.added for r in reports)} chunks from {len(reports)} files in {built:.1f} s "
+            f"(chunk cap {args.chunk_chars} chars, overlap {args.overlap}); {len(questions)} questions; embedder {store.embedder.version}"
+        )
+        for alpha in [0.0, 0.25, 0.5, 0.75, 1.0] if args.sweep else [args.alpha]:
             store.alpha = alpha
             recall, mrr, misses, seconds = evaluate(store, questions, k=args.k)
             seconds.sort()
-            print(f"alpha {alpha:.2f}: recall@{args.k} {recall:.3f}  MRR {mrr:.3f}  ({len(questions) - len(misses)}/{len(questions)} found; "
-                  f"query p50 {1000 * seconds[len(seconds) // 2]:.0f} ms)")
+            print(
+                f"alpha {alpha:.2f}: recall@{args.k} {recall:.3f}  MRR {mrr:.3f}  ({len(questions) - len(misses)}/{len(questions)} found; "
+                f"query p50 {1000 * seconds[len(seconds) // 2]:.0f} ms)"
+            )
         if args.misses:
             store.alpha = args.alpha
             for question, chunks in evaluate(store, questions, k=args.k)[2]:

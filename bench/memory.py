@@ -29,8 +29,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 HOME = Path(tempfile.mkdtemp(prefix="crewdesk-bench-memory-"))
-os.environ.update(CREWAI_DISABLE_TELEMETRY="true", OTEL_SDK_DISABLED="true", CREWAI_TRACING_ENABLED="false", CREWAI_TESTING="true",
-                  CREWAI_STORAGE_DIR=str(HOME / "crewai"), CREWDESK_HOME=str(HOME), CREWDESK_LOG_LEVEL="ERROR")
+os.environ.update(
+    CREWAI_DISABLE_TELEMETRY="true",
+    OTEL_SDK_DISABLED="true",
+    CREWAI_TRACING_ENABLED="false",
+    CREWAI_TESTING="true",
+    CREWAI_STORAGE_DIR=str(HOME / "crewai"),
+    CREWDESK_HOME=str(HOME),
+    CREWDESK_LOG_LEVEL="ERROR",
+)
 warnings.filterwarnings("ignore")
 
 import numpy as np
@@ -40,14 +47,24 @@ from crewdesk.memory.embeddings import Embedder, local_embedder
 from crewdesk.memory.lance import LanceStore
 from crewdesk.memory.schemas import KBChunk
 
-WORDS = ("order refund return exchange shipping delivery parcel invoice charge payment card gift subscription account password "  # noqa: SIM905 - a readable word list
-         "address email phone cancel pending delivered processed item product variant size color boots jacket shirt jeans member "
-         "gold silver bronze guest promo code discount fee waive credit store policy agent customer confirm verify identity status "
-         "tracking label warehouse courier late missing damaged stain replacement warranty").split()
-QUESTIONS = ["how long does a refund take", "can I cancel an order that already shipped", "gift card balance for a payment change",
-             "return policy for gold members", "my parcel is late and the tracking does not move", "promo code rejected at checkout",
-             "change the delivery address of a pending order", "charged twice on my subscription invoice", "exchange boots for another size",
-             "reset two-factor authentication"]
+WORDS = (  # noqa: SIM905 - a readable word list
+    "order refund return exchange shipping delivery parcel invoice charge payment card gift subscription account password "
+    "address email phone cancel pending delivered processed item product variant size color boots jacket shirt jeans member "
+    "gold silver bronze guest promo code discount fee waive credit store policy agent customer confirm verify identity status "
+    "tracking label warehouse courier late missing damaged stain replacement warranty"
+).split()
+QUESTIONS = [
+    "how long does a refund take",
+    "can I cancel an order that already shipped",
+    "gift card balance for a payment change",
+    "return policy for gold members",
+    "my parcel is late and the tracking does not move",
+    "promo code rejected at checkout",
+    "change the delivery address of a pending order",
+    "charged twice on my subscription invoice",
+    "exchange boots for another size",
+    "reset two-factor authentication",
+]
 
 
 def synthetic_texts(n: int, seed: int) -> list[str]:
@@ -96,11 +113,20 @@ def percentile(values: list[float], p: float) -> float:
 def bench_scale(n: int, base: dict[str, np.ndarray], queries: int, batch: int = 1000) -> dict[str, float]:
     texts = list(base)
     store = LanceStore(path=HOME / f"scale-{n}", embedder=ReusedVectors(base, local_embedder()))
-    chunks = [KBChunk(id=f"c{i}", source=f"/kb/doc{i // 50}.md", title="Synthetic", heading=f"Doc {i // 50} > Part {i % 50}",
-                      text=f"{texts[i % len(texts)]} #{i}", position=i % 50) for i in range(n)]
+    chunks = [
+        KBChunk(
+            id=f"c{i}",
+            source=f"/kb/doc{i // 50}.md",
+            title="Synthetic",
+            heading=f"Doc {i // 50} > Part {i % 50}",
+            text=f"{texts[i % len(texts)]} #{i}",
+            position=i % 50,
+        )
+        for i in range(n)
+    ]
     started = time.perf_counter()
     for start in range(0, n, batch):
-        store.upsert_chunks(chunks[start:start + batch])
+        store.upsert_chunks(chunks[start : start + batch])
     upsert_seconds = time.perf_counter() - started
     started = time.perf_counter()
     store.optimize()
@@ -117,11 +143,18 @@ def bench_scale(n: int, base: dict[str, np.ndarray], queries: int, batch: int = 
     t = time.perf_counter()
     store.upsert_chunks(chunks[:1000])
     reupsert = time.perf_counter() - t
-    result = {"upsert_per_s": n / upsert_seconds, "optimize_s": optimize_seconds, "p50_ms": 1000 * percentile(latencies, 50),
-              "p95_ms": 1000 * percentile(latencies, 95), "reupsert_1k_s": reupsert}
-    print(f"{n:>7,} chunks: upsert {result['upsert_per_s']:,.0f}/s (batches of {batch}, embedding excluded), optimize {optimize_seconds:.1f} s, "
-          f"query p50 {result['p50_ms']:.0f} ms / p95 {result['p95_ms']:.0f} ms (hybrid, k=5, {queries} queries, query embedding included), "
-          f"re-upsert of 1,000 existing {reupsert:.2f} s")
+    result = {
+        "upsert_per_s": n / upsert_seconds,
+        "optimize_s": optimize_seconds,
+        "p50_ms": 1000 * percentile(latencies, 50),
+        "p95_ms": 1000 * percentile(latencies, 95),
+        "reupsert_1k_s": reupsert,
+    }
+    print(
+        f"{n:>7,} chunks: upsert {result['upsert_per_s']:,.0f}/s (batches of {batch}, embedding excluded), optimize {optimize_seconds:.1f} s, "
+        f"query p50 {result['p50_ms']:.0f} ms / p95 {result['p95_ms']:.0f} ms (hybrid, k=5, {queries} queries, query embedding included), "
+        f"re-upsert of 1,000 existing {reupsert:.2f} s"
+    )
     return result
 
 
@@ -138,17 +171,24 @@ def bench_pipeline(tickets: int) -> None:
     from crews.config import load_config
     from crews.pipeline import Pipeline
 
-    bodies = ["I was charged twice for my subscription this month, please refund one charge.",
-              "Where is my refund for the cancelled order? It has been a week.",
-              "The export button crashes the app with error 500.",
-              "Please change the shipping address on my pending order."]
+    bodies = [
+        "I was charged twice for my subscription this month, please refund one charge.",
+        "Where is my refund for the cancelled order? It has been a week.",
+        "The export button crashes the app with error 500.",
+        "Please change the shipping address on my pending order.",
+    ]
     results = {}
     for mode in ("no kb_search", "off", "lance"):
         slug = mode.replace(" ", "-")
         url = f"sqlite:///{HOME / f'pipeline-{slug}.db'}"
         upgrade(url)
-        settings = load_settings(database_url=url, llm_provider="scripted", memory_backend="off" if mode == "no kb_search" else mode,
-                                 memory_dir=HOME / f"pipeline-memory-{slug}", log_level="ERROR")
+        settings = load_settings(
+            database_url=url,
+            llm_provider="scripted",
+            memory_backend="off" if mode == "no kb_search" else mode,
+            memory_dir=HOME / f"pipeline-memory-{slug}",
+            log_level="ERROR",
+        )
         factory = make_session_factory(make_engine(url))
         config = load_config(settings.agents_dir, settings.tasks_dir)
         if mode == "no kb_search":  # what listing the tool costs in every specialist prompt
@@ -157,8 +197,12 @@ def bench_pipeline(tickets: int) -> None:
         seconds, tokens = [], []
         for n in range(tickets + 1):
             with transaction(factory) as db:
-                ticket, _ = ticket_service.submit(db=db, ticket_in=TicketIn(external_id=f"b{n}", source="bench", customer=f"customer{n % 3}@example.com",
-                                                                            subject="Help", body=bodies[n % len(bodies)]))
+                ticket, _ = ticket_service.submit(
+                    db=db,
+                    ticket_in=TicketIn(
+                        external_id=f"b{n}", source="bench", customer=f"customer{n % 3}@example.com", subject="Help", body=bodies[n % len(bodies)]
+                    ),
+                )
             started = time.perf_counter()
             pipeline.process(ticket.id)
             elapsed = time.perf_counter() - started
@@ -169,11 +213,15 @@ def bench_pipeline(tickets: int) -> None:
                 tokens.append(run.tokens_in)
         results[mode] = (statistics.median(seconds), statistics.mean(tokens))
     bare, off, on = results["no kb_search"], results["off"], results["lance"]
-    print(f"kb_search listed for the 4 specialists: +{off[1] - bare[1]:.0f} prompt tokens per ticket (its description in each specialist prompt; "
-          "a call adds its passages, ~4 x 250 tokens)")
-    print(f"memory per ticket (scripted model at 0 ms, {tickets} tickets from 3 customers, SQLite, LanceDB + MiniLM): "
-          f"+{1000 * (on[0] - off[0]):.0f} ms median ({1000 * off[0]:.0f} -> {1000 * on[0]:.0f} ms), "
-          f"+{on[1] - off[1]:.0f} prompt tokens mean ({off[1]:.0f} -> {on[1]:.0f}); no extra LLM calls")
+    print(
+        f"kb_search listed for the 4 specialists: +{off[1] - bare[1]:.0f} prompt tokens per ticket (its description in each specialist prompt; "
+        "a call adds its passages, ~4 x 250 tokens)"
+    )
+    print(
+        f"memory per ticket (scripted model at 0 ms, {tickets} tickets from 3 customers, SQLite, LanceDB + MiniLM): "
+        f"+{1000 * (on[0] - off[0]):.0f} ms median ({1000 * off[0]:.0f} -> {1000 * on[0]:.0f} ms), "
+        f"+{on[1] - off[1]:.0f} prompt tokens mean ({off[1]:.0f} -> {on[1]:.0f}); no extra LLM calls"
+    )
 
 
 def main() -> None:

@@ -51,8 +51,14 @@ ROUTING_CACHE = Path.home() / ".cache" / "crewdesk-bench" / "routing"
 ROUTING_CACHE.mkdir(parents=True, exist_ok=True)
 (HOME / "cache").mkdir()
 (HOME / "cache" / "routing").symlink_to(ROUTING_CACHE)
-os.environ.update(CREWAI_DISABLE_TELEMETRY="true", OTEL_SDK_DISABLED="true", CREWAI_TRACING_ENABLED="false",
-                  CREWAI_STORAGE_DIR=str(HOME / "crewai"), CREWDESK_HOME=str(HOME), CREWDESK_LOG_LEVEL="WARNING")
+os.environ.update(
+    CREWAI_DISABLE_TELEMETRY="true",
+    OTEL_SDK_DISABLED="true",
+    CREWAI_TRACING_ENABLED="false",
+    CREWAI_STORAGE_DIR=str(HOME / "crewai"),
+    CREWDESK_HOME=str(HOME),
+    CREWDESK_LOG_LEVEL="WARNING",
+)
 
 import redis
 from benchdb import PG_ADMIN, create_db, drop_db
@@ -70,8 +76,11 @@ BODIES = [
 ]
 # The procedure path: a read-only request the store's procedures answer (identify by the sender, read the orders,
 # reply with status and tracking), so the same ticket can run again and again.
-STATUS_TICKET = {"customer": "emma.smith3991@example.com", "subject": "Where is my camera?",
-                 "body": "Hi, can you tell me the status of my digital camera order and its tracking number? Thanks, Emma"}
+STATUS_TICKET = {
+    "customer": "emma.smith3991@example.com",
+    "subject": "Where is my camera?",
+    "body": "Hi, can you tell me the status of my digital camera order and its tracking number? Thanks, Emma",
+}
 
 
 def crew_ticket(key: str) -> dict:
@@ -84,11 +93,23 @@ def crew_responder():
     from crewdesk.llm.scripted import PlanResponder
 
     return PlanResponder(
-        triage={"category": "billing", "priority": "normal", "language": "en", "sentiment": "neutral",
-                "summary": "Charged twice for one invoice.", "confidence": 0.9},
+        triage={
+            "category": "billing",
+            "priority": "normal",
+            "language": "en",
+            "sentiment": "neutral",
+            "summary": "Charged twice for one invoice.",
+            "confidence": 0.9,
+        },
         plans={"billing": [("calculate", {"expression": "84 / 2"})]},
-        finals={"billing": {"customer_reply": "We looked at invoice INV-1: the amount is 42.0. Our team will check the second charge.",
-                            "internal_note": "Checked the amount.", "needs_human": False, "escalation_reason": ""}},
+        finals={
+            "billing": {
+                "customer_reply": "We looked at invoice INV-1: the amount is 42.0. Our team will check the second charge.",
+                "internal_note": "Checked the amount.",
+                "needs_human": False,
+                "escalation_reason": "",
+            }
+        },
     )
 
 
@@ -106,7 +127,9 @@ def make_tickets(session_factory, n: int, tag: str, *, ticket=None) -> list[int]
     ids = []
     with transaction(session_factory) as db:
         for i in range(n):
-            fields = ticket(f"{tag}-{i}") if callable(ticket) else ticket or {"customer": f"c{i}@example.com", "subject": "bench", "body": BODIES[i % len(BODIES)]}
+            fields = (
+                ticket(f"{tag}-{i}") if callable(ticket) else ticket or {"customer": f"c{i}@example.com", "subject": "bench", "body": BODIES[i % len(BODIES)]}
+            )
             row, _ = service.submit(db=db, ticket_in=TicketIn(source="bench", external_id=f"{tag}-{i}", **fields))
             ids.append(row.id)
     return ids
@@ -134,8 +157,19 @@ def anchor(tickets: int) -> dict:
     return {"median_ms": float(match.group(1)), "p95_ms": float(match.group(2)), "tickets": tickets}
 
 
-def in_process(label: str, tickets: int, *, procedures: bool, memory: bool, responder=None, ticket=None,
-               demo_store: bool = False, profile: Path | None = None, rounds: int = 1, between=None) -> dict:
+def in_process(
+    label: str,
+    tickets: int,
+    *,
+    procedures: bool,
+    memory: bool,
+    responder=None,
+    ticket=None,
+    demo_store: bool = False,
+    profile: Path | None = None,
+    rounds: int = 1,
+    between=None,
+) -> dict:
     """Pipeline.process on `tickets` submitted tickets (after WARMUP untimed ones), fresh database, scripted model at 0 ms.
     The timed tickets run in `rounds` equal chunks with between(round) called after each (the anchor's runs, so both
     see the same machine load); per-round medians are kept for the ratio."""
@@ -152,8 +186,9 @@ def in_process(label: str, tickets: int, *, procedures: bool, memory: bool, resp
         factory = make_session_factory(engine)
         if demo_store:
             load_demo_store(factory)
-        settings = load_settings(database_url=url, llm_provider="scripted", scripted_latency_ms=0, procedures=procedures,
-                                 memory_backend="lance" if memory else "off")
+        settings = load_settings(
+            database_url=url, llm_provider="scripted", scripted_latency_ms=0, procedures=procedures, memory_backend="lance" if memory else "off"
+        )
         pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings, responder=responder))
         warm = make_tickets(factory, WARMUP, f"{label}-warm", ticket=ticket)
         ids = make_tickets(factory, tickets, label, ticket=ticket)
@@ -164,7 +199,7 @@ def in_process(label: str, tickets: int, *, procedures: bool, memory: bool, resp
         per_round = -(-len(ids) // rounds)
         for number in range(rounds):
             chunk = []
-            for ticket_id in ids[number * per_round:(number + 1) * per_round]:
+            for ticket_id in ids[number * per_round : (number + 1) * per_round]:
                 started = time.perf_counter()
                 if profiler:
                     profiler.enable()
@@ -185,14 +220,18 @@ def in_process(label: str, tickets: int, *, procedures: bool, memory: bool, resp
         engine.dispose()
         drop_db(url)
     return {
-        "label": label, "tickets": tickets,
-        "median_ms": 1000 * statistics.median(times), "p95_ms": 1000 * pct(times, 0.95), "round_medians_ms": round_medians,
+        "label": label,
+        "tickets": tickets,
+        "median_ms": 1000 * statistics.median(times),
+        "p95_ms": 1000 * pct(times, 0.95),
+        "round_medians_ms": round_medians,
         "model_ms_per_ticket": 1000 * statistics.median(r.llm_seconds for r in runs),
         "model_calls_per_ticket": statistics.median(r.llm_calls for r in runs),
         "tool_calls_per_ticket": kinds.get("tool_call", 0) / tickets,
         "audit_rows_per_ticket": sum(kinds.values()) / tickets,
         "audit_rows_by_kind": {k: round(v / tickets, 2) for k, v in sorted(kinds.items())},
-        "process": sorted({r.process for r in runs}), "outcomes": sorted({r.outcome for r in runs}),
+        "process": sorted({r.process for r in runs}),
+        "outcomes": sorted({r.outcome for r in runs}),
     }
 
 
@@ -202,15 +241,31 @@ def overhead(tickets: int, profile: Path | None, rounds: int) -> dict:
     anchors: list[dict] = []
     per_round = max(1, tickets // rounds)
     anchors.append(anchor(per_round))
-    crew = in_process("crew", per_round * rounds, procedures=False, memory=False, responder=crew_responder(), ticket=crew_ticket, profile=profile,
-                      rounds=rounds, between=lambda _n: anchors.append(anchor(per_round)))
+    crew = in_process(
+        "crew",
+        per_round * rounds,
+        procedures=False,
+        memory=False,
+        responder=crew_responder(),
+        ticket=crew_ticket,
+        profile=profile,
+        rounds=rounds,
+        between=lambda _n: anchors.append(anchor(per_round)),
+    )
     defaults = in_process("crew-defaults", tickets, procedures=True, memory=True, responder=crew_responder(), ticket=crew_ticket)
     procedure = in_process("procedure", tickets, procedures=True, memory=False, ticket=STATUS_TICKET, demo_store=True)
     # round r of the crew path ran between anchor runs r and r + 1
     ratios = [m / ((anchors[r]["median_ms"] + anchors[r + 1]["median_ms"]) / 2) for r, m in enumerate(crew["round_medians_ms"])]
-    return {"anchors": anchors, "anchor_median_ms": statistics.median(a["median_ms"] for a in anchors),
-            "anchor_p95_ms": statistics.median(a["p95_ms"] for a in anchors), "crew": crew, "crew_defaults": defaults,
-            "procedure": procedure, "round_ratios": ratios, "ratio_crew": statistics.median(ratios)}
+    return {
+        "anchors": anchors,
+        "anchor_median_ms": statistics.median(a["median_ms"] for a in anchors),
+        "anchor_p95_ms": statistics.median(a["p95_ms"] for a in anchors),
+        "crew": crew,
+        "crew_defaults": defaults,
+        "procedure": procedure,
+        "round_ratios": ratios,
+        "ratio_crew": statistics.median(ratios),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -234,8 +289,9 @@ class LockSampler(threading.Thread):
 
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             while not self._halt.is_set():
-                rows = conn.execute("SELECT wait_event, left(query, 60) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
-                                    (self.dbname,)).fetchall()
+                rows = conn.execute(
+                    "SELECT wait_event, left(query, 60) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'", (self.dbname,)
+                ).fetchall()
                 self.samples += 1
                 self.waiting += len(rows)
                 for event, query in rows:
@@ -246,8 +302,12 @@ class LockSampler(threading.Thread):
     def stop(self) -> dict:
         self._halt.set()
         self.join(10)
-        return {"lock_wait_s": self.waiting * self.interval, "samples": self.samples, "by_event": self.by_event,
-                "top_queries": dict(sorted(self.queries.items(), key=lambda kv: -kv[1])[:3])}
+        return {
+            "lock_wait_s": self.waiting * self.interval,
+            "samples": self.samples,
+            "by_event": self.by_event,
+            "top_queries": dict(sorted(self.queries.items(), key=lambda kv: -kv[1])[:3]),
+        }
 
 
 def tree_cpu_seconds(pgid: int) -> float:
@@ -296,8 +356,14 @@ def celery_run(children: int, tickets: int, latency_ms: int) -> dict:
     factory = make_session_factory(engine)
     redis.Redis.from_url(REDIS_URL).flushdb()
     configure(load_settings(database_url=url, broker_url=REDIS_URL, llm_provider="scripted"))
-    env = {**os.environ, "CREWDESK_DATABASE_URL": url, "CREWDESK_BROKER_URL": REDIS_URL, "CREWDESK_LLM_PROVIDER": "scripted",
-           "CREWDESK_SCRIPTED_LATENCY_MS": str(latency_ms), "CREWDESK_WORKER_CONCURRENCY": str(children)}
+    env = {
+        **os.environ,
+        "CREWDESK_DATABASE_URL": url,
+        "CREWDESK_BROKER_URL": REDIS_URL,
+        "CREWDESK_LLM_PROVIDER": "scripted",
+        "CREWDESK_SCRIPTED_LATENCY_MS": str(latency_ms),
+        "CREWDESK_WORKER_CONCURRENCY": str(children),
+    }
     log = open(HOME / f"worker-{children}.log", "wb")  # noqa: SIM115 - the worker subprocess writes it for the whole measurement
     worker = subprocess.Popen([CREWDESK, "worker", "--loglevel", "WARNING"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -327,11 +393,18 @@ def celery_run(children: int, tickets: int, latency_ms: int) -> dict:
         worker.wait(60)
         engine.dispose()
         drop_db(url)
-    return {"children": children, "tickets": tickets, "seconds": elapsed, "tickets_per_s": tickets / elapsed,
-            "worker_cpu_s_per_ticket": cpu / tickets, "worker_cpu_share_of_2_cores": cpu / elapsed / (os.cpu_count() or 1),
-            "machine_cpu_busy": machine_busy,
-            "model_calls_per_ticket": statistics.median(r.llm_calls for r in runs),
-            "run_latency_s_median": statistics.median(r.latency_s for r in runs), **locks}
+    return {
+        "children": children,
+        "tickets": tickets,
+        "seconds": elapsed,
+        "tickets_per_s": tickets / elapsed,
+        "worker_cpu_s_per_ticket": cpu / tickets,
+        "worker_cpu_share_of_2_cores": cpu / elapsed / (os.cpu_count() or 1),
+        "machine_cpu_busy": machine_busy,
+        "model_calls_per_ticket": statistics.median(r.llm_calls for r in runs),
+        "run_latency_s_median": statistics.median(r.latency_s for r in runs),
+        **locks,
+    }
 
 
 def scaling(children: list[int], per_child: int, latency_ms: int) -> list[dict]:
@@ -400,33 +473,48 @@ def print_overhead(o: dict, tickets: int) -> None:
     print(f"Orchestration overhead per ticket at 0 ms per model call, in-process, {tickets} tickets each (after {WARMUP} warm-up):")
     print(f"  {'what':<66} {'median ms':>9} {'p95 ms':>7}  model calls  tool calls  audit rows")
     runs = len(o["anchors"])
-    print(f"  {f'plain CrewAI anchor, 2 agents built per ticket ({runs} runs)':<66} {o['anchor_median_ms']:9.1f} {o['anchor_p95_ms']:7.1f}"
-          f"  {3:11}  {1:10}  {'-':>10}")
-    for key, what in (("crew", "crewdesk crew path: triage + billing with 1 tool, no router/memory"),
-                      ("crew_defaults", "crewdesk crew path, default settings (router and memory on)"),
-                      ("procedure", "crewdesk procedure path: order status on the demo store")):
+    print(
+        f"  {f'plain CrewAI anchor, 2 agents built per ticket ({runs} runs)':<66} {o['anchor_median_ms']:9.1f} {o['anchor_p95_ms']:7.1f}"
+        f"  {3:11}  {1:10}  {'-':>10}"
+    )
+    for key, what in (
+        ("crew", "crewdesk crew path: triage + billing with 1 tool, no router/memory"),
+        ("crew_defaults", "crewdesk crew path, default settings (router and memory on)"),
+        ("procedure", "crewdesk procedure path: order status on the demo store"),
+    ):
         row = o[key]
-        print(f"  {what:<66} {row['median_ms']:9.1f} {row['p95_ms']:7.1f}  {row['model_calls_per_ticket']:11.0f}  {row['tool_calls_per_ticket']:10.1f}"
-              f"  {row['audit_rows_per_ticket']:10.1f}")
-    print(f"  anchor medians per run (ms): {[round(a['median_ms'], 1) for a in o['anchors']]}; crew path medians per round: "
-          f"{[round(m, 1) for m in o['crew']['round_medians_ms']]}")
-    print(f"  ratio crewdesk crew path / anchor: {o['ratio_crew']:.2f}x (median of the per-round ratios "
-          f"{[round(r, 2) for r in o['round_ratios']]}; target <= 2x)")
+        print(
+            f"  {what:<66} {row['median_ms']:9.1f} {row['p95_ms']:7.1f}  {row['model_calls_per_ticket']:11.0f}  {row['tool_calls_per_ticket']:10.1f}"
+            f"  {row['audit_rows_per_ticket']:10.1f}"
+        )
+    print(
+        f"  anchor medians per run (ms): {[round(a['median_ms'], 1) for a in o['anchors']]}; crew path medians per round: "
+        f"{[round(m, 1) for m in o['crew']['round_medians_ms']]}"
+    )
+    print(
+        f"  ratio crewdesk crew path / anchor: {o['ratio_crew']:.2f}x (median of the per-round ratios {[round(r, 2) for r in o['round_ratios']]}; target <= 2x)"
+    )
     for key in ("crew", "procedure"):
         print(f"  {key}: runs {o[key]['process']} -> {o[key]['outcomes']}; audit rows per ticket by kind {o[key]['audit_rows_by_kind']}")
 
 
 def print_scaling(rows: list[dict], latency_ms: int) -> None:
     print(f"Celery worker, prefork children, scripted model at {latency_ms} ms per call, default settings:")
-    print(f"  {'children':>8} {'tickets':>7} {'seconds':>8} {'tickets/s':>9} {'speed-up':>8} {'lock-wait s':>11} {'worker CPU':>10} {'machine CPU':>11}"
-          f"  CPU s/ticket  model calls  run s (median)")
+    print(
+        f"  {'children':>8} {'tickets':>7} {'seconds':>8} {'tickets/s':>9} {'speed-up':>8} {'lock-wait s':>11} {'worker CPU':>10} {'machine CPU':>11}"
+        f"  CPU s/ticket  model calls  run s (median)"
+    )
     base = rows[0]["tickets_per_s"]
     for row in rows:
-        print(f"  {row['children']:8} {row['tickets']:7} {row['seconds']:8.1f} {row['tickets_per_s']:9.2f} {row['tickets_per_s'] / base:8.2f}"
-              f" {row['lock_wait_s']:11.2f} {row['worker_cpu_share_of_2_cores']:10.0%} {row['machine_cpu_busy']:11.0%}  {row['worker_cpu_s_per_ticket']:12.2f}"
-              f"  {row['model_calls_per_ticket']:11.0f}  {row['run_latency_s_median']:.2f}")
-    print("  lock-wait s: backend-seconds in wait_event_type 'Lock' (pg_stat_activity sampled every 50 ms); worker CPU: the worker's"
-          " processes' CPU time over the wall time, as a share of all cores; machine CPU: all cores busy, other work on the machine included")
+        print(
+            f"  {row['children']:8} {row['tickets']:7} {row['seconds']:8.1f} {row['tickets_per_s']:9.2f} {row['tickets_per_s'] / base:8.2f}"
+            f" {row['lock_wait_s']:11.2f} {row['worker_cpu_share_of_2_cores']:10.0%} {row['machine_cpu_busy']:11.0%}  {row['worker_cpu_s_per_ticket']:12.2f}"
+            f"  {row['model_calls_per_ticket']:11.0f}  {row['run_latency_s_median']:.2f}"
+        )
+    print(
+        "  lock-wait s: backend-seconds in wait_event_type 'Lock' (pg_stat_activity sampled every 50 ms); worker CPU: the worker's"
+        " processes' CPU time over the wall time, as a share of all cores; machine CPU: all cores busy, other work on the machine included"
+    )
     for row in rows:
         if row["by_event"]:
             print(f"  {row['children']} children waited on {row['by_event']}, e.g. {row['top_queries']}")
@@ -441,8 +529,12 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=1000, help="scripted model latency per call in the scaling run")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-scaling", action="store_true")
-    parser.add_argument("--profile", type=Path, help="also write a cProfile of the crew path's timed tickets here and print its top "
-                        "(cProfile slows what it measures: use a separate run for the figures)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="also write a cProfile of the crew path's timed tickets here and print its top "
+        "(cProfile slows what it measures: use a separate run for the figures)",
+    )
     parser.add_argument("--local-tickets", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline.json")
     args = parser.parse_args()
@@ -471,8 +563,10 @@ def main() -> None:
         if args.local_tickets:
             result["local"] = loc = local_model(args.local_tickets)
             save()
-            print(f"Local model, {loc['tickets']} tickets in-process: {loc['seconds_per_ticket']:.1f} s/ticket, {loc['llm_calls_per_ticket']:.0f} model calls, "
-                  f"{loc['prompt_tokens_per_ticket']:.0f} + {loc['completion_tokens_per_ticket']:.0f} tokens, {loc['tokens_per_s_total']:.1f} tokens/s, outcomes {loc['outcomes']}")
+            print(
+                f"Local model, {loc['tickets']} tickets in-process: {loc['seconds_per_ticket']:.1f} s/ticket, {loc['llm_calls_per_ticket']:.0f} model calls, "
+                f"{loc['prompt_tokens_per_ticket']:.0f} + {loc['completion_tokens_per_ticket']:.0f} tokens, {loc['tokens_per_s_total']:.1f} tokens/s, outcomes {loc['outcomes']}"
+            )
     finally:
         shutil.rmtree(HOME, ignore_errors=True)
 

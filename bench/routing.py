@@ -138,9 +138,11 @@ def main() -> None:
     embedder = local_embedder()
     started = time.perf_counter()
     everything = EmbeddingRouter(rows + seeds, embedder=embedder, cache_dir=args.cache_dir)
-    bitext_vectors, seed_vectors = everything.vectors[: len(rows)], everything.vectors[len(rows):]
-    print(f"examples: {len(rows)} Bitext rows ({len({r.label for r in rows})} intents) + {len(seeds)} seed rows; vectors ready in "
-          f"{time.perf_counter() - started:.1f} s; {platform.machine()}, {os.cpu_count()} cores, {date.today().isoformat()}")
+    bitext_vectors, seed_vectors = everything.vectors[: len(rows)], everything.vectors[len(rows) :]
+    print(
+        f"examples: {len(rows)} Bitext rows ({len({r.label for r in rows})} intents) + {len(seeds)} seed rows; vectors ready in "
+        f"{time.perf_counter() - started:.1f} s; {platform.machine()}, {os.cpu_count()} cores, {date.today().isoformat()}"
+    )
 
     llm, why_not = model_llm(args.model_url)
     model_router = LLMRouter(llm) if llm is not None else None
@@ -214,7 +216,9 @@ def cross_validate(args, rows, seeds, embedder, bitext_vectors, seed_vectors, ll
     for t in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6):
         below = [correct[i] for i in margins if margins[i] < t]
         above = [correct[i] for i in margins if margins[i] >= t]
-        print(f"  < {t:.1f}: {len(below) / len(margins):6.1%} of rows, {np.mean(below) if below else float('nan'):.3f} / {np.mean(above) if above else float('nan'):.3f}")
+        print(
+            f"  < {t:.1f}: {len(below) / len(margins):6.1%} of rows, {np.mean(below) if below else float('nan'):.3f} / {np.mean(above) if above else float('nan'):.3f}"
+        )
 
     if not args.no_variants:
         print("\nclassifier variants (whole text only, same folds; the default is knn k=7):")

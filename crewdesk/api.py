@@ -162,13 +162,26 @@ WEBHOOK_ERRORS: Responses = {
     503: {"model": ErrorView, "description": "No webhook secret is configured: every delivery is refused (Jira retries it later)."},
 }
 WEBHOOK_BODY = {
-    "requestBody": {"required": True, "description": "A Jira webhook delivery, signed in X-Hub-Signature.",
-                    "content": {"application/json": {"schema": jira_intake.PAYLOAD_SCHEMA}}},
+    "requestBody": {
+        "required": True,
+        "description": "A Jira webhook delivery, signed in X-Hub-Signature.",
+        "content": {"application/json": {"schema": jira_intake.PAYLOAD_SCHEMA}},
+    },
     "parameters": [
-        {"name": "X-Hub-Signature", "in": "header", "required": True, "description": "sha256=<hex HMAC-SHA256 of the raw body with the webhook secret>",
-         "schema": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"}},
-        {"name": "X-Atlassian-Webhook-Identifier", "in": "header", "required": False,
-         "description": "Jira Cloud's delivery id, repeated on retries: a repeat is processed once.", "schema": {"type": "string"}},
+        {
+            "name": "X-Hub-Signature",
+            "in": "header",
+            "required": True,
+            "description": "sha256=<hex HMAC-SHA256 of the raw body with the webhook secret>",
+            "schema": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"},
+        },
+        {
+            "name": "X-Atlassian-Webhook-Identifier",
+            "in": "header",
+            "required": False,
+            "description": "Jira Cloud's delivery id, repeated on retries: a repeat is processed once.",
+            "schema": {"type": "string"},
+        },
     ],
 }
 
@@ -236,12 +249,33 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
             raise HTTPException(status_code=404, detail=str(exc)) from exc
         runs = session.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id).order_by(CrewRun.id)).scalars().all()
         return TicketView(
-            id=ticket.id, source=ticket.source, external_id=ticket.external_id, status=ticket.status, status_reason=ticket.status_reason,
-            category=ticket.category, priority=ticket.priority, triage=ticket.triage, resolution=ticket.resolution,
-            runs=[RunView(id=r.id, status=r.status, outcome=r.outcome, models=r.models, llm_calls=r.llm_calls, tokens_in=r.tokens_in,
-                          tokens_out=r.tokens_out, cost_usd=r.cost_usd, latency_s=r.latency_s) for r in runs],
-            trail=[AuditRow(id=e.id, at=e.created_at, run_id=e.run_id, kind=e.kind, name=e.name, actor=e.actor, duration_ms=e.duration_ms, error=e.error)
-                   for e in audit.trail(db=session, ticket_id=ticket_id)],
+            id=ticket.id,
+            source=ticket.source,
+            external_id=ticket.external_id,
+            status=ticket.status,
+            status_reason=ticket.status_reason,
+            category=ticket.category,
+            priority=ticket.priority,
+            triage=ticket.triage,
+            resolution=ticket.resolution,
+            runs=[
+                RunView(
+                    id=r.id,
+                    status=r.status,
+                    outcome=r.outcome,
+                    models=r.models,
+                    llm_calls=r.llm_calls,
+                    tokens_in=r.tokens_in,
+                    tokens_out=r.tokens_out,
+                    cost_usd=r.cost_usd,
+                    latency_s=r.latency_s,
+                )
+                for r in runs
+            ],
+            trail=[
+                AuditRow(id=e.id, at=e.created_at, run_id=e.run_id, kind=e.kind, name=e.name, actor=e.actor, duration_ms=e.duration_ms, error=e.error)
+                for e in audit.trail(db=session, ticket_id=ticket_id)
+            ],
         )
 
     @app.get("/tickets/{ticket_id}/trail", response_model=TrailView, responses=NOT_FOUND)
@@ -253,16 +287,39 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
             raise HTTPException(status_code=404, detail=str(exc)) from exc
         messages = session.execute(select(Message).where(Message.ticket_id == ticket_id).order_by(Message.id)).scalars()
         return TrailView(
-            ticket_id=ticket.id, status=ticket.status, external_status=ticket.external_status,
-            messages=[MessageView(id=m.id, direction=m.direction, author=m.author, body=m.body, external_id=m.external_id, created_at=m.created_at,
-                                  delivered_at=m.delivered_at, delivery_error=m.delivery_error) for m in messages],
-            events=[AuditRow(id=e.id, at=e.created_at, run_id=e.run_id, kind=e.kind, name=e.name, actor=e.actor, duration_ms=e.duration_ms, error=e.error)
-                    for e in audit.trail(db=session, ticket_id=ticket_id)],
+            ticket_id=ticket.id,
+            status=ticket.status,
+            external_status=ticket.external_status,
+            messages=[
+                MessageView(
+                    id=m.id,
+                    direction=m.direction,
+                    author=m.author,
+                    body=m.body,
+                    external_id=m.external_id,
+                    created_at=m.created_at,
+                    delivered_at=m.delivered_at,
+                    delivery_error=m.delivery_error,
+                )
+                for m in messages
+            ],
+            events=[
+                AuditRow(id=e.id, at=e.created_at, run_id=e.run_id, kind=e.kind, name=e.name, actor=e.actor, duration_ms=e.duration_ms, error=e.error)
+                for e in audit.trail(db=session, ticket_id=ticket_id)
+            ],
         )
 
     def view(approval) -> ApprovalView:
-        return ApprovalView(id=approval.id, ticket_id=approval.ticket_id, action=approval.action, arguments=approval.arguments, status=approval.status,
-                            requested_by=approval.requested_by, decided_by=approval.decided_by, reason=approval.reason)
+        return ApprovalView(
+            id=approval.id,
+            ticket_id=approval.ticket_id,
+            action=approval.action,
+            arguments=approval.arguments,
+            status=approval.status,
+            requested_by=approval.requested_by,
+            decided_by=approval.decided_by,
+            reason=approval.reason,
+        )
 
     @app.get("/approvals", response_model=list[ApprovalView])
     def list_approvals(status: Literal["pending", "approved", "rejected", ""] | None = "pending", session: Session = Depends(db)) -> list[ApprovalView]:
@@ -293,17 +350,28 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
 
     def receive_jira(body: bytes, headers: dict[str, str], remote: str | None, too_large: bool) -> WebhookAck:
         """Authenticate, record and apply one delivery in one short transaction; the crew runs on the queue."""
-        evidence = {"remote": remote, "bytes": len(body), "headers": {k: v[:200].replace("\x00", "") for k, v in headers.items()
-                                                                      if k in ("user-agent", "content-type", "x-hub-signature", "x-atlassian-webhook-identifier",
-                                                                               "x-atlassian-webhook-retry", "x-forwarded-for")}}
+        evidence = {
+            "remote": remote,
+            "bytes": len(body),
+            "headers": {
+                k: v[:200].replace("\x00", "")
+                for k, v in headers.items()
+                if k in ("user-agent", "content-type", "x-hub-signature", "x-atlassian-webhook-identifier", "x-atlassian-webhook-retry", "x-forwarded-for")
+            },
+        }
 
         def refuse(status_code: int, reason: str) -> HTTPException:
             admitted, suppressed = refusals.admit(remote)
             if not admitted:
-                return HTTPException(status_code=429, detail=f"too many refused deliveries from {remote}; this one ({reason}) is counted, not recorded",
-                                     headers={"Retry-After": str(refusals.retry_after(remote))})
+                return HTTPException(
+                    status_code=429,
+                    detail=f"too many refused deliveries from {remote}; this one ({reason}) is counted, not recorded",
+                    headers={"Retry-After": str(refusals.retry_after(remote))},
+                )
             with transaction(factory) as session:
-                jira_intake.record_refused(db=session, body=body, reason=reason, detail={**evidence, "suppressed_before": suppressed} if suppressed else evidence)
+                jira_intake.record_refused(
+                    db=session, body=body, reason=reason, detail={**evidence, "suppressed_before": suppressed} if suppressed else evidence
+                )
             return HTTPException(status_code=status_code, detail=reason)
 
         if too_large:

@@ -108,7 +108,19 @@ def worker(
 
         server = start_local_server(settings)  # a subprocess: no CrewAI state is created in this parent
     try:
-        argv = ["worker", "-Q", ",".join(q.value for q in Queues), "--concurrency", str(settings.worker_concurrency), "--loglevel", loglevel, "--pool", pool, "--without-gossip", "--without-mingle"]
+        argv = [
+            "worker",
+            "-Q",
+            ",".join(q.value for q in Queues),
+            "--concurrency",
+            str(settings.worker_concurrency),
+            "--loglevel",
+            loglevel,
+            "--pool",
+            pool,
+            "--without-gossip",
+            "--without-mingle",
+        ]
         if celery_app.conf.beat_schedule:
             argv.append("--beat")  # the mailbox poll and the memory retention purge (workers.app.beat_schedule)
         celery_app.worker_main(argv)
@@ -136,7 +148,9 @@ app.add_typer(demo_app, name="demo")
 
 
 @demo_app.command("load")
-def demo_load(path: Annotated[Path | None, typer.Argument(help="db.json (default: the tau2-bench retail store shipped in crewdesk/store/tau2/db.json).")] = None) -> None:
+def demo_load(
+    path: Annotated[Path | None, typer.Argument(help="db.json (default: the tau2-bench retail store shipped in crewdesk/store/tau2/db.json).")] = None,
+) -> None:
     """Load the store's users, orders and products into the database, replacing what is there (running it again
     resets the store to the file)."""
     from crewdesk.db import transaction
@@ -244,8 +258,15 @@ def eval_examples(
         table.add_column(column, overflow="fold")
     try:
         pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
-        results = run_examples(pipeline=pipeline, session_factory=factory, path=path, limit=limit,
-                               progress=lambda r: console.print(f"{r.ticket}: {r.status} ({r.seconds:.1f} s) {'ok' if not r.problems else '; '.join(r.problems)}", highlight=False))
+        results = run_examples(
+            pipeline=pipeline,
+            session_factory=factory,
+            path=path,
+            limit=limit,
+            progress=lambda r: console.print(
+                f"{r.ticket}: {r.status} ({r.seconds:.1f} s) {'ok' if not r.problems else '; '.join(r.problems)}", highlight=False
+            ),
+        )
     finally:
         if server is not None:
             server.stop()
@@ -265,7 +286,9 @@ def eval_tau2_retail(
     only: Annotated[str, typer.Option("--tasks", help="Only these task ids, comma-separated (e.g. 0,1,10).")] = "",
     process: Annotated[str | None, typer.Option(help="sequential | hierarchical (default CREWDESK_CREW_PROCESS).")] = None,
     provider: Annotated[str | None, typer.Option(help="Model provider (default CREWDESK_LLM_PROVIDER).")] = None,
-    oracle_: Annotated[bool, typer.Option("--oracle", help="A scripted crew that follows each task's reference actions (checks tools, store and scorer).")] = False,
+    oracle_: Annotated[
+        bool, typer.Option("--oracle", help="A scripted crew that follows each task's reference actions (checks tools, store and scorer).")
+    ] = False,
     report: Annotated[Path | None, typer.Option(help="HTML report path (a .json beside it, and a .trials.jsonl journal of finished trials).")] = None,
     resume: Annotated[bool, typer.Option(help="Skip trials already in the report's journal (after Ctrl-C or a crash); needs --report.")] = False,
 ) -> None:
@@ -277,9 +300,14 @@ def eval_tau2_retail(
     from crews.evaluation import journal_for, load_tasks, per_intent, read_journal, run_eval, write_report
     from crews.pipeline import Pipeline
 
-    overrides = {"llm_provider": "scripted" if oracle_ else provider, "crew_process": process, "log_json": False, "log_level": "ERROR",
-                 "approval_threshold_usd": -1.0,  # the benchmark's customer already confirmed; no human in the loop
-                 **({"procedures": False} if oracle_ else {})}  # the oracle replays reference tool calls through the crew
+    overrides = {
+        "llm_provider": "scripted" if oracle_ else provider,
+        "crew_process": process,
+        "log_json": False,
+        "log_level": "ERROR",
+        "approval_threshold_usd": -1.0,  # the benchmark's customer already confirmed; no human in the loop
+        **({"procedures": False} if oracle_ else {}),
+    }  # the oracle replays reference tool calls through the crew
     settings = _settings(**overrides)
     _migrate(settings)
     tasks = load_tasks(split)
@@ -298,10 +326,20 @@ def eval_tau2_retail(
         journal.unlink()
     try:
         pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
-        with Progress(TextColumn("[bold]tasks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"), console=console) as bar:
+        with Progress(
+            TextColumn("[bold]tasks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"), console=console
+        ) as bar:
             handle = bar.add_task("", total=len(tasks) * trials, completed=len(read_journal(journal)))
-            outcome = run_eval(pipeline=pipeline, tasks=tasks, trials=trials, split=split, use_oracle=oracle_, run_tag=tag, journal=journal,
-                               progress=lambda t: bar.update(handle, advance=1, description=f"task {t.task_id}: {'pass' if t.success else 'fail'}"))
+            outcome = run_eval(
+                pipeline=pipeline,
+                tasks=tasks,
+                trials=trials,
+                split=split,
+                use_oracle=oracle_,
+                run_tag=tag,
+                journal=journal,
+                progress=lambda t: bar.update(handle, advance=1, description=f"task {t.task_id}: {'pass' if t.success else 'fail'}"),
+            )
     finally:
         if server is not None:
             server.stop()
@@ -353,8 +391,15 @@ def backlog_import(
     settings = _settings(log_json=False, log_level="WARNING")
     factory = _session_factory(settings)
     clock, worked = _time.monotonic(), [False]
-    columns = (TextColumn("[bold]backlog"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[rows]:,} rows"),
-               TextColumn("{task.fields[speed]:,.0f} rows/s"), TextColumn("{task.fields[queued]:,} queued"), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]backlog"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[rows]:,} rows"),
+        TextColumn("{task.fields[speed]:,.0f} rows/s"),
+        TextColumn("{task.fields[queued]:,} queued"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as bar:
         handle = bar.add_task("", total=None, rows=0, speed=0.0, queued=0)
 
@@ -364,8 +409,16 @@ def backlog_import(
             bar.update(handle, total=p.bytes_total or None, completed=p.bytes_read, rows=p.rows_done, speed=speed, queued=p.rows_enqueued)
 
         try:
-            backlog = import_backlog(session_factory=factory, path=path, fmt=fmt, enqueue=_celery_enqueuer(settings), chunk=settings.backlog_chunk_rows,
-                                     rate_per_second=settings.backlog_enqueue_per_second, source=source, progress=progress)
+            backlog = import_backlog(
+                session_factory=factory,
+                path=path,
+                fmt=fmt,
+                enqueue=_celery_enqueuer(settings),
+                chunk=settings.backlog_chunk_rows,
+                rate_per_second=settings.backlog_enqueue_per_second,
+                source=source,
+                progress=progress,
+            )
         except BacklogInterrupted as exc:
             bar.stop()
             err.print(f"{exc}", highlight=False)
@@ -373,8 +426,11 @@ def backlog_import(
     if not worked[0]:
         console.print(f"import #{backlog.id} of this file already finished at {backlog.finished_at:%Y-%m-%d %H:%M:%S}; nothing queued", highlight=False)
     seconds = _time.monotonic() - clock
-    console.print(f"import #{backlog.id} {backlog.status}: {backlog.rows_done:,} rows: {backlog.rows_ok:,} ok, {backlog.rows_bad:,} bad, "
-                  f"{backlog.rows_duplicate:,} duplicate; {backlog.rows_enqueued:,} queued; {seconds:.1f} s", highlight=False)
+    console.print(
+        f"import #{backlog.id} {backlog.status}: {backlog.rows_done:,} rows: {backlog.rows_ok:,} ok, {backlog.rows_bad:,} bad, "
+        f"{backlog.rows_duplicate:,} duplicate; {backlog.rows_enqueued:,} queued; {seconds:.1f} s",
+        highlight=False,
+    )
     if backlog.rows_bad:
         with factory() as db:
             shown = bad_rows(db=db, import_id=backlog.id, kind="bad_row", limit=BAD_ROWS_SHOWN)
@@ -470,8 +526,10 @@ def audit_verify() -> None:
     if not report.ok:
         console.print(f"audit trail BROKEN: {len(report.problems)} problem(s) in {report.checked} rows, {report.chains} chains, {report.seals} seals")
         raise typer.Exit(1)
-    console.print(f"audit trail intact: {report.checked} rows in {report.chains} chains, {report.seals} seals"
-                  + (f" ({report.unsealed} rows after their chain's last seal)" if report.unsealed else ""))
+    console.print(
+        f"audit trail intact: {report.checked} rows in {report.chains} chains, {report.seals} seals"
+        + (f" ({report.unsealed} rows after their chain's last seal)" if report.unsealed else "")
+    )
 
 
 model_app = typer.Typer(help="The embedded local model.", no_args_is_help=True)
@@ -534,7 +592,9 @@ def run(
     outcomes = []
     try:
         pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
-        with Progress(TextColumn("[bold]tickets"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"), console=console) as progress:
+        with Progress(
+            TextColumn("[bold]tickets"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"), console=console
+        ) as progress:
             bar = progress.add_task("", total=len(ticket_ids))
             for ticket_id in ticket_ids:
                 progress.update(bar, description=f"#{ticket_id}")
@@ -564,7 +624,9 @@ def _summary(factory, outcomes, *, rejected: int = 0) -> None:
             seconds = run.latency_s if run and run.latency_s is not None else outcome.seconds
             note = "already processed" if outcome.reused else (ticket.status_reason or "")[:60]
             done = ", ".join(f"{e.tool} {e.arguments.get('order_id', '')}".strip() for e in effects.for_ticket(db=db, ticket_id=ticket.id)) or "-"
-            table.add_row(str(ticket.id), ticket.external_id, ticket.category or "-", ticket.priority or "-", ticket.status, f"{seconds:.1f}", tokens, done, note)
+            table.add_row(
+                str(ticket.id), ticket.external_id, ticket.category or "-", ticket.priority or "-", ticket.status, f"{seconds:.1f}", tokens, done, note
+            )
             if ticket.resolution and not outcome.reused:
                 replies.append((ticket.external_id, ticket.resolution.get("customer_reply", "")))
     for external_id, reply in replies:  # what each customer receives, to be read as a support lead would
@@ -600,8 +662,10 @@ def status() -> None:
             client.ping()
         except redis_client.RedisError as exc:
             reachable = False
-            err.print(f"error: the broker's Redis at {_redact(settings.broker_url)} is unreachable ({exc}); breaker states below are this process's only",
-                      highlight=False)
+            err.print(
+                f"error: the broker's Redis at {_redact(settings.broker_url)} is unreachable ({exc}); breaker states below are this process's only",
+                highlight=False,
+            )
     breakers = Table(title="model endpoints" + ("" if shared and reachable else " (breaker state of this process only: the broker is not Redis)"))
     for column in ("endpoint", "breaker", "retry in s"):
         breakers.add_column(column)
@@ -643,7 +707,9 @@ def show(ticket: Annotated[str, typer.Argument(help="Ticket id, or SOURCE:EXTERN
             if found is None:
                 raise CrewdeskError(f"no ticket {ticket!r} (use an id or SOURCE:EXTERNAL_ID)")
             row = found
-        console.print(f"[bold]ticket {row.id}[/] {row.source}:{row.external_id}  status={row.status}  category={row.category}  priority={row.priority}", highlight=False)
+        console.print(
+            f"[bold]ticket {row.id}[/] {row.source}:{row.external_id}  status={row.status}  category={row.category}  priority={row.priority}", highlight=False
+        )
         console.print(f"customer: {row.customer}\nsubject: {row.subject}", highlight=False)
         if row.status_reason:
             console.print(f"reason: {row.status_reason}", highlight=False)
@@ -657,15 +723,33 @@ def show(ticket: Annotated[str, typer.Argument(help="Ticket id, or SOURCE:EXTERN
         for column in ("run", "status", "outcome", "process", "models", "llm calls", "tokens in (cached)/out", "cost $", "latency s", "error"):
             run_table.add_column(column, overflow="fold")
         for run in runs:
-            run_table.add_row(str(run.id), run.status, run.outcome or "-", run.process, ", ".join(sorted(set(run.models.values()))) or "-", str(run.llm_calls),
-                              f"{run.tokens_in} ({run.tokens_cached})/{run.tokens_out}", f"{run.cost_usd:.5f}", f"{run.latency_s:.2f}" if run.latency_s is not None else "-", (run.error or "")[:80])
+            run_table.add_row(
+                str(run.id),
+                run.status,
+                run.outcome or "-",
+                run.process,
+                ", ".join(sorted(set(run.models.values()))) or "-",
+                str(run.llm_calls),
+                f"{run.tokens_in} ({run.tokens_cached})/{run.tokens_out}",
+                f"{run.cost_usd:.5f}",
+                f"{run.latency_s:.2f}" if run.latency_s is not None else "-",
+                (run.error or "")[:80],
+            )
         console.print(run_table)
         trail_table = Table(title="audit trail")
         for column in ("#", "time", "run", "kind", "name", "actor", "ms", "error"):
             trail_table.add_column(column, overflow="fold")
         for event in audit.trail(db=db, ticket_id=row.id):
-            trail_table.add_row(str(event.id), f"{event.created_at:%H:%M:%S.%f}"[:-3], str(event.run_id or "-"), event.kind, event.name, event.actor,
-                                f"{event.duration_ms:.0f}" if event.duration_ms is not None else "", (event.error or "")[:80])
+            trail_table.add_row(
+                str(event.id),
+                f"{event.created_at:%H:%M:%S.%f}"[:-3],
+                str(event.run_id or "-"),
+                event.kind,
+                event.name,
+                event.actor,
+                f"{event.duration_ms:.0f}" if event.duration_ms is not None else "",
+                (event.error or "")[:80],
+            )
         console.print(trail_table)
 
 
@@ -701,14 +785,23 @@ def email_import(path: Annotated[Path, typer.Argument(help="An .eml file, a dire
         process_ticket.apply_async(args=[ticket_id])
     with transaction(factory) as db:
         tickets.mark_queued(db=db, ticket_ids=list(to_enqueue))
-    console.print(f"created {counts['created']}, follow-ups {counts['follow_up']}, duplicates {counts['duplicate']}, "
-                  f"ignored {counts['ignored']}, rejected {counts['rejected']}; queued {len(to_enqueue)}")
+    console.print(
+        f"created {counts['created']}, follow-ups {counts['follow_up']}, duplicates {counts['duplicate']}, "
+        f"ignored {counts['ignored']}, rejected {counts['rejected']}; queued {len(to_enqueue)}"
+    )
     if counts["rejected"]:
         raise typer.Exit(1)
 
 
 @email_app.command("poll")
-def email_poll(once: Annotated[bool, typer.Option("--once", help="Poll one time and exit, instead of polling whenever mail arrives (IMAP IDLE) and at least every CREWDESK_IMAP_POLL_SECONDS.")] = False) -> None:
+def email_poll(
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once", help="Poll one time and exit, instead of polling whenever mail arrives (IMAP IDLE) and at least every CREWDESK_IMAP_POLL_SECONDS."
+        ),
+    ] = False,
+) -> None:
     """Read new mail from the IMAP mailbox into tickets and queue them (`crewdesk worker` also polls, with Celery beat)."""
     import time
 
@@ -726,8 +819,9 @@ def email_poll(once: Annotated[bool, typer.Option("--once", help="Poll one time 
     while True:
         try:
             # By name: a long-running poller never imports the crew stack (CrewAI) that workers.tasks pulls in.
-            report = poll_mailbox(session_factory=factory, settings=settings,
-                                  enqueue=lambda ticket_id: celery_app.send_task("crewdesk.process_ticket", args=[ticket_id]))
+            report = poll_mailbox(
+                session_factory=factory, settings=settings, enqueue=lambda ticket_id: celery_app.send_task("crewdesk.process_ticket", args=[ticket_id])
+            )
         except TransientError as exc:
             if once:
                 raise
@@ -831,8 +925,9 @@ def memory_forget(
         return
     _migrate(settings)
     with transaction(_session_factory(settings)) as db:
-        erased = erase_customer(db=db, customer=customer, customer_key=customer_key(customer=customer, secret=secret),
-                                attachments_dir=settings.home / "attachments")
+        erased = erase_customer(
+            db=db, customer=customer, customer_key=customer_key(customer=customer, secret=secret), attachments_dir=settings.home / "attachments"
+        )
     console.print(remove_files(erased).summary(), highlight=False)
     if erased.still_open:
         raise typer.Exit(1)

@@ -37,7 +37,7 @@ def make_engine(url: str, **kwargs: object) -> Engine:
 
         return engine
     if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
     engine = create_engine(url, **kwargs)
     _ping_when_idle(engine)
     return engine

@@ -16,7 +16,9 @@ def configure_logging(*, level: str = "INFO", json: bool = True) -> None:
         structlog.processors.format_exc_info,
     ]
     # plain tracebacks: rich's pretty tracebacks walk every local, and CrewAI's object graphs make that take minutes
-    processors.append(structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback))
+    processors.append(
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
+    )
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

@@ -54,7 +54,11 @@ def _recognizers():
     street = PatternRecognizer(
         supported_entity="STREET_ADDRESS",
         patterns=[
-            Pattern("street_en", r"\b\d{1,6}\s+(?:[A-Z][A-Za-z'-]+\s+){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Drive|Dr|Lane|Ln|Boulevard|Blvd|Court|Ct|Way|Place|Pl|Terrace|Parkway|Pkwy|Circle|Cir|Highway|Hwy)\b\.?", 0.6),
+            Pattern(
+                "street_en",
+                r"\b\d{1,6}\s+(?:[A-Z][A-Za-z'-]+\s+){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Drive|Dr|Lane|Ln|Boulevard|Blvd|Court|Ct|Way|Place|Pl|Terrace|Parkway|Pkwy|Circle|Cir|Highway|Hwy)\b\.?",
+                0.6,
+            ),
             Pattern("street_de", r"\b[A-ZÄÖÜ][a-zäöüß]+(?:straße|strasse|weg|gasse|platz|allee)\s+\d{1,4}[a-z]?\b", 0.6),
         ],
     )
@@ -67,9 +71,9 @@ _PHONE_CONTEXT = re.compile(r"\b(phone|call|tel|mobile|cell|number|reach me|text
 
 def _bare_digits_without_phone_context(text: str, span: Span) -> bool:
     """Order, item and product ids are bare digit runs too: count those as phones only near a phone word."""
-    if span.label != "PHONE" or not text[span.start:span.end].isdigit():
+    if span.label != "PHONE" or not text[span.start : span.end].isdigit():
         return False
-    before = text[max(0, span.start - 30):span.start]
+    before = text[max(0, span.start - 30) : span.start]
     return not _PHONE_CONTEXT.search(before) or bool(_ID_CONTEXT.search(before))
 
 
@@ -93,7 +97,7 @@ def _paragraphs(text: str) -> list[tuple[int, str]]:
     """(offset, paragraph) pieces of the text, split at blank lines (no e-mail, number or address spans one)."""
     pieces, start = [], 0
     for gap in _PARAGRAPH_BREAK.finditer(text):
-        pieces.append((start, text[start:gap.start()]))
+        pieces.append((start, text[start : gap.start()]))
         start = gap.end()
     pieces.append((start, text[start:]))
     return [(offset, piece) for offset, piece in pieces if piece.strip()]
@@ -148,8 +152,8 @@ class Vault:
     def _conceal_text(self, text: str) -> str:
         out, last = [], 0
         for span in find(text):
-            out.append(text[last:span.start])
-            out.append(self._token_for(span.label, text[span.start:span.end]))
+            out.append(text[last : span.start])
+            out.append(self._token_for(span.label, text[span.start : span.end]))
             last = span.end
         out.append(text[last:])
         return "".join(out)

@@ -11,8 +11,9 @@ class TokenBucket:
     """At most `rate` tokens a second on average, bursts up to `capacity` (default: one second's worth); rate 0 means
     no limit."""
 
-    def __init__(self, rate: float, *, capacity: float | None = None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, rate: float, *, capacity: float | None = None, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.rate, self.clock, self.sleep = rate, clock, sleep
         self.capacity = capacity if capacity is not None else max(1.0, rate)
         self.tokens, self.last = self.capacity, clock()

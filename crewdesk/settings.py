@@ -31,8 +31,12 @@ class Settings(BaseSettings):
     unacked_restore_interval: int = Field(default=30, description="Seconds between the broker's sweeps for unacked tickets past visibility_timeout.")
     task_time_limit: int = Field(default=900, description="Hard limit for one ticket's crew run, seconds.")
     reconcile_seconds: float = Field(default=60.0, ge=0, description="Seconds between the reconciler's sweeps (Celery beat); 0 turns it off.")
-    reconcile_after_seconds: float = Field(default=300.0, gt=0, description="A ticket not terminal, not waiting for a person, and unchanged this long "
-                                           "while the broker holds no message for it is put back on the queue.")
+    reconcile_after_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A ticket not terminal, not waiting for a person, and unchanged this long "
+        "while the broker holds no message for it is put back on the queue.",
+    )
     task_max_retries: int = 3
     worker_concurrency: int = 2
 
@@ -42,14 +46,21 @@ class Settings(BaseSettings):
     llm_timeout: float = 300.0
     llm_max_tokens: int = 700
     llm_temperature: float = 0.1
-    openai_base_url: str = Field(default="https://api.openai.com/v1", description="Any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama (http://host:11434/v1).")
+    openai_base_url: str = Field(
+        default="https://api.openai.com/v1", description="Any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama (http://host:11434/v1)."
+    )
     openai_api_key: SecretStr = SecretStr("")
     anthropic_api_key: SecretStr = SecretStr("")
     anthropic_base_url: str = ""
     scripted_latency_ms: int = Field(default=0, description="Scripted provider: sleep per call, to simulate a model.")
-    llm_fallback: str = Field(default="", description="Models that take a call the provider cannot (its circuit open, rate limited, failing), in order: "
-                              "comma-separated provider[:model][@base_url], e.g. local or openai:gpt-4o-mini,local; empty = none (the ticket is deferred).")
-    llm_breaker_failures: int = Field(default=5, ge=1, description="Transient failures in a row (429, 5xx, timeouts, refused connections) that open a model endpoint's circuit breaker.")
+    llm_fallback: str = Field(
+        default="",
+        description="Models that take a call the provider cannot (its circuit open, rate limited, failing), in order: "
+        "comma-separated provider[:model][@base_url], e.g. local or openai:gpt-4o-mini,local; empty = none (the ticket is deferred).",
+    )
+    llm_breaker_failures: int = Field(
+        default=5, ge=1, description="Transient failures in a row (429, 5xx, timeouts, refused connections) that open a model endpoint's circuit breaker."
+    )
     llm_breaker_reset_seconds: float = Field(default=60.0, gt=0, description="Seconds an open circuit stays open before one trial call (half-open).")
     llm_breaker_prefix: str = Field(default="crewdesk:breaker", description="Redis key prefix of the breakers' shared state (on the broker's Redis).")
 
@@ -59,16 +70,32 @@ class Settings(BaseSettings):
     local_ctx: int = Field(default=8192, description="Context tokens per llama-server slot.")
     local_threads: int = Field(default=0, description="llama.cpp threads; 0 = one per core.")
     local_parallel: int = Field(default=2, description="llama-server slots: requests served at once (one per worker child), each with its prompt cache.")
-    local_server_bin: Path | None = Field(default=None, description="The llama-server executable; empty = the one scripts/setup.sh installs beside Python, or PATH.")
+    local_server_bin: Path | None = Field(
+        default=None, description="The llama-server executable; empty = the one scripts/setup.sh installs beside Python, or PATH."
+    )
     local_start_timeout: float = 180.0
 
-    approval_threshold_usd: float = Field(default=100.0, description="A write that would refund more than this waits for a person; negative disables approvals.")
+    approval_threshold_usd: float = Field(
+        default=100.0, description="A write that would refund more than this waits for a person; negative disables approvals."
+    )
     max_tool_calls_per_ticket: int = Field(default=30, description="Gate rate limit: tool calls allowed in one ticket run.")
-    procedures: bool = Field(default=True, description="Run tickets whose intents all have a procedure (tasks/procedures/) as procedures; the rest go to the crew.")
-    router_confidence: float = Field(default=0.35, description="A routed ticket whose router confidence is below this goes to a person (the embedding router's scale, not the triage model's).")
-    router: Literal["embedding", "hybrid", "model"] = Field(default="embedding", description="How intents are found: embedding (MiniLM over labelled examples), hybrid (the model breaks close calls), model (one constrained call).")
-    crew_process: Literal["sequential", "hierarchical"] = Field(default="sequential", description="sequential: routing -> one specialist -> escalation; hierarchical: a manager delegates to several specialists.")
-    crew_process_by_category: dict[str, Literal["sequential", "hierarchical"]] = Field(default_factory=dict, description='Per ticket category, as JSON, e.g. {"billing": "hierarchical"}.')
+    procedures: bool = Field(
+        default=True, description="Run tickets whose intents all have a procedure (tasks/procedures/) as procedures; the rest go to the crew."
+    )
+    router_confidence: float = Field(
+        default=0.35,
+        description="A routed ticket whose router confidence is below this goes to a person (the embedding router's scale, not the triage model's).",
+    )
+    router: Literal["embedding", "hybrid", "model"] = Field(
+        default="embedding",
+        description="How intents are found: embedding (MiniLM over labelled examples), hybrid (the model breaks close calls), model (one constrained call).",
+    )
+    crew_process: Literal["sequential", "hierarchical"] = Field(
+        default="sequential", description="sequential: routing -> one specialist -> escalation; hierarchical: a manager delegates to several specialists."
+    )
+    crew_process_by_category: dict[str, Literal["sequential", "hierarchical"]] = Field(
+        default_factory=dict, description='Per ticket category, as JSON, e.g. {"billing": "hierarchical"}.'
+    )
     pii_redaction: bool = Field(default=True, description="Replace emails, phones, cards, IBANs and addresses by tokens before text reaches a model.")
     escalation_confidence: float = Field(default=0.5, description="Triage confidence below this escalates to a human.")
     repeat_contact_days: int = 30
@@ -82,27 +109,44 @@ class Settings(BaseSettings):
     imap_password: SecretStr = SecretStr("")
     imap_folder: str = Field(default="INBOX", description="Folder read for new tickets.")
     imap_processed_folder: str = Field(default="", description="Move committed messages here; empty = mark them \\Seen and leave them.")
-    imap_idle: bool = Field(default=True, description="Between polls, `crewdesk email poll` waits with IMAP IDLE and polls as soon as mail arrives (when the server offers IDLE); false = it sleeps imap_poll_seconds.")
+    imap_idle: bool = Field(
+        default=True,
+        description="Between polls, `crewdesk email poll` waits with IMAP IDLE and polls as soon as mail arrives (when the server offers IDLE); false = it sleeps imap_poll_seconds.",
+    )
     imap_poll_seconds: int = Field(default=60, description="Seconds between mailbox polls (Celery beat).")
     smtp_host: str = Field(default="", description="SMTP server for replies; empty = e-mail replies are not sent.")
     smtp_port: int = 587
-    mail_ca_file: str = Field(default="", description="PEM file of CA certificates trusted for IMAP and SMTP TLS besides the system's (a private CA); empty = the system's only.")
+    mail_ca_file: str = Field(
+        default="", description="PEM file of CA certificates trusted for IMAP and SMTP TLS besides the system's (a private CA); empty = the system's only."
+    )
     smtp_tls: Literal["ssl", "starttls", "none"] = Field(default="starttls", description="ssl | starttls | none (none only for loopback test servers).")
     smtp_user: str = ""
     smtp_password: SecretStr = SecretStr("")
     support_address: str = Field(default="support@example.com", description="Our From address; mail from it (or with our headers) is never answered.")
     attachment_max_bytes: int = Field(default=10 * 1024 * 1024, description="Larger attachments are recorded but not stored.")
-    attachment_types: list[str] = Field(default_factory=lambda: ["image/*", "application/pdf", "text/plain", "text/csv", "message/rfc822"],
-                                        description="MIME types stored (JSON list; type/* wildcards); others are recorded but not stored.")
+    attachment_types: list[str] = Field(
+        default_factory=lambda: ["image/*", "application/pdf", "text/plain", "text/csv", "message/rfc822"],
+        description="MIME types stored (JSON list; type/* wildcards); others are recorded but not stored.",
+    )
 
     # Jira Service Management.
     jira_base_url: str = Field(default="", description="e.g. https://acme.atlassian.net; empty = replies are not posted to Jira.")
     jira_user: str = Field(default="", description="Account e-mail for the REST API (basic auth with an API token).")
     jira_api_token: SecretStr = SecretStr("")
     jira_webhook_secret: SecretStr = Field(default=SecretStr(""), description="Secret of the Jira webhook; requests must carry its HMAC in X-Hub-Signature.")
-    jira_refusals_per_minute: int = Field(default=30, ge=0, description="Refused webhook deliveries (forged, malformed) recorded per client address per minute; beyond it they get 429 and are only counted; 0 = no limit.")
-    jira_status_on_resolved: str = Field(default="", description="Jira status to move an issue to (by the transition that leads there) after crewdesk resolves its ticket and the reply is posted, e.g. Resolved; empty = leave Jira's status alone.")
-    jira_status_on_escalated: str = Field(default="", description="Jira status to move an issue to when crewdesk hands its ticket to a person, e.g. Escalated or Waiting for support; empty = leave it.")
+    jira_refusals_per_minute: int = Field(
+        default=30,
+        ge=0,
+        description="Refused webhook deliveries (forged, malformed) recorded per client address per minute; beyond it they get 429 and are only counted; 0 = no limit.",
+    )
+    jira_status_on_resolved: str = Field(
+        default="",
+        description="Jira status to move an issue to (by the transition that leads there) after crewdesk resolves its ticket and the reply is posted, e.g. Resolved; empty = leave Jira's status alone.",
+    )
+    jira_status_on_escalated: str = Field(
+        default="",
+        description="Jira status to move an issue to when crewdesk hands its ticket to a person, e.g. Escalated or Waiting for support; empty = leave it.",
+    )
     jira_bot_account_id: str = Field(default="", description="accountId (or name on Server) crewdesk posts as; its comments never start a run.")
 
     # Batch backlogs.
@@ -110,13 +154,20 @@ class Settings(BaseSettings):
     backlog_enqueue_per_second: float = Field(default=200.0, description="Rate limit for putting backlog tickets on the queue; 0 = no limit.")
 
     # Memory and knowledge base (issue 5).
-    memory_backend: Literal["lance", "weaviate", "off"] = Field(default="lance", description="lance: embedded LanceDB files under home/memory; weaviate: the server at weaviate_url; off: no memory and no knowledge base.")
+    memory_backend: Literal["lance", "weaviate", "off"] = Field(
+        default="lance",
+        description="lance: embedded LanceDB files under home/memory; weaviate: the server at weaviate_url; off: no memory and no knowledge base.",
+    )
     memory_dir: Path | None = Field(default=None, description="LanceDB directory; empty = home/memory.")
-    weaviate_url: str = Field(default="", description="Weaviate REST endpoint, e.g. http://weaviate:8080; its gRPC port is weaviate_grpc_port on the same host.")
+    weaviate_url: str = Field(
+        default="", description="Weaviate REST endpoint, e.g. http://weaviate:8080; its gRPC port is weaviate_grpc_port on the same host."
+    )
     weaviate_grpc_port: int = 50051
     weaviate_api_key: SecretStr = SecretStr("")
     weaviate_collection_prefix: str = Field(default="Crewdesk", description="Collections are named <prefix>Kb_<embedding> and <prefix>Interaction_<embedding>.")
-    embedding_provider: Literal["local", "openai"] = Field(default="local", description="local: all-MiniLM-L6-v2 in-process, offline, 1 torch thread; openai: any OpenAI-compatible /embeddings endpoint.")
+    embedding_provider: Literal["local", "openai"] = Field(
+        default="local", description="local: all-MiniLM-L6-v2 in-process, offline, 1 torch thread; openai: any OpenAI-compatible /embeddings endpoint."
+    )
     embedding_model: str = Field(default="", description="openai provider: model name; empty = text-embedding-3-small.")
     embedding_base_url: str = Field(default="", description="openai provider: endpoint; empty = openai_base_url.")
     embedding_api_key: SecretStr = Field(default=SecretStr(""), description="openai provider: key; empty = openai_api_key.")
@@ -127,8 +178,14 @@ class Settings(BaseSettings):
     kb_search_k: int = Field(default=4, description="Passages kb_search returns to an agent.")
     memory_recall_k: int = Field(default=3, description="Earlier-ticket summaries of the same customer put into the crew's context; 0 = none.")
     memory_retention_days: int = Field(default=365, description="Customer summaries older than this are erased by `crewdesk memory purge`; 0 = keep forever.")
-    memory_purge_hours: float = Field(default=24.0, ge=0.0, description="Hours between retention purges that `crewdesk worker` schedules (Celery beat) while memory is on; 0 = none (run `crewdesk memory purge` by cron).")
-    memory_key_secret: SecretStr = Field(default=SecretStr(""), description="HMAC key for customer keys (a hash of the normalised customer id); empty = plain SHA-256.")
+    memory_purge_hours: float = Field(
+        default=24.0,
+        ge=0.0,
+        description="Hours between retention purges that `crewdesk worker` schedules (Celery beat) while memory is on; 0 = none (run `crewdesk memory purge` by cron).",
+    )
+    memory_key_secret: SecretStr = Field(
+        default=SecretStr(""), description="HMAC key for customer keys (a hash of the normalised customer id); empty = plain SHA-256."
+    )
 
     agents_dir: Path = PROJECT_ROOT / "agents"
     tasks_dir: Path = PROJECT_ROOT / "tasks"
@@ -142,8 +199,10 @@ class Settings(BaseSettings):
         for item in (part.strip() for part in value.split(",")):
             name = item.partition("@")[0].partition(":")[0].strip().lower()
             if item and name not in LLMProvider.__members__:
-                raise ValueError(f"llm_fallback entry {item!r}: unknown provider {name!r}; expected provider[:model][@base_url] with provider one of "
-                                 + ", ".join(p.value for p in LLMProvider))
+                raise ValueError(
+                    f"llm_fallback entry {item!r}: unknown provider {name!r}; expected provider[:model][@base_url] with provider one of "
+                    + ", ".join(p.value for p in LLMProvider)
+                )
         return value
 
     @model_validator(mode="after")

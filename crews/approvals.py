@@ -17,8 +17,16 @@ def decide(*, pipeline: Pipeline, approval_id: int, approve: bool, by: str, reas
     once nothing else is pending. Returns the approval and the write's result (or None)."""
     with transaction(pipeline.session_factory) as db:
         approval = approvals.decide(db=db, approval_id=approval_id, approve=approve, by=by, reason=reason)
-        audit.record(db=db, ticket_id=approval.ticket_id, run_id=approval.run_id, kind="approval", name="approved" if approve else "rejected",
-                     actor=by, arguments={"approval_id": approval.id, "action": approval.action}, result={"reason": reason} if reason else None)
+        audit.record(
+            db=db,
+            ticket_id=approval.ticket_id,
+            run_id=approval.run_id,
+            kind="approval",
+            name="approved" if approve else "rejected",
+            actor=by,
+            arguments={"approval_id": approval.id, "action": approval.action},
+            result={"reason": reason} if reason else None,
+        )
     result = None
     if approve:
         gate = pipeline.gate(ticket_id=approval.ticket_id, run_id=approval.run_id)

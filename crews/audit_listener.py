@@ -124,20 +124,47 @@ class AuditSink:
         return None if started is None else (event.timestamp - started).total_seconds() * 1000
 
     def on_llm_completed(self, source: object, event: LLMCallCompletedEvent) -> None:
-        self._write(source, kind="llm_call", name=event.model or "llm", actor=event.agent_role or "", arguments={"messages": event.messages, "task": event.task_name},
-                    result={"response": event.response, "usage": event.usage}, duration_ms=self._llm_duration(source, event), at=event.timestamp)
+        self._write(
+            source,
+            kind="llm_call",
+            name=event.model or "llm",
+            actor=event.agent_role or "",
+            arguments={"messages": event.messages, "task": event.task_name},
+            result={"response": event.response, "usage": event.usage},
+            duration_ms=self._llm_duration(source, event),
+            at=event.timestamp,
+        )
 
     def on_llm_failed(self, source: object, event: LLMCallFailedEvent) -> None:
-        self._write(source, kind="llm_call", name=event.model or "llm", actor=event.agent_role or "", arguments={"task": event.task_name},
-                    duration_ms=self._llm_duration(source, event), error=event.error, at=event.timestamp)
+        self._write(
+            source,
+            kind="llm_call",
+            name=event.model or "llm",
+            actor=event.agent_role or "",
+            arguments={"task": event.task_name},
+            duration_ms=self._llm_duration(source, event),
+            error=event.error,
+            at=event.timestamp,
+        )
 
     def on_tool_finished(self, source: object, event: ToolUsageFinishedEvent) -> None:
         duration = (event.finished_at - event.started_at).total_seconds() * 1000
-        self._write(source, kind="tool_call", name=event.tool_name, actor=event.agent_role or "", arguments=event.tool_args, result=event.output,
-                    duration_ms=duration, error=str(event.failure) if event.failure else None, at=event.timestamp)
+        self._write(
+            source,
+            kind="tool_call",
+            name=event.tool_name,
+            actor=event.agent_role or "",
+            arguments=event.tool_args,
+            result=event.output,
+            duration_ms=duration,
+            error=str(event.failure) if event.failure else None,
+            at=event.timestamp,
+        )
 
     def on_tool_error(self, source: object, event: ToolUsageErrorEvent) -> None:
-        self._write(source, kind="tool_call", name=event.tool_name, actor=event.agent_role or "", arguments=event.tool_args, error=str(event.error), at=event.timestamp)
+        self._write(
+            source, kind="tool_call", name=event.tool_name, actor=event.agent_role or "", arguments=event.tool_args, error=str(event.error), at=event.timestamp
+        )
 
     def on_other(self, source: object, event: BaseEvent) -> None:
         if not is_failure(event):

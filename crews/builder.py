@@ -157,8 +157,9 @@ def constrain(agent: Agent, answer: type[BaseModel] | None) -> None:
 
 
 class CrewBuilder:
-    def __init__(self, *, config: CrewConfig, llm_factory: LLMFactory, session_factory: sessionmaker[Session],
-                 tool_dependencies: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, *, config: CrewConfig, llm_factory: LLMFactory, session_factory: sessionmaker[Session], tool_dependencies: dict[str, dict[str, Any]] | None = None
+    ) -> None:
         self.config = config
         self.llm_factory = llm_factory
         self.session_factory = session_factory
@@ -170,8 +171,11 @@ class CrewBuilder:
         llm = self.llm_factory.build(tier=spec.tier, ticket_id=ticket.id, run_id=run_id)
         ledger.llms.append(llm)
         ledger.models[role_key] = llm.model
-        tools = manager_tools if manager_tools is not None else [REGISTRY[name](gate=gate, role=role_key, customer=ticket.customer, **self.tool_dependencies.get(name, {}))
-                                                                 for name in spec.tools]
+        tools = (
+            manager_tools
+            if manager_tools is not None
+            else [REGISTRY[name](gate=gate, role=role_key, customer=ticket.customer, **self.tool_dependencies.get(name, {})) for name in spec.tools]
+        )
         return Agent(
             role=spec.role,
             goal=spec.goal,
@@ -201,8 +205,10 @@ class CrewBuilder:
                 return ok, value
             claims = unbacked_claims(Resolution.model_validate_json(value).customer_reply, self.performed_tools(ticket_id))
             if claims:
-                return False, (f"The reply claims a {', '.join(claims)} that no tool performed. Either perform it with the right tool, "
-                               "or rewrite the reply so it does not say it was done.")
+                return False, (
+                    f"The reply claims a {', '.join(claims)} that no tool performed. Either perform it with the right tool, "
+                    "or rewrite the reply so it does not say it was done."
+                )
             return True, value
 
         guardrail.__name__ = "resolution_guardrail"

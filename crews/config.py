@@ -97,8 +97,16 @@ def load_config(agents_dir: Path, tasks_dir: Path) -> CrewConfig:
                 problems.append(f"agent '{key}': unknown tool '{tool}' (known: {sorted(TOOL_REGISTRY)})")
         if raw["tier"] not in TIERS:
             problems.append(f"agent '{key}': tier must be one of {TIERS}")
-        roles[key] = RoleSpec(key, str(raw["role"]).strip(), str(raw["goal"]).strip(), str(raw["backstory"]).strip(), raw["tier"], tools,
-                              int(raw.get("max_iter", 5)), int(raw.get("max_delegations", 0)))
+        roles[key] = RoleSpec(
+            key,
+            str(raw["role"]).strip(),
+            str(raw["goal"]).strip(),
+            str(raw["backstory"]).strip(),
+            raw["tier"],
+            tools,
+            int(raw.get("max_iter", 5)),
+            int(raw.get("max_delegations", 0)),
+        )
     if "manager" in roles and roles["manager"].tools:
         problems.append("agent 'manager': a hierarchical manager may not have tools (CrewAI gives it delegation only)")
     if "manager" in roles and roles["manager"].max_delegations < 1:

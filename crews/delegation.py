@@ -27,8 +27,7 @@ class DelegationBudget:
             return True
 
 
-LIMIT_MESSAGE = ("Delegation limit reached ({limit} per ticket). Do not delegate again: give your Final Answer now, "
-                 "from what your coworkers already reported.")
+LIMIT_MESSAGE = "Delegation limit reached ({limit} per ticket). Do not delegate again: give your Final Answer now, from what your coworkers already reported."
 
 
 class _Capped:

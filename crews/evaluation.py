@@ -33,11 +33,27 @@ from crews.pipeline import Pipeline
 DATASET_DIR = DEFAULT_DB_JSON.parent  # crewdesk/store/tau2: db.json and the task splits ship with the package
 SPLITS = {"train": "tasks_train.json"}
 _SECOND_PERSON = [
-    (r"\bYou are\b", "I am"), (r"\byou are\b", "I am"), (r"\bYou're\b", "I'm"), (r"\byou're\b", "I'm"),
-    (r"\bYou have\b", "I have"), (r"\byou have\b", "I have"), (r"\bYou've\b", "I've"), (r"\byou've\b", "I've"),
-    (r"\bYou were\b", "I was"), (r"\byou were\b", "I was"), (r"\bYourself\b", "Myself"), (r"\byourself\b", "myself"),
-    (r"\bYou'd\b", "I'd"), (r"\byou'd\b", "I'd"), (r"\bYou'll\b", "I'll"), (r"\byou'll\b", "I'll"),
-    (r"\bYours\b", "Mine"), (r"\byours\b", "mine"), (r"\bYour\b", "My"), (r"\byour\b", "my"), (r"\bYou\b", "I"),
+    (r"\bYou are\b", "I am"),
+    (r"\byou are\b", "I am"),
+    (r"\bYou're\b", "I'm"),
+    (r"\byou're\b", "I'm"),
+    (r"\bYou have\b", "I have"),
+    (r"\byou have\b", "I have"),
+    (r"\bYou've\b", "I've"),
+    (r"\byou've\b", "I've"),
+    (r"\bYou were\b", "I was"),
+    (r"\byou were\b", "I was"),
+    (r"\bYourself\b", "Myself"),
+    (r"\byourself\b", "myself"),
+    (r"\bYou'd\b", "I'd"),
+    (r"\byou'd\b", "I'd"),
+    (r"\bYou'll\b", "I'll"),
+    (r"\byou'll\b", "I'll"),
+    (r"\bYours\b", "Mine"),
+    (r"\byours\b", "mine"),
+    (r"\bYour\b", "My"),
+    (r"\byour\b", "my"),
+    (r"\bYou\b", "I"),
     # "you" after a preposition or a verb that takes an object is "me"; elsewhere it is the subject, "I"
     (r"\b(to|for|with|at|from|help|helps|tell|tells|ask|asks|give|gives|send|sends|call|calls|contact|let|lets) you\b", r"\1 me"),
     (r"\byou\b", "I"),
@@ -64,8 +80,11 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 # "If the agent asks for the cancellation reason, say you ordered by mistake": what the customer would answer when asked,
 # which a customer writing one ticket states up front. A change of mind at the confirmation step is not stated up front.
-_WHEN_ASKED = re.compile(r"^(?:if|when)\s+(?:the agent\s+)?(?:asks?|asked)\s+(?:you\s+)?(?:for|about)?\s*(?P<what>[^,]+?),\s*(?:then\s+)?(?:you\s+)?"
-                         r"(?:say|tell(?: (?:them|it))?|mention|answer|reply|provide)\s+(?:that\s+)?(?P<say>.+?)\.?$", re.I)
+_WHEN_ASKED = re.compile(
+    r"^(?:if|when)\s+(?:the agent\s+)?(?:asks?|asked)\s+(?:you\s+)?(?:for|about)?\s*(?P<what>[^,]+?),\s*(?:then\s+)?(?:you\s+)?"
+    r"(?:say|tell(?: (?:them|it))?|mention|answer|reply|provide)\s+(?:that\s+)?(?P<say>.+?)\.?$",
+    re.I,
+)
 
 
 # A fallback the customer would write to the support team themselves: "if the agent cannot help, transfer to a human".
@@ -84,7 +103,9 @@ def without_stage_directions(text: str) -> str:
         if asked and not re.search(r"confirm|double.?check|mistake in", asked.group("what"), re.I):
             kept.append(f"About {asked.group('what').strip()}: {asked.group('say').strip()}.")
         elif _AGENT_FAILS.search(sentence) and not re.search(r"confirm|\bmention\b", sentence, re.I):
-            kept.append(_AGENT_FAILS.sub(lambda m: AGENT + _YOU_VERB.get(m.group(1).lower(), m.group(1)), sentence))  # "if you cannot help, transfer me to a human"
+            kept.append(
+                _AGENT_FAILS.sub(lambda m: AGENT + _YOU_VERB.get(m.group(1).lower(), m.group(1)), sentence)
+            )  # "if you cannot help, transfer me to a human"
         elif not re.search(r"\bagent\b|\bmention\b", sentence, re.I):
             kept.append(sentence)
     return " ".join(kept).strip()
@@ -140,7 +161,12 @@ def oracle(task: dict[str, Any], config: CrewConfig, process: str, actions: list
     steps = [(a["name"], a["arguments"]) for a in (actions if actions is not None else task["evaluation_criteria"]["actions"])]
     if email and not (steps and steps[0][0].startswith("find_user_id")):
         steps.insert(0, ("find_user_id_by_email", {"email": email}))
-    done = {"customer_reply": "Thank you for your patience; your request has been handled as discussed.", "internal_note": "oracle", "needs_human": False, "escalation_reason": ""}
+    done = {
+        "customer_reply": "Thank you for your patience; your request has been handled as discussed.",
+        "internal_note": "oracle",
+        "needs_human": False,
+        "escalation_reason": "",
+    }
     handoff = {"customer_reply": "A colleague will follow up with you shortly.", "handoff_summary": "Customer asked for a person.", "team": "tier2"}
     if process == "hierarchical":
         groups: list[tuple[str, list]] = []
@@ -150,8 +176,12 @@ def oracle(task: dict[str, Any], config: CrewConfig, process: str, actions: list
                 groups[-1][1].append((tool, args))
             else:
                 groups.append((role, [(tool, args)]))
-        plans: dict[str, list] = {"manager": [("Delegate work to coworker", {"task": f"Do step {i + 1}", "context": json.dumps(group), "coworker": config.roles[role].role})
-                                              for i, (role, group) in enumerate(groups)]}
+        plans: dict[str, list] = {
+            "manager": [
+                ("Delegate work to coworker", {"task": f"Do step {i + 1}", "context": json.dumps(group), "coworker": config.roles[role].role})
+                for i, (role, group) in enumerate(groups)
+            ]
+        }
         for role, group in groups:
             plans.setdefault(role, []).append(group)
         finals: dict[str, Any] = {"manager": done, **{role: "Done." for role, _ in groups}, "escalation": handoff}
@@ -164,8 +194,11 @@ def oracle(task: dict[str, Any], config: CrewConfig, process: str, actions: list
     specialist = SPECIALIST_BY_CATEGORY[category]
     final = {**done, "needs_human": True, "escalation_reason": "customer asked for a person"} if transfer else done
     plans = {specialist: work, "escalation": transfer}
-    return PlanResponder(triage={"category": category, "priority": "normal", "summary": "eval", "confidence": 0.9}, plans=plans,
-                         finals={specialist: final, "escalation": handoff})
+    return PlanResponder(
+        triage={"category": category, "priority": "normal", "summary": "eval", "confidence": 0.9},
+        plans=plans,
+        finals={specialist: final, "escalation": handoff},
+    )
 
 
 @dataclass
@@ -214,29 +247,43 @@ class EvalReport:
         seconds = sorted(t.seconds for t in self.trials) or [0.0]
         n = max(len(v) for v in self.by_task().values()) if self.trials else 0
         return {
-            "split": self.split, "process": self.process, "model": self.model, "tasks": len(self.by_task()), "trials": len(self.trials),
-            "success_rate": self.success_rate, **{f"pass^{k}": self.pass_hat(k) for k in range(1, n + 1)},
+            "split": self.split,
+            "process": self.process,
+            "model": self.model,
+            "tasks": len(self.by_task()),
+            "trials": len(self.trials),
+            "success_rate": self.success_rate,
+            **{f"pass^{k}": self.pass_hat(k) for k in range(1, n + 1)},
             "tool_call_success_rate": (sum(t.tool_ok for t in self.trials) / calls) if calls else None,
             "tokens_per_ticket": statistics.mean(t.tokens_in + t.tokens_out for t in self.trials) if self.trials else 0,
             "prompt_tokens_per_ticket": statistics.mean(t.tokens_in for t in self.trials) if self.trials else 0,
             "cached_prompt_tokens_per_ticket": statistics.mean(t.tokens_cached for t in self.trials) if self.trials else 0,
             "completion_tokens_per_ticket": statistics.mean(t.tokens_out for t in self.trials) if self.trials else 0,
             "cost_usd_per_ticket": statistics.mean(t.cost_usd for t in self.trials) if self.trials else 0,
-            "p50_seconds": statistics.median(seconds), "p95_seconds": seconds[min(len(seconds) - 1, round(0.95 * (len(seconds) - 1)))],
+            "p50_seconds": statistics.median(seconds),
+            "p95_seconds": seconds[min(len(seconds) - 1, round(0.95 * (len(seconds) - 1)))],
         }
 
 
 # The request a reference write stands for; a task with no write is "read or hand over".
-WRITE_INTENTS = {"cancel_pending_order": "cancel", "modify_pending_order_items": "change items", "modify_pending_order_address": "order address",
-                 "modify_pending_order_payment": "order payment", "modify_user_address": "default address", "return_delivered_order_items": "return",
-                 "exchange_delivered_order_items": "exchange", "transfer_to_human_agents": "hand over"}
+WRITE_INTENTS = {
+    "cancel_pending_order": "cancel",
+    "modify_pending_order_items": "change items",
+    "modify_pending_order_address": "order address",
+    "modify_pending_order_payment": "order payment",
+    "modify_user_address": "default address",
+    "return_delivered_order_items": "return",
+    "exchange_delivered_order_items": "exchange",
+    "transfer_to_human_agents": "hand over",
+}
 
 
 def per_intent(report: EvalReport, tasks: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
     """pass^1 per kind of request: intent -> (trials passed, trials) over the tasks whose reference makes such a write
     (a task with several kinds counts under each)."""
-    kinds = {t["id"]: sorted({WRITE_INTENTS[a["name"]] for a in t["evaluation_criteria"]["actions"] if a["name"] in WRITE_INTENTS}) or ["read only"]
-             for t in tasks}
+    kinds = {
+        t["id"]: sorted({WRITE_INTENTS[a["name"]] for a in t["evaluation_criteria"]["actions"] if a["name"] in WRITE_INTENTS}) or ["read only"] for t in tasks
+    }
     table: dict[str, tuple[int, int]] = {}
     for trial in report.trials:
         for kind in kinds.get(trial.task_id, ["read only"]):
@@ -280,8 +327,18 @@ def read_journal(path: Path | None) -> list[Trial]:
     return done
 
 
-def run_eval(*, pipeline: Pipeline, tasks: list[dict[str, Any]], trials: int, split: str, use_oracle: bool, run_tag: str,
-             oracle_actions: dict[str, list[dict[str, Any]]] | None = None, progress=None, journal: Path | None = None) -> EvalReport:
+def run_eval(
+    *,
+    pipeline: Pipeline,
+    tasks: list[dict[str, Any]],
+    trials: int,
+    split: str,
+    use_oracle: bool,
+    run_tag: str,
+    oracle_actions: dict[str, list[dict[str, Any]]] | None = None,
+    progress=None,
+    journal: Path | None = None,
+) -> EvalReport:
     """oracle_actions overrides what the oracle does for some tasks (tests use it to make the agent do something wrong).
     journal: each finished trial is appended there at once; trials already in it are not run again, so a run that was
     interrupted (Ctrl-C, a crash, the end of a session) resumes where it stopped."""
@@ -315,7 +372,9 @@ def run_eval(*, pipeline: Pipeline, tasks: list[dict[str, Any]], trials: int, sp
                     pipeline.builder.llm_factory.responder = oracle(task, pipeline.config, settings.crew_process, actions, email)
                 subject, body = ticket_for(task)
                 with transaction(factory) as db:
-                    ticket, _ = tickets.submit(db=db, ticket_in=TicketIn(source="eval", external_id=f"tau2-{split}-{task['id']}-{trial}-{run_tag}", subject=subject, body=body))
+                    ticket, _ = tickets.submit(
+                        db=db, ticket_in=TicketIn(source="eval", external_id=f"tau2-{split}-{task['id']}-{trial}-{run_tag}", subject=subject, body=body)
+                    )
                 started = time.perf_counter()
                 outcome = process_deferring(pipeline, ticket.id)
                 seconds = time.perf_counter() - started
@@ -323,8 +382,21 @@ def run_eval(*, pipeline: Pipeline, tasks: list[dict[str, Any]], trials: int, sp
                     got = state_hash(db)
                     runs = db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket.id)).scalars().all()
                     calls, ok = _tool_counts(db, ticket.id)
-                report.trials.append(Trial(task["id"], trial, got == expected, outcome.status, calls, ok, sum(r.tokens_in for r in runs),
-                                           sum(r.tokens_out for r in runs), sum(r.cost_usd for r in runs), seconds, sum(r.tokens_cached for r in runs)))
+                report.trials.append(
+                    Trial(
+                        task["id"],
+                        trial,
+                        got == expected,
+                        outcome.status,
+                        calls,
+                        ok,
+                        sum(r.tokens_in for r in runs),
+                        sum(r.tokens_out for r in runs),
+                        sum(r.cost_usd for r in runs),
+                        seconds,
+                        sum(r.tokens_cached for r in runs),
+                    )
+                )
                 if journal is not None:
                     with journal.open("a", encoding="utf-8") as out:
                         out.write(json.dumps(asdict(report.trials[-1])) + "\n")
@@ -349,18 +421,27 @@ def write_report(report: EvalReport, path: Path) -> Path:
         secs = statistics.mean(t.seconds for t in ts)
         x = 30 + i * bar
         h = 140 * secs / max_seconds
-        bars.append(f'<rect x="{x}" y="{160 - h:.1f}" width="{bar - 1}" height="{h:.1f}" fill="{"#2e7d32" if rate == 1 else "#c62828" if rate == 0 else "#f9a825"}">'
-                    f"<title>task {task_id}: success {rate:.0%}, {secs:.2f} s</title></rect>")
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="190"><text x="30" y="14" font-size="12">seconds per task '
-           f'(height) and success (green all trials, amber some, red none)</text>{"".join(bars)}'
-           f'<line x1="30" y1="160" x2="{30 + len(tasks) * bar}" y2="160" stroke="#333"/><text x="30" y="180" font-size="11">task</text></svg>')
-    rows = "".join(f"<tr><td>{t.task_id}</td><td>{t.trial}</td><td>{'pass' if t.success else 'fail'}</td><td>{t.status}</td><td>{t.tool_ok}/{t.tool_calls}</td>"
-                   f"<td>{t.tokens_in} ({t.tokens_cached} cached) + {t.tokens_out}</td><td>{t.cost_usd:.5f}</td><td>{t.seconds:.2f}</td></tr>" for t in report.trials)
+        bars.append(
+            f'<rect x="{x}" y="{160 - h:.1f}" width="{bar - 1}" height="{h:.1f}" fill="{"#2e7d32" if rate == 1 else "#c62828" if rate == 0 else "#f9a825"}">'
+            f"<title>task {task_id}: success {rate:.0%}, {secs:.2f} s</title></rect>"
+        )
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="190"><text x="30" y="14" font-size="12">seconds per task '
+        f"(height) and success (green all trials, amber some, red none)</text>{''.join(bars)}"
+        f'<line x1="30" y1="160" x2="{30 + len(tasks) * bar}" y2="160" stroke="#333"/><text x="30" y="180" font-size="11">task</text></svg>'
+    )
+    rows = "".join(
+        f"<tr><td>{t.task_id}</td><td>{t.trial}</td><td>{'pass' if t.success else 'fail'}</td><td>{t.status}</td><td>{t.tool_ok}/{t.tool_calls}</td>"
+        f"<td>{t.tokens_in} ({t.tokens_cached} cached) + {t.tokens_out}</td><td>{t.cost_usd:.5f}</td><td>{t.seconds:.2f}</td></tr>"
+        for t in report.trials
+    )
     facts = "".join(f"<tr><th>{k}</th><td>{v:.3f}</td></tr>" if isinstance(v, float) else f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in summary.items())
-    html = (f"<!doctype html><meta charset='utf-8'><title>crewdesk eval {report.split}</title>"
-            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}</style>"
-            f"<h1>tau2-bench retail, {report.split} split</h1><table>{facts}</table><h2>Per task</h2>{svg}"
-            f"<table><tr><th>task</th><th>trial</th><th>result</th><th>ticket status</th><th>tool calls ok</th><th>tokens: prompt (cached) + completion</th><th>cost $</th><th>seconds</th></tr>{rows}</table>")
+    html = (
+        f"<!doctype html><meta charset='utf-8'><title>crewdesk eval {report.split}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}</style>"
+        f"<h1>tau2-bench retail, {report.split} split</h1><table>{facts}</table><h2>Per task</h2>{svg}"
+        f"<table><tr><th>task</th><th>trial</th><th>result</th><th>ticket status</th><th>tool calls ok</th><th>tokens: prompt (cached) + completion</th><th>cost $</th><th>seconds</th></tr>{rows}</table>"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")
     path.with_suffix(".json").write_text(json.dumps({"summary": summary, "trials": [asdict(t) for t in report.trials]}, indent=1))

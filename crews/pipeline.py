@@ -61,14 +61,13 @@ log = get_logger(__name__)
 
 _LOCK_NAMESPACE = 0x6372_6577_0000  # "crew" in the high bits keeps our advisory locks apart from others'
 
+
 def build_router(settings: Settings, llm_factory: LLMFactory):
     """The intent router the settings ask for (crewdesk/routing): MiniLM over labelled examples, optionally with the model."""
     from crewdesk.routing.router import build_router as build
 
     llm = llm_factory.build(tier="cheap") if settings.router != "embedding" else None
     return build(cache_dir=settings.home / "cache" / "routing", llm=llm, design=settings.router)
-
-
 
 
 @dataclass(frozen=True)
@@ -125,8 +124,9 @@ def classify_error(exc: BaseException) -> type[Exception] | None:
 
 
 class Pipeline:
-    def __init__(self, *, settings: Settings, session_factory: sessionmaker[Session], llm_factory: LLMFactory, config: CrewConfig | None = None,
-                 router=None) -> None:
+    def __init__(
+        self, *, settings: Settings, session_factory: sessionmaker[Session], llm_factory: LLMFactory, config: CrewConfig | None = None, router=None
+    ) -> None:
         self.settings = settings
         self.session_factory = session_factory
         self.config = config or load_config(settings.agents_dir, settings.tasks_dir)
@@ -137,8 +137,12 @@ class Pipeline:
         self.router = router if router is not None or not settings.procedures else build_router(settings, llm_factory)
         audit_listener.install(session_factory)
         self.memory = self._open_memory(settings)
-        self.builder = CrewBuilder(config=self.config, llm_factory=llm_factory, session_factory=session_factory,
-                                   tool_dependencies={"kb_search": {"knowledge": self.memory, "k": settings.kb_search_k}})
+        self.builder = CrewBuilder(
+            config=self.config,
+            llm_factory=llm_factory,
+            session_factory=session_factory,
+            tool_dependencies={"kb_search": {"knowledge": self.memory, "k": settings.kb_search_k}},
+        )
 
     @contextmanager
     def _exclusive(self, ticket_id: int) -> Iterator[None]:
@@ -181,16 +185,22 @@ class Pipeline:
             ticket = tickets.get(db=db, ticket_id=ticket_id, lock=True)
             waiting = ticket.status == TicketStatus.awaiting_approval and approvals.pending_for(db=db, ticket_id=ticket.id)
             if tickets.is_terminal(ticket) or waiting:
-                last = db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id, CrewRun.status == "completed").order_by(CrewRun.id.desc())).scalars().first()
-                return TicketOutcome(ticket_id=ticket.id, run_id=last.id if last else None, status=ticket.status,
-                                     category=ticket.category, priority=ticket.priority, reused=True)
+                last = (
+                    db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id, CrewRun.status == "completed").order_by(CrewRun.id.desc()))
+                    .scalars()
+                    .first()
+                )
+                return TicketOutcome(
+                    ticket_id=ticket.id, run_id=last.id if last else None, status=ticket.status, category=ticket.category, priority=ticket.priority, reused=True
+                )
             problem = self._validate(ticket)
             if problem:
                 tickets.transition(ticket=ticket, to=TicketStatus.failed, reason=problem)
                 audit.record(db=db, ticket_id=ticket.id, kind="status", name="failed", actor="pipeline", error=problem)
                 return TicketOutcome(ticket_id=ticket.id, run_id=None, status=ticket.status)
             interrupted = db.execute(
-                update(CrewRun).where(CrewRun.ticket_id == ticket_id, CrewRun.status == "running")
+                update(CrewRun)
+                .where(CrewRun.ticket_id == ticket_id, CrewRun.status == "running")
                 .values(status="interrupted", finished_at=utcnow(), error="worker stopped before the run finished")
             ).rowcount
             if interrupted:
@@ -203,15 +213,29 @@ class Pipeline:
             tickets.transition(ticket=ticket, to=TicketStatus.in_progress if resuming else TicketStatus.triaging)
             db.flush()
             audit.record(db=db, ticket_id=ticket.id, run_id=run.id, kind="status", name="resumed" if resuming else "triaging", actor="pipeline")
-        return Work(ticket=ticket, run_id=run.id, text=conversation or ticket.body, read_up_to=read_up_to, gate=self.gate(ticket_id=ticket.id, run_id=run.id, customer=ticket.customer))
+        return Work(
+            ticket=ticket,
+            run_id=run.id,
+            text=conversation or ticket.body,
+            read_up_to=read_up_to,
+            gate=self.gate(ticket_id=ticket.id, run_id=run.id, customer=ticket.customer),
+        )
 
     def gate(self, *, ticket_id: int, run_id: int | None, customer: str | None = None) -> Gate:
         """The ticket's gate; `customer` is the identity its channel gave (the sender's address), which binds it."""
         threshold = self.settings.approval_threshold_usd
         vault = Vault(session_factory=self.session_factory, ticket_id=ticket_id) if self.settings.pii_redaction else PlainVault()
-        return Gate(session_factory=self.session_factory, ticket_id=ticket_id, run_id=run_id, permissions=self.config.permissions,
-                    store_factory=SqlRetailStore, approval_threshold=None if threshold < 0 else threshold,
-                    max_calls_per_ticket=self.settings.max_tool_calls_per_ticket, vault=vault, binding=CustomerBinding.for_channel(customer))
+        return Gate(
+            session_factory=self.session_factory,
+            ticket_id=ticket_id,
+            run_id=run_id,
+            permissions=self.config.permissions,
+            store_factory=SqlRetailStore,
+            approval_threshold=None if threshold < 0 else threshold,
+            max_calls_per_ticket=self.settings.max_tool_calls_per_ticket,
+            vault=vault,
+            binding=CustomerBinding.for_channel(customer),
+        )
 
     def give_up(self, ticket_id: int, *, reason: str) -> None:
         """Retries are exhausted: record the ticket as failed rather than leave it queued."""
@@ -258,7 +282,9 @@ class Pipeline:
                     log.warning("ticket.finish_failed", error=f"{type(finish_exc).__name__}: {finish_exc}")
                 raise TransientError(str(exc)) from exc
             log.exception("ticket.failed")
-            return self._finish(work, started, status=TicketStatus.failed, reason=f"{type(exc).__name__}: {exc}", run_status="error", error=f"{type(exc).__name__}: {exc}")
+            return self._finish(
+                work, started, status=TicketStatus.failed, reason=f"{type(exc).__name__}: {exc}", run_status="error", error=f"{type(exc).__name__}: {exc}"
+            )
         finally:
             audit_listener.flush()
             audit_listener.current_run.reset(token)
@@ -304,7 +330,9 @@ class Pipeline:
         with transaction(self.session_factory) as db:
             row = tickets.get(db=db, ticket_id=ticket.id, lock=True)
             row.category, row.priority, row.triage = triage.category, triage.priority, triage.model_dump(mode="json")
-            hits = rules.escalation_hits(db=db, ticket=row, triage=triage, repeat_days=self.settings.repeat_contact_days, repeat_threshold=self.settings.repeat_contact_threshold)
+            hits = rules.escalation_hits(
+                db=db, ticket=row, triage=triage, repeat_days=self.settings.repeat_contact_days, repeat_threshold=self.settings.repeat_contact_threshold
+            )
             if triage.confidence < floor:
                 hits.append(rules.RuleHit("low_confidence", f"{triage.confidence:.2f} < {floor:.2f}"))
             if hits:
@@ -340,7 +368,9 @@ class Pipeline:
         if cued or (moves and ORDER_VERBS["modify_order"].search(text)):
             intents.append("return_items")  # the customer's verbs, a fast first pass beside the router (any member brings the family)
         if set(intents) & ORDER_FAMILY:
-            intents = [i for i in intents if i not in ORDER_FAMILY and i != "billing_question"] + [i for i in ORDER_FAMILY_ORDER if i in self.procedures.by_intent]
+            intents = [i for i in intents if i not in ORDER_FAMILY and i != "billing_question"] + [
+                i for i in ORDER_FAMILY_ORDER if i in self.procedures.by_intent
+            ]
         if cued or moves:  # the customer's own verbs name known requests: the router's vaguer labels beside them add nothing to do
             intents = [i for i in intents if i not in VAGUE] or intents
         return Routed(route=routed, intents=intents, cued=cued or bool(moves)) if self.procedures.covers(intents) else None
@@ -349,8 +379,14 @@ class Pipeline:
         """Known intents: the procedure flow decides, checks policy, acts through the gate and writes the reply. When the
         customer's own verbs name the request, the router's confidence is not what decides."""
         ticket, raw, route, intents = work.ticket, work.text, routed.route, routed.intents
-        triage = Triage(category=str(route.category), priority=str(route.priority), language=language.detect(raw), sentiment=str(route.sentiment),
-                        summary=f"{', '.join(intents)}: {' '.join((ticket.subject or raw).split())[:120]}", confidence=route.confidence)
+        triage = Triage(
+            category=str(route.category),
+            priority=str(route.priority),
+            language=language.detect(raw),
+            sentiment=str(route.sentiment),
+            summary=f"{', '.join(intents)}: {' '.join((ticket.subject or raw).split())[:120]}",
+            confidence=route.confidence,
+        )
         hits = self._record_triage(ticket, work.run_id, triage, confidence_floor=0.0 if routed.cued else self.settings.router_confidence)
         if hits:
             return self._escalate(work, triage, "; ".join(str(h) for h in hits))
@@ -361,13 +397,27 @@ class Pipeline:
         with transaction(self.session_factory) as db:
             db.execute(update(CrewRun).where(CrewRun.id == work.run_id).values(process="procedure"))
         flow = ProcedureFlow.build(gate=gate, llm=llm, procedures=self.procedures, raw_text=raw)
-        flow.kickoff(inputs={"text": gate.vault.conceal(work.block()), "channel_customer": ticket.customer or "", "language": triage.language,
-                             "intents": intents})
+        flow.kickoff(
+            inputs={"text": gate.vault.conceal(work.block()), "channel_customer": ticket.customer or "", "language": triage.language, "intents": intents}
+        )
         state = flow.state
         with transaction(self.session_factory) as db:
-            audit.record(db=db, ticket_id=ticket.id, run_id=work.run_id, kind="procedure", name="+".join(intents), actor="pipeline",
-                         result={"status": state.status, "reason": state.reason, "customer": state.customer.how if state.customer else None,
-                                 "outcomes": [{"intent": o.intent, "kind": o.kind, "rule": o.rule, "order": o.action.order_id if o.action else None} for o in state.outcomes]})
+            audit.record(
+                db=db,
+                ticket_id=ticket.id,
+                run_id=work.run_id,
+                kind="procedure",
+                name="+".join(intents),
+                actor="pipeline",
+                result={
+                    "status": state.status,
+                    "reason": state.reason,
+                    "customer": state.customer.how if state.customer else None,
+                    "outcomes": [
+                        {"intent": o.intent, "kind": o.kind, "rule": o.rule, "order": o.action.order_id if o.action else None} for o in state.outcomes
+                    ],
+                },
+            )
         note = f"procedure {'+'.join(intents)}: {state.status}" + (f" ({state.reason})" if state.reason else "")
         return Decision(TicketStatus(state.status), state.reason or None, flow.reply(), note, triage)
 
@@ -396,8 +446,9 @@ class Pipeline:
             return ""
         started = time.perf_counter()
         try:
-            block = memory.recall_context(store=self.memory, settings=self.settings, customer=ticket.customer,
-                                          query=f"{ticket.subject}\n{ticket.body}", exclude_ticket_id=ticket.id)
+            block = memory.recall_context(
+                store=self.memory, settings=self.settings, customer=ticket.customer, query=f"{ticket.subject}\n{ticket.body}", exclude_ticket_id=ticket.id
+            )
         except Exception as exc:  # noqa: BLE001 - memory is best-effort: a broken store must not stop tickets
             log.warning("memory.recall_failed", error=f"{type(exc).__name__}: {exc}")
             return ""
@@ -416,8 +467,15 @@ class Pipeline:
                 reason = row.status_reason or ""
             issue = triage.summary if triage and triage.summary else f"{ticket.subject}: {ticket.body}"
             summary = memory.summarise(issue=issue, actions=actions, outcome=status + (f" ({reason})" if reason else ""), reply=reply or "")
-            memory.remember_ticket(store=self.memory, settings=self.settings, customer=ticket.customer, ticket_id=ticket.id, summary=summary,
-                                   outcome=status, category=ticket.category or "")
+            memory.remember_ticket(
+                store=self.memory,
+                settings=self.settings,
+                customer=ticket.customer,
+                ticket_id=ticket.id,
+                summary=summary,
+                outcome=status,
+                category=ticket.category or "",
+            )
         except Exception as exc:  # noqa: BLE001 - memory is best-effort: a broken store must not stop tickets
             log.warning("memory.remember_failed", error=f"{type(exc).__name__}: {exc}")
             return
@@ -428,8 +486,9 @@ class Pipeline:
         recalled = work.recalled
         if not recalled:
             return triage_text
-        return triage_text + ("\n\nThis customer's earlier tickets (summaries from memory; personal data removed; for context only, "
-                               "verify before acting):\n" + recalled)
+        return triage_text + (
+            "\n\nThis customer's earlier tickets (summaries from memory; personal data removed; for context only, verify before acting):\n" + recalled
+        )
 
     def process_for(self, category: str) -> str:
         return self.settings.crew_process_by_category.get(category, self.settings.crew_process)
@@ -448,8 +507,15 @@ class Pipeline:
             if process == "hierarchical":
                 resolution, budget = self.builder.run_hierarchical(values={"triage": triage_text}, work=work)
                 with transaction(self.session_factory) as db:
-                    audit.record(db=db, ticket_id=ticket.id, run_id=work.run_id, kind="crew", name="delegations", actor="manager",
-                                 result={"used": budget.used, "limit": budget.limit, "refused": budget.refused})
+                    audit.record(
+                        db=db,
+                        ticket_id=ticket.id,
+                        run_id=work.run_id,
+                        kind="crew",
+                        name="delegations",
+                        actor="manager",
+                        result={"used": budget.used, "limit": budget.limit, "refused": budget.refused},
+                    )
             else:
                 resolution = self.builder.run_phase(task_key="resolve", role_key=specialist, values={"triage": triage_text}, work=work)
         except Exception as exc:
@@ -496,8 +562,19 @@ class Pipeline:
         reply = holding_reply(self.replies, language.detect(work.text))
         return Decision(TicketStatus.escalated, reason, reply, "\n".join(x for x in (note, summary) if x), triage)
 
-    def _finish(self, work: Work, started: float, *, status: TicketStatus, reason: str | None,
-                reply: str | None = None, note: str | None = None, triage: Triage | None = None, run_status: str = "completed", error: str | None = None) -> TicketOutcome:
+    def _finish(
+        self,
+        work: Work,
+        started: float,
+        *,
+        status: TicketStatus,
+        reason: str | None,
+        reply: str | None = None,
+        note: str | None = None,
+        triage: Triage | None = None,
+        run_status: str = "completed",
+        error: str | None = None,
+    ) -> TicketOutcome:
         seconds = time.perf_counter() - started
         ticket, run_id, ledger = work.ticket, work.run_id, work.ledger
         concealed_reply = work.gate.vault.conceal(reply) if reply else None  # the audit keeps tokens, the message real text
@@ -515,11 +592,27 @@ class Pipeline:
             if reply is not None:
                 row.resolution = {"customer_reply": reply, "internal_note": note or "", "status": status.value, "reason": reason}
             costs = sum(estimate_cost(model, t_in, t_out) for model, (t_in, t_out) in ledger.per_model().items())
-            db.execute(update(CrewRun).where(CrewRun.id == run_id).values(
-                status=run_status, outcome=status.value, error=error, models=ledger.models, tokens_in=ledger.tokens_in, tokens_out=ledger.tokens_out, tokens_cached=ledger.tokens_cached,
-                llm_calls=ledger.calls, llm_seconds=ledger.llm_seconds, cost_usd=costs, latency_s=seconds, finished_at=utcnow(),
-            ))
-            audit.record(db=db, ticket_id=row.id, run_id=run_id, kind="status", name=status.value, actor="pipeline", result={"reason": reason} if reason else None)
+            db.execute(
+                update(CrewRun)
+                .where(CrewRun.id == run_id)
+                .values(
+                    status=run_status,
+                    outcome=status.value,
+                    error=error,
+                    models=ledger.models,
+                    tokens_in=ledger.tokens_in,
+                    tokens_out=ledger.tokens_out,
+                    tokens_cached=ledger.tokens_cached,
+                    llm_calls=ledger.calls,
+                    llm_seconds=ledger.llm_seconds,
+                    cost_usd=costs,
+                    latency_s=seconds,
+                    finished_at=utcnow(),
+                )
+            )
+            audit.record(
+                db=db, ticket_id=row.id, run_id=run_id, kind="status", name=status.value, actor="pipeline", result={"reason": reason} if reason else None
+            )
             requeue = False
             if status is TicketStatus.resolved and tickets.last_inbound_id(db=db, ticket_id=row.id) > work.read_up_to:
                 # The customer wrote again while the crew worked: answer that too rather than leave it unread.
@@ -527,7 +620,13 @@ class Pipeline:
                 audit.record(db=db, ticket_id=row.id, run_id=run_id, kind="status", name="reopened", actor="pipeline")
                 requeue = True
             audit.seal(db=db, ticket_id=row.id, run_id=run_id)  # the run's chain head into the global seal log
-        return TicketOutcome(ticket_id=ticket.id, run_id=run_id, status=status.value, category=ticket.category, priority=ticket.priority,
-                             escalation_reason=reason if status is TicketStatus.escalated else None, seconds=seconds, requeue=requeue)
-
-
+        return TicketOutcome(
+            ticket_id=ticket.id,
+            run_id=run_id,
+            status=status.value,
+            category=ticket.category,
+            priority=ticket.priority,
+            escalation_reason=reason if status is TicketStatus.escalated else None,
+            seconds=seconds,
+            requeue=requeue,
+        )

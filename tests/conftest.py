@@ -41,8 +41,21 @@ configure_logging(level="WARNING", json=True)
 
 PG_ADMIN_URL = os.environ.get("CREWDESK_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("CREWDESK_TEST_REDIS", "redis://127.0.0.1:6379/15")
-TABLES = ("audit_events", "audit_chains", "audit_seals", "approvals", "tool_effects", "pii_tokens", "inbound_events", "attachments", "messages", "crew_runs", "tickets",
-          "mailbox_cursors", "backlog_imports")
+TABLES = (
+    "audit_events",
+    "audit_chains",
+    "audit_seals",
+    "approvals",
+    "tool_effects",
+    "pii_tokens",
+    "inbound_events",
+    "attachments",
+    "messages",
+    "crew_runs",
+    "tickets",
+    "mailbox_cursors",
+    "backlog_imports",
+)
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
@@ -149,7 +162,14 @@ def make_ticket(session_factory):
     from crewdesk.tickets.schemas import TicketIn
 
     def make(body: str = "I was charged twice for my invoice this month, please refund one charge.", **fields) -> int:
-        data = {"external_id": fields.pop("external_id", uuid.uuid4().hex[:10]), "source": "test", "customer": "ana@example.com", "subject": "Question", "body": body, **fields}
+        data = {
+            "external_id": fields.pop("external_id", uuid.uuid4().hex[:10]),
+            "source": "test",
+            "customer": "ana@example.com",
+            "subject": "Question",
+            "body": body,
+            **fields,
+        }
         with transaction(session_factory) as db:
             ticket, _ = service.submit(db=db, ticket_in=TicketIn(**data))
             return ticket.id
@@ -184,5 +204,3 @@ def start_worker(worker_env, tmp_path):
     yield start
     for worker in workers:
         worker.stop()
-
-

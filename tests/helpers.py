@@ -33,6 +33,7 @@ class RecordingFactory(LLMFactory):
     def prompts_text(self) -> str:
         return json.dumps([llm.prompts for llm in self.built])
 
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -75,7 +76,14 @@ class Worker:
 
     def start(self) -> Worker:
         handle = self.log.open("ab")
-        self.proc = subprocess.Popen([CREWDESK, "worker", "--concurrency", "1", "--loglevel", "INFO"], env=self.env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [CREWDESK, "worker", "--concurrency", "1", "--loglevel", "INFO"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if b"ready." in self.log.read_bytes():

@@ -45,8 +45,27 @@ class PrivateRedis:
 
     def start(self) -> PrivateRedis:
         persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.persistent else ["--appendonly", "no"]
-        subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                        *persistence, "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"), "--pidfile", str(self.dir / "redis.pid")], check=True)
+        subprocess.run(
+            [
+                "redis-server",
+                "--daemonize",
+                "yes",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                *persistence,
+                "--dir",
+                str(self.dir),
+                "--logfile",
+                str(self.dir / "redis.log"),
+                "--pidfile",
+                str(self.dir / "redis.pid"),
+            ],
+            check=True,
+        )
         _wait(lambda: self._cli("ping").stdout.strip() == "PONG", "redis-server")
         return self
 
@@ -92,8 +111,17 @@ class PrivatePostgres:
     def start(self) -> PrivatePostgres:
         if not self.dir.exists():
             self._run(str(self.bin / "initdb"), "-D", str(self.dir), "-A", "trust", "-U", "postgres", "--no-sync")
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir), "-o", f"-p {self.port} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off",
-                  "-l", str(self.dir / "server.log"), "-w", "start")
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.dir),
+            "-o",
+            f"-p {self.port} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-l",
+            str(self.dir / "server.log"),
+            "-w",
+            "start",
+        )
         _wait(self.ready, "postgres")
         return self
 

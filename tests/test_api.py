@@ -52,7 +52,9 @@ def test_approvals_over_http(settings, session_factory, make_ticket):
     ticket_id = make_ticket("Cancel my order")
     with transaction(session_factory) as db:
         db.execute(__import__("sqlalchemy").update(__import__("crewdesk.tickets.models", fromlist=["Ticket"]).Ticket).values(status="awaiting_approval"))
-        db.add(Approval(ticket_id=ticket_id, action="calculate", arguments={"expression": "2*21"}, idempotency_key="k-api", requested_by="billing", reason="test"))
+        db.add(
+            Approval(ticket_id=ticket_id, action="calculate", arguments={"expression": "2*21"}, idempotency_key="k-api", requested_by="billing", reason="test")
+        )
     resumed = []
     client = TestClient(create_app(settings, session_factory=session_factory, enqueue=resumed.append))
     listed = client.get("/approvals").json()

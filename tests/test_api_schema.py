@@ -41,10 +41,12 @@ def live_app(settings, session_factory, make_ticket):
     with transaction(session_factory) as db:
         tickets.add_message(db=db, ticket=db.get(Ticket, ticket_id), direction="outbound", body="Done.")
         db.execute(update(Ticket).values(status="awaiting_approval"))
-        db.add(Approval(ticket_id=ticket_id, action="calculate", arguments={"expression": "2*21"}, idempotency_key="k-schema",
-                        requested_by="billing", reason="test"))
-    app = create_app(settings.model_copy(update={"jira_webhook_secret": SecretStr(SECRET)}), session_factory=session_factory,
-                     enqueue=lambda _ticket_id: None)
+        db.add(
+            Approval(
+                ticket_id=ticket_id, action="calculate", arguments={"expression": "2*21"}, idempotency_key="k-schema", requested_by="billing", reason="test"
+            )
+        )
+    app = create_app(settings.model_copy(update={"jira_webhook_secret": SecretStr(SECRET)}), session_factory=session_factory, enqueue=lambda _ticket_id: None)
     assert app.openapi() == schema.raw_schema
     return app
 

@@ -95,7 +95,6 @@ def test_yaml_dirs_are_not_python_packages():
         assert not list((ROOT / folder).glob("*.py"))
 
 
-
 # The repository stands alone: a clone has nothing beside it, so no file may read (or tell a user to read) a folder
 # next to the checkout, such as the team's "shared" one with its datasets and fixtures. Only a benchmark under bench/
 # that says it "optionally reads the CrewAI anchor" may name the anchor's bench folder there, and it must skip when
@@ -132,8 +131,9 @@ def tracked_files() -> list[str]:
     if listed.returncode == 0 and listed.stdout:
         return sorted(name for name in listed.stdout.decode().split("\0") if name)
     # not a git checkout (an unpacked sdist): every file under the same folders
-    return sorted(str(p.relative_to(ROOT)) for folder in STANDALONE_DIRS for p in (ROOT / folder).rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts) + [f for f in STANDALONE_FILES if (ROOT / f).exists()]
+    return sorted(
+        str(p.relative_to(ROOT)) for folder in STANDALONE_DIRS for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    ) + [f for f in STANDALONE_FILES if (ROOT / f).exists()]
 
 
 def test_nothing_reads_outside_the_repository():

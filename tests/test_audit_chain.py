@@ -64,7 +64,7 @@ def test_lifecycle_noise_is_not_kept(trail, session_factory):
 
 
 def test_an_edited_row_is_detected(trail, session_factory, pg_url):
-    tamper(session_factory, "UPDATE audit_events SET error = NULL, result = '{\"response\": \"all fine\"}' WHERE chain = 1 AND seq = 3")
+    tamper(session_factory, 'UPDATE audit_events SET error = NULL, result = \'{"response": "all fine"}\' WHERE chain = 1 AND seq = 3')
     with session_factory() as db:
         report = audit.verify(db=db)
     assert not report.ok and len(report.problems) == 1 and report.problems[0].startswith("ticket 1 row 3 ") and report.problems[0].endswith("(edited)")

@@ -74,16 +74,33 @@ def broker_ticket_ids(url: str = REDIS_URL) -> Counter:
 
 
 def cli_env(settings, tmp_path, **extra) -> dict[str, str]:
-    return {**os.environ, "CREWDESK_DATABASE_URL": settings.database_url, "CREWDESK_BROKER_URL": REDIS_URL, "CREWDESK_HOME": str(tmp_path / "home"),
-            "CREWDESK_LOG_LEVEL": "WARNING", **extra}
+    return {
+        **os.environ,
+        "CREWDESK_DATABASE_URL": settings.database_url,
+        "CREWDESK_BROKER_URL": REDIS_URL,
+        "CREWDESK_HOME": str(tmp_path / "home"),
+        "CREWDESK_LOG_LEVEL": "WARNING",
+        **extra,
+    }
 
 
 # --- formats --------------------------------------------------------------------------------------------------------
 
 FORMAT_CASES = {
-    "tickets.csv": ("csv", "file", ["C-1001", "C-1002", "C-1003", "C-1007", "C-1008"], {8: "body is empty", 9: "expected 6 fields, got 8",
-                    10: "never closes", 13: "id is empty"}, {12}),
-    "tickets.jsonl": ("jsonl", "file", ["J-1", "J-2", "J-5"], {5: "body: Field required", 6: "not valid JSON", 7: "priority", 9: "expected a JSON object"}, {8}),
+    "tickets.csv": (
+        "csv",
+        "file",
+        ["C-1001", "C-1002", "C-1003", "C-1007", "C-1008"],
+        {8: "body is empty", 9: "expected 6 fields, got 8", 10: "never closes", 13: "id is empty"},
+        {12},
+    ),
+    "tickets.jsonl": (
+        "jsonl",
+        "file",
+        ["J-1", "J-2", "J-5"],
+        {5: "body: Field required", 6: "not valid JSON", 7: "priority", 9: "expected a JSON object"},
+        {8},
+    ),
     "zendesk_tickets.json": ("zendesk", "zendesk", ["35436", "35437", "35440"], {25: "body is empty", 33: "not valid JSON (line 36"}, {49}),
     "zendesk_tickets.ndjson": ("zendesk", "zendesk", ["501", "502", "505", "506", "507"], {3: "not valid JSON", 4: "body is empty"}, set()),
     "jira_export.csv": ("jira-csv", "jira", ["SUP-101", "SUP-102", "SUP-103", "SUP-106"], {6: "body is empty", 7: "expected 13 fields, got 10"}, set()),
@@ -111,13 +128,20 @@ def test_each_format_imports_good_rows_and_reports_bad_ones_by_line(session_fact
         assert events["bad_row"][line].startswith(f"line {line}: ") and needle in events["bad_row"][line]
     assert set(events["duplicate"]) == duplicates
     total = len(good) + len(bad) + len(duplicates)
-    assert (backlog.rows_done, backlog.rows_ok, backlog.rows_bad, backlog.rows_duplicate, backlog.rows_enqueued) == (total, len(good), len(bad), len(duplicates), len(good))
+    assert (backlog.rows_done, backlog.rows_ok, backlog.rows_bad, backlog.rows_duplicate, backlog.rows_enqueued) == (
+        total,
+        len(good),
+        len(bad),
+        len(duplicates),
+        len(good),
+    )
 
 
 def test_fields_are_mapped_from_each_export(session_factory):
     for name in ("tickets.csv", "zendesk_tickets.json", "jira_export.csv"):
         run_import(session_factory, FIXTURES / name)
     with session_factory() as db:
+
         def find(source, external_id):
             return tickets.find(db=db, source=source, external_id=external_id)
 
@@ -224,8 +248,14 @@ def test_rate_limited_import_sends_in_small_batches(session_factory):
     def enqueue(ids):
         calls.append((now[0], len(ids)))
 
-    backlog = import_backlog(session_factory=session_factory, path=FIXTURES / "tickets.csv", enqueue=enqueue, rate_per_second=2,
-                             clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    backlog = import_backlog(
+        session_factory=session_factory,
+        path=FIXTURES / "tickets.csv",
+        enqueue=enqueue,
+        rate_per_second=2,
+        clock=lambda: now[0],
+        sleep=lambda s: now.__setitem__(0, now[0] + s),
+    )
     assert backlog.rows_enqueued == 5 and [n for _, n in calls] == [2, 2, 1]
     assert now[0] >= 1.5  # 5 tickets at 2/s after a burst of 2
 
@@ -291,12 +321,20 @@ def test_submit_many_orders_results_and_dedups(session_factory, make_ticket):
 
 # --- constant memory ------------------------------------------------------------------------------------------------
 
+
 def write_zendesk(path: Path, n: int) -> None:
     with path.open("w") as out:
         out.write('{\n  "tickets": [\n')
         for i in range(n):
-            ticket = {"id": i + 1, "subject": f"Subject {i}", "description": "My printer is on fire.\nPlease help. " * 3, "priority": "normal",
-                      "status": "open", "requester_id": 1000 + i, "via": {"channel": "email", "source": {"from": {"address": f"u{i}@example.com"}}}}
+            ticket = {
+                "id": i + 1,
+                "subject": f"Subject {i}",
+                "description": "My printer is on fire.\nPlease help. " * 3,
+                "priority": "normal",
+                "status": "open",
+                "requester_id": 1000 + i,
+                "via": {"channel": "email", "source": {"from": {"address": f"u{i}@example.com"}}},
+            }
             body = json.dumps(ticket, indent=2).replace("\n", "\n    ")
             out.write(f"    {body}{',' if i < n - 1 else ''}\n")
         out.write(f'  ],\n  "count": {n}\n}}\n')
@@ -331,6 +369,7 @@ def test_readers_stream_in_constant_memory(tmp_path, kind):
 
 # --- resume after Ctrl-C and SIGKILL, through the command ---------------------------------------------------------------
 
+
 def wait_until(session_factory, predicate, proc, timeout=120.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -364,10 +403,19 @@ def test_ctrl_c_then_sigkill_then_resume_queues_every_good_row_once(settings, se
     second.send_signal(signal.SIGKILL)
     second.wait(30)
 
-    third = subprocess.run([CREWDESK, "backlog", "import", str(path)], env=cli_env(settings, tmp_path, CREWDESK_BACKLOG_ENQUEUE_PER_SECOND="0"),
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    third = subprocess.run(
+        [CREWDESK, "backlog", "import", str(path)],
+        env=cli_env(settings, tmp_path, CREWDESK_BACKLOG_ENQUEUE_PER_SECOND="0"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert third.returncode == 1, third.stdout + third.stderr  # 1: the file has bad rows
-    assert f"import #1 finished: {made.rows:,} rows: {len(made.good_ids):,} ok, {len(made.bad_lines):,} bad, {len(made.duplicate_lines):,} duplicate" in third.stdout
+    assert (
+        f"import #1 finished: {made.rows:,} rows: {len(made.good_ids):,} ok, {len(made.bad_lines):,} bad, {len(made.duplicate_lines):,} duplicate"
+        in third.stdout
+    )
 
     with session_factory() as db:
         backlog = db.get(BacklogImport, 1)
@@ -375,7 +423,12 @@ def test_ctrl_c_then_sigkill_then_resume_queues_every_good_row_once(settings, se
         statuses = set(db.execute(select(Ticket.status).where(Ticket.backlog_id == 1)).scalars())
     assert sorted(stored) == sorted(made.good_ids) and statuses == {"queued"}  # nothing lost, nothing twice
     assert (backlog.rows_done, backlog.rows_ok, backlog.rows_bad, backlog.rows_duplicate, backlog.rows_enqueued) == (
-        made.rows, len(made.good_ids), len(made.bad_lines), len(made.duplicate_lines), len(made.good_ids))
+        made.rows,
+        len(made.good_ids),
+        len(made.bad_lines),
+        len(made.duplicate_lines),
+        len(made.good_ids),
+    )
     events = events_by_kind(session_factory, 1)
     assert set(events["bad_row"]) == set(made.bad_lines) and set(events["duplicate"]) == made.duplicate_lines
     on_broker = broker_ticket_ids()
@@ -389,6 +442,7 @@ def test_ctrl_c_then_sigkill_then_resume_queues_every_good_row_once(settings, se
 
 
 # --- the report -----------------------------------------------------------------------------------------------------------
+
 
 def test_report_numbers_match_the_database(settings, session_factory, tmp_path):
     from crews.pipeline import Pipeline
@@ -416,18 +470,30 @@ def test_report_numbers_match_the_database(settings, session_factory, tmp_path):
     assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([5], 95) == 5 and percentile([], 50) is None
 
     html_path = tmp_path / "report.html"
-    shown = subprocess.run([CREWDESK, "backlog", "report", "--html", str(html_path)], env=cli_env(settings, tmp_path), cwd=ROOT,
-                           capture_output=True, text=True, timeout=120)
+    shown = subprocess.run(
+        [CREWDESK, "backlog", "report", "--html", str(html_path)], env=cli_env(settings, tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert shown.returncode == 0, shown.stderr
     page = html_path.read_text()
     facts = dict(summary.facts())
-    for label in ("rows ok (new tickets)", "tickets by status", "category mix", "resolution rate", "escalation rate", "tokens in / out", "cost", "latency p50 / p95"):
+    for label in (
+        "rows ok (new tickets)",
+        "tickets by status",
+        "category mix",
+        "resolution rate",
+        "escalation rate",
+        "tokens in / out",
+        "cost",
+        "latency p50 / p95",
+    ):
         assert facts[label] in shown.stdout, label
         assert f"<th>{html.escape(label)}</th><td>{html.escape(facts[label])}</td>" in page, label
     assert page.count("<svg") == 3 and "Category mix" in page and "Outcome" in page and "latency" in page
     for line in (8, 9, 10, 12, 13):
         assert f"<tr><td>{line}</td>" in page and f"line {line}:" in shown.stdout
-    same = subprocess.run([CREWDESK, "backlog", "report", str(backlog.id)], env=cli_env(settings, tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    same = subprocess.run(
+        [CREWDESK, "backlog", "report", str(backlog.id)], env=cli_env(settings, tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert same.returncode == 0 and f"backlog import #{backlog.id}" in same.stdout
     missing = subprocess.run([CREWDESK, "backlog", "report", "999"], env=cli_env(settings, tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "no backlog import 999" in missing.stderr
@@ -444,6 +510,7 @@ def test_report_html_escapes_what_came_from_the_file(session_factory, tmp_path):
 
 # --- acceptance -----------------------------------------------------------------------------------------------------------
 
+
 def test_acceptance_100k_rows_with_1_percent_bad_through_the_command(settings, session_factory, redis_url, tmp_path):
     path = tmp_path / "backlog-100k.csv"
     made = write_backlog_csv(path, 100_000)
@@ -451,12 +518,21 @@ def test_acceptance_100k_rows_with_1_percent_bad_through_the_command(settings, s
     assert set(Counter(made.bad_lines.values())) == {"missing_body", "stray_quote", "nul", "overlong", "ragged"}
 
     started = time.monotonic()
-    result = subprocess.run([CREWDESK, "backlog", "import", str(path)], env=cli_env(settings, tmp_path, CREWDESK_BACKLOG_ENQUEUE_PER_SECOND="0"),
-                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [CREWDESK, "backlog", "import", str(path)],
+        env=cli_env(settings, tmp_path, CREWDESK_BACKLOG_ENQUEUE_PER_SECOND="0"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     seconds = time.monotonic() - started
     print(f"100k-row import: {seconds:.1f} s, {made.rows / seconds:,.0f} rows/s")
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
-    assert f"{made.rows:,} rows: {len(made.good_ids):,} ok, {len(made.bad_lines):,} bad, {len(made.duplicate_lines):,} duplicate; {len(made.good_ids):,} queued" in result.stdout
+    assert (
+        f"{made.rows:,} rows: {len(made.good_ids):,} ok, {len(made.bad_lines):,} bad, {len(made.duplicate_lines):,} duplicate; {len(made.good_ids):,} queued"
+        in result.stdout
+    )
     shown = [line for line in result.stderr.splitlines() if line.startswith("line ")]
     assert len(shown) == BAD_ROWS_SHOWN and all(int(line.split(":")[0][5:]) in made.bad_lines for line in shown)
     assert f"and {len(made.bad_lines) - len(shown):,} more bad rows: crewdesk backlog report 1" in result.stderr

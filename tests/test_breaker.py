@@ -61,9 +61,17 @@ class ModelServer:
                 text = default_responder(messages, agent_role(messages))
                 prompt = sum(len(m["content"]) for m in messages) // 4 + 1
                 try:
-                    self.answer(200, {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": owner.model,
-                                      "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                                      "usage": {"prompt_tokens": prompt, "completion_tokens": len(text) // 4 + 1, "total_tokens": prompt + len(text) // 4 + 1}})
+                    self.answer(
+                        200,
+                        {
+                            "id": "chatcmpl-1",
+                            "object": "chat.completion",
+                            "created": 1,
+                            "model": owner.model,
+                            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                            "usage": {"prompt_tokens": prompt, "completion_tokens": len(text) // 4 + 1, "total_tokens": prompt + len(text) // 4 + 1},
+                        },
+                    )
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up on a hang
 
@@ -102,9 +110,19 @@ def prefix():
 
 
 def llm_settings(primary: ModelServer, prefix: str, *, fallback: str = "", **overrides):
-    values = dict(llm_provider="openai", openai_base_url=primary.url, openai_api_key="k", llm_model_cheap=primary.model, llm_model_strong=primary.model,
-                  broker_url=BREAKER_REDIS, llm_breaker_prefix=prefix, llm_breaker_failures=3, llm_breaker_reset_seconds=2.0, llm_timeout=1.0,
-                  llm_fallback=fallback)
+    values = dict(
+        llm_provider="openai",
+        openai_base_url=primary.url,
+        openai_api_key="k",
+        llm_model_cheap=primary.model,
+        llm_model_strong=primary.model,
+        broker_url=BREAKER_REDIS,
+        llm_breaker_prefix=prefix,
+        llm_breaker_failures=3,
+        llm_breaker_reset_seconds=2.0,
+        llm_timeout=1.0,
+        llm_fallback=fallback,
+    )
     values.update(overrides)
     return load_settings(**values)
 
@@ -265,8 +283,9 @@ def test_the_fallback_setting_is_checked():
 
 def test_a_ticket_finishes_on_the_fallback_and_the_run_names_and_prices_the_model_that_answered(pg_url, session_factory, make_ticket, prefix):
     with model_servers("gpt-4o", "gpt-4.1-mini") as (primary, backup):
-        settings = llm_settings(primary, prefix, database_url=pg_url, fallback=f"openai:gpt-4.1-mini@{backup.url}", llm_breaker_failures=1,
-                                llm_breaker_reset_seconds=600.0)
+        settings = llm_settings(
+            primary, prefix, database_url=pg_url, fallback=f"openai:gpt-4.1-mini@{backup.url}", llm_breaker_failures=1, llm_breaker_reset_seconds=600.0
+        )
         primary.cue(("fail", 503))  # the first call opens the circuit; the ticket goes on on the fallback
         ticket_id = make_ticket("I was charged twice for my invoice this month, please refund one charge.")
         outcome = Pipeline(settings=settings, session_factory=session_factory, llm_factory=LLMFactory(settings)).process(ticket_id)

@@ -25,7 +25,7 @@ def test_compose_env_names_are_real_settings_and_commands_exist():
                 assert key in known, f"{name}: {key} is not a setting"
         if service.get("build"):
             assert service["command"][0] in commands, f"{name}: crewdesk has no command {service['command'][0]!r}"
-    settings = Settings(**{k[len("CREWDESK_"):].lower(): v for k, v in services["worker"]["environment"].items()})
+    settings = Settings(**{k[len("CREWDESK_") :].lower(): v for k, v in services["worker"]["environment"].items()})
     assert settings.visibility_timeout > settings.task_time_limit  # a running ticket is never redelivered
     assert settings.database_url.startswith("postgresql+psycopg://")
 

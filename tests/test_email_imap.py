@@ -46,8 +46,17 @@ def dovecot():
 @pytest.fixture
 def mail_settings(settings, dovecot):
     """Settings for a fresh mailbox of our own on the private dovecot."""
-    return settings.model_copy(update={"imap_host": dovecot.host, "imap_port": dovecot.port, "imap_tls": "none", "imap_user": dovecot.new_user(),
-                                       "imap_password": SecretStr(PASSWORD), "imap_folder": "INBOX", "support_address": SUPPORT})
+    return settings.model_copy(
+        update={
+            "imap_host": dovecot.host,
+            "imap_port": dovecot.port,
+            "imap_tls": "none",
+            "imap_user": dovecot.new_user(),
+            "imap_password": SecretStr(PASSWORD),
+            "imap_folder": "INBOX",
+            "support_address": SUPPORT,
+        }
+    )
 
 
 @pytest.fixture
@@ -57,8 +66,14 @@ def smtp():
     server.stop()
 
 
-def mail(subject: str = "Refund please", body: str = "I was charged twice for invoice 2291, please refund one charge.", *,
-         sender: str = "ana@example.com", message_id: str | None = None, **headers: str) -> tuple[bytes, str]:
+def mail(
+    subject: str = "Refund please",
+    body: str = "I was charged twice for invoice 2291, please refund one charge.",
+    *,
+    sender: str = "ana@example.com",
+    message_id: str | None = None,
+    **headers: str,
+) -> tuple[bytes, str]:
     """A customer's mail and its Message-ID (without <>)."""
     msg = EmailMessage()
     msg["From"], msg["To"], msg["Subject"] = sender, SUPPORT, subject
@@ -90,6 +105,7 @@ def flags(settings, folder: str | None = None) -> dict[int, set[str]]:
 
 
 # --- polling ------------------------------------------------------------------------------------------------------
+
 
 def test_poll_creates_tickets_marks_them_seen_and_a_second_poll_fetches_nothing(mail_settings, session_factory):
     raws = [mail(f"Question {n}", f"My order {n} has not arrived yet, where is it?")[0] for n in range(3)]
@@ -276,18 +292,30 @@ def test_every_fixture_goes_through_the_poller_without_stopping_it(mail_settings
     marked = flags(mail_settings)
     assert len(marked) == appended and all("\\Seen" in f for f in marked.values())
     with session_factory() as db:
-        unexplained = db.scalar(select(func.count()).select_from(InboundEvent).where(InboundEvent.status.in_(["ignored", "rejected"]),
-                                                                                       InboundEvent.reason.is_(None)))
+        unexplained = db.scalar(
+            select(func.count()).select_from(InboundEvent).where(InboundEvent.status.in_(["ignored", "rejected"]), InboundEvent.reason.is_(None))
+        )
     assert unexplained == 0
 
 
 # --- crash safety: SIGKILL the poller --------------------------------------------------------------------------
 
+
 def _child_env(settings, queue_file: Path, kill_at: str, nth: int) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(CREWDESK_DATABASE_URL=settings.database_url, CREWDESK_IMAP_HOST=settings.imap_host, CREWDESK_IMAP_PORT=str(settings.imap_port),
-               CREWDESK_IMAP_TLS="none", CREWDESK_IMAP_USER=settings.imap_user, CREWDESK_IMAP_PASSWORD=PASSWORD,
-               CREWDESK_SUPPORT_ADDRESS=SUPPORT, CREWDESK_LOG_LEVEL="ERROR", KILL_AT=kill_at, KILL_NTH=str(nth), QUEUE_FILE=str(queue_file))
+    env.update(
+        CREWDESK_DATABASE_URL=settings.database_url,
+        CREWDESK_IMAP_HOST=settings.imap_host,
+        CREWDESK_IMAP_PORT=str(settings.imap_port),
+        CREWDESK_IMAP_TLS="none",
+        CREWDESK_IMAP_USER=settings.imap_user,
+        CREWDESK_IMAP_PASSWORD=PASSWORD,
+        CREWDESK_SUPPORT_ADDRESS=SUPPORT,
+        CREWDESK_LOG_LEVEL="ERROR",
+        KILL_AT=kill_at,
+        KILL_NTH=str(nth),
+        QUEUE_FILE=str(queue_file),
+    )
     return env
 
 
@@ -303,8 +331,14 @@ def test_sigkill_of_the_poller_loses_nothing_and_duplicates_nothing(mail_setting
         append(mail_settings, raw)
     queue_file = tmp_path / "queued.txt"
 
-    child = subprocess.run([sys.executable, "-m", "tests.test_email_imap"], env=_child_env(mail_settings, queue_file, kill_at, 3),
-                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    child = subprocess.run(
+        [sys.executable, "-m", "tests.test_email_imap"],
+        env=_child_env(mail_settings, queue_file, kill_at, 3),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert child.returncode == -signal.SIGKILL, child.stdout + child.stderr
 
     queued = [int(line) for line in queue_file.read_text().split()] if queue_file.exists() else []
@@ -365,6 +399,7 @@ def _killing_child() -> None:
 
 # --- replies by SMTP ------------------------------------------------------------------------------------------------
 
+
 def _channel(smtp: SmtpServer) -> dict[str, SmtpReplyChannel]:
     return {"email": SmtpReplyChannel(host=smtp.host, port=smtp.port, tls="none", support_address=SUPPORT, timeout=5)}
 
@@ -373,8 +408,9 @@ def test_crew_reply_goes_out_once_threaded_and_our_reply_coming_back_is_ignored(
     from crews.pipeline import Pipeline
     from tests.helpers import RecordingFactory
 
-    raw, first_id = mail("Charged twice", "I was charged twice for invoice 2291 this month. Please refund the duplicate payment.",
-                         sender="Ana Lima <ana@example.com>")
+    raw, first_id = mail(
+        "Charged twice", "I was charged twice for invoice 2291 this month. Please refund the duplicate payment.", sender="Ana Lima <ana@example.com>"
+    )
     append(mail_settings, raw)
     queued: list[int] = []
     poll(mail_settings, session_factory, queued)
@@ -422,8 +458,9 @@ def _internal_notes(session_factory, ticket_id: int) -> int:
 def _email_ticket(session_factory, *, customer: str = "bo@example.com", outbound: str = "Here is your answer.", internal: str | None = None) -> int:
     with transaction(session_factory) as db:
         mid = f"{uuid.uuid4().hex}@example.com"
-        ticket, _ = tickets.submit(db=db, ticket_in=TicketIn(source="email", external_id=mid, customer=customer, subject="Help", body="Help me"),
-                                   message_external_id=mid)
+        ticket, _ = tickets.submit(
+            db=db, ticket_in=TicketIn(source="email", external_id=mid, customer=customer, subject="Help", body="Help me"), message_external_id=mid
+        )
         if internal:
             tickets.add_message(db=db, ticket=ticket, direction="internal", body=internal)
         tickets.add_message(db=db, ticket=ticket, direction="outbound", body=outbound)
@@ -467,9 +504,18 @@ def test_a_down_smtp_server_is_transient_and_a_later_retry_succeeds(session_fact
 
 # --- the faces: `crewdesk email poll` and a worker polling on its own (Celery beat) ------------------------------
 
+
 def _mail_env(worker_env: dict[str, str], settings, **extra: str) -> dict[str, str]:
-    return {**worker_env, "CREWDESK_IMAP_HOST": settings.imap_host, "CREWDESK_IMAP_PORT": str(settings.imap_port), "CREWDESK_IMAP_TLS": "none",
-            "CREWDESK_IMAP_USER": settings.imap_user, "CREWDESK_IMAP_PASSWORD": PASSWORD, "CREWDESK_SUPPORT_ADDRESS": SUPPORT, **extra}
+    return {
+        **worker_env,
+        "CREWDESK_IMAP_HOST": settings.imap_host,
+        "CREWDESK_IMAP_PORT": str(settings.imap_port),
+        "CREWDESK_IMAP_TLS": "none",
+        "CREWDESK_IMAP_USER": settings.imap_user,
+        "CREWDESK_IMAP_PASSWORD": PASSWORD,
+        "CREWDESK_SUPPORT_ADDRESS": SUPPORT,
+        **extra,
+    }
 
 
 def test_cli_email_poll_once_queues_new_tickets(mail_settings, session_factory, worker_env, redis_url):
@@ -487,8 +533,9 @@ def test_cli_email_poll_once_queues_new_tickets(mail_settings, session_factory, 
     assert "fetched 2 (created 2); queued 2" in first.stdout and "fetched 0 (nothing new); queued 0" in second.stdout
     assert redis.Redis.from_url(redis_url).llen("tickets") == 2  # on the broker for the workers
     assert {t.status for t in email_tickets(session_factory)} == {"queued"}
-    down = subprocess.run([CREWDESK, "email", "poll", "--once"], env={**env, "CREWDESK_IMAP_PORT": str(_closed_port())}, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    down = subprocess.run(
+        [CREWDESK, "email", "poll", "--once"], env={**env, "CREWDESK_IMAP_PORT": str(_closed_port())}, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert down.returncode == 2 and down.stderr.startswith("error: IMAP 127.0.0.1:") and "Traceback" not in down.stderr
 
 
@@ -523,13 +570,18 @@ def test_the_long_running_poller_reads_new_mail_as_it_arrives(mail_settings, ses
     from tests.helpers import CREWDESK, wait_for
 
     env = _mail_env(worker_env, mail_settings, CREWDESK_IMAP_POLL_SECONDS="900")  # without IDLE the next poll is 15 min away
-    poller = subprocess.Popen([CREWDESK, "email", "poll"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
+    poller = subprocess.Popen(
+        [CREWDESK, "email", "poll"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         assert "fetched 0 (nothing new)" in poller.stdout.readline()  # the first poll, then IDLE
         append(mail_settings, mail("Instant", "Hello, my parcel is late.")[0])
-        ticket = wait_for(session_factory, lambda db: db.execute(select(Ticket).where(Ticket.subject == "Instant")).scalar_one_or_none(),
-                          timeout=120, what="the mail, read as it arrived")
+        ticket = wait_for(
+            session_factory,
+            lambda db: db.execute(select(Ticket).where(Ticket.subject == "Instant")).scalar_one_or_none(),
+            timeout=120,
+            what="the mail, read as it arrived",
+        )
         assert ticket.status == "queued"
     finally:
         os.killpg(poller.pid, signal.SIGTERM)
@@ -542,10 +594,15 @@ def test_worker_polls_the_mailbox_by_itself_and_mails_the_reply(mail_settings, s
 
     raw, first_id = mail("Export broken", "The CSV export button does nothing since yesterday.", sender="cy@example.com")
     append(mail_settings, raw)
-    start_worker(**_mail_env(worker_env, mail_settings, CREWDESK_IMAP_POLL_SECONDS="1", CREWDESK_SMTP_HOST=smtp.host,
-                             CREWDESK_SMTP_PORT=str(smtp.port), CREWDESK_SMTP_TLS="none"))
+    start_worker(
+        **_mail_env(
+            worker_env, mail_settings, CREWDESK_IMAP_POLL_SECONDS="1", CREWDESK_SMTP_HOST=smtp.host, CREWDESK_SMTP_PORT=str(smtp.port), CREWDESK_SMTP_TLS="none"
+        )
+    )
 
-    ticket = wait_for(session_factory, lambda db: db.execute(select(Ticket).where(Ticket.source == "email")).scalar_one_or_none(), what="a ticket from the mailbox")
+    ticket = wait_for(
+        session_factory, lambda db: db.execute(select(Ticket).where(Ticket.source == "email")).scalar_one_or_none(), what="a ticket from the mailbox"
+    )
     done = wait_for(session_factory, terminal(ticket.id), what="the crew's answer")
     deadline = time.monotonic() + 30
     while not smtp.received and time.monotonic() < deadline:

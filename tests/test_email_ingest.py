@@ -79,10 +79,20 @@ def test_every_fixture_becomes_a_ticket_or_a_recorded_outcome(session_factory, s
 
 def test_a_reply_thread_of_three_becomes_one_ticket_then_the_subject_tag_joins_it(session_factory, settings):
     first = mail("My order 1001 never arrived.", Message_ID="<t1@customer.example>", Subject="Order 1001 missing")
-    second = mail("Any news on this?\n\nOn Mon, Support wrote:\n> We are looking into it.", Message_ID="<t2@customer.example>",
-                  In_Reply_To="<t1@customer.example>", References="<t1@customer.example>", Subject="Re: Order 1001 missing")
-    third = mail("Still nothing.", Message_ID="<t3@customer.example>", In_Reply_To="<t2@customer.example>",
-                 References="<t1@customer.example> <t2@customer.example>", Subject="Re: Order 1001 missing")
+    second = mail(
+        "Any news on this?\n\nOn Mon, Support wrote:\n> We are looking into it.",
+        Message_ID="<t2@customer.example>",
+        In_Reply_To="<t1@customer.example>",
+        References="<t1@customer.example>",
+        Subject="Re: Order 1001 missing",
+    )
+    third = mail(
+        "Still nothing.",
+        Message_ID="<t3@customer.example>",
+        In_Reply_To="<t2@customer.example>",
+        References="<t1@customer.example> <t2@customer.example>",
+        Subject="Re: Order 1001 missing",
+    )
     created = ingest(session_factory, settings, first)
     assert created.status == "created" and created.needs_run
     replies = [ingest(session_factory, settings, raw) for raw in (second, third)]
@@ -107,8 +117,7 @@ def test_a_reply_thread_of_three_becomes_one_ticket_then_the_subject_tag_joins_i
         assert len(ticket.messages) == 4 and ticket.status == TicketStatus.queued.value
 
     # The tag alone does not let someone else write into this customer's ticket.
-    stranger = mail("Give me their address", From="eve@example.net", Message_ID="<e1@example.net>",
-                    Subject=f"Re: [crewdesk #{created.ticket_id}]")
+    stranger = mail("Give me their address", From="eve@example.net", Message_ID="<e1@example.net>", Subject=f"Re: [crewdesk #{created.ticket_id}]")
     other = ingest(session_factory, settings, stranger)
     assert other.status == "created" and other.ticket_id != created.ticket_id
 
@@ -203,8 +212,7 @@ def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
 
 
 def test_email_import_reads_a_maildir_and_an_mbox(session_factory, pg_url, redis_url, tmp_path):
-    env = {"CREWDESK_DATABASE_URL": pg_url, "CREWDESK_BROKER_URL": redis_url, "CREWDESK_HOME": str(tmp_path / "home"),
-           "CREWDESK_LOG_LEVEL": "WARNING"}
+    env = {"CREWDESK_DATABASE_URL": pg_url, "CREWDESK_BROKER_URL": redis_url, "CREWDESK_HOME": str(tmp_path / "home"), "CREWDESK_LOG_LEVEL": "WARNING"}
     box = mailbox.Maildir(tmp_path / "Maildir", create=True)
     box.add(mail("Order 1 is late.", Message_ID="<i1@example.com>", Subject="Late order"))
     box.add(mail("Any update?", Message_ID="<i2@example.com>", In_Reply_To="<i1@example.com>", Subject="Re: Late order"))
@@ -218,8 +226,9 @@ def test_email_import_reads_a_maildir_and_an_mbox(session_factory, pg_url, redis
     mbox = mailbox.mbox(tmp_path / "archive.mbox")
     mbox.add(mail("Order 1 is late.", Message_ID="<i1@example.com>", Subject="Late order"))  # already imported
     mbox.add(mail("Refund please.", Message_ID="<i5@example.com>", From="bob@example.com", Subject="Refund"))
-    mbox.add(mail("Also: From the start it was broken.\nFrom here on too.", Message_ID="<i6@example.com>", From="bob@example.com",
-                  In_Reply_To="<i5@example.com>"))
+    mbox.add(
+        mail("Also: From the start it was broken.\nFrom here on too.", Message_ID="<i6@example.com>", From="bob@example.com", In_Reply_To="<i5@example.com>")
+    )
     mbox.flush()
     second = cli("email", "import", str(tmp_path / "archive.mbox"), env=env)
     assert second.returncode == 0, second.stderr

@@ -97,8 +97,13 @@ def test_charsets_decode():
     assert "This is a Base64 encoded message." in lyrics.text and "This has no Content-Transfer-Encoding" in lyrics.text
     assert "Testing email forwarding" in parse(fixture("cpython-test_email/msg_46.txt")).text  # iso-8859-15
 
-    for text, charset in (("Zażółć gęślą jaźń", "iso-8859-2"), ("Привет, где мой заказ?", "koi8-r"), ("注文はどこですか", "shift_jis"),
-                          ("주문이 어디에 있나요", "euc-kr"), ("Grüße aus Köln", "utf-7")):
+    for text, charset in (
+        ("Zażółć gęślą jaźń", "iso-8859-2"),
+        ("Привет, где мой заказ?", "koi8-r"),
+        ("注文はどこですか", "shift_jis"),
+        ("주문이 어디에 있나요", "euc-kr"),
+        ("Grüße aus Köln", "utf-7"),
+    ):
         parsed = parse(raw_mail(text.encode(charset), charset))
         assert parsed.text == text and not parsed.defects, charset
 
@@ -115,8 +120,10 @@ def test_unknown_and_lying_charsets_decode_with_a_defect():
 
 
 def test_html_only_mail_becomes_text_and_no_html_is_kept():
-    html = ('<html><head><style>p{color:red}</style><script>alert("x")</script></head><body><p>My <b>invoice</b> is '
-            '<a href="https://example.com/i/7">here</a>.</p><img src="https://tracker.example/p.gif"></body></html>')
+    html = (
+        '<html><head><style>p{color:red}</style><script>alert("x")</script></head><body><p>My <b>invoice</b> is '
+        '<a href="https://example.com/i/7">here</a>.</p><img src="https://tracker.example/p.gif"></body></html>'
+    )
     parsed = parse(mail(html, subtype="html"))
     assert "invoice" in parsed.text and "https://example.com/i/7" in parsed.text
     for leftover in ("<", "alert", "color:red", "tracker"):
@@ -131,8 +138,9 @@ def test_text_plain_is_preferred_over_html():
     assert parse(message.as_bytes()).text == "the plain text"
 
 
-@pytest.mark.parametrize("name", ["android", "aol", "apple_mail", "apple_mail_2", "comcast", "gmail", "hotmail", "iphone", "outlook",
-                                  "sparrow", "thunderbird", "yahoo"])
+@pytest.mark.parametrize(
+    "name", ["android", "aol", "apple_mail", "apple_mail_2", "comcast", "gmail", "hotmail", "iphone", "outlook", "sparrow", "thunderbird", "yahoo"]
+)
 def test_talon_client_replies_are_cleaned_to_the_reply(name):
     """mailgun-talon standard_replies: every client's reply to "Hi" is "Hello" (talon keeps mobile and Sparrow
     signatures in its expected text, iphone_reply_text and sparrow_reply_text; we strip those too)."""
@@ -172,19 +180,22 @@ def test_cleaning_never_empties_a_message():
     assert parsed.cleaned.strip()
 
 
-@pytest.mark.parametrize("headers, reason", [
-    ({"Auto_Submitted": "auto-replied"}, "auto-submitted"),
-    ({"X_Auto_Response_Suppress": "All"}, "X-Auto-Response-Suppress"),
-    ({"Precedence": "bulk"}, "Precedence: bulk"),
-    ({"Precedence": "auto_reply"}, "Precedence: auto_reply"),
-    ({"List_Id": "<news.example.com>"}, "mailing list"),
-    ({"List_Unsubscribe": "<mailto:leave@example.com>"}, "mailing list"),
-    ({"From": "MAILER-DAEMON@mx.example.com"}, "system sender"),
-    ({"From": "postmaster@example.org"}, "system sender"),
-    ({"From": "Support <SUPPORT@example.com>"}, "loop protection"),
-    ({"X_Crewdesk_Ticket": "17"}, "loop protection"),
-    ({"Return_Path": "<>"}, "null Return-Path"),
-])
+@pytest.mark.parametrize(
+    "headers, reason",
+    [
+        ({"Auto_Submitted": "auto-replied"}, "auto-submitted"),
+        ({"X_Auto_Response_Suppress": "All"}, "X-Auto-Response-Suppress"),
+        ({"Precedence": "bulk"}, "Precedence: bulk"),
+        ({"Precedence": "auto_reply"}, "Precedence: auto_reply"),
+        ({"List_Id": "<news.example.com>"}, "mailing list"),
+        ({"List_Unsubscribe": "<mailto:leave@example.com>"}, "mailing list"),
+        ({"From": "MAILER-DAEMON@mx.example.com"}, "system sender"),
+        ({"From": "postmaster@example.org"}, "system sender"),
+        ({"From": "Support <SUPPORT@example.com>"}, "loop protection"),
+        ({"X_Crewdesk_Ticket": "17"}, "loop protection"),
+        ({"Return_Path": "<>"}, "null Return-Path"),
+    ],
+)
 def test_mail_that_must_not_be_answered_is_flagged(headers, reason):
     parsed = parse(mail(**headers))
     assert parsed.ignore_reason is not None and reason in parsed.ignore_reason

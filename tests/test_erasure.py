@@ -49,8 +49,16 @@ def _attach(session_factory, ticket_id: int, data: bytes, home, *, sender: str =
     with transaction(session_factory) as db:
         message = db.execute(select(Message).where(Message.ticket_id == ticket_id).order_by(Message.id)).scalars().first()
         db.add(Attachment(message_id=message.id, filename="shot.png", content_type="image/png", size=len(data), sha256=digest, stored=True))
-        db.add(InboundEvent(channel="email", external_id=f"<m{ticket_id}.{digest[:8]}@example.com>", kind="message", status="accepted", ticket_id=ticket_id,
-                            detail={"headers": {"From": sender, "Subject": subject}}))
+        db.add(
+            InboundEvent(
+                channel="email",
+                external_id=f"<m{ticket_id}.{digest[:8]}@example.com>",
+                kind="message",
+                status="accepted",
+                ticket_id=ticket_id,
+                detail={"headers": {"From": sender, "Subject": subject}},
+            )
+        )
     return digest
 
 
@@ -58,8 +66,11 @@ def _everything_but_the_audit(session_factory) -> str:
     """Every row of every table of ours except audit_events, as text (store_* is the demo's system of record, the
     company's customer database, which erasure in crewdesk does not reach)."""
     with session_factory() as db:
-        tables = [t for t in db.execute(text("select tablename from pg_tables where schemaname = 'public'")).scalars()
-                  if t not in ("audit_events", "alembic_version") and not t.startswith("store_")]
+        tables = [
+            t
+            for t in db.execute(text("select tablename from pg_tables where schemaname = 'public'")).scalars()
+            if t not in ("audit_events", "alembic_version") and not t.startswith("store_")
+        ]
         return json.dumps({t: [list(r) for r in db.execute(text(f'select * from "{t}"')).all()] for t in tables}, default=str)
 
 

@@ -15,7 +15,9 @@ from crews.pipeline import Pipeline
 @pytest.fixture
 def eval_pipeline(settings, session_factory):
     settings.approval_threshold_usd = -1.0
-    return lambda process: Pipeline(settings=settings.model_copy(update={"crew_process": process}), session_factory=session_factory, llm_factory=LLMFactory(settings))
+    return lambda process: Pipeline(
+        settings=settings.model_copy(update={"crew_process": process}), session_factory=session_factory, llm_factory=LLMFactory(settings)
+    )
 
 
 def test_oracle_scores_100_percent_on_the_train_split(eval_pipeline, tmp_path):
@@ -34,8 +36,7 @@ def test_a_wrong_action_scores_zero_for_that_task(eval_pipeline):
     tasks = [t for t in load_tasks("train") if t["id"] in ("0", "1")]
     wrong = copy.deepcopy(tasks[0]["evaluation_criteria"]["actions"])
     wrong[-1]["arguments"]["new_item_ids"] = list(reversed(wrong[-1]["arguments"]["new_item_ids"]))  # swapped: a different end state
-    report = run_eval(pipeline=eval_pipeline("hierarchical"), tasks=tasks, trials=2, split="train", use_oracle=True, run_tag="w",
-                      oracle_actions={"0": wrong})
+    report = run_eval(pipeline=eval_pipeline("hierarchical"), tasks=tasks, trials=2, split="train", use_oracle=True, run_tag="w", oracle_actions={"0": wrong})
     by_task = {task_id: [t.success for t in trials] for task_id, trials in report.by_task().items()}
     assert by_task == {"0": [False, False], "1": [True, True]}
     assert report.pass_hat(1) == report.pass_hat(2) == 0.5
@@ -52,14 +53,23 @@ def test_an_interrupted_eval_resumes_from_its_journal_without_rerunning_trials(e
             raise KeyboardInterrupt  # Ctrl-C after the second ticket
 
     with pytest.raises(KeyboardInterrupt):
-        run_eval(pipeline=eval_pipeline("hierarchical"), tasks=tasks, trials=1, split="train", use_oracle=True, run_tag="a", journal=journal,
-                 progress=stop_after_two)
+        run_eval(
+            pipeline=eval_pipeline("hierarchical"), tasks=tasks, trials=1, split="train", use_oracle=True, run_tag="a", journal=journal, progress=stop_after_two
+        )
     assert [t.task_id for t in read_journal(journal)] == ["0", "1"]
     with journal.open("a") as out:
         out.write('{"task_id": "2", "tri')  # a line torn by a crash mid-write is ignored
     ran.clear()
-    report = run_eval(pipeline=eval_pipeline("hierarchical"), tasks=tasks, trials=1, split="train", use_oracle=True, run_tag="b", journal=journal,
-                      progress=lambda t: ran.append(t.task_id))
+    report = run_eval(
+        pipeline=eval_pipeline("hierarchical"),
+        tasks=tasks,
+        trials=1,
+        split="train",
+        use_oracle=True,
+        run_tag="b",
+        journal=journal,
+        progress=lambda t: ran.append(t.task_id),
+    )
     assert ran == ["2"]
     assert [t.task_id for t in report.trials] == ["0", "1", "2"] and report.success_rate == 1.0
     assert [t.task_id for t in read_journal(journal)] == ["0", "1", "2"]

@@ -23,15 +23,23 @@ from crewdesk.tickets.schemas import TicketIn
 from tests.helpers import Worker
 from tests.servers import PrivatePostgres, PrivateRedis
 
-BODIES = ["I was charged twice for my subscription, please refund one charge.", "The app crashes when I open settings.",
-          "How do I reset my password?", "Can I export my report as CSV?"]
+BODIES = [
+    "I was charged twice for my subscription, please refund one charge.",
+    "The app crashes when I open settings.",
+    "How do I reset my password?",
+    "Can I export my report as CSV?",
+]
 TERMINAL = ("resolved", "escalated", "failed")
 
 
 def submit(session_factory, n: int, tag: str) -> list[int]:
     with transaction(session_factory) as db:
-        return [tickets.submit(db=db, ticket_in=TicketIn(source="test", external_id=f"{tag}-{i}", customer=f"c{i}@example.com",
-                                                           subject="fault", body=BODIES[i % len(BODIES)]))[0].id for i in range(n)]
+        return [
+            tickets.submit(
+                db=db, ticket_in=TicketIn(source="test", external_id=f"{tag}-{i}", customer=f"c{i}@example.com", subject="fault", body=BODIES[i % len(BODIES)])
+            )[0].id
+            for i in range(n)
+        ]
 
 
 def enqueue_all(broker_url: str, ids: list[int]) -> None:
@@ -65,12 +73,21 @@ def wait_terminal(session_factory, ids: list[int], timeout: float) -> dict[str, 
 
 def assert_each_answered_once(session_factory, ids: list[int]) -> None:
     with session_factory() as db:
-        replies = dict(db.execute(select(Message.ticket_id, func.count()).where(Message.ticket_id.in_(ids), Message.direction == "outbound")
-                                  .group_by(Message.ticket_id)).all())
-        completed = dict(db.execute(select(CrewRun.ticket_id, func.count()).where(CrewRun.ticket_id.in_(ids), CrewRun.status == "completed")
-                                    .group_by(CrewRun.ticket_id)).all())
-        audited = dict(db.execute(select(AuditEvent.ticket_id, func.count()).where(AuditEvent.ticket_id.in_(ids), AuditEvent.kind == "llm_call")
-                                  .group_by(AuditEvent.ticket_id)).all())
+        replies = dict(
+            db.execute(
+                select(Message.ticket_id, func.count()).where(Message.ticket_id.in_(ids), Message.direction == "outbound").group_by(Message.ticket_id)
+            ).all()
+        )
+        completed = dict(
+            db.execute(
+                select(CrewRun.ticket_id, func.count()).where(CrewRun.ticket_id.in_(ids), CrewRun.status == "completed").group_by(CrewRun.ticket_id)
+            ).all()
+        )
+        audited = dict(
+            db.execute(
+                select(AuditEvent.ticket_id, func.count()).where(AuditEvent.ticket_id.in_(ids), AuditEvent.kind == "llm_call").group_by(AuditEvent.ticket_id)
+            ).all()
+        )
         report = audit.verify(db=db)
     assert {t: replies.get(t, 0) for t in ids} == dict.fromkeys(ids, 1)  # one reply each: none lost, none twice
     assert {t: completed.get(t, 0) for t in ids} == dict.fromkeys(ids, 1)
@@ -102,8 +119,9 @@ def test_redis_restarted_without_persistence_loses_the_queue_and_the_reconciler_
 
         assert_each_answered_once(session_factory, ids)
         with session_factory() as db:
-            requeued = db.execute(select(func.count(func.distinct(AuditEvent.ticket_id))).where(AuditEvent.name == "requeued",
-                                                                                                 AuditEvent.ticket_id.in_(ids))).scalar_one()
+            requeued = db.execute(
+                select(func.count(func.distinct(AuditEvent.ticket_id))).where(AuditEvent.name == "requeued", AuditEvent.ticket_id.in_(ids))
+            ).scalar_one()
         assert requeued >= 1  # the reconciler, not luck, brought them back
     finally:
         worker.stop()

@@ -34,8 +34,13 @@ def big_card_order(db) -> tuple[str, dict]:
 def cancel_plan(order_id: str, email: str, reply: str) -> PlanResponder:
     return PlanResponder(
         triage=TRIAGE,
-        plans={"billing": [("find_user_id_by_email", {"email": email}), ("get_order_details", {"order_id": order_id}),
-                           ("cancel_pending_order", {"order_id": order_id, "reason": "no longer needed"})]},
+        plans={
+            "billing": [
+                ("find_user_id_by_email", {"email": email}),
+                ("get_order_details", {"order_id": order_id}),
+                ("cancel_pending_order", {"order_id": order_id, "reason": "no longer needed"}),
+            ]
+        },
         finals={"billing": {"customer_reply": reply, "internal_note": "", "needs_human": False, "escalation_reason": ""}},
     )
 
@@ -43,8 +48,11 @@ def cancel_plan(order_id: str, email: str, reply: str) -> PlanResponder:
 def test_refund_above_threshold_waits_then_approval_refunds_exactly_once(settings, store, make_ticket):
     with store() as db:
         order_id, order = big_card_order(db)
-        email = db.execute(select(__import__("crewdesk.store.models", fromlist=["StoreUser"]).StoreUser.email).where(
-            __import__("crewdesk.store.models", fromlist=["StoreUser"]).StoreUser.user_id == order["user_id"])).scalar_one()
+        email = db.execute(
+            select(__import__("crewdesk.store.models", fromlist=["StoreUser"]).StoreUser.email).where(
+                __import__("crewdesk.store.models", fromlist=["StoreUser"]).StoreUser.user_id == order["user_id"]
+            )
+        ).scalar_one()
     settings.approval_threshold_usd = 100.0
     first = cancel_plan(order_id, email, "A team member needs to approve this cancellation; we will write again shortly.")
     pipeline = Pipeline(settings=settings, session_factory=store, llm_factory=LLMFactory(settings, responder=first))
@@ -58,8 +66,12 @@ def test_refund_above_threshold_waits_then_approval_refunds_exactly_once(setting
         assert approval.status == "pending" and approval.action == "cancel_pending_order"
         assert db.get(StoreOrder, order_id).status == "pending"
         assert db.execute(select(func.count()).select_from(ToolEffect)).scalar_one() == 0
-        requested = db.execute(select(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.name == "approval_requested:cancel_pending_order")).scalar_one()
-        told = db.execute(select(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "tool_call", AuditEvent.name == "cancel_pending_order")).scalar_one()
+        requested = db.execute(
+            select(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.name == "approval_requested:cancel_pending_order")
+        ).scalar_one()
+        told = db.execute(
+            select(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "tool_call", AuditEvent.name == "cancel_pending_order")
+        ).scalar_one()
     assert requested.result["approval_id"] == approval.id and requested.result["amount"] == order["payment_history"][0]["amount"]
     assert "PENDING APPROVAL" in str(told.result) and "NOT done" in str(told.result)  # what the agent was told
     assert pipeline.process(ticket_id).reused  # a redelivery while waiting changes nothing
@@ -92,7 +104,9 @@ def test_rejected_approval_changes_nothing(settings, store, make_ticket):
     assert pipeline.process(ticket_id).status == "awaiting_approval"
     with store() as db:
         approval_id = db.execute(select(Approval.id).where(Approval.ticket_id == ticket_id)).scalar_one()
-    after = PlanResponder(triage=TRIAGE, plans={}, finals={"billing": {"customer_reply": "We could not cancel this order; a colleague will explain why.", "needs_human": False}})
+    after = PlanResponder(
+        triage=TRIAGE, plans={}, finals={"billing": {"customer_reply": "We could not cancel this order; a colleague will explain why.", "needs_human": False}}
+    )
     pipeline = Pipeline(settings=settings, session_factory=store, llm_factory=LLMFactory(settings, responder=after))
     decide(pipeline=pipeline, approval_id=approval_id, approve=False, by="alice", reason="fraud check", resume=pipeline.process)
     with store() as db:
@@ -123,7 +137,9 @@ def test_rate_limit_stops_a_runaway_agent(settings, store, make_ticket):
 
 
 def test_a_reply_claiming_an_action_no_tool_did_is_rejected(settings, store, make_ticket):
-    liar = PlanResponder(triage=TRIAGE, plans={}, finals={"billing": {"customer_reply": "Good news: I have refunded your order in full.", "needs_human": False}})
+    liar = PlanResponder(
+        triage=TRIAGE, plans={}, finals={"billing": {"customer_reply": "Good news: I have refunded your order in full.", "needs_human": False}}
+    )
     pipeline = Pipeline(settings=settings, session_factory=store, llm_factory=LLMFactory(settings, responder=liar))
     ticket_id = make_ticket("Refund my last order please.")
     outcome = pipeline.process(ticket_id)

@@ -39,11 +39,27 @@ def test_two_specialists_collaborate_on_one_ticket(settings, store, make_ticket)
         triage={"category": "billing", "priority": "normal", "summary": "address and item change", "confidence": 0.9},
         plans={
             "manager": [
-                (DELEGATE, {"task": "Change the customer's default address", "context": f"user {user_id}, new address {NEW_ADDRESS}", "coworker": "Account Specialist"}),
-                (DELEGATE, {"task": "Swap the item in the pending order", "context": f"order {order['order_id']}: {old_item} -> {new_item}, pay with {method}", "coworker": "Billing Specialist"}),
+                (
+                    DELEGATE,
+                    {
+                        "task": "Change the customer's default address",
+                        "context": f"user {user_id}, new address {NEW_ADDRESS}",
+                        "coworker": "Account Specialist",
+                    },
+                ),
+                (
+                    DELEGATE,
+                    {
+                        "task": "Swap the item in the pending order",
+                        "context": f"order {order['order_id']}: {old_item} -> {new_item}, pay with {method}",
+                        "coworker": "Billing Specialist",
+                    },
+                ),
             ],
             "account": [("modify_user_address", {"user_id": user_id, **NEW_ADDRESS})],
-            "billing": [("modify_pending_order_items", {"order_id": order["order_id"], "item_ids": [old_item], "new_item_ids": [new_item], "payment_method_id": method})],
+            "billing": [
+                ("modify_pending_order_items", {"order_id": order["order_id"], "item_ids": [old_item], "new_item_ids": [new_item], "payment_method_id": method})
+            ],
         },
         finals={
             "manager": {"customer_reply": "Your default address has been updated and the item in your order was changed.", "needs_human": False},
@@ -73,8 +89,11 @@ def test_two_specialists_collaborate_on_one_ticket(settings, store, make_ticket)
 
 def test_a_looping_manager_is_capped(settings, store, make_ticket):
     forever = [(DELEGATE, {"task": "Look into it", "context": "again", "coworker": "General Support Agent"})] * 50
-    plan = PlanResponder(triage={"category": "other", "priority": "normal", "summary": "?", "confidence": 0.9},
-                         plans={"manager": forever}, finals={"general": "I looked; nothing to do."})
+    plan = PlanResponder(
+        triage={"category": "other", "priority": "normal", "summary": "?", "confidence": 0.9},
+        plans={"manager": forever},
+        finals={"general": "I looked; nothing to do."},
+    )
     settings.crew_process = "hierarchical"
     ticket_id = make_ticket("Something is off with my account, please check.")
     outcome = Pipeline(settings=settings, session_factory=store, llm_factory=LLMFactory(settings, responder=plan)).process(ticket_id)
@@ -82,10 +101,16 @@ def test_a_looping_manager_is_capped(settings, store, make_ticket):
     assert outcome.status == "escalated"  # the manager never produced a valid resolution: a person takes it
     with store() as db:
         delegations = db.execute(select(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.name == "delegations")).scalars().all()
-        manager_calls = db.execute(select(func.count()).select_from(AuditEvent).where(
-            AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "llm_call", AuditEvent.actor == "Support Manager")).scalar_one()
-        general_runs = db.execute(select(func.count()).select_from(AuditEvent).where(
-            AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "llm_call", AuditEvent.actor == "General Support Agent")).scalar_one()
+        manager_calls = db.execute(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "llm_call", AuditEvent.actor == "Support Manager")
+        ).scalar_one()
+        general_runs = db.execute(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "llm_call", AuditEvent.actor == "General Support Agent")
+        ).scalar_one()
     assert 1 <= general_runs <= 4  # at most max_delegations (agents/agents.yaml) ever reach a coworker
     assert manager_calls <= 2 * (8 + 2)  # max_iter 8 plus a forced final answer, for the first try and one guardrail retry
     assert not delegations or delegations[0].result["used"] <= 4

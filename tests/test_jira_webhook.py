@@ -37,24 +37,47 @@ SECRET = "whsec-test-3f9a"
 BOT = "5c5f880629be9642ba529340"  # the accountId that writes the Cloud comment fixtures
 
 # What each fixture is, by hand (not by running the parser): the parser must agree.
-ISSUE_CREATED = {"webhook__issue_created.json", "webhook-cloud-issue-created-many-fields.json", "webhook-issue-created.json",
-                 "webhook-issue-created-no-description.json", "webhook-issue-created-no-description-nor-relevant-fields.json",
-                 "webhook-issue-created-no-relevant-fields.json", "webhook-issue-created-with-security-level.json"}
-COMMENT_CREATED = {"integration__addComment.json", "integration__cloudAddComment.json", "webhook__cloud_comment_added.json",
-                   "webhook__issue_updated_with_comment.json", "webhook-cloud-comment-created.json", "webhook-cloud-comment-created-mention-user.json",
-                   "webhook-issue-comment-created-indentation.json", "webhook-server-issue-updated-commented-1.json",
-                   "webhook-server-issue-updated-commented-2.json", "webhook-server-issue-updated-commented-3.json",
-                   "webhook-server-issue-updated-commented-mention-user.json", "webhook-server-old-issue-updated-no-event-type-commented.json"}
+ISSUE_CREATED = {
+    "webhook__issue_created.json",
+    "webhook-cloud-issue-created-many-fields.json",
+    "webhook-issue-created.json",
+    "webhook-issue-created-no-description.json",
+    "webhook-issue-created-no-description-nor-relevant-fields.json",
+    "webhook-issue-created-no-relevant-fields.json",
+    "webhook-issue-created-with-security-level.json",
+}
+COMMENT_CREATED = {
+    "integration__addComment.json",
+    "integration__cloudAddComment.json",
+    "webhook__cloud_comment_added.json",
+    "webhook__issue_updated_with_comment.json",
+    "webhook-cloud-comment-created.json",
+    "webhook-cloud-comment-created-mention-user.json",
+    "webhook-issue-comment-created-indentation.json",
+    "webhook-server-issue-updated-commented-1.json",
+    "webhook-server-issue-updated-commented-2.json",
+    "webhook-server-issue-updated-commented-3.json",
+    "webhook-server-issue-updated-commented-mention-user.json",
+    "webhook-server-old-issue-updated-no-event-type-commented.json",
+}
 COMMENT_WITHOUT_ISSUE = {"webhook-server-comment-created.json"}  # Server sends it again as issue_commented, with the issue
-COMMENT_UPDATED = {"webhook-cloud-comment-updated.json", "webhook-server-comment-updated.json", "webhook-server-issue-updated-comment-edited.json",
-                   "webhook-server-old-issue-updated-no-event-type-comment-edited.json"}
+COMMENT_UPDATED = {
+    "webhook-cloud-comment-updated.json",
+    "webhook-server-comment-updated.json",
+    "webhook-server-issue-updated-comment-edited.json",
+    "webhook-server-old-issue-updated-no-event-type-comment-edited.json",
+}
 COMMENT_DELETED = {"webhook-cloud-comment-deleted.json", "webhook-server-comment-deleted.json", "webhook-server-issue-updated-comment-deleted.json"}
 ISSUE_DELETED = {"webhook-issue-deleted.json"}
 STATUS_CHANGES = {  # file -> (from, to) in its changelog
-    "integration__updateStatus.json": ("To Do", "Done"), "webhook__issue_updated_status_updated.json": ("To Do", "Done"),
-    "webhook-issue-updated-reopened.json": ("Done", "To Do"), "webhook-issue-updated-resolved.json": ("In Progress", "Done"),
-    "webhook-issue-updated-started-working.json": ("To Do", "In Progress"), "webhook-server-issue-updated-closed.json": ("Resolved", "Closed"),
-    "webhook-server-issue-updated-in-progress.json": ("Reopened", "In Progress"), "webhook-server-issue-updated-reopened.json": ("Resolved", "Reopened"),
+    "integration__updateStatus.json": ("To Do", "Done"),
+    "webhook__issue_updated_status_updated.json": ("To Do", "Done"),
+    "webhook-issue-updated-reopened.json": ("Done", "To Do"),
+    "webhook-issue-updated-resolved.json": ("In Progress", "Done"),
+    "webhook-issue-updated-started-working.json": ("To Do", "In Progress"),
+    "webhook-server-issue-updated-closed.json": ("Resolved", "Closed"),
+    "webhook-server-issue-updated-in-progress.json": ("Reopened", "In Progress"),
+    "webhook-server-issue-updated-reopened.json": ("Resolved", "Reopened"),
     "webhook-server-issue-updated-resolved.json": ("In Progress", "Resolved"),
 }
 FIXTURE_FILES = sorted(FIXTURES.glob("*/*.json"))
@@ -350,14 +373,16 @@ def fake_jira():
 
 
 def outbound(public: bool) -> OutboundMessage:
-    return OutboundMessage(message_id=7, ticket_id=1, ticket_external_id="SD-42", customer="c@example.com", subject="s",
-                           body="Your refund is on its way.", public=public)
+    return OutboundMessage(
+        message_id=7, ticket_id=1, ticket_external_id="SD-42", customer="c@example.com", subject="s", body="Your refund is on its way.", public=public
+    )
 
 
 def test_reply_request_is_exact_public_and_internal(fake_jira, settings):
     base, seen, _ = fake_jira
-    channel = JiraReplyChannel.from_settings(settings.model_copy(update={"jira_base_url": base + "/", "jira_user": "bot@example.com",
-                                                                        "jira_api_token": SecretStr("tok-123")}))
+    channel = JiraReplyChannel.from_settings(
+        settings.model_copy(update={"jira_base_url": base + "/", "jira_user": "bot@example.com", "jira_api_token": SecretStr("tok-123")})
+    )
     assert channel.deliver(outbound(public=True)) == "20001"
     assert channel.deliver(outbound(public=False)) == "20002"
     expected_auth = "Basic " + base64.b64encode(b"bot@example.com:tok-123").decode()
@@ -466,8 +491,10 @@ def _ended_jira_ticket(session_factory, status: str) -> int:
 
 def _delivery_events(session_factory, ticket_id: int) -> list[tuple[str, str | None]]:
     with session_factory() as db:
-        return [(e.name, e.error) for e in db.execute(select(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "delivery")
-                                                       .order_by(AuditEvent.id)).scalars()]
+        return [
+            (e.name, e.error)
+            for e in db.execute(select(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "delivery").order_by(AuditEvent.id)).scalars()
+        ]
 
 
 def test_a_resolved_ticket_moves_its_issue_after_the_reply_and_only_once(jira_workflow, session_factory):
@@ -480,9 +507,12 @@ def test_a_resolved_ticket_moves_its_issue_after_the_reply_and_only_once(jira_wo
 
     assert report.status == "Resolved" and again.status == "Resolved" and again.sent == []
     assert [(method, path.split("?")[0]) for method, path, _ in state["seen"]] == [
-        ("POST", "/rest/servicedeskapi/request/SD-42/comment"), ("POST", "/rest/servicedeskapi/request/SD-42/comment"),  # reply, then note
-        ("GET", "/rest/api/3/issue/SD-42"), ("POST", "/rest/api/3/issue/SD-42/transitions"),  # then the issue moves
-        ("GET", "/rest/api/3/issue/SD-42")]  # the repeat finds it there and moves nothing
+        ("POST", "/rest/servicedeskapi/request/SD-42/comment"),
+        ("POST", "/rest/servicedeskapi/request/SD-42/comment"),  # reply, then note
+        ("GET", "/rest/api/3/issue/SD-42"),
+        ("POST", "/rest/api/3/issue/SD-42/transitions"),  # then the issue moves
+        ("GET", "/rest/api/3/issue/SD-42"),
+    ]  # the repeat finds it there and moves nothing
     assert state["seen"][3][2] == {"transition": {"id": "5"}} and state["status"] == "Resolved"
     with session_factory() as db:
         assert db.get(Ticket, ticket_id).external_status == "Resolved"

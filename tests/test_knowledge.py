@@ -41,8 +41,10 @@ def test_markdown_is_chunked_by_heading_then_paragraph_with_a_cap_and_overlap(tm
 
 def test_html_becomes_safe_text_and_plain_text_is_one_section(tmp_path):
     page = tmp_path / "faq.html"
-    page.write_text("<html><head><script>alert('x')</script><style>p{}</style></head><body><h1>FAQ</h1><h2>Shipping</h2>"
-                    "<p>Ships in <b>2 days</b>. <a href='http://evil.example/'>tracking</a><img src='x.png' alt='pic'></p></body></html>")
+    page.write_text(
+        "<html><head><script>alert('x')</script><style>p{}</style></head><body><h1>FAQ</h1><h2>Shipping</h2>"
+        "<p>Ships in <b>2 days</b>. <a href='http://evil.example/'>tracking</a><img src='x.png' alt='pic'></p></body></html>"
+    )
     [chunk] = chunk_document(read_document(page))
     assert chunk.heading == "FAQ > Shipping" and "Ships in 2 days" in chunk.text
     assert "alert" not in chunk.text and "evil.example" not in chunk.text and "x.png" not in chunk.text
@@ -107,8 +109,11 @@ def test_customer_keys_and_redaction():
     assert customer_key(customer=" Ana@Example.COM ") == customer_key(customer="ana@example.com")
     assert customer_key(customer="ana@example.com") != customer_key(customer="ana@example.com", secret="s3cret")
     assert "ana" not in customer_key(customer="ana@example.com")
-    text = summarise(issue="Refund to ana@example.com, call me on phone +1 415 555 0100, card 4111 1111 1111 1111, token <EMAIL_2>",
-                     actions=["return_delivered_order_items {'order_id': '#W123'}"], outcome="resolved")
+    text = summarise(
+        issue="Refund to ana@example.com, call me on phone +1 415 555 0100, card 4111 1111 1111 1111, token <EMAIL_2>",
+        actions=["return_delivered_order_items {'order_id': '#W123'}"],
+        outcome="resolved",
+    )
     assert "ana@example.com" not in text and "415 555" not in text and "4111" not in text and "<EMAIL_2>" not in text
     assert "[EMAIL]" in text and "[PHONE]" in text and "[CARD]" in text and "#W123" in text
     assert redact("no personal data here, order #W2378156") == "no personal data here, order #W2378156"

@@ -23,8 +23,20 @@ D1 = datetime(2025, 3, 3, tzinfo=UTC)
 SINCE = datetime(2025, 3, 1, tzinfo=UTC)
 
 
-def make(db, key: str, *, source: str, category: str | None, status: str, created: datetime, inbound: int = 1, outbound: int = 1,
-         costs: tuple[float, ...] = (), statuses: tuple[tuple[str, float], ...] = (), approval: str | None = None) -> int:
+def make(
+    db,
+    key: str,
+    *,
+    source: str,
+    category: str | None,
+    status: str,
+    created: datetime,
+    inbound: int = 1,
+    outbound: int = 1,
+    costs: tuple[float, ...] = (),
+    statuses: tuple[tuple[str, float], ...] = (),
+    approval: str | None = None,
+) -> int:
     """One ticket with its messages, runs (one per cost), approval and status audit rows (name, seconds after creation)."""
     ticket = Ticket(source=source, external_id=key, body="help", category=category, status=status, created_at=created, updated_at=created)
     db.add(ticket)
@@ -34,11 +46,28 @@ def make(db, key: str, *, source: str, category: str | None, status: str, create
     for i in range(outbound):
         db.add(Message(ticket_id=ticket.id, direction="outbound", body=f"answer {i}", created_at=created + timedelta(seconds=10 + i)))
     for i, cost in enumerate(costs):
-        db.add(CrewRun(ticket_id=ticket.id, status="completed", outcome=status, cost_usd=cost, latency_s=5.0,
-                       started_at=created, finished_at=created + timedelta(seconds=5 + i)))
+        db.add(
+            CrewRun(
+                ticket_id=ticket.id,
+                status="completed",
+                outcome=status,
+                cost_usd=cost,
+                latency_s=5.0,
+                started_at=created,
+                finished_at=created + timedelta(seconds=5 + i),
+            )
+        )
     if approval:
-        db.add(Approval(ticket_id=ticket.id, action="return_delivered_order_items", arguments={}, idempotency_key=f"k-{key}",
-                        status=approval, decided_by="maria" if approval != "pending" else None))
+        db.add(
+            Approval(
+                ticket_id=ticket.id,
+                action="return_delivered_order_items",
+                arguments={},
+                idempotency_key=f"k-{key}",
+                status=approval,
+                decided_by="maria" if approval != "pending" else None,
+            )
+        )
     db.flush()
     for name, after in statuses:
         audit.record(db=db, ticket_id=ticket.id, kind="status", name=name, actor="pipeline", at=created + timedelta(seconds=after))
@@ -52,16 +81,45 @@ def known_tickets(session_factory):
     with transaction(session_factory) as db:
         # email: two automated resolutions, one of them with two replies (not first-contact)
         make(db, "T1", source="email", category="billing", status="resolved", created=D1 + timedelta(hours=9), costs=(0.012,), statuses=(("resolved", 60),))
-        make(db, "T2", source="email", category="billing", status="resolved", created=D1 + timedelta(hours=10), outbound=2, costs=(0.020,),
-             statuses=(("resolved", 300),))
+        make(
+            db,
+            "T2",
+            source="email",
+            category="billing",
+            status="resolved",
+            created=D1 + timedelta(hours=10),
+            outbound=2,
+            costs=(0.020,),
+            statuses=(("resolved", 300),),
+        )
         # jira: one escalation, one resolution a person approved (first-contact, not automated)
-        make(db, "T3", source="jira", category="technical", status="escalated", created=D1 + timedelta(hours=11), costs=(0.006,),
-             statuses=(("escalated", 120),))
-        make(db, "T4", source="jira", category="billing", status="resolved", created=d2 + timedelta(hours=9), costs=(0.030,),
-             statuses=(("awaiting_approval", 30), ("resolved", 7200)), approval="approved")
+        make(
+            db, "T3", source="jira", category="technical", status="escalated", created=D1 + timedelta(hours=11), costs=(0.006,), statuses=(("escalated", 120),)
+        )
+        make(
+            db,
+            "T4",
+            source="jira",
+            category="billing",
+            status="resolved",
+            created=d2 + timedelta(hours=9),
+            costs=(0.030,),
+            statuses=(("awaiting_approval", 30), ("resolved", 7200)),
+            approval="approved",
+        )
         # api: a resolution reopened by the customer (two runs), and a ticket that failed after retries (no run)
-        make(db, "T5", source="api", category="account", status="resolved", created=d2 + timedelta(hours=12), inbound=2, outbound=2,
-             costs=(0.010, 0.010), statuses=(("resolved", 100), ("reopened", 200), ("resolved", 400)))
+        make(
+            db,
+            "T5",
+            source="api",
+            category="account",
+            status="resolved",
+            created=d2 + timedelta(hours=12),
+            inbound=2,
+            outbound=2,
+            costs=(0.010, 0.010),
+            statuses=(("resolved", 100), ("reopened", 200), ("resolved", 400)),
+        )
         make(db, "T6", source="api", category=None, status="failed", created=d3 + timedelta(hours=8), outbound=0, statuses=(("failed", 30),))
         # not counted: still queued; rejected at intake (no run, no status row); created before the window
         make(db, "T7", source="email", category="billing", status="queued", created=d3 + timedelta(hours=9), costs=(0.5,))
@@ -83,7 +141,10 @@ def test_kpis_of_a_known_set(known_tickets):
     channels = {g.key: g for g in report.by_channel}
     assert list(channels) == ["api", "email", "jira"]
     assert [(g.finished, g.automated_rate, g.first_contact_rate, g.escalation_rate) for g in channels.values()] == [
-        (2, 0.5, 0.0, 0.0), (2, 1.0, 0.5, 0.0), (2, 0.0, 0.5, 0.5)]
+        (2, 0.5, 0.0, 0.0),
+        (2, 1.0, 0.5, 0.0),
+        (2, 0.0, 0.5, 0.5),
+    ]
     assert channels["email"].cost_per_resolved == pytest.approx(0.016) and channels["jira"].cost_per_resolved == pytest.approx(0.036)
     assert channels["api"].cost_per_resolved == pytest.approx(0.020) and channels["jira"].handle_p50 == pytest.approx((120 + 7200) / 2)
 
@@ -107,8 +168,9 @@ def test_window():
 def test_kpi_command_prints_the_figures_and_writes_html_with_charts(known_tickets, pg_url, tmp_path):
     page, chart = tmp_path / "kpi.html", tmp_path / "kpi.svg"
     env = {**os.environ, "CREWDESK_DATABASE_URL": pg_url, "CREWDESK_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
-    shown = subprocess.run([CREWDESK, "kpi", "--since", "2025-03-01", "--html", str(page), "--svg", str(chart)], env=env, cwd=ROOT,
-                           capture_output=True, text=True, timeout=120)
+    shown = subprocess.run(
+        [CREWDESK, "kpi", "--since", "2025-03-01", "--html", str(page), "--svg", str(chart)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert shown.returncode == 0, shown.stderr
     out = shown.stdout
     assert "finished: 6" in out

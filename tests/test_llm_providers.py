@@ -36,8 +36,11 @@ def serve(recorder: Recorder):
 
 
 OPENAI_REPLY = {
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Thought: ok\nFinal Answer: {\"a\": 1}\nObservation: extra"}, "finish_reason": "stop"}],
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-4o-mini",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": 'Thought: ok\nFinal Answer: {"a": 1}\nObservation: extra'}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150},
 }
 
@@ -85,11 +88,18 @@ def test_unreachable_model_server_is_transient():
 
 
 def test_anthropic_messages_request():
-    recorder = Recorder(reply={
-        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-latest",
-        "content": [{"type": "text", "text": "Final Answer: {}"}], "stop_reason": "end_turn", "stop_sequence": None,
-        "usage": {"input_tokens": 50, "output_tokens": 7},
-    })
+    recorder = Recorder(
+        reply={
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-3-5-haiku-latest",
+            "content": [{"type": "text", "text": "Final Answer: {}"}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 50, "output_tokens": 7},
+        }
+    )
     server = serve(recorder)
     settings = load_settings(llm_provider="anthropic", anthropic_api_key="ak-test", anthropic_base_url=f"http://127.0.0.1:{server.server_port}")
     llm = LLMFactory(settings).build(tier="cheap")
@@ -113,13 +123,20 @@ def test_tiers_pick_models_per_role():
     assert a is not b
 
 
-DECISION_SCHEMA = {"type": "object", "properties": {"action": {"enum": ["return", "keep"]}, "items": {"type": "array", "items": {"enum": ["i1", "i2"]}, "minItems": 1}},
-                   "required": ["action", "items"], "additionalProperties": False}
+DECISION_SCHEMA = {
+    "type": "object",
+    "properties": {"action": {"enum": ["return", "keep"]}, "items": {"type": "array", "items": {"enum": ["i1", "i2"]}, "minItems": 1}},
+    "required": ["action", "items"],
+    "additionalProperties": False,
+}
 
 
 def _openai_reply(content: str, cached: int = 0) -> dict:
-    return {**OPENAI_REPLY, "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 9, "total_tokens": 109, "prompt_tokens_details": {"cached_tokens": cached}}}
+    return {
+        **OPENAI_REPLY,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 9, "total_tokens": 109, "prompt_tokens_details": {"cached_tokens": cached}},
+    }
 
 
 def test_a_decision_on_the_local_server_is_greedy_cached_and_decoded_against_its_schema():
@@ -162,11 +179,18 @@ def test_an_answer_outside_the_schema_is_a_model_output_error_never_a_value():
 
 
 def test_anthropic_decides_through_a_forced_tool_whose_input_schema_is_the_decision():
-    recorder = Recorder(reply={
-        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-latest",
-        "content": [{"type": "tool_use", "id": "tu_1", "name": "pick_items", "input": {"action": "return", "items": ["i1", "i2"]}}],
-        "stop_reason": "tool_use", "stop_sequence": None, "usage": {"input_tokens": 70, "output_tokens": 12, "cache_read_input_tokens": 64},
-    })
+    recorder = Recorder(
+        reply={
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-3-5-haiku-latest",
+            "content": [{"type": "tool_use", "id": "tu_1", "name": "pick_items", "input": {"action": "return", "items": ["i1", "i2"]}}],
+            "stop_reason": "tool_use",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 70, "output_tokens": 12, "cache_read_input_tokens": 64},
+        }
+    )
     server = serve(recorder)
     settings = load_settings(llm_provider="anthropic", anthropic_api_key="ak", anthropic_base_url=f"http://127.0.0.1:{server.server_port}")
     llm = LLMFactory(settings).build(tier="cheap")
@@ -194,7 +218,9 @@ def test_a_constrained_react_step_offers_only_the_agents_tools_and_is_rendered_f
     assert [s["properties"].get("action", {}).get("const") for s in steps] == ["find_user_id_by_email", None]
     assert steps[0]["properties"]["action_input"]["required"] == ["email"] and steps[0]["properties"]["action_input"]["additionalProperties"] is False
     assert steps[1]["properties"]["final_answer"]["properties"]["category"]["enum"] == ["billing", "technical", "account", "other"]
-    recorder = Recorder(reply=_openai_reply('{"step": {"thought": "look the customer up", "action": "find_user_id_by_email", "action_input": {"email": "<EMAIL_1>"}}}'))
+    recorder = Recorder(
+        reply=_openai_reply('{"step": {"thought": "look the customer up", "action": "find_user_id_by_email", "action_input": {"email": "<EMAIL_1>"}}}')
+    )
     server = serve(recorder)
     llm = LLMFactory(load_settings(llm_provider="local", local_port=server.server_port)).build(tier="strong")
     llm.react_schema = schema
@@ -223,8 +249,12 @@ def test_the_scripted_model_answers_a_decision_with_its_plan_or_the_first_allowe
 
 
 def test_a_conversation_that_outgrows_the_context_is_a_model_output_error_so_the_ticket_goes_to_a_person():
-    recorder = Recorder(status=400, reply={"error": {"code": 400, "message": "request (9211 tokens) exceeds the available context size (8192 tokens)",
-                                                     "type": "exceed_context_size_error"}})
+    recorder = Recorder(
+        status=400,
+        reply={
+            "error": {"code": 400, "message": "request (9211 tokens) exceeds the available context size (8192 tokens)", "type": "exceed_context_size_error"}
+        },
+    )
     server = serve(recorder)
     llm = LLMFactory(load_settings(llm_provider="local", local_port=server.server_port)).build(tier="strong")
     with pytest.raises(ModelOutputError, match="outgrew the model's context"):

@@ -44,17 +44,28 @@ def test_one_ticket_end_to_end_on_the_local_model(start_worker, store, settings,
     model (the customer describes the items instead of naming them, so code cannot settle it), the write through the
     gate, the reply."""
     port = free_port()
-    start_worker(CREWDESK_LLM_PROVIDER="local", CREWDESK_LOCAL_PORT=str(port), CREWDESK_LOCAL_MODEL_PATH=str(model_path), CREWDESK_LOCAL_THREADS="2",
-                 CREWDESK_PROCEDURES="true", CREWDESK_APPROVAL_THRESHOLD_USD="-1")
+    start_worker(
+        CREWDESK_LLM_PROVIDER="local",
+        CREWDESK_LOCAL_PORT=str(port),
+        CREWDESK_LOCAL_MODEL_PATH=str(model_path),
+        CREWDESK_LOCAL_THREADS="2",
+        CREWDESK_PROCEDURES="true",
+        CREWDESK_APPROVAL_THRESHOLD_USD="-1",
+    )
     assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5).status_code == 200
-    ticket_id = make_ticket("Hello, please take back the things from my delivered order that are not footwear, I want a refund. Thanks, Mason",
-                            customer="mason.li4862@example.com", subject="Returns")
+    ticket_id = make_ticket(
+        "Hello, please take back the things from my delivered order that are not footwear, I want a refund. Thanks, Mason",
+        customer="mason.li4862@example.com",
+        subject="Returns",
+    )
     enqueue(settings, ticket_id)
     ticket = wait_for(store, terminal(ticket_id), timeout=600, what="the local model to finish the ticket")
     assert ticket.status in ("resolved", "escalated"), ticket.status_reason
     with store() as db:
         run = db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id, CrewRun.status == "completed")).scalar_one()
-        llm_rows = db.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.run_id == run.id, AuditEvent.kind == "llm_call", AuditEvent.error.is_(None))).scalar_one()
+        llm_rows = db.execute(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.run_id == run.id, AuditEvent.kind == "llm_call", AuditEvent.error.is_(None))
+        ).scalar_one()
         decided = db.execute(select(AuditEvent).where(AuditEvent.run_id == run.id, AuditEvent.kind == "procedure")).scalar_one()
         reply = db.get(Ticket, ticket_id).resolution["customer_reply"]
     assert run.process == "procedure" and set(run.models.values()) == {"qwen2.5-coder-1.5b-instruct-q4_k_m"}
@@ -87,25 +98,45 @@ def test_decisions_on_the_real_model_fit_their_schema_and_reuse_the_cached_prefi
     from crewdesk.settings import load_settings
 
     port = free_port()
-    with LocalModelServer(model_path=model_path, host="127.0.0.1", port=port, n_ctx=2048, threads=2, start_timeout=120,
-                          log_path=tmp_path / "llama-server.log", parallel=1):
+    with LocalModelServer(
+        model_path=model_path, host="127.0.0.1", port=port, n_ctx=2048, threads=2, start_timeout=120, log_path=tmp_path / "llama-server.log", parallel=1
+    ):
         llm = LLMFactory(load_settings(llm_provider="local", local_port=port)).build(tier="cheap")
-        rules = ("You route tickets of an online store. Pick the customer's intent: return_items (send back delivered items), "
-                 "cancel_order (cancel a pending order), technical_issue (errors, crashes). " * 4)
-        schema = {"type": "object", "properties": {"intent": {"enum": ["return_items", "cancel_order", "technical_issue"]}},
-                  "required": ["intent"], "additionalProperties": False}
-        first = llm.decide([{"role": "system", "content": rules}, {"role": "user", "content": "Please cancel order 12, I ordered it by mistake."}], schema, name="route")
-        second = llm.decide([{"role": "system", "content": rules}, {"role": "user", "content": "The app crashes with error 500 when I log in."}], schema, name="route")
+        rules = (
+            "You route tickets of an online store. Pick the customer's intent: return_items (send back delivered items), "
+            "cancel_order (cancel a pending order), technical_issue (errors, crashes). " * 4
+        )
+        schema = {
+            "type": "object",
+            "properties": {"intent": {"enum": ["return_items", "cancel_order", "technical_issue"]}},
+            "required": ["intent"],
+            "additionalProperties": False,
+        }
+        first = llm.decide(
+            [{"role": "system", "content": rules}, {"role": "user", "content": "Please cancel order 12, I ordered it by mistake."}], schema, name="route"
+        )
+        second = llm.decide(
+            [{"role": "system", "content": rules}, {"role": "user", "content": "The app crashes with error 500 when I log in."}], schema, name="route"
+        )
+
         # A ReAct step offered two tools can name only those two (or answer).
         class Offered:
             def __init__(self, name):
                 self.name, self.args_schema = name, None
+
         from crewdesk.llm import react
+
         llm.constrain_react = True
         llm.react_schema = react.step_schema([Offered("find_user_id_by_email"), Offered("get_order_details")], None)
-        step = llm.call([{"role": "system", "content": "You are a support agent with tools find_user_id_by_email and get_order_details."},
-                         {"role": "user", "content": "Look up the customer with e-mail <EMAIL_1>, then their order #W1."}])
+        step = llm.call(
+            [
+                {"role": "system", "content": "You are a support agent with tools find_user_id_by_email and get_order_details."},
+                {"role": "user", "content": "Look up the customer with e-mail <EMAIL_1>, then their order #W1."},
+            ]
+        )
     assert first["intent"] in schema["properties"]["intent"]["enum"] and second["intent"] in schema["properties"]["intent"]["enum"]
     usage = llm.get_token_usage_summary()
     assert usage.cached_prompt_tokens > 50, usage  # the shared instructions were not read twice
-    assert step.startswith("Thought: ") and ("\nAction: find_user_id_by_email\n" in step or "\nAction: get_order_details\n" in step or "\nFinal Answer: " in step), step
+    assert step.startswith("Thought: ") and (
+        "\nAction: find_user_id_by_email\n" in step or "\nAction: get_order_details\n" in step or "\nFinal Answer: " in step
+    ), step

@@ -33,9 +33,18 @@ def dovecot_tls(tls_files):
 
 def tls_settings(settings, server: Dovecot, tls: str, ca_file: str):
     port = server.tls_port if tls == "ssl" else server.port
-    return settings.model_copy(update={"imap_host": server.host, "imap_port": port, "imap_tls": tls, "imap_user": server.new_user(),
-                                       "imap_password": SecretStr(PASSWORD), "imap_folder": "INBOX", "support_address": SUPPORT,
-                                       "mail_ca_file": ca_file})
+    return settings.model_copy(
+        update={
+            "imap_host": server.host,
+            "imap_port": port,
+            "imap_tls": tls,
+            "imap_user": server.new_user(),
+            "imap_password": SecretStr(PASSWORD),
+            "imap_folder": "INBOX",
+            "support_address": SUPPORT,
+            "mail_ca_file": ca_file,
+        }
+    )
 
 
 @pytest.mark.parametrize("tls", ["ssl", "starttls"])
@@ -67,8 +76,16 @@ def test_an_untrusted_certificate_refuses_the_connection_and_loses_nothing(tls, 
 
 
 def outbound() -> OutboundMessage:
-    return OutboundMessage(message_id=3, ticket_id=1, ticket_external_id="m1@example.com", customer="ana@example.com",
-                           subject="Refund please", body="Your refund is on its way.", public=True, thread=("m1@example.com",))
+    return OutboundMessage(
+        message_id=3,
+        ticket_id=1,
+        ticket_external_id="m1@example.com",
+        customer="ana@example.com",
+        subject="Refund please",
+        body="Your refund is on its way.",
+        public=True,
+        thread=("m1@example.com",),
+    )
 
 
 @pytest.mark.parametrize("tls", ["starttls", "ssl"])

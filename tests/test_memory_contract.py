@@ -66,8 +66,13 @@ def make_store(backend: str, location: str, embedder: Embedder) -> MemoryStore:
         return LanceStore(path=Path(location), embedder=embedder)
     from crewdesk.memory.weaviate_store import WeaviateStore
 
-    return WeaviateStore(url=WEAVIATE_URL, grpc_port=int(os.environ.get("WEAVIATE_GRPC_PORT", "50051")), api_key=os.environ.get("WEAVIATE_API_KEY", ""),
-                         prefix=location, embedder=embedder)
+    return WeaviateStore(
+        url=WEAVIATE_URL,
+        grpc_port=int(os.environ.get("WEAVIATE_GRPC_PORT", "50051")),
+        api_key=os.environ.get("WEAVIATE_API_KEY", ""),
+        prefix=location,
+        embedder=embedder,
+    )
 
 
 @pytest.fixture(params=["lance", "weaviate"])
@@ -102,8 +107,16 @@ def doc(tmp_path):
 
 def interaction(customer: str, ticket_id: int, summary: str, *, outcome: str = "resolved", product: str = "", days_ago: float = 0) -> Interaction:
     key = customer_key(customer=customer)
-    return Interaction(id=f"{key[:16]}-{ticket_id}", customer_key=key, ticket_id=ticket_id, summary=summary, outcome=outcome, product=product,
-                       category="billing", created_at=NOW - timedelta(days=days_ago))
+    return Interaction(
+        id=f"{key[:16]}-{ticket_id}",
+        customer_key=key,
+        ticket_id=ticket_id,
+        summary=summary,
+        outcome=outcome,
+        product=product,
+        category="billing",
+        created_at=NOW - timedelta(days=days_ago),
+    )
 
 
 def test_ingest_and_hybrid_search_find_the_right_section(store, doc):

@@ -68,7 +68,11 @@ def test_second_ticket_from_the_same_customer_sees_the_first_ones_summary(memory
     outcome, factory, _ = run(memory_settings, session_factory, second)
     assert outcome.status == "resolved"
     prompts = prompts_of(factory, "strong")
-    assert MEMORY_HEADER in prompts and f"ticket #{first} [billing, resolved]" in prompts and f"cancel_pending_order(order_id={order_id}, reason=no longer needed)" in prompts
+    assert (
+        MEMORY_HEADER in prompts
+        and f"ticket #{first} [billing, resolved]" in prompts
+        and f"cancel_pending_order(order_id={order_id}, reason=no longer needed)" in prompts
+    )
     assert MEMORY_HEADER not in prompts_of(factory, "cheap")  # routing does not need it
     assert email not in prompts
 

@@ -79,21 +79,50 @@ def set_ticket(factory, ticket_id: int, **fields) -> None:
 def populated(session_factory, make_ticket, redis_url):
     """Tickets in known states, two pending approvals (one 2 h old), tool-call audit rows, 3 + 1 queued messages."""
     ids = {}
-    for key, source, status, category in [("a", "email", "resolved", "billing"), ("b", "email", "resolved", "billing"), ("c", "jira", "escalated", "technical"),
-                                          ("d", "api", "awaiting_approval", "billing"), ("e", "email", "queued", None)]:
+    for key, source, status, category in [
+        ("a", "email", "resolved", "billing"),
+        ("b", "email", "resolved", "billing"),
+        ("c", "jira", "escalated", "technical"),
+        ("d", "api", "awaiting_approval", "billing"),
+        ("e", "email", "queued", None),
+    ]:
         ids[key] = make_ticket(external_id=key, source=source)
         set_ticket(session_factory, ids[key], status=status, category=category)
     now = datetime.now(UTC)
     with transaction(session_factory) as db:
         for n, age in enumerate((7200, 60)):
-            db.add(Approval(ticket_id=ids["d"], action="return_delivered_order_items", arguments={}, idempotency_key=f"key-{n}",
-                            status="pending", created_at=now - timedelta(seconds=age)))
-        db.add(Approval(ticket_id=ids["a"], action="return_delivered_order_items", arguments={}, idempotency_key="key-done", status="approved",
-                        created_at=now - timedelta(days=2)))
-    rows = [("tool_call", "find_user_id_by_email", None), ("tool_call", "find_user_id_by_email", None), ("tool_call", "get_order_details", "timeout"),
-            ("effect", "return_delivered_order_items", None), ("gate", "denied:kb_search", "role 'routing' is not allowed"),
-            ("gate", "denied:kb_search", "role 'routing' is not allowed"), ("gate", "replayed:return_delivered_order_items", None),
-            ("gate", "approval_requested:return_delivered_order_items", None), ("llm_call", "qwen", None), ("status", "resolved", None)]
+            db.add(
+                Approval(
+                    ticket_id=ids["d"],
+                    action="return_delivered_order_items",
+                    arguments={},
+                    idempotency_key=f"key-{n}",
+                    status="pending",
+                    created_at=now - timedelta(seconds=age),
+                )
+            )
+        db.add(
+            Approval(
+                ticket_id=ids["a"],
+                action="return_delivered_order_items",
+                arguments={},
+                idempotency_key="key-done",
+                status="approved",
+                created_at=now - timedelta(days=2),
+            )
+        )
+    rows = [
+        ("tool_call", "find_user_id_by_email", None),
+        ("tool_call", "find_user_id_by_email", None),
+        ("tool_call", "get_order_details", "timeout"),
+        ("effect", "return_delivered_order_items", None),
+        ("gate", "denied:kb_search", "role 'routing' is not allowed"),
+        ("gate", "denied:kb_search", "role 'routing' is not allowed"),
+        ("gate", "replayed:return_delivered_order_items", None),
+        ("gate", "approval_requested:return_delivered_order_items", None),
+        ("llm_call", "qwen", None),
+        ("status", "resolved", None),
+    ]
     for kind, name, error in rows:
         with transaction(session_factory) as db:
             audit.record(db=db, ticket_id=ids["d"], kind=kind, name=name, actor="billing", error=error)
@@ -165,6 +194,7 @@ def test_a_dead_broker_or_breaker_is_reported_not_raised(settings, session_facto
 
 def test_breaker_contract(settings, session_factory, monkeypatch):
     """crewdesk.llm.breaker is another part's module (it may not exist yet): the contract is exercised with stand-ins."""
+
     def scrape():
         with TestClient(create_app(settings, session_factory=session_factory, enqueue=lambda ticket_id: None)) as client:
             return parse(client.get("/metrics").text)
@@ -177,8 +207,11 @@ def test_breaker_contract(settings, session_factory, monkeypatch):
     assert not any(name == "crewdesk_llm_breaker_open" for name, _ in scrape())
 
     seen = []
-    monkeypatch.setitem(sys.modules, "crewdesk.llm.breaker",
-                        types.SimpleNamespace(states=lambda s: seen.append(s) or {"openai": "open", "local": "closed", "anthropic": "half-open"}))
+    monkeypatch.setitem(
+        sys.modules,
+        "crewdesk.llm.breaker",
+        types.SimpleNamespace(states=lambda s: seen.append(s) or {"openai": "open", "local": "closed", "anthropic": "half-open"}),
+    )
     samples = scrape()
     assert seen and seen[0] is settings
     assert value(samples, "crewdesk_llm_breaker_open", provider="openai") == 1
@@ -238,8 +271,19 @@ CHILD = textwrap.dedent("""
 
 
 def add_run(db, ticket_id: int, *, outcome: str, tokens=(0, 0, 0), calls=0, llm_seconds=0.0, cost=0.0, latency=None, finished=None) -> int:
-    run = CrewRun(ticket_id=ticket_id, status="completed" if finished else "running", outcome=outcome if finished else None, tokens_in=tokens[0],
-                  tokens_out=tokens[1], tokens_cached=tokens[2], llm_calls=calls, llm_seconds=llm_seconds, cost_usd=cost, latency_s=latency, finished_at=finished)
+    run = CrewRun(
+        ticket_id=ticket_id,
+        status="completed" if finished else "running",
+        outcome=outcome if finished else None,
+        tokens_in=tokens[0],
+        tokens_out=tokens[1],
+        tokens_cached=tokens[2],
+        llm_calls=calls,
+        llm_seconds=llm_seconds,
+        cost_usd=cost,
+        latency_s=latency,
+        finished_at=finished,
+    )
     db.add(run)
     db.flush()
     return run.id
@@ -329,8 +373,14 @@ def test_real_worker_serves_what_its_children_counted(settings, session_factory,
     child's counters, and they equal the run's crew_runs row."""
     port = free_port()
     log = tmp_path / "worker.log"
-    proc = subprocess.Popen([CREWDESK, "worker", "--concurrency", "1", "--metrics-port", str(port)], env=worker_env, cwd=ROOT,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [CREWDESK, "worker", "--concurrency", "1", "--metrics-port", str(port)],
+        env=worker_env,
+        cwd=ROOT,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while b"ready." not in log.read_bytes():
@@ -372,6 +422,7 @@ def test_real_worker_serves_what_its_children_counted(settings, session_factory,
 
 # --- a real Prometheus, and the deploy/ configuration ----------------------------------------------------------
 
+
 def test_real_prometheus_scrapes_the_api(settings, session_factory, populated, tmp_path):
     binary = shutil.which("prometheus")
     if binary is None:
@@ -379,16 +430,28 @@ def test_real_prometheus_scrapes_the_api(settings, session_factory, populated, t
     import uvicorn
 
     api_port, prom_port = free_port(), free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, session_factory=session_factory, enqueue=lambda ticket_id: None),
-                                           host="127.0.0.1", port=api_port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, session_factory=session_factory, enqueue=lambda ticket_id: None), host="127.0.0.1", port=api_port, log_level="warning"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                                      "scrape_configs": [{"job_name": "crewdesk-api", "static_configs": [{"targets": [f"127.0.0.1:{api_port}"]}]}]}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "scrape_configs": [{"job_name": "crewdesk-api", "static_configs": [{"targets": [f"127.0.0.1:{api_port}"]}]}],
+            }
+        )
+    )
     log = tmp_path / "prometheus.log"
-    prom = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    prom = subprocess.Popen(
+        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         query = urllib.request.quote('crewdesk_tickets{status="resolved",channel="email"}')
         deadline, result = time.monotonic() + 60, []

@@ -21,14 +21,17 @@ IBAN = "DE89 3704 0044 0532 0130 00"
 ADDRESS = "986 Sunset Drive"
 
 
-@pytest.mark.parametrize(("text", "labels"), [
-    (f"mail {EMAIL} now", ["EMAIL"]),
-    (f"call {PHONE} or phone 4155550134", ["PHONE", "PHONE"]),
-    (f"card {CARD}; not a card: 4111 1111 1111 1112", ["CARD"]),  # Luhn-checked
-    (f"IBAN {IBAN}", ["IBAN"]),
-    (f"ship to {ADDRESS}, Suite 259", ["ADDRESS"]),
-    ("order #W2611340 item 6469567736 product 8310926033", []),  # store ids are not phone numbers
-])
+@pytest.mark.parametrize(
+    ("text", "labels"),
+    [
+        (f"mail {EMAIL} now", ["EMAIL"]),
+        (f"call {PHONE} or phone 4155550134", ["PHONE", "PHONE"]),
+        (f"card {CARD}; not a card: 4111 1111 1111 1112", ["CARD"]),  # Luhn-checked
+        (f"IBAN {IBAN}", ["IBAN"]),
+        (f"ship to {ADDRESS}, Suite 259", ["ADDRESS"]),
+        ("order #W2611340 item 6469567736 product 8310926033", []),  # store ids are not phone numbers
+    ],
+)
 def test_detection(text, labels):
     assert [span.label for span in find(text)] == labels
 
@@ -46,8 +49,10 @@ def test_tokens_round_trip_and_persist(session_factory, make_ticket):
 
 def test_no_raw_pii_in_any_prompt_and_tools_still_work(settings, store, make_ticket):
     session_factory = store
-    body = (f"Hello, my email is {EMAIL} and my phone is {PHONE}. I paid with card {CARD}, refunds to IBAN {IBAN} please. "
-            f"My address is {ADDRESS}, Denver. What is the status of my orders?")
+    body = (
+        f"Hello, my email is {EMAIL} and my phone is {PHONE}. I paid with card {CARD}, refunds to IBAN {IBAN} please. "
+        f"My address is {ADDRESS}, Denver. What is the status of my orders?"
+    )
     plan = PlanResponder(
         triage={"category": "billing", "priority": "normal", "summary": "order status", "confidence": 0.9},
         plans={"billing": [("find_user_id_by_email", {"email": "<EMAIL_1>"}), ("get_user_details", {"user_id": "noah_brown_6181"})]},

@@ -60,7 +60,12 @@ def test_billing_ticket_is_triaged_resolved_and_fully_audited(settings, session_
 )
 def test_deterministic_rules_escalate_whatever_the_model_says(settings, session_factory, make_ticket, body, rule):
     def confident(messages, role):
-        return react_final({"category": "technical", "priority": "low", "language": "en", "sentiment": "neutral", "summary": "fine", "confidence": 0.99}) if "rout" in role else default_responder(messages, role)
+        return (
+            react_final({"category": "technical", "priority": "low", "language": "en", "sentiment": "neutral", "summary": "fine", "confidence": 0.99})
+            if "rout" in role
+            else default_responder(messages, role)
+        )
+
     ticket_id = make_ticket(body)
     pipeline, _ = make_pipeline(settings, session_factory, responder=confident)
     outcome = pipeline.process(ticket_id)
@@ -84,7 +89,12 @@ def test_angry_repeat_contact_escalates(settings, session_factory, make_ticket):
 
 def test_low_confidence_escalates(settings, session_factory, make_ticket):
     def unsure(messages, role):
-        return react_final({"category": "other", "priority": "normal", "summary": "unclear", "confidence": 0.2}) if "rout" in role else default_responder(messages, role)
+        return (
+            react_final({"category": "other", "priority": "normal", "summary": "unclear", "confidence": 0.2})
+            if "rout" in role
+            else default_responder(messages, role)
+        )
+
     ticket_id = make_ticket("hello?")
     pipeline, _ = make_pipeline(settings, session_factory, responder=unsure)
     outcome = pipeline.process(ticket_id)
@@ -94,6 +104,7 @@ def test_low_confidence_escalates(settings, session_factory, make_ticket):
 def test_llm_garbage_is_recorded_and_the_ticket_goes_to_a_human(settings, session_factory, make_ticket):
     def garbage(messages, role):
         return "Thought: I now know the final answer\nFinal Answer: sure thing, the category is probably billing"
+
     ticket_id = make_ticket("My invoice is wrong.")
     pipeline, _factory = make_pipeline(settings, session_factory, responder=garbage)
     outcome = pipeline.process(ticket_id)
@@ -102,7 +113,9 @@ def test_llm_garbage_is_recorded_and_the_ticket_goes_to_a_human(settings, sessio
     with session_factory() as db:
         ticket = db.get(Ticket, ticket_id)
         messages = db.execute(select(Message).where(Message.ticket_id == ticket_id, Message.direction == "outbound")).scalars().all()
-        guardrail_rows = db.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.name.like("llm_guardrail%"))).scalar_one()
+        guardrail_rows = db.execute(
+            select(func.count()).select_from(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.name.like("llm_guardrail%"))
+        ).scalar_one()
     assert ticket.status == "escalated" and "no valid triage" in ticket.status_reason
     assert len(messages) == 1  # the fixed holding reply: the customer is not left without an answer
     assert guardrail_rows >= 2  # the guardrail asked the model to retry, and that is on record
@@ -112,6 +125,7 @@ def test_json_that_fits_no_output_model_escalates_with_the_holding_reply_instead
     # The local model once answered the hand-off with {"summary": ...}: valid JSON, wrong keys, for every retry.
     def wrong_keys(messages, role):
         return 'Thought: I now know the final answer\nFinal Answer: {"summary": "Customer asks why they were charged twice."}'
+
     ticket_id = make_ticket("Why was I charged twice?")
     pipeline, _ = make_pipeline(settings, session_factory, responder=wrong_keys)
     outcome = pipeline.process(ticket_id)

@@ -82,7 +82,9 @@ def test_a_named_item_is_returned_to_the_original_method_with_the_facts_in_the_r
 
 
 def test_the_refund_goes_to_a_gift_card_when_the_customer_asks(settings, store, make_ticket):
-    outcome, reply, _ = run(settings, store, make_ticket, "I want to return the wristwatch and get the refund on my gift card please.", "return_items", customer=EMAIL)
+    outcome, reply, _ = run(
+        settings, store, make_ticket, "I want to return the wristwatch and get the refund on my gift card please.", "return_items", customer=EMAIL
+    )
     doc = order(store, DELIVERED)
     assert outcome.status == "resolved" and doc["return_payment_method_id"] == "gift_card_4817478" and "gift card" in reply
 
@@ -113,13 +115,22 @@ def test_a_refund_above_the_threshold_waits_for_approval(settings, store, make_t
 def test_the_model_decides_what_the_customer_described_and_can_only_pick_their_items(settings, store, make_ticket):
     def keep_the_dumbbells(schema, messages):
         listing = messages[-1]["content"]
-        return {n: ("return_items" if "return_items" in prop["enum"] and f"{n}. Dumbbell Set" not in listing else "keep")
-                for n, prop in schema["properties"].items()}
+        return {
+            n: ("return_items" if "return_items" in prop["enum"] and f"{n}. Dumbbell Set" not in listing else "keep")
+            for n, prop in schema["properties"].items()
+        }
 
     plan = Planned(assign_items=keep_the_dumbbells)
-    outcome, _reply, _ = run(settings, store, make_ticket, "Please take back the two things I wear on my wrist from my last delivery, I want my money back.",
-                            "return_items", customer=EMAIL, plan=plan)
-    (name, messages, schema), = plan.asked
+    outcome, _reply, _ = run(
+        settings,
+        store,
+        make_ticket,
+        "Please take back the two things I wear on my wrist from my last delivery, I want my money back.",
+        "return_items",
+        customer=EMAIL,
+        plan=plan,
+    )
+    ((name, messages, schema),) = plan.asked
     enums = sorted(tuple(prop["enum"]) for prop in schema["properties"].values())
     # nothing named, so the model reads the items; 3 delivered ones: only a return fits the customer's words (or keep);
     # the 5 pending ones cannot be returned, so they are not offered
@@ -131,9 +142,13 @@ def test_the_model_decides_what_the_customer_described_and_can_only_pick_their_i
 
 
 def test_a_customer_found_by_name_and_zip_and_answered_in_german(settings, store, make_ticket):
-    outcome, reply, audit = run(settings, store, make_ticket,
-                                "Hallo, ich bin Ethan Sanchez, Postleitzahl 78782. Wo ist meine Bestellung mit der Hantel? Bitte nennen Sie mir die Sendungsnummer.",
-                                "order_status")
+    outcome, reply, audit = run(
+        settings,
+        store,
+        make_ticket,
+        "Hallo, ich bin Ethan Sanchez, Postleitzahl 78782. Wo ist meine Bestellung mit der Hantel? Bitte nennen Sie mir die Sendungsnummer.",
+        "order_status",
+    )
     assert outcome.status == "resolved"
     assert reply.startswith("Hallo,") and DELIVERED in reply and "Sendungsnummer" in reply
     assert ("tool_call", "find_user_id_by_name_zip") in audit and ("tool_call", "get_order_details") in audit  # every lookup is audited
@@ -151,8 +166,12 @@ def test_procedure_yaml_is_checked_against_the_code(tmp_path):
 
     source = Path(__file__).resolve().parents[1] / "tasks" / "procedures"
     (tmp_path / "replies.yaml").write_text((source / "replies.yaml").read_text())
-    (tmp_path / "procedures.yaml").write_text((source / "procedures.yaml").read_text().replace("policy: [order_is_delivered,", "policy: [order_is_shiny,")
-                                              .replace("tool: cancel_pending_order", "tool: cancel_everything"))
+    (tmp_path / "procedures.yaml").write_text(
+        (source / "procedures.yaml")
+        .read_text()
+        .replace("policy: [order_is_delivered,", "policy: [order_is_shiny,")
+        .replace("tool: cancel_pending_order", "tool: cancel_everything")
+    )
     with pytest.raises(ConfigError) as error:
         load_procedures(tmp_path, policy_rules=set(RULES), roles={"billing", "escalation"})
     assert "unknown policy rule 'order_is_shiny'" in str(error.value) and "unknown tool 'cancel_everything'" in str(error.value)
@@ -160,8 +179,15 @@ def test_procedure_yaml_is_checked_against_the_code(tmp_path):
 
 def test_an_exchange_narrowed_by_the_named_option_then_the_variant_that_changes_least(settings, store, make_ticket):
     plan = Planned(choose_variant={"variant": "2"})
-    outcome, reply, _audit = run(settings, store, make_ticket, "I'd like to exchange my smart watch for one with a leather band, same color please.",
-                                "exchange_items", customer=EMAIL, plan=plan)
+    outcome, reply, _audit = run(
+        settings,
+        store,
+        make_ticket,
+        "I'd like to exchange my smart watch for one with a leather band, same color please.",
+        "exchange_items",
+        customer=EMAIL,
+        plan=plan,
+    )
     # available leather-band variants in the same colour (gold): two are left, and one of them keeps the display the
     # customer has, so no model is asked
     assert plan.asked == []
@@ -174,8 +200,15 @@ def test_an_exchange_narrowed_by_the_named_option_then_the_variant_that_changes_
 
 def test_a_pending_item_changed_to_the_cheapest_variant_paid_with_the_gift_card_the_customer_named(settings, store, make_ticket):
     plan = Planned()
-    outcome, reply, _ = run(settings, store, make_ticket, "Please change the water bottle in my order to the cheapest one and use my gift card.",
-                            "modify_order", customer=EMAIL, plan=plan)
+    outcome, reply, _ = run(
+        settings,
+        store,
+        make_ticket,
+        "Please change the water bottle in my order to the cheapest one and use my gift card.",
+        "modify_order",
+        customer=EMAIL,
+        plan=plan,
+    )
     doc = order(store, PENDING)
     assert plan.asked == []  # "cheapest" and "change" settle it in code
     assert outcome.status == "resolved", reply
@@ -188,17 +221,26 @@ def test_a_gift_card_that_cannot_cover_the_difference_is_refused_by_rule(setting
     dearest = max((v for v in store_data["products"][laptop["product_id"]]["variants"].values() if v["available"]), key=lambda v: v["price"])
     assert dearest["price"] - laptop["price"] > 53.0  # the gift card holds $53
     before = order(store, PENDING)
-    outcome, reply, audit = run(settings, store, make_ticket, "Upgrade the laptop in my pending order to the most expensive one, pay with the gift card.",
-                                "modify_order", customer=EMAIL)
+    outcome, reply, audit = run(
+        settings,
+        store,
+        make_ticket,
+        "Upgrade the laptop in my pending order to the most expensive one, pay with the gift card.",
+        "modify_order",
+        customer=EMAIL,
+    )
     assert order(store, PENDING) == before and ("policy", "refused:gift_card_covers_difference") in audit
     assert outcome.status == "escalated" and "$53.00" in reply
 
 
-@pytest.mark.parametrize("wish, expected", [
-    ("a less bright desk lamp, prefer battery > USB > AC", {"brightness": "low", "power source": "battery"}),
-    ("a less bright desk lamp, prefer AC adapter > battery > USB", {"brightness": "low", "power source": "AC adapter"}),
-    ("a brighter desk lamp, prefer battery > USB > AC", {"brightness": "high", "power source": "USB"}),  # no bright battery lamp is available
-])
+@pytest.mark.parametrize(
+    "wish, expected",
+    [
+        ("a less bright desk lamp, prefer battery > USB > AC", {"brightness": "low", "power source": "battery"}),
+        ("a less bright desk lamp, prefer AC adapter > battery > USB", {"brightness": "low", "power source": "AC adapter"}),
+        ("a brighter desk lamp, prefer battery > USB > AC", {"brightness": "high", "power source": "USB"}),  # no bright battery lamp is available
+    ],
+)
 def test_comparisons_filter_and_preferences_rank_the_variants_in_code(store_data, wish, expected):
     from crews.procedures import variants
     from crews.procedures.state import Item
@@ -225,8 +267,14 @@ def user_address(store, user_id="ethan_sanchez_2952"):
 
 def test_a_pending_order_is_sent_to_an_address_the_store_already_holds_and_the_default_stays(settings, store, make_ticket):
     home = user_address(store)
-    outcome, reply, audit = run(settings, store, make_ticket, "Hi, my pending order is going to New York by mistake. Please send it to my home address in Austin instead.",
-                                "modify_order", customer=EMAIL)
+    outcome, reply, audit = run(
+        settings,
+        store,
+        make_ticket,
+        "Hi, my pending order is going to New York by mistake. Please send it to my home address in Austin instead.",
+        "modify_order",
+        customer=EMAIL,
+    )
     assert outcome.status == "resolved", reply
     assert order(store, PENDING)["address"] == home  # the default address (Austin), taken from the store, not typed by anyone
     assert user_address(store) == home and ("effect", "modify_pending_order_address") in audit and ("effect", "modify_user_address") not in audit
@@ -234,8 +282,14 @@ def test_a_pending_order_is_sent_to_an_address_the_store_already_holds_and_the_d
 
 
 def test_a_written_address_goes_on_the_pending_order_and_the_account(settings, store, make_ticket):
-    outcome, reply, _audit = run(settings, store, make_ticket, "I moved. Please change my default address and the address of my pending order to "
-                                "1234 Elm St, Springfield, IL, 62701.", "change_default_address", customer=EMAIL)
+    outcome, reply, _audit = run(
+        settings,
+        store,
+        make_ticket,
+        "I moved. Please change my default address and the address of my pending order to 1234 Elm St, Springfield, IL, 62701.",
+        "change_default_address",
+        customer=EMAIL,
+    )
     new = {"address1": "1234 Elm St", "address2": "", "city": "Springfield", "state": "IL", "country": "USA", "zip": "62701"}
     assert outcome.status == "resolved", reply
     assert order(store, PENDING)["address"] == new and user_address(store) == new
@@ -254,8 +308,14 @@ def test_an_address_nobody_can_tell_is_asked_for_and_nothing_changes(settings, s
 
 
 def test_a_refused_partial_cancel_falls_back_to_the_whole_order_the_customer_asked_for(settings, store, make_ticket):
-    outcome, reply, audit = run(settings, store, make_ticket, "Please cancel the grill from my pending order. If cancelling only the grill is not possible, "
-                                "cancel the whole order, I ordered it by mistake.", "cancel_order", customer=EMAIL)
+    outcome, reply, audit = run(
+        settings,
+        store,
+        make_ticket,
+        "Please cancel the grill from my pending order. If cancelling only the grill is not possible, cancel the whole order, I ordered it by mistake.",
+        "cancel_order",
+        customer=EMAIL,
+    )
     doc = order(store, PENDING)
     assert outcome.status == "resolved", reply
     assert doc["status"] == "cancelled" and doc["cancel_reason"] == "ordered by mistake"
@@ -265,8 +325,14 @@ def test_a_refused_partial_cancel_falls_back_to_the_whole_order_the_customer_ask
 
 def test_a_fallback_that_says_leave_it_changes_nothing_and_says_why(settings, store, make_ticket):
     before = order(store, PENDING)
-    outcome, reply, audit = run(settings, store, make_ticket, "Please cancel the grill from my pending order. If that is not possible, do not do anything.",
-                                "cancel_order", customer=EMAIL)
+    outcome, reply, audit = run(
+        settings,
+        store,
+        make_ticket,
+        "Please cancel the grill from my pending order. If that is not possible, do not do anything.",
+        "cancel_order",
+        customer=EMAIL,
+    )
     assert order(store, PENDING) == before and not any(kind == "effect" for kind, _ in audit)
     assert outcome.status == "resolved"  # answered: what could not be done, and that it was left as asked
     assert "only be cancelled as a whole" in reply and "left it as it is" in reply
@@ -274,8 +340,14 @@ def test_a_fallback_that_says_leave_it_changes_nothing_and_says_why(settings, st
 
 def test_a_fallback_to_a_person_hands_the_ticket_over(settings, store, make_ticket):
     before = order(store, DELIVERED)
-    outcome, reply, audit = run(settings, store, make_ticket, "Exchange my smart watch for the same one but with a purple band. "
-                                "If there is no such watch, please pass me to a human.", "exchange_items", customer=EMAIL)
+    outcome, reply, audit = run(
+        settings,
+        store,
+        make_ticket,
+        "Exchange my smart watch for the same one but with a purple band. If there is no such watch, please pass me to a human.",
+        "exchange_items",
+        customer=EMAIL,
+    )
     assert order(store, DELIVERED) == before
     assert outcome.status == "escalated" and ("tool_call", "transfer_to_human_agents") in audit
     assert "member of our team" in reply
@@ -284,8 +356,10 @@ def test_a_fallback_to_a_person_hands_the_ticket_over(settings, store, make_tick
 def test_fallback_sentences_are_read_apart_from_the_request():
     from crews.procedures import conditions
 
-    reading = conditions.read("I want to exchange the keyboard for a clicky one. If there is no clicky keyboard with RGB backlight, full size, "
-                              "I'd rather only exchange the thermostat. If 8 bar is not possible, I want 9 bar. If 9 bar is not possible, I want 7 bar.")
+    reading = conditions.read(
+        "I want to exchange the keyboard for a clicky one. If there is no clicky keyboard with RGB backlight, full size, "
+        "I'd rather only exchange the thermostat. If 8 bar is not possible, I want 9 bar. If 9 bar is not possible, I want 7 bar."
+    )
     assert reading.request == "I want to exchange the keyboard for a clicky one."
     first, second, third = reading.fallbacks
     assert first.then == "I'd rather only exchange the thermostat." and first.anchor == 0 and first.kind == "redo"
@@ -301,5 +375,7 @@ def test_a_cancellation_without_a_reason_asks_for_one_instead_of_inventing_it(se
     outcome, reply, audit = run(settings, store, make_ticket, f"Please cancel order {PENDING}.", "cancel_order", customer=EMAIL)
     assert order(store, PENDING) == before and ("policy", "refused:cancel_reason_allowed") in audit
     assert outcome.status == "escalated" and "no longer needed, or it was ordered by mistake" in reply
-    outcome, reply, _ = run(settings, store, make_ticket, f"Please cancel order {PENDING}, we are moving abroad and won't need it.", "cancel_order", customer=EMAIL)
+    outcome, reply, _ = run(
+        settings, store, make_ticket, f"Please cancel order {PENDING}, we are moving abroad and won't need it.", "cancel_order", customer=EMAIL
+    )
     assert outcome.status == "resolved" and order(store, PENDING)["cancel_reason"] == "no longer needed"

@@ -24,14 +24,29 @@ def test_stalled_tickets_the_broker_lost_go_back_once(settings, session_factory,
     long, short = timedelta(minutes=20), timedelta(seconds=5)
     names = ["lost_queued", "held_queued", "lost_running", "waiting_person", "decided_not_resumed", "resolved", "fresh", "received"]
     ids = {name: make_ticket(f"ticket {name}") for name in names}
-    for name, status, idle in [("lost_queued", "queued", long), ("held_queued", "queued", long), ("lost_running", "triaging", long),
-                               ("waiting_person", "awaiting_approval", long), ("decided_not_resumed", "awaiting_approval", long),
-                               ("resolved", "resolved", long), ("fresh", "queued", short), ("received", "received", long)]:
+    for name, status, idle in [
+        ("lost_queued", "queued", long),
+        ("held_queued", "queued", long),
+        ("lost_running", "triaging", long),
+        ("waiting_person", "awaiting_approval", long),
+        ("decided_not_resumed", "awaiting_approval", long),
+        ("resolved", "resolved", long),
+        ("fresh", "queued", short),
+        ("received", "received", long),
+    ]:
         set_state(session_factory, ids[name], status, idle)
     with transaction(session_factory) as db:
         for name in ("waiting_person", "decided_not_resumed"):
-            approvals.request(db=db, ticket_id=ids[name], run_id=None, action="cancel_pending_order", arguments={"order_id": "#W1"},
-                              idempotency_key=f"k-{name}", requested_by="billing", reason="test")
+            approvals.request(
+                db=db,
+                ticket_id=ids[name],
+                run_id=None,
+                action="cancel_pending_order",
+                arguments={"order_id": "#W1"},
+                idempotency_key=f"k-{name}",
+                requested_by="billing",
+                reason="test",
+            )
     with transaction(session_factory) as db:
         pending = approvals.pending_for(db=db, ticket_id=ids["decided_not_resumed"])
         approvals.decide(db=db, approval_id=pending[0].id, approve=False, by="alice", reason="no")

@@ -81,8 +81,14 @@ def test_every_bitext_intent_in_the_file_is_mapped_and_every_intent_has_a_catego
 
 
 def test_route_model_validates():
-    route = Route(intents=[Intent.return_items, Intent.return_items, Intent.complaint], category=Category.billing, priority=Priority.normal,
-                  sentiment=Sentiment.neutral, confidence=0.7, method="embedding")
+    route = Route(
+        intents=[Intent.return_items, Intent.return_items, Intent.complaint],
+        category=Category.billing,
+        priority=Priority.normal,
+        sentiment=Sentiment.neutral,
+        confidence=0.7,
+        method="embedding",
+    )
     assert route.intents == [Intent.return_items, Intent.complaint] and route.intent is Intent.return_items
     with pytest.raises(ValueError):
         Route(intents=[], category=Category.other, priority=Priority.low, sentiment=Sentiment.neutral, confidence=0.5, method="model")
@@ -94,15 +100,18 @@ def test_segments_split_sentences_and_second_requests():
     assert segments("Where is my order?") == ["Where is my order?"]
 
 
-@pytest.mark.parametrize(("text", "intent"), [
-    ("Could I get the sweater in a medium instead of the large you sent?", Intent.exchange_items),
-    ("Can I still add a phone case to order 881 before it ships?", Intent.modify_order),
-    ("where is my parcel, it should have arrived by now", Intent.order_status),
-    ("I need to talk to a real person please", Intent.human_handoff),
-    ("After updating, the app shows an error and closes", Intent.technical_issue),
-    ("Kann ich bitte mit einem Mitarbeiter telefonieren?", Intent.human_handoff),
-    ("¿Me pueden decir cuándo me llega el pedido 5512?", Intent.order_status),
-])
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("Could I get the sweater in a medium instead of the large you sent?", Intent.exchange_items),
+        ("Can I still add a phone case to order 881 before it ships?", Intent.modify_order),
+        ("where is my parcel, it should have arrived by now", Intent.order_status),
+        ("I need to talk to a real person please", Intent.human_handoff),
+        ("After updating, the app shows an error and closes", Intent.technical_issue),
+        ("Kann ich bitte mit einem Mitarbeiter telefonieren?", Intent.human_handoff),
+        ("¿Me pueden decir cuándo me llega el pedido 5512?", Intent.order_status),
+    ],
+)
 def test_fresh_phrasings_are_routed(router, text, intent):
     route = router.route(text)
     assert route.intent is intent and route.category is CATEGORY_OF[intent] and route.method == "embedding", route
@@ -141,8 +150,14 @@ def test_llm_router_sends_one_call_constrained_to_our_enums_and_parses_it():
     assert props["priority"]["enum"] == [p.value for p in Priority] and props["sentiment"]["enum"] == [s.value for s in Sentiment]
     assert messages[0] == {"role": "system", "content": SYSTEM_PROMPT}  # the same prefix for every ticket
     assert messages[-1]["content"].endswith("my address changed too.")  # the ticket last
-    assert route == Route(intents=[Intent.return_items, Intent.change_default_address], category=Category.billing, priority=Priority.normal,
-                          sentiment=Sentiment.negative, confidence=0.5, method="model")
+    assert route == Route(
+        intents=[Intent.return_items, Intent.change_default_address],
+        category=Category.billing,
+        priority=Priority.normal,
+        sentiment=Sentiment.negative,
+        confidence=0.5,
+        method="model",
+    )
     other = LLMRouter(StandInModel({"intents": ["other"], "category": "technical", "priority": "low", "sentiment": "neutral"})).route("hm")
     assert other.category is Category.technical  # `other` spans categories: the model's own category counts
     with pytest.raises(ModelOutputError):

@@ -57,15 +57,23 @@ def test_every_train_task_reference_write_succeeds(store, store_data):
                     failures.append((task["id"], action["name"], str(exc)))
     failed_writes = [f for f in failures if ops[f[1]].kind == "write"]
     assert failed_writes == [("105", "exchange_delivered_order_items", "Insufficient gift card balance to pay for the price difference")]
-    assert {f[2] for f in failures} == {"Insufficient gift card balance to pay for the price difference", "User not found", "Product not found", "Order not found"}
+    assert {f[2] for f in failures} == {
+        "Insufficient gift card balance to pay for the price difference",
+        "User not found",
+        "Product not found",
+        "Order not found",
+    }
     assert writes == 121
 
 
 def test_cancel_refunds_a_gift_card_at_once_and_only_pending_orders(store):
     with transaction(store) as db:
         shop = SqlRetailStore(db)
-        order_id, order = next((o.order_id, o.doc) for o in db.query(__import__("crewdesk.store.models", fromlist=["StoreOrder"]).StoreOrder)
-                               if o.status == "pending" and o.doc["payment_history"][0]["payment_method_id"].startswith("gift_card"))
+        order_id, order = next(
+            (o.order_id, o.doc)
+            for o in db.query(__import__("crewdesk.store.models", fromlist=["StoreOrder"]).StoreOrder)
+            if o.status == "pending" and o.doc["payment_history"][0]["payment_method_id"].startswith("gift_card")
+        )
         user = shop.get_user_details(order["user_id"])
         card = order["payment_history"][0]["payment_method_id"]
         before = user["payment_methods"][card]["balance"]

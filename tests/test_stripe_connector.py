@@ -22,8 +22,11 @@ def fake_stripe():
         def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"])).decode()
             seen.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "form": parse_qs(body)})
-            status, payload = responses.pop(0) if responses else (200, {
-                "id": "re_123", "object": "refund", "amount": int(parse_qs(body)["amount"][0]), "currency": "usd", "status": "succeeded"})
+            status, payload = (
+                responses.pop(0)
+                if responses
+                else (200, {"id": "re_123", "object": "refund", "amount": int(parse_qs(body)["amount"][0]), "currency": "usd", "status": "succeeded"})
+            )
             self.answer(status, payload)
 
     with http_stand_in(Handler) as url:

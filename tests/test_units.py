@@ -29,7 +29,9 @@ def test_happy_path_transitions():
     assert ticket.status == "resolved"
 
 
-@pytest.mark.parametrize(("start", "to"), [("received", "resolved"), ("resolved", "triaging"), ("escalated", "resolved"), ("queued", "awaiting_approval"), ("failed", "resolved")])
+@pytest.mark.parametrize(
+    ("start", "to"), [("received", "resolved"), ("resolved", "triaging"), ("escalated", "resolved"), ("queued", "awaiting_approval"), ("failed", "resolved")]
+)
 def test_illegal_transitions_raise(start, to):
     ticket = Ticket(id=7, status=start)
     with pytest.raises(IllegalTransition, match=f"{start} -> {to}"):
@@ -113,9 +115,16 @@ def test_importing_the_code_does_not_read_settings(tmp_path):
     """Settings are loaded explicitly: a broken environment only fails when something loads them."""
     code = "import crewdesk.cli, crews.pipeline, workers.tasks, workers.runtime, tools.registry; print('imported')"
     # HOME and CrewAI's storage in a scratch dir: importing crewai writes a secret under ~/.local/share, never in the checkout
-    env = {"PATH": "", "CREWDESK_WORKER_CONCURRENCY": "not-a-number", "CREWDESK_LLM_PROVIDER": "nonsense",
-           "CREWAI_DISABLE_TELEMETRY": "true", "OTEL_SDK_DISABLED": "true", "CREWAI_TRACING_ENABLED": "false", "HOME": str(tmp_path),
-           "CREWAI_STORAGE_DIR": str(tmp_path / "crewai")}
+    env = {
+        "PATH": "",
+        "CREWDESK_WORKER_CONCURRENCY": "not-a-number",
+        "CREWDESK_LLM_PROVIDER": "nonsense",
+        "CREWAI_DISABLE_TELEMETRY": "true",
+        "OTEL_SDK_DISABLED": "true",
+        "CREWAI_TRACING_ENABLED": "false",
+        "HOME": str(tmp_path),
+        "CREWAI_STORAGE_DIR": str(tmp_path / "crewai"),
+    }
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "imported" in result.stdout
@@ -129,7 +138,9 @@ def test_visibility_timeout_must_outlast_a_running_ticket():
 def test_an_action_line_with_words_after_an_offered_tool_name_keeps_the_name():
     from crewdesk.llm.base import repair_action
 
-    system = [{"role": "system", "content": "Tool Name: find_user_id_by_email\nTool Arguments: {}\nTool Name: find_user_id_by_name_zip\nTool Name: get_user_details"}]
+    system = [
+        {"role": "system", "content": "Tool Name: find_user_id_by_email\nTool Arguments: {}\nTool Name: find_user_id_by_name_zip\nTool Name: get_user_details"}
+    ]
     said = 'Thought: find them\nAction: find_user_id_by_email with their e-mail, or find_user_id_by_name_zip with zip.\nAction Input: {"email": "<EMAIL_1>"}'
     assert "Action: find_user_id_by_email\nAction Input:" in repair_action(said, system)
     assert repair_action("Action: `get_user_details`\nAction Input: {}", system) == "Action: get_user_details\nAction Input: {}"

@@ -26,7 +26,11 @@ def submit_file(env, tmp_path, lines: list[str]) -> subprocess.CompletedProcess:
 
 def test_submit_worker_crew_database(start_worker, worker_env, session_factory, tmp_path):
     worker = start_worker(CREWDESK_LOG_LEVEL="INFO")
-    result = submit_file(worker_env, tmp_path, ['{"id": "W-1", "customer": "li@example.com", "subject": "Sync broken", "body": "The desktop app fails to sync with error 500 since the update."}'])
+    result = submit_file(
+        worker_env,
+        tmp_path,
+        ['{"id": "W-1", "customer": "li@example.com", "subject": "Sync broken", "body": "The desktop app fails to sync with error 500 since the update."}'],
+    )
     assert result.returncode == 0, result.stderr
     assert "queued 1" in result.stdout
     with session_factory() as db:
@@ -51,8 +55,13 @@ def test_a_dead_model_endpoint_defers_the_ticket_past_max_retries_and_never_fail
         dead = probe.getsockname()[1]
     # No fallback: each try is deferred (failures 1 and 2 wait reset/failures = 2 s, then the open circuit's 4 s), never
     # counted against max_retries=1, never `failed`.
-    worker = start_worker(CREWDESK_LLM_PROVIDER="openai", CREWDESK_OPENAI_BASE_URL=f"http://127.0.0.1:{dead}/v1", CREWDESK_TASK_MAX_RETRIES="1",
-                          CREWDESK_LLM_BREAKER_FAILURES="2", CREWDESK_LLM_BREAKER_RESET_SECONDS="4")
+    worker = start_worker(
+        CREWDESK_LLM_PROVIDER="openai",
+        CREWDESK_OPENAI_BASE_URL=f"http://127.0.0.1:{dead}/v1",
+        CREWDESK_TASK_MAX_RETRIES="1",
+        CREWDESK_LLM_BREAKER_FAILURES="2",
+        CREWDESK_LLM_BREAKER_RESET_SECONDS="4",
+    )
     ticket_id = make_ticket("The mobile app will not load my dashboard.")
     enqueue(settings, ticket_id)
     count_runs = lambda db: db.execute(select(func.count()).select_from(CrewRun).where(CrewRun.ticket_id == ticket_id)).scalar_one()  # noqa: E731
@@ -62,7 +71,11 @@ def test_a_dead_model_endpoint_defers_the_ticket_past_max_retries_and_never_fail
     with session_factory() as db:
         ticket = db.get(Ticket, ticket_id)
         runs = db.execute(select(CrewRun.status).where(CrewRun.ticket_id == ticket_id)).scalars().all()
-        failures = db.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "llm_call", AuditEvent.error.like("%APIConnectionError%"))).scalar_one()
+        failures = db.execute(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "llm_call", AuditEvent.error.like("%APIConnectionError%"))
+        ).scalar_one()
         failed = db.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.name == "failed")).scalar_one()
     assert ticket.status == "queued" and "retry at" in ticket.status_reason, ticket.status_reason
     assert set(runs) == {"error"} and len(runs) >= 3  # more tries than max_retries=1 allows, and not given up
@@ -89,12 +102,22 @@ def test_duplicate_submit_gives_one_result(start_worker, worker_env, session_fac
 
 def test_sigkill_mid_ticket_then_restart_completes_exactly_once(start_worker, session_factory, settings, make_ticket):
     # Short visibility timeout so Redis hands the unacked ticket back within the test; production uses 1800 s.
-    slow = {"CREWDESK_SCRIPTED_LATENCY_MS": "1500", "CREWDESK_VISIBILITY_TIMEOUT": "6", "CREWDESK_TASK_TIME_LIMIT": "5", "CREWDESK_UNACKED_RESTORE_INTERVAL": "2"}
+    slow = {
+        "CREWDESK_SCRIPTED_LATENCY_MS": "1500",
+        "CREWDESK_VISIBILITY_TIMEOUT": "6",
+        "CREWDESK_TASK_TIME_LIMIT": "5",
+        "CREWDESK_UNACKED_RESTORE_INTERVAL": "2",
+    }
     worker = start_worker(**slow)
     ticket_id = make_ticket("My payment failed but the money left my account.")
     enqueue(settings, ticket_id)
-    wait_for(session_factory, lambda db: db.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "llm_call")).scalar_one() >= 1,
-             what="the crew to be mid-ticket")
+    wait_for(
+        session_factory,
+        lambda db: (
+            db.execute(select(func.count()).select_from(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "llm_call")).scalar_one() >= 1
+        ),
+        what="the crew to be mid-ticket",
+    )
     worker.kill()
     with session_factory() as db:
         assert db.get(Ticket, ticket_id).status in ("triaging", "in_progress")
@@ -112,8 +135,16 @@ def test_sigkill_mid_ticket_then_restart_completes_exactly_once(start_worker, se
 
 def test_malformed_tickets_fail_with_reason_and_the_worker_keeps_going(start_worker, worker_env, session_factory, settings, make_ticket, tmp_path):
     start_worker()
-    bad = submit_file(worker_env, tmp_path, ['{"id": "BAD-1", "subject": "no body"}', '{not json', '{"id": "OK-1", "body": "How do I change my password?"}',
-                                             '{"id": "NUL-1", "body": "PK\\u0000\\u0003binary"}'])
+    bad = submit_file(
+        worker_env,
+        tmp_path,
+        [
+            '{"id": "BAD-1", "subject": "no body"}',
+            "{not json",
+            '{"id": "OK-1", "body": "How do I change my password?"}',
+            '{"id": "NUL-1", "body": "PK\\u0000\\u0003binary"}',
+        ],
+    )
     assert bad.returncode == 1
     assert "line 1: body: Field required" in bad.stderr and "line 2: not valid JSON" in bad.stderr
     assert "line 4: body: Value error, contains NUL bytes" in bad.stderr

@@ -62,8 +62,9 @@ class CustomerBinding:
         if not self.scoped(operation, arguments) or store is None:
             return None
         if self.user_id is None:
-            return Refusal("identity_unproven", "the customer has not been identified on this ticket: find them first by their e-mail, "
-                                                "or by first name, last name and zip")
+            return Refusal(
+                "identity_unproven", "the customer has not been identified on this ticket: find them first by their e-mail, or by first name, last name and zip"
+            )
         owner = arguments.get("user_id")
         if owner is None:
             owner = store.order_owner(str(arguments["order_id"]))
@@ -71,8 +72,10 @@ class CustomerBinding:
                 return None  # no such order: the store says so
         if str(owner) != self.user_id:
             what = f"order {arguments['order_id']}" if "order_id" in arguments else f"account {arguments['user_id']}"
-            return Refusal("customer_binding", f"{what} belongs to another customer, not to the customer of this ticket ({self.source()}); "
-                                               "it cannot be read or changed here")
+            return Refusal(
+                "customer_binding",
+                f"{what} belongs to another customer, not to the customer of this ticket ({self.source()}); it cannot be read or changed here",
+            )
         return None
 
     def found(self, operation: str, user_id: Any) -> Refusal | None:

@@ -26,8 +26,5 @@ class CustomerHistoryTool(GovernedTool):
             earlier = tickets.customer_history(db=db, customer=self.customer, exclude_ticket_id=self.gate.ticket_id)
         if not earlier:
             return "No earlier tickets from this customer."
-        lines = [
-            f"- {t.created_at:%Y-%m-%d} #{t.id} [{t.category or 'uncategorised'}] {t.subject[:80]!r} -> {t.status}"
-            for t in earlier
-        ]
+        lines = [f"- {t.created_at:%Y-%m-%d} #{t.id} [{t.category or 'uncategorised'}] {t.subject[:80]!r} -> {t.status}" for t in earlier]
         return self.gate.vault.conceal("Earlier tickets:\n" + "\n".join(lines))

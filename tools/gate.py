@@ -98,7 +98,9 @@ class Gate:
             self._calls += 1
             over = self._calls > self.max_calls_per_ticket
         if over:
-            raise self._deny(role=role, tool=tool, arguments=arguments, rule="call_limit", reason=f"tool call limit reached ({self.max_calls_per_ticket} per ticket)")
+            raise self._deny(
+                role=role, tool=tool, arguments=arguments, rule="call_limit", reason=f"tool call limit reached ({self.max_calls_per_ticket} per ticket)"
+            )
         return self.idempotency_key(tool, arguments)
 
     def _bound(self, refusal: Refusal | None, *, role: str, tool: str, arguments: dict) -> None:
@@ -122,8 +124,16 @@ class Gate:
         with transaction(self.session_factory) as db:
             done = effects.find(db=db, idempotency_key=key)
             if done is not None:
-                audit.record(db=db, ticket_id=self.ticket_id, run_id=self.run_id, kind="gate", name=f"replayed:{operation.name}", actor=role,
-                             arguments=arguments, result={"effect_id": done.id, "idempotency_key": key})
+                audit.record(
+                    db=db,
+                    ticket_id=self.ticket_id,
+                    run_id=self.run_id,
+                    kind="gate",
+                    name=f"replayed:{operation.name}",
+                    actor=role,
+                    arguments=arguments,
+                    result={"effect_id": done.id, "idempotency_key": key},
+                )
                 return done.result
             store = self.store_factory(db) if self.store_factory else None
             if not approved:  # an approved write passed this check when it was requested, and a person approved exactly it
@@ -138,10 +148,27 @@ class Gate:
                     if waiting is not None:
                         return waiting
             result = as_jsonable(operation.run(store, real_args))
-            effects.record(db=db, idempotency_key=key, ticket_id=self.ticket_id, run_id=self.run_id, tool=operation.name, arguments=arguments, result=result,
-                           customer_ref=self.binding.user_id, refund_usd=amount)
-            audit.record(db=db, ticket_id=self.ticket_id, run_id=self.run_id, kind="effect", name=operation.name, actor=role, arguments=arguments,
-                         result={"idempotency_key": key, "refund": amount})
+            effects.record(
+                db=db,
+                idempotency_key=key,
+                ticket_id=self.ticket_id,
+                run_id=self.run_id,
+                tool=operation.name,
+                arguments=arguments,
+                result=result,
+                customer_ref=self.binding.user_id,
+                refund_usd=amount,
+            )
+            audit.record(
+                db=db,
+                ticket_id=self.ticket_id,
+                run_id=self.run_id,
+                kind="effect",
+                name=operation.name,
+                actor=role,
+                arguments=arguments,
+                result={"idempotency_key": key, "refund": amount},
+            )
             return result
 
     def _await_approval(self, db: Session, *, role: str, operation: Operation, key: str, arguments: dict, amount: float, earlier: float) -> str | None:
@@ -151,22 +178,41 @@ class Gate:
         if request is None:
             reason = f"refund of ${amount:.2f} is above the ${threshold:.2f} approval threshold"
             if earlier:
-                reason = (f"refund of ${amount:.2f} after ${earlier:.2f} already refunded on this ticket or to this customer within "
-                          f"{int(REFUND_WINDOW.total_seconds() // 3600)} h (${earlier + amount:.2f} in all) is above the ${threshold:.2f} approval threshold")
-            request = approvals.request(db=db, ticket_id=self.ticket_id, run_id=self.run_id, action=operation.name, arguments=arguments,
-                                        idempotency_key=key, requested_by=role, reason=reason)
-            audit.record(db=db, ticket_id=self.ticket_id, run_id=self.run_id, kind="gate", name=f"approval_requested:{operation.name}", actor=role,
-                         arguments=arguments, result={"approval_id": request.id, "amount": amount, "earlier": earlier, "rule": "approval_threshold"})
+                reason = (
+                    f"refund of ${amount:.2f} after ${earlier:.2f} already refunded on this ticket or to this customer within "
+                    f"{int(REFUND_WINDOW.total_seconds() // 3600)} h (${earlier + amount:.2f} in all) is above the ${threshold:.2f} approval threshold"
+                )
+            request = approvals.request(
+                db=db,
+                ticket_id=self.ticket_id,
+                run_id=self.run_id,
+                action=operation.name,
+                arguments=arguments,
+                idempotency_key=key,
+                requested_by=role,
+                reason=reason,
+            )
+            audit.record(
+                db=db,
+                ticket_id=self.ticket_id,
+                run_id=self.run_id,
+                kind="gate",
+                name=f"approval_requested:{operation.name}",
+                actor=role,
+                arguments=arguments,
+                result={"approval_id": request.id, "amount": amount, "earlier": earlier, "rule": "approval_threshold"},
+            )
         if request.status == "approved":
             return None
         if request.status == "rejected":
             return f"REJECTED: a team member declined {operation.name} (approval #{request.id}: {request.reason}). It was NOT done."
-        return (f"PENDING APPROVAL #{request.id}: {operation.name} would refund ${amount:.2f}"
-                + (f" (${earlier + amount:.2f} with earlier refunds)" if earlier else "")
-                + f", above the ${threshold:.2f} limit. It was NOT done. Tell the customer a team member must approve it and that they will hear back.")
+        return (
+            f"PENDING APPROVAL #{request.id}: {operation.name} would refund ${amount:.2f}"
+            + (f" (${earlier + amount:.2f} with earlier refunds)" if earlier else "")
+            + f", above the ${threshold:.2f} limit. It was NOT done. Tell the customer a team member must approve it and that they will hear back."
+        )
 
     def audit(self, **fields: object) -> None:
         """One audit row for this ticket's run, in its own transaction."""
         with transaction(self.session_factory) as db:
             audit.record(db=db, ticket_id=self.ticket_id, run_id=self.run_id, **fields)  # type: ignore[arg-type]
-

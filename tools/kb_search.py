@@ -17,8 +17,10 @@ class _Query(BaseModel):
 
 class KBSearchTool(GovernedTool):
     name: str = "kb_search"
-    description: str = ("Search the support knowledge base (store policy, procedures, FAQs) and return the most relevant passages "
-                        "with their source and section. Use it when you need a rule or procedure you are not sure of.")
+    description: str = (
+        "Search the support knowledge base (store policy, procedures, FAQs) and return the most relevant passages "
+        "with their source and section. Use it when you need a rule or procedure you are not sure of."
+    )
     args_schema: type[BaseModel] = _Query
     customer: str = ""
     knowledge: MemoryStore | None = None  # the knowledge base, passed in by whoever builds the tool (crews/builder.py)

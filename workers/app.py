@@ -74,10 +74,17 @@ def beat_schedule(settings: Settings) -> dict:
     """
     schedule: dict = {}
     if settings.reconcile_seconds > 0:  # stalled tickets back on the queue (workers/reconcile.py); a missed sweep is not worth running late
-        schedule["reconcile"] = {"task": "crewdesk.reconcile", "schedule": float(settings.reconcile_seconds), "options": {"expires": float(settings.reconcile_seconds)}}
+        schedule["reconcile"] = {
+            "task": "crewdesk.reconcile",
+            "schedule": float(settings.reconcile_seconds),
+            "options": {"expires": float(settings.reconcile_seconds)},
+        }
     if settings.imap_host:
-        schedule["poll-mailbox"] = {"task": "crewdesk.poll_mailbox", "schedule": float(settings.imap_poll_seconds),
-                                    "options": {"expires": float(settings.imap_poll_seconds)}}
+        schedule["poll-mailbox"] = {
+            "task": "crewdesk.poll_mailbox",
+            "schedule": float(settings.imap_poll_seconds),
+            "options": {"expires": float(settings.imap_poll_seconds)},
+        }
     memory_on = settings.memory_backend != "off" or bool(settings.weaviate_url)
     if memory_on and settings.memory_retention_days > 0 and settings.memory_purge_hours > 0:
         every = settings.memory_purge_hours * 3600.0

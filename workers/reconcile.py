@@ -75,8 +75,7 @@ def broker_ticket_ids(broker_url: str, queue: str) -> set[int] | None:
     return found
 
 
-def reconcile(*, session_factory: sessionmaker[Session], idle_for: timedelta, in_broker: set[int] | None,
-              enqueue: Callable[[int], object]) -> ReconcileReport:
+def reconcile(*, session_factory: sessionmaker[Session], idle_for: timedelta, in_broker: set[int] | None, enqueue: Callable[[int], object]) -> ReconcileReport:
     """Re-enqueue every stalled ticket the broker does not hold; each gets an audit row and counts as moved now, so the
     next sweep leaves it alone for another `idle_for`."""
     report = ReconcileReport(in_broker=len(in_broker or ()))
@@ -94,8 +93,14 @@ def reconcile(*, session_factory: sessionmaker[Session], idle_for: timedelta, in
             # that fails after the send leaves one extra message, which the pipeline answers with the ticket as it is.
             enqueue(ticket_id)
             tickets.touch(db=db, ticket=ticket)
-            audit.record(db=db, ticket_id=ticket_id, kind="status", name="requeued", actor="reconciler",
-                         result={"status": status, "idle_seconds": round((utcnow() - updated_at).total_seconds(), 1)})
+            audit.record(
+                db=db,
+                ticket_id=ticket_id,
+                kind="status",
+                name="requeued",
+                actor="reconciler",
+                result={"status": status, "idle_seconds": round((utcnow() - updated_at).total_seconds(), 1)},
+            )
         report.requeued.append(ticket_id)
     if report.requeued:
         log.warning("reconcile.requeued", tickets=report.requeued, checked=report.checked)

@@ -31,7 +31,11 @@ _runtime: Runtime | None = None
 
 def build_runtime(settings: Settings) -> Runtime:
     quiet_crewai_env(settings)
-    engine = make_engine(settings.database_url, pool_size=2, max_overflow=4) if not settings.database_url.startswith("sqlite") else make_engine(settings.database_url)
+    engine = (
+        make_engine(settings.database_url, pool_size=2, max_overflow=4)
+        if not settings.database_url.startswith("sqlite")
+        else make_engine(settings.database_url)
+    )
     factory = LLMFactory(settings)
     pipeline = Pipeline(settings=settings, session_factory=make_session_factory(engine), llm_factory=factory)
     factory.warm()

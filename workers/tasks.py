@@ -144,6 +144,10 @@ def reconcile() -> dict:
     rt = runtime()
     settings = rt.settings
     held = broker_ticket_ids(app.conf.broker_url or settings.broker_url, Queues.tickets.value)
-    report = sweep(session_factory=rt.pipeline.session_factory, idle_for=timedelta(seconds=settings.reconcile_after_seconds), in_broker=held,
-                   enqueue=lambda ticket_id: process_ticket.apply_async(args=[ticket_id]))
+    report = sweep(
+        session_factory=rt.pipeline.session_factory,
+        idle_for=timedelta(seconds=settings.reconcile_after_seconds),
+        in_broker=held,
+        enqueue=lambda ticket_id: process_ticket.apply_async(args=[ticket_id]),
+    )
     return {"checked": report.checked, "requeued": report.requeued, "in_broker": report.in_broker}

@@ -19,7 +19,9 @@ def request(*, db: Session, ticket_id: int, run_id: int | None, action: str, arg
     existing = by_key(db=db, idempotency_key=idempotency_key)
     if existing is not None:
         return existing
-    approval = Approval(ticket_id=ticket_id, run_id=run_id, action=action, arguments=arguments, idempotency_key=idempotency_key, requested_by=requested_by, reason=reason)
+    approval = Approval(
+        ticket_id=ticket_id, run_id=run_id, action=action, arguments=arguments, idempotency_key=idempotency_key, requested_by=requested_by, reason=reason
+    )
     db.add(approval)
     db.flush()
     return approval

@@ -147,12 +147,21 @@ def verify(*, db: Session, batch: int = 2000) -> ChainReport:
             report.problems.append(f"{_chain_name(chain)}: {count} rows but no chain head (head deleted)")
             return
         if head.last_hash != last_hash:
-            report.problems.append(f"{_chain_name(chain)}: the last row hashes to {last_hash[:12]}, its head says {head.last_hash[:12]} (rows removed from the end)")
+            report.problems.append(
+                f"{_chain_name(chain)}: the last row hashes to {last_hash[:12]}, its head says {head.last_hash[:12]} (rows removed from the end)"
+            )
         if head.count != count:
             report.problems.append(f"{_chain_name(chain)}: {count} rows found, its head counted {head.count}")
         head = next(heads, None)
 
-    columns = [AuditEvent.id, AuditEvent.chain, AuditEvent.prev_hash, AuditEvent.hash, *[getattr(AuditEvent, k) for k in HASHED_FIELDS if k != "seq"], AuditEvent.seq]
+    columns = [
+        AuditEvent.id,
+        AuditEvent.chain,
+        AuditEvent.prev_hash,
+        AuditEvent.hash,
+        *[getattr(AuditEvent, k) for k in HASHED_FIELDS if k != "seq"],
+        AuditEvent.seq,
+    ]
     current, expected_prev, count = None, GENESIS, 0
     for row in _keyset(db, select(*columns), (AuditEvent.chain, AuditEvent.seq), batch):
         if row.chain != current:
@@ -164,7 +173,9 @@ def verify(*, db: Session, batch: int = 2000) -> ChainReport:
         if row.seq != count + 1:
             report.problems.append(f"{where}: follows row {count} (rows {count + 1}..{row.seq - 1} deleted)")
         if row.prev_hash != expected_prev:
-            report.problems.append(f"{where}: links to {row.prev_hash[:12]}, but the row before it hashes to {expected_prev[:12]} (a row was deleted or inserted)")
+            report.problems.append(
+                f"{where}: links to {row.prev_hash[:12]}, but the row before it hashes to {expected_prev[:12]} (a row was deleted or inserted)"
+            )
         if row_hash(row.prev_hash, {k: getattr(row, k) for k in HASHED_FIELDS}) != row.hash:
             report.problems.append(f"{where}: content does not match its hash (edited)")
         expected_prev, count = row.hash, row.seq
@@ -177,18 +188,23 @@ def verify(*, db: Session, batch: int = 2000) -> ChainReport:
 
     sealed_upto: dict[int, int] = {}
     expected_prev = GENESIS
-    joined = (select(AuditSeal.id, AuditSeal.prev_hash, AuditSeal.hash, *[getattr(AuditSeal, k) for k in SEAL_FIELDS], AuditEvent.hash.label("row_hash"))
-              .outerjoin(AuditEvent, and_(AuditEvent.chain == AuditSeal.chain, AuditEvent.seq == AuditSeal.count)))
+    joined = select(
+        AuditSeal.id, AuditSeal.prev_hash, AuditSeal.hash, *[getattr(AuditSeal, k) for k in SEAL_FIELDS], AuditEvent.hash.label("row_hash")
+    ).outerjoin(AuditEvent, and_(AuditEvent.chain == AuditSeal.chain, AuditEvent.seq == AuditSeal.count))
     for seal_row in _keyset(db, joined, (AuditSeal.id,), batch):
         where = f"seal {seal_row.id} ({_chain_name(seal_row.chain)}, {seal_row.count} rows)"
         if seal_row.prev_hash != expected_prev:
-            report.problems.append(f"{where}: links to {seal_row.prev_hash[:12]}, but the seal before it hashes to {expected_prev[:12]} (a seal was deleted or inserted)")
+            report.problems.append(
+                f"{where}: links to {seal_row.prev_hash[:12]}, but the seal before it hashes to {expected_prev[:12]} (a seal was deleted or inserted)"
+            )
         if seal_hash(seal_row.prev_hash, {k: getattr(seal_row, k) for k in SEAL_FIELDS}) != seal_row.hash:
             report.problems.append(f"{where}: content does not match its hash (edited)")
         if seal_row.count and seal_row.row_hash is None:
             report.problems.append(f"{where}: the chain has no row {seal_row.count} any more (the sealed chain was deleted or cut)")
         elif seal_row.count and seal_row.row_hash != seal_row.chain_hash:
-            report.problems.append(f"{where}: row {seal_row.count} hashes to {seal_row.row_hash[:12]}, the seal says {seal_row.chain_hash[:12]} (the chain was rewritten)")
+            report.problems.append(
+                f"{where}: row {seal_row.count} hashes to {seal_row.row_hash[:12]}, the seal says {seal_row.chain_hash[:12]} (the chain was rewritten)"
+            )
         sealed_upto[seal_row.chain] = max(sealed_upto.get(seal_row.chain, 0), seal_row.count)
         expected_prev = seal_row.hash
         report.seals += 1

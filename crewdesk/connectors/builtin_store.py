@@ -51,8 +51,11 @@ class SqlRetailStore(RetailStore):
     def find_user_id_by_name_zip(self, first_name: str, last_name: str, zip: str) -> str:
         for user in self.db.execute(select(StoreUser)).scalars():
             doc = user.doc
-            if (doc["name"]["first_name"].lower() == first_name.strip().lower() and doc["name"]["last_name"].lower() == last_name.strip().lower()
-                    and doc["address"]["zip"] == zip.strip()):
+            if (
+                doc["name"]["first_name"].lower() == first_name.strip().lower()
+                and doc["name"]["last_name"].lower() == last_name.strip().lower()
+                and doc["address"]["zip"] == zip.strip()
+            ):
                 return user.user_id
         raise StoreError("User not found")
 
@@ -186,10 +189,12 @@ class SqlRetailStore(RetailStore):
         if method["source"] == "gift_card" and method["balance"] < amount:
             raise StoreError("Insufficient gift card balance to pay for the order")
         old_id = history[0]["payment_method_id"]
-        history.extend([
-            {"transaction_type": "payment", "amount": amount, "payment_method_id": payment_method_id},
-            {"transaction_type": "refund", "amount": amount, "payment_method_id": old_id},
-        ])
+        history.extend(
+            [
+                {"transaction_type": "payment", "amount": amount, "payment_method_id": payment_method_id},
+                {"transaction_type": "refund", "amount": amount, "payment_method_id": old_id},
+            ]
+        )
         if method["source"] == "gift_card":
             method["balance"] = round(method["balance"] - amount, 2)
         old = user["payment_methods"].get(old_id)

@@ -30,15 +30,25 @@ def quote(folder: str) -> str:
 def uid_sets(uids: list[int], size: int = 500) -> list[str]:
     """Comma lists of at most `size` UIDs: servers limit command length, and a backlog can hold thousands."""
     ordered = sorted(set(uids))
-    return [",".join(str(u) for u in ordered[i:i + size]) for i in range(0, len(ordered), size)]
+    return [",".join(str(u) for u in ordered[i : i + size]) for i in range(0, len(ordered), size)]
 
 
 class ImapMailbox:
     """A logged-in IMAP session on one folder. Use as a context manager; network failures raise TransientError,
     refusals MailboxError. Fetching uses BODY.PEEK[] so reading a message never sets \\Seen by itself."""
 
-    def __init__(self, *, host: str, port: int, user: str, password: str, folder: str = "INBOX",
-                 tls: Literal["ssl", "starttls", "none"] = "ssl", timeout: float = 60.0, ca_file: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        user: str,
+        password: str,
+        folder: str = "INBOX",
+        tls: Literal["ssl", "starttls", "none"] = "ssl",
+        timeout: float = 60.0,
+        ca_file: str = "",
+    ) -> None:
         self.host, self.port, self.user, self.password = host, port, user, password
         self.folder, self.tls, self.timeout = folder, tls, timeout
         self.tls_context = tls_context(ca_file) if tls != "none" else None
@@ -48,8 +58,15 @@ class ImapMailbox:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImapMailbox:
-        return cls(host=settings.imap_host, port=settings.imap_port, user=settings.imap_user, password=settings.imap_password.get_secret_value(),
-                   folder=settings.imap_folder, tls=settings.imap_tls, ca_file=settings.mail_ca_file)
+        return cls(
+            host=settings.imap_host,
+            port=settings.imap_port,
+            user=settings.imap_user,
+            password=settings.imap_password.get_secret_value(),
+            folder=settings.imap_folder,
+            tls=settings.imap_tls,
+            ca_file=settings.mail_ca_file,
+        )
 
     @property
     def key(self) -> str:

@@ -46,20 +46,24 @@ def _jira_error(response: httpx.Response) -> str:
 class JiraReplyChannel(ReplyChannel):
     source = "jira"
 
-    def __init__(self, *, base_url: str, user: str, api_token: str, client: httpx.Client | None = None,
-                 statuses: dict[str, str] | None = None) -> None:
+    def __init__(self, *, base_url: str, user: str, api_token: str, client: httpx.Client | None = None, statuses: dict[str, str] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.statuses = {k: v.strip() for k, v in (statuses or {}).items() if v and v.strip()}  # our final status -> Jira status name
-        self._client = client or httpx.Client(auth=httpx.BasicAuth(user, api_token), timeout=TIMEOUT,
-                                              headers={"Accept": "application/json", "User-Agent": "crewdesk"})
+        self._client = client or httpx.Client(
+            auth=httpx.BasicAuth(user, api_token), timeout=TIMEOUT, headers={"Accept": "application/json", "User-Agent": "crewdesk"}
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JiraReplyChannel:
         token = settings.jira_api_token.get_secret_value()
         if not settings.jira_user or not token:
             raise CrewdeskError("jira_base_url is set, but jira_user and jira_api_token are needed to post replies")
-        return cls(base_url=settings.jira_base_url, user=settings.jira_user, api_token=token,
-                   statuses={"resolved": settings.jira_status_on_resolved, "escalated": settings.jira_status_on_escalated})
+        return cls(
+            base_url=settings.jira_base_url,
+            user=settings.jira_user,
+            api_token=token,
+            statuses={"resolved": settings.jira_status_on_resolved, "escalated": settings.jira_status_on_escalated},
+        )
 
     def _call(self, method: str, url: str, what: str, **kwargs) -> httpx.Response:
         """One request; 408/429/5xx and network trouble are transient, any other 4xx refuses for good."""
@@ -88,8 +92,9 @@ class JiraReplyChannel(ReplyChannel):
         if not target:
             return None
         key = ticket_external_id
-        response = self._call("GET", f"{self.base_url}/rest/api/3/issue/{key}", f"reading the status of {key}",
-                              params={"fields": "status", "expand": "transitions"})
+        response = self._call(
+            "GET", f"{self.base_url}/rest/api/3/issue/{key}", f"reading the status of {key}", params={"fields": "status", "expand": "transitions"}
+        )
         try:
             data = response.json()
             current = str(((data.get("fields") or {}).get("status") or {}).get("name") or "")
@@ -103,8 +108,9 @@ class JiraReplyChannel(ReplyChannel):
             names = ", ".join(f"{t.get('name')} -> {(t.get('to') or {}).get('name')}" for t in offered) or "none"
             raise DeliveryRefused(f"Jira offers no transition from {current or '(unknown)'} to {target} on {key} (offered: {names})")
         transition = lead_there[0]
-        self._call("POST", f"{self.base_url}/rest/api/3/issue/{key}/transitions", f"moving {key} to {target}",
-                   json={"transition": {"id": str(transition.get("id"))}})
+        self._call(
+            "POST", f"{self.base_url}/rest/api/3/issue/{key}/transitions", f"moving {key} to {target}", json={"transition": {"id": str(transition.get("id"))}}
+        )
         return StatusSync(status=str(transition["to"].get("name") or target), changed=True)
 
     def deliver(self, message: OutboundMessage) -> str:

@@ -37,8 +37,18 @@ class SmtpReplyChannel(ReplyChannel):
 
     source = "email"
 
-    def __init__(self, *, host: str, port: int, support_address: str, tls: Literal["ssl", "starttls", "none"] = "starttls",
-                 user: str = "", password: str = "", timeout: float = 30.0, ca_file: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        support_address: str,
+        tls: Literal["ssl", "starttls", "none"] = "starttls",
+        user: str = "",
+        password: str = "",
+        timeout: float = 30.0,
+        ca_file: str = "",
+    ) -> None:
         self.host, self.port, self.tls, self.user, self.password, self.timeout = host, port, tls, user, password, timeout
         self.tls_context = tls_context(ca_file) if tls != "none" else None
         self.support_address = support_address
@@ -46,8 +56,15 @@ class SmtpReplyChannel(ReplyChannel):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpReplyChannel:
-        return cls(host=settings.smtp_host, port=settings.smtp_port, tls=settings.smtp_tls, user=settings.smtp_user,
-                   password=settings.smtp_password.get_secret_value(), support_address=settings.support_address, ca_file=settings.mail_ca_file)
+        return cls(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            tls=settings.smtp_tls,
+            user=settings.smtp_user,
+            password=settings.smtp_password.get_secret_value(),
+            support_address=settings.support_address,
+            ca_file=settings.mail_ca_file,
+        )
 
     def message_id(self, message: OutboundMessage) -> str:
         """Derived from the message row, so a resend after a crash carries the same id and receivers can drop it."""
@@ -64,7 +81,7 @@ class SmtpReplyChannel(ReplyChannel):
         if thread:
             mail["In-Reply-To"] = _angle(thread[-1])
             # Long threads: the first id (the ticket's root) and the most recent ones are what clients thread by.
-            kept = thread if len(thread) <= MAX_REFERENCES else [thread[0], *thread[-(MAX_REFERENCES - 1):]]
+            kept = thread if len(thread) <= MAX_REFERENCES else [thread[0], *thread[-(MAX_REFERENCES - 1) :]]
             mail["References"] = " ".join(_angle(m) for m in kept)
         mail["Auto-Submitted"] = "auto-replied"  # RFC 3834: auto-responders must not answer this
         mail["X-Auto-Response-Suppress"] = "All"  # the same for Exchange and Outlook

@@ -36,15 +36,39 @@ class DeliveryReport:
 
 
 def pending(*, db: Session, ticket_id: int) -> list[Message]:
-    return list(db.execute(select(Message).where(Message.ticket_id == ticket_id, Message.direction.in_(("outbound", "internal")),
-                                                 Message.delivered_at.is_(None), Message.delivery_error.is_(None)).order_by(Message.id)).scalars())
+    return list(
+        db.execute(
+            select(Message)
+            .where(
+                Message.ticket_id == ticket_id,
+                Message.direction.in_(("outbound", "internal")),
+                Message.delivered_at.is_(None),
+                Message.delivery_error.is_(None),
+            )
+            .order_by(Message.id)
+        ).scalars()
+    )
 
 
 def _outbound(db: Session, ticket: Ticket, message: Message) -> OutboundMessage:
-    thread = tuple(m for m in db.execute(select(Message.external_id).where(Message.ticket_id == ticket.id, Message.external_id.is_not(None),
-                                                                           Message.direction != "internal").order_by(Message.id)).scalars())
-    return OutboundMessage(message_id=message.id, ticket_id=ticket.id, ticket_external_id=ticket.external_id, customer=ticket.customer,
-                           subject=ticket.subject, body=message.body, public=message.direction == "outbound", thread=thread)
+    thread = tuple(
+        m
+        for m in db.execute(
+            select(Message.external_id)
+            .where(Message.ticket_id == ticket.id, Message.external_id.is_not(None), Message.direction != "internal")
+            .order_by(Message.id)
+        ).scalars()
+    )
+    return OutboundMessage(
+        message_id=message.id,
+        ticket_id=ticket.id,
+        ticket_external_id=ticket.external_id,
+        customer=ticket.customer,
+        subject=ticket.subject,
+        body=message.body,
+        public=message.direction == "outbound",
+        thread=thread,
+    )
 
 
 def deliver_pending(*, session_factory: sessionmaker[Session], ticket_id: int, channels: dict[str, ReplyChannel]) -> DeliveryReport:
@@ -58,8 +82,11 @@ def deliver_pending(*, session_factory: sessionmaker[Session], ticket_id: int, c
     channel = channels[ticket.source]
     for message_id in ids:
         with transaction(session_factory) as db:
-            message = db.execute(select(Message).where(Message.id == message_id, Message.delivered_at.is_(None), Message.delivery_error.is_(None))
-                                 .with_for_update(skip_locked=True)).scalar_one_or_none()
+            message = db.execute(
+                select(Message)
+                .where(Message.id == message_id, Message.delivered_at.is_(None), Message.delivery_error.is_(None))
+                .with_for_update(skip_locked=True)
+            ).scalar_one_or_none()
             if message is None:
                 continue  # delivered meanwhile, or another worker holds it
             ticket = db.get(Ticket, ticket_id)
@@ -68,13 +95,23 @@ def deliver_pending(*, session_factory: sessionmaker[Session], ticket_id: int, c
                 channel_id = channel.deliver(_outbound(db, ticket, message))
             except DeliveryRefused as exc:
                 message.delivery_error = str(exc)[:2000]
-                audit.record(db=db, ticket_id=ticket_id, kind="delivery", name="refused", actor=channel.source, error=str(exc)[:2000], result={"message_id": message_id})
+                audit.record(
+                    db=db, ticket_id=ticket_id, kind="delivery", name="refused", actor=channel.source, error=str(exc)[:2000], result={"message_id": message_id}
+                )
                 report.refused.append(message_id)
                 continue
             except TransientError as exc:
                 if message.delivery_attempts >= MAX_ATTEMPTS:
                     message.delivery_error = f"gave up after {message.delivery_attempts} attempts: {exc}"[:2000]
-                    audit.record(db=db, ticket_id=ticket_id, kind="delivery", name="gave_up", actor=channel.source, error=str(exc)[:2000], result={"message_id": message_id})
+                    audit.record(
+                        db=db,
+                        ticket_id=ticket_id,
+                        kind="delivery",
+                        name="gave_up",
+                        actor=channel.source,
+                        error=str(exc)[:2000],
+                        result={"message_id": message_id},
+                    )
                     report.refused.append(message_id)
                 else:
                     log.warning("delivery.retry", ticket_id=ticket_id, message_id=message_id, error=str(exc))
@@ -86,8 +123,14 @@ def deliver_pending(*, session_factory: sessionmaker[Session], ticket_id: int, c
                 report.sent.append(message_id)
             else:
                 report.skipped.append(message_id)
-            audit.record(db=db, ticket_id=ticket_id, kind="delivery", name="sent" if channel_id else "not_sent", actor=channel.source,
-                         result={"message_id": message_id, "channel_id": channel_id, "public": message.direction == "outbound"})
+            audit.record(
+                db=db,
+                ticket_id=ticket_id,
+                kind="delivery",
+                name="sent" if channel_id else "not_sent",
+                actor=channel.source,
+                result={"message_id": message_id, "channel_id": channel_id, "public": message.direction == "outbound"},
+            )
     if report.retry:
         raise TransientError(f"{len(report.retry)} message(s) on ticket {ticket_id} could not be delivered yet")
     report.status = _sync_status(session_factory=session_factory, ticket_id=ticket_id, channel=channel)
@@ -104,14 +147,28 @@ def _sync_status(*, session_factory: sessionmaker[Session], ticket_id: int, chan
         try:
             synced = channel.sync_status(ticket_external_id=ticket.external_id, status=ticket.status)
         except DeliveryRefused as exc:
-            audit.record(db=db, ticket_id=ticket_id, kind="delivery", name="status_refused", actor=channel.source, error=str(exc)[:2000],
-                         arguments={"ticket_status": ticket.status})
+            audit.record(
+                db=db,
+                ticket_id=ticket_id,
+                kind="delivery",
+                name="status_refused",
+                actor=channel.source,
+                error=str(exc)[:2000],
+                arguments={"ticket_status": ticket.status},
+            )
             log.warning("delivery.status_refused", ticket_id=ticket_id, error=str(exc))
             return None
         if synced is None:
             return None
         before = ticket.external_status
         ticket.external_status = synced.status[:64]
-        audit.record(db=db, ticket_id=ticket_id, kind="delivery", name="status_synced" if synced.changed else "status_already", actor=channel.source,
-                     arguments={"ticket_status": ticket.status}, result={"from": before, "to": synced.status, "changed": synced.changed})
+        audit.record(
+            db=db,
+            ticket_id=ticket_id,
+            kind="delivery",
+            name="status_synced" if synced.changed else "status_already",
+            actor=channel.source,
+            arguments={"ticket_status": ticket.status},
+            result={"from": before, "to": synced.status, "changed": synced.changed},
+        )
         return synced.status

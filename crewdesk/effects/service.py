@@ -14,10 +14,28 @@ def find(*, db: Session, idempotency_key: str) -> ToolEffect | None:
     return db.execute(select(ToolEffect).where(ToolEffect.idempotency_key == idempotency_key)).scalar_one_or_none()
 
 
-def record(*, db: Session, idempotency_key: str, ticket_id: int | None, run_id: int | None, tool: str, arguments: dict, result,
-           customer_ref: str | None = None, refund_usd: float = 0.0) -> ToolEffect:
-    effect = ToolEffect(idempotency_key=idempotency_key, ticket_id=ticket_id, run_id=run_id, tool=tool, arguments=arguments, result=result,
-                        customer_ref=customer_ref, refund_usd=refund_usd)
+def record(
+    *,
+    db: Session,
+    idempotency_key: str,
+    ticket_id: int | None,
+    run_id: int | None,
+    tool: str,
+    arguments: dict,
+    result,
+    customer_ref: str | None = None,
+    refund_usd: float = 0.0,
+) -> ToolEffect:
+    effect = ToolEffect(
+        idempotency_key=idempotency_key,
+        ticket_id=ticket_id,
+        run_id=run_id,
+        tool=tool,
+        arguments=arguments,
+        result=result,
+        customer_ref=customer_ref,
+        refund_usd=refund_usd,
+    )
     db.add(effect)
     db.flush()
     return effect

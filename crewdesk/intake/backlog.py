@@ -25,8 +25,7 @@ from crewdesk.ratelimit import TokenBucket
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Ticket, TicketStatus
 
-__all__ = ["FORMATS", "BacklogBusy", "BacklogInterrupted", "BacklogProgress", "detect_format", "import_backlog", "latest_import",
-           "open_backlog"]
+__all__ = ["FORMATS", "BacklogBusy", "BacklogInterrupted", "BacklogProgress", "detect_format", "import_backlog", "latest_import", "open_backlog"]
 
 CHANNEL = "backlog"  # inbound_events rows for bad and duplicate rows: external_id "<import id>:<record number>"
 RUNNING, FINISHED = "running", "finished"
@@ -61,6 +60,7 @@ class BacklogProgress:
 
 # --- the import --------------------------------------------------------------------------------------------------
 
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -74,8 +74,19 @@ def _claim_import(*, session_factory: sessionmaker[Session], path: Path, digest:
         found = db.execute(select(BacklogImport).where(BacklogImport.sha256 == digest)).scalar_one_or_none()
         if found is not None:
             return found
-        backlog = BacklogImport(path=str(path), sha256=digest, format=fmt, source=source, status=RUNNING, rows_done=0, rows_ok=0, rows_bad=0,
-                                rows_duplicate=0, rows_enqueued=0, started_at=utcnow())
+        backlog = BacklogImport(
+            path=str(path),
+            sha256=digest,
+            format=fmt,
+            source=source,
+            status=RUNNING,
+            rows_done=0,
+            rows_ok=0,
+            rows_bad=0,
+            rows_duplicate=0,
+            rows_enqueued=0,
+            started_at=utcnow(),
+        )
         try:
             with db.begin_nested():
                 db.add(backlog)
@@ -96,16 +107,41 @@ def _events(import_id: int, first_record: int, rows: Sequence[Row], stored) -> l
     now = utcnow()
     events = []
     for row in stored.rejected:
-        events.append(dict(channel=CHANNEL, external_id=f"{import_id}:{number[id(row)]}", kind="bad_row", status="rejected",
-                           reason=(row.error or "rejected").replace("\x00", "\ufffd"),
-                           detail={"import_id": import_id, "line": row.line, "record": number[id(row)],
-                                   "external_id": row.external_id[:255].replace("\x00", "\ufffd"), "excerpt": _excerpt(row.raw)},
-                           ticket_id=None, seen_count=1, created_at=now, last_seen_at=now))
+        events.append(
+            dict(
+                channel=CHANNEL,
+                external_id=f"{import_id}:{number[id(row)]}",
+                kind="bad_row",
+                status="rejected",
+                reason=(row.error or "rejected").replace("\x00", "\ufffd"),
+                detail={
+                    "import_id": import_id,
+                    "line": row.line,
+                    "record": number[id(row)],
+                    "external_id": row.external_id[:255].replace("\x00", "\ufffd"),
+                    "excerpt": _excerpt(row.raw),
+                },
+                ticket_id=None,
+                seen_count=1,
+                created_at=now,
+                last_seen_at=now,
+            )
+        )
     for row, ticket_id in stored.duplicates:
-        events.append(dict(channel=CHANNEL, external_id=f"{import_id}:{number[id(row)]}", kind="duplicate", status="ignored",
-                           reason=f"line {row.line}: duplicate of ticket {ticket_id} ({row.ticket.source}:{row.external_id})", ticket_id=ticket_id,
-                           detail={"import_id": import_id, "line": row.line, "record": number[id(row)], "external_id": row.external_id},
-                           seen_count=1, created_at=now, last_seen_at=now))
+        events.append(
+            dict(
+                channel=CHANNEL,
+                external_id=f"{import_id}:{number[id(row)]}",
+                kind="duplicate",
+                status="ignored",
+                reason=f"line {row.line}: duplicate of ticket {ticket_id} ({row.ticket.source}:{row.external_id})",
+                ticket_id=ticket_id,
+                detail={"import_id": import_id, "line": row.line, "record": number[id(row)], "external_id": row.external_id},
+                seen_count=1,
+                created_at=now,
+                last_seen_at=now,
+            )
+        )
     return sorted(events, key=lambda event: event["detail"]["record"])  # id order is file order: the report pages by it
 
 
@@ -114,10 +150,19 @@ def _batches(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
         yield batch
 
 
-def import_backlog(*, session_factory: sessionmaker[Session], path: str | Path, fmt: str = "auto", enqueue: Callable[[Sequence[int]], None],
-                   chunk: int = 500, rate_per_second: float = 200.0, source: str | None = None,
-                   progress: Callable[[BacklogProgress], None] | None = None,
-                   clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> BacklogImport:
+def import_backlog(
+    *,
+    session_factory: sessionmaker[Session],
+    path: str | Path,
+    fmt: str = "auto",
+    enqueue: Callable[[Sequence[int]], None],
+    chunk: int = 500,
+    rate_per_second: float = 200.0,
+    source: str | None = None,
+    progress: Callable[[BacklogProgress], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> BacklogImport:
     """Import a backlog file, or resume it: the import is keyed by the file's sha256, so running the same file again
     goes on after the last committed chunk, and a finished import is returned as it is.
 
@@ -153,7 +198,7 @@ def import_backlog(*, session_factory: sessionmaker[Session], path: str | Path, 
 
         def send(ticket_ids: list[int]) -> None:
             for start in range(0, len(ticket_ids), step):
-                part = ticket_ids[start:start + step]
+                part = ticket_ids[start : start + step]
                 bucket.take(len(part))
                 enqueue(part)
                 with transaction(session_factory) as db:
@@ -166,7 +211,9 @@ def import_backlog(*, session_factory: sessionmaker[Session], path: str | Path, 
             with transaction(session_factory) as db:
                 current = db.execute(select(BacklogImport).where(BacklogImport.id == backlog.id).with_for_update()).scalar_one()
                 if current.rows_done != counts["rows_done"]:
-                    raise BacklogBusy(f"{file}: another process is importing this file (import {backlog.id} moved from row {counts['rows_done']} to {current.rows_done})")
+                    raise BacklogBusy(
+                        f"{file}: another process is importing this file (import {backlog.id} moved from row {counts['rows_done']} to {current.rows_done})"
+                    )
                 raws = [dict(row.ticket.model_dump(mode="json"), backlog_line=row.line) if row.ticket is not None else {} for row in batch]
                 stored = store_chunk(db=db, rows=batch, backlog_id=backlog.id, raws=raws)
                 events = _events(backlog.id, current.rows_done, batch, stored)
@@ -181,8 +228,11 @@ def import_backlog(*, session_factory: sessionmaker[Session], path: str | Path, 
 
         try:
             with session_factory() as db:  # committed by an earlier run, never sent: it stopped in between
-                waiting = list(db.execute(select(Ticket.id).where(Ticket.backlog_id == backlog.id, Ticket.status == TicketStatus.received.value)
-                                          .order_by(Ticket.id)).scalars())
+                waiting = list(
+                    db.execute(
+                        select(Ticket.id).where(Ticket.backlog_id == backlog.id, Ticket.status == TicketStatus.received.value).order_by(Ticket.id)
+                    ).scalars()
+                )
             report()
             send(waiting)
             for batch in _batches(reader.rows(skip=backlog.rows_done), max(1, chunk)):
@@ -192,15 +242,20 @@ def import_backlog(*, session_factory: sessionmaker[Session], path: str | Path, 
             with transaction(session_factory) as db:
                 current = db.execute(select(BacklogImport).where(BacklogImport.id == backlog.id).with_for_update()).scalar_one()
                 # Every ticket this import created that has left `received` went to the queue, whoever moved it on since.
-                current.rows_enqueued = db.execute(select(func.count()).select_from(Ticket).where(
-                    Ticket.backlog_id == backlog.id, Ticket.status != TicketStatus.received.value)).scalar_one()
+                current.rows_enqueued = db.execute(
+                    select(func.count()).select_from(Ticket).where(Ticket.backlog_id == backlog.id, Ticket.status != TicketStatus.received.value)
+                ).scalar_one()
                 current.status, current.finished_at = FINISHED, utcnow()
             return current
         except KeyboardInterrupt:
             with session_factory() as db:
                 done = db.get(BacklogImport, backlog.id)
-                raise BacklogInterrupted(f"{file}: interrupted; import {backlog.id} has stored {done.rows_done:,} rows and queued {done.rows_enqueued:,}; "
-                                         "run the same command again to resume", import_id=backlog.id, rows_done=done.rows_done) from None
+                raise BacklogInterrupted(
+                    f"{file}: interrupted; import {backlog.id} has stored {done.rows_done:,} rows and queued {done.rows_enqueued:,}; "
+                    "run the same command again to resume",
+                    import_id=backlog.id,
+                    rows_done=done.rows_done,
+                ) from None
 
 
 def latest_import(*, db: Session) -> BacklogImport | None:

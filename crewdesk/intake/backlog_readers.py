@@ -77,10 +77,10 @@ def _closes_cleanly(text: str) -> bool:
     end. A stray quote's field is "closed" by the next row's opening quote instead, which is followed by text."""
     i = 0
     while (q := text.find('"', i)) >= 0:
-        if text[q + 1:q + 2] == '"':
+        if text[q + 1 : q + 2] == '"':
             i = q + 2
             continue
-        return text[q + 1:q + 2] in (",", "\r", "\n", "")
+        return text[q + 1 : q + 2] in (",", "\r", "\n", "")
     return False
 
 
@@ -132,9 +132,25 @@ def _csv_records(lines: _Lines, width: Callable[[], int | None]) -> Iterator[tup
         lines.push_back(parts[1:])
 
 
-PRIORITIES = {"urgent": "urgent", "critical": "urgent", "blocker": "urgent", "highest": "urgent", "p1": "urgent",
-              "high": "high", "major": "high", "p2": "high", "normal": "normal", "medium": "normal", "p3": "normal",
-              "low": "low", "minor": "low", "lowest": "low", "trivial": "low", "p4": "low", "p5": "low"}
+PRIORITIES = {
+    "urgent": "urgent",
+    "critical": "urgent",
+    "blocker": "urgent",
+    "highest": "urgent",
+    "p1": "urgent",
+    "high": "high",
+    "major": "high",
+    "p2": "high",
+    "normal": "normal",
+    "medium": "normal",
+    "p3": "normal",
+    "low": "low",
+    "minor": "low",
+    "lowest": "low",
+    "trivial": "low",
+    "p4": "low",
+    "p5": "low",
+}
 
 
 def _priority(value: object) -> str | None:
@@ -157,8 +173,13 @@ def _validated(line: int, record: dict, raw: dict | str) -> Row:
     return Row(row.line, row.ticket, row.error, row.external_id, raw)
 
 
-COLUMNS = {"external_id": ("external_id", "id", "ticket_id"), "subject": ("subject", "title"),
-           "body": ("body", "description", "message"), "customer": ("customer", "email", "requester"), "priority": ("priority",)}
+COLUMNS = {
+    "external_id": ("external_id", "id", "ticket_id"),
+    "subject": ("subject", "title"),
+    "body": ("body", "description", "message"),
+    "customer": ("customer", "email", "requester"),
+    "priority": ("priority",),
+}
 
 
 def _column_key(name: str) -> str:
@@ -253,8 +274,14 @@ class _JiraRows(_CsvRows):
             room = MAX_BODY_CHARS - len(description) - 20
             extra = "\n\n".join(notes)
             body = (description + "\n\nComments:\n" if description else "") + (extra[:room] if room > 0 else "")
-        record = {"external_id": get(self.key), "subject": summary, "body": body.strip() or summary,
-                  "customer": get(self.reporter), "priority": _priority(get(self.priority)), "source": self.source}
+        record = {
+            "external_id": get(self.key),
+            "subject": summary,
+            "body": body.strip() or summary,
+            "customer": get(self.reporter),
+            "priority": _priority(get(self.priority)),
+            "source": self.source,
+        }
         return _validated(line, record, raw)
 
 
@@ -270,6 +297,8 @@ def _match_end(pattern: re.Pattern[str], text: str, pos: int) -> int:
     match = pattern.match(text, pos)
     assert match is not None  # _WS and _INDENT match the empty string
     return match.end()
+
+
 KEEP_BEHIND = 4096  # characters kept before the cursor, so a line's indentation can still be measured
 
 
@@ -446,9 +475,14 @@ class _ZendeskRows:
         if not isinstance(item, dict):
             return parse_record(item, line=line)
         customer = _dig(item, "via", "source", "from", "address") or _dig(item, "requester", "email") or item.get("requester_id") or item.get("customer")
-        record = {"external_id": item.get("id", item.get("external_id")), "subject": item.get("subject") or item.get("raw_subject") or "",
-                  "body": item.get("description") or item.get("body") or "", "customer": str(customer or ""),
-                  "priority": _priority(item.get("priority")), "source": self.source}
+        record = {
+            "external_id": item.get("id", item.get("external_id")),
+            "subject": item.get("subject") or item.get("raw_subject") or "",
+            "body": item.get("description") or item.get("body") or "",
+            "customer": str(customer or ""),
+            "priority": _priority(item.get("priority")),
+            "source": self.source,
+        }
         if isinstance(record["external_id"], (int, float)) and not isinstance(record["external_id"], bool):
             record["external_id"] = str(record["external_id"])
         excerpt = {k: item.get(k) for k in ("id", "subject", "status", "priority", "requester_id") if k in item}
@@ -564,8 +598,9 @@ def _looks_zendesk(head: str) -> bool:
         record = json.loads(first)
     except json.JSONDecodeError:
         return True  # a value spread over lines: a JSON document, not JSON lines
-    return isinstance(record, dict) and (bool({"tickets", "ticket", "requester_id", "via"} & record.keys()) or
-                                         ("description" in record and "body" not in record))
+    return isinstance(record, dict) and (
+        bool({"tickets", "ticket", "requester_id", "via"} & record.keys()) or ("description" in record and "body" not in record)
+    )
 
 
 def detect_format(path: str | Path) -> str:

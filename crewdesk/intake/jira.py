@@ -33,28 +33,72 @@ EventKind = Literal["issue_created", "comment_created", "comment_updated", "comm
 OutcomeStatus = Literal["accepted", "duplicate", "ignored", "rejected"]
 
 
-_USER_SCHEMA = {"type": "object", "properties": {"accountId": {"type": "string"}, "name": {"type": "string"}, "key": {"type": "string"},
-                                                "emailAddress": {"type": "string"}, "displayName": {"type": "string"}}}
+_USER_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "accountId": {"type": "string"},
+        "name": {"type": "string"},
+        "key": {"type": "string"},
+        "emailAddress": {"type": "string"},
+        "displayName": {"type": "string"},
+    },
+}
 # The part of a delivery that crewdesk reads (OpenAPI documentation; anything else is accepted and ignored).
 PAYLOAD_SCHEMA: dict = {
     "type": "object",
     "properties": {
-        "webhookEvent": {"type": "string", "enum": ["jira:issue_created", "jira:issue_updated", "jira:issue_deleted",
-                                                    "comment_created", "comment_updated", "comment_deleted"]},
+        "webhookEvent": {
+            "type": "string",
+            "enum": ["jira:issue_created", "jira:issue_updated", "jira:issue_deleted", "comment_created", "comment_updated", "comment_deleted"],
+        },
         "issue_event_type_name": {"type": "string"},
         "timestamp": {"type": "integer"},
         "user": _USER_SCHEMA,
-        "issue": {"type": "object", "properties": {
-            "id": {"type": "string"}, "key": {"type": "string"},
-            "fields": {"type": "object", "properties": {
-                "summary": {"type": "string"}, "description": {"type": ["string", "null"]},
-                "priority": {"type": "object", "properties": {"name": {"type": "string"}}},
-                "status": {"type": "object", "properties": {"name": {"type": "string"}}},
-                "reporter": _USER_SCHEMA}}}},
-        "comment": {"type": "object", "properties": {"id": {"type": "string"}, "body": {"type": "string"}, "author": _USER_SCHEMA,
-                                                     "jsdPublic": {"type": "boolean"}, "created": {"type": "string"}, "updated": {"type": "string"}}},
-        "changelog": {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {
-            "field": {"type": "string"}, "fieldId": {"type": "string"}, "fromString": {"type": ["string", "null"]}, "toString": {"type": ["string", "null"]}}}}}},
+        "issue": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "key": {"type": "string"},
+                "fields": {
+                    "type": "object",
+                    "properties": {
+                        "summary": {"type": "string"},
+                        "description": {"type": ["string", "null"]},
+                        "priority": {"type": "object", "properties": {"name": {"type": "string"}}},
+                        "status": {"type": "object", "properties": {"name": {"type": "string"}}},
+                        "reporter": _USER_SCHEMA,
+                    },
+                },
+            },
+        },
+        "comment": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "body": {"type": "string"},
+                "author": _USER_SCHEMA,
+                "jsdPublic": {"type": "boolean"},
+                "created": {"type": "string"},
+                "updated": {"type": "string"},
+            },
+        },
+        "changelog": {
+            "type": "object",
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "field": {"type": "string"},
+                            "fieldId": {"type": "string"},
+                            "fromString": {"type": ["string", "null"]},
+                            "toString": {"type": ["string", "null"]},
+                        },
+                    },
+                }
+            },
+        },
     },
     "additionalProperties": True,
 }
@@ -207,8 +251,13 @@ def _user(value: Any) -> JiraUser | None:
     user = _dict(value)
     if not user:
         return None
-    return JiraUser(account_id=_opt(user.get("accountId")), name=_opt(user.get("name")), key=_opt(user.get("key")),
-                    email=_opt(user.get("emailAddress"), 320), display_name=_opt(user.get("displayName")))
+    return JiraUser(
+        account_id=_opt(user.get("accountId")),
+        name=_opt(user.get("name")),
+        key=_opt(user.get("key")),
+        email=_opt(user.get("emailAddress"), 320),
+        display_name=_opt(user.get("displayName")),
+    )
 
 
 def _kind(webhook_event: str, type_name: str | None, comment: JiraComment | None) -> EventKind:
@@ -238,9 +287,14 @@ def parse_event(payload: dict) -> JiraEvent:
     comment = None
     if raw_comment.get("id") is not None:
         public = raw_comment.get("jsdPublic")
-        comment = JiraComment(id=_text(raw_comment.get("id"), 255), body=_text(raw_comment.get("body"), MAX_BODY_CHARS),
-                              author=_user(raw_comment.get("author")), public=public if isinstance(public, bool) else None,
-                              created=_opt(raw_comment.get("created"), 64), updated=_opt(raw_comment.get("updated"), 64))
+        comment = JiraComment(
+            id=_text(raw_comment.get("id"), 255),
+            body=_text(raw_comment.get("body"), MAX_BODY_CHARS),
+            author=_user(raw_comment.get("author")),
+            public=public if isinstance(public, bool) else None,
+            created=_opt(raw_comment.get("created"), 64),
+            updated=_opt(raw_comment.get("updated"), 64),
+        )
     webhook_event = _text(payload.get("webhookEvent"), 64)
     type_name = _opt(payload.get("issue_event_type_name"), 64)
     status_from = status_to = None
@@ -275,15 +329,30 @@ def parse_event(payload: dict) -> JiraEvent:
 
 
 # Jira Cloud's and Server's default priority schemes onto ours. Unknown names (custom schemes) stay unset: triage decides.
-_PRIORITIES = {"highest": "urgent", "blocker": "urgent", "critical": "urgent", "high": "high", "medium": "normal", "major": "normal",
-               "low": "low", "lowest": "low", "minor": "low", "trivial": "low"}
+_PRIORITIES = {
+    "highest": "urgent",
+    "blocker": "urgent",
+    "critical": "urgent",
+    "high": "high",
+    "medium": "normal",
+    "major": "normal",
+    "low": "low",
+    "lowest": "low",
+    "minor": "low",
+    "trivial": "low",
+}
 
 
 def _ticket_in(event: JiraEvent, *, customer: JiraUser | None) -> TicketIn:
     body = "\n\n".join(part for part in (event.summary.strip(), event.description.strip()) if part)
-    return TicketIn(source=CHANNEL, external_id=event.issue_key or "", customer=(customer.identity if customer else "")[:320],
-                    subject=event.summary[:998], body=(body or f"(Jira issue {event.issue_key} has no summary or description)")[:MAX_BODY_CHARS],
-                    priority=_PRIORITIES.get((event.priority or "").lower()))
+    return TicketIn(
+        source=CHANNEL,
+        external_id=event.issue_key or "",
+        customer=(customer.identity if customer else "")[:320],
+        subject=event.summary[:998],
+        body=(body or f"(Jira issue {event.issue_key} has no summary or description)")[:MAX_BODY_CHARS],
+        priority=_PRIORITIES.get((event.priority or "").lower()),
+    )
 
 
 def _issue_meta(event: JiraEvent) -> dict:
@@ -300,8 +369,12 @@ def _own_comment(*, db: Session, event: JiraEvent, settings: Settings, ticket: T
         return f"comment {comment.id} is by our bot account {bot}"
     if settings.jira_user and author.email and author.email.casefold() == settings.jira_user.strip().casefold():
         return f"comment {comment.id} is by our API user {settings.jira_user}"
-    posted = db.execute(select(Message.id).join(Ticket, Ticket.id == Message.ticket_id).where(
-        Ticket.source == CHANNEL, Message.direction.in_(("outbound", "internal")), Message.external_id == comment.id).limit(1)).scalar_one_or_none()
+    posted = db.execute(
+        select(Message.id)
+        .join(Ticket, Ticket.id == Message.ticket_id)
+        .where(Ticket.source == CHANNEL, Message.direction.in_(("outbound", "internal")), Message.external_id == comment.id)
+        .limit(1)
+    ).scalar_one_or_none()
     if posted is not None:
         return f"comment {comment.id} is our message {posted}"
     if ticket is not None and comment.body.strip():
@@ -328,8 +401,11 @@ def _comment(*, db: Session, event: JiraEvent, settings: Settings) -> JiraOutcom
     if own:
         return JiraOutcome(status="ignored", ticket_id=ticket.id if ticket else None, reason=f"our own comment, no run: {own}")
     if comment.public is False:
-        return JiraOutcome(status="ignored", ticket_id=ticket.id if ticket else None,
-                           reason=f"comment {comment.id} is internal (jsdPublic false): a note among agents, not the customer")
+        return JiraOutcome(
+            status="ignored",
+            ticket_id=ticket.id if ticket else None,
+            reason=f"comment {comment.id} is internal (jsdPublic false): a note among agents, not the customer",
+        )
     if not comment.body.strip():
         return JiraOutcome(status="ignored", ticket_id=ticket.id if ticket else None, reason=f"comment {comment.id} is empty")
     created = False
@@ -337,21 +413,27 @@ def _comment(*, db: Session, event: JiraEvent, settings: Settings) -> JiraOutcom
         # A comment on an issue we never saw created (the webhook was added later, or that delivery was lost):
         # the issue in the payload becomes the ticket, so the customer's words are not dropped.
         try:
-            ticket, created = tickets.submit(db=db, ticket_in=_ticket_in(event, customer=event.reporter or comment.author),
-                                             message_meta=_issue_meta(event))
+            ticket, created = tickets.submit(db=db, ticket_in=_ticket_in(event, customer=event.reporter or comment.author), message_meta=_issue_meta(event))
         except ValidationError as exc:
             return JiraOutcome(status="rejected", reason=f"issue {event.issue_key} cannot become a ticket: {exc.errors()[0]['msg']}")
         if event.status:
             ticket.external_status = event.status[:64]
     else:
-        already = db.execute(select(Message.id).where(Message.ticket_id == ticket.id, Message.direction == "inbound",
-                                                      Message.external_id == comment.id)).scalar_one_or_none()
+        already = db.execute(
+            select(Message.id).where(Message.ticket_id == ticket.id, Message.direction == "inbound", Message.external_id == comment.id)
+        ).scalar_one_or_none()
         if already is not None:
             # Jira Server announces one comment twice (comment_created and issue_commented) under different deliveries.
             return JiraOutcome(status="ignored", ticket_id=ticket.id, message_id=already, reason=f"comment {comment.id} is already message {already}")
     author = comment.author.identity if comment.author else ""
-    message, needs_run = tickets.follow_up(db=db, ticket=ticket, body=comment.body, author=author, external_id=comment.id,
-                                           meta={"jira_comment_id": comment.id, "jira_issue_key": event.issue_key, "public": comment.public})
+    message, needs_run = tickets.follow_up(
+        db=db,
+        ticket=ticket,
+        body=comment.body,
+        author=author,
+        external_id=comment.id,
+        meta={"jira_comment_id": comment.id, "jira_issue_key": event.issue_key, "public": comment.public},
+    )
     reason = f"new ticket from issue {event.issue_key} (first seen through a comment)" if created else f"comment {comment.id} added to ticket {ticket.id}"
     return JiraOutcome(status="accepted", ticket_id=ticket.id, message_id=message.id, needs_run=needs_run or created, reason=reason)
 
@@ -367,9 +449,15 @@ def _sync_status(*, db: Session, event: JiraEvent) -> JiraOutcome:
         return JiraOutcome(status="ignored", ticket_id=ticket.id, reason=f"no status change (changed: {changed[:200]})")
     before = ticket.external_status
     ticket.external_status = to[:64]
-    audit.record(db=db, ticket_id=ticket.id, kind="intake", name="jira_status", actor=CHANNEL,
-                 arguments={"issue": event.issue_key, "from": event.status_from or before, "to": to, "event": event.event_type_name or event.webhook_event},
-                 result={"ticket_status": ticket.status})
+    audit.record(
+        db=db,
+        ticket_id=ticket.id,
+        kind="intake",
+        name="jira_status",
+        actor=CHANNEL,
+        arguments={"issue": event.issue_key, "from": event.status_from or before, "to": to, "event": event.event_type_name or event.webhook_event},
+        result={"ticket_status": ticket.status},
+    )
     return JiraOutcome(status="accepted", ticket_id=ticket.id, reason=f"Jira status {before or '(unknown)'} -> {to}; no run")
 
 
@@ -383,8 +471,12 @@ def _dispatch(*, db: Session, event: JiraEvent, settings: Settings) -> JiraOutco
             return JiraOutcome(status="rejected", reason=f"issue {event.issue_key} cannot become a ticket: {exc.errors()[0]['msg']}")
         ticket, created = tickets.submit(db=db, ticket_in=ticket_in, message_meta=_issue_meta(event))
         if not created:
-            return JiraOutcome(status="ignored", ticket_id=ticket.id, needs_run=ticket.status == TicketStatus.received.value,
-                               reason=f"issue {event.issue_key} is already ticket {ticket.id}")
+            return JiraOutcome(
+                status="ignored",
+                ticket_id=ticket.id,
+                needs_run=ticket.status == TicketStatus.received.value,
+                reason=f"issue {event.issue_key} is already ticket {ticket.id}",
+            )
         ticket.external_status = (event.status or "")[:64] or None
         return JiraOutcome(status="accepted", ticket_id=ticket.id, needs_run=True, reason=f"new ticket from issue {event.issue_key}")
     if event.kind == "comment_created":
@@ -407,8 +499,13 @@ def _dispatch(*, db: Session, event: JiraEvent, settings: Settings) -> JiraOutco
         # A transition made with a comment (Server: issue_resolved + comment) carries both; the comment counts too.
         commented = _comment(db=db, event=event, settings=settings)
         accepted = "accepted" in (synced.status, commented.status)
-        return JiraOutcome(status="accepted" if accepted else commented.status, ticket_id=commented.ticket_id or synced.ticket_id,
-                           message_id=commented.message_id, needs_run=commented.needs_run, reason=f"{synced.reason}; {commented.reason}")
+        return JiraOutcome(
+            status="accepted" if accepted else commented.status,
+            ticket_id=commented.ticket_id or synced.ticket_id,
+            message_id=commented.message_id,
+            needs_run=commented.needs_run,
+            reason=f"{synced.reason}; {commented.reason}",
+        )
     return JiraOutcome(status="ignored", ticket_id=ticket_id, reason=f"event {event.webhook_event or '(none)'!r} is not handled")
 
 
@@ -426,14 +523,24 @@ def delivery_key(*, body: bytes, identifier: str | None) -> str:
 def handle_event(*, db: Session, event: JiraEvent, delivery_id: str, settings: Settings, detail: dict | None = None) -> JiraOutcome:
     """Process one authenticated delivery once. Call inside the caller's transaction; enqueue after it commits.
     A repeated delivery_id is 'duplicate' (seen_count bumped, nothing else), re-offering only a ticket never queued."""
-    evidence = {"webhookEvent": event.webhook_event, "issue_event_type_name": event.event_type_name, "issue_key": event.issue_key,
-                "comment_id": event.comment.id if event.comment else None, "timestamp": event.timestamp, **(detail or {})}
+    evidence = {
+        "webhookEvent": event.webhook_event,
+        "issue_event_type_name": event.event_type_name,
+        "issue_key": event.issue_key,
+        "comment_id": event.comment.id if event.comment else None,
+        "timestamp": event.timestamp,
+        **(detail or {}),
+    }
     record, first_time = inbound.claim(db=db, channel=CHANNEL, external_id=delivery_id, kind=event.kind, detail=evidence)
     if not first_time:
         ticket = db.get(Ticket, record.ticket_id) if record.ticket_id else None
-        return JiraOutcome(status="duplicate", ticket_id=record.ticket_id, message_id=record.message_id,
-                           needs_run=ticket is not None and ticket.status == TicketStatus.received.value,
-                           reason=f"delivery already processed ({record.status}); seen {record.seen_count} times")
+        return JiraOutcome(
+            status="duplicate",
+            ticket_id=record.ticket_id,
+            message_id=record.message_id,
+            needs_run=ticket is not None and ticket.status == TicketStatus.received.value,
+            reason=f"delivery already processed ({record.status}); seen {record.seen_count} times",
+        )
     outcome = _dispatch(db=db, event=event, settings=settings)
     status = {"accepted": inbound.ACCEPTED, "ignored": inbound.IGNORED, "rejected": inbound.REJECTED}[outcome.status]
     inbound.settle(record, status=status, reason=outcome.reason, ticket_id=outcome.ticket_id, message_id=outcome.message_id)

@@ -39,8 +39,9 @@ def store_chunk(*, db: Session, rows: Sequence[Row], backlog_id: int | None = No
     result = StoredChunk()
     valid = [(i, row) for i, row in enumerate(rows) if row.ticket is not None]
     result.rejected = [row for row in rows if row.ticket is None]
-    stored = tickets.submit_many(db=db, tickets_in=[row.ticket for _, row in valid], backlog_id=backlog_id,
-                                 raws=[raws[i] for i, _ in valid] if raws is not None else None)
+    stored = tickets.submit_many(
+        db=db, tickets_in=[row.ticket for _, row in valid], backlog_id=backlog_id, raws=[raws[i] for i, _ in valid] if raws is not None else None
+    )
     for (_, row), (ticket_id, created) in zip(valid, stored, strict=True):
         (result.created if created else result.duplicates).append((row, ticket_id))
     return result
@@ -60,8 +61,9 @@ def accept_rows(*, session_factory: sessionmaker[Session], rows: Iterable[Row], 
         with transaction(session_factory) as db:
             stored = store_chunk(db=db, rows=batch)
             for row in stored.rejected:
-                failed = tickets.record_rejected(db=db, source=_rejected_source(row), external_id=row.external_id[:255],
-                                                 reason=row.error or "rejected", raw=row.raw)
+                failed = tickets.record_rejected(
+                    db=db, source=_rejected_source(row), external_id=row.external_id[:255], reason=row.error or "rejected", raw=row.raw
+                )
                 report.rejected.append((row.line, row.error or "rejected", failed.id))
             waiting = set()
             if stored.duplicates:

@@ -64,8 +64,11 @@ class AnthropicLLM(CrewdeskLLM):
     def _complete_json(self, messages, schema, name):
         """A forced tool call whose input schema is the decision's schema: the tool input is the answer."""
         system, turns = split_system(messages)
-        kwargs: dict[str, Any] = {"max_tokens": int(self.max_tokens or 1024), "tools": [{"name": name, "description": f"Record the decision '{name}'.", "input_schema": schema}],
-                  "tool_choice": {"type": "tool", "name": name}}
+        kwargs: dict[str, Any] = {
+            "max_tokens": int(self.max_tokens or 1024),
+            "tools": [{"name": name, "description": f"Record the decision '{name}'.", "input_schema": schema}],
+            "tool_choice": {"type": "tool", "name": name},
+        }
         if system:
             kwargs["system"] = system
         try:
@@ -82,5 +85,6 @@ class AnthropicLLM(CrewdeskLLM):
     @staticmethod
     def _completion(text: str, response) -> Completion:
         usage = response.usage
-        return Completion(text=text, prompt_tokens=usage.input_tokens, completion_tokens=usage.output_tokens,
-                          cached_tokens=getattr(usage, "cache_read_input_tokens", 0) or 0)
+        return Completion(
+            text=text, prompt_tokens=usage.input_tokens, completion_tokens=usage.output_tokens, cached_tokens=getattr(usage, "cache_read_input_tokens", 0) or 0
+        )

@@ -75,8 +75,12 @@ def is_transient_status(status: int | None) -> bool:
 
 def usage_of(completion: Completion) -> dict[str, int]:
     """In the keys CrewAI's UsageMetrics reads, so per-LLM totals include the cached part of the prompt."""
-    return {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-            "total_tokens": completion.prompt_tokens + completion.completion_tokens, "cached_prompt_tokens": completion.cached_tokens}
+    return {
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+        "cached_prompt_tokens": completion.cached_tokens,
+    }
 
 
 class CrewdeskLLM(BaseLLM):
@@ -197,15 +201,23 @@ class CrewdeskLLM(BaseLLM):
             text = self._apply_stop_words(completion.text) if self.stop_sequences else completion.text
             return completion, repair_action(text, normalized), llm.model
 
-        return self._traced(normalized, produce, tools=tools, callbacks=callbacks, available_functions=available_functions,
-                            from_task=from_task, from_agent=from_agent)
+        return self._traced(
+            normalized, produce, tools=tools, callbacks=callbacks, available_functions=available_functions, from_task=from_task, from_agent=from_agent
+        )
 
-    def _traced(self, normalized: list[dict[str, str]], produce, *, tools=None, callbacks=None, available_functions=None,
-                from_task=None, from_agent=None) -> str:
+    def _traced(
+        self, normalized: list[dict[str, str]], produce, *, tools=None, callbacks=None, available_functions=None, from_task=None, from_agent=None
+    ) -> str:
         """One model round trip between CrewAI's started and completed (or failed) events, with its time and usage."""
         with llm_call_context() as call_id:
-            self._emit_call_started_event(messages=cast("list[LLMMessage]", normalized), tools=tools, callbacks=callbacks, available_functions=available_functions,
-                                          from_task=from_task, from_agent=from_agent)
+            self._emit_call_started_event(
+                messages=cast("list[LLMMessage]", normalized),
+                tools=tools,
+                callbacks=callbacks,
+                available_functions=available_functions,
+                from_task=from_task,
+                from_agent=from_agent,
+            )
             started = time.perf_counter()
             try:
                 completion, text, model = produce()
@@ -224,8 +236,14 @@ class CrewdeskLLM(BaseLLM):
             primary = self.model
             self.model = model  # the event (and so the audit row) names the model that answered, a fallback's too
             try:
-                self._emit_call_completed_event(response=text, call_type=LLMCallType.LLM_CALL, from_task=from_task, from_agent=from_agent,
-                                                messages=cast("list[LLMMessage]", normalized), usage=usage)
+                self._emit_call_completed_event(
+                    response=text,
+                    call_type=LLMCallType.LLM_CALL,
+                    from_task=from_task,
+                    from_agent=from_agent,
+                    messages=cast("list[LLMMessage]", normalized),
+                    usage=usage,
+                )
             finally:
                 self.model = primary
             return text
@@ -254,7 +272,7 @@ def repair_action(text: str, messages: list[dict[str, str]]) -> str:
         if not starts:
             return text
         action = max(starts, key=len)
-    return text if action == match.group(2) else text[: match.start(2)] + action + text[match.end(2):]
+    return text if action == match.group(2) else text[: match.start(2)] + action + text[match.end(2) :]
 
 
 def rough_token_count(text: str) -> int:

@@ -128,7 +128,9 @@ class Breakers:
                     self._redis.sadd(f"{self.prefix}:keys", key)
                 except RedisError as exc:  # not cached: the next call tries the shared store again
                     log.warning("breaker.store_unavailable", key=key, error=str(exc))
-                    return pybreaker.CircuitBreaker(fail_max=self.fail_max, reset_timeout=self.reset_seconds, name=key), pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+                    return pybreaker.CircuitBreaker(fail_max=self.fail_max, reset_timeout=self.reset_seconds, name=key), pybreaker.CircuitMemoryStorage(
+                        pybreaker.STATE_CLOSED
+                    )
             if storage is None:
                 storage = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
             breaker = pybreaker.CircuitBreaker(fail_max=self.fail_max, reset_timeout=self.reset_seconds, state_storage=storage, name=key)
@@ -294,8 +296,7 @@ def walk(chain: Sequence[CrewdeskLLM], round_trip: Callable[[CrewdeskLLM], T], b
             if retry_after:
                 breakers.hold(key, retry_after)
             waits.append(breakers.due(key) or time.time() + breakers.pause)
-            log.warning("model.failed_over" if llm is not chain[-1] else "model.failed", key=key, model=llm.model, error=str(exc),
-                        retry_after=retry_after)
+            log.warning("model.failed_over" if llm is not chain[-1] else "model.failed", key=key, model=llm.model, error=str(exc), retry_after=retry_after)
             continue
         except Exception:
             breakers.record(key, None)

@@ -63,7 +63,9 @@ def parse_chain(text: str) -> list[ChainEntry]:
         try:
             provider = LLMProvider(name.strip().lower())
         except ValueError:
-            raise ValueError(f"llm_fallback entry {item!r}: unknown provider {name.strip()!r}; expected one of {', '.join(p.value for p in LLMProvider)}") from None
+            raise ValueError(
+                f"llm_fallback entry {item!r}: unknown provider {name.strip()!r}; expected one of {', '.join(p.value for p in LLMProvider)}"
+            ) from None
         entries.append(ChainEntry(provider, model.strip() or None, base_url.strip().rstrip("/") or None))
     return entries
 
@@ -148,13 +150,23 @@ class LLMFactory:
         elif provider is LLMProvider.anthropic:
             from crewdesk.llm.anthropic_llm import AnthropicLLM
 
-            llm = AnthropicLLM(api_key=s.anthropic_api_key.get_secret_value(), base_url=url if url != ANTHROPIC_DEFAULT_URL else None, timeout=s.llm_timeout, **common)
+            llm = AnthropicLLM(
+                api_key=s.anthropic_api_key.get_secret_value(), base_url=url if url != ANTHROPIC_DEFAULT_URL else None, timeout=s.llm_timeout, **common
+            )
         else:
             from crewdesk.llm.openai_compat import OpenAICompatibleLLM
 
             api_key = s.openai_api_key.get_secret_value() if provider is LLMProvider.openai else "local"
-            llm = OpenAICompatibleLLM(base_url=url, api_key=api_key, timeout=s.llm_timeout, provider="openai", seed=0 if provider is LLMProvider.local else None,
-                                      llama_server=provider is LLMProvider.local, constrain_react=provider is LLMProvider.local, **common)
+            llm = OpenAICompatibleLLM(
+                base_url=url,
+                api_key=api_key,
+                timeout=s.llm_timeout,
+                provider="openai",
+                seed=0 if provider is LLMProvider.local else None,
+                llama_server=provider is LLMProvider.local,
+                constrain_react=provider is LLMProvider.local,
+                **common,
+            )
             if provider is LLMProvider.local:
                 llm.context_window = s.local_ctx
         llm.breaker_key = endpoint_key(provider.value, url) if url else None

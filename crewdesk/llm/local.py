@@ -77,8 +77,10 @@ def server_binary(configured: Path | None = None) -> Path:
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return Path(candidate)
-    raise LocalModelError(f"llama-server not found ({configured or 'beside ' + sys.executable + ' or on PATH'}); run scripts/setup.sh, "
-                          "which builds it once from llama.cpp's source")
+    raise LocalModelError(
+        f"llama-server not found ({configured or 'beside ' + sys.executable + ' or on PATH'}); run scripts/setup.sh, "
+        "which builds it once from llama.cpp's source"
+    )
 
 
 class LocalModelServer:
@@ -86,8 +88,19 @@ class LocalModelServer:
     `parallel` slots share the context (each gets n_ctx tokens) and each keeps its prompt cache, so calls that share a
     prefix (the stable instructions every prompt begins with) skip re-reading it."""
 
-    def __init__(self, *, model_path: Path, host: str, port: int, n_ctx: int, threads: int, start_timeout: float, log_path: Path,
-                 parallel: int = 1, binary: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        model_path: Path,
+        host: str,
+        port: int,
+        n_ctx: int,
+        threads: int,
+        start_timeout: float,
+        log_path: Path,
+        parallel: int = 1,
+        binary: Path | None = None,
+    ) -> None:
         self.model_path = model_path
         self.host = host
         self.port = port
@@ -118,13 +131,22 @@ class LocalModelServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         command = [
             str(binary),
-            "--model", str(self.model_path),
-            "--alias", MODEL_ALIAS,
-            "--host", self.host, "--port", str(self.port),
-            "--ctx-size", str(self.n_ctx * self.parallel),
-            "--parallel", str(self.parallel),
-            "--threads", str(self.threads),
-            "--cache-reuse", "256",  # reuse cached chunks of a prompt even after a change in the middle
+            "--model",
+            str(self.model_path),
+            "--alias",
+            MODEL_ALIAS,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--ctx-size",
+            str(self.n_ctx * self.parallel),
+            "--parallel",
+            str(self.parallel),
+            "--threads",
+            str(self.threads),
+            "--cache-reuse",
+            "256",  # reuse cached chunks of a prompt even after a change in the middle
         ]
         log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)

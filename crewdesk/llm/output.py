@@ -21,7 +21,7 @@ def extract_json_object(text: str) -> dict:
         start, end = candidate.find("{"), candidate.rfind("}")
         if start == -1 or end <= start:
             continue
-        snippet = candidate[start:end + 1]
+        snippet = candidate[start : end + 1]
         try:
             value = json.loads(snippet)
         except json.JSONDecodeError:

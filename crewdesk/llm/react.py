@@ -12,8 +12,10 @@ from typing import Any
 from pydantic import BaseModel
 
 THOUGHT = {"type": "string", "maxLength": 240}
-HINT = ("\n\nAnswer with one JSON object per turn: {\"thought\": \"...\", \"action\": \"<tool name>\", \"action_input\": {...}} "
-        "to use a tool, or {\"thought\": \"...\", \"final_answer\": ...} when you are done.")
+HINT = (
+    '\n\nAnswer with one JSON object per turn: {"thought": "...", "action": "<tool name>", "action_input": {...}} '
+    'to use a tool, or {"thought": "...", "final_answer": ...} when you are done.'
+)
 
 
 def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
@@ -35,8 +37,12 @@ def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
 def _strict(schema: dict[str, Any]) -> dict[str, Any]:
     """Every object closed and every property required (what strict structured-output modes demand)."""
     if schema.get("type") == "object" and "properties" in schema:
-        schema = {**schema, "required": list(schema["properties"]), "additionalProperties": False,
-                  "properties": {name: _strict(sub) for name, sub in schema["properties"].items()}}
+        schema = {
+            **schema,
+            "required": list(schema["properties"]),
+            "additionalProperties": False,
+            "properties": {name: _strict(sub) for name, sub in schema["properties"].items()},
+        }
     if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
         schema = {**schema, "items": _strict(schema["items"])}
     return schema
@@ -48,11 +54,18 @@ def step_schema(tools: Iterable[Any], answer: type[BaseModel] | None) -> dict[st
     steps = []
     for tool in tools:
         arguments = _strict(inline_refs(tool.args_schema.model_json_schema())) if getattr(tool, "args_schema", None) else {"type": "object"}
-        steps.append({"type": "object", "properties": {"thought": THOUGHT, "action": {"const": tool.name}, "action_input": arguments},
-                      "required": ["thought", "action", "action_input"], "additionalProperties": False})
+        steps.append(
+            {
+                "type": "object",
+                "properties": {"thought": THOUGHT, "action": {"const": tool.name}, "action_input": arguments},
+                "required": ["thought", "action", "action_input"],
+                "additionalProperties": False,
+            }
+        )
     final = _strict(inline_refs(answer.model_json_schema())) if answer is not None else {"type": "string", "maxLength": 2000}
-    steps.append({"type": "object", "properties": {"thought": THOUGHT, "final_answer": final}, "required": ["thought", "final_answer"],
-                  "additionalProperties": False})
+    steps.append(
+        {"type": "object", "properties": {"thought": THOUGHT, "final_answer": final}, "required": ["thought", "final_answer"], "additionalProperties": False}
+    )
     return {"type": "object", "properties": {"step": {"anyOf": steps}}, "required": ["step"], "additionalProperties": False}
 
 

@@ -72,17 +72,21 @@ def default_responder(messages: list[dict[str, str]], role: str) -> str:
     if "rout" in role or "triage" in role:
         return react_final(heuristic_triage(text))
     if "escalat" in role:
-        return react_final({
-            "customer_reply": "Thank you for your patience. A member of our team will follow up with you personally.",
-            "handoff_summary": "Needs a human: " + " ".join(text.split())[:200],
-            "team": "tier2",
-        })
-    return react_final({
-        "customer_reply": "Thanks for reaching out. Here is what we found and what to do next: " + " ".join(text.split())[:160],
-        "internal_note": f"Handled by {role or 'specialist'}.",
-        "needs_human": False,
-        "escalation_reason": "",
-    })
+        return react_final(
+            {
+                "customer_reply": "Thank you for your patience. A member of our team will follow up with you personally.",
+                "handoff_summary": "Needs a human: " + " ".join(text.split())[:200],
+                "team": "tier2",
+            }
+        )
+    return react_final(
+        {
+            "customer_reply": "Thanks for reaching out. Here is what we found and what to do next: " + " ".join(text.split())[:160],
+            "internal_note": f"Handled by {role or 'specialist'}.",
+            "needs_human": False,
+            "escalation_reason": "",
+        }
+    )
 
 
 class ScriptedLLM(CrewdeskLLM):

@@ -32,8 +32,10 @@ class EmbeddingVersionMismatch(MemoryStoreError):
 
     def __init__(self, *, stored: set[str], configured: str) -> None:
         self.stored, self.configured = stored, configured
-        super().__init__(f"the memory store holds vectors made with {', '.join(sorted(stored))}, but the configured embedder is {configured}; "
-                         "run `crewdesk kb reindex` to re-embed them")
+        super().__init__(
+            f"the memory store holds vectors made with {', '.join(sorted(stored))}, but the configured embedder is {configured}; "
+            "run `crewdesk kb reindex` to re-embed them"
+        )
 
 
 def generation_tag(version: str) -> str:

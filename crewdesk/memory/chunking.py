@@ -145,8 +145,9 @@ def _abcd(source: str, path: Path) -> Document:
                 sections.append(Section(f"{flow} > {subflow}", "\n\n".join(paragraphs), product))
         return Document(source, "ABCD agent guidelines", sections)
     if kind == "actions":
-        sections = [Section(name, f"Required agent actions for {name.replace('_', ' ')} ({name}), in order: {', '.join(actions)}.")
-                    for name, actions in data.items()]
+        sections = [
+            Section(name, f"Required agent actions for {name.replace('_', ' ')} ({name}), in order: {', '.join(actions)}.") for name, actions in data.items()
+        ]
         return Document(source, "ABCD required action sequences", sections)
     raise UnsupportedDocument(f"{path}: JSON that is neither ABCD guidelines.json nor kb.json")
 
@@ -160,8 +161,9 @@ def chunk_document(document: Document, *, max_chars: int = 1200, overlap: int = 
             if key in seen:  # the same passage twice under one heading is stored once
                 continue
             seen.add(key)
-            chunks.append(KBChunk(id=key, source=document.source, title=document.title, heading=section.heading, text=text,
-                                  product=section.product, position=len(chunks)))
+            chunks.append(
+                KBChunk(id=key, source=document.source, title=document.title, heading=section.heading, text=text, product=section.product, position=len(chunks))
+            )
     return chunks
 
 
@@ -219,4 +221,4 @@ def _tail(text: str, limit: int) -> str:
         return text
     cut = text[-limit:]
     space = cut.find(" ")
-    return "…" + (cut[space + 1:] if 0 <= space < len(cut) - 1 else cut)
+    return "…" + (cut[space + 1 :] if 0 <= space < len(cut) - 1 else cut)

@@ -89,8 +89,9 @@ class OpenAICompatibleEmbedder(Embedder):
         kwargs: dict[str, Any] = {"dimensions": dimension} if dimension and model.startswith("text-embedding-3") else {}
         # check_embedding_ctx_length=False: send plain strings, not tiktoken ids (tiktoken would download its tables,
         # and vLLM/Ollama expect text); max_retries=0: Celery owns retries, as for the chat models.
-        self._client = OpenAIEmbeddings(model=model, base_url=base_url, api_key=SecretStr(api_key or "none"), check_embedding_ctx_length=False,
-                                        max_retries=0, timeout=timeout, **kwargs)  # timeout: request_timeout's alias
+        self._client = OpenAIEmbeddings(
+            model=model, base_url=base_url, api_key=SecretStr(api_key or "none"), check_embedding_ctx_length=False, max_retries=0, timeout=timeout, **kwargs
+        )  # timeout: request_timeout's alias
         self._dimension = dimension or _KNOWN_DIMENSIONS.get(model, 0)
 
     @property

@@ -119,11 +119,29 @@ class LanceStore(MemoryStore):
 
         vector = ("vector", pa.list_(pa.float32(), dimension))
         if kind == "kb":
-            return pa.schema([*((f, pa.string()) for f in ("id", "source", "title", "heading", "text", "product")), ("position", pa.int32()),
-                              ("content", pa.string()), ("embedding_version", pa.string()), vector])
-        return pa.schema([("id", pa.string()), ("customer_key", pa.string()), ("ticket_id", pa.int64()), ("summary", pa.string()),
-                          ("category", pa.string()), ("product", pa.string()), ("outcome", pa.string()),
-                          ("created_at", pa.timestamp("us", tz="UTC")), ("embedding_version", pa.string()), vector])
+            return pa.schema(
+                [
+                    *((f, pa.string()) for f in ("id", "source", "title", "heading", "text", "product")),
+                    ("position", pa.int32()),
+                    ("content", pa.string()),
+                    ("embedding_version", pa.string()),
+                    vector,
+                ]
+            )
+        return pa.schema(
+            [
+                ("id", pa.string()),
+                ("customer_key", pa.string()),
+                ("ticket_id", pa.int64()),
+                ("summary", pa.string()),
+                ("category", pa.string()),
+                ("product", pa.string()),
+                ("outcome", pa.string()),
+                ("created_at", pa.timestamp("us", tz="UTC")),
+                ("embedding_version", pa.string()),
+                vector,
+            ]
+        )
 
     def _table(self, kind: Kind, *, create: bool = False):
         db, name = self._connect(), self._name(kind)
@@ -191,7 +209,7 @@ class LanceStore(MemoryStore):
             table = self._table("kb")
             if table is not None:
                 for start in range(0, len(ids), 500):
-                    batch = ", ".join(_quote(i) for i in ids[start:start + 500])
+                    batch = ", ".join(_quote(i) for i in ids[start : start + 500])
                     self._retry(lambda: table.delete(f"id IN ({batch})"))  # noqa: B023 - _retry calls it at once, inside the iteration
         return len(ids)
 
@@ -286,7 +304,7 @@ class LanceStore(MemoryStore):
                     rows = old.search().select(fields).limit(old.count_rows() + 1).to_list()
                     target = self._table(kind, create=True)
                     for start in range(0, len(rows), 256):
-                        batch = rows[start:start + 256]
+                        batch = rows[start : start + 256]
                         if kind == "kb":
                             records = [{**row, "content": KBChunk(**row).content} for row in batch]
                             texts = [r["content"] for r in records]
@@ -339,6 +357,10 @@ class LanceStore(MemoryStore):
 
         by_vector, by_keyword = self._read(vector_leg), self._read(keyword_leg)
         rows = {row["id"]: row for row in by_keyword} | {row["id"]: row for row in by_vector}
-        ranked = fuse(vector=[(r["id"], 1.0 - float(r["_distance"])) for r in by_vector], keyword=[(r["id"], float(r["_score"])) for r in by_keyword],
-                      alpha=self.alpha, k=k)
+        ranked = fuse(
+            vector=[(r["id"], 1.0 - float(r["_distance"])) for r in by_vector],
+            keyword=[(r["id"], float(r["_score"])) for r in by_keyword],
+            alpha=self.alpha,
+            k=k,
+        )
         return [(rows[key], score) for key, score in ranked]

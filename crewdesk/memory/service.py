@@ -47,8 +47,14 @@ def open_store(*, settings: Settings, backend: str | None = None) -> MemoryStore
 
         if not settings.weaviate_url:
             raise MemoryStoreError("CREWDESK_MEMORY_BACKEND=weaviate needs CREWDESK_WEAVIATE_URL")
-        return WeaviateStore(url=settings.weaviate_url, grpc_port=settings.weaviate_grpc_port, api_key=settings.weaviate_api_key.get_secret_value(),
-                             prefix=settings.weaviate_collection_prefix, embedder=embedder, alpha=settings.kb_hybrid_alpha)
+        return WeaviateStore(
+            url=settings.weaviate_url,
+            grpc_port=settings.weaviate_grpc_port,
+            api_key=settings.weaviate_api_key.get_secret_value(),
+            prefix=settings.weaviate_collection_prefix,
+            embedder=embedder,
+            alpha=settings.kb_hybrid_alpha,
+        )
     raise MemoryStoreError(f"unknown memory backend {backend!r}")
 
 
@@ -100,7 +106,7 @@ def redact(text: str) -> str:
     text = _VAULT_TOKEN.sub(lambda m: f"[{m.group(1)}]", text)
     out, last = [], 0
     for span in find(text):
-        out += [text[last:span.start], f"[{span.label}]"]
+        out += [text[last : span.start], f"[{span.label}]"]
         last = span.end
     out.append(text[last:])
     return "".join(out)
@@ -119,20 +125,38 @@ def summarise(*, issue: str, actions: Sequence[str], outcome: str, reply: str = 
     return redact("\n".join(parts))
 
 
-def remember_ticket(*, store: MemoryStore, settings: Settings, customer: str, ticket_id: int, summary: str, outcome: str,
-                    category: str = "", product: str = "", now: datetime | None = None) -> Interaction | None:
+def remember_ticket(
+    *,
+    store: MemoryStore,
+    settings: Settings,
+    customer: str,
+    ticket_id: int,
+    summary: str,
+    outcome: str,
+    category: str = "",
+    product: str = "",
+    now: datetime | None = None,
+) -> Interaction | None:
     if not customer.strip() or outcome not in REMEMBERED_OUTCOMES:
         return None
     key = customer_key(customer=customer, secret=settings.memory_key_secret.get_secret_value())
-    interaction = Interaction(id=hashlib.sha256(f"{key}:{ticket_id}".encode()).hexdigest()[:32], customer_key=key, ticket_id=ticket_id,
-                              summary=redact(summary), category=category or "", product=product or "", outcome=outcome,
-                              created_at=now or datetime.now(UTC))
+    interaction = Interaction(
+        id=hashlib.sha256(f"{key}:{ticket_id}".encode()).hexdigest()[:32],
+        customer_key=key,
+        ticket_id=ticket_id,
+        summary=redact(summary),
+        category=category or "",
+        product=product or "",
+        outcome=outcome,
+        created_at=now or datetime.now(UTC),
+    )
     store.remember(interaction)
     return interaction
 
 
-def recall_context(*, store: MemoryStore, settings: Settings, customer: str, query: str, exclude_ticket_id: int | None = None,
-                   filters: RecallFilters | None = None) -> str:
+def recall_context(
+    *, store: MemoryStore, settings: Settings, customer: str, query: str, exclude_ticket_id: int | None = None, filters: RecallFilters | None = None
+) -> str:
     """A block for the crew's context: this customer's most relevant earlier tickets, newest first; '' when none."""
     if not customer.strip() or settings.memory_recall_k <= 0:
         return ""
@@ -140,8 +164,10 @@ def recall_context(*, store: MemoryStore, settings: Settings, customer: str, que
     # +1: the current ticket may be among them (a reopened ticket) and is left out
     hits = store.recall(key, redact(query), k=settings.memory_recall_k + 1, filters=filters)
     earlier = sorted((h.interaction for h in hits if h.interaction.ticket_id != exclude_ticket_id), key=lambda i: i.created_at, reverse=True)
-    lines = [f"- {i.created_at:%Y-%m-%d} ticket #{i.ticket_id} [{i.category or 'uncategorised'}, {i.outcome}]: {' | '.join(i.summary.splitlines())}"
-             for i in earlier[: settings.memory_recall_k]]
+    lines = [
+        f"- {i.created_at:%Y-%m-%d} ticket #{i.ticket_id} [{i.category or 'uncategorised'}, {i.outcome}]: {' | '.join(i.summary.splitlines())}"
+        for i in earlier[: settings.memory_recall_k]
+    ]
     return "\n".join(lines)
 
 

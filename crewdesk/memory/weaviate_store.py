@@ -55,10 +55,28 @@ def properties(kind: Kind) -> list:
         return Property(name=name, data_type=DataType.TEXT, index_searchable=False, index_filterable=False)
 
     if kind == "kb":
-        return [tag("chunk_id"), tag("source"), stored("title"), stored("heading"), stored("text"), tag("product"),
-                tag("position", DataType.INT), searchable("content"), tag("embedding_version")]
-    return [tag("interaction_id"), tag("customer_key"), tag("ticket_id", DataType.INT), searchable("summary"), tag("category"), tag("product"),
-            tag("outcome"), tag("created_at", DataType.DATE), tag("embedding_version")]
+        return [
+            tag("chunk_id"),
+            tag("source"),
+            stored("title"),
+            stored("heading"),
+            stored("text"),
+            tag("product"),
+            tag("position", DataType.INT),
+            searchable("content"),
+            tag("embedding_version"),
+        ]
+    return [
+        tag("interaction_id"),
+        tag("customer_key"),
+        tag("ticket_id", DataType.INT),
+        searchable("summary"),
+        tag("category"),
+        tag("product"),
+        tag("outcome"),
+        tag("created_at", DataType.DATE),
+        tag("embedding_version"),
+    ]
 
 
 def vector_config():
@@ -81,8 +99,9 @@ def filters_for(**equal: str | None):
 class WeaviateStore(MemoryStore):
     backend = "weaviate"
 
-    def __init__(self, *, url: str, embedder: Embedder, api_key: str = "", grpc_port: int = 50051, prefix: str = "Crewdesk", alpha: float = 0.5,
-                 timeout: float = 30.0) -> None:
+    def __init__(
+        self, *, url: str, embedder: Embedder, api_key: str = "", grpc_port: int = 50051, prefix: str = "Crewdesk", alpha: float = 0.5, timeout: float = 30.0
+    ) -> None:
         super().__init__(embedder=embedder, alpha=alpha)
         if not re.fullmatch(r"[A-Z][A-Za-z0-9]*", prefix):
             raise MemoryStoreError(f"weaviate collection prefix {prefix!r} must start with a capital letter and hold only letters and digits")
@@ -102,8 +121,12 @@ class WeaviateStore(MemoryStore):
         secure = parsed.scheme == "https"
         try:
             self._client = weaviate.connect_to_custom(
-                http_host=parsed.hostname or "localhost", http_port=parsed.port or (443 if secure else 8080), http_secure=secure,
-                grpc_host=parsed.hostname or "localhost", grpc_port=self.grpc_port, grpc_secure=secure,
+                http_host=parsed.hostname or "localhost",
+                http_port=parsed.port or (443 if secure else 8080),
+                http_secure=secure,
+                grpc_host=parsed.hostname or "localhost",
+                grpc_port=self.grpc_port,
+                grpc_secure=secure,
                 auth_credentials=Auth.api_key(self.api_key) if self.api_key else None,
                 additional_config=AdditionalConfig(timeout=Timeout(init=10, query=self.timeout, insert=max(60, self.timeout))),
             )
@@ -161,10 +184,12 @@ class WeaviateStore(MemoryStore):
         from weaviate.classes.data import DataObject
 
         vectors = self.embedder.embed_documents([text for _, _, text in rows])
-        objects = [DataObject(properties={**props, "embedding_version": self.embedder.version}, uuid=_uuid(key), vector={VECTOR: vector})
-                   for (key, props, _), vector in zip(rows, vectors, strict=True)]
+        objects = [
+            DataObject(properties={**props, "embedding_version": self.embedder.version}, uuid=_uuid(key), vector={VECTOR: vector})
+            for (key, props, _), vector in zip(rows, vectors, strict=True)
+        ]
         for start in range(0, len(objects), 200):
-            result = self._call(lambda: collection.data.insert_many(objects[start:start + 200]))  # noqa: B023 - _call calls it at once, inside the iteration
+            result = self._call(lambda: collection.data.insert_many(objects[start : start + 200]))  # noqa: B023 - _call calls it at once, inside the iteration
             if result.has_errors:
                 first = next(iter(result.errors.values()))
                 raise MemoryStoreError(f"Weaviate refused {len(result.errors)} object(s): {first.message}")
@@ -183,9 +208,20 @@ class WeaviateStore(MemoryStore):
         from weaviate.classes.query import HybridFusion, MetadataQuery
 
         vector = self.embedder.embed_query(query)
-        response = self._call(lambda: collection.query.hybrid(
-            query=query, vector=vector, alpha=self.alpha, limit=k, filters=where, fusion_type=HybridFusion.RELATIVE_SCORE,
-            query_properties=[_TEXT[kind]], target_vector=VECTOR, return_properties=list(fields), return_metadata=MetadataQuery(score=True)))
+        response = self._call(
+            lambda: collection.query.hybrid(
+                query=query,
+                vector=vector,
+                alpha=self.alpha,
+                limit=k,
+                filters=where,
+                fusion_type=HybridFusion.RELATIVE_SCORE,
+                query_properties=[_TEXT[kind]],
+                target_vector=VECTOR,
+                return_properties=list(fields),
+                return_metadata=MetadataQuery(score=True),
+            )
+        )
         return [(obj.properties, float(obj.metadata.score or 0.0)) for obj in response.objects]
 
     # knowledge base
@@ -194,8 +230,14 @@ class WeaviateStore(MemoryStore):
             return 0
         self.check_version()
         collection = self._collection("kb", create=True)
-        rows = [(chunk.id, {"chunk_id": chunk.id, **chunk.model_dump(include={"source", "title", "heading", "text", "product", "position"}),
-                            "content": chunk.content}, chunk.content) for chunk in chunks]
+        rows = [
+            (
+                chunk.id,
+                {"chunk_id": chunk.id, **chunk.model_dump(include={"source", "title", "heading", "text", "product", "position"}), "content": chunk.content},
+                chunk.content,
+            )
+            for chunk in chunks
+        ]
         self._insert(collection, rows)
         return len(chunks)
 
@@ -206,7 +248,7 @@ class WeaviateStore(MemoryStore):
         if collection is None or not ids:
             return 0
         for start in range(0, len(ids), 1000):
-            self._delete(collection, Filter.by_property("chunk_id").contains_any(list(ids[start:start + 1000])))
+            self._delete(collection, Filter.by_property("chunk_id").contains_any(list(ids[start : start + 1000])))
         return len(ids)
 
     def chunk_ids(self, *, source: str) -> set[str]:
@@ -216,8 +258,14 @@ class WeaviateStore(MemoryStore):
         ids: set[str] = set()
         offset, page = 0, 1000
         while True:  # offset paging: a source beyond QUERY_MAXIMUM_RESULTS (10,000 chunks) is not supported
-            found = self._call(lambda: collection.query.fetch_objects(filters=filters_for(source=source), limit=page, offset=offset,  # noqa: B023 - _call calls it at once, inside the iteration
-                                                                      return_properties=["chunk_id"])).objects
+            found = self._call(
+                lambda: collection.query.fetch_objects(
+                    filters=filters_for(source=source),
+                    limit=page,
+                    offset=offset,  # noqa: B023 - _call calls it at once, inside the iteration
+                    return_properties=["chunk_id"],
+                )
+            ).objects
             ids.update(obj.properties["chunk_id"] for obj in found)
             if len(found) < page:
                 return ids
@@ -248,8 +296,10 @@ class WeaviateStore(MemoryStore):
         filters = filters or RecallFilters()
         where = filters_for(customer_key=customer_key, outcome=filters.outcome, product=filters.product, category=filters.category)
         rows = self._hybrid(collection, "interactions", query=query, k=k, where=where, fields=_INTERACTION_FIELDS)
-        return [RecallHit(interaction=Interaction(id=props["interaction_id"], **{f: props[f] for f in _INTERACTION_FIELDS[1:]}), score=score)
-                for props, score in rows]
+        return [
+            RecallHit(interaction=Interaction(id=props["interaction_id"], **{f: props[f] for f in _INTERACTION_FIELDS[1:]}), score=score)
+            for props, score in rows
+        ]
 
     def forget_customer(self, customer_key: str) -> int:
         """Deletes in every generation. Weaviate drops deleted objects from its segments when it compacts them (LSM),

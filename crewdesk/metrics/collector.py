@@ -120,8 +120,15 @@ def _aware(value: datetime) -> datetime:
 class DatabaseCollector(Collector):
     """Register on a CollectorRegistry; each collect() is one scrape."""
 
-    def __init__(self, session_factory: sessionmaker[Session], settings: Settings, *, queues: Sequence[str] = (),
-                 redis_factory: Callable[[], object] | None = None, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        *,
+        queues: Sequence[str] = (),
+        redis_factory: Callable[[], object] | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.session_factory = session_factory
         self.settings = settings
         self.queues = tuple(queues)
@@ -170,19 +177,20 @@ class DatabaseCollector(Collector):
                 db.execute(text("SET TRANSACTION READ ONLY"))
                 db.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
             category = func.coalesce(Ticket.category, literal_column("''"))
-            by_status = db.execute(select(Ticket.status, Ticket.source, category, func.count())
-                                   .group_by(Ticket.status, Ticket.source, category)).all()
+            by_status = db.execute(select(Ticket.status, Ticket.source, category, func.count()).group_by(Ticket.status, Ticket.source, category)).all()
             waiting, oldest = db.execute(select(func.count(), func.min(Approval.created_at)).where(Approval.status == "pending")).one()
             calls = self.audit.advance(db)
 
-        tickets = GaugeMetricFamily("crewdesk_tickets", "Tickets now in each status, by channel (ticket source) and category.",
-                                    labels=["status", "channel", "category"])
+        tickets = GaugeMetricFamily(
+            "crewdesk_tickets", "Tickets now in each status, by channel (ticket source) and category.", labels=["status", "channel", "category"]
+        )
         for status, source, cat, count in sorted(by_status, key=lambda r: (r[0], r[1], r[2])):
             tickets.add_metric([status, source, cat or "none"], count)
         approvals = GaugeMetricFamily("crewdesk_approvals_waiting", "Approvals waiting for a person.", value=waiting)
         age = (self.clock() - _aware(oldest)).total_seconds() if oldest is not None else 0.0
-        oldest_age = GaugeMetricFamily("crewdesk_approvals_oldest_waiting_seconds", "Age of the oldest pending approval, seconds (0 when none).",
-                                       value=max(0.0, age))
+        oldest_age = GaugeMetricFamily(
+            "crewdesk_approvals_oldest_waiting_seconds", "Age of the oldest pending approval, seconds (0 when none).", value=max(0.0, age)
+        )
         tool_calls = CounterMetricFamily("crewdesk_tool_calls", "Tool calls by outcome, from the audit trail.", labels=["tool", "outcome"])
         refusals = CounterMetricFamily("crewdesk_gate_refusals", "Tool calls the governance gate refused.", labels=["tool"])
         for (tool, outcome), count in sorted(calls.items()):

@@ -138,19 +138,29 @@ def ticket_facts(*, db: Session, since: datetime, until: datetime) -> list[Ticke
     reopened = exists().where(AUDIT.c.ticket_id == t.id, AUDIT.c.kind == "status", AUDIT.c.name == "reopened")
     human = exists().where(Approval.ticket_id == t.id, Approval.status.in_(("approved", "rejected")))
     handled = exists().where(CrewRun.ticket_id == t.id) | exists().where(AUDIT.c.ticket_id == t.id, AUDIT.c.kind == "status")
-    stmt = (select(t.id, t.source, t.category, t.status, t.created_at, t.updated_at, last_status, inbound, outbound, cost, reopened, human)
-            .where(and_(t.created_at >= since, t.created_at < until, t.status.in_(FINAL), handled)).order_by(t.id))
+    stmt = (
+        select(t.id, t.source, t.category, t.status, t.created_at, t.updated_at, last_status, inbound, outbound, cost, reopened, human)
+        .where(and_(t.created_at >= since, t.created_at < until, t.status.in_(FINAL), handled))
+        .order_by(t.id)
+    )
     facts = []
     for tid, source, category, status, created, updated, last, n_in, n_out, spent, was_reopened, by_person in db.execute(stmt):
         created = _aware(created)
         ended = _aware(last or updated or created)
         resolved = status == "resolved"
-        facts.append(TicketFacts(
-            ticket_id=tid, channel=source, category=category or "none", status=status, day=created.date(),
-            handle_seconds=max(0.0, (ended - created).total_seconds()),
-            automated=resolved and not by_person,
-            first_contact=resolved and n_out == 1 and n_in == 1 and not was_reopened,
-            cost_usd=float(spent or 0.0)))
+        facts.append(
+            TicketFacts(
+                ticket_id=tid,
+                channel=source,
+                category=category or "none",
+                status=status,
+                day=created.date(),
+                handle_seconds=max(0.0, (ended - created).total_seconds()),
+                automated=resolved and not by_person,
+                first_contact=resolved and n_out == 1 and n_in == 1 and not was_reopened,
+                cost_usd=float(spent or 0.0),
+            )
+        )
     return facts
 
 
@@ -168,8 +178,14 @@ def report(*, db: Session, since: datetime, until: datetime | None = None) -> Kp
     total = Group("all")
     for fact in facts:
         total.add(fact)
-    return KpiReport(since=since, until=until, total=total, by_channel=_grouped(facts, lambda f: f.channel),
-                     by_category=_grouped(facts, lambda f: f.category), by_day=_grouped(facts, lambda f: f.day.isoformat()))
+    return KpiReport(
+        since=since,
+        until=until,
+        total=total,
+        by_channel=_grouped(facts, lambda f: f.channel),
+        by_category=_grouped(facts, lambda f: f.category),
+        by_day=_grouped(facts, lambda f: f.day.isoformat()),
+    )
 
 
 def window(*, since: date | datetime | None, days: int | None, now: datetime | None = None) -> datetime:
@@ -183,6 +199,7 @@ def window(*, since: date | datetime | None, days: int | None, now: datetime | N
 
 
 # --- formatting -------------------------------------------------------------------------------------------------
+
 
 def pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
@@ -206,29 +223,44 @@ COLUMNS = ("finished", "resolved", "automated resolution", "first-contact resolu
 
 
 def row(group: Group) -> list[str]:
-    return [f"{group.finished:,}", f"{group.resolved:,}", pct(group.automated_rate), pct(group.first_contact_rate), pct(group.escalation_rate),
-            seconds(group.handle_p50), seconds(group.handle_p95), money(group.cost_per_resolved)]
+    return [
+        f"{group.finished:,}",
+        f"{group.resolved:,}",
+        pct(group.automated_rate),
+        pct(group.first_contact_rate),
+        pct(group.escalation_rate),
+        seconds(group.handle_p50),
+        seconds(group.handle_p95),
+        money(group.cost_per_resolved),
+    ]
 
 
-def rate_chart(groups: Sequence[Group], title: str = "Automated resolution and escalation rate per day",
-               note: str = "share of finished tickets created that day (UTC); n = finished tickets") -> str:
+def rate_chart(
+    groups: Sequence[Group],
+    title: str = "Automated resolution and escalation rate per day",
+    note: str = "share of finished tickets created that day (UTC); n = finished tickets",
+) -> str:
     """A standalone SVG: per group (day) two bars, automated-resolution rate and escalation rate, 0-100 %."""
     series = (("automated resolution", "#2e7d32", lambda g: g.automated_rate), ("escalation", "#c62828", lambda g: g.escalation_rate))
     left, top, plot_h, bar_w, gap = 56, 62, 220, 18, 22
     slot = len(series) * bar_w + gap
     width = max(480, left + 20 + slot * max(1, len(groups)))
     height = top + plot_h + 58
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="{html.escape(title)}" font-family="sans-serif">',
-             f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
-             f'<text x="10" y="20" font-size="14" font-weight="bold">{html.escape(title)}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{html.escape(title)}" font-family="sans-serif">',
+        f'<rect width="{width}" height="{height}" fill="#ffffff"/>',
+        f'<text x="10" y="20" font-size="14" font-weight="bold">{html.escape(title)}</text>',
+    ]
     for i, (label, colour, _) in enumerate(series):  # legend
         x = 10 + i * 200
         parts.append(f'<rect x="{x}" y="30" width="12" height="12" fill="{colour}"/><text x="{x + 17}" y="40" font-size="12">{label}</text>')
     for tick in range(0, 101, 25):  # y axis and grid
         y = top + plot_h - plot_h * tick / 100
-        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#e0e0e0"/>'
-                     f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{tick}%</text>')
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{width - 10}" y2="{y:.1f}" stroke="#e0e0e0"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{tick}%</text>'
+        )
     for i, group in enumerate(groups):
         x0 = left + 10 + i * slot
         for j, (label, colour, value) in enumerate(series):
@@ -236,12 +268,16 @@ def rate_chart(groups: Sequence[Group], title: str = "Automated resolution and e
             h = plot_h * rate
             x = x0 + j * bar_w
             y = top + plot_h - h
-            parts.append(f'<rect x="{x}" y="{y:.1f}" width="{bar_w - 2}" height="{h:.1f}" fill="{colour}">'
-                         f'<title>{html.escape(group.key)} {label}: {pct(value(group))} of {group.finished}</title></rect>'
-                         f'<text x="{x + (bar_w - 2) / 2:.1f}" y="{y - 3:.1f}" font-size="9" text-anchor="middle">{round(100 * rate)}</text>')
+            parts.append(
+                f'<rect x="{x}" y="{y:.1f}" width="{bar_w - 2}" height="{h:.1f}" fill="{colour}">'
+                f"<title>{html.escape(group.key)} {label}: {pct(value(group))} of {group.finished}</title></rect>"
+                f'<text x="{x + (bar_w - 2) / 2:.1f}" y="{y - 3:.1f}" font-size="9" text-anchor="middle">{round(100 * rate)}</text>'
+            )
         label = group.key[5:] if len(group.key) == 10 and group.key[4] == "-" else group.key  # a day: MM-DD
-        parts.append(f'<text x="{x0 + len(series) * bar_w / 2:.1f}" y="{top + plot_h + 16}" font-size="11" text-anchor="middle">{html.escape(label)}</text>'
-                     f'<text x="{x0 + len(series) * bar_w / 2:.1f}" y="{top + plot_h + 30}" font-size="9" fill="#666" text-anchor="middle">n={group.finished}</text>')
+        parts.append(
+            f'<text x="{x0 + len(series) * bar_w / 2:.1f}" y="{top + plot_h + 16}" font-size="11" text-anchor="middle">{html.escape(label)}</text>'
+            f'<text x="{x0 + len(series) * bar_w / 2:.1f}" y="{top + plot_h + 30}" font-size="9" fill="#666" text-anchor="middle">n={group.finished}</text>'
+        )
     if not groups:
         parts.append(f'<text x="{left + 10}" y="{top + plot_h / 2}" font-size="12">no finished tickets in this window</text>')
     parts.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 10}" y2="{top + plot_h}" stroke="#333"/>')
@@ -254,15 +290,19 @@ def handle_chart(groups: Sequence[Group], title: str) -> str:
     items = [g for g in groups if g.handle_seconds]
     top = max((g.handle_p95 or 0.0 for g in items), default=0.0) or 1.0
     height = 40 + 24 * max(1, len(items))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="760" height="{height}" role="img" aria-label="{html.escape(title)}" font-family="sans-serif">',
-             f'<text x="10" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="760" height="{height}" role="img" aria-label="{html.escape(title)}" font-family="sans-serif">',
+        f'<text x="10" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>',
+    ]
     for i, group in enumerate(items):
         y = 30 + i * 24
         w50, w95 = 400 * (group.handle_p50 or 0.0) / top, 400 * (group.handle_p95 or 0.0) / top
-        parts.append(f'<text x="150" y="{y + 13}" font-size="12" text-anchor="end">{html.escape(group.key)}</text>'
-                     f'<rect x="158" y="{y}" width="{w50:.1f}" height="16" fill="#1565c0"><title>median {seconds(group.handle_p50)}</title></rect>'
-                     f'<rect x="{158 + w95 - 1:.1f}" y="{y - 2}" width="3" height="20" fill="#0d2f5e"><title>p95 {seconds(group.handle_p95)}</title></rect>'
-                     f'<text x="{166 + max(w50, w95):.1f}" y="{y + 13}" font-size="11">{seconds(group.handle_p50)} / p95 {seconds(group.handle_p95)}</text>')
+        parts.append(
+            f'<text x="150" y="{y + 13}" font-size="12" text-anchor="end">{html.escape(group.key)}</text>'
+            f'<rect x="158" y="{y}" width="{w50:.1f}" height="16" fill="#1565c0"><title>median {seconds(group.handle_p50)}</title></rect>'
+            f'<rect x="{158 + w95 - 1:.1f}" y="{y - 2}" width="3" height="20" fill="#0d2f5e"><title>p95 {seconds(group.handle_p95)}</title></rect>'
+            f'<text x="{166 + max(w50, w95):.1f}" y="{y + 13}" font-size="11">{seconds(group.handle_p50)} / p95 {seconds(group.handle_p95)}</text>'
+        )
     if not items:
         parts.append('<text x="158" y="44" font-size="12">no finished tickets</text>')
     parts.append("</svg>")
@@ -281,17 +321,21 @@ def write_html(report: KpiReport, path: Path) -> Path:
     tables = []
     for name, groups in report.sections():
         body = "".join(f"<tr><th>{html.escape(g.key)}</th>" + "".join(f"<td>{html.escape(v)}</td>" for v in row(g)) + "</tr>" for g in groups)
-        tables.append(f"<h2>By {name}</h2><table id='by-{name}'><tr><th>{name}</th>{head}</tr>{body}</table>" if name != "all"
-                      else f"<table id='all'><tr><th></th>{head}</tr>{body}</table>")
-    page = ("<!doctype html><html lang='en'><meta charset='utf-8'><title>crewdesk KPIs</title>"
-            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
-            "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}th:first-child{text-align:left}svg{display:block;margin:1em 0}</style>"
-            f"<h1>crewdesk KPIs</h1><p>Tickets created {report.since:%Y-%m-%d %H:%M} to {report.until:%Y-%m-%d %H:%M} UTC that are finished "
-            "(resolved, escalated or failed after being handled). Handle time: created to final status change.</p>"
-            f"{tables[0]}<h2>Charts</h2>{rate_chart(report.by_day)}"
-            f"{rate_chart(report.by_channel, 'Automated resolution and escalation rate per channel', 'share of finished tickets of that channel; n = finished tickets')}"
-            f"{handle_chart(report.by_category, 'Handle time per category (median, p95 mark)')}"
-            + "".join(tables[1:]) + "</html>")
+        tables.append(
+            f"<h2>By {name}</h2><table id='by-{name}'><tr><th>{name}</th>{head}</tr>{body}</table>"
+            if name != "all"
+            else f"<table id='all'><tr><th></th>{head}</tr>{body}</table>"
+        )
+    page = (
+        "<!doctype html><html lang='en'><meta charset='utf-8'><title>crewdesk KPIs</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
+        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}th:first-child{text-align:left}svg{display:block;margin:1em 0}</style>"
+        f"<h1>crewdesk KPIs</h1><p>Tickets created {report.since:%Y-%m-%d %H:%M} to {report.until:%Y-%m-%d %H:%M} UTC that are finished "
+        "(resolved, escalated or failed after being handled). Handle time: created to final status change.</p>"
+        f"{tables[0]}<h2>Charts</h2>{rate_chart(report.by_day)}"
+        f"{rate_chart(report.by_channel, 'Automated resolution and escalation rate per channel', 'share of finished tickets of that channel; n = finished tickets')}"
+        f"{handle_chart(report.by_category, 'Handle time per category (median, p95 mark)')}" + "".join(tables[1:]) + "</html>"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path

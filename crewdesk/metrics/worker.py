@@ -119,6 +119,7 @@ def serve(port: int, path: Path, host: str = "127.0.0.1"):
 
 # --- the metrics ------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class WorkerMetrics:
     runs: Counter
@@ -149,14 +150,25 @@ def worker_metrics() -> WorkerMetrics:
                 runs=Counter("crewdesk_runs", "Finished crew runs by outcome.", ["outcome"], registry=None),
                 llm_calls=Counter("crewdesk_llm_calls", "Model calls.", registry=None),
                 llm_seconds=Counter("crewdesk_llm_seconds", "Seconds spent in model calls.", registry=None),
-                tokens=Counter("crewdesk_llm_tokens", "Tokens: prompt, cached (the part of prompt read from the prompt cache), completion.",
-                               ["kind"], registry=None),
+                tokens=Counter(
+                    "crewdesk_llm_tokens", "Tokens: prompt, cached (the part of prompt read from the prompt cache), completion.", ["kind"], registry=None
+                ),
                 cost=Counter("crewdesk_llm_cost_usd", "Estimated model cost, USD.", registry=None),
                 run_seconds=Histogram("crewdesk_run_seconds", "Crew run latency, seconds.", buckets=RUN_BUCKETS, registry=None),
-                first_reply=Histogram("crewdesk_ticket_first_reply_seconds", "From ticket creation to its first outbound reply, seconds.",
-                                      ["channel"], buckets=TICKET_BUCKETS, registry=None),
-                handle=Histogram("crewdesk_ticket_handle_seconds", "From ticket creation to the end of the run that gave it its final status, seconds.",
-                                 ["channel", "status"], buckets=TICKET_BUCKETS, registry=None),
+                first_reply=Histogram(
+                    "crewdesk_ticket_first_reply_seconds",
+                    "From ticket creation to its first outbound reply, seconds.",
+                    ["channel"],
+                    buckets=TICKET_BUCKETS,
+                    registry=None,
+                ),
+                handle=Histogram(
+                    "crewdesk_ticket_handle_seconds",
+                    "From ticket creation to the end of the run that gave it its final status, seconds.",
+                    ["channel", "status"],
+                    buckets=TICKET_BUCKETS,
+                    registry=None,
+                ),
                 in_progress=Gauge("crewdesk_worker_tickets_in_progress", "Tickets being processed now.", multiprocess_mode="livesum", registry=None),
             )
             _metrics_pid = os.getpid()
@@ -164,6 +176,7 @@ def worker_metrics() -> WorkerMetrics:
 
 
 # --- from the database ------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Before:
@@ -191,8 +204,11 @@ def after_task(db: Session, before: Before, metrics: WorkerMetrics | None = None
     ticket = db.get(Ticket, before.ticket_id)
     if ticket is None:
         return 0
-    runs = list(db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket.id, CrewRun.id > before.last_run_id,
-                                                 CrewRun.finished_at.is_not(None)).order_by(CrewRun.id)).scalars())
+    runs = list(
+        db.execute(
+            select(CrewRun).where(CrewRun.ticket_id == ticket.id, CrewRun.id > before.last_run_id, CrewRun.finished_at.is_not(None)).order_by(CrewRun.id)
+        ).scalars()
+    )
     for run in runs:
         metrics.runs.labels(outcome=run.outcome or run.status).inc()
         metrics.llm_calls.inc(run.llm_calls or 0)

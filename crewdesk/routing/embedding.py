@@ -25,8 +25,11 @@ Method = Literal["knn", "centroid"]
 
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+|\s*\n+\s*")
 # Connectors that start a second request inside one sentence ("... the lamp and also change my address").
-_CLAUSE = re.compile(r"\s*,?\s*\b(?:and also|and then|as well as|additionally|in addition|also|plus|und außerdem|außerdem|"
-                     r"und auch|zudem|y también|y además|además|también)\b\s*", re.I)
+_CLAUSE = re.compile(
+    r"\s*,?\s*\b(?:and also|and then|as well as|additionally|in addition|also|plus|und außerdem|außerdem|"
+    r"und auch|zudem|y también|y además|además|también)\b\s*",
+    re.I,
+)
 MIN_SEGMENT_WORDS = 3
 MAX_SEGMENTS = 8
 
@@ -89,9 +92,19 @@ class EmbeddingRouter:
     A segment of a longer ticket adds its intent when its score reaches `segment_score` and its nearest example
     `segment_similarity` (a greeting or a line of context is near nothing and adds nothing)."""
 
-    def __init__(self, examples: Sequence[Example] | None = None, *, embedder: Embedder | None = None, cache_dir: Path | str | None = None,
-                 vectors: np.ndarray | None = None, method: Method = "knn", k: int = 7, other_below: float = 0.3,
-                 segment_score: float = 0.5, segment_similarity: float = 0.5) -> None:
+    def __init__(
+        self,
+        examples: Sequence[Example] | None = None,
+        *,
+        embedder: Embedder | None = None,
+        cache_dir: Path | str | None = None,
+        vectors: np.ndarray | None = None,
+        method: Method = "knn",
+        k: int = 7,
+        other_below: float = 0.3,
+        segment_score: float = 0.5,
+        segment_similarity: float = 0.5,
+    ) -> None:
         self.examples = list(default_examples() if examples is None else examples)
         if not self.examples:
             raise ValueError("an embedding router needs examples")
@@ -172,8 +185,14 @@ class EmbeddingRouter:
         for row in range(len(queries)):
             order = np.lexsort((intent_best[row], intent_scores[row]))[::-1]
             ranking = tuple(INTENTS[i] for i in order)
-            out.append(Scores(ranking=ranking, intent_scores={INTENTS[i]: float(intent_scores[row, i]) for i in range(len(INTENTS))},
-                              label=self.labels[int(label_scores[row].argmax())], similarity=float(nearest[row])))
+            out.append(
+                Scores(
+                    ranking=ranking,
+                    intent_scores={INTENTS[i]: float(intent_scores[row, i]) for i in range(len(INTENTS))},
+                    label=self.labels[int(label_scores[row].argmax())],
+                    similarity=float(nearest[row]),
+                )
+            )
         return out
 
     def analyse(self, text: str) -> Analysis:
@@ -202,8 +221,14 @@ class EmbeddingRouter:
     def route_analysis(self, text: str, analysis: Analysis) -> Route:
         intents, confidence = self.intents(analysis)
         mood = cues.sentiment(text)
-        return Route(intents=intents, category=CATEGORY_OF[intents[0]], priority=cues.priority(text, intents, mood), sentiment=mood,
-                     confidence=round(min(max(confidence, 0.0), 1.0), 4), method="embedding")
+        return Route(
+            intents=intents,
+            category=CATEGORY_OF[intents[0]],
+            priority=cues.priority(text, intents, mood),
+            sentiment=mood,
+            confidence=round(min(max(confidence, 0.0), 1.0), 4),
+            method="embedding",
+        )
 
     def route(self, text: str) -> Route:
         return self.route_analysis(text, self.analyse(text))

@@ -49,16 +49,18 @@ def tiebreak_schema(choices: Sequence[Intent]) -> dict:
     return {"type": "object", "properties": {"intent": _enum(list(choices))}, "required": ["intent"], "additionalProperties": False}
 
 
-SYSTEM_PROMPT = "\n".join([
-    "You route customer-support tickets. Answer only with the JSON the schema asks for.",
-    "intents: what the customer asks for, the main request first, from this list:",
-    *(f"- {intent.value}: {definition}" for intent, definition in INTENT_DEFINITIONS.items()),
-    "category: billing (orders, returns, exchanges, order status, billing questions), account (account help, default address), "
-    "technical (technical issues), other (the rest).",
-    "priority: urgent (outage, security, fraud, legal threat, or the customer says urgent), high (money taken wrongly, "
-    "repeated contact, angry), normal, low (a question with no problem).",
-    "sentiment: positive, neutral, negative, angry.",
-])
+SYSTEM_PROMPT = "\n".join(
+    [
+        "You route customer-support tickets. Answer only with the JSON the schema asks for.",
+        "intents: what the customer asks for, the main request first, from this list:",
+        *(f"- {intent.value}: {definition}" for intent, definition in INTENT_DEFINITIONS.items()),
+        "category: billing (orders, returns, exchanges, order status, billing questions), account (account help, default address), "
+        "technical (technical issues), other (the rest).",
+        "priority: urgent (outage, security, fraud, legal threat, or the customer says urgent), high (money taken wrongly, "
+        "repeated contact, angry), normal, low (a question with no problem).",
+        "sentiment: positive, neutral, negative, angry.",
+    ]
+)
 
 
 def _ticket(text: str) -> str:
@@ -122,5 +124,12 @@ class HybridRouter:
         choices = list(dict.fromkeys(ranked))[:3]
         chosen = self.model.choose(text, choices)
         intents = [chosen, *(i for i in route.intents if i is not chosen and i is not Intent.other)][:MAX_INTENTS]
-        return route.model_copy(update={"intents": intents, "category": CATEGORY_OF[chosen], "priority": cues.priority(text, intents, route.sentiment),
-                                        "confidence": round(whole.intent_scores[chosen], 4), "method": "embedding+model"})
+        return route.model_copy(
+            update={
+                "intents": intents,
+                "category": CATEGORY_OF[chosen],
+                "priority": cues.priority(text, intents, route.sentiment),
+                "confidence": round(whole.intent_scores[chosen], 4),
+                "method": "embedding+model",
+            }
+        )

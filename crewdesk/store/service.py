@@ -35,5 +35,5 @@ def load_store(*, db: Session, data: dict) -> dict[str, int]:
     products = [{"product_id": p["product_id"], "name": p["name"], "doc": p} for p in data["products"].values()]
     for model, rows in ((StoreUser, users), (StoreOrder, orders), (StoreProduct, products)):
         for start in range(0, len(rows), 500):
-            db.execute(insert(model), rows[start:start + 500])
+            db.execute(insert(model), rows[start : start + 500])
     return {"users": len(users), "orders": len(orders), "products": len(products)}

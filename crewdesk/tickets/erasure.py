@@ -59,8 +59,7 @@ def erase_customer(*, db: Session, customer: str, customer_key: str, attachments
     wanted = normalise(customer)
     if not wanted:
         raise ValueError("no customer given")
-    rows = db.execute(select(Ticket.id, Ticket.status).where(func.lower(func.trim(Ticket.customer)) == wanted)
-                      .order_by(Ticket.id).with_for_update()).all()
+    rows = db.execute(select(Ticket.id, Ticket.status).where(func.lower(func.trim(Ticket.customer)) == wanted).order_by(Ticket.id).with_for_update()).all()
     result = Erasure(tickets=[t for t, status in rows if status in ERASABLE], still_open=[t for t, status in rows if status not in ERASABLE])
     ids = result.tickets
     if ids:
@@ -70,16 +69,24 @@ def erase_customer(*, db: Session, customer: str, customer_key: str, attachments
         shared = set(db.execute(select(Attachment.sha256).where(Attachment.sha256.in_(hashes))).scalars())
         result.files_to_remove = [attachments_dir / h[:2] / h for h in sorted(hashes - shared)]
         result.messages = db.execute(update(Message).where(Message.ticket_id.in_(ids)).values(body=ERASED, author="", meta=None)).rowcount
-        db.execute(update(Ticket).where(Ticket.id.in_(ids)).values(customer=ERASED, subject=ERASED, body=ERASED, raw=None, triage=None,
-                                                                    resolution=None, status_reason=None))
+        db.execute(
+            update(Ticket)
+            .where(Ticket.id.in_(ids))
+            .values(customer=ERASED, subject=ERASED, body=ERASED, raw=None, triage=None, resolution=None, status_reason=None)
+        )
         db.execute(delete(PIIToken).where(PIIToken.ticket_id.in_(ids)))
         db.execute(update(InboundEvent).where(InboundEvent.ticket_id.in_(ids)).values(detail=None))
         db.execute(update(ToolEffect).where(ToolEffect.ticket_id.in_(ids)).values(arguments={"erased": True}, result=None))
         db.execute(update(Approval).where(Approval.ticket_id.in_(ids)).values(arguments={"erased": True}, reason=None))
         db.execute(update(CrewRun).where(CrewRun.ticket_id.in_(ids), CrewRun.error.is_not(None)).values(error=ERASED))
-    audit.record(db=db, kind="erasure", name="customer", actor="crewdesk memory forget",
-                 arguments={"customer_key": customer_key}, result={"tickets": ids, "messages": result.messages,
-                                                                  "attachments": result.attachments, "still_open": result.still_open})
+    audit.record(
+        db=db,
+        kind="erasure",
+        name="customer",
+        actor="crewdesk memory forget",
+        arguments={"customer_key": customer_key},
+        result={"tickets": ids, "messages": result.messages, "attachments": result.attachments, "still_open": result.still_open},
+    )
     return result
 
 

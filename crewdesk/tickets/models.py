@@ -31,7 +31,9 @@ TRANSITIONS: dict[TicketStatus, frozenset[TicketStatus]] = {
     TicketStatus.received: frozenset({TicketStatus.queued, TicketStatus.triaging, TicketStatus.failed}),
     TicketStatus.queued: frozenset({TicketStatus.triaging, TicketStatus.failed}),
     TicketStatus.triaging: frozenset({TicketStatus.triaging, TicketStatus.in_progress, TicketStatus.escalated, TicketStatus.failed, TicketStatus.queued}),
-    TicketStatus.in_progress: frozenset({TicketStatus.triaging, TicketStatus.awaiting_approval, TicketStatus.resolved, TicketStatus.escalated, TicketStatus.failed, TicketStatus.queued}),
+    TicketStatus.in_progress: frozenset(
+        {TicketStatus.triaging, TicketStatus.awaiting_approval, TicketStatus.resolved, TicketStatus.escalated, TicketStatus.failed, TicketStatus.queued}
+    ),
     TicketStatus.awaiting_approval: frozenset({TicketStatus.in_progress, TicketStatus.resolved, TicketStatus.escalated, TicketStatus.failed}),
     TicketStatus.resolved: frozenset({TicketStatus.queued}),  # the customer wrote again: reopened for a new run
     TicketStatus.escalated: frozenset(),

@@ -29,8 +29,9 @@ def find(*, db: Session, source: str, external_id: str) -> Ticket | None:
     return db.execute(select(Ticket).where(Ticket.source == source, Ticket.external_id == external_id)).scalar_one_or_none()
 
 
-def submit(*, db: Session, ticket_in: TicketIn, message_external_id: str | None = None, message_meta: dict | None = None,
-           backlog_id: int | None = None) -> tuple[Ticket, bool]:
+def submit(
+    *, db: Session, ticket_in: TicketIn, message_external_id: str | None = None, message_meta: dict | None = None, backlog_id: int | None = None
+) -> tuple[Ticket, bool]:
     """Store a ticket and its first message unless (source, external_id) exists. Returns (ticket, created).
     message_external_id / message_meta: the channel's id and details for that first message (e.g. its Message-ID)."""
     existing = find(db=db, source=ticket_in.source, external_id=ticket_in.external_id)
@@ -61,17 +62,18 @@ def submit(*, db: Session, ticket_in: TicketIn, message_external_id: str | None 
     return ticket, True
 
 
-def add_message(*, db: Session, ticket: Ticket, direction: str, body: str, author: str = "", external_id: str | None = None,
-                meta: dict | None = None) -> Message:
-    message = Message(ticket_id=ticket.id, direction=direction, author=author[:320], body=body,
-                      external_id=external_id[:512] if external_id else None, meta=meta)
+def add_message(
+    *, db: Session, ticket: Ticket, direction: str, body: str, author: str = "", external_id: str | None = None, meta: dict | None = None
+) -> Message:
+    message = Message(
+        ticket_id=ticket.id, direction=direction, author=author[:320], body=body, external_id=external_id[:512] if external_id else None, meta=meta
+    )
     db.add(message)
     db.flush()
     return message
 
 
-def follow_up(*, db: Session, ticket: Ticket, body: str, author: str = "", external_id: str | None = None,
-              meta: dict | None = None) -> tuple[Message, bool]:
+def follow_up(*, db: Session, ticket: Ticket, body: str, author: str = "", external_id: str | None = None, meta: dict | None = None) -> tuple[Message, bool]:
     """The customer wrote again on a ticket. Returns (message, needs_run).
 
     A resolved ticket is reopened (queued) so the crew answers the new message with the whole conversation. A ticket
@@ -96,8 +98,13 @@ def find_by_message_ids(*, db: Session, source: str, message_ids: list[str]) -> 
     ids = [m[:512] for m in message_ids if m]
     if not ids:
         return None
-    row = db.execute(select(Ticket).join(Message, Message.ticket_id == Ticket.id)
-                     .where(Ticket.source == source, Message.external_id.in_(ids)).order_by(Message.id.desc()).limit(1)).scalar_one_or_none()
+    row = db.execute(
+        select(Ticket)
+        .join(Message, Message.ticket_id == Ticket.id)
+        .where(Ticket.source == source, Message.external_id.in_(ids))
+        .order_by(Message.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
     return row
 
 
@@ -163,13 +170,16 @@ def mark_queued(*, db: Session, ticket_ids: list[int]) -> int:
     if not ticket_ids:
         return 0
     assert TicketStatus.queued in TRANSITIONS[TicketStatus.received]
-    stmt = (update(Ticket).where(Ticket.id.in_(ticket_ids), Ticket.status == TicketStatus.received.value)
-            .values(status=TicketStatus.queued.value).execution_options(synchronize_session="fetch"))
+    stmt = (
+        update(Ticket)
+        .where(Ticket.id.in_(ticket_ids), Ticket.status == TicketStatus.received.value)
+        .values(status=TicketStatus.queued.value)
+        .execution_options(synchronize_session="fetch")
+    )
     return db.execute(stmt).rowcount
 
 
-def submit_many(*, db: Session, tickets_in: list[TicketIn], backlog_id: int | None = None,
-                raws: list[dict] | None = None) -> list[tuple[int, bool]]:
+def submit_many(*, db: Session, tickets_in: list[TicketIn], backlog_id: int | None = None, raws: list[dict] | None = None) -> list[tuple[int, bool]]:
     """`submit` for a batch (backlog imports): one INSERT .. ON CONFLICT DO NOTHING for the tickets, one for their
     first messages, one SELECT for keys that already existed. Returns (ticket id, created) per input, in order; a key
     repeated within the batch is created once (its first occurrence) and a duplicate after that.
@@ -193,9 +203,21 @@ def submit_many(*, db: Session, tickets_in: list[TicketIn], backlog_id: int | No
         if key in first:
             continue
         first[key] = index
-        values.append(dict(source=ticket_in.source, external_id=ticket_in.external_id, customer=ticket_in.customer, subject=ticket_in.subject,
-                           body=ticket_in.body, priority=ticket_in.priority, status=TicketStatus.received.value, backlog_id=backlog_id,
-                           raw=raws[index] if raws is not None else ticket_in.model_dump(mode="json"), created_at=now, updated_at=now))
+        values.append(
+            dict(
+                source=ticket_in.source,
+                external_id=ticket_in.external_id,
+                customer=ticket_in.customer,
+                subject=ticket_in.subject,
+                body=ticket_in.body,
+                priority=ticket_in.priority,
+                status=TicketStatus.received.value,
+                backlog_id=backlog_id,
+                raw=raws[index] if raws is not None else ticket_in.model_dump(mode="json"),
+                created_at=now,
+                updated_at=now,
+            )
+        )
     # Core executemany ("insertmanyvalues"): one cached statement in pages, where an ORM or multi-VALUES insert
     # would compile thousands of parameters per chunk.
     conn = db.connection()
@@ -207,8 +229,20 @@ def submit_many(*, db: Session, tickets_in: list[TicketIn], backlog_id: int | No
         rows = conn.execute(select(Ticket.id, Ticket.source, Ticket.external_id).where(tuple_(Ticket.source, Ticket.external_id).in_(existing)))
         found = {(s, e): i for i, s, e in rows}
     if created:
-        conn.execute(insert(Message.__table__), [dict(ticket_id=created[key], direction="inbound", author=tickets_in[first[key]].customer[:320],
-                                                      body=tickets_in[first[key]].body, delivery_attempts=0, created_at=now) for key in created])
+        conn.execute(
+            insert(Message.__table__),
+            [
+                dict(
+                    ticket_id=created[key],
+                    direction="inbound",
+                    author=tickets_in[first[key]].customer[:320],
+                    body=tickets_in[first[key]].body,
+                    delivery_attempts=0,
+                    created_at=now,
+                )
+                for key in created
+            ],
+        )
     result = []
     for index, ticket_in in enumerate(tickets_in):
         key = (ticket_in.source, ticket_in.external_id)

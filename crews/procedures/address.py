@@ -16,35 +16,146 @@ from crews.procedures.state import Customer, Order
 
 FIELDS = ("address1", "address2", "city", "state", "country", "zip")
 STATES = {
-    "alabama": "AL", "alaska": "AK", "arizona": "AZ", "arkansas": "AR", "california": "CA", "colorado": "CO", "connecticut": "CT", "delaware": "DE",
-    "florida": "FL", "georgia": "GA", "hawaii": "HI", "idaho": "ID", "illinois": "IL", "indiana": "IN", "iowa": "IA", "kansas": "KS", "kentucky": "KY",
-    "louisiana": "LA", "maine": "ME", "maryland": "MD", "massachusetts": "MA", "michigan": "MI", "minnesota": "MN", "mississippi": "MS", "missouri": "MO",
-    "montana": "MT", "nebraska": "NE", "nevada": "NV", "new hampshire": "NH", "new jersey": "NJ", "new mexico": "NM", "new york": "NY",
-    "north carolina": "NC", "north dakota": "ND", "ohio": "OH", "oklahoma": "OK", "oregon": "OR", "pennsylvania": "PA", "rhode island": "RI",
-    "south carolina": "SC", "south dakota": "SD", "tennessee": "TN", "texas": "TX", "utah": "UT", "vermont": "VT", "virginia": "VA",
-    "washington": "WA", "west virginia": "WV", "wisconsin": "WI", "wyoming": "WY", "district of columbia": "DC",
+    "alabama": "AL",
+    "alaska": "AK",
+    "arizona": "AZ",
+    "arkansas": "AR",
+    "california": "CA",
+    "colorado": "CO",
+    "connecticut": "CT",
+    "delaware": "DE",
+    "florida": "FL",
+    "georgia": "GA",
+    "hawaii": "HI",
+    "idaho": "ID",
+    "illinois": "IL",
+    "indiana": "IN",
+    "iowa": "IA",
+    "kansas": "KS",
+    "kentucky": "KY",
+    "louisiana": "LA",
+    "maine": "ME",
+    "maryland": "MD",
+    "massachusetts": "MA",
+    "michigan": "MI",
+    "minnesota": "MN",
+    "mississippi": "MS",
+    "missouri": "MO",
+    "montana": "MT",
+    "nebraska": "NE",
+    "nevada": "NV",
+    "new hampshire": "NH",
+    "new jersey": "NJ",
+    "new mexico": "NM",
+    "new york": "NY",
+    "north carolina": "NC",
+    "north dakota": "ND",
+    "ohio": "OH",
+    "oklahoma": "OK",
+    "oregon": "OR",
+    "pennsylvania": "PA",
+    "rhode island": "RI",
+    "south carolina": "SC",
+    "south dakota": "SD",
+    "tennessee": "TN",
+    "texas": "TX",
+    "utah": "UT",
+    "vermont": "VT",
+    "virginia": "VA",
+    "washington": "WA",
+    "west virginia": "WV",
+    "wisconsin": "WI",
+    "wyoming": "WY",
+    "district of columbia": "DC",
 }
 # The first three digits of a US zip code give the state (USPS prefix ranges), for an address written without one.
-_ZIP_STATES = [(5, "PR"), (10, "MA"), (28, "RI"), (30, "NH"), (35, "VT"), (44, "ME"), (70, "CT"), (90, "NJ"), (100, "NY"), (150, "NY"),
-               (197, "PA"), (200, "DE"), (206, "DC"), (220, "MD"), (247, "VA"), (270, "WV"), (290, "NC"), (300, "SC"), (350, "GA"), (370, "FL"),
-               (386, "AL"), (398, "TN"), (400, "MS"), (430, "KY"), (460, "OH"), (480, "IN"), (500, "MI"), (528, "IA"), (550, "WI"), (570, "MN"),
-               (580, "SD"), (590, "ND"), (600, "MT"), (630, "IL"), (660, "MO"), (680, "KS"), (700, "NE"), (730, "LA"), (750, "AR"), (800, "OK"),
-               (820, "TX"), (832, "CO"), (840, "WY"), (850, "ID"), (863, "UT"), (870, "AZ"), (885, "NM"), (889, "TX"), (900, "NV"), (970, "CA"),
-               (980, "OR"), (995, "WA"), (1000, "AK")]
+_ZIP_STATES = [
+    (5, "PR"),
+    (10, "MA"),
+    (28, "RI"),
+    (30, "NH"),
+    (35, "VT"),
+    (44, "ME"),
+    (70, "CT"),
+    (90, "NJ"),
+    (100, "NY"),
+    (150, "NY"),
+    (197, "PA"),
+    (200, "DE"),
+    (206, "DC"),
+    (220, "MD"),
+    (247, "VA"),
+    (270, "WV"),
+    (290, "NC"),
+    (300, "SC"),
+    (350, "GA"),
+    (370, "FL"),
+    (386, "AL"),
+    (398, "TN"),
+    (400, "MS"),
+    (430, "KY"),
+    (460, "OH"),
+    (480, "IN"),
+    (500, "MI"),
+    (528, "IA"),
+    (550, "WI"),
+    (570, "MN"),
+    (580, "SD"),
+    (590, "ND"),
+    (600, "MT"),
+    (630, "IL"),
+    (660, "MO"),
+    (680, "KS"),
+    (700, "NE"),
+    (730, "LA"),
+    (750, "AR"),
+    (800, "OK"),
+    (820, "TX"),
+    (832, "CO"),
+    (840, "WY"),
+    (850, "ID"),
+    (863, "UT"),
+    (870, "AZ"),
+    (885, "NM"),
+    (889, "TX"),
+    (900, "NV"),
+    (970, "CA"),
+    (980, "OR"),
+    (995, "WA"),
+    (1000, "AK"),
+]
 # What people call a city instead of its name.
-ALIASES = {"nyc": "new york", "big apple": "new york", "manhattan": "new york", "la": "los angeles", "dc": "washington", "sf": "san francisco",
-           "philly": "philadelphia", "vegas": "las vegas"}
+ALIASES = {
+    "nyc": "new york",
+    "big apple": "new york",
+    "manhattan": "new york",
+    "la": "los angeles",
+    "dc": "washington",
+    "sf": "san francisco",
+    "philly": "philadelphia",
+    "vegas": "las vegas",
+}
 _STREET = r"\d+\s+(?:[A-Z][\w.'-]*\s+)*?(?:[A-Z][\w.'-]*)"
-WRITTEN = re.compile(rf"(?P<a1>{_STREET})\s*,\s*(?:(?P<a2>(?:Suite|Apt\.?|Apartment|Unit|Floor|#)\s*[\w-]+)\s*,\s*)?(?P<city>[A-Z][\w.'-]*(?:\s+[A-Z][\w.'-]*)*)\s*,\s*"
-                     rf"(?:(?P<state>[A-Z]{{2}}|[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*)\s*,?\s*)?(?P<zip>\d{{5}})\b")
+WRITTEN = re.compile(
+    rf"(?P<a1>{_STREET})\s*,\s*(?:(?P<a2>(?:Suite|Apt\.?|Apartment|Unit|Floor|#)\s*[\w-]+)\s*,\s*)?(?P<city>[A-Z][\w.'-]*(?:\s+[A-Z][\w.'-]*)*)\s*,\s*"
+    rf"(?:(?P<state>[A-Z]{{2}}|[A-Z][a-z]+(?:\s+[A-Z][a-z]+)*)\s*,?\s*)?(?P<zip>\d{{5}})\b"
+)
 # "change my default address", "and your user address", "along with the default address", "as my default address"
-DEFAULT_CHANGE = re.compile(r"(?:change|update|modify|correct|set|fix)\w*\s+(?:my|the|your)?\s*(?:user(?:'s)?\s+|default\s+|profile\s+|account\s+)+address|"
-                            r"(?:user|default|profile|account)\s+(?:default\s+)?address\b(?!\s+(?:in|on|from)\b)(?:\s+(?:too|as well|also))?|as (?:my|the|your) default\b", re.I)
+DEFAULT_CHANGE = re.compile(
+    r"(?:change|update|modify|correct|set|fix)\w*\s+(?:my|the|your)?\s*(?:user(?:'s)?\s+|default\s+|profile\s+|account\s+)+address|"
+    r"(?:user|default|profile|account)\s+(?:default\s+)?address\b(?!\s+(?:in|on|from)\b)(?:\s+(?:too|as well|also))?|as (?:my|the|your) default\b",
+    re.I,
+)
 # "to my default address", "the address in my profile": the default is where the order goes, not what changes.
-DEFAULT_TARGET = re.compile(r"\bto (?:my|the|your) (?:user(?:'s)? |account )?(?:default|profile|home)(?: address)?\b|address (?:in|on|from) (?:my|the|your) (?:user )?profile", re.I)
-ORDER_CHANGE = re.compile(r"order(?:'s|s)?\s+(?:shipping\s+|delivery\s+)?address|address(?:es)?\s+(?:of|for|on)\s+(?:my|the|your|all|both)?\s*(?:\w+\s+)?order|"
-                          r"(?:ship|send|deliver)\w*\s+(?:it|them|the order|my order|this order|that order)\s+to|(?:change|modify|update|switch|redirect)\w*\s+"
-                          r"(?:my|the|your|this|that|all|both)?\s*(?:\w+\s+)?orders?\s+to\b", re.I)
+DEFAULT_TARGET = re.compile(
+    r"\bto (?:my|the|your) (?:user(?:'s)? |account )?(?:default|profile|home)(?: address)?\b|address (?:in|on|from) (?:my|the|your) (?:user )?profile", re.I
+)
+ORDER_CHANGE = re.compile(
+    r"order(?:'s|s)?\s+(?:shipping\s+|delivery\s+)?address|address(?:es)?\s+(?:of|for|on)\s+(?:my|the|your|all|both)?\s*(?:\w+\s+)?order|"
+    r"(?:ship|send|deliver)\w*\s+(?:it|them|the order|my order|this order|that order)\s+to|(?:change|modify|update|switch|redirect)\w*\s+"
+    r"(?:my|the|your|this|that|all|both)?\s*(?:\w+\s+)?orders?\s+to\b",
+    re.I,
+)
 ADDRESS_WORDS = re.compile(r"address|ship(?:ping)? to|deliver(?:y|ed)? to|send (?:it|them) to|adresse|dirección|Anschrift", re.I)
 
 
@@ -63,8 +174,14 @@ def written(text: str) -> dict[str, str] | None:
     """The last full address the customer wrote out (the new one usually comes last), or None."""
     found = None
     for match in WRITTEN.finditer(text):
-        found = {"address1": match.group("a1").strip(), "address2": (match.group("a2") or "").strip(), "city": match.group("city").strip(),
-                 "state": _state(match.group("state"), match.group("zip")), "country": "USA", "zip": match.group("zip")}
+        found = {
+            "address1": match.group("a1").strip(),
+            "address2": (match.group("a2") or "").strip(),
+            "city": match.group("city").strip(),
+            "state": _state(match.group("state"), match.group("zip")),
+            "country": "USA",
+            "zip": match.group("zip"),
+        }
     return found
 
 
@@ -104,8 +221,8 @@ def target(text: str, customer: Customer) -> tuple[dict[str, str], str] | None:
     scored: list[tuple[int, str, dict[str, str]]] = []
     for where, address in known(customer):
         for mention in _city_mentions(text, address.get("city", ""), address.get("state", "")):
-            after = text[mention.end():mention.end() + 25].lower()
-            before = text[max(0, mention.start() - 20):mention.start()].lower()
+            after = text[mention.end() : mention.end() + 25].lower()
+            before = text[max(0, mention.start() - 20) : mention.start()].lower()
             score = 2 if re.search(r"^\W*(?:\w+\W+)?(address|place|home|house|apartment|one)\b", after) else 0
             score += 1 if re.search(r"\b(to|in|at)\W+(?:my|the|your|our|his|her)?\W*(?:\w+'s\W+)?$", before) else 0
             score -= 2 if re.search(r"^\W*(order|one I|purchase)", after) else 0
@@ -126,7 +243,9 @@ def wants_default(text: str) -> bool:
 
 
 _CHANGE = re.compile(r"\b(chang|modif|updat|correct|switch|send|redirect|move|fix)\w*|\b(?:ship|deliver)\s+(?:it|them)\b", re.I)
-_TARGET_ORDER = re.compile(r"\b(?:same as|as (?:in|on)|of|from|in)\s+(?:my |the |your )?(?:other |another )?order(?:\s+#?W\d{7})?|\bin (?:my |the |your )?(?:other )?orders?\b", re.I)
+_TARGET_ORDER = re.compile(
+    r"\b(?:same as|as (?:in|on)|of|from|in)\s+(?:my |the |your )?(?:other |another )?order(?:\s+#?W\d{7})?|\bin (?:my |the |your )?(?:other )?orders?\b", re.I
+)
 
 
 def wants_orders(text: str) -> bool:
@@ -167,9 +286,17 @@ def orders_to_change(*, llm: CrewdeskLLM, text: str, customer: Customer, new: di
     if holding:
         return [o for o in pending if o.order_id in holding]
     # "my LA order", "the order sent to Texas": the pending orders that ship to a place the customer named, other than the new one
-    shipped_to = [o for o in pending if o.address and o.address.get("city") != new.get("city") and (
-        _city_mentions(said, o.address.get("city", ""), o.address.get("state", "")) or re.search(rf"\b{re.escape(o.address.get('state') or '#')}\b", said)
-        or any(abbr == o.address.get("state") and re.search(rf"\b{name}\b", said, re.I) for name, abbr in STATES.items()))]
+    shipped_to = [
+        o
+        for o in pending
+        if o.address
+        and o.address.get("city") != new.get("city")
+        and (
+            _city_mentions(said, o.address.get("city", ""), o.address.get("state", ""))
+            or re.search(rf"\b{re.escape(o.address.get('state') or '#')}\b", said)
+            or any(abbr == o.address.get("state") and re.search(rf"\b{name}\b", said, re.I) for name, abbr in STATES.items())
+        )
+    ]
     if shipped_to:
         return shipped_to
     if len(pending) == 1:
@@ -178,13 +305,27 @@ def orders_to_change(*, llm: CrewdeskLLM, text: str, customer: Customer, new: di
 
 
 def _ask(llm: CrewdeskLLM, text: str, pending: list[Order], new: dict[str, str]) -> list[Order]:
-    lines = [f"{n}. order {o.order_id}: {', '.join(i.name for i in o.items)}; ships to {o.address.get('address1')}, {o.address.get('city')}"
-             for n, o in enumerate(pending, 1)]
-    schema: dict[str, Any] = {"type": "object", "properties": {str(n): {"enum": ["change", "keep"]} for n in range(1, len(pending) + 1)},
-                              "required": [str(n) for n in range(1, len(pending) + 1)], "additionalProperties": False}
-    messages = [{"role": "system", "content": "You assist the support team of an online store. The customer wants a new shipping address on some of "
-                                              "their pending orders. For each numbered order, choose change if the customer asks to change where it ships, else keep."},
-                {"role": "user", "content": f"Customer's message:\n{text}\n\nNew address: {new.get('address1')}, {new.get('city')}\n\nPending orders:\n" + "\n".join(lines)}]
+    lines = [
+        f"{n}. order {o.order_id}: {', '.join(i.name for i in o.items)}; ships to {o.address.get('address1')}, {o.address.get('city')}"
+        for n, o in enumerate(pending, 1)
+    ]
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {str(n): {"enum": ["change", "keep"]} for n in range(1, len(pending) + 1)},
+        "required": [str(n) for n in range(1, len(pending) + 1)],
+        "additionalProperties": False,
+    }
+    messages = [
+        {
+            "role": "system",
+            "content": "You assist the support team of an online store. The customer wants a new shipping address on some of "
+            "their pending orders. For each numbered order, choose change if the customer asks to change where it ships, else keep.",
+        },
+        {
+            "role": "user",
+            "content": f"Customer's message:\n{text}\n\nNew address: {new.get('address1')}, {new.get('city')}\n\nPending orders:\n" + "\n".join(lines),
+        },
+    ]
     answer = llm.decide(messages, schema, name="choose_orders")
     return [o for n, o in enumerate(pending, 1) if answer[str(n)] == "change"]
 

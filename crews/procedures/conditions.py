@@ -18,20 +18,29 @@ from dataclasses import dataclass, field
 
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+")
 # A condition that says the first wish failed: "if ... not / no / cannot / unavailable ...", "otherwise", "if not".
-_NEGATED = (r"(?:not (?:be )?(?:possible|available|allowed|found|work|exist|in stock)|\bno\b[^,.]{0,40}\b(?:available|possible|way|option|exact)|"
-            r"\bno (?:such )?\w+ (?:that|which|with)\b|there (?:is|are) no\b|cannot|can't|can not|unable|impossible|unavailable|doesn't (?:work|allow|exist)|"
-            r"(?:does|do|did|is|are|will) not (?:work|allow|exist)|isn't (?:possible|available)|aren't (?:possible|available)|fails?\b)")
+_NEGATED = (
+    r"(?:not (?:be )?(?:possible|available|allowed|found|work|exist|in stock)|\bno\b[^,.]{0,40}\b(?:available|possible|way|option|exact)|"
+    r"\bno (?:such )?\w+ (?:that|which|with)\b|there (?:is|are) no\b|cannot|can't|can not|unable|impossible|unavailable|doesn't (?:work|allow|exist)|"
+    r"(?:does|do|did|is|are|will) not (?:work|allow|exist)|isn't (?:possible|available)|aren't (?:possible|available)|fails?\b)"
+)
 # The consequence starts after the comma that is followed by who acts or what to do.
-_THEN = (r",\s*(?:then\s+)?(?=(?:you|i|i'd|i'll|you'd|we|just|please|only|simply|cancel|return|exchange|keep|transfer|ask|get|tell|change|modify|"
-         r"refund|go|use|no|do|don't|agree|say|mention|see|proceed|leave|forget)\b)")
+_THEN = (
+    r",\s*(?:then\s+)?(?=(?:you|i|i'd|i'll|you'd|we|just|please|only|simply|cancel|return|exchange|keep|transfer|ask|get|tell|change|modify|"
+    r"refund|go|use|no|do|don't|agree|say|mention|see|proceed|leave|forget)\b)"
+)
 _IF_NOT = re.compile(rf"^(?:but |and |however,? )?(?:if|in case|should)\b(?P<cond>.*?{_NEGATED}.*?){_THEN}(?P<then>.+)$", re.I | re.S)
 _OTHERWISE = re.compile(r"^(?:but |and )?(?:otherwise|if not|failing that|else|if that fails|if that doesn't work),?\s+(?:then\s+)?(?P<then>.+)$", re.I | re.S)
 # A fallback inside a sentence: "I prefer an exchange, but if it is not available just return it".
 _INNER = re.compile(rf"[,;]?\s+(?:but|and)\s+(?=if\b[^,]*?{_NEGATED}[^,]*,)", re.I)
 
-HANDOFF = re.compile(r"\bhuman\b|representative|real person|\ba person\b|supervisor|manager|transfer|Mitarbeiter|persona real|humano|une personne|conseiller", re.I)
-NOTHING = re.compile(r"^(?:then )?no (?:\w+ )?(?:cancel|exchang|return|chang|modif)\w*\b|do(?:n't| not) do anything|not do anything|do nothing|no (?:\w+ )?(?:cancel|exchange|return|change|modification)\w* at all|"
-                     r"keep (?:the|that|this|my) order|(?:tell .{0,20})?not to do it|leave it|nothing (?:else )?(?:should|to) (?:be )?(?:do|change)", re.I)
+HANDOFF = re.compile(
+    r"\bhuman\b|representative|real person|\ba person\b|supervisor|manager|transfer|Mitarbeiter|persona real|humano|une personne|conseiller", re.I
+)
+NOTHING = re.compile(
+    r"^(?:then )?no (?:\w+ )?(?:cancel|exchang|return|chang|modif)\w*\b|do(?:n't| not) do anything|not do anything|do nothing|no (?:\w+ )?(?:cancel|exchange|return|change|modification)\w* at all|"
+    r"keep (?:the|that|this|my) order|(?:tell .{0,20})?not to do it|leave it|nothing (?:else )?(?:should|to) (?:be )?(?:do|change)",
+    re.I,
+)
 
 # "cancel the whole order", "return everything on that order": the fallback's scope is the failed items' whole orders.
 WHOLE = re.compile(r"\b(whole|entire|all of (?:the|that) order|everything (?:on|in|from) (?:that|the|this) order|(?:the|that|this) (?:whole )?order)\b", re.I)
@@ -101,7 +110,7 @@ def read(text: str) -> Reading:
 
 
 def _chains(condition: str, previous: Fallback) -> bool:
-    """"If 9 bar is not possible, 7 bar" after "If 8 bar is not possible, 9 bar": the condition speaks of the previous
+    """ "If 9 bar is not possible, 7 bar" after "If 8 bar is not possible, 9 bar": the condition speaks of the previous
     fallback's own wish (shares a word with it), so it applies when that fallback fails too."""
     words = {w.lower() for w in re.findall(r"[^\W_]{2,}", previous.then)} - {"you", "want", "the", "would", "then", "just", "and", "is"}
     return bool(words & {w.lower() for w in re.findall(r"[^\W_]{2,}", condition)}) or bool(re.search(r"\b(that|this|it)\b", condition, re.I))

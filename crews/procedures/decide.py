@@ -17,9 +17,11 @@ MAX_ASKED = 14
 _WORD = re.compile(r"[^\W_]+")
 UNIVERSAL = re.compile(r"\b(all|every|everything|entire|whole|alle[sn]?|gesamte?|todos?|todas?|tout|toutes?|tous)\b", re.I)
 
-SYSTEM = ("You assist the support team of an online store. The customer's message and the numbered items of their orders follow. "
-          "For each item, choose what the customer asks to do with it. Choose keep when the customer does not ask to change that "
-          "item, says to keep it, or excludes it. Requests:\n")
+SYSTEM = (
+    "You assist the support team of an online store. The customer's message and the numbered items of their orders follow. "
+    "For each item, choose what the customer asks to do with it. Choose keep when the customer does not ask to change that "
+    "item, says to keep it, or excludes it. Requests:\n"
+)
 
 
 def _norm(word: str) -> str:
@@ -38,9 +40,43 @@ GENERIC = frozenset({"set", "kit", "machine", "maker", "bag", "case", "pack", "s
 
 
 # Words of a product name that say little alone, so they name nothing without the head word ("smart", "wireless").
-PLAIN = frozenset({"smart", "wireless", "electric", "digital", "portable", "mechanical", "running", "hiking", "gaming", "office", "water", "desk",
-                   "action", "cycling", "garden", "patio", "pet", "yoga", "tea", "coffee", "air", "vacuum", "bluetooth", "fleece", "luggage", "makeup",
-                   "noise", "cancelling", "indoor", "outdoor", "robotic", "canister", "upright"})
+PLAIN = frozenset(
+    {
+        "smart",
+        "wireless",
+        "electric",
+        "digital",
+        "portable",
+        "mechanical",
+        "running",
+        "hiking",
+        "gaming",
+        "office",
+        "water",
+        "desk",
+        "action",
+        "cycling",
+        "garden",
+        "patio",
+        "pet",
+        "yoga",
+        "tea",
+        "coffee",
+        "air",
+        "vacuum",
+        "bluetooth",
+        "fleece",
+        "luggage",
+        "makeup",
+        "noise",
+        "cancelling",
+        "indoor",
+        "outdoor",
+        "robotic",
+        "canister",
+        "upright",
+    }
+)
 
 
 def _match(item: Item, tokens: set[str], compact: str) -> tuple[int, str]:
@@ -113,7 +149,9 @@ def misfit(item: Item, procedures: list[ProcedureSpec], text: str) -> str | None
     return said[0] if said else None
 
 
-def assign(*, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[ProcedureSpec], scoped: bool = False, prefer: str = "") -> dict[str, list[Item]]:
+def assign(
+    *, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[ProcedureSpec], scoped: bool = False, prefer: str = ""
+) -> dict[str, list[Item]]:
     """intent -> the items it applies to, for the item-level procedures of this ticket. scoped: the customer's orders hold
     only the items a fallback is about, so each of them is meant.
     Meant are the items the customer named (all of an order named by its number with none of its items named, all of
@@ -127,9 +165,13 @@ def assign(*, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[
     referenced = set(pending) if len(pending) == 1 and _THE_PENDING.search(text) else set()  # "my pending order": the only one
     blanket = _blanket(customer, procedures, sentences)
     every_item = [i for o in customer.orders for i in o.items]
-    excepted = {id(i) for i in mentioned_items(every_item, " ".join(m.group(1) for m in _EXCEPT_CLAUSE.finditer(text)))} | \
-               {id(i) for i in mentioned_items(every_item, " ".join(m.group(1) for m in _KEEP_CLAUSE.finditer(text)))}
-    named_items = {id(item) for item in narrow_named(customer, mentioned_items(every_item, _REFERENCE.sub(" ", _KEEP_CLAUSE.sub(" ", _EXCEPT_CLAUSE.sub(" ", text)))), text)}
+    excepted = {id(i) for i in mentioned_items(every_item, " ".join(m.group(1) for m in _EXCEPT_CLAUSE.finditer(text)))} | {
+        id(i) for i in mentioned_items(every_item, " ".join(m.group(1) for m in _KEEP_CLAUSE.finditer(text)))
+    }
+    named_items = {
+        id(item)
+        for item in narrow_named(customer, mentioned_items(every_item, _REFERENCE.sub(" ", _KEEP_CLAUSE.sub(" ", _EXCEPT_CLAUSE.sub(" ", text)))), text)
+    }
     settled: dict[str, list[Item]] = {p.intent: [] for p in procedures}
     asked: list[tuple[Item, list[str]]] = []
     any_verbs = bool(said_intents(text))
@@ -156,29 +198,42 @@ def assign(*, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[
             elif id(item) in named_items and order.status != "cancelled" and (wanted := misfit(item, procedures, about or text)):
                 settled[wanted].append(item)
     if not named_items and not orders and not blanket:  # nothing named: the customer described the items; the model reads them all
-        asked = [(item, options) for order in customer.orders for item in order.items
-                 if (options := options_for(item, customer, procedures, text))]
+        asked = [(item, options) for order in customer.orders for item in order.items if (options := options_for(item, customer, procedures, text))]
     if asked:
         for intent, items in _ask(llm, text, customer, procedures, asked[:MAX_ASKED]).items():
             settled[intent].extend(items)
     return settled
 
 
-_SENTENCES = re.compile(r"(?<=[.!?;])\s+|\n+|,\s*(?:and |but )?(?=(?:then |also |finally |lastly )?(?:I |you |we )?(?:also )?(?:want|would like|need|wish)?\s*(?:to )?"
-                        r"(?:return|exchange|cancel|change|modify|swap|replace|send back|refund)\b)|\s+and\s+(?=(?:I |you )?(?:also )?(?:want to |would like to )?(?:return|exchange|cancel|change|modify|swap|replace)\b)", re.I)
-EVERYTHING = re.compile(r"\b(everything|every (?:item|thing|order)|all (?:of )?(?:the |my |your |our |these |those )?(?:\w+ )?(?:items|things|orders|stuff|products)(?!\s+(?:I|you|we|that|which)\b)|"
-                        r"all (?:of )?(?:it|them)|alles|alle meine|todo|todos mis|todas mis|tout|toutes mes|tous mes)\b", re.I)
+_SENTENCES = re.compile(
+    r"(?<=[.!?;])\s+|\n+|,\s*(?:and |but )?(?=(?:then |also |finally |lastly )?(?:I |you |we )?(?:also )?(?:want|would like|need|wish)?\s*(?:to )?"
+    r"(?:return|exchange|cancel|change|modify|swap|replace|send back|refund)\b)|\s+and\s+(?=(?:I |you )?(?:also )?(?:want to |would like to )?(?:return|exchange|cancel|change|modify|swap|replace)\b)",
+    re.I,
+)
+EVERYTHING = re.compile(
+    r"\b(everything|every (?:item|thing|order)|all (?:of )?(?:the |my |your |our |these |those )?(?:\w+ )?(?:items|things|orders|stuff|products)(?!\s+(?:I|you|we|that|which)\b)|"
+    r"all (?:of )?(?:it|them)|alles|alle meine|todo|todos mis|todas mis|tout|toutes mes|tous mes)\b",
+    re.I,
+)
 _EXCEPT_CLAUSE = re.compile(r"\b(?:except|other than|apart from|but not|besides|außer|ausser|excepto|salvo|menos|sauf|hormis)\b([^.;!?]*)", re.I)
-_ONE_BY_PRICE = re.compile(r"\b(?:return|cancel|exchange|refund|send back|keep)\w*\s+the\s+(?P<way>more expensive|pricier|most expensive|less expensive|cheaper|cheapest|least expensive)\s+one\b", re.I)
+_ONE_BY_PRICE = re.compile(
+    r"\b(?:return|cancel|exchange|refund|send back|keep)\w*\s+the\s+(?P<way>more expensive|pricier|most expensive|less expensive|cheaper|cheapest|least expensive)\s+one\b",
+    re.I,
+)
 _KEEP_CLAUSE = re.compile(r"\b(?:keep|keeping|behalten|conservar|garder)\s+(?:the |my |a |an )?([^.,;()]+)", re.I)
 _NEGATED_REQUEST = re.compile(r"\b(?:do not|don't|never|not)\s+(?:want|wish|need)\s+to\b|\bnot to\b", re.I)
-_RECEIVED = re.compile(r"\b(?:I|you|we) (?:have |just )?(?:received|got delivered)\b|\b(?:the one|ones?) (?:I|you) (?:have |just )?received\b|\breceived\b(?= (?:it|them|the|my))", re.I)
+_RECEIVED = re.compile(
+    r"\b(?:I|you|we) (?:have |just )?(?:received|got delivered)\b|\b(?:the one|ones?) (?:I|you) (?:have |just )?received\b|\breceived\b(?= (?:it|them|the|my))",
+    re.I,
+)
 _POINTS_BACK = re.compile(r"\b(it|them|one|ones|these|those|both|either)\b", re.I)
 _THE_PENDING = re.compile(r"\b(?:my|the|your) pending order\b(?!s)", re.I)
 _SAME_ORDER = re.compile(r"\b(?:in|from) the same order\b", re.I)
 _DIFFERENT_ORDERS = re.compile(r"different orders|other orders?|another order|separate orders|\ball\b|\bboth\b", re.I)
 # "the backpack I received with the vacuum cleaner": the vacuum cleaner only says which backpack.
-_REFERENCE = re.compile(r"\b(?:received|bought|came|ordered|got|purchased|arrived)\s+(?:together\s+)?with\s+(?:the|my|a|an)\s+[^.,;]{1,30}?(?=[.,;]|$|\s+and\b)", re.I)
+_REFERENCE = re.compile(
+    r"\b(?:received|bought|came|ordered|got|purchased|arrived)\s+(?:together\s+)?with\s+(?:the|my|a|an)\s+[^.,;]{1,30}?(?=[.,;]|$|\s+and\b)", re.I
+)
 
 
 ORDER_OF = ("cancel_order", "modify_order", "return_items", "exchange_items")
@@ -192,8 +247,13 @@ def _blanket(customer: Customer, procedures: list[ProcedureSpec], sentences: lis
         match, verbs = EVERYTHING.search(sentence), said_intents(sentence)
         if match is None or not verbs or HEDGE.search(sentence) or _NEGATED_REQUEST.search(sentence):
             continue
-        wanted = "pending" if re.search(r"pending|offen|pendiente|en attente", match.group(0), re.I) else \
-                 "delivered" if re.search(r"deliver|receiv|got", sentence, re.I) else None
+        wanted = (
+            "pending"
+            if re.search(r"pending|offen|pendiente|en attente", match.group(0), re.I)
+            else "delivered"
+            if re.search(r"deliver|receiv|got", sentence, re.I)
+            else None
+        )
         named = named_orders(sentence)
         for order in customer.orders:
             if (wanted and order.status != wanted) or (named and order.order_id not in named):
@@ -206,7 +266,7 @@ def _blanket(customer: Customer, procedures: list[ProcedureSpec], sentences: lis
 
 
 def narrow_named(customer: Customer, named: list[Item], text: str) -> list[Item]:
-    """"the more expensive one" of two items of the same product picks one of them; "in the same order" keeps the order
+    """ "the more expensive one" of two items of the same product picks one of them; "in the same order" keeps the order
     that holds most of the products named."""
     by_price = _ONE_BY_PRICE.search(text)
     if by_price:
@@ -225,7 +285,10 @@ def narrow_named(customer: Customer, named: list[Item], text: str) -> list[Item]
 
 
 # "check whether I could return the vacuum, but don't process anything": a question, not a request.
-HEDGE = re.compile(r"\bwhether\b|not sure|at a later time|later on|\bnever\b|consider(?:ing)? |thinking (?:about|of) |do(?:n't| not) (?:process|do|change) (?:it|anything|them)|don't process|just (?:asking|checking)|\bcheck (?:if|whether)", re.I)
+HEDGE = re.compile(
+    r"\bwhether\b|not sure|at a later time|later on|\bnever\b|consider(?:ing)? |thinking (?:about|of) |do(?:n't| not) (?:process|do|change) (?:it|anything|them)|don't process|just (?:asking|checking)|\bcheck (?:if|whether)",
+    re.I,
+)
 
 
 def _clause_naming(item: Item, sentences: list[str]) -> str:
@@ -250,11 +313,14 @@ def _told_apart(named: list[Item], text: str, statuses: dict[str, str]) -> list[
             keep.extend(group)
             continue
         head = re.escape(_WORD.findall(name)[-1].lower()[:5])
-        said = {w for m in re.finditer(rf"((?:[\w-]+\s+){{1,2}})[\w-]*{head}", lowered) for w in m.group(1).split()} | \
-               {m.group(1) for m in re.finditer(r"\bthe ([\w-]+) one\b", lowered)}
+        said = {w for m in re.finditer(rf"((?:[\w-]+\s+){{1,2}})[\w-]*{head}", lowered) for w in m.group(1).split()} | {
+            m.group(1) for m in re.finditer(r"\bthe ([\w-]+) one\b", lowered)
+        }
 
         def has(item: Item, word: str) -> bool:
-            values = {v.lower() for v in item.options.values()} | {SIZE_WORDS.get(v.lower(), "") for v in item.options.values()} | {statuses.get(item.order_id, "")}
+            values = (
+                {v.lower() for v in item.options.values()} | {SIZE_WORDS.get(v.lower(), "") for v in item.options.values()} | {statuses.get(item.order_id, "")}
+            )
             return word in values or any(word in v.split() for v in values if v)
 
         current = group
@@ -298,11 +364,17 @@ def _assign_scoped(*, llm: CrewdeskLLM, text: str, customer: Customer, procedure
 def _ask(llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[ProcedureSpec], asked: list[tuple[Item, list[str]]]) -> dict[str, list[Item]]:
     statuses = {o.order_id: o.status for o in customer.orders}
     lines = [f"{n}. {item.label()}, order {item.order_id} ({statuses[item.order_id]}), ${item.price:.2f}" for n, (item, _) in enumerate(asked, 1)]
-    schema: dict[str, Any] = {"type": "object", "properties": {str(n): {"enum": [*options, KEEP]} for n, (_, options) in enumerate(asked, 1)},
-                              "required": [str(n) for n in range(1, len(asked) + 1)], "additionalProperties": False}
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {str(n): {"enum": [*options, KEEP]} for n, (_, options) in enumerate(asked, 1)},
+        "required": [str(n) for n in range(1, len(asked) + 1)],
+        "additionalProperties": False,
+    }
     requests = "\n".join(f"- {p.intent}: {p.description}" for p in procedures)
-    messages = [{"role": "system", "content": SYSTEM + requests + f"\n- {KEEP}: no change."},
-                {"role": "user", "content": f"Customer's message:\n{text}\n\nItems:\n" + "\n".join(lines)}]
+    messages = [
+        {"role": "system", "content": SYSTEM + requests + f"\n- {KEEP}: no change."},
+        {"role": "user", "content": f"Customer's message:\n{text}\n\nItems:\n" + "\n".join(lines)},
+    ]
     answer = llm.decide(messages, schema, name="assign_items")
     chosen: dict[str, list[Item]] = {}
     for n, (item, _) in enumerate(asked, 1):

@@ -105,17 +105,36 @@ def _payment_label(method: dict[str, Any]) -> str:
 
 def load_customer(lookup: Lookup, *, user_id: str, how: str) -> Customer:
     profile = lookup("get_user_details", user_id=user_id)
-    methods = {mid: PaymentMethod(method_id=mid, source=m.get("source", ""), label=_payment_label(m), balance=m.get("balance"))
-               for mid, m in profile["payment_methods"].items()}
+    methods = {
+        mid: PaymentMethod(method_id=mid, source=m.get("source", ""), label=_payment_label(m), balance=m.get("balance"))
+        for mid, m in profile["payment_methods"].items()
+    }
     orders = []
     for order_id in profile.get("orders", []):
         doc = lookup("get_order_details", order_id=order_id)
-        items = [Item(order_id=order_id, item_id=i["item_id"], product_id=i["product_id"], name=i["name"], options={k: str(v) for k, v in i.get("options", {}).items()},
-                      price=float(i["price"])) for i in doc["items"]]
+        items = [
+            Item(
+                order_id=order_id,
+                item_id=i["item_id"],
+                product_id=i["product_id"],
+                name=i["name"],
+                options={k: str(v) for k, v in i.get("options", {}).items()},
+                price=float(i["price"]),
+            )
+            for i in doc["items"]
+        ]
         payments = [p for p in doc.get("payment_history", []) if p.get("transaction_type") == "payment"]
         tracking = [t for f in doc.get("fulfillments", []) for t in f.get("tracking_id", [])]
-        orders.append(Order(order_id=order_id, status=doc["status"], items=items, paid_with=payments[0]["payment_method_id"] if payments else "", tracking=tracking,
-                            address=_address(doc.get("address"))))
+        orders.append(
+            Order(
+                order_id=order_id,
+                status=doc["status"],
+                items=items,
+                paid_with=payments[0]["payment_method_id"] if payments else "",
+                tracking=tracking,
+                address=_address(doc.get("address")),
+            )
+        )
     return Customer(user_id=user_id, how=how, payment_methods=methods, orders=orders, address=_address(profile.get("address")))
 
 

@@ -19,6 +19,7 @@ MAX_FALLBACK_DEPTH = 4
 ORDER_FAMILY_ORDER = decide.ORDER_OF
 ORDER_FAMILY = frozenset(ORDER_FAMILY_ORDER)
 
+
 class ProcedureFlow(Flow[ProcedureState]):
     """Built per ticket with its gate (governance, PII vault, audit) and one LLM for its decisions."""
 
@@ -92,12 +93,24 @@ class ProcedureFlow(Flow[ProcedureState]):
         for spec in specs:
             if spec.tool == "modify_pending_order_address":
                 for order in address.orders_to_change(llm=self._llm, text=raw, customer=customer, new=new, source=source):
-                    action = Action(intent=spec.intent, tool=spec.tool, role=spec.role, order_id=order.order_id, items=order.items,
-                                    arguments={"order_id": order.order_id, **{f: new.get(f, "") for f in address.FIELDS}}, address=new)
+                    action = Action(
+                        intent=spec.intent,
+                        tool=spec.tool,
+                        role=spec.role,
+                        order_id=order.order_id,
+                        items=order.items,
+                        arguments={"order_id": order.order_id, **{f: new.get(f, "") for f in address.FIELDS}},
+                        address=new,
+                    )
                     plan.append(self._checked(spec, action, order, items=order.items))
             elif spec.tool == "modify_user_address" and address.wants_default(raw) and customer.address != new:
-                action = Action(intent=spec.intent, tool=spec.tool, role=spec.role, arguments={"user_id": customer.user_id, **{f: new.get(f, "") for f in address.FIELDS}},
-                                address=new)
+                action = Action(
+                    intent=spec.intent,
+                    tool=spec.tool,
+                    role=spec.role,
+                    arguments={"user_id": customer.user_id, **{f: new.get(f, "") for f in address.FIELDS}},
+                    address=new,
+                )
                 plan.append(Outcome(intent=spec.intent, kind="planned", action=action))
         return plan
 
@@ -107,8 +120,9 @@ class ProcedureFlow(Flow[ProcedureState]):
         customer = self.state.customer
         if scope is not None:
             keep = {(i.order_id, i.item_id) for i in scope}
-            customer = customer.model_copy(update={"orders": [o.model_copy(update={"items": [i for i in o.items if (o.order_id, i.item_id) in keep]})
-                                                               for o in customer.orders]})
+            customer = customer.model_copy(
+                update={"orders": [o.model_copy(update={"items": [i for i in o.items if (o.order_id, i.item_id) in keep]}) for o in customer.orders]}
+            )
         chosen = decide.assign(llm=self._llm, text=f"{prefer} {text}".strip(), customer=customer, procedures=specs, scoped=scope is not None, prefer=prefer)
         if not any(chosen.values()):
             return [Outcome(intent=specs[0].intent, kind="not_found", detail={"what": "the items you mean"}, items=list(scope or []))]
@@ -134,8 +148,14 @@ class ProcedureFlow(Flow[ProcedureState]):
             mine = [item for item in items if item.order_id == order_id]
             action, missing = self._action(spec, order, mine, text=text, prefer=prefer)
             if missing:
-                plan.append(Outcome(intent=spec.intent, kind="not_found", items=missing,
-                                    detail={"what": "a variant that fits your request for " + ", ".join(i.name for i in missing)}))
+                plan.append(
+                    Outcome(
+                        intent=spec.intent,
+                        kind="not_found",
+                        items=missing,
+                        detail={"what": "a variant that fits your request for " + ", ".join(i.name for i in missing)},
+                    )
+                )
             if action is None:
                 continue
             plan.append(self._checked(spec, action, order, items=action.items))
@@ -144,17 +164,36 @@ class ProcedureFlow(Flow[ProcedureState]):
     def _action(self, spec: ProcedureSpec, order: Order, items: list[Item], *, text: str, prefer: str) -> tuple[Action | None, list[Item]]:
         """The write for one order, and the items no fitting variant was found for."""
         if spec.tool == "cancel_pending_order":
-            return Action(intent=spec.intent, tool=spec.tool, role=spec.role, order_id=order.order_id, items=order.items if len(items) == len(order.items) else items,
-                          arguments={"order_id": order.order_id, "reason": policy.cancel_reason(
-                              next((t for t in (prefer, text) if t and policy.names_reason(t)), self.state.text))},
-                          amount=round(sum(i.price for i in order.items), 2),
-                          # a fallback that asks for the money elsewhere ("cancel it and refund to my gift card") is checked by the policy
-                          method_id=policy.named_method(prefer, order, self.state.customer) if prefer and policy.names_method(prefer) else order.paid_with), []
-        method_id = policy.named_method(prefer, order, self.state.customer) if prefer and policy.names_method(prefer) else policy.named_method(text, order, self.state.customer)
+            return Action(
+                intent=spec.intent,
+                tool=spec.tool,
+                role=spec.role,
+                order_id=order.order_id,
+                items=order.items if len(items) == len(order.items) else items,
+                arguments={
+                    "order_id": order.order_id,
+                    "reason": policy.cancel_reason(next((t for t in (prefer, text) if t and policy.names_reason(t)), self.state.text)),
+                },
+                amount=round(sum(i.price for i in order.items), 2),
+                # a fallback that asks for the money elsewhere ("cancel it and refund to my gift card") is checked by the policy
+                method_id=policy.named_method(prefer, order, self.state.customer) if prefer and policy.names_method(prefer) else order.paid_with,
+            ), []
+        method_id = (
+            policy.named_method(prefer, order, self.state.customer)
+            if prefer and policy.names_method(prefer)
+            else policy.named_method(text, order, self.state.customer)
+        )
         if spec.tool == "return_delivered_order_items":
-            return Action(intent=spec.intent, tool=spec.tool, role=spec.role, order_id=order.order_id, items=items,
-                          arguments={"order_id": order.order_id, "item_ids": [i.item_id for i in items], "payment_method_id": method_id},
-                          amount=round(sum(i.price for i in items), 2), method_id=method_id), []
+            return Action(
+                intent=spec.intent,
+                tool=spec.tool,
+                role=spec.role,
+                order_id=order.order_id,
+                items=items,
+                arguments={"order_id": order.order_id, "item_ids": [i.item_id for i in items], "payment_method_id": method_id},
+                amount=round(sum(i.price for i in items), 2),
+                method_id=method_id,
+            ), []
         lookup = facts.Lookup(self._gate, spec.role)
         pairs, missing = [], []
         for item in items:
@@ -171,9 +210,23 @@ class ProcedureFlow(Flow[ProcedureState]):
     def _exchange(spec: ProcedureSpec, order: Order, pairs: list[tuple[Item, Item]], method_id: str) -> Action:
         position = {item.item_id: n for n, item in enumerate(order.items)}
         pairs = sorted(pairs, key=lambda pair: position.get(pair[0].item_id, len(position)))
-        arguments = {"order_id": order.order_id, "item_ids": [i.item_id for i, _ in pairs], "new_item_ids": [n.item_id for _, n in pairs], "payment_method_id": method_id}
-        return Action(intent=spec.intent, tool=spec.tool, role=spec.role, order_id=order.order_id, items=[i for i, _ in pairs], new_items=[n for _, n in pairs],
-                      arguments=arguments, amount=round(sum(n.price - i.price for i, n in pairs), 2), method_id=method_id)
+        arguments = {
+            "order_id": order.order_id,
+            "item_ids": [i.item_id for i, _ in pairs],
+            "new_item_ids": [n.item_id for _, n in pairs],
+            "payment_method_id": method_id,
+        }
+        return Action(
+            intent=spec.intent,
+            tool=spec.tool,
+            role=spec.role,
+            order_id=order.order_id,
+            items=[i for i, _ in pairs],
+            new_items=[n for _, n in pairs],
+            arguments=arguments,
+            amount=round(sum(n.price - i.price for i, n in pairs), 2),
+            method_id=method_id,
+        )
 
     # -- fallbacks ------------------------------------------------------------------------------------------------------
 
@@ -187,20 +240,33 @@ class ProcedureFlow(Flow[ProcedureState]):
             fallback = self._fallback_for(failure, reading, candidates, everything)
             if fallback is None:
                 continue
-            self._gate.audit(kind="decision", name="fallback", actor="procedure", arguments={"condition": fallback.condition, "then": fallback.then},
-                             result={"kind": fallback.kind, "instead_of": failure.kind, "rule": failure.rule})
+            self._gate.audit(
+                kind="decision",
+                name="fallback",
+                actor="procedure",
+                arguments={"condition": fallback.condition, "then": fallback.then},
+                result={"kind": fallback.kind, "instead_of": failure.kind, "rule": failure.rule},
+            )
             plan.remove(failure)
             if fallback.kind == "nothing":
                 plan.append(failure.model_copy(update={"kind": "declined" if failure.kind == "refused" else failure.kind}))
             elif fallback.kind == "handoff":
                 plan.append(failure)
-                plan.append(Outcome(intent="human_handoff", kind="handoff_wanted", detail={"summary": f"{failure.intent} could not be done ({failure.rule or failure.kind}); the customer asked for a person."}))
+                plan.append(
+                    Outcome(
+                        intent="human_handoff",
+                        kind="handoff_wanted",
+                        detail={"summary": f"{failure.intent} could not be done ({failure.rule or failure.kind}); the customer asked for a person."},
+                    )
+                )
             else:
                 plan = self._redo(plan, failure, fallback, reading, everything, depth)
         return plan
 
     @staticmethod
-    def _fallback_for(failure: Outcome, reading: conditions.Reading, candidates: list[conditions.Fallback], everything: list[Item]) -> conditions.Fallback | None:
+    def _fallback_for(
+        failure: Outcome, reading: conditions.Reading, candidates: list[conditions.Fallback], everything: list[Item]
+    ) -> conditions.Fallback | None:
         about = {(i.order_id, i.item_id) for i in failure.items}
         for fallback in candidates:
             said = f"{reading.anchor_text(fallback)} {fallback.condition} {fallback.then}"
@@ -208,7 +274,9 @@ class ProcedureFlow(Flow[ProcedureState]):
                 return fallback
         return candidates[0] if len(candidates) == 1 else None
 
-    def _redo(self, plan: list[Outcome], failure: Outcome, fallback: conditions.Fallback, reading: conditions.Reading, everything: list[Item], depth: int) -> list[Outcome]:
+    def _redo(
+        self, plan: list[Outcome], failure: Outcome, fallback: conditions.Fallback, reading: conditions.Reading, everything: list[Item], depth: int
+    ) -> list[Outcome]:
         then = fallback.then
         named = decide.mentioned_items(everything, then)
         failed_orders = {i.order_id for i in failure.items}
@@ -240,12 +308,14 @@ class ProcedureFlow(Flow[ProcedureState]):
             old = existing.action
             if existing.kind == "planned" and old is not None and old.order_id == new.order_id and old.tool == new.tool:
                 if not new.new_items:
-                    return [*plan[:n], outcome, *plan[n + 1:]]
-                pairs = {i.item_id: (i, v) for i, v in zip(old.items, old.new_items, strict=False)} | {i.item_id: (i, v) for i, v in zip(new.items, new.new_items, strict=False)}
+                    return [*plan[:n], outcome, *plan[n + 1 :]]
+                pairs = {i.item_id: (i, v) for i, v in zip(old.items, old.new_items, strict=False)} | {
+                    i.item_id: (i, v) for i, v in zip(new.items, new.new_items, strict=False)
+                }
                 order = next(o for o in self.state.customer.orders if o.order_id == new.order_id)
                 spec = self._procedures.by_intent[new.intent]
                 merged = self._exchange(spec, order, list(pairs.values()), new.method_id or old.method_id or order.paid_with)
-                return [*plan[:n], Outcome(intent=new.intent, kind="planned", action=merged), *plan[n + 1:]]
+                return [*plan[:n], Outcome(intent=new.intent, kind="planned", action=merged), *plan[n + 1 :]]
         return [*plan, outcome]
 
     def _write(self, action: Action) -> Outcome:
@@ -262,11 +332,19 @@ class ProcedureFlow(Flow[ProcedureState]):
     def _answer_status(self, spec: ProcedureSpec) -> None:
         named = decide.named_orders(self.state.text)
         about = {item.order_id for item in decide.mentioned_items([i for o in self.state.customer.orders for i in o.items], self.state.text)}
-        orders = [o for o in self.state.customer.orders if o.order_id in named] or \
-                 [o for o in self.state.customer.orders if o.order_id in about] or self.state.customer.orders
+        orders = (
+            [o for o in self.state.customer.orders if o.order_id in named]
+            or [o for o in self.state.customer.orders if o.order_id in about]
+            or self.state.customer.orders
+        )
         for order in orders:
-            self.state.outcomes.append(Outcome(intent=spec.intent, kind="answered", detail={
-                "order": order.order_id, "items": ", ".join(i.name for i in order.items), "status": order.status, "tracking_ids": order.tracking}))
+            self.state.outcomes.append(
+                Outcome(
+                    intent=spec.intent,
+                    kind="answered",
+                    detail={"order": order.order_id, "items": ", ".join(i.name for i in order.items), "status": order.status, "tracking_ids": order.tracking},
+                )
+            )
 
     def _hand_over(self, spec: ProcedureSpec, summary: str) -> None:
         try:
@@ -286,12 +364,20 @@ class ProcedureFlow(Flow[ProcedureState]):
         if "pending_approval" in kinds:
             self.state.status, self.state.reason = "awaiting_approval", "a write waits for a person's approval"
         elif kinds & {"failed", "not_found", "refused", "handed_over"}:
-            why = [f"{o.intent}: {o.kind}" + (f" ({o.rule})" if o.rule else "") + (f" ({o.detail['error']})" if "error" in o.detail else "")
-                   for o in self.state.outcomes if o.kind in {"failed", "not_found", "refused", "handed_over"}]
+            why = [
+                f"{o.intent}: {o.kind}" + (f" ({o.rule})" if o.rule else "") + (f" ({o.detail['error']})" if "error" in o.detail else "")
+                for o in self.state.outcomes
+                if o.kind in {"failed", "not_found", "refused", "handed_over"}
+            ]
             self.state.status, self.state.reason = "escalated", "; ".join(why)
         else:
             self.state.status = "resolved"
 
     def reply(self) -> str:
-        return compose(replies=self._procedures.replies, language=self.state.language, outcomes=self.state.outcomes, customer=self.state.customer,
-                       identified=self.state.customer is not None)
+        return compose(
+            replies=self._procedures.replies,
+            language=self.state.language,
+            outcomes=self.state.outcomes,
+            customer=self.state.customer,
+            identified=self.state.customer is not None,
+        )

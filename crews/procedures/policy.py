@@ -46,7 +46,9 @@ def _cancel_refunds_to_original(action: Action, order: Order, customer: Customer
 
 
 def _variant_of_same_product(action: Action, order: Order, customer: Customer) -> dict[str, Any] | None:
-    if len(action.new_items) == len(action.items) and all(n.product_id == i.product_id and n.item_id != i.item_id for i, n in zip(action.items, action.new_items, strict=True)):
+    if len(action.new_items) == len(action.items) and all(
+        n.product_id == i.product_id and n.item_id != i.item_id for i, n in zip(action.items, action.new_items, strict=True)
+    ):
         return None
     return {"items": ", ".join(i.name for i in action.items)}
 
@@ -104,8 +106,11 @@ def names_method(text: str) -> bool:
 
 
 # Some reason the customer gave for not wanting the order any more ("because it goes with the tablet", "financial issue").
-_SOME_REASON = re.compile(r"\b(because|since|as I|due to|reason|better deal|cheaper elsewhere|changed my mind|don't want|do not want|won't need|"
-                          r"financial|moving|too long|unreasonable|no use|not useful|weil|porque|parce que|car je)\b", re.I)
+_SOME_REASON = re.compile(
+    r"\b(because|since|as I|due to|reason|better deal|cheaper elsewhere|changed my mind|don't want|do not want|won't need|"
+    r"financial|moving|too long|unreasonable|no use|not useful|weil|porque|parce que|car je)\b",
+    re.I,
+)
 
 
 def cancel_reason(text: str) -> str:
@@ -122,7 +127,7 @@ _KINDS = {"credit_card": "a credit card", "paypal": "PayPal", "gift_card": "a gi
 
 def method_label(method_id: str | None, customer: Customer) -> str:
     if method_id and method_id.startswith(NOT_ON_ACCOUNT):
-        return _KINDS.get(method_id[len(NOT_ON_ACCOUNT):], "that payment method") + " (there is none on your account)"
+        return _KINDS.get(method_id[len(NOT_ON_ACCOUNT) :], "that payment method") + " (there is none on your account)"
     method = customer.payment_methods.get(method_id or "")
     return method.label if method else str(method_id)
 
@@ -130,7 +135,7 @@ def method_label(method_id: str | None, customer: Customer) -> str:
 def named_method(text: str, order: Order, customer: Customer) -> str:
     """The payment method the customer named (gift card, PayPal, card), else the order's original one. For a refund the
     policy then allows only the original method or a gift card; for a price difference any of the customer's methods."""
-    wanted = ("gift_card" if _GIFT_CARD.search(text) else "paypal" if _PAYPAL.search(text) else "credit_card" if _CARD.search(text) else None)
+    wanted = "gift_card" if _GIFT_CARD.search(text) else "paypal" if _PAYPAL.search(text) else "credit_card" if _CARD.search(text) else None
     original = customer.payment_methods.get(order.paid_with)
     if wanted is None and _OTHER_ORDER.search(text):  # "refund each order to the other order's payment method"
         others = [o.paid_with for o in customer.orders if o.order_id != order.order_id and o.paid_with and o.paid_with != order.paid_with]

@@ -28,8 +28,13 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
     for outcome in outcomes:
         action = outcome.action
         method = customer.payment_methods.get(action.method_id or "") if customer and action else None
-        facts = {"order": action.order_id if action else outcome.detail.get("order", ""), "items": _items(outcome), "amount": f"${action.amount:.2f}" if action else "",
-                 "method": method.label if method else "", **outcome.detail}
+        facts = {
+            "order": action.order_id if action else outcome.detail.get("order", ""),
+            "items": _items(outcome),
+            "amount": f"${action.amount:.2f}" if action else "",
+            "method": method.label if method else "",
+            **outcome.detail,
+        }
         if outcome.kind == "done" and action and action.tool == "modify_pending_order_address":
             lines.append(say("address_changed", **facts, address=address_label(action.address)))
         elif outcome.kind == "done" and action and action.tool == "modify_user_address":
@@ -43,15 +48,22 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
             lines.append(say("return_requested", **facts))
         elif outcome.kind == "done" and action and action.new_items:
             amount = abs(action.amount)
-            difference = say("difference.none") if amount < 0.005 else say("difference.pay" if action.amount > 0 else "difference.refund",
-                                                                             amount=f"${amount:.2f}", method=facts["method"])
+            difference = (
+                say("difference.none")
+                if amount < 0.005
+                else say("difference.pay" if action.amount > 0 else "difference.refund", amount=f"${amount:.2f}", method=facts["method"])
+            )
             new_items = ", ".join(item.label() for item in action.new_items)
-            lines.append(say("exchanged" if action.tool == "exchange_delivered_order_items" else "modified", **facts, new_items=new_items, difference=difference))
+            lines.append(
+                say("exchanged" if action.tool == "exchange_delivered_order_items" else "modified", **facts, new_items=new_items, difference=difference)
+            )
         elif outcome.kind == "pending_approval":
             lines.append(say("awaiting_approval", **facts))
         elif outcome.kind in ("refused", "declined") and action:
-            lines.append(say("refused", **facts, action=say(f"actions.{action.tool}"), rule=say(f"rules.{outcome.rule}", **facts))
-                         + (" " + say("declined") if outcome.kind == "declined" else ""))
+            lines.append(
+                say("refused", **facts, action=say(f"actions.{action.tool}"), rule=say(f"rules.{outcome.rule}", **facts))
+                + (" " + say("declined") if outcome.kind == "declined" else "")
+            )
         elif outcome.kind == "failed" and action:
             lines.append(say("failed", **facts, action=say(f"actions.{action.tool}")))
         elif outcome.kind == "answered":

@@ -71,8 +71,16 @@ def load_procedures(directory: Path, *, policy_rules: set[str], roles: set[str])
             problems.append(f"procedure '{key}': role '{spec['role']}' is not defined in agents/")
         if spec["intent"] in by_intent:
             problems.append(f"procedure '{key}': intent '{spec['intent']}' already has procedure '{by_intent[spec['intent']].key}'")
-        by_intent[spec["intent"]] = ProcedureSpec(key, spec["intent"], str(spec["description"]).strip(), tuple(spec["orders"] or ()), spec["choose"],
-                                                  tuple(spec["policy"] or ()), spec["tool"] or None, spec["role"])
+        by_intent[spec["intent"]] = ProcedureSpec(
+            key,
+            spec["intent"],
+            str(spec["description"]).strip(),
+            tuple(spec["orders"] or ()),
+            spec["choose"],
+            tuple(spec["policy"] or ()),
+            spec["tool"] or None,
+            spec["role"],
+        )
     for message in ("greeting", "closing", "not_identified", "handoff", "not_found"):
         if "en" not in replies.get(message, {}):
             problems.append(f"replies.yaml: '{message}' needs at least an English text")

@@ -63,8 +63,10 @@ class Outcome(BaseModel):
     """What became of one action, or one answer to a question."""
 
     intent: str
-    kind: str = Field(description="planned | done | refused | declined | failed | pending_approval | answered | not_found | handed_over "
-                                  "(declined: refused, and the customer said to leave it then)")
+    kind: str = Field(
+        description="planned | done | refused | declined | failed | pending_approval | answered | not_found | handed_over "
+        "(declined: refused, and the customer said to leave it then)"
+    )
     action: Action | None = None
     items: list[Item] = Field(default_factory=list, description="refused or not found: the items the request was about")
     rule: str | None = None

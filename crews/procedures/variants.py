@@ -16,13 +16,18 @@ _CHEAPEST = re.compile(r"cheapest|least expensive|lowest price|günstigste|billi
 _PRICIEST = re.compile(r"most expensive|priciest|highest price|teuerste|más car|plus cher", re.I)
 _WORD = re.compile(r"[^\W_]+")
 
-SYSTEM = ("You assist the support team of an online store. The customer wants to exchange or change an item for another variant "
-          "of the same product. Choose the numbered variant that matches what the customer asked for, keeping every option they "
-          "did not ask to change where possible. Choose none if no variant fits their request.")
+SYSTEM = (
+    "You assist the support team of an online store. The customer wants to exchange or change an item for another variant "
+    "of the same product. Choose the numbered variant that matches what the customer asked for, keeping every option they "
+    "did not ask to change where possible. Choose none if no variant fits their request."
+)
 
 
-_UNITS = [(re.compile(r"\b(foot|feet)\b"), "ft"), (re.compile(r"\binches\b"), "inch")] + \
-         [(re.compile(rf"\b{word}\b"), str(n)) for n, word in enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")) if n >= 2]
+_UNITS = [(re.compile(r"\b(foot|feet)\b"), "ft"), (re.compile(r"\binches\b"), "inch")] + [
+    (re.compile(rf"\b{word}\b"), str(n))
+    for n, word in enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"))
+    if n >= 2
+]
 # Short option values and the words customers use for them.
 SYNONYMS = {"s": "small", "m": "medium", "l": "large", "xs": "extra small", "xl": "extra large", "xxl": "extra extra large"}
 
@@ -49,13 +54,25 @@ def _partly_named(value: str, values: set[str], text: str) -> bool:
     if value.lower() in SYNONYMS and re.search(rf"(?<!\btoo )(?<!\bso )(?<!\bis )(?<!\bare )(?<!\bwas )(?<!\bvery )\b{SYNONYMS[value.lower()]}\b", text):
         return True  # "a medium one" asks for M; "it is too small" only says what is wrong with theirs
     phrase = _phrase(value)
-    return any(len(word) >= 4 and phrase.startswith(word) and phrase != word and not any(_phrase(o).startswith(word) for o in values - {value})
-               for word in set(text.split()))
+    return any(
+        len(word) >= 4 and phrase.startswith(word) and phrase != word and not any(_phrase(o).startswith(word) for o in values - {value})
+        for word in set(text.split())
+    )
 
 
 def candidates(item: Item, product: dict[str, Any]) -> list[Item]:
-    return [Item(order_id=item.order_id, item_id=v["item_id"], product_id=item.product_id, name=item.name, options={k: str(x) for k, x in v["options"].items()},
-                 price=float(v["price"])) for v in product["variants"].values() if v.get("available") and v["item_id"] != item.item_id]
+    return [
+        Item(
+            order_id=item.order_id,
+            item_id=v["item_id"],
+            product_id=item.product_id,
+            name=item.name,
+            options={k: str(x) for k, x in v["options"].items()},
+            price=float(v["price"]),
+        )
+        for v in product["variants"].values()
+        if v.get("available") and v["item_id"] != item.item_id
+    ]
 
 
 def _wanted(key: str, values: set[str], lowered: str) -> list[str]:
@@ -79,8 +96,14 @@ def narrow(item: Item, pool: list[Item], text: str, prefer: str = "") -> tuple[l
         values = {candidate.options.get(key) for candidate in pool} - {item.options.get(key), None}
         named = (_wanted(key, values, preferred) if preferred else []) or _wanted(key, values, lowered)
         current = item.options.get(key)
-        if not named and current and len(_phrase(current)) > 2 and SAME_BUT.search(text) is None and _named(current, preferred or lowered) \
-                and not _describes(current, item, preferred or lowered):  # "maple, 34 inch, graphic" with 34 inch what they have: it stays
+        if (
+            not named
+            and current
+            and len(_phrase(current)) > 2
+            and SAME_BUT.search(text) is None
+            and _named(current, preferred or lowered)
+            and not _describes(current, item, preferred or lowered)
+        ):  # "maple, 34 inch, graphic" with 34 inch what they have: it stays
             kept = [candidate for candidate in pool if candidate.options.get(key) == current]
             pool, named = kept, []
             spoken.add(key)
@@ -103,13 +126,32 @@ def _describes(value: str, item: Item, text: str) -> bool:
 
 
 # "the same one but with clicky switches", "keep everything else the same": only the options named may change.
-SAME_BUT = re.compile(r"same (?:one|item|model|product|kind|type|thing)?\s*but\b|everything else (?:the )?same|(?:all )?(?:the )?other "
-                      r"(?:options|specs|specifications|features|attributes) (?:the )?same|without changing (?:the |any )?other|exact same\b.*\bexcept", re.I)
+SAME_BUT = re.compile(
+    r"same (?:one|item|model|product|kind|type|thing)?\s*but\b|everything else (?:the )?same|(?:all )?(?:the )?other "
+    r"(?:options|specs|specifications|features|attributes) (?:the )?same|without changing (?:the |any )?other|exact same\b.*\bexcept",
+    re.I,
+)
 
 
 # Option values that order themselves: numbers with their unit (500ml, 1.5L, 32GB, 1TB, 8), and a few word scales.
-_SCALE = {"low": 1, "medium": 2, "high": 3, "small": 1, "large": 3, "xs": 0, "s": 1, "m": 2, "l": 3, "xl": 4, "xxl": 5,
-          "beginner": 1, "intermediate": 2, "expert": 3, "basic": 1, "professional": 2}
+_SCALE = {
+    "low": 1,
+    "medium": 2,
+    "high": 3,
+    "small": 1,
+    "large": 3,
+    "xs": 0,
+    "s": 1,
+    "m": 2,
+    "l": 3,
+    "xl": 4,
+    "xxl": 5,
+    "beginner": 1,
+    "intermediate": 2,
+    "expert": 3,
+    "basic": 1,
+    "professional": 2,
+}
 _NUMBER = re.compile(r"(\d+(?:\.\d+)?)\s*(tb|gb|mb|ml|l|liters?|k|mp|mah|ft|inch|inches|cups?|hours|w|x|bar|lbs?|pieces?)?\b", re.I)
 _UNIT = {"tb": 1000.0, "l": 1000.0, "liter": 1000.0, "liters": 1000.0, "k": 1000.0}
 _SIZE_KEYS = ("capacity", "size", "frame size", "screen size", "room size", "storage", "diameter", "height", "length", "pieces", "piece count")
@@ -185,8 +227,9 @@ def preference_rank(candidate: Item, text: str) -> int:
         wishes = [w for w in re.split(r">|,|\bover\b|\bthen\b|\bthan\b|\bor\b|\band\b", match.group(1), flags=re.I) if w.strip()]
         for rank, wish in enumerate(wishes):
             phrase = _phrase(wish)
-            if phrase and any(_named(value, phrase) or phrase in _phrase(value).split() or _phrase(value) in phrase.split()
-                              for value in candidate.options.values()):
+            if phrase and any(
+                _named(value, phrase) or phrase in _phrase(value).split() or _phrase(value) in phrase.split() for value in candidate.options.values()
+            ):
                 best = min(best, rank)
     return best
 
@@ -196,7 +239,9 @@ def choose(*, llm: CrewdeskLLM, text: str, item: Item, product: dict[str, Any], 
     for candidate in candidates(item, product):  # the customer gave the new item's number
         if re.search(rf"\b{re.escape(candidate.item_id)}\b", f"{prefer} {text}"):
             return candidate
-    pool, spoken = narrow(item, candidates(item, product), _PREFER.sub(" ", text), _PREFER.sub(" ", prefer))  # what they prefer ranks; what they ask for filters
+    pool, spoken = narrow(
+        item, candidates(item, product), _PREFER.sub(" ", text), _PREFER.sub(" ", prefer)
+    )  # what they prefer ranks; what they ask for filters
     text = f"{prefer} {text}".strip()
     pool, anchors = compared(item, pool, text)
     if not spoken and not anchors and not _CHEAPEST.search(text) and not _PRICIEST.search(text) and not _PREFER.search(text):
@@ -221,9 +266,15 @@ def choose(*, llm: CrewdeskLLM, text: str, item: Item, product: dict[str, Any], 
     pool = pool[:MAX_CHOICES]
     current = ", ".join(f"{k} {v}" for k, v in item.options.items())
     lines = [f"{n}. " + ", ".join(f"{k} {v}" for k, v in c.options.items()) + f" (${c.price:.2f})" for n, c in enumerate(pool, 1)]
-    schema = {"type": "object", "properties": {"variant": {"enum": [str(n) for n in range(1, len(pool) + 1)] + [NONE]}}, "required": ["variant"],
-              "additionalProperties": False}
-    messages = [{"role": "system", "content": SYSTEM},
-                {"role": "user", "content": f"Customer's message:\n{text}\n\nItem: {item.name} ({current}), ${item.price:.2f}\nVariants:\n" + "\n".join(lines)}]
+    schema = {
+        "type": "object",
+        "properties": {"variant": {"enum": [str(n) for n in range(1, len(pool) + 1)] + [NONE]}},
+        "required": ["variant"],
+        "additionalProperties": False,
+    }
+    messages = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": f"Customer's message:\n{text}\n\nItem: {item.name} ({current}), ${item.price:.2f}\nVariants:\n" + "\n".join(lines)},
+    ]
     answer = llm.decide(messages, schema, name="choose_variant")["variant"]
     return None if answer == NONE else pool[int(answer) - 1]

@@ -7,6 +7,7 @@ one), then re-hashed into their tickets' chains, and every chain gets one seal.
 Revision ID: 0008
 Revises: 0007
 """
+
 import os
 from datetime import UTC
 
@@ -35,8 +36,10 @@ def _check_old_chain(bind) -> None:
     if head is None or head[0] != prev or head[1] != count:
         problems.append("head")
     if problems and os.environ.get("CREWDESK_AUDIT_MIGRATE_BROKEN") != "1":
-        raise RuntimeError(f"the audit trail does not verify before migration (rows {problems[:10]}); run `crewdesk audit verify` on the old "
-                           "version, keep a copy, and set CREWDESK_AUDIT_MIGRATE_BROKEN=1 to migrate it anyway")
+        raise RuntimeError(
+            f"the audit trail does not verify before migration (rows {problems[:10]}); run `crewdesk audit verify` on the old "
+            "version, keep a copy, and set CREWDESK_AUDIT_MIGRATE_BROKEN=1 to migrate it anyway"
+        )
 
 
 def upgrade() -> None:
@@ -46,17 +49,34 @@ def upgrade() -> None:
     postgres = bind.dialect.name == "postgresql"
     _check_old_chain(bind)
 
-    op.create_table("audit_chains", sa.Column("chain", sa.Integer(), autoincrement=False, nullable=False),
-                    sa.Column("last_hash", sa.String(length=64), nullable=False), sa.Column("count", sa.Integer(), nullable=False),
-                    sa.PrimaryKeyConstraint("chain"))
-    op.create_table("audit_seals", sa.Column("id", sa.Integer(), nullable=False), sa.Column("chain", sa.Integer(), nullable=False),
-                    sa.Column("run_id", sa.Integer(), nullable=True), sa.Column("count", sa.Integer(), nullable=False),
-                    sa.Column("chain_hash", sa.String(length=64), nullable=False), sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-                    sa.Column("prev_hash", sa.String(length=64), nullable=False), sa.Column("hash", sa.String(length=64), nullable=False),
-                    sa.PrimaryKeyConstraint("id"), sa.UniqueConstraint("hash"))
+    op.create_table(
+        "audit_chains",
+        sa.Column("chain", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("last_hash", sa.String(length=64), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("chain"),
+    )
+    op.create_table(
+        "audit_seals",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("chain", sa.Integer(), nullable=False),
+        sa.Column("run_id", sa.Integer(), nullable=True),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("chain_hash", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("prev_hash", sa.String(length=64), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("hash"),
+    )
     op.create_index("ix_audit_seals_chain", "audit_seals", ["chain"])
-    op.create_table("audit_seal_head", sa.Column("id", sa.Integer(), nullable=False), sa.Column("last_hash", sa.String(length=64), nullable=False),
-                    sa.Column("count", sa.Integer(), nullable=False), sa.PrimaryKeyConstraint("id"))
+    op.create_table(
+        "audit_seal_head",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("last_hash", sa.String(length=64), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
     with op.batch_alter_table("audit_events") as batch:
         batch.add_column(sa.Column("chain", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("seq", sa.Integer(), nullable=True))
@@ -64,8 +84,15 @@ def upgrade() -> None:
 
     if postgres:  # existing rows move into their tickets' chains once, here; the append-only trigger is paused for it
         op.execute("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete")
-    events = sa.table("audit_events", sa.column("id"), sa.column("chain"), sa.column("seq"), sa.column("prev_hash"), sa.column("hash"),
-                      *[sa.column(f) for f in HASHED_FIELDS if f != "seq"])
+    events = sa.table(
+        "audit_events",
+        sa.column("id"),
+        sa.column("chain"),
+        sa.column("seq"),
+        sa.column("prev_hash"),
+        sa.column("hash"),
+        *[sa.column(f) for f in HASHED_FIELDS if f != "seq"],
+    )
     heads: dict[int, tuple[str, int]] = {}
     rows = bind.execute(sa.select(events).order_by(sa.func.coalesce(events.c.ticket_id, 0), events.c.id)).mappings().all()
     for row in rows:
@@ -80,8 +107,10 @@ def upgrade() -> None:
 
     from datetime import datetime
 
-    op.bulk_insert(sa.table("audit_chains", sa.column("chain"), sa.column("last_hash"), sa.column("count")),
-                   [{"chain": c, "last_hash": h, "count": n} for c, (h, n) in sorted(heads.items())])
+    op.bulk_insert(
+        sa.table("audit_chains", sa.column("chain"), sa.column("last_hash"), sa.column("count")),
+        [{"chain": c, "last_hash": h, "count": n} for c, (h, n) in sorted(heads.items())],
+    )
     seals, prev = [], GENESIS
     for chain, (last_hash, count) in sorted(heads.items()):
         fields = {"chain": chain, "run_id": None, "count": count, "chain_hash": last_hash, "created_at": datetime.now(UTC)}
@@ -91,7 +120,9 @@ def upgrade() -> None:
     seal_table = sa.table("audit_seals", *[sa.column(c) for c in ("chain", "run_id", "count", "chain_hash", "created_at", "prev_hash", "hash")])
     if seals:
         op.bulk_insert(seal_table, seals)
-    op.bulk_insert(sa.table("audit_seal_head", sa.column("id"), sa.column("last_hash"), sa.column("count")), [{"id": 1, "last_hash": prev, "count": len(seals)}])
+    op.bulk_insert(
+        sa.table("audit_seal_head", sa.column("id"), sa.column("last_hash"), sa.column("count")), [{"id": 1, "last_hash": prev, "count": len(seals)}]
+    )
     op.drop_table("audit_chain_head")
 
     with op.batch_alter_table("audit_events") as batch:

@@ -4,6 +4,7 @@ add up refunds per ticket and per customer)
 Revision ID: 0009
 Revises: 0008
 """
+
 import sqlalchemy as sa
 from alembic import op
 

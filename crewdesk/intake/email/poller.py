@@ -52,7 +52,9 @@ class PollReport:
         if self.busy:
             return f"{self.mailbox}: another poller is reading this mailbox"
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())) or "nothing new"
-        return f"{self.mailbox}: fetched {self.fetched} ({counts}); queued {len(self.enqueued)}" + ("; UIDVALIDITY changed, re-read the folder" if self.reset else "")
+        return f"{self.mailbox}: fetched {self.fetched} ({counts}); queued {len(self.enqueued)}" + (
+            "; UIDVALIDITY changed, re-read the folder" if self.reset else ""
+        )
 
 
 def poll_mailbox(*, session_factory: sessionmaker[Session], settings: Settings, enqueue: Callable[[int], object]) -> PollReport:
@@ -77,8 +79,9 @@ def wait_for_mail(*, session_factory: sessionmaker[Session], settings: Settings,
         return mailbox.wait_for_mail(timeout)
 
 
-def poll_once(*, session_factory: sessionmaker[Session], settings: Settings, mailbox: ImapMailbox, enqueue: Callable[[int], object],
-              ingest: Ingest = ingest_email) -> PollReport:
+def poll_once(
+    *, session_factory: sessionmaker[Session], settings: Settings, mailbox: ImapMailbox, enqueue: Callable[[int], object], ingest: Ingest = ingest_email
+) -> PollReport:
     """Read every message above the cursor, in UID order: fetch, ingest (commits the ticket), queue it, advance the
     cursor (commits), then acknowledge it on the server. Raises TransientError when the server or database is away;
     the next poll resumes from the cursor."""
@@ -88,8 +91,7 @@ def poll_once(*, session_factory: sessionmaker[Session], settings: Settings, mai
         raise TransientError(f"database unavailable while polling {mailbox.key}: {str(exc.orig or exc).strip().splitlines()[0]}") from exc
 
 
-def _poll(session_factory: sessionmaker[Session], settings: Settings, mailbox: ImapMailbox, enqueue: Callable[[int], object],
-          ingest: Ingest) -> PollReport:
+def _poll(session_factory: sessionmaker[Session], settings: Settings, mailbox: ImapMailbox, enqueue: Callable[[int], object], ingest: Ingest) -> PollReport:
     report = PollReport(mailbox=mailbox.key)
     with _exclusive(session_factory, mailbox.key) as mine:
         if not mine:
@@ -118,8 +120,9 @@ def _poll(session_factory: sessionmaker[Session], settings: Settings, mailbox: I
     return report
 
 
-def _ingest(session_factory: sessionmaker[Session], settings: Settings, ingest: Ingest, raw: bytes, source_ref: str, uid: int,
-            report: PollReport) -> int | None:
+def _ingest(
+    session_factory: sessionmaker[Session], settings: Settings, ingest: Ingest, raw: bytes, source_ref: str, uid: int, report: PollReport
+) -> int | None:
     """Ingest one message; returns the ticket to queue (already marked queued), if any. An unexpected error is recorded
     as a rejected inbound event, so one bad mail cannot stop the mailbox; a database or network outage is raised."""
     try:
@@ -195,8 +198,11 @@ def _open_cursor(session_factory: sessionmaker[Session], key: str, report: PollR
 
 def _advance(session_factory: sessionmaker[Session], key: str, uidvalidity: int, uid: int) -> None:
     with transaction(session_factory) as db:
-        db.execute(update(MailboxCursor).where(MailboxCursor.mailbox == key, MailboxCursor.uidvalidity == uidvalidity,
-                                               MailboxCursor.last_uid < uid).values(last_uid=uid, updated_at=utcnow()))
+        db.execute(
+            update(MailboxCursor)
+            .where(MailboxCursor.mailbox == key, MailboxCursor.uidvalidity == uidvalidity, MailboxCursor.last_uid < uid)
+            .values(last_uid=uid, updated_at=utcnow())
+        )
 
 
 @contextmanager

@@ -38,8 +38,9 @@ class IngestResult:
 def ingest_email(*, session_factory: sessionmaker[Session], raw: bytes, settings: Settings, source_ref: str = "") -> IngestResult:
     own = frozenset({settings.support_address.strip().lower()} - {""})
     try:
-        parsed: ParsedEmail | None = parse_email(raw, own_addresses=own, max_attachment_bytes=settings.attachment_max_bytes,
-                                                 allowed_types=settings.attachment_types)
+        parsed: ParsedEmail | None = parse_email(
+            raw, own_addresses=own, max_attachment_bytes=settings.attachment_max_bytes, allowed_types=settings.attachment_types
+        )
         rejection: EmailRejected | None = None
         ticket_in = _ticket_in(parsed) if parsed.ignore_reason is None else None
     except EmailRejected as exc:
@@ -55,8 +56,9 @@ def ingest_email(*, session_factory: sessionmaker[Session], raw: bytes, settings
         if not first_time:
             return _duplicate(db, event)
         if rejection is not None:
-            failed = tickets.record_rejected(db=db, source=SOURCE, external_id=_ticket_external_id(external_id),
-                                             reason=f"e-mail rejected: {rejection.reason}", raw=detail)
+            failed = tickets.record_rejected(
+                db=db, source=SOURCE, external_id=_ticket_external_id(external_id), reason=f"e-mail rejected: {rejection.reason}", raw=detail
+            )
             events.settle(event, status=events.REJECTED, reason=rejection.reason, ticket_id=failed.id)
             return IngestResult("rejected", ticket_id=failed.id, reason=rejection.reason)
         assert parsed is not None
@@ -68,15 +70,13 @@ def ingest_email(*, session_factory: sessionmaker[Session], raw: bytes, settings
         assert ticket_in is not None
         meta = _meta(parsed, source_ref, truncated=ticket_in.body != parsed.cleaned.strip())
         if ticket is not None:
-            message, needs_run = tickets.follow_up(db=db, ticket=ticket, body=ticket_in.body, author=parsed.sender,
-                                                   external_id=parsed.message_id, meta=meta)
+            message, needs_run = tickets.follow_up(db=db, ticket=ticket, body=ticket_in.body, author=parsed.sender, external_id=parsed.message_id, meta=meta)
             status: IngestStatus = "follow_up"
         else:
             ticket, created = tickets.submit(db=db, ticket_in=ticket_in, message_external_id=parsed.message_id, message_meta=meta)
             if not created:  # the ticket exists (e.g. the same Message-ID arrived before events were recorded)
                 events.settle(event, status=events.ACCEPTED, reason="ticket already existed", ticket_id=ticket.id)
-                return IngestResult("duplicate", ticket_id=ticket.id, needs_run=ticket.status == TicketStatus.received.value,
-                                    reason="ticket already existed")
+                return IngestResult("duplicate", ticket_id=ticket.id, needs_run=ticket.status == TicketStatus.received.value, reason="ticket already existed")
             message = db.execute(select(Message).where(Message.ticket_id == ticket.id).order_by(Message.id).limit(1)).scalar_one_or_none()
             needs_run, status = True, "created"
         if message is not None:
@@ -90,8 +90,7 @@ def _ticket_in(parsed: ParsedEmail) -> TicketIn:
     if len(body) > MAX_BODY_CHARS:
         note = f"\n\n[crewdesk: message truncated from {len(body)} to {MAX_BODY_CHARS} characters]"
         body = body[: MAX_BODY_CHARS - len(note)].rstrip() + note
-    return TicketIn(source=SOURCE, external_id=_ticket_external_id(parsed.message_id), customer=parsed.sender,
-                    subject=parsed.subject[:998], body=body)
+    return TicketIn(source=SOURCE, external_id=_ticket_external_id(parsed.message_id), customer=parsed.sender, subject=parsed.subject[:998], body=body)
 
 
 def _ticket_external_id(message_id: str) -> str:
@@ -120,9 +119,13 @@ def _thread(db: Session, parsed: ParsedEmail) -> Ticket | None:
 def _duplicate(db: Session, event) -> IngestResult:
     ticket = db.get(Ticket, event.ticket_id) if event.ticket_id else None
     # Still `received`: the earlier import committed but never queued it (a crash in between); offer it again.
-    return IngestResult("duplicate", ticket_id=event.ticket_id, message_id=event.message_id,
-                        needs_run=ticket is not None and ticket.status == TicketStatus.received.value,
-                        reason=f"already seen ({event.status}); seen {event.seen_count} times")
+    return IngestResult(
+        "duplicate",
+        ticket_id=event.ticket_id,
+        message_id=event.message_id,
+        needs_run=ticket is not None and ticket.status == TicketStatus.received.value,
+        reason=f"already seen ({event.status}); seen {event.seen_count} times",
+    )
 
 
 def _store_attachments(db: Session, message: Message, attachments: list[ParsedAttachment], home: Path) -> None:
@@ -130,8 +133,17 @@ def _store_attachments(db: Session, message: Message, attachments: list[ParsedAt
         stored = item.data is not None
         if stored:
             _write_content_addressed(home / "attachments", item.sha256, item.data)
-        db.add(Attachment(message_id=message.id, filename=item.filename[:255], content_type=item.content_type[:255], size=item.size,
-                          sha256=item.sha256, stored=stored, refused_reason=item.refused_reason))
+        db.add(
+            Attachment(
+                message_id=message.id,
+                filename=item.filename[:255],
+                content_type=item.content_type[:255],
+                size=item.size,
+                sha256=item.sha256,
+                stored=stored,
+                refused_reason=item.refused_reason,
+            )
+        )
     db.flush()
 
 
@@ -156,8 +168,17 @@ def _write_content_addressed(root: Path, sha256: str, data: bytes) -> Path:
 
 
 def _attachments_summary(attachments: list[ParsedAttachment]) -> list[dict]:
-    return [{"filename": a.filename, "content_type": a.content_type, "size": a.size, "sha256": a.sha256,
-             "stored": a.data is not None, "refused_reason": a.refused_reason} for a in attachments]
+    return [
+        {
+            "filename": a.filename,
+            "content_type": a.content_type,
+            "size": a.size,
+            "sha256": a.sha256,
+            "stored": a.data is not None,
+            "refused_reason": a.refused_reason,
+        }
+        for a in attachments
+    ]
 
 
 def _meta(parsed: ParsedEmail, source_ref: str, *, truncated: bool) -> dict:
