@@ -144,4 +144,49 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    raise RuntimeError("the per-ticket audit chains cannot be folded back into one global chain without re-hashing history; restore a backup")
+    """Back to one global chain: the rows are re-hashed in id order with the old fields (as 0002 did), after the
+    per-ticket chains and the seal log are checked, so a broken trail is not laundered on the way down either."""
+    from crewdesk.audit.chain import row_hash
+
+    bind = op.get_bind()
+    postgres = bind.dialect.name == "postgresql"
+    if os.environ.get("CREWDESK_AUDIT_MIGRATE_BROKEN") != "1":
+        from sqlalchemy.orm import Session
+
+        from crewdesk.audit import service as audit
+
+        with Session(bind=bind) as db:
+            report = audit.verify(db=db)
+        if not report.ok:
+            raise RuntimeError(f"the audit trail does not verify ({report.problems[:3]}); set CREWDESK_AUDIT_MIGRATE_BROKEN=1 to downgrade anyway")
+    op.create_table(
+        "audit_chain_head",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("last_hash", sa.String(length=64), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    if postgres:
+        op.execute("DROP TRIGGER IF EXISTS audit_seals_no_update_delete ON audit_seals")
+        op.execute("DROP FUNCTION IF EXISTS audit_append_only()")
+        op.execute("ALTER TABLE audit_events DISABLE TRIGGER audit_events_no_update_delete")
+    events = sa.table("audit_events", sa.column("id"), sa.column("prev_hash"), sa.column("hash"), *[sa.column(f) for f in OLD_FIELDS])
+    with op.batch_alter_table("audit_events") as batch:
+        batch.drop_index("ix_audit_events_chain_seq")
+        batch.drop_constraint("uq_audit_events_hash", type_="unique")
+    prev, count = GENESIS, 0
+    for row in bind.execute(sa.select(events).order_by(events.c.id)).mappings().all():
+        digest = row_hash(prev, dict(row), OLD_FIELDS)
+        bind.execute(events.update().where(events.c.id == row["id"]).values(prev_hash=prev, hash=digest))
+        prev, count = digest, count + 1
+    if postgres:
+        op.execute("ALTER TABLE audit_events ENABLE TRIGGER audit_events_no_update_delete")
+    op.bulk_insert(sa.table("audit_chain_head", sa.column("id"), sa.column("last_hash"), sa.column("count")), [{"id": 1, "last_hash": prev, "count": count}])
+    with op.batch_alter_table("audit_events") as batch:
+        batch.drop_column("seq")
+        batch.drop_column("chain")
+        batch.create_unique_constraint("uq_audit_events_hash", ["hash"])
+    op.drop_index("ix_audit_seals_chain", table_name="audit_seals")
+    op.drop_table("audit_seals")
+    op.drop_table("audit_seal_head")
+    op.drop_table("audit_chains")
