@@ -23,13 +23,18 @@ def _remembered(store: LanceStore) -> list[int]:
 
 
 def test_beat_schedules_the_purge_only_when_there_is_memory_to_purge(tmp_path):
-    on = beat_schedule(Settings(home=tmp_path, memory_backend="lance", memory_purge_hours=6))
+    def schedule(**fields):  # the reconciler runs on every beat; what is asserted here is the rest
+        return beat_schedule(Settings(home=tmp_path, reconcile_seconds=0, **fields))
+
+    on = schedule(memory_backend="lance", memory_purge_hours=6)
     assert on == {"purge-memory": {"task": "crewdesk.purge_memory", "schedule": 21600.0, "options": {"expires": 21600.0}}}
-    assert beat_schedule(Settings(home=tmp_path, memory_backend="off")) == {}
-    assert beat_schedule(Settings(home=tmp_path, memory_retention_days=0)) == {}  # keep forever: nothing to do
-    assert beat_schedule(Settings(home=tmp_path, memory_purge_hours=0)) == {}  # purged by cron instead
-    both = beat_schedule(Settings(home=tmp_path, imap_host="127.0.0.1", imap_poll_seconds=30))
+    assert schedule(memory_backend="off") == {}
+    assert schedule(memory_retention_days=0) == {}  # keep forever: nothing to do
+    assert schedule(memory_purge_hours=0) == {}  # purged by cron instead
+    both = schedule(imap_host="127.0.0.1", imap_poll_seconds=30)
     assert set(both) == {"poll-mailbox", "purge-memory"} and both["poll-mailbox"]["schedule"] == 30.0
+    default = beat_schedule(Settings(home=tmp_path, memory_backend="off"))
+    assert default == {"reconcile": {"task": "crewdesk.reconcile", "schedule": 60.0, "options": {"expires": 60.0}}}
 
 
 def test_the_purge_task_erases_only_what_is_past_retention(tmp_path):
