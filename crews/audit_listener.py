@@ -167,7 +167,7 @@ class AuditSink:
         )
 
     def on_other(self, source: object, event: BaseEvent) -> None:
-        if not is_failure(event):
+        if not _kept(event.type):  # registered for kept types only; a subclass of one is filtered here
             return
         kind = event.type.split("_", 1)[0]
         detail = {}
@@ -185,14 +185,6 @@ def _kept(name: str) -> bool:
     """Kept among the lifecycle events: what went wrong (a task, agent, crew or flow that failed or errored), and the
     guardrails' verdicts on an answer (decisions: a reply refused for claiming what no tool did)."""
     return name.endswith(("_failed", "_error")) or "error" in name.split("_") or ("guardrail" in name and not name.endswith("_started"))
-
-
-def is_failure(event: BaseEvent) -> bool:
-    return _kept(event.type)
-
-
-def _is_failure_type(event_type: type[BaseEvent]) -> bool:
-    return _kept(str(event_type.model_fields["type"].default))
 
 
 def take_failures(run_id: int) -> list[str]:
@@ -224,7 +216,7 @@ def install(session_factory: sessionmaker[Session]) -> AuditSink:
         for event_type, handler in specific.items():
             crewai_event_bus.on(event_type)(handler)
         for event_type in _all_event_types():
-            if event_type in specific or event_type in _SKIP or not _is_failure_type(event_type):
+            if event_type in specific or event_type in _SKIP or not _kept(str(event_type.model_fields["type"].default)):
                 continue
             crewai_event_bus.on(event_type)(_sink.on_other)
         _installed = True

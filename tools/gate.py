@@ -137,9 +137,7 @@ class Gate:
                 return done.result
             store = self.store_factory(db) if self.store_factory else None
             if not approved:  # an approved write passed this check when it was requested, and a person approved exactly it
-                refusal = self.binding.check(store, operation.name, real_args)
-                if refusal is not None:
-                    raise self._deny(role=role, tool=operation.name, arguments=arguments, rule=refusal.rule, reason=refusal.reason)
+                self._bound(self.binding.check(store, operation.name, real_args), role=role, tool=operation.name, arguments=arguments)
             amount = store.refund_amount(operation.name, real_args) if store is not None else 0.0
             if self.approval_threshold is not None and amount > 0 and not approved:
                 earlier = effects.refunded(db=db, ticket_id=self.ticket_id, customer_ref=self.binding.user_id, within=REFUND_WINDOW)
