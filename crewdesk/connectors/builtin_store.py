@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import func, select
@@ -271,7 +272,13 @@ class SqlRetailStore(RetailStore):
 def state_hash(db: Session) -> str:
     """sha256 over every user, order and product document in key order: equal stores hash equal."""
     digest = hashlib.sha256()
-    for model, key in ((StoreUser, StoreUser.user_id), (StoreOrder, StoreOrder.order_id), (StoreProduct, StoreProduct.product_id)):
-        for row in db.execute(select(model).order_by(key)).scalars():
-            digest.update(json.dumps(row.doc, sort_keys=True, separators=(",", ":")).encode())
+    for doc in _docs(db):
+        digest.update(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
     return digest.hexdigest()
+
+
+def _docs(db: Session) -> Iterator[dict]:
+    """Every user, order and product document, each table in key order (one query per table, as they are read)."""
+    yield from (row.doc for row in db.execute(select(StoreUser).order_by(StoreUser.user_id)).scalars())
+    yield from (row.doc for row in db.execute(select(StoreOrder).order_by(StoreOrder.order_id)).scalars())
+    yield from (row.doc for row in db.execute(select(StoreProduct).order_by(StoreProduct.product_id)).scalars())

@@ -58,6 +58,7 @@ def _outbound(db: Session, ticket: Ticket, message: Message) -> OutboundMessage:
             .where(Message.ticket_id == ticket.id, Message.external_id.is_not(None), Message.direction != "internal")
             .order_by(Message.id)
         ).scalars()
+        if m is not None  # excluded by the query already; narrows the type
     )
     return OutboundMessage(
         message_id=message.id,
@@ -89,7 +90,7 @@ def deliver_pending(*, session_factory: sessionmaker[Session], ticket_id: int, c
             ).scalar_one_or_none()
             if message is None:
                 continue  # delivered meanwhile, or another worker holds it
-            ticket = db.get(Ticket, ticket_id)
+            ticket = db.get_one(Ticket, ticket_id)  # the locked message's foreign key holds it
             message.delivery_attempts += 1
             try:
                 channel_id = channel.deliver(_outbound(db, ticket, message))

@@ -15,7 +15,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from crewdesk.db import transaction, utcnow
+from crewdesk.db import table_of, transaction, utcnow
 from crewdesk.errors import CrewdeskError, InvalidTicket
 from crewdesk.intake.backlog_readers import EXCERPT_CHARS, FORMATS, check_file, check_format, detect_format, open_backlog
 from crewdesk.intake.files import Row
@@ -218,7 +218,7 @@ def import_backlog(
                 stored = store_chunk(db=db, rows=batch, backlog_id=backlog.id, raws=raws)
                 events = _events(backlog.id, current.rows_done, batch, stored)
                 if events:
-                    db.connection().execute(insert(InboundEvent.__table__), events)
+                    db.connection().execute(insert(table_of(InboundEvent)), events)
                 current.rows_done += len(batch)
                 current.rows_ok += len(stored.created)
                 current.rows_bad += len(stored.rejected)
@@ -249,7 +249,7 @@ def import_backlog(
             return current
         except KeyboardInterrupt:
             with session_factory() as db:
-                done = db.get(BacklogImport, backlog.id)
+                done = db.get_one(BacklogImport, backlog.id)  # this import created the row
                 raise BacklogInterrupted(
                     f"{file}: interrupted; import {backlog.id} has stored {done.rows_done:,} rows and queued {done.rows_enqueued:,}; "
                     "run the same command again to resume",

@@ -165,11 +165,13 @@ def summarise(*, db: Session, import_id: int | None = None) -> BacklogSummary:
         .join(Ticket, CrewRun.ticket_id == Ticket.id)
         .where(mine)
     ).one()
-    latencies = list(
-        db.execute(
+    latencies = [
+        latency
+        for latency in db.execute(
             select(CrewRun.latency_s).join(Ticket, CrewRun.ticket_id == Ticket.id).where(mine, CrewRun.status == "completed", CrewRun.latency_s.is_not(None))
         ).scalars()
-    )
+        if latency is not None  # excluded by the query already; narrows the type
+    ]
     return BacklogSummary(
         import_id=backlog.id,
         path=backlog.path,

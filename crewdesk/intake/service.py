@@ -37,12 +37,12 @@ class StoredChunk:
 def store_chunk(*, db: Session, rows: Sequence[Row], backlog_id: int | None = None, raws: Sequence[dict] | None = None) -> StoredChunk:
     """Store a chunk's valid rows as tickets in bulk, inside the caller's transaction."""
     result = StoredChunk()
-    valid = [(i, row) for i, row in enumerate(rows) if row.ticket is not None]
+    valid = [(i, row, row.ticket) for i, row in enumerate(rows) if row.ticket is not None]
     result.rejected = [row for row in rows if row.ticket is None]
     stored = tickets.submit_many(
-        db=db, tickets_in=[row.ticket for _, row in valid], backlog_id=backlog_id, raws=[raws[i] for i, _ in valid] if raws is not None else None
+        db=db, tickets_in=[ticket for _, _, ticket in valid], backlog_id=backlog_id, raws=[raws[i] for i, _, _ in valid] if raws is not None else None
     )
-    for (_, row), (ticket_id, created) in zip(valid, stored, strict=True):
+    for (_, row, _), (ticket_id, created) in zip(valid, stored, strict=True):
         (result.created if created else result.duplicates).append((row, ticket_id))
     return result
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from crewdesk.approvals.models import Approval
@@ -65,10 +66,10 @@ def erase_customer(*, db: Session, customer: str, customer_key: str, attachments
     if ids:
         theirs = select(Message.id).where(Message.ticket_id.in_(ids))
         hashes = set(db.execute(select(Attachment.sha256).where(Attachment.message_id.in_(theirs), Attachment.stored)).scalars())
-        result.attachments = db.execute(delete(Attachment).where(Attachment.message_id.in_(theirs))).rowcount
+        result.attachments = cast(CursorResult, db.execute(delete(Attachment).where(Attachment.message_id.in_(theirs)))).rowcount
         shared = set(db.execute(select(Attachment.sha256).where(Attachment.sha256.in_(hashes))).scalars())
         result.files_to_remove = [attachments_dir / h[:2] / h for h in sorted(hashes - shared)]
-        result.messages = db.execute(update(Message).where(Message.ticket_id.in_(ids)).values(body=ERASED, author="", meta=None)).rowcount
+        result.messages = cast(CursorResult, db.execute(update(Message).where(Message.ticket_id.in_(ids)).values(body=ERASED, author="", meta=None))).rowcount
         db.execute(
             update(Ticket)
             .where(Ticket.id.in_(ids))

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import insert, or_, select, tuple_, update
+from sqlalchemy import CursorResult, Table, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from crewdesk.db import utcnow
+from crewdesk.db import table_of, utcnow
 from crewdesk.errors import IllegalTransition, TicketNotFound
 from crewdesk.tickets.models import TERMINAL, TRANSITIONS, Message, Ticket, TicketStatus
 from crewdesk.tickets.schemas import TicketIn
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PgInsert
+    from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 
 
 def get(*, db: Session, ticket_id: int, lock: bool = False) -> Ticket:
@@ -176,7 +182,7 @@ def mark_queued(*, db: Session, ticket_ids: list[int]) -> int:
         .values(status=TicketStatus.queued.value)
         .execution_options(synchronize_session="fetch")
     )
-    return db.execute(stmt).rowcount
+    return cast(CursorResult, db.execute(stmt)).rowcount
 
 
 def submit_many(*, db: Session, tickets_in: list[TicketIn], backlog_id: int | None = None, raws: list[dict] | None = None) -> list[tuple[int, bool]]:
@@ -187,6 +193,7 @@ def submit_many(*, db: Session, tickets_in: list[TicketIn], backlog_id: int | No
     if not tickets_in:
         return []
     dialect = db.get_bind().dialect.name
+    upsert: Callable[[Table], PgInsert | SqliteInsert]
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as upsert
     elif dialect == "sqlite":
@@ -221,7 +228,7 @@ def submit_many(*, db: Session, tickets_in: list[TicketIn], backlog_id: int | No
     # Core executemany ("insertmanyvalues"): one cached statement in pages, where an ORM or multi-VALUES insert
     # would compile thousands of parameters per chunk.
     conn = db.connection()
-    stmt = upsert(Ticket.__table__).on_conflict_do_nothing(index_elements=["source", "external_id"]).returning(Ticket.id, Ticket.source, Ticket.external_id)
+    stmt = upsert(table_of(Ticket)).on_conflict_do_nothing(index_elements=["source", "external_id"]).returning(Ticket.id, Ticket.source, Ticket.external_id)
     created = {(s, e): i for i, s, e in conn.execute(stmt, values)}
     existing = [key for key in first if key not in created]
     found: dict[tuple[str, str], int] = {}
@@ -230,7 +237,7 @@ def submit_many(*, db: Session, tickets_in: list[TicketIn], backlog_id: int | No
         found = {(s, e): i for i, s, e in rows}
     if created:
         conn.execute(
-            insert(Message.__table__),
+            insert(table_of(Message)),
             [
                 dict(
                     ticket_id=created[key],
