@@ -108,12 +108,16 @@ class ImapMailbox:
             pass
         self.imap = None
 
-    def _call(self, what: str, command: str, *args: str, ok_if: bytes | None = None) -> list:
-        """Run an imaplib command; anything but OK is a MailboxError (unless its text holds `ok_if`)."""
+    def _session(self) -> imaplib.IMAP4:
         if self.imap is None:
             raise TransientError("IMAP session is not connected")
+        return self.imap
+
+    def _call(self, what: str, command: str, *args: str, ok_if: bytes | None = None) -> list:
+        """Run an imaplib command; anything but OK is a MailboxError (unless its text holds `ok_if`)."""
+        imap = self._session()
         try:
-            typ, data = getattr(self.imap, command)(*args)
+            typ, data = getattr(imap, command)(*args)
         except _NETWORK_ERRORS as exc:
             raise TransientError(f"IMAP {what}: {exc}") from exc
         except imaplib.IMAP4.error as exc:
@@ -125,10 +129,13 @@ class ImapMailbox:
     def select(self) -> int:
         """Open the folder read-write; returns its UIDVALIDITY."""
         self._call(f"SELECT {self.folder}", "select", quote(self.folder))
-        _, data = self.imap.response("UIDVALIDITY")
+        _, data = self._session().response("UIDVALIDITY")
         if not data or data[0] is None:  # not in the SELECT answer: ask for it
             status = self._call("STATUS", "status", quote(self.folder), "(UIDVALIDITY)")
-            data = [re.search(rb"UIDVALIDITY (\d+)", status[0]).group(1)]
+            found = re.search(rb"UIDVALIDITY (\d+)", status[0])
+            if found is None:
+                raise MailboxError(f"IMAP STATUS {self.folder}: no UIDVALIDITY in {status[0]!r}")
+            data = [found.group(1)]
         self.uidvalidity = int(data[-1])
         return self.uidvalidity
 
@@ -140,9 +147,7 @@ class ImapMailbox:
         if "IDLE" not in self.capabilities:
             time.sleep(timeout)
             return False
-        imap = self.imap
-        if imap is None:
-            raise TransientError("IMAP session is not connected")
+        imap = self._session()
         tag = imap._new_tag()  # imaplib's own tag counter, so later commands stay in sequence
         deadline = time.monotonic() + min(timeout, 1500.0)
         try:
@@ -177,6 +182,8 @@ class ImapMailbox:
 
     def _drop(self) -> None:
         """Close the connection without a LOGOUT exchange (after a read timed out, imaplib cannot talk on it)."""
+        if self.imap is None:
+            return
         with contextlib.suppress(*_NETWORK_ERRORS, imaplib.IMAP4.error):
             self.imap.shutdown()
         self.imap = None

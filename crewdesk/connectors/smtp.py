@@ -101,6 +101,7 @@ class SmtpReplyChannel(ReplyChannel):
 
     def _send(self, mail: EmailMessage, recipient: str) -> None:
         where = f"SMTP {self.host}:{self.port}"
+        client: smtplib.SMTP
         try:
             if self.tls == "ssl":
                 client = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self.tls_context)

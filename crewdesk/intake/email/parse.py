@@ -369,7 +369,7 @@ def _walk(part: Message, *, body: _Body, depth: int, nested: bool, defects: list
         if not nested:
             body.attachments.append(part)  # kept whole as an .eml; its own attachments travel inside it
         for inner in part.get_payload() if part.is_multipart() else []:
-            _walk(inner, body=body, depth=depth + 1, nested=True, defects=defects)
+            _walk(_sub_part(inner), body=body, depth=depth + 1, nested=True, defects=defects)
         return
     if part.get_content_maintype() == "multipart":
         payload = part.get_payload()
@@ -377,7 +377,7 @@ def _walk(part: Message, *, body: _Body, depth: int, nested: bool, defects: list
             body.broken.append(ctype)
             return
         for sub in payload:
-            _walk(sub, body=body, depth=depth + 1, nested=nested, defects=defects)
+            _walk(_sub_part(sub), body=body, depth=depth + 1, nested=nested, defects=defects)
         return
     try:
         disposition, filename = part.get_content_disposition(), part.get_filename()
@@ -393,6 +393,13 @@ def _walk(part: Message, *, body: _Body, depth: int, nested: bool, defects: list
         return
     if not nested:
         body.attachments.append(part)
+
+
+def _sub_part(item: object) -> Message:
+    """One part of a multipart payload: the parsers only ever put Messages there."""
+    if not isinstance(item, Message):
+        raise TypeError(f"MIME sub-part is a {type(item).__name__}, not a Message")
+    return item
 
 
 def _structure(msg: Message, raw: bytes, defects: list[str]) -> Message:
@@ -447,6 +454,8 @@ def _decode_part(part: Message, defects: list[str]) -> str:
         payload = part.get_payload(decode=False)
     if isinstance(payload, str):
         payload = payload.encode("utf-8", "surrogateescape")
+    if payload is not None and not isinstance(payload, bytes):  # a text part is never multipart
+        raise TypeError(f"text part payload is a {type(payload).__name__}, not bytes")
     try:
         charset = part.get_content_charset()
     except Exception:  # noqa: BLE001
@@ -620,6 +629,7 @@ def _attachment_bytes(part: Message, defects: list[str]) -> bytes:
         inner = part.get_payload(0) if part.is_multipart() else None
         if inner is None:
             return b""
+        inner = _sub_part(inner)
         for style in (policy.default, policy.compat32):
             try:
                 return inner.as_bytes(policy=style)
@@ -633,6 +643,8 @@ def _attachment_bytes(part: Message, defects: list[str]) -> bytes:
         payload = None
     if isinstance(payload, str):
         return payload.encode("utf-8", "surrogateescape")
+    if payload is not None and not isinstance(payload, bytes):  # a decoded leaf part is bytes
+        raise TypeError(f"attachment payload is a {type(payload).__name__}, not bytes")
     return payload or b""
 
 

@@ -98,7 +98,7 @@ def _poll(session_factory: sessionmaker[Session], settings: Settings, mailbox: I
             report.busy = True
             return report
         report.uidvalidity = mailbox.select()
-        last_uid = _open_cursor(session_factory, mailbox.key, report)
+        last_uid = _open_cursor(session_factory, mailbox.key, report.uidvalidity, report)
         processed = settings.imap_processed_folder
         if processed:
             mailbox.ensure_folder(processed)
@@ -180,10 +180,9 @@ def _acknowledge(mailbox: ImapMailbox, uids: list[int], processed: str, report: 
     report.acknowledged.extend(uids)
 
 
-def _open_cursor(session_factory: sessionmaker[Session], key: str, report: PollReport) -> int:
+def _open_cursor(session_factory: sessionmaker[Session], key: str, validity: int, report: PollReport) -> int:
     """The cursor's last UID, created at 0 for a new mailbox and reset to 0 when the server says UIDVALIDITY changed
     (the old UIDs mean nothing now; de-duplication by Message-ID keeps re-read mail from becoming new tickets)."""
-    validity = report.uidvalidity
     with transaction(session_factory) as db:
         cursor = db.execute(select(MailboxCursor).where(MailboxCursor.mailbox == key).with_for_update()).scalar_one_or_none()
         if cursor is None:

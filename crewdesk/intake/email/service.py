@@ -37,19 +37,22 @@ class IngestResult:
 
 def ingest_email(*, session_factory: sessionmaker[Session], raw: bytes, settings: Settings, source_ref: str = "") -> IngestResult:
     own = frozenset({settings.support_address.strip().lower()} - {""})
+    rejection: EmailRejected | None = None
+    ticket_in: TicketIn | None = None
     try:
         parsed: ParsedEmail | None = parse_email(
             raw, own_addresses=own, max_attachment_bytes=settings.attachment_max_bytes, allowed_types=settings.attachment_types
         )
-        rejection: EmailRejected | None = None
-        ticket_in = _ticket_in(parsed) if parsed.ignore_reason is None else None
     except EmailRejected as exc:
-        parsed, rejection, ticket_in = None, exc, None
-    except ValidationError as exc:  # parse guarantees what TicketIn checks; this is the last line of defence
-        rejection = EmailRejected(f"not a valid ticket: {exc.errors()[0]['msg']}", message_id=parsed.message_id, evidence=parsed.evidence)
-        parsed, ticket_in = None, None
+        parsed, rejection = None, exc
+    if parsed is not None and parsed.ignore_reason is None:
+        try:
+            ticket_in = _ticket_in(parsed)
+        except ValidationError as exc:  # parse guarantees what TicketIn checks; this is the last line of defence
+            rejection = EmailRejected(f"not a valid ticket: {exc.errors()[0]['msg']}", message_id=parsed.message_id, evidence=parsed.evidence)
+            parsed = None
 
-    external_id = parsed.message_id if parsed else (rejection.message_id or synthetic_message_id(raw))
+    external_id = parsed.message_id if parsed else ((rejection.message_id if rejection else None) or synthetic_message_id(raw))
     detail = _detail(parsed, rejection, source_ref)
     with transaction(session_factory) as db:
         event, first_time = events.claim(db=db, channel=CHANNEL, external_id=external_id, kind="message", detail=detail)
@@ -69,6 +72,7 @@ def ingest_email(*, session_factory: sessionmaker[Session], raw: bytes, settings
             return IngestResult("ignored", ticket_id=ticket.id if ticket else None, reason=parsed.ignore_reason)
         assert ticket_in is not None
         meta = _meta(parsed, source_ref, truncated=ticket_in.body != parsed.cleaned.strip())
+        message: Message | None
         if ticket is not None:
             message, needs_run = tickets.follow_up(db=db, ticket=ticket, body=ticket_in.body, author=parsed.sender, external_id=parsed.message_id, meta=meta)
             status: IngestStatus = "follow_up"
@@ -131,7 +135,7 @@ def _duplicate(db: Session, event) -> IngestResult:
 def _store_attachments(db: Session, message: Message, attachments: list[ParsedAttachment], home: Path) -> None:
     for item in attachments:
         stored = item.data is not None
-        if stored:
+        if item.data is not None:
             _write_content_addressed(home / "attachments", item.sha256, item.data)
         db.add(
             Attachment(
