@@ -10,13 +10,18 @@ must stay free of them before it forks.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from celery import signals
 
 from crewdesk.logging import get_logger
 
+if TYPE_CHECKING:  # not imported at run time: see above
+    from crewdesk.metrics.worker import Before
+
 log = get_logger(__name__)
 TASK = "crewdesk.process_ticket"
-_before: dict[str, object] = {}  # celery task id -> crewdesk.metrics.worker.Before, in this child
+_before: dict[str, Before] = {}  # celery task id -> what the ticket looked like before the task, in this child
 _counted: set[str] = set()  # task ids counted in crewdesk_worker_tickets_in_progress
 
 

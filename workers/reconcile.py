@@ -56,7 +56,7 @@ def broker_ticket_ids(broker_url: str, queue: str) -> set[int] | None:
 
     client = redis.Redis.from_url(broker_url)
     found: set[int] = set()
-    raw: list[bytes] = []
+    raw: list[bytes | str] = []  # redis-py types replies as either; this client (no decode_responses) returns bytes
     for key in client.scan_iter(match=f"{queue}*", count=100):
         if client.type(key) == b"list":
             raw.extend(client.lrange(key, 0, -1))

@@ -66,7 +66,7 @@ class RetailStore(ABC):
 @dataclass(frozen=True)
 class Refund:
     id: str
-    status: str
+    status: str | None  # Stripe's API declares a refund's status nullable
     amount_cents: int
     currency: str
 

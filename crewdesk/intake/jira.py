@@ -23,7 +23,7 @@ from crewdesk.ratelimit import TokenBucket
 from crewdesk.settings import Settings
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket, TicketStatus
-from crewdesk.tickets.schemas import MAX_BODY_CHARS, TicketIn
+from crewdesk.tickets.schemas import MAX_BODY_CHARS, Priority, TicketIn
 
 CHANNEL = "jira"
 SIGNATURE_HEADER = "X-Hub-Signature"
@@ -329,7 +329,7 @@ def parse_event(payload: dict) -> JiraEvent:
 
 
 # Jira Cloud's and Server's default priority schemes onto ours. Unknown names (custom schemes) stay unset: triage decides.
-_PRIORITIES = {
+_PRIORITIES: dict[str, Priority] = {
     "highest": "urgent",
     "blocker": "urgent",
     "critical": "urgent",
@@ -469,16 +469,16 @@ def _dispatch(*, db: Session, event: JiraEvent, settings: Settings) -> JiraOutco
             ticket_in = _ticket_in(event, customer=event.reporter or event.actor)
         except ValidationError as exc:
             return JiraOutcome(status="rejected", reason=f"issue {event.issue_key} cannot become a ticket: {exc.errors()[0]['msg']}")
-        ticket, created = tickets.submit(db=db, ticket_in=ticket_in, message_meta=_issue_meta(event))
+        submitted, created = tickets.submit(db=db, ticket_in=ticket_in, message_meta=_issue_meta(event))
         if not created:
             return JiraOutcome(
                 status="ignored",
-                ticket_id=ticket.id,
-                needs_run=ticket.status == TicketStatus.received.value,
-                reason=f"issue {event.issue_key} is already ticket {ticket.id}",
+                ticket_id=submitted.id,
+                needs_run=submitted.status == TicketStatus.received.value,
+                reason=f"issue {event.issue_key} is already ticket {submitted.id}",
             )
-        ticket.external_status = (event.status or "")[:64] or None
-        return JiraOutcome(status="accepted", ticket_id=ticket.id, needs_run=True, reason=f"new ticket from issue {event.issue_key}")
+        submitted.external_status = (event.status or "")[:64] or None
+        return JiraOutcome(status="accepted", ticket_id=submitted.id, needs_run=True, reason=f"new ticket from issue {event.issue_key}")
     if event.kind == "comment_created":
         return _comment(db=db, event=event, settings=settings)
     ticket = tickets.find(db=db, source=CHANNEL, external_id=event.issue_key) if event.issue_key else None
