@@ -14,8 +14,10 @@ import importlib
 import inspect
 import pkgutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import crewai.events.types as event_types
 from crewai.events.base_events import BaseEvent
@@ -206,7 +208,7 @@ def install(session_factory: sessionmaker[Session]) -> AuditSink:
             _sink._failed_runs.clear()  # failures belong to the database they were written for
         if _installed:
             return _sink
-        specific = {
+        specific: dict[type[BaseEvent], Callable[[object, Any], None]] = {
             LLMCallStartedEvent: _sink.on_llm_started,
             LLMCallCompletedEvent: _sink.on_llm_completed,
             LLMCallFailedEvent: _sink.on_llm_failed,

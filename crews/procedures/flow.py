@@ -208,6 +208,8 @@ class ProcedureFlow(Flow[ProcedureState]):
 
     @staticmethod
     def _exchange(spec: ProcedureSpec, order: Order, pairs: list[tuple[Item, Item]], method_id: str) -> Action:
+        if spec.tool is None:  # only the exchange procedure gets here, and it names its tool
+            raise ValueError(f"procedure {spec.key!r} has no tool to exchange items with")
         position = {item.item_id: n for n, item in enumerate(order.items)}
         pairs = sorted(pairs, key=lambda pair: position.get(pair[0].item_id, len(position)))
         arguments = {

@@ -93,7 +93,7 @@ def narrow(item: Item, pool: list[Item], text: str, prefer: str = "") -> tuple[l
     lowered, preferred = _phrase(text), _phrase(prefer)
     spoken: set[str] = set()
     for key in item.options:
-        values = {candidate.options.get(key) for candidate in pool} - {item.options.get(key), None}
+        values = {value for candidate in pool if (value := candidate.options.get(key)) is not None} - {item.options.get(key)}
         named = (_wanted(key, values, preferred) if preferred else []) or _wanted(key, values, lowered)
         current = item.options.get(key)
         if (
