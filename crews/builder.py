@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import functools
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from crewai import Agent, Crew, Process, Task
+from crewai.agents.agent_builder.base_agent import BaseAgent
+from crewai.crews.crew_output import CrewOutput
 from pydantic import BaseModel, PrivateAttr, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
+from crewdesk.audit import service as audit
+from crewdesk.db import transaction
 from crewdesk.effects import service as effects
 from crewdesk.errors import ModelOutputError
 from crewdesk.llm import react
@@ -19,6 +26,7 @@ from crewdesk.llm.output import json_guardrail, parse_model_output
 from crewdesk.tickets.models import Ticket
 from crewdesk.tickets.promises import unbacked_claims
 from crewdesk.tickets.schemas import Resolution
+from crews import audit_listener
 from crews.config import COWORKERS, CrewConfig
 from crews.delegation import DelegationBudget, capped_agent_tools
 from tools.gate import Gate
@@ -135,7 +143,7 @@ def _memoize_tool_descriptions() -> None:
     format_description_for_llm.cache_info = cached.cache_info  # type: ignore[attr-defined]
     for module in (structured_tool, base_tool):
         if getattr(module, "format_description_for_llm", None) is original:
-            module.format_description_for_llm = format_description_for_llm
+            setattr(module, "format_description_for_llm", format_description_for_llm)  # noqa: B010 - an attribute not every CrewAI has
 
 
 _memoize_tool_descriptions()
@@ -145,15 +153,36 @@ _STEP_SCHEMAS: dict[tuple, dict[str, Any]] = {}
 
 def constrain(agent: Agent, answer: type[BaseModel] | None) -> None:
     """Each of the agent's ReAct steps is decoded against its own tools and its task's output (where the provider
-    supports it, see CrewdeskLLM.constrain_react). The schema depends only on the tools' names and argument models and
-    on the output model, so it is built once per process for each combination (about 4 ms per agent otherwise) and
-    shared read-only."""
-    tools = agent.tools or []
+    supports it, see CrewdeskLLM.constrain_react)."""
+    assert isinstance(agent.llm, CrewdeskLLM), "crewdesk agents always get a crewdesk LLM"
+    constrain_llm(agent.llm, agent.tools or [], answer)
+
+
+def constrain_llm(llm: CrewdeskLLM, tools: Sequence[Any], answer: type[BaseModel] | None) -> None:
+    """The schema depends only on the tools' names and argument models and on the output model, so it is built once per
+    process for each combination (about 4 ms per agent otherwise) and shared read-only."""
     key = (tuple((tool.name, getattr(tool, "args_schema", None)) for tool in tools), answer)
     schema = _STEP_SCHEMAS.get(key)
     if schema is None:
         schema = _STEP_SCHEMAS[key] = react.step_schema(tools, answer)
-    agent.llm.react_schema = schema
+    llm.react_schema = schema
+
+
+@functools.cache
+def _schema_text(output: type[BaseModel]) -> str:
+    return json.dumps(output.model_json_schema(), indent=2)
+
+
+def direct_prompt(description: str, expected_output: str, output: type[BaseModel]) -> str:
+    """A task as CrewAI words it for an agent without tools, with its output model's schema."""
+    schema = _schema_text(output)
+    return (
+        f"\nCurrent Task: {description}\n\nThis is the expected criteria for your final answer: {expected_output}\n"
+        "you MUST return the actual complete content as the final answer, not a summary.\n"
+        f"Format your final answer according to the following OpenAPI schema: {schema}\n\n"
+        "Do not include the OpenAPI schema in the final output. Ensure the final output does not include any code block markers like ```json or ```python."
+        "\n\nProvide your complete response:"
+    )
 
 
 class CrewBuilder:
@@ -215,11 +244,55 @@ class CrewBuilder:
         return guardrail
 
     def run_phase(self, *, task_key: str, role_key: str, work: Work, values: dict[str, str]) -> BaseModel:
-        """Kick off one task with one agent and return its validated pydantic output."""
+        """Kick off one task with one agent and return its validated pydantic output. A role with no tools (the router)
+        answers in one model call, without a crew (see answer_directly)."""
+        if not self.config.roles[role_key].tools:
+            return self.answer_directly(task_key=task_key, role_key=role_key, work=work, values=values)
         agent = self.agent(role_key=role_key, ticket=work.ticket, run_id=work.run_id, gate=work.gate, ledger=work.ledger)
         constrain(agent, self.config.tasks[task_key].output)
         task = self._task(task_key, work=work, values=values, agent=agent)
         return self._kickoff(PhaseCrew(agents=[agent], tasks=[task], process=Process.sequential, verbose=False, memory=False), task_key)
+
+    def answer_directly(self, *, task_key: str, role_key: str, work: Work, values: dict[str, str]) -> BaseModel:
+        """A phase whose role has no tools: one model call with the prompt CrewAI would build from the same YAML (role,
+        backstory, goal, task, expected output, output schema), decoded against the output model where the provider
+        can, its answer checked by the task's guardrail and retried once with the guardrail's reason, as a crew task
+        would be. Audited as a crew's calls are: the model call under the role's name, the guardrail's verdict.
+        A CrewAI crew around one call without tools costs about as much orchestration as the specialist's whole crew
+        (bench/pipeline.py: about 90 ms a ticket) and adds nothing a single call does not do."""
+        spec, task = self.config.roles[role_key], self.config.tasks[task_key]
+        llm = self.llm_factory.build(tier=spec.tier, ticket_id=work.ticket.id, run_id=work.run_id)
+        work.ledger.llms.append(llm)
+        work.ledger.models[role_key] = llm.model
+        constrain_llm(llm, (), task.output)
+        caller = SimpleNamespace(role=spec.role, id=f"{role_key}:{work.run_id}")  # what CrewAI's events read of an agent
+        task_ref = SimpleNamespace(id=f"{task_key}:{work.run_id}", name=task_key, description=task_key, agent=caller)
+        messages = [
+            {"role": "system", "content": f"You are {spec.role}. {spec.backstory}\nYour personal goal is: {spec.goal}"},
+            {"role": "user", "content": direct_prompt(work.gate.vault.conceal(task.render(ticket=work.block(), **values)), task.expected_output, task.output)},
+        ]
+        guardrail = self.guardrail(task.output, ticket_id=work.ticket.id)
+        verdict: Any = None
+        for attempt in range(2):  # the answer, and one retry (guardrail_max_retries=1 on the crew's tasks)
+            raw = llm.call(messages, from_agent=caller, from_task=task_ref)
+            ok, verdict = guardrail(SimpleNamespace(raw=raw))
+            audit_listener.flush()  # the call's own row first, so the trail reads in order
+            with transaction(self.session_factory) as db:  # the verdict, as the audit listener records a crew task's
+                audit.record(
+                    db=db,
+                    ticket_id=work.ticket.id,
+                    run_id=work.run_id,
+                    kind="llm",
+                    name="llm_guardrail_completed",
+                    actor=spec.role,
+                    arguments={"task_name": task_key, "guardrail_name": guardrail.__name__, "retry_count": attempt, "success": ok},
+                    result=verdict if ok else None,
+                    error=None if ok else verdict,
+                )
+            if ok:
+                return task.output.model_validate_json(verdict)
+            messages = [*messages, {"role": "assistant", "content": raw}, {"role": "user", "content": f"{verdict}\n\nProvide your complete response:"}]
+        raise ModelOutputError(f"the model's {task_key} answer does not fit {task.output.__name__}: {verdict}")
 
     def _task(self, task_key: str, *, work: Work, values: dict[str, str], agent: Agent | None = None) -> Task:
         """The task from YAML, its text concealed, its output validated (JSON, and no unbacked claims)."""
@@ -240,17 +313,20 @@ class CrewBuilder:
             result = crew.kickoff()
         except ValidationError as exc:  # CrewAI's conversion of the final answer to the task's output model
             raise ModelOutputError(f"the model's {task_key} answer does not fit {model.__name__}: {exc}") from exc
+        if not isinstance(result, CrewOutput):  # a streaming crew returns a stream; ours never stream
+            raise TypeError(f"crew kickoff returned {type(result).__name__}, not a CrewOutput")
         return result.pydantic if isinstance(result.pydantic, model) else parse_model_output(result.raw, model)
 
     def run_hierarchical(self, *, work: Work, values: dict[str, str]) -> tuple[BaseModel, DelegationBudget]:
         """A manager delegates parts of the resolution to the specialists; each acts only through its own tools.
         Iterations (YAML max_iter) and delegations (max_delegations) are capped."""
         ticket, run_id, gate, ledger = work.ticket, work.run_id, work.gate, work.ledger
-        coworkers = [self.agent(role_key=key, ticket=ticket, run_id=run_id, gate=gate, ledger=ledger) for key in COWORKERS]
+        specialists = [self.agent(role_key=key, ticket=ticket, run_id=run_id, gate=gate, ledger=ledger) for key in COWORKERS]
+        for specialist in specialists:
+            constrain(specialist, None)  # a coworker reports back in words; the manager writes the resolution
+        coworkers: list[BaseAgent] = list(specialists)
         budget = DelegationBudget(self.config.roles["manager"].max_delegations)
         manager = self.agent(role_key="manager", ticket=ticket, run_id=run_id, gate=gate, ledger=ledger, manager_tools=capped_agent_tools(coworkers, budget))
-        for coworker in coworkers:
-            constrain(coworker, None)  # a coworker reports back in words; the manager writes the resolution
         constrain(manager, self.config.tasks["resolve"].output)
         task = self._task("resolve", work=work, values=values)
         crew = PhaseCrew(agents=coworkers, tasks=[task], process=Process.hierarchical, manager_agent=manager, verbose=False, memory=False)

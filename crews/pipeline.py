@@ -11,11 +11,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import psycopg
 from crewai.utilities.converter import ConverterError
+from sqlalchemy import CursorResult, select, text, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk import language
@@ -198,10 +199,13 @@ class Pipeline:
                 tickets.transition(ticket=ticket, to=TicketStatus.failed, reason=problem)
                 audit.record(db=db, ticket_id=ticket.id, kind="status", name="failed", actor="pipeline", error=problem)
                 return TicketOutcome(ticket_id=ticket.id, run_id=None, status=ticket.status)
-            interrupted = db.execute(
-                update(CrewRun)
-                .where(CrewRun.ticket_id == ticket_id, CrewRun.status == "running")
-                .values(status="interrupted", finished_at=utcnow(), error="worker stopped before the run finished")
+            interrupted = cast(
+                CursorResult,
+                db.execute(
+                    update(CrewRun)
+                    .where(CrewRun.ticket_id == ticket_id, CrewRun.status == "running")
+                    .values(status="interrupted", finished_at=utcnow(), error="worker stopped before the run finished"),
+                ),
             ).rowcount
             if interrupted:
                 audit.record(db=db, ticket_id=ticket.id, kind="status", name="run_interrupted", actor="pipeline", result={"runs": interrupted})
@@ -379,13 +383,15 @@ class Pipeline:
         """Known intents: the procedure flow decides, checks policy, acts through the gate and writes the reply. When the
         customer's own verbs name the request, the router's confidence is not what decides."""
         ticket, raw, route, intents = work.ticket, work.text, routed.route, routed.intents
-        triage = Triage(
-            category=str(route.category),
-            priority=str(route.priority),
-            language=language.detect(raw),
-            sentiment=str(route.sentiment),
-            summary=f"{', '.join(intents)}: {' '.join((ticket.subject or raw).split())[:120]}",
-            confidence=route.confidence,
+        triage = Triage.model_validate(
+            {
+                "category": str(route.category),
+                "priority": str(route.priority),
+                "language": language.detect(raw),
+                "sentiment": str(route.sentiment),
+                "summary": f"{', '.join(intents)}: {' '.join((ticket.subject or raw).split())[:120]}",
+                "confidence": route.confidence,
+            }
         )
         hits = self._record_triage(ticket, work.run_id, triage, confidence_floor=0.0 if routed.cued else self.settings.router_confidence)
         if hits:
@@ -396,6 +402,8 @@ class Pipeline:
         ledger.models["procedure"] = llm.model
         with transaction(self.session_factory) as db:
             db.execute(update(CrewRun).where(CrewRun.id == work.run_id).values(process="procedure"))
+        if self.procedures is None:  # _routed routes nothing to the procedures without them
+            raise RuntimeError("procedures are off: no ticket is routed to them")
         flow = ProcedureFlow.build(gate=gate, llm=llm, procedures=self.procedures, raw_text=raw)
         flow.kickoff(
             inputs={"text": gate.vault.conceal(work.block()), "channel_customer": ticket.customer or "", "language": triage.language, "intents": intents}
@@ -501,8 +509,9 @@ class Pipeline:
         if history:
             triage_text += "\n\nEarlier on this ticket (already done; do not repeat):\n" + history
         triage_text = self._with_memory(work, triage_text)
-        with transaction(self.session_factory) as db:
-            db.execute(update(CrewRun).where(CrewRun.id == work.run_id).values(process=process))
+        if process != "sequential":  # the run row starts as sequential
+            with transaction(self.session_factory) as db:
+                db.execute(update(CrewRun).where(CrewRun.id == work.run_id).values(process=process))
         try:
             if process == "hierarchical":
                 resolution, budget = self.builder.run_hierarchical(values={"triage": triage_text}, work=work)

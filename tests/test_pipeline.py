@@ -50,6 +50,31 @@ def test_billing_ticket_is_triaged_resolved_and_fully_audited(settings, session_
     assert len(outbound) == 1 and outbound[0].body
 
 
+def test_the_triage_is_one_model_call_and_the_specialist_one_crew(settings, session_factory, make_ticket, monkeypatch):
+    """The router has no tools: it answers in one model call, not a crew; its answer passes the JSON guardrail, whose
+    verdict follows the call in the ticket's chain. Only the specialist's crew is kicked off."""
+    from crews import builder
+
+    kickoffs = []
+    original = builder.PhaseCrew.kickoff
+    monkeypatch.setattr(builder.PhaseCrew, "kickoff", lambda crew, *a, **kw: kickoffs.append([t.name for t in crew.tasks]) or original(crew, *a, **kw))
+    ticket_id = make_ticket("I was charged twice for invoice 2291 this month. Please refund the duplicate payment.")
+    pipeline, factory = make_pipeline(settings, session_factory)
+
+    assert pipeline.process(ticket_id).status == "resolved"
+
+    assert kickoffs == [["resolve"]]
+    router_prompts = [m for llm in factory.built if llm.model == "scripted-cheap" for m in llm.prompts]
+    assert len(router_prompts) == 1 and router_prompts[0][0]["content"].startswith("You are Support Router.")
+    assert "Classify this customer support ticket." in router_prompts[0][1]["content"]  # the task from tasks.yaml
+    with session_factory() as db:
+        rows = db.execute(select(AuditEvent).where(AuditEvent.ticket_id == ticket_id).order_by(AuditEvent.seq)).scalars().all()
+    names = [(row.kind, row.name, row.actor) for row in rows]
+    call = names.index(("llm_call", "scripted-cheap", "Support Router"))
+    assert names[call + 1] == ("llm", "llm_guardrail_completed", "Support Router")
+    assert rows[call + 1].arguments["success"] is True and rows[call + 1].arguments["task_name"] == "triage"
+
+
 @pytest.mark.parametrize(
     ("body", "rule"),
     [

@@ -17,6 +17,7 @@ class GovernedTool(BaseTool):
 
     gate: Gate
     role: str
+    customer: str = ""  # the identity the ticket's channel gave (the sender's address), for tools that read per customer
 
     def _run(self, **kwargs: Any) -> str:
         try:

@@ -18,7 +18,6 @@ class CustomerHistoryTool(GovernedTool):
     name: str = "customer_history"
     description: str = "List this customer's earlier support tickets (date, subject, category, outcome). Takes no arguments."
     args_schema: type[BaseModel] = _NoArgs
-    customer: str = ""
 
     def execute(self, **kwargs: Any) -> str:
         self.gate.check(role=self.role, tool=self.name, arguments=kwargs)
