@@ -179,9 +179,10 @@ def in_process(
     from crewdesk.runs.models import CrewRun
     from crewdesk.settings import load_settings
     from crews.pipeline import Pipeline
+    from workers.runtime import POOL_SIZE
 
     url = create_db()
-    engine = make_engine(url, pool_size=2, max_overflow=4)
+    engine = make_engine(url, pool_size=POOL_SIZE, max_overflow=4)  # as a worker child's
     try:
         factory = make_session_factory(engine)
         if demo_store:

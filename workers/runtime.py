@@ -27,12 +27,15 @@ class Runtime:
 
 
 _runtime: Runtime | None = None
+POOL_SIZE = 4
 
 
 def build_runtime(settings: Settings) -> Runtime:
     quiet_crewai_env(settings)
+    # A ticket holds up to four connections at once: its advisory lock, the pipeline's session, the audit listener's
+    # (CrewAI's event thread) and a tool's through the gate. A smaller pool opens and closes one per ticket.
     engine = (
-        make_engine(settings.database_url, pool_size=2, max_overflow=4)
+        make_engine(settings.database_url, pool_size=POOL_SIZE, max_overflow=4)
         if not settings.database_url.startswith("sqlite")
         else make_engine(settings.database_url)
     )
