@@ -8,7 +8,9 @@ import json
 import pytest
 
 from crewdesk.llm.factory import LLMFactory
-from crews.evaluation import EvalReport, Trial, first_person, load_tasks, read_journal, run_eval, ticket_for, write_report
+from crews.eval_report import EvalReport, Trial, read_journal, write_report
+from crews.eval_tickets import first_person, load_tasks, ticket_for
+from crews.evaluation import run_eval
 from crews.pipeline import Pipeline
 
 
