@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from crewdesk.connectors.base import READ, WRITE, RetailStore, StoreError
+from crewdesk.store.interface import READ, WRITE, RetailStore, StoreError
 
 GENERIC = "generic"
 SPEC_FILE = Path(__file__).parent / "tau2" / "tools.json"
