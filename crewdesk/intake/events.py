@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crewdesk.db import utcnow
-from crewdesk.intake.models import InboundEvent
+from crewdesk.inbound.models import InboundEvent
 
 ACCEPTED, IGNORED, REJECTED = "accepted", "ignored", "rejected"
 

@@ -9,7 +9,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, Unique
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crewdesk.db import Base, JSONType, utcnow
-from crewdesk.intake import models as _intake  # noqa: F401  (tickets.backlog_id refers to backlog_imports)
+from crewdesk.inbound import models as _inbound  # noqa: F401  (tickets.backlog_id refers to backlog_imports)
 
 
 class TicketStatus(StrEnum):
