@@ -1,4 +1,5 @@
-"""Engine, sessions and the declarative base shared by every domain's models."""
+"""Engine, sessions and the declarative base shared by every domain's models. The core: it imports no domain (the
+list of every table is crewdesk.models)."""
 
 from __future__ import annotations
 
@@ -85,15 +86,3 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""
     with factory() as session, session.begin():
         yield session
-
-
-def import_all_models() -> None:
-    """Register every table on Base.metadata (Alembic, tests)."""
-    from crewdesk import pii as _p  # noqa: F401
-    from crewdesk.approvals import models as _a  # noqa: F401
-    from crewdesk.audit import models as _b  # noqa: F401
-    from crewdesk.effects import models as _e  # noqa: F401
-    from crewdesk.intake import models as _i  # noqa: F401
-    from crewdesk.runs import models as _c  # noqa: F401
-    from crewdesk.store import models as _s  # noqa: F401
-    from crewdesk.tickets import models as _d  # noqa: F401

@@ -2,12 +2,12 @@
 
 from alembic import context
 
-from crewdesk.db import Base, import_all_models, make_engine
+from crewdesk.db import make_engine
+from crewdesk.models import metadata  # every table (importing it registers them all)
 from crewdesk.settings import load_settings
 
-import_all_models()
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _url() -> str:
