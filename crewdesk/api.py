@@ -19,6 +19,8 @@ from crewdesk.audit import service as audit
 from crewdesk.db import make_engine, make_session_factory, transaction
 from crewdesk.errors import TicketNotFound
 from crewdesk.intake import jira as jira_intake
+from crewdesk.intake.admit import Stored, admit
+from crewdesk.intake.enqueue import Enqueuer, Send
 from crewdesk.runs.models import CrewRun
 from crewdesk.settings import Settings
 from crewdesk.tickets import service as tickets
@@ -191,23 +193,23 @@ def _metrics_registry(factory: sessionmaker[Session], settings: Settings):
     from prometheus_client import CollectorRegistry, ProcessCollector
 
     from crewdesk.metrics.collector import DatabaseCollector
-    from workers.app import Queues
+    from crewdesk.queues import Queue
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(factory, settings, queues=[q.value for q in Queues]))
+    registry.register(DatabaseCollector(factory, settings, queues=[q.value for q in Queue]))
     ProcessCollector(registry=registry)
     return registry
 
 
-def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | None = None, enqueue=None) -> FastAPI:
-    """`enqueue(ticket_id)` defaults to the Celery task; tests and embedders may pass their own."""
+def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | None = None, send: Send | None = None) -> FastAPI:
+    """`send(ticket_ids)` puts tickets on the broker's queue; it defaults to Celery's (workers.app.ticket_sender), and
+    tests and embedders may pass their own. Tickets reach it only through the Enqueuer (crewdesk/intake/enqueue.py)."""
     factory = session_factory or make_session_factory(make_engine(settings.database_url))
-    if enqueue is None:
-        from workers.app import configure
-        from workers.tasks import process_ticket
+    if send is None:
+        from workers.app import configure, ticket_sender
 
-        configure(settings)
-        enqueue = lambda ticket_id: process_ticket.apply_async(args=[ticket_id])  # noqa: E731
+        send = ticket_sender(configure(settings))
+    enqueuer = Enqueuer(session_factory=factory, send=send)
 
     app = FastAPI(title="crewdesk", version=__version__, description="Agentic customer-support worker service.")
     refusals = jira_intake.RefusalLimiter(settings.jira_refusals_per_minute)
@@ -234,10 +236,8 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
     def submit(ticket_in: TicketSubmission) -> SubmitResult:
         with transaction(factory) as session:
             ticket, created = tickets.submit(db=session, ticket_in=ticket_in)
-        if created or ticket.status == "received":
-            enqueue(ticket.id)
-            with transaction(factory) as session:
-                tickets.mark_queued(db=session, ticket_ids=[ticket.id])
+        if admit([Stored(ticket.id, needs_run=created or ticket.status == "received")], enqueuer=enqueuer).queued:
+            with factory() as session:
                 ticket = tickets.get(db=session, ticket_id=ticket.id)
         return SubmitResult(ticket_id=ticket.id, status=ticket.status, created=created)
 
@@ -335,7 +335,14 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
 
         pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
         try:
-            approval, _ = decide_and_resume(pipeline=pipeline, approval_id=approval_id, approve=approve, by=decision.by, reason=decision.reason, resume=enqueue)
+            approval, _ = decide_and_resume(
+                pipeline=pipeline,
+                approval_id=approval_id,
+                approve=approve,
+                by=decision.by,
+                reason=decision.reason,
+                resume=lambda ticket_id: enqueuer([ticket_id]),
+            )
         except ApprovalError as exc:
             raise HTTPException(status_code=404 if "does not exist" in str(exc) else 409, detail=str(exc)) from exc
         return view(approval)
@@ -394,10 +401,7 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
         delivery_id = jira_intake.delivery_key(body=body, identifier=headers.get("x-atlassian-webhook-identifier"))
         with transaction(factory) as session:
             outcome = jira_intake.handle_event(db=session, event=event, delivery_id=delivery_id, settings=settings, detail=evidence)
-        if outcome.needs_run and outcome.ticket_id is not None:
-            enqueue(outcome.ticket_id)  # after the commit: the worker always finds the ticket and its message
-            with transaction(factory) as session:
-                tickets.mark_queued(db=session, ticket_ids=[outcome.ticket_id])
+        admit([outcome], enqueuer=enqueuer)  # after the commit: the worker always finds the ticket and its message
         return WebhookAck(status=outcome.status, ticket_id=outcome.ticket_id, reason=outcome.reason)
 
     @app.post("/webhooks/jira", response_model=WebhookAck, status_code=202, responses=WEBHOOK_ERRORS, openapi_extra=WEBHOOK_BODY)

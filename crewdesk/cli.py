@@ -60,21 +60,15 @@ def init() -> None:
 @app.command()
 def submit(path: Annotated[str, typer.Argument(help="A .jsonl or .json file of tickets, or - for standard input.")]) -> None:
     """Store tickets and put them on the Celery queue (duplicates are stored and queued once)."""
-    from crewdesk.db import transaction
+    from crewdesk.intake.admit import Stored, admit
     from crewdesk.intake.files import iter_file
     from crewdesk.intake.service import accept_rows
-    from crewdesk.tickets import service as tickets
-    from workers.app import configure
-    from workers.tasks import process_ticket
+    from workers.app import enqueuer
 
     settings = _settings()
-    configure(settings)
     factory = _session_factory(settings)
     report = accept_rows(session_factory=factory, rows=iter_file(path, stream=sys.stdin))
-    for ticket_id in report.to_enqueue:
-        process_ticket.apply_async(args=[ticket_id])
-    with transaction(factory) as db:
-        tickets.mark_queued(db=db, ticket_ids=report.to_enqueue)
+    admit([Stored(ticket_id, needs_run=True) for ticket_id in report.to_enqueue], enqueuer=enqueuer(settings, factory))
     for _line, reason, ticket_id in report.rejected:
         err.print(f"rejected {reason} (recorded as failed ticket {ticket_id})", highlight=False)
     console.print(f"queued {report.accepted}, duplicates {len(report.duplicates)}, rejected {len(report.rejected)}")
@@ -97,7 +91,8 @@ def worker(
     settings = _settings(worker_concurrency=concurrency)
     # Before anything imports prometheus_client: the children inherit multiprocess mode and write per-pid files.
     metrics_dir = prepare_multiproc_dir(settings)
-    from workers.app import Queues, configure
+    from crewdesk.queues import Queue
+    from workers.app import configure
 
     celery_app = configure(settings)
     if metrics_port is not None:
@@ -111,7 +106,7 @@ def worker(
         argv = [
             "worker",
             "-Q",
-            ",".join(q.value for q in Queues),
+            ",".join(q.value for q in Queue),
             "--concurrency",
             str(settings.worker_concurrency),
             "--loglevel",
@@ -361,21 +356,6 @@ app.add_typer(backlog_app, name="backlog")
 BAD_ROWS_SHOWN = 20
 
 
-def _celery_enqueuer(settings):
-    """Ticket ids onto the Celery queue, one producer (connection) per batch rather than one per message. By task
-    name: importing workers.tasks would load CrewAI, seconds of start-up this process never needs."""
-    from workers.app import configure
-
-    celery_app = configure(settings)
-
-    def enqueue(ticket_ids) -> None:
-        with celery_app.producer_or_acquire() as producer:
-            for ticket_id in ticket_ids:
-                celery_app.send_task("crewdesk.process_ticket", args=[ticket_id], producer=producer)
-
-    return enqueue
-
-
 @backlog_app.command("import")
 def backlog_import(
     path: Annotated[Path, typer.Argument(help="The export file.")],
@@ -387,6 +367,7 @@ def backlog_import(
 
     from crewdesk.intake.backlog import BacklogInterrupted, import_backlog
     from crewdesk.intake.backlog_report import bad_rows
+    from workers.app import configure, ticket_sender
 
     settings = _settings(log_json=False, log_level="WARNING")
     factory = _session_factory(settings)
@@ -413,7 +394,7 @@ def backlog_import(
                 session_factory=factory,
                 path=path,
                 fmt=fmt,
-                enqueue=_celery_enqueuer(settings),
+                send=ticket_sender(configure(settings)),
                 chunk=settings.backlog_chunk_rows,
                 rate_per_second=settings.backlog_enqueue_per_second,
                 source=source,
@@ -651,7 +632,7 @@ def status() -> None:
     import redis as redis_client
 
     from crewdesk.llm import breaker
-    from workers.app import Queues
+    from crewdesk.queues import Queue
 
     settings = _settings(log_json=False, log_level="ERROR")
     shared = breaker.shared_store_url(settings)
@@ -679,7 +660,7 @@ def status() -> None:
     queues = Table(title="queues")
     for column in ("queue", "waiting"):
         queues.add_column(column)
-    for queue in Queues:
+    for queue in Queue:
         # kombu's Redis transport keeps one list per queue and priority step (default steps 0, 3, 6, 9).
         names = [queue.value] + [f"{queue.value}\x06\x16{step}" for step in (3, 6, 9)]
         queues.add_row(queue.value, str(sum(client.llen(name) for name in names)))
@@ -762,15 +743,12 @@ def email_import(path: Annotated[Path, typer.Argument(help="An .eml file, a dire
     """Turn stored mail into tickets and follow-ups, threaded like live mail; re-importing the same mail changes nothing."""
     from collections import Counter
 
-    from crewdesk.db import transaction
+    from crewdesk.intake.admit import Stored, admit
     from crewdesk.intake.email.service import ingest_email
     from crewdesk.intake.email.sources import iter_messages
-    from crewdesk.tickets import service as tickets
-    from workers.app import configure
-    from workers.tasks import process_ticket
+    from workers.app import enqueuer
 
     settings = _settings()
-    configure(settings)
     factory = _session_factory(settings)
     counts: Counter[str] = Counter()
     to_enqueue: dict[int, None] = {}  # ordered and unique: a thread imported at once runs once, with all its messages
@@ -781,10 +759,7 @@ def email_import(path: Annotated[Path, typer.Argument(help="An .eml file, a dire
             err.print(f"rejected {ref}: {result.reason} (recorded as failed ticket {result.ticket_id})", highlight=False)
         if result.ticket_id is not None and (result.needs_run or result.status == "created"):
             to_enqueue[result.ticket_id] = None
-    for ticket_id in to_enqueue:
-        process_ticket.apply_async(args=[ticket_id])
-    with transaction(factory) as db:
-        tickets.mark_queued(db=db, ticket_ids=list(to_enqueue))
+    admit([Stored(ticket_id, needs_run=True) for ticket_id in to_enqueue], enqueuer=enqueuer(settings, factory))
     console.print(
         f"created {counts['created']}, follow-ups {counts['follow_up']}, duplicates {counts['duplicate']}, "
         f"ignored {counts['ignored']}, rejected {counts['rejected']}; queued {len(to_enqueue)}"
@@ -807,21 +782,18 @@ def email_poll(
 
     from crewdesk.errors import TransientError
     from crewdesk.intake.email.poller import poll_mailbox
-    from workers.app import configure
+    from workers.app import enqueuer
 
     settings = _settings()
     if not settings.imap_host:
         raise CrewdeskError("no mailbox configured: set CREWDESK_IMAP_HOST, CREWDESK_IMAP_USER and CREWDESK_IMAP_PASSWORD")
     from crewdesk.intake.email.poller import wait_for_mail
 
-    celery_app = configure(settings)
     factory = _session_factory(settings)
+    into_queue = enqueuer(settings, factory)  # by task name: a long-running poller never imports the crew stack
     while True:
         try:
-            # By name: a long-running poller never imports the crew stack (CrewAI) that workers.tasks pulls in.
-            report = poll_mailbox(
-                session_factory=factory, settings=settings, enqueue=lambda ticket_id: celery_app.send_task("crewdesk.process_ticket", args=[ticket_id])
-            )
+            report = poll_mailbox(session_factory=factory, settings=settings, enqueue=into_queue)
         except TransientError as exc:
             if once:
                 raise

@@ -27,7 +27,7 @@ def test_submit_is_idempotent_and_lands_on_the_queue(settings, session_factory, 
 
 def test_status_and_trail_after_processing(settings, session_factory):
     sent = []
-    client = TestClient(create_app(settings, session_factory=session_factory, enqueue=sent.append))
+    client = TestClient(create_app(settings, session_factory=session_factory, send=sent.extend))
     ticket_id = client.post("/tickets", json={"external_id": "A-2", "body": "Please send me my invoice for May."}).json()["ticket_id"]
     assert sent == [ticket_id]
     Pipeline(settings=settings, session_factory=session_factory, llm_factory=LLMFactory(settings)).process(ticket_id)
@@ -38,7 +38,7 @@ def test_status_and_trail_after_processing(settings, session_factory):
 
 
 def test_bad_requests(settings, session_factory):
-    client = TestClient(create_app(settings, session_factory=session_factory, enqueue=lambda _: None))
+    client = TestClient(create_app(settings, session_factory=session_factory, send=lambda _ticket_ids: None))
     assert client.get("/tickets/424242").status_code == 404
     response = client.post("/tickets", json={"external_id": "A-3", "body": ""})
     assert response.status_code == 422 and "body" in response.text
@@ -56,7 +56,7 @@ def test_approvals_over_http(settings, session_factory, make_ticket):
             Approval(ticket_id=ticket_id, action="calculate", arguments={"expression": "2*21"}, idempotency_key="k-api", requested_by="billing", reason="test")
         )
     resumed = []
-    client = TestClient(create_app(settings, session_factory=session_factory, enqueue=resumed.append))
+    client = TestClient(create_app(settings, session_factory=session_factory, send=resumed.extend))
     listed = client.get("/approvals").json()
     assert [a["action"] for a in listed] == ["calculate"]
     decided = client.post(f"/approvals/{listed[0]['id']}/approve", json={"by": "alice"})

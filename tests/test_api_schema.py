@@ -31,7 +31,7 @@ SECRET = "schema-test-secret"
 # The schema is loaded once from an app on an unused engine (the schema does not depend on settings), because
 # schemathesis' lazy `from_fixture` loader breaks on pytest 9 (it rewrites `node._nodeid`). Each generated case is
 # then sent to `live_app`, built per operation on the test database.
-schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(load_settings(database_url="sqlite://"), enqueue=lambda _ticket_id: None))
+schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(load_settings(database_url="sqlite://"), send=lambda _ticket_ids: None))
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def live_app(settings, session_factory, make_ticket):
                 ticket_id=ticket_id, action="calculate", arguments={"expression": "2*21"}, idempotency_key="k-schema", requested_by="billing", reason="test"
             )
         )
-    app = create_app(settings.model_copy(update={"jira_webhook_secret": SecretStr(SECRET)}), session_factory=session_factory, enqueue=lambda _ticket_id: None)
+    app = create_app(settings.model_copy(update={"jira_webhook_secret": SecretStr(SECRET)}), session_factory=session_factory, send=lambda _ticket_ids: None)
     assert app.openapi() == schema.raw_schema
     return app
 

@@ -47,8 +47,8 @@ class Recorder:
 
 
 def run_import(session_factory, path, **kwargs):
-    recorder = kwargs.pop("enqueue", None) or Recorder()
-    backlog = import_backlog(session_factory=session_factory, path=path, enqueue=recorder, rate_per_second=kwargs.pop("rate_per_second", 0), **kwargs)
+    recorder = kwargs.pop("send", None) or Recorder()
+    backlog = import_backlog(session_factory=session_factory, path=path, send=recorder, rate_per_second=kwargs.pop("rate_per_second", 0), **kwargs)
     return backlog, recorder
 
 
@@ -196,7 +196,7 @@ def test_a_resume_goes_on_with_the_source_the_import_started_with(session_factor
 
     first = StopAfterFirst()
     with pytest.raises(Exception, match="interrupted"):
-        run_import(session_factory, path, source="legacy-crm", chunk=2, enqueue=first)
+        run_import(session_factory, path, source="legacy-crm", chunk=2, send=first)
     with pytest.raises(InvalidTicket, match="started with --source legacy-crm; resume it with the same, or without --source"):
         run_import(session_factory, path, source="other-crm", chunk=2)
     resumed, recorder = run_import(session_factory, path, chunk=2)  # no --source: the stored one
@@ -251,7 +251,7 @@ def test_rate_limited_import_sends_in_small_batches(session_factory):
     backlog = import_backlog(
         session_factory=session_factory,
         path=FIXTURES / "tickets.csv",
-        enqueue=enqueue,
+        send=enqueue,
         rate_per_second=2,
         clock=lambda: now[0],
         sleep=lambda s: now.__setitem__(0, now[0] + s),
@@ -275,7 +275,7 @@ def test_crash_between_commit_and_enqueue_is_healed_on_resume(session_factory, t
         sent.extend(ids)
 
     with pytest.raises(Crash):
-        import_backlog(session_factory=session_factory, path=path, enqueue=flaky, chunk=300, rate_per_second=0)
+        import_backlog(session_factory=session_factory, path=path, send=flaky, chunk=300, rate_per_second=0)
     with session_factory() as db:
         half = db.execute(select(BacklogImport)).scalar_one()
         waiting = db.execute(select(func.count()).select_from(Ticket).where(Ticket.status == "received")).scalar_one()

@@ -245,7 +245,7 @@ def test_an_injection_in_a_jira_comment_cannot_reach_another_customer(crew_setti
     """The issue arrives by Jira's webhook with Alice as reporter; a comment carries the injection."""
     settings = crew_settings.model_copy(update={"jira_webhook_secret": SecretStr(SECRET)})
     queued: list[int] = []
-    client = TestClient(create_app(settings, session_factory=store, enqueue=queued.append))
+    client = TestClient(create_app(settings, session_factory=store, send=queued.extend))
     created = json.loads((JIRA / "webhook-issue-created.json").read_text())
     created["issue"]["fields"]["reporter"]["emailAddress"] = people["alice"]["email"]
     created["issue"]["fields"]["description"] = "My order has not arrived yet."

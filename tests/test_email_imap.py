@@ -23,6 +23,7 @@ from crewdesk.db import transaction
 from crewdesk.delivery.service import deliver_pending
 from crewdesk.errors import TransientError
 from crewdesk.intake.email.poller import poll_mailbox
+from crewdesk.intake.enqueue import Enqueuer
 from crewdesk.intake.models import InboundEvent, MailboxCursor
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket
@@ -90,8 +91,13 @@ def append(settings, *raws: bytes, folder: str | None = None) -> None:
             client.append(raw, folder or settings.imap_folder)
 
 
+def into(session_factory, queued: list[int] | None = None) -> Enqueuer:
+    """The real Enqueuer (send, then mark queued) over a list standing in for the broker."""
+    return Enqueuer(session_factory=session_factory, send=(queued if queued is not None else []).extend)
+
+
 def poll(settings, session_factory, queued: list[int] | None = None):
-    return poll_mailbox(session_factory=session_factory, settings=settings, enqueue=(queued if queued is not None else []).append)
+    return poll_mailbox(session_factory=session_factory, settings=settings, enqueue=into(session_factory, queued))
 
 
 def email_tickets(session_factory) -> list[Ticket]:
@@ -138,7 +144,7 @@ def test_committed_mail_is_moved_to_the_processed_folder(mail_settings, session_
     with ImapMailbox.from_settings(settings) as mailbox:
         if not server_moves:
             mailbox.capabilities -= {"MOVE"}  # as on a server without RFC 6851
-        report = poll_once(session_factory=session_factory, settings=settings, mailbox=mailbox, enqueue=lambda _: None)
+        report = poll_once(session_factory=session_factory, settings=settings, mailbox=mailbox, enqueue=into(session_factory))
 
     assert report.outcomes == {"created": 2} and report.acknowledged == [1, 2]
     assert flags(settings) == {} and len(flags(settings, "Support/Done")) == 2
@@ -210,7 +216,7 @@ def test_a_mail_that_breaks_ingest_is_recorded_and_the_poller_goes_on(mail_setti
     with ImapMailbox.from_settings(mail_settings) as mailbox:
         from crewdesk.intake.email.poller import poll_once
 
-        report = poll_once(session_factory=session_factory, settings=mail_settings, mailbox=mailbox, enqueue=lambda _: None, ingest=flaky)
+        report = poll_once(session_factory=session_factory, settings=mail_settings, mailbox=mailbox, enqueue=into(session_factory), ingest=flaky)
 
     assert report.outcomes == {"failed": 1, "created": 1}
     with session_factory() as db:
@@ -238,7 +244,7 @@ def test_a_second_poller_of_the_same_mailbox_waits_its_turn(mail_settings, sessi
 
     def run_first() -> None:
         with ImapMailbox.from_settings(mail_settings) as mailbox:
-            first["report"] = poll_once(session_factory=session_factory, settings=mail_settings, mailbox=mailbox, enqueue=lambda _: None, ingest=slow)
+            first["report"] = poll_once(session_factory=session_factory, settings=mail_settings, mailbox=mailbox, enqueue=into(session_factory), ingest=slow)
 
     thread = threading.Thread(target=run_first)
     thread.start()
@@ -388,13 +394,13 @@ def _killing_child() -> None:
                 die()  # committed, queued and the cursor advanced; the server was never told
             super().mark_seen(uids)
 
-    def enqueue(ticket_id: int) -> None:  # the broker: must survive the kill, so a file written through
+    def send(ticket_ids) -> None:  # the broker: must survive the kill, so a file written through
         with queue_file.open("a") as handle:
-            handle.write(f"{ticket_id}\n")
+            handle.writelines(f"{ticket_id}\n" for ticket_id in ticket_ids)
 
     factory = make_session_factory(make_engine(settings.database_url))
     with Mailbox.from_settings(settings) as mailbox:
-        poller.poll_once(session_factory=factory, settings=settings, mailbox=mailbox, enqueue=enqueue, ingest=ingest)
+        poller.poll_once(session_factory=factory, settings=settings, mailbox=mailbox, enqueue=Enqueuer(session_factory=factory, send=send), ingest=ingest)
 
 
 # --- replies by SMTP ------------------------------------------------------------------------------------------------

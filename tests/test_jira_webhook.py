@@ -102,11 +102,12 @@ class Enqueued(list):
         self.session_factory = session_factory
         self.committed: list[tuple[int, int]] = []  # (ticket id, messages visible from a fresh session)
 
-    def __call__(self, ticket_id: int) -> None:
-        with self.session_factory() as db:
-            assert db.get(Ticket, ticket_id) is not None, "enqueued before the ticket was committed"
-            self.committed.append((ticket_id, len(db.execute(select(Message.id).where(Message.ticket_id == ticket_id)).all())))
-        self.append(ticket_id)
+    def __call__(self, ticket_ids) -> None:  # the broker's send: a batch of ticket ids
+        for ticket_id in ticket_ids:
+            with self.session_factory() as db:
+                assert db.get(Ticket, ticket_id) is not None, "enqueued before the ticket was committed"
+                self.committed.append((ticket_id, len(db.execute(select(Message.id).where(Message.ticket_id == ticket_id)).all())))
+            self.append(ticket_id)
 
 
 @pytest.fixture
@@ -116,7 +117,7 @@ def enqueued(session_factory):
 
 @pytest.fixture
 def client(jira_settings, session_factory, enqueued):
-    return TestClient(create_app(jira_settings, session_factory=session_factory, enqueue=enqueued))
+    return TestClient(create_app(jira_settings, session_factory=session_factory, send=enqueued))
 
 
 def post(client, body: bytes, *, signature: str | None = "sign", identifier: str | None = None):
@@ -247,7 +248,7 @@ def test_endpoint_enqueues_after_commit_and_does_not_wait_for_the_crew(client, e
 @pytest.mark.parametrize("how", ["bot account", "comment id we posted", "text of our reply"])
 def test_our_own_comment_starts_no_run(how, jira_settings, session_factory, enqueued):
     settings = jira_settings.model_copy(update={"jira_bot_account_id": BOT if how == "bot account" else ""})
-    client = TestClient(create_app(settings, session_factory=session_factory, enqueue=enqueued))
+    client = TestClient(create_app(settings, session_factory=session_factory, send=enqueued))
     post(client, (FIXTURES / "mattermost-plugin-jira" / "webhook-issue-created.json").read_bytes())
     payload = json.loads((FIXTURES / "mattermost-plugin-jira" / "webhook-cloud-comment-created.json").read_bytes())
     with transaction(session_factory) as db:
@@ -302,7 +303,7 @@ def test_forged_missing_and_malformed_deliveries_are_refused_and_recorded(client
 
 
 def test_a_flood_of_forged_deliveries_is_counted_not_recorded_and_jira_still_gets_through(jira_settings, session_factory, enqueued):
-    client = TestClient(create_app(jira_settings.model_copy(update={"jira_refusals_per_minute": 3}), session_factory=session_factory, enqueue=enqueued))
+    client = TestClient(create_app(jira_settings.model_copy(update={"jira_refusals_per_minute": 3}), session_factory=session_factory, send=enqueued))
     body = (FIXTURES / "mattermost-plugin-jira" / "webhook-issue-created.json").read_bytes()
     forged = [post(client, body + b" " * n, signature=sign("not-our-secret", body + b" " * n)) for n in range(6)]
 
@@ -329,7 +330,7 @@ def test_the_refusal_limiter_refills_and_reports_what_it_suppressed():
 
 
 def test_without_a_secret_every_delivery_is_refused(settings, session_factory):
-    client = TestClient(create_app(settings, session_factory=session_factory, enqueue=lambda _: None))
+    client = TestClient(create_app(settings, session_factory=session_factory, send=lambda _ticket_ids: None))
     body = (FIXTURES / "mattermost-plugin-jira" / "webhook-issue-created.json").read_bytes()
     response = post(client, body)
     assert response.status_code == 503 and "no Jira webhook secret" in response.json()["detail"]

@@ -133,7 +133,7 @@ def populated(session_factory, make_ticket, redis_url):
 
 
 def test_api_metrics_are_exact(settings, session_factory, populated):
-    app = create_app(settings, session_factory=session_factory, enqueue=lambda ticket_id: None)
+    app = create_app(settings, session_factory=session_factory, send=lambda _ticket_ids: None)
     with TestClient(app) as client:
         response = client.get("/metrics")
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
@@ -184,7 +184,7 @@ def test_a_dead_broker_or_breaker_is_reported_not_raised(settings, session_facto
         raise RuntimeError("breaker store unreachable")
 
     monkeypatch.setitem(sys.modules, "crewdesk.llm.breaker", types.SimpleNamespace(states=states))
-    with TestClient(create_app(settings, session_factory=session_factory, enqueue=lambda ticket_id: None)) as client:
+    with TestClient(create_app(settings, session_factory=session_factory, send=lambda _ticket_ids: None)) as client:
         samples = parse(client.get("/metrics").text)
     assert value(samples, "crewdesk_metrics_source_up", source="broker") == 0 and value(samples, "crewdesk_metrics_source_up", source="breaker") == 0
     assert value(samples, "crewdesk_metrics_source_up", source="database") == 1
@@ -196,7 +196,7 @@ def test_breaker_contract(settings, session_factory, monkeypatch):
     """crewdesk.llm.breaker is another part's module (it may not exist yet): the contract is exercised with stand-ins."""
 
     def scrape():
-        with TestClient(create_app(settings, session_factory=session_factory, enqueue=lambda ticket_id: None)) as client:
+        with TestClient(create_app(settings, session_factory=session_factory, send=lambda _ticket_ids: None)) as client:
             return parse(client.get("/metrics").text)
 
     monkeypatch.setitem(sys.modules, "crewdesk.llm.breaker", None)  # no such module: nothing exported for it
@@ -432,7 +432,7 @@ def test_real_prometheus_scrapes_the_api(settings, session_factory, populated, t
     api_port, prom_port = free_port(), free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, session_factory=session_factory, enqueue=lambda ticket_id: None), host="127.0.0.1", port=api_port, log_level="warning"
+            create_app(settings, session_factory=session_factory, send=lambda _ticket_ids: None), host="127.0.0.1", port=api_port, log_level="warning"
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
+from collections.abc import Sequence
 
 from celery import Celery
-from kombu import Queue
+from kombu import Queue as KombuQueue
+from sqlalchemy.orm import Session, sessionmaker
 
+from crewdesk.intake.enqueue import Enqueuer
+from crewdesk.queues import ROUTES, Queue, TaskName
 from crewdesk.settings import Settings
-
-
-class Queues(StrEnum):
-    tickets = "tickets"  # crew runs: slow, model-bound
-    intake = "intake"  # mailbox polls, webhook events: fast, must not wait behind crew runs
-    delivery = "delivery"  # replies out through SMTP / Jira
-
-
-ROUTES = {
-    "crewdesk.process_ticket": Queues.tickets.value,
-    "crewdesk.deliver_replies": Queues.delivery.value,
-    "crewdesk.poll_mailbox": Queues.intake.value,
-    "crewdesk.purge_memory": Queues.intake.value,
-    "crewdesk.reconcile": Queues.intake.value,
-}
-
 
 app = Celery("crewdesk", include=["workers.tasks"])
 app.conf.update(
@@ -53,16 +40,33 @@ def configure(settings: Settings) -> Celery:
         },
         task_time_limit=settings.task_time_limit,
         task_soft_time_limit=max(1, settings.task_time_limit - min(30, settings.task_time_limit // 10)),
-        task_default_queue=Queues.tickets.value,
-        task_queues=[Queue(q.value) for q in Queues],
-        task_routes={name: {"queue": queue} for name, queue in ROUTES.items()},
-        task_annotations={"crewdesk.process_ticket": {"max_retries": settings.task_max_retries}},
+        task_default_queue=Queue.tickets.value,
+        task_queues=[KombuQueue(q.value) for q in Queue],
+        task_routes={name.value: {"queue": queue.value} for name, queue in ROUTES.items()},
+        task_annotations={TaskName.process_ticket.value: {"max_retries": settings.task_max_retries}},
         worker_concurrency=settings.worker_concurrency,
     )
     app.conf.beat_schedule = beat_schedule(settings)
     app.conf.beat_schedule_filename = str(settings.home / "celerybeat-schedule")
     app.conf.crewdesk_settings = settings
     return app
+
+
+def ticket_sender(celery_app: Celery):
+    """Ticket ids onto the ticket queue by task name, one producer (connection) per batch. By name, so a producer (the
+    API, the CLI, an importer) never imports workers.tasks and the crew stack behind it."""
+
+    def send(ticket_ids: Sequence[int]) -> None:
+        with celery_app.producer_or_acquire() as producer:
+            for ticket_id in ticket_ids:
+                celery_app.send_task(TaskName.process_ticket.value, args=[ticket_id], producer=producer)
+
+    return send
+
+
+def enqueuer(settings: Settings, session_factory: sessionmaker[Session]) -> Enqueuer:
+    """The Enqueuer (crewdesk/intake/enqueue.py) over this app, configured from `settings`."""
+    return Enqueuer(session_factory=session_factory, send=ticket_sender(configure(settings)))
 
 
 def beat_schedule(settings: Settings) -> dict:
@@ -75,20 +79,20 @@ def beat_schedule(settings: Settings) -> dict:
     schedule: dict = {}
     if settings.reconcile_seconds > 0:  # stalled tickets back on the queue (workers/reconcile.py); a missed sweep is not worth running late
         schedule["reconcile"] = {
-            "task": "crewdesk.reconcile",
+            "task": TaskName.reconcile.value,
             "schedule": float(settings.reconcile_seconds),
             "options": {"expires": float(settings.reconcile_seconds)},
         }
     if settings.imap_host:
         schedule["poll-mailbox"] = {
-            "task": "crewdesk.poll_mailbox",
+            "task": TaskName.poll_mailbox.value,
             "schedule": float(settings.imap_poll_seconds),
             "options": {"expires": float(settings.imap_poll_seconds)},
         }
     memory_on = settings.memory_backend != "off" or bool(settings.weaviate_url)
     if memory_on and settings.memory_retention_days > 0 and settings.memory_purge_hours > 0:
         every = settings.memory_purge_hours * 3600.0
-        schedule["purge-memory"] = {"task": "crewdesk.purge_memory", "schedule": every, "options": {"expires": every}}
+        schedule["purge-memory"] = {"task": TaskName.purge_memory.value, "schedule": every, "options": {"expires": every}}
     return schedule
 
 

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 from celery import signals
 
 from crewdesk.logging import get_logger
+from crewdesk.queues import TaskName
 
 if TYPE_CHECKING:  # not imported at run time: see above
     from crewdesk.metrics.worker import Before
 
 log = get_logger(__name__)
-TASK = "crewdesk.process_ticket"
+TASK = TaskName.process_ticket.value
 _before: dict[str, Before] = {}  # celery task id -> what the ticket looked like before the task, in this child
 _counted: set[str] = set()  # task ids counted in crewdesk_worker_tickets_in_progress
 

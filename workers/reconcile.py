@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from crewdesk.audit import service as audit
 from crewdesk.db import transaction, utcnow
 from crewdesk.logging import get_logger
+from crewdesk.queues import TaskName
 from crewdesk.tickets import service as tickets
 
 log = get_logger(__name__)
 
-PROCESS_TASK = "crewdesk.process_ticket"
+PROCESS_TASK = TaskName.process_ticket.value
 
 
 @dataclass

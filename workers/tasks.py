@@ -5,8 +5,10 @@ from __future__ import annotations
 from celery import Task
 
 from crewdesk.errors import CrewdeskError, TicketNotFound, TransientError, deferral_of
+from crewdesk.intake.enqueue import Enqueuer
 from crewdesk.logging import bind, get_logger, unbind
-from workers.app import Queues, app
+from crewdesk.queues import Queue, TaskName
+from workers.app import app, ticket_sender
 from workers.runtime import runtime
 
 log = get_logger(__name__)
@@ -24,7 +26,7 @@ class TicketTask(Task):
 @app.task(
     bind=True,
     base=TicketTask,
-    name="crewdesk.process_ticket",
+    name=TaskName.process_ticket.value,
     acks_late=True,
     reject_on_worker_lost=True,
     # Only errors that may pass on the next try. CrewAI retries rate limits inside each LLM call and
@@ -59,7 +61,7 @@ def process_ticket(self, ticket_id: int) -> dict:
     if not outcome.reused and _has_delivery_work(outcome.ticket_id):
         deliver_replies.delay(outcome.ticket_id)
     if outcome.requeue:
-        process_ticket.apply_async(args=[outcome.ticket_id])
+        ticket_sender(app)([outcome.ticket_id])  # the customer wrote during the run: once more, already `queued`
     return outcome.model_dump(mode="json")
 
 
@@ -79,7 +81,7 @@ def _has_delivery_work(ticket_id: int) -> bool:
 
 @app.task(
     bind=True,
-    name="crewdesk.deliver_replies",
+    name=TaskName.deliver_replies.value,
     acks_late=True,
     reject_on_worker_lost=True,
     autoretry_for=(TransientError,),
@@ -101,21 +103,21 @@ def deliver_replies(self, ticket_id: int) -> dict:
     return {"ticket_id": ticket_id, "sent": report.sent, "skipped": report.skipped, "refused": report.refused, "status": report.status}
 
 
-@app.task(name="crewdesk.poll_mailbox", ignore_result=True)
+@app.task(name=TaskName.poll_mailbox.value, ignore_result=True)
 def poll_mailbox() -> dict:
     """One poll of the IMAP mailbox (Celery beat sends it every imap_poll_seconds). Not retried: the next beat is the retry."""
     from crewdesk.intake.email.poller import poll_mailbox as poll
 
     rt = runtime()
     try:
-        report = poll(session_factory=rt.pipeline.session_factory, settings=rt.settings, enqueue=lambda ticket_id: process_ticket.apply_async(args=[ticket_id]))
+        report = poll(session_factory=rt.pipeline.session_factory, settings=rt.settings, enqueue=_enqueuer())
     except CrewdeskError as exc:  # unreachable, or refusing our login: logged on every beat until it is fixed
         log.warning("mailbox.unavailable", error=str(exc), transient=isinstance(exc, TransientError))
         return {"status": "unavailable", "error": str(exc)}
     return {"mailbox": report.mailbox, "busy": report.busy, "fetched": report.fetched, "outcomes": dict(report.outcomes), "enqueued": report.enqueued}
 
 
-@app.task(name="crewdesk.purge_memory", ignore_result=True)
+@app.task(name=TaskName.purge_memory.value, ignore_result=True)
 def purge_memory() -> dict:
     """Retention (Celery beat sends it every memory_purge_hours): erase customer summaries older than
     memory_retention_days from every store that may hold them. Not retried: the next beat is the retry."""
@@ -132,7 +134,7 @@ def purge_memory() -> dict:
     return {"status": "done", "erased": counts}
 
 
-@app.task(name="crewdesk.reconcile", ignore_result=True)
+@app.task(name=TaskName.reconcile.value, ignore_result=True)
 def reconcile() -> dict:
     """One sweep of the reconciler (Celery beat sends it every reconcile_seconds): stalled tickets the broker lost go
     back on the queue. Not retried: the next beat is the retry."""
@@ -143,11 +145,16 @@ def reconcile() -> dict:
 
     rt = runtime()
     settings = rt.settings
-    held = broker_ticket_ids(app.conf.broker_url or settings.broker_url, Queues.tickets.value)
+    held = broker_ticket_ids(app.conf.broker_url or settings.broker_url, Queue.tickets.value)
     report = sweep(
         session_factory=rt.pipeline.session_factory,
         idle_for=timedelta(seconds=settings.reconcile_after_seconds),
         in_broker=held,
-        enqueue=lambda ticket_id: process_ticket.apply_async(args=[ticket_id]),
+        enqueue=lambda ticket_id: ticket_sender(app)([ticket_id]),  # a requeue: the ticket keeps its status
     )
     return {"checked": report.checked, "requeued": report.requeued, "in_broker": report.in_broker}
+
+
+def _enqueuer() -> Enqueuer:
+    """Tickets a task finds (a mailbox poll, the reconciler) go to the queue the one way every producer uses."""
+    return Enqueuer(session_factory=runtime().pipeline.session_factory, send=ticket_sender(app))

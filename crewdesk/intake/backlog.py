@@ -17,12 +17,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.db import table_of, transaction, utcnow
 from crewdesk.errors import CrewdeskError, InvalidTicket
+from crewdesk.intake.admit import Stored, admit
 from crewdesk.intake.backlog_readers import EXCERPT_CHARS, FORMATS, check_file, check_format, detect_format, open_backlog
+from crewdesk.intake.enqueue import Enqueuer, Send
 from crewdesk.intake.files import Row
 from crewdesk.intake.models import BacklogImport, InboundEvent
 from crewdesk.intake.service import store_chunk
 from crewdesk.ratelimit import TokenBucket
-from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Ticket, TicketStatus
 
 __all__ = ["FORMATS", "BacklogBusy", "BacklogInterrupted", "BacklogProgress", "detect_format", "import_backlog", "latest_import", "open_backlog"]
@@ -155,7 +156,7 @@ def import_backlog(
     session_factory: sessionmaker[Session],
     path: str | Path,
     fmt: str = "auto",
-    enqueue: Callable[[Sequence[int]], None],
+    send: Send,
     chunk: int = 500,
     rate_per_second: float = 200.0,
     source: str | None = None,
@@ -167,7 +168,8 @@ def import_backlog(
     goes on after the last committed chunk, and a finished import is returned as it is.
 
     Per chunk, one transaction stores the tickets, records bad and duplicate rows (inbound_events) and advances the
-    counters; then its new tickets are sent with `enqueue` under the rate limit and marked queued. A crash between
+    counters; then its new tickets are admitted (crewdesk/intake/admit.py: sent with `send`, the broker, and marked
+    queued) under the rate limit. A crash between
     that commit and the marking leaves tickets `received`, and the next run sends those first."""
     file = check_file(path)
     digest = file_sha256(file)
@@ -196,14 +198,16 @@ def import_backlog(
             if progress is not None:
                 progress(BacklogProgress(import_id=backlog.id, resumed_from=resumed_from, bytes_read=reader.position(), bytes_total=reader.size, **counts))
 
-        def send(ticket_ids: list[int]) -> None:
+        enqueuer = Enqueuer(session_factory=session_factory, send=send)
+
+        def counted(db: Session, part: list[int]) -> None:  # in the transaction that marks them queued
+            db.execute(update(BacklogImport).where(BacklogImport.id == backlog.id).values(rows_enqueued=BacklogImport.rows_enqueued + len(part)))
+
+        def enqueue(ticket_ids: list[int]) -> None:
             for start in range(0, len(ticket_ids), step):
                 part = ticket_ids[start : start + step]
                 bucket.take(len(part))
-                enqueue(part)
-                with transaction(session_factory) as db:
-                    tickets.mark_queued(db=db, ticket_ids=part)
-                    db.execute(update(BacklogImport).where(BacklogImport.id == backlog.id).values(rows_enqueued=BacklogImport.rows_enqueued + len(part)))
+                admit([Stored(ticket_id, needs_run=True) for ticket_id in part], enqueuer=enqueuer, also=counted)
                 counts["rows_enqueued"] += len(part)
                 report()
 
@@ -234,11 +238,11 @@ def import_backlog(
                     ).scalars()
                 )
             report()
-            send(waiting)
+            enqueue(waiting)
             for batch in _batches(reader.rows(skip=backlog.rows_done), max(1, chunk)):
                 new = store(batch)
                 report()
-                send(new)
+                enqueue(new)
             with transaction(session_factory) as db:
                 current = db.execute(select(BacklogImport).where(BacklogImport.id == backlog.id).with_for_update()).scalar_one()
                 # Every ticket this import created that has left `received` went to the queue, whoever moved it on since.

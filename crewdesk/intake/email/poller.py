@@ -20,12 +20,13 @@ from crewdesk.connectors.imap import ImapMailbox
 from crewdesk.db import transaction, utcnow
 from crewdesk.errors import TransientError
 from crewdesk.intake import events
+from crewdesk.intake.admit import Stored, admit
 from crewdesk.intake.email.parse import synthetic_message_id
 from crewdesk.intake.email.service import IngestResult, ingest_email
+from crewdesk.intake.enqueue import Enqueuer
 from crewdesk.intake.models import MailboxCursor
 from crewdesk.logging import get_logger
 from crewdesk.settings import Settings
-from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Ticket, TicketStatus
 
 log = get_logger(__name__)
@@ -57,7 +58,7 @@ class PollReport:
         )
 
 
-def poll_mailbox(*, session_factory: sessionmaker[Session], settings: Settings, enqueue: Callable[[int], object]) -> PollReport:
+def poll_mailbox(*, session_factory: sessionmaker[Session], settings: Settings, enqueue: Enqueuer) -> PollReport:
     """One poll of the configured mailbox (settings.imap_*)."""
     with ImapMailbox.from_settings(settings) as mailbox:
         return poll_once(session_factory=session_factory, settings=settings, mailbox=mailbox, enqueue=enqueue)
@@ -80,7 +81,7 @@ def wait_for_mail(*, session_factory: sessionmaker[Session], settings: Settings,
 
 
 def poll_once(
-    *, session_factory: sessionmaker[Session], settings: Settings, mailbox: ImapMailbox, enqueue: Callable[[int], object], ingest: Ingest = ingest_email
+    *, session_factory: sessionmaker[Session], settings: Settings, mailbox: ImapMailbox, enqueue: Enqueuer, ingest: Ingest = ingest_email
 ) -> PollReport:
     """Read every message above the cursor, in UID order: fetch, ingest (commits the ticket), queue it, advance the
     cursor (commits), then acknowledge it on the server. Raises TransientError when the server or database is away;
@@ -91,7 +92,7 @@ def poll_once(
         raise TransientError(f"database unavailable while polling {mailbox.key}: {str(exc.orig or exc).strip().splitlines()[0]}") from exc
 
 
-def _poll(session_factory: sessionmaker[Session], settings: Settings, mailbox: ImapMailbox, enqueue: Callable[[int], object], ingest: Ingest) -> PollReport:
+def _poll(session_factory: sessionmaker[Session], settings: Settings, mailbox: ImapMailbox, enqueue: Enqueuer, ingest: Ingest) -> PollReport:
     report = PollReport(mailbox=mailbox.key)
     with _exclusive(session_factory, mailbox.key) as mine:
         if not mine:
@@ -109,9 +110,8 @@ def _poll(session_factory: sessionmaker[Session], settings: Settings, mailbox: I
             if raw is not None:  # None: another client expunged it since the search; nothing to read
                 report.fetched += 1
                 ticket_id = _ingest(session_factory, settings, ingest, raw, f"imap:{mailbox.key};uidvalidity={report.uidvalidity};uid={uid}", uid, report)
-                if ticket_id is not None:
-                    enqueue(ticket_id)
-                    report.enqueued.append(ticket_id)
+                if ticket_id is not None:  # queued before the cursor moves past it: a crash here re-reads the mail
+                    report.enqueued += admit([Stored(ticket_id, needs_run=True)], enqueuer=enqueue).queued
             _advance(session_factory, mailbox.key, report.uidvalidity, uid)
             if raw is not None:
                 _acknowledge(mailbox, [uid], processed, report)
@@ -123,7 +123,7 @@ def _poll(session_factory: sessionmaker[Session], settings: Settings, mailbox: I
 def _ingest(
     session_factory: sessionmaker[Session], settings: Settings, ingest: Ingest, raw: bytes, source_ref: str, uid: int, report: PollReport
 ) -> int | None:
-    """Ingest one message; returns the ticket to queue (already marked queued), if any. An unexpected error is recorded
+    """Ingest one message; returns the ticket to queue, if any. An unexpected error is recorded
     as a rejected inbound event, so one bad mail cannot stop the mailbox; a database or network outage is raised."""
     try:
         result = ingest(session_factory=session_factory, raw=raw, settings=settings, source_ref=source_ref)
@@ -138,17 +138,14 @@ def _ingest(
     report.outcomes[result.status] += 1
     if result.ticket_id is None or result.status in ("ignored", "rejected"):
         return None
-    with transaction(session_factory) as db:
+    with session_factory() as db:
         ticket = db.get(Ticket, result.ticket_id)
         if ticket is None:
             return None
         # A duplicate is a re-fetch: after a crash its ticket may be committed but not queued. Queueing it again is
         # harmless (the pipeline runs a ticket once and drops a concurrent duplicate), losing it is not.
         wanted = result.needs_run or result.status == "created" or (result.status == "duplicate" and ticket.status in _MAYBE_UNQUEUED)
-        if not wanted:
-            return None
-        tickets.mark_queued(db=db, ticket_ids=[ticket.id])  # before the enqueue, so a fast worker's triaging is not overwritten
-    return result.ticket_id
+    return result.ticket_id if wanted else None
 
 
 def _record_failure(session_factory: sessionmaker[Session], raw: bytes, source_ref: str, exc: Exception) -> None:
