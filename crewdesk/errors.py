@@ -5,15 +5,23 @@ class CrewdeskError(Exception):
     """Base for errors we expect and report without a traceback."""
 
 
+class NotFound(CrewdeskError):
+    """What was asked for does not exist (a face answers 404, or exit code 3)."""
+
+
+class Conflict(CrewdeskError):
+    """The request contradicts the state it meets: already decided, a forbidden transition (409, or exit code 4)."""
+
+
 class InvalidTicket(CrewdeskError):
     """Input that cannot become a processable ticket."""
 
 
-class IllegalTransition(CrewdeskError):
+class IllegalTransition(Conflict):
     """A ticket status change the state machine forbids."""
 
 
-class TicketNotFound(CrewdeskError):
+class TicketNotFound(NotFound):
     pass
 
 

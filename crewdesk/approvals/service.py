@@ -7,11 +7,19 @@ from sqlalchemy.orm import Session
 
 from crewdesk.approvals.models import Approval
 from crewdesk.db import utcnow
-from crewdesk.errors import CrewdeskError
+from crewdesk.errors import Conflict, CrewdeskError, NotFound
 
 
 class ApprovalError(CrewdeskError):
     pass
+
+
+class ApprovalNotFound(ApprovalError, NotFound):
+    pass
+
+
+class ApprovalDecided(ApprovalError, Conflict):
+    """The approval was already approved or rejected."""
 
 
 def request(*, db: Session, ticket_id: int, run_id: int | None, action: str, arguments: dict, idempotency_key: str, requested_by: str, reason: str) -> Approval:
@@ -47,9 +55,9 @@ def pending_for(*, db: Session, ticket_id: int) -> list[Approval]:
 def decide(*, db: Session, approval_id: int, approve: bool, by: str, reason: str | None = None) -> Approval:
     approval = db.execute(select(Approval).where(Approval.id == approval_id).with_for_update()).scalar_one_or_none()
     if approval is None:
-        raise ApprovalError(f"approval {approval_id} does not exist")
+        raise ApprovalNotFound(f"approval {approval_id} does not exist")
     if approval.status != "pending":
-        raise ApprovalError(f"approval {approval_id} was already {approval.status} by {approval.decided_by}")
+        raise ApprovalDecided(f"approval {approval_id} was already {approval.status} by {approval.decided_by}")
     approval.status = "approved" if approve else "rejected"
     approval.decided_by = by
     approval.decided_at = utcnow()
