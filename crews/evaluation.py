@@ -28,10 +28,10 @@ from crewdesk.tickets import service as tickets
 from crewdesk.tickets.schemas import TicketIn
 from crews.eval_oracle import customer_email, oracle
 from crews.eval_report import EvalReport, Trial, read_journal
-from crews.eval_report import journal_for as journal_for  # re-exported: crewdesk/cli.py imports it from here
-from crews.eval_report import per_intent as per_intent  # re-exported: crewdesk/cli.py imports it from here
-from crews.eval_report import write_report as write_report  # re-exported: crewdesk/cli.py imports it from here
-from crews.eval_tickets import load_tasks as load_tasks  # re-exported: crewdesk/cli.py imports it from here
+from crews.eval_report import journal_for as journal_for  # re-exported: the `crewdesk eval` command imports it from here
+from crews.eval_report import per_intent as per_intent  # re-exported: the `crewdesk eval` command imports it from here
+from crews.eval_report import write_report as write_report  # re-exported: the `crewdesk eval` command imports it from here
+from crews.eval_tickets import load_tasks as load_tasks  # re-exported: the `crewdesk eval` command imports it from here
 from crews.eval_tickets import ticket_for
 from crews.pipeline import Pipeline
 
