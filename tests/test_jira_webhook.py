@@ -329,6 +329,57 @@ def test_the_refusal_limiter_refills_and_reports_what_it_suppressed():
     assert RefusalLimiter(0).admit("a") == (True, 0)  # 0 = no limit
 
 
+def test_the_intake_domain_takes_a_delivery_whole_and_refuses_with_typed_errors(jira_settings, session_factory, enqueued):
+    """crewdesk.intake.jira_webhook.receive, without HTTP: raw body and headers in, a WebhookAck or a typed refusal
+    out (each recorded, then only counted past the limit); the face only maps the refusal's type to a status."""
+    from crewdesk.intake.enqueue import Enqueuer
+    from crewdesk.intake.jira import RefusalLimiter
+    from crewdesk.intake.jira_webhook import (
+        MAX_BODY_BYTES,
+        DeliveryMalformed,
+        DeliveryTooLarge,
+        DeliveryUnauthenticated,
+        NoWebhookSecret,
+        RefusalsLimited,
+        WebhookAck,
+        receive,
+    )
+
+    body = (FIXTURES / "mattermost-plugin-jira" / "webhook-issue-created.json").read_bytes()
+    enqueuer = Enqueuer(session_factory=session_factory, send=enqueued)
+    limiter = RefusalLimiter(4, clock=lambda: 0.0)  # 4 recorded refusals a minute, and time stands still
+
+    def deliver(raw: bytes, headers: dict[str, str], settings=jira_settings) -> WebhookAck:
+        return receive(raw, headers, remote="10.1.2.3", session_factory=session_factory, settings=settings, enqueuer=enqueuer, limiter=limiter)
+
+    refused = [
+        (DeliveryUnauthenticated, body, {"X-Hub-Signature": sign("not-our-secret", body)}),
+        (DeliveryMalformed, body, {"x-hub-signature": "sha256=xyz"}),
+        (DeliveryMalformed, b"[1]", {"X-Hub-Signature": sign(SECRET, b"[1]")}),
+        (NoWebhookSecret, body, {"X-Hub-Signature": sign(SECRET, body)}, settings_without_secret(jira_settings)),
+        (RefusalsLimited, body, {}),  # the fifth refusal from this address within the minute
+        (RefusalsLimited, b" " * (MAX_BODY_BYTES + 1), {}),
+    ]
+    for kind, raw, headers, *settings in refused:
+        with pytest.raises(kind) as caught:
+            deliver(raw, headers, *settings)
+        assert type(caught.value) is kind
+    assert caught.value.retry_after == 15 and "(body over 1000000 bytes) is counted, not recorded" in str(caught.value)
+    assert sum(e.seen_count for e in events(session_factory)) == 4 and enqueued == []
+    with pytest.raises(DeliveryTooLarge):
+        receive(
+            b" " * (MAX_BODY_BYTES + 1), {}, remote=None, session_factory=session_factory, settings=jira_settings, enqueuer=enqueuer, limiter=RefusalLimiter(0)
+        )
+
+    ack = deliver(body, {"X-HUB-SIGNATURE": sign(SECRET, body)})  # a valid delivery is never limited; header names in any case
+    assert isinstance(ack, WebhookAck) and ack.status == "accepted" and enqueued == [ack.ticket_id] and enqueued.committed == [(ack.ticket_id, 1)]
+    assert events(session_factory)[-1].detail["headers"]["x-hub-signature"] == sign(SECRET, body)
+
+
+def settings_without_secret(settings):
+    return settings.model_copy(update={"jira_webhook_secret": SecretStr("")})
+
+
 def test_without_a_secret_every_delivery_is_refused(settings, session_factory):
     client = TestClient(create_app(settings, session_factory=session_factory, send=lambda _ticket_ids: None))
     body = (FIXTURES / "mattermost-plugin-jira" / "webhook-issue-created.json").read_bytes()
