@@ -1,21 +1,92 @@
-"""A person decides an approval: an approved write runs once, through the same gate, and the ticket resumes."""
+"""A person decides an approval: an approved write runs once, through the same gate, and the ticket resumes.
+
+Deciding needs a ticket's gate, not a crew: `gate_factory(settings, session_factory)` reads the crew config's
+permissions once and builds gates as Pipeline.gate does (a face builds it at start and keeps it). A Pipeline has the
+same `gate` and `session_factory`, so a caller that already holds one may pass it instead."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.approvals import service as approvals
 from crewdesk.approvals.models import Approval
 from crewdesk.audit import service as audit
+from crewdesk.connectors.builtin_store import SqlRetailStore
 from crewdesk.db import transaction
+from crewdesk.pii import Vault
+from crewdesk.settings import Settings
 from crewdesk.store.operations import operations
-from crews.pipeline import Pipeline
+from crews.config import CrewConfig, load_config
+from tools.binding import CustomerBinding
+from tools.gate import Gate, PlainVault
+
+if TYPE_CHECKING:
+    from crews.pipeline import Pipeline
 
 
-def decide(*, pipeline: Pipeline, approval_id: int, approve: bool, by: str, reason: str | None, resume: Callable[[int], object]) -> tuple[Approval, object]:
+class Gates(Protocol):
+    """Where a decided approval's write gets its gate: ApprovalGates, or a Pipeline."""
+
+    @property
+    def session_factory(self) -> sessionmaker[Session]: ...
+
+    def gate(self, *, ticket_id: int, run_id: int | None) -> Gate: ...
+
+
+@dataclass(frozen=True)
+class ApprovalGates:
+    """A ticket's gate as Pipeline.gate builds it (same permissions, store, vault, threshold, call limit and channel
+    binding), without the crew: no LLMs, router or memory."""
+
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    permissions: dict[str, frozenset[str]]
+
+    def gate(self, *, ticket_id: int, run_id: int | None, customer: str | None = None) -> Gate:
+        threshold = self.settings.approval_threshold_usd
+        vault = Vault(session_factory=self.session_factory, ticket_id=ticket_id) if self.settings.pii_redaction else PlainVault()
+        return Gate(
+            session_factory=self.session_factory,
+            ticket_id=ticket_id,
+            run_id=run_id,
+            permissions=dict(self.permissions),
+            store_factory=SqlRetailStore,
+            approval_threshold=None if threshold < 0 else threshold,
+            max_calls_per_ticket=self.settings.max_tool_calls_per_ticket,
+            vault=vault,
+            binding=CustomerBinding.for_channel(customer),
+        )
+
+
+def gate_factory(settings: Settings, session_factory: sessionmaker[Session], *, config: CrewConfig | None = None) -> ApprovalGates:
+    """Gates for deciding approvals; reads agents/ and tasks/ once (or takes the crew `config` already read)."""
+    config = config or load_config(settings.agents_dir, settings.tasks_dir)
+    return ApprovalGates(settings=settings, session_factory=session_factory, permissions=config.permissions)
+
+
+def decide(
+    *,
+    gates: Gates | None = None,
+    pipeline: Pipeline | None = None,
+    approval_id: int,
+    approve: bool,
+    by: str,
+    reason: str | None,
+    resume: Callable[[int], object],
+) -> tuple[Approval, object]:
     """Record the decision; run the approved write with its original idempotency key; resume the ticket
-    once nothing else is pending. Returns the approval and the write's result (or None)."""
-    with transaction(pipeline.session_factory) as db:
+    once nothing else is pending. Returns the approval and the write's result (or None).
+
+    `gates` (e.g. gate_factory(...)) gives the write its gate; `pipeline=` is the same for a caller that holds a
+    Pipeline. Pass exactly one."""
+    source: Gates | None = gates if pipeline is None else pipeline if gates is None else None
+    if source is None:
+        raise TypeError("decide() takes exactly one of gates= or pipeline=")
+    with transaction(source.session_factory) as db:
         approval = approvals.decide(db=db, approval_id=approval_id, approve=approve, by=by, reason=reason)
         audit.record(
             db=db,
@@ -29,9 +100,9 @@ def decide(*, pipeline: Pipeline, approval_id: int, approve: bool, by: str, reas
         )
     result = None
     if approve:
-        gate = pipeline.gate(ticket_id=approval.ticket_id, run_id=approval.run_id)
+        gate = source.gate(ticket_id=approval.ticket_id, run_id=approval.run_id)
         result = gate.run(role=approval.requested_by, operation=operations()[approval.action], arguments=approval.arguments, approved=True)
-    with pipeline.session_factory() as db:
+    with source.session_factory() as db:
         still_pending = approvals.pending_for(db=db, ticket_id=approval.ticket_id)
     if not still_pending:
         resume(approval.ticket_id)
