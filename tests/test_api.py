@@ -45,7 +45,7 @@ def test_bad_requests(settings, session_factory):
     assert client.get("/openapi.json").json()["paths"]["/tickets"]["post"]
 
 
-def test_approvals_over_http(settings, session_factory, make_ticket):
+def test_approvals_over_http(settings, session_factory, make_ticket, monkeypatch):
     from crewdesk.approvals.models import Approval
     from crewdesk.db import transaction
 
@@ -57,6 +57,7 @@ def test_approvals_over_http(settings, session_factory, make_ticket):
         )
     resumed = []
     client = TestClient(create_app(settings, session_factory=session_factory, send=resumed.extend))
+    monkeypatch.setattr(Pipeline, "__init__", no_pipeline)  # deciding builds a gate, not a crew
     listed = client.get("/approvals").json()
     assert [a["action"] for a in listed] == ["calculate"]
     decided = client.post(f"/approvals/{listed[0]['id']}/approve", json={"by": "alice"})
@@ -66,3 +67,54 @@ def test_approvals_over_http(settings, session_factory, make_ticket):
     assert again.status_code == 409 and "already approved" in again.text
     assert client.post("/approvals/9999/approve", json={"by": "x"}).status_code == 404
     assert client.get("/approvals").json() == []
+
+
+def no_pipeline(*_args, **_kwargs):
+    raise AssertionError("the API built a Pipeline")
+
+
+def test_statuses_come_from_error_types_never_from_messages(settings, session_factory):
+    from crewdesk.api.errors import STATUS_OF
+    from crewdesk.approvals.service import ApprovalDecided, ApprovalNotFound
+    from crewdesk.errors import IllegalTransition, InvalidTicket, TicketNotFound
+    from crewdesk.intake.jira_webhook import RefusalsLimited, WebhookRefused
+
+    app = create_app(settings, session_factory=session_factory, send=lambda _ticket_ids: None)
+    raised = {
+        "404": ApprovalNotFound("approval 1 was already approved"),
+        "409": ApprovalDecided("approval 1 does not exist"),
+        "409-transition": IllegalTransition("ticket 1 does not exist"),
+        "404-ticket": TicketNotFound("conflict"),
+        "422": InvalidTicket("not a ticket"),
+        "429": RefusalsLimited("too many", retry_after=7),
+    }
+
+    @app.get("/raise/{name}")
+    def raise_it(name: str) -> None:
+        raise raised[name]
+
+    client = TestClient(app)
+    for name, exc in raised.items():
+        response = client.get(f"/raise/{name}")
+        assert (response.status_code, response.json()) == (int(name[:3]), {"detail": str(exc)}), name
+    assert client.get("/raise/429").headers["Retry-After"] == "7"
+    # Every refusal the intake domain can raise has its status.
+    assert all(any(issubclass(kind, mapped) for mapped in STATUS_OF) for kind in WebhookRefused.__subclasses__())
+
+
+def test_approval_gates_are_the_pipelines_gates(settings, session_factory, make_ticket):
+    """crews.approvals builds a decided write's gate without a Pipeline: it must be the gate Pipeline.gate builds."""
+    from crews.approvals import gate_factory
+
+    ticket_id = make_ticket("Cancel my order")
+    pipeline = Pipeline(settings=settings, session_factory=session_factory, llm_factory=LLMFactory(settings))
+    for current in (settings, settings.model_copy(update={"pii_redaction": False, "approval_threshold_usd": -1.0, "max_tool_calls_per_ticket": 3})):
+        pipeline.settings = current
+        for customer in (None, "Ro <ro@example.com>"):
+            ours = gate_factory(current, session_factory).gate(ticket_id=ticket_id, run_id=7, customer=customer)
+            theirs = pipeline.gate(ticket_id=ticket_id, run_id=7, customer=customer)
+            for name in ("session_factory", "ticket_id", "run_id", "permissions", "store_factory", "approval_threshold", "max_calls_per_ticket", "binding"):
+                assert getattr(ours, name) == getattr(theirs, name), name
+            assert type(ours.vault) is type(theirs.vault)
+            assert getattr(ours.vault, "ticket_id", None) == getattr(theirs.vault, "ticket_id", None)
+            assert getattr(ours.vault, "session_factory", None) is getattr(theirs.vault, "session_factory", None)

@@ -1,0 +1,39 @@
+"""create_app: the routers, the typed-error table, and what the routes share, built once."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
+
+from crewdesk import __version__
+from crewdesk.api import approvals, errors, health, tickets, webhooks
+from crewdesk.api.deps import Services
+from crewdesk.db import make_engine, make_session_factory
+from crewdesk.intake.enqueue import Enqueuer, Send
+from crewdesk.intake.jira import RefusalLimiter
+from crewdesk.settings import Settings
+from crews.approvals import gate_factory
+
+
+def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | None = None, send: Send | None = None) -> FastAPI:
+    """`send(ticket_ids)` puts tickets on the broker's queue; it defaults to Celery's (workers.app.ticket_sender), and
+    tests and embedders may pass their own. Tickets reach it only through the Enqueuer (crewdesk/intake/enqueue.py)."""
+    factory = session_factory or make_session_factory(make_engine(settings.database_url))
+    if send is None:
+        from workers.app import configure, ticket_sender
+
+        send = ticket_sender(configure(settings))
+
+    app = FastAPI(title="crewdesk", version=__version__, description="Agentic customer-support worker service.")
+    app.state.services = Services(
+        settings=settings,
+        session_factory=factory,
+        enqueuer=Enqueuer(session_factory=factory, send=send),
+        gates=gate_factory(settings, factory),  # reads agents/ and tasks/ once: deciding an approval builds no crew
+        refusals=RefusalLimiter(settings.jira_refusals_per_minute),
+        metrics_registry=health.metrics_registry(factory, settings),
+    )
+    errors.install(app)
+    for router in (health.router, tickets.router, approvals.router, webhooks.router):
+        app.include_router(router)
+    return app

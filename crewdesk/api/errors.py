@@ -1,0 +1,38 @@
+"""Typed errors to HTTP status codes, in one place: routes raise the domain's errors and never choose a status.
+
+Starlette picks the handler of the nearest class in the exception's MRO, and `status_of` looks the status up the same
+way: ApprovalNotFound is a NotFound (404), ApprovalDecided and IllegalTransition are Conflicts (409)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from crewdesk.errors import Conflict, InvalidTicket, NotFound
+from crewdesk.intake.jira_webhook import DeliveryMalformed, DeliveryTooLarge, DeliveryUnauthenticated, NoWebhookSecret, RefusalsLimited
+
+STATUS_OF: dict[type[Exception], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    InvalidTicket: 422,  # as a body that fails TicketIn's validation
+    # Jira webhook refusals (crewdesk/intake/jira_webhook.py)
+    DeliveryMalformed: 400,  # a malformed X-Hub-Signature, or a body that is not a JSON object
+    DeliveryUnauthenticated: 401,  # a missing or forged X-Hub-Signature
+    DeliveryTooLarge: 413,
+    RefusalsLimited: 429,  # with Retry-After
+    NoWebhookSecret: 503,  # Jira retries later
+}
+
+
+def status_of(exc: Exception) -> int:
+    return next(STATUS_OF[cls] for cls in type(exc).__mro__ if cls in STATUS_OF)
+
+
+async def _answer(_request: Request, exc: Exception) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RefusalsLimited) else None
+    return JSONResponse({"detail": str(exc)}, status_code=status_of(exc), headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    for cls in STATUS_OF:
+        app.add_exception_handler(cls, _answer)

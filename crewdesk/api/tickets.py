@@ -1,0 +1,173 @@
+"""Tickets: submit one (it goes on the queue), read its status, runs and trail."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crewdesk.api.common import BAD_BODY, NOT_FOUND, RowId, schema_no_nul
+from crewdesk.api.deps import DbSession, ServicesDep
+from crewdesk.audit import service as audit
+from crewdesk.db import transaction
+from crewdesk.intake.admit import Stored, admit
+from crewdesk.runs.models import CrewRun
+from crewdesk.tickets import service as tickets
+from crewdesk.tickets.models import Message
+from crewdesk.tickets.schemas import TicketIn
+
+router = APIRouter()
+
+
+class SubmitResult(BaseModel):
+    ticket_id: int
+    status: str
+    created: bool = Field(description="False when (source, external_id) was already known: nothing new was queued.")
+
+
+class AuditRow(BaseModel):
+    id: int
+    at: datetime
+    run_id: int | None
+    kind: str
+    name: str
+    actor: str
+    duration_ms: float | None
+    error: str | None
+
+
+class RunView(BaseModel):
+    id: int
+    status: str
+    outcome: str | None
+    models: dict[str, str]
+    llm_calls: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    latency_s: float | None
+
+
+class TicketView(BaseModel):
+    id: int
+    source: str
+    external_id: str
+    status: str
+    status_reason: str | None
+    category: str | None
+    priority: str | None
+    triage: dict[str, Any] | None
+    resolution: dict[str, Any] | None
+    runs: list[RunView]
+    trail: list[AuditRow]
+
+
+class TicketSubmission(TicketIn):
+    """POST /tickets: a ticket as TicketIn, except that external_id must be a JSON string, as the schema says
+    (files may carry numeric ids; an HTTP client can quote its own)."""
+
+    model_config = ConfigDict(json_schema_extra=schema_no_nul)
+
+    @field_validator("external_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: object) -> object:
+        return value
+
+
+class MessageView(BaseModel):
+    id: int
+    direction: str = Field(description="inbound (customer), outbound (our reply) or internal (a note for the team).")
+    author: str
+    body: str
+    external_id: str | None = Field(description="The channel's id: Message-ID, Jira comment id.")
+    created_at: datetime
+    delivered_at: datetime | None
+    delivery_error: str | None
+
+
+class TrailView(BaseModel):
+    ticket_id: int
+    status: str
+    external_status: str | None = Field(description="The channel's own status, e.g. the Jira issue's.")
+    messages: list[MessageView]
+    events: list[AuditRow]
+
+
+def _audit_rows(session: Session, ticket_id: int) -> list[AuditRow]:
+    return [
+        AuditRow(id=e.id, at=e.created_at, run_id=e.run_id, kind=e.kind, name=e.name, actor=e.actor, duration_ms=e.duration_ms, error=e.error)
+        for e in audit.trail(db=session, ticket_id=ticket_id)
+    ]
+
+
+@router.post("/tickets", response_model=SubmitResult, status_code=202, responses=BAD_BODY)
+def submit(ticket_in: TicketSubmission, services: ServicesDep) -> SubmitResult:
+    factory = services.session_factory
+    with transaction(factory) as session:
+        ticket, created = tickets.submit(db=session, ticket_in=ticket_in)
+    if admit([Stored(ticket.id, needs_run=created or ticket.status == "received")], enqueuer=services.enqueuer).queued:
+        with factory() as session:
+            ticket = tickets.get(db=session, ticket_id=ticket.id)
+    return SubmitResult(ticket_id=ticket.id, status=ticket.status, created=created)
+
+
+@router.get("/tickets/{ticket_id}", response_model=TicketView, responses=NOT_FOUND)
+def show(ticket_id: RowId, session: DbSession) -> TicketView:
+    ticket = tickets.get(db=session, ticket_id=ticket_id)  # TicketNotFound: 404 (crewdesk/api/errors.py)
+    runs = session.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id).order_by(CrewRun.id)).scalars().all()
+    return TicketView(
+        id=ticket.id,
+        source=ticket.source,
+        external_id=ticket.external_id,
+        status=ticket.status,
+        status_reason=ticket.status_reason,
+        category=ticket.category,
+        priority=ticket.priority,
+        triage=ticket.triage,
+        resolution=ticket.resolution,
+        runs=[
+            RunView(
+                id=r.id,
+                status=r.status,
+                outcome=r.outcome,
+                models=r.models,
+                llm_calls=r.llm_calls,
+                tokens_in=r.tokens_in,
+                tokens_out=r.tokens_out,
+                cost_usd=r.cost_usd,
+                latency_s=r.latency_s,
+            )
+            for r in runs
+        ],
+        trail=_audit_rows(session, ticket_id),
+    )
+
+
+@router.get("/tickets/{ticket_id}/trail", response_model=TrailView, responses=NOT_FOUND)
+def trail(ticket_id: RowId, session: DbSession) -> TrailView:
+    """The ticket's messages in order, and its audit events."""
+    ticket = tickets.get(db=session, ticket_id=ticket_id)
+    messages = session.execute(select(Message).where(Message.ticket_id == ticket_id).order_by(Message.id)).scalars()
+    return TrailView(
+        ticket_id=ticket.id,
+        status=ticket.status,
+        external_status=ticket.external_status,
+        messages=[
+            MessageView(
+                id=m.id,
+                direction=m.direction,
+                author=m.author,
+                body=m.body,
+                external_id=m.external_id,
+                created_at=m.created_at,
+                delivered_at=m.delivered_at,
+                delivery_error=m.delivery_error,
+            )
+            for m in messages
+        ],
+        events=_audit_rows(session, ticket_id),
+    )
