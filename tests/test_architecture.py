@@ -89,9 +89,6 @@ PENDING: tuple[str, ...] = (
     # connectors -> intake: SMTP stamps the loop header the e-mail parser defines. Define LOOP_HEADER in
     # crewdesk/connectors/smtp.py and import it from there in crewdesk/intake/email/parse.py.
     "crewdesk.connectors.smtp -> crewdesk.intake.email.parse",
-    # tickets -> intake: erasure deletes a ticket's inbound events. Import InboundEvent from crewdesk.inbound.models
-    # in crewdesk/tickets/erasure.py.
-    "crewdesk.tickets.erasure -> crewdesk.intake.models",
 )
 
 

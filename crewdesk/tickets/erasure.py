@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from crewdesk.approvals.models import Approval
 from crewdesk.audit import service as audit
 from crewdesk.effects.models import ToolEffect
-from crewdesk.intake.models import InboundEvent
+from crewdesk.inbound.models import InboundEvent
 from crewdesk.pii import PIIToken
 from crewdesk.runs.models import CrewRun
 from crewdesk.tickets.models import TERMINAL, Attachment, Message, Ticket, TicketStatus
