@@ -12,12 +12,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from crewdesk.errors import LocalModelError
 from crewdesk.logging import get_logger
+from crewdesk.settings import LLMProvider, Settings
 
 MODEL_ALIAS = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
@@ -181,3 +184,20 @@ class LocalModelServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def local_model(settings: Settings, *, always: bool = False) -> Iterator[str | None]:
+    """Serve the packaged model for the length of a `with` block: started (or adopted, when one already serves it on
+    the configured port) on entry, stopped on exit if started here; yields its base URL. Only when it is the
+    configured provider, or `always` (`crewdesk model serve`): otherwise no server is started and it yields None."""
+    if not always and settings.llm_provider is not LLMProvider.local:
+        yield None
+        return
+    from crewdesk.llm.factory import start_local_server  # on use: the factory imports CrewAI
+
+    server = start_local_server(settings)
+    try:
+        yield server.base_url
+    finally:
+        server.stop()
