@@ -1,0 +1,5 @@
+"""`python -m crewdesk.cli`, as the `crewdesk` command."""
+
+from crewdesk.cli import main
+
+main()

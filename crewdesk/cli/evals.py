@@ -1,0 +1,127 @@
+"""`crewdesk eval`: the example tickets, and tau2-bench retail."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from crewdesk.cli.common import console, load_config, migrate, sessions
+from crewdesk.db import transaction
+from crewdesk.llm.local import local_model
+from crewdesk.store.service import DEFAULT_DB_JSON, load_store, read_store
+
+app = typer.Typer(help="Evaluations.", no_args_is_help=True)
+
+
+@app.command("examples")
+def eval_examples(
+    path: Annotated[Path, typer.Argument(help="Example tickets, each with an `expect` object.")] = Path("examples/tickets.jsonl"),
+    limit: Annotated[int, typer.Option(help="Only the first N tickets (0 = all).")] = 0,
+    provider: Annotated[str | None, typer.Option(help="Model provider (default CREWDESK_LLM_PROVIDER).")] = None,
+) -> None:
+    """Run the example tickets on the demo store and check each one's expected outcome; exit 1 if any differs."""
+    from crewdesk.llm.factory import LLMFactory
+    from crews.evaluation import run_examples
+    from crews.pipeline import Pipeline
+
+    settings = load_config(llm_provider=provider, log_json=False, log_level="ERROR", memory_backend="off")
+    migrate(settings)
+    factory = sessions(settings)
+    with transaction(factory) as db:
+        load_store(db=db, data=read_store(DEFAULT_DB_JSON))
+    table = Table(title=f"examples: {path}")
+    for column in ("ticket", "status", "reply language", "seconds", "result"):
+        table.add_column(column, overflow="fold")
+    with local_model(settings):
+        pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
+        results = run_examples(
+            pipeline=pipeline,
+            session_factory=factory,
+            path=path,
+            limit=limit,
+            progress=lambda r: console.print(
+                f"{r.ticket}: {r.status} ({r.seconds:.1f} s) {'ok' if not r.problems else '; '.join(r.problems)}", highlight=False
+            ),
+        )
+    for r in results:
+        table.add_row(r.ticket, r.status, r.language, f"{r.seconds:.1f}", "ok" if not r.problems else "; ".join(r.problems))
+    console.print(table)
+    failed = sum(1 for r in results if r.problems)
+    console.print(f"{len(results) - failed}/{len(results)} tickets got their expected outcome")
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command("tau2-retail")
+def eval_tau2_retail(
+    split: Annotated[str, typer.Option(help="Task split.")] = "train",
+    trials: Annotated[int, typer.Option(help="Independent trials per task (for pass^k).")] = 1,
+    limit: Annotated[int, typer.Option(help="Only the first N tasks (0 = all).")] = 0,
+    only: Annotated[str, typer.Option("--tasks", help="Only these task ids, comma-separated (e.g. 0,1,10).")] = "",
+    process: Annotated[str | None, typer.Option(help="sequential | hierarchical (default CREWDESK_CREW_PROCESS).")] = None,
+    provider: Annotated[str | None, typer.Option(help="Model provider (default CREWDESK_LLM_PROVIDER).")] = None,
+    oracle_: Annotated[
+        bool, typer.Option("--oracle", help="A scripted crew that follows each task's reference actions (checks tools, store and scorer).")
+    ] = False,
+    report: Annotated[Path | None, typer.Option(help="HTML report path (a .json beside it, and a .trials.jsonl journal of finished trials).")] = None,
+    resume: Annotated[bool, typer.Option(help="Skip trials already in the report's journal (after Ctrl-C or a crash); needs --report.")] = False,
+) -> None:
+    """Run the crew on tau2-bench retail tasks and score end states the upstream way."""
+    from crewdesk.llm.factory import LLMFactory
+    from crews.evaluation import journal_for, load_tasks, per_intent, read_journal, run_eval, write_report
+    from crews.pipeline import Pipeline
+
+    overrides = {
+        "llm_provider": "scripted" if oracle_ else provider,
+        "crew_process": process,
+        "log_json": False,
+        "log_level": "ERROR",
+        "approval_threshold_usd": -1.0,  # the benchmark's customer already confirmed; no human in the loop
+        **({"procedures": False} if oracle_ else {}),
+    }  # the oracle replays reference tool calls through the crew
+    settings = load_config(**overrides)
+    migrate(settings)
+    tasks = load_tasks(split)
+    tasks = tasks[:limit] if limit else tasks
+    if only:
+        wanted = {t.strip() for t in only.split(",") if t.strip()}
+        tasks = [t for t in tasks if str(t["id"]) in wanted]
+    factory = sessions(settings)
+    tag = time.strftime("%Y%m%d%H%M%S")
+    if resume and report is None:
+        raise typer.BadParameter("--resume needs --report (the journal lives beside it)")
+    report = report or settings.home / "reports" / f"tau2-retail-{split}-{tag}.html"
+    journal = journal_for(report)
+    if not resume and journal.exists():
+        journal.unlink()
+    with local_model(settings):
+        pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
+        with Progress(
+            TextColumn("[bold]tasks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"), console=console
+        ) as bar:
+            handle = bar.add_task("", total=len(tasks) * trials, completed=len(read_journal(journal)))
+            outcome = run_eval(
+                pipeline=pipeline,
+                tasks=tasks,
+                trials=trials,
+                split=split,
+                use_oracle=oracle_,
+                run_tag=tag,
+                journal=journal,
+                progress=lambda t: bar.update(handle, advance=1, description=f"task {t.task_id}: {'pass' if t.success else 'fail'}"),
+            )
+    summary = outcome.summary()
+    table = Table(title=f"tau2-bench retail ({split}), {summary['process']}, {summary['model']}")
+    table.add_column("metric")
+    table.add_column("value")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    for kind, (passed, total) in per_intent(outcome, tasks).items():
+        table.add_row(f"pass^1, {kind}", f"{passed}/{total}")
+    console.print(table)
+    path = write_report(outcome, report)
+    console.print(f"report: {path}")
