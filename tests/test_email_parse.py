@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from crewdesk.intake.email.parse import EmailRejected, clean_reply, parse_email, subject_tag, synthetic_message_id
+from crewdesk.intake.email.cleaning import clean_reply
+from crewdesk.intake.email.parse import EmailRejected, parse_email, subject_tag, synthetic_message_id
 from crewdesk.intake.email.sources import EmailSourceError, iter_messages
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "email"
@@ -244,7 +245,7 @@ def test_rejections_have_clear_reasons():
 
 
 def test_a_parser_failure_becomes_a_rejection(monkeypatch):
-    import crewdesk.intake.email.parse as module
+    import crewdesk.intake.email.mime as module
 
     def explode(*args, **kwargs):
         raise RecursionError("maximum recursion depth exceeded")
@@ -380,7 +381,7 @@ def test_a_broken_winmail_dat_is_kept_as_it_is_with_the_reason():
 
 @pytest.mark.parametrize("name", ["attachments", "long-filename", "winmail"])
 def test_a_rich_text_body_inside_winmail_dat_is_read_as_text(name):
-    from crewdesk.intake.email.parse import rtf_text
+    from crewdesk.intake.email.attachments import rtf_text
 
     parsed = parse(outlook_mail((TNEF_DIR / f"{name}.tnef").read_bytes(), text=None), allowed=["*/*"])
     expected = rtf_text((TNEF_DIR / name / "message.rtf").read_bytes(), [])  # MimeKit's decompression of the same body

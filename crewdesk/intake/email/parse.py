@@ -1,26 +1,26 @@
 """One raw RFC 5322 message in, a ParsedEmail out (text, cleaned reply, attachments, why to ignore it), or a typed
-EmailRejected with a one-line reason. No other exception leaves parse_email: a mailbox must never jam on one mail."""
+EmailRejected with a one-line reason. No other exception leaves parse_email: a mailbox must never jam on one mail.
+
+The parts: headers.py (header fields), mime.py (the body: text parts, charsets, HTML), attachments.py (files,
+winmail.dat, limits), cleaning.py (the new part of a reply); here, the message as a whole and what not to answer."""
 
 from __future__ import annotations
 
-import codecs
 import hashlib
-import mimetypes
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from email import policy
 from email.message import Message
 from email.parser import BytesParser
-from email.utils import getaddresses, parsedate_to_datetime
-
-import html2text
-from mailparser_reply import EmailMessage as ReplyText
 
 from crewdesk.errors import CrewdeskError
+from crewdesk.intake.email.attachments import ParsedAttachment, attachment_files, checked_attachment
+from crewdesk.intake.email.cleaning import clean_reply
+from crewdesk.intake.email.headers import all_addresses, first_address, header_date, header_text, message_ids, printable, raw_header
+from crewdesk.intake.email.mime import MAX_DEPTH, Body, choose_text, read_body
 
 LOOP_HEADER = "X-Crewdesk-Ticket"  # set on every mail we send; seeing it inbound means we are talking to ourselves
-MAX_DEPTH = 32  # MIME nesting; deeper is an attack or a broken generator, not a customer
 MAX_REFERENCES = 100  # long threads carry hundreds; the most recent ones are the ones we may know
 IGNORED_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
 SYSTEM_SENDERS = frozenset({"mailer-daemon", "postmaster"})
@@ -40,26 +40,7 @@ EVIDENCE_HEADERS = (
     "Content-Type",
     LOOP_HEADER,
 )
-# Labels mail clients use that Python's codecs lack or map to a strict subset of what is really sent.
-CHARSET_ALIASES = {
-    "ks_c_5601-1987": "cp949",
-    "ks_c_5601": "cp949",
-    "shift_jis": "cp932",
-    "x-sjis": "cp932",
-    "sjis": "cp932",
-    "gb2312": "gb18030",
-    "gbk": "gb18030",
-    "unicode-1-1-utf-7": "utf-7",
-    "iso-8859-8-i": "iso-8859-8",
-    "windows-874": "cp874",
-}
-ASCII_LABELS = frozenset({"us-ascii", "ascii", "unknown-8bit", "x-unknown", "unknown", "default"})
-REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl", "pl", "sv", "da", "cs", "ja", "ko", "zh"]
 
-_MESSAGE_ID = re.compile(r"<([^<>\s]+)>")
-_ADDRESS = re.compile(r"[^<>\r\n]+@[^@\s<>]+")
-_FOOTER_RULE = re.compile(r"^[ \t]*_{20,}[ \t]*$", re.MULTILINE)
-_TRAILING_RULE = re.compile(r"(?:\n[ \t]*[-_=]{10,}[ \t]*)+\s*\Z")
 _SUBJECT_TAG = re.compile(r"\[\s*crewdesk\s*#\s*(\d{1,12})\s*\]", re.IGNORECASE)
 
 
@@ -71,16 +52,6 @@ class EmailRejected(CrewdeskError):
         self.reason = reason
         self.message_id = message_id
         self.evidence = evidence or {}
-
-
-@dataclass(frozen=True)
-class ParsedAttachment:
-    filename: str
-    content_type: str
-    size: int
-    sha256: str
-    data: bytes | None  # None when refused: a refused file is recorded, never stored
-    refused_reason: str | None = None
 
 
 @dataclass
@@ -128,59 +99,6 @@ def parse_email(raw: bytes, *, own_addresses: frozenset[str], max_attachment_byt
         raise EmailRejected(f"unparseable: {type(exc).__name__}: {detail}".rstrip(": "), message_id=None) from exc
 
 
-@dataclass
-class _Tnef:
-    """What an Outlook winmail.dat (application/ms-tnef) holds: its files, and the body when Outlook put it there."""
-
-    files: list[tuple[str, bytes]]
-    text: str
-
-
-def _is_tnef(part: Message) -> bool:
-    if part.get_content_type() in ("application/ms-tnef", "application/vnd.ms-tnef"):
-        return True
-    try:
-        return (part.get_filename() or "").strip().lower() == "winmail.dat"
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def _unpack_tnef(data: bytes, max_bytes: int, defects: list[str]) -> _Tnef | None:
-    """The files and body inside a TNEF part's bytes, or None (recorded as a defect) when it is over the size limit or
-    cannot be read: the part is then kept as the attachment it is."""
-    from tnefparse import TNEF
-
-    if len(data) > max_bytes:
-        defects.append(f"TNEF attachment over the size limit ({len(data)} > {max_bytes} bytes): not unpacked")
-        return None
-    try:
-        tnef = TNEF(data)
-        files = [(att.long_filename() or att.name or "", bytes(att.data or b"")) for att in tnef.attachments]
-        html = tnef.htmlbody.decode("utf-8", "replace") if isinstance(tnef.htmlbody, bytes) else (tnef.htmlbody or "")
-        plain = tnef.body.decode("cp1252", "replace") if isinstance(tnef.body, bytes) else (tnef.body or "")
-        rtf = tnef.rtfbody if not (plain.strip() or html.strip()) else None  # decompressed by compressed_rtf
-    except Exception as exc:  # noqa: BLE001 - a broken winmail.dat is one bad attachment, not a lost mail
-        defects.append(f"TNEF attachment could not be unpacked: {type(exc).__name__}: {str(exc)[:120]}".rstrip(": "))
-        return None
-    text = _normalise(plain) if plain.strip() else html_to_text(html, defects) if html.strip() else rtf_text(rtf, defects) if rtf else ""
-    if not files and not text:
-        defects.append("TNEF attachment could not be unpacked: no file and no body in it")
-        return None
-    defects.append(f"TNEF (winmail.dat) unpacked: {len(files)} file(s){', and the body' if text else ''}")
-    return _Tnef(files=files, text=text)
-
-
-def rtf_text(rtf: bytes, defects: list[str]) -> str:
-    """Outlook's rich-text body as plain text (RTF is 7-bit; its escapes carry the rest)."""
-    from striprtf.striprtf import rtf_to_text
-
-    try:
-        return _normalise(rtf_to_text(rtf.rstrip(b"\x00").decode("latin-1"), errors="replace"))
-    except Exception as exc:  # noqa: BLE001
-        defects.append(f"TNEF rich-text body unreadable: {type(exc).__name__}")
-        return ""
-
-
 def _parse(raw: bytes, *, own_addresses: frozenset[str], max_attachment_bytes: int, allowed_types: list[str]) -> ParsedEmail:
     if not isinstance(raw, (bytes, bytearray)) or not raw.strip():
         raise EmailRejected("not an RFC 5322 message: empty input")
@@ -190,33 +108,21 @@ def _parse(raw: bytes, *, own_addresses: frozenset[str], max_attachment_bytes: i
     if not msg.keys():
         raise EmailRejected("not an RFC 5322 message: no header fields")
     defects: list[str] = []
-    evidence = {name: printable(value)[:300] for name in EVIDENCE_HEADERS if (value := _raw_header(msg, name))}
-    ids = _message_ids(_raw_header(msg, "Message-ID"))
+    evidence = {name: printable(value)[:300] for name in EVIDENCE_HEADERS if (value := raw_header(msg, name))}
+    ids = message_ids(raw_header(msg, "Message-ID"))
     message_id = ids[0] if ids else synthetic_message_id(raw)
     if not ids:
         defects.append("no Message-ID: synthesised one from the message bytes")
-    references = list(dict.fromkeys(_message_ids(_raw_header(msg, "References"))))[-MAX_REFERENCES:]
-    reply_ids = _message_ids(_raw_header(msg, "In-Reply-To"))
-    sender, sender_name = _first_address(msg, "From", defects)
-    if not sender and _raw_header(msg, "Sender"):
-        sender, other_name = _first_address(msg, "Sender", defects)
+    references = list(dict.fromkeys(message_ids(raw_header(msg, "References"))))[-MAX_REFERENCES:]
+    reply_ids = message_ids(raw_header(msg, "In-Reply-To"))
+    sender, sender_name = first_address(msg, "From", defects)
+    if not sender and raw_header(msg, "Sender"):
+        sender, other_name = first_address(msg, "Sender", defects)
         sender_name = sender_name or other_name
-    reply_to = _first_address(msg, "Reply-To", defects)[0] if _raw_header(msg, "Reply-To") else ""
-    body = _Body()
-    _walk(_structure(msg, raw, defects), body=body, depth=0, nested=False, defects=defects)
-    text = _choose_text(body, defects)
-    files: list[tuple[str, str, bytes]] = []  # (name, content type, bytes) of each attachment; a winmail.dat's files in its place
-    tnef_texts: list[str] = []
-    for index, part in enumerate(body.attachments, start=1):
-        data = _attachment_bytes(part, defects)
-        tnef = _unpack_tnef(data, max_attachment_bytes, defects) if _is_tnef(part) else None
-        if tnef is None:
-            files.append((_filename(part, index), part.get_content_type(), data))
-            continue
-        tnef_texts.append(tnef.text)
-        for inner, inner_data in tnef.files:
-            name = _clean_name(inner, len(files) + 1)
-            files.append((name, mimetypes.guess_type(name)[0] or "application/octet-stream", inner_data))
+    reply_to = first_address(msg, "Reply-To", defects)[0] if raw_header(msg, "Reply-To") else ""
+    body = read_body(msg, raw, defects)
+    text = choose_text(body, defects)
+    files, tnef_texts = attachment_files(body.attachments, max_bytes=max_attachment_bytes, defects=defects)
     if not text.strip():  # Outlook's rich text mail may carry its only body inside winmail.dat
         text = next((t for t in tnef_texts if t), "")
     names = [name for name, _, _ in files]
@@ -224,12 +130,12 @@ def _parse(raw: bytes, *, own_addresses: frozenset[str], max_attachment_bytes: i
         message_id=message_id,
         in_reply_to=reply_ids[0] if reply_ids else None,
         references=references,
-        subject=_header(msg, "Subject", defects),
+        subject=header_text(msg, "Subject", defects),
         sender=sender,
         sender_name=sender_name,
-        to=_all_addresses(msg, "To", defects),
+        to=all_addresses(msg, "To", defects),
         reply_to=reply_to or None,
-        date=_date(msg, defects),
+        date=header_date(msg, defects),
         text=text,
         cleaned="",
         evidence=evidence,
@@ -256,324 +162,36 @@ def _parse(raw: bytes, *, own_addresses: frozenset[str], max_attachment_bytes: i
                 reason = f"no text: no text/plain or text/html body{f' (only attachments: {listed})' if listed else ''}"
             raise EmailRejected(reason, message_id=message_id, evidence=evidence)
     parsed.cleaned = clean_reply(text) if text.strip() else ""
-    parsed.attachments = [_checked(name, content_type, data, max_bytes=max_attachment_bytes, allowed=allowed_types) for name, content_type, data in files]
+    parsed.attachments = [
+        checked_attachment(name, content_type, data, max_bytes=max_attachment_bytes, allowed=allowed_types) for name, content_type, data in files
+    ]
     parsed.defects = list(dict.fromkeys(defects))[:50]
     return parsed
-
-
-# --- headers ---------------------------------------------------------------------------------------------------
-
-
-def printable(value: str) -> str:
-    """Raw 8-bit header bytes arrive as surrogates; PostgreSQL refuses those and NUL. Decode them as UTF-8, replace the rest."""
-    if any("\udc80" <= ch <= "\udcff" for ch in value):
-        try:
-            value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        except UnicodeEncodeError:  # mixed with surrogates that are not escaped bytes
-            pass
-    value = value.encode("utf-8", "replace").decode("utf-8")  # lone surrogates of any other kind
-    return value.replace("\x00", "\ufffd")
-
-
-def _raw_header(msg: Message, name: str) -> str:
-    for key, value in msg.raw_items():
-        if key.lower() == name.lower():
-            return " ".join(str(value).split())
-    return ""
-
-
-def _header(msg: Message, name: str, defects: list[str]) -> str:
-    try:
-        value = msg.get(name)
-        text = "" if value is None else str(value)
-    except Exception as exc:  # noqa: BLE001 - malformed header: keep the raw text
-        defects.append(f"{name}: undecodable header ({type(exc).__name__}), kept raw")
-        text = _raw_header(msg, name)
-    return " ".join(printable(text).split())
-
-
-def _message_ids(value: str) -> list[str]:
-    found = _MESSAGE_ID.findall(value)
-    if not found:  # some clients omit the angle brackets
-        found = [token.strip("<>,;") for token in value.split() if "@" in token]
-    return [printable(item)[:512] for item in found if item]
-
-
-def _pairs(msg: Message, name: str, defects: list[str]) -> list[tuple[str, str]]:
-    try:
-        header = msg.get(name)
-        addresses = getattr(header, "addresses", None)
-        if addresses:
-            return [(a.display_name or "", a.addr_spec or "") for a in addresses]
-    except Exception as exc:  # noqa: BLE001
-        defects.append(f"{name}: unparseable address header ({type(exc).__name__})")
-    return getaddresses([_header(msg, name, defects)])
-
-
-def _usable(address: str) -> str:
-    address = printable(address).strip().strip("<>").lower()
-    return address if len(address) <= 320 and _ADDRESS.fullmatch(address) else ""
-
-
-def _first_address(msg: Message, name: str, defects: list[str]) -> tuple[str, str]:
-    pairs = _pairs(msg, name, defects)
-    for display, address in pairs:
-        if _usable(address):
-            return _usable(address), " ".join(printable(display).split())
-    return "", " ".join(printable(pairs[0][0]).split()) if pairs else ""
-
-
-def _all_addresses(msg: Message, name: str, defects: list[str]) -> list[str]:
-    return [a for _, address in _pairs(msg, name, defects) if (a := _usable(address))][:50]
-
-
-def _date(msg: Message, defects: list[str]) -> datetime | None:
-    raw = _raw_header(msg, "Date")
-    if not raw:
-        return None
-    try:
-        value = parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        defects.append(f"Date: unparseable ({printable(raw)[:60]})")
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-# --- body ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Body:
-    plain: list[str] = field(default_factory=list)
-    html: list[str] = field(default_factory=list)
-    nested_plain: list[str] = field(default_factory=list)  # inside attached messages: used only when the mail itself has no text
-    nested_html: list[str] = field(default_factory=list)
-    attachments: list[Message] = field(default_factory=list)
-    broken: list[str] = field(default_factory=list)  # multiparts whose boundary was not found
-    too_deep: bool = False
-    reports: list[str] = field(default_factory=list)  # message/delivery-status and the like, wherever they sit
-
-
-def _walk(part: Message, *, body: _Body, depth: int, nested: bool, defects: list[str]) -> None:
-    if depth > MAX_DEPTH:
-        defects.append(f"MIME nesting deeper than {MAX_DEPTH} levels: the rest was skipped")
-        body.too_deep = True
-        return
-    defects.extend(type(d).__name__ for d in getattr(part, "defects", []))
-    ctype = part.get_content_type()
-    if ctype in ("message/delivery-status", "message/disposition-notification", "message/feedback-report"):
-        if not nested:  # a customer forwarding a bounce to us is asking for help, not bouncing
-            body.reports.append(ctype)
-        return
-    if ctype == "message/rfc822":
-        if not nested:
-            body.attachments.append(part)  # kept whole as an .eml; its own attachments travel inside it
-        for inner in part.get_payload() if part.is_multipart() else []:
-            _walk(_sub_part(inner), body=body, depth=depth + 1, nested=True, defects=defects)
-        return
-    if part.get_content_maintype() == "multipart":
-        payload = part.get_payload()
-        if not isinstance(payload, list):
-            body.broken.append(ctype)
-            return
-        for sub in payload:
-            _walk(_sub_part(sub), body=body, depth=depth + 1, nested=nested, defects=defects)
-        return
-    try:
-        disposition, filename = part.get_content_disposition(), part.get_filename()
-    except Exception:  # noqa: BLE001 - a broken Content-Disposition: treat the part as an attachment
-        disposition, filename = "attachment", None
-    # A named text part is a file unless it is explicitly inline (some clients name every body part).
-    if ctype in ("text/plain", "text/html") and (disposition == "inline" or (disposition is None and not filename)):
-        text = _decode_part(part, defects)
-        if ctype == "text/plain":
-            (body.nested_plain if nested else body.plain).append(text)
-        else:
-            (body.nested_html if nested else body.html).append(text)
-        return
-    if not nested:
-        body.attachments.append(part)
-
-
-def _sub_part(item: object) -> Message:
-    """One part of a multipart payload: the parsers only ever put Messages there."""
-    if not isinstance(item, Message):
-        raise TypeError(f"MIME sub-part is a {type(item).__name__}, not a Message")
-    return item
-
-
-def _structure(msg: Message, raw: bytes, defects: list[str]) -> Message:
-    """The MIME tree to read bodies from. The strict parser loses unquoted boundaries containing "=" (Outlook's
-    ----=_NextPart_...); the legacy parser keeps them, so use it for the body when the strict one found no parts."""
-    if msg.get_content_maintype() != "multipart" or msg.is_multipart():
-        return msg
-    legacy = BytesParser(policy=policy.compat32).parsebytes(raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw)
-    if legacy.is_multipart():
-        defects.append("MIME boundary only readable leniently (unquoted boundary with '=')")
-        return legacy
-    return msg
-
-
-def _choose_text(body: _Body, defects: list[str]) -> str:
-    """Prefer text/plain; convert HTML only when there is no plain text. HTML itself is never kept."""
-    for plain, html in ((body.plain, body.html), (body.nested_plain, body.nested_html)):
-        text = "\n\n".join(t.strip() for t in plain if t.strip())
-        if text:
-            return _normalise(text)
-        text = "\n\n".join(h for h in (html_to_text(t, defects) for t in html) if h)
-        if text:
-            return _normalise(text)
-    return ""
-
-
-def _normalise(text: str) -> str:
-    return printable(text.replace("\r\n", "\n").replace("\r", "\n")).strip()
-
-
-def html_to_text(html: str, defects: list[str] | None = None) -> str:
-    """HTML as readable text (links kept as text, images, scripts and styles dropped)."""
-    converter = html2text.HTML2Text()
-    converter.body_width = 0  # no hard wrapping: the crew reads paragraphs
-    converter.ignore_images = True
-    converter.ignore_emphasis = True
-    converter.unicode_snob = True
-    try:
-        return converter.handle(html).strip()
-    except Exception as exc:  # noqa: BLE001 - html2text on hostile markup: fall back to stripping tags
-        if defects is not None:
-            defects.append(f"HTML conversion failed ({type(exc).__name__}): tags stripped instead")
-        stripped = re.sub(r"(?is)<(script|style)\b.*?</\1\s*>", " ", html)
-        return " ".join(re.sub(r"<[^>]*>", " ", stripped).split())
-
-
-def _decode_part(part: Message, defects: list[str]) -> str:
-    try:
-        payload = part.get_payload(decode=True)
-    except Exception as exc:  # noqa: BLE001 - a broken transfer encoding: use the raw payload
-        defects.append(f"undecodable transfer encoding ({type(exc).__name__})")
-        payload = part.get_payload(decode=False)
-    if isinstance(payload, str):
-        payload = payload.encode("utf-8", "surrogateescape")
-    if payload is not None and not isinstance(payload, bytes):  # a text part is never multipart
-        raise TypeError(f"text part payload is a {type(payload).__name__}, not bytes")
-    try:
-        charset = part.get_content_charset()
-    except Exception:  # noqa: BLE001
-        charset = None
-    return decode_bytes(payload or b"", charset, defects)
-
-
-def decode_bytes(data: bytes, charset: str | None, defects: list[str]) -> str:
-    """Decode text in any declared charset, never failing: unknown or lying labels fall back with a recorded defect."""
-    label = (charset or "").strip().strip('"').lower()
-    if not label or label in ASCII_LABELS:
-        for codec in ("ascii", "utf-8"):
-            try:
-                return data.decode(codec)
-            except UnicodeDecodeError:
-                pass
-        defects.append(f"8-bit text labelled {label or 'with no charset'}: decoded as windows-1252")
-        return data.decode("cp1252", "replace")
-    codec = CHARSET_ALIASES.get(label, label)
-    try:
-        info = codecs.lookup(codec)
-        if not getattr(info, "_is_text_encoding", True):  # e.g. charset=base64: a bytes codec, not a charset
-            raise LookupError(codec)
-    except LookupError:
-        defects.append(f"unknown charset {label!r}: decoded as UTF-8 with replacement")
-        return data.decode("utf-8", "replace")
-    try:
-        return data.decode(info.name)
-    except UnicodeDecodeError:
-        pass
-    except Exception:  # noqa: BLE001, S110 - codec bugs on garbage input (utf-7 and friends)
-        pass
-    if info.name not in ("utf-8", "utf_8"):
-        try:
-            text = data.decode("utf-8")
-            defects.append(f"text labelled {label} is UTF-8: decoded as UTF-8")
-            return text
-        except UnicodeDecodeError:
-            pass
-    defects.append(f"text not valid {label}: undecodable bytes replaced")
-    try:
-        return data.decode(info.name, "replace")
-    except Exception:  # noqa: BLE001
-        return data.decode("utf-8", "replace")
-
-
-# --- cleaning -----------------------------------------------------------------------------------------------------
-
-
-def clean_reply(text: str) -> str:
-    """The newest part of a reply: quoted history and signature removed (mail-parser-reply). Never empty when text is not."""
-    text = _without_list_footer(text)
-    try:
-        # keep_hyphen_lists: customers list orders as "- 1234"; the default would take that for a signature
-        replies = ReplyText(text=text, languages=list(REPLY_LANGUAGES), keep_hyphen_lists=True).read().replies
-    except Exception:  # noqa: BLE001 - a regex blow-up on odd text: keep the whole text
-        replies = []
-    parts = [replies[0].body] if replies else []
-    for reply in replies[1:]:
-        # Unquoted lines between quoted ones after an attribution are answers written inline, by this sender;
-        # a block with no quoted lines at all is Outlook-style history, and so is everything after it.
-        lines = reply.body.split("\n")
-        if not any(line.lstrip().startswith(">") for line in lines):
-            break
-        parts.append("\n".join(line for line in lines if not line.lstrip().startswith(">")))
-    latest = "\n\n".join(part.strip() for part in parts if part.strip())
-    lines = latest.split("\n")
-    # Quoted lines are history (ours or older); the library only splits at attribution lines it knows
-    # ("On ... wrote:" in its languages), so drop what it left: a trailing quote with its attribution line
-    # (any language: a line ending in ":" right above it), and quotes above a bottom-posted answer.
-    quoted_tail = False
-    while lines and (not lines[-1].strip() or lines[-1].lstrip().startswith(">")):
-        quoted_tail = quoted_tail or lines[-1].lstrip().startswith(">")
-        lines.pop()
-    if quoted_tail and len(lines) > 1 and lines[-1].rstrip().endswith(":"):
-        lines.pop()
-        if len(lines) > 1 and lines[-1].count("<") > lines[-1].count(">"):  # attribution wrapped inside "Name <addr>"
-            lines.pop()
-    kept = "\n".join(line for line in lines if not line.lstrip().startswith(">"))
-    kept = _TRAILING_RULE.sub("", kept)  # a bare rule left at the end is the stump of a removed quote or footer
-    return re.sub(r"\n{3,}", "\n\n", kept).strip() or text.strip()
-
-
-def _without_list_footer(text: str) -> str:
-    """Mailing-list software appends a few lines under a rule of underscores; they are not the sender's words."""
-    rules = list(_FOOTER_RULE.finditer(text))
-    if not rules:
-        return text
-    head, tail = text[: rules[-1].start()], text[rules[-1].end() :]
-    tail_lines = [line for line in tail.splitlines() if line.strip()]
-    if head.strip() and len(tail_lines) <= 6 and not any(line.lstrip().startswith(">") for line in tail_lines):
-        return head
-    return text
 
 
 # --- what not to answer -------------------------------------------------------------------------------------------
 
 
-def _ignore_reason(msg: Message, parsed: ParsedEmail, own_addresses: frozenset[str], body: _Body) -> str | None:
+def _ignore_reason(msg: Message, parsed: ParsedEmail, own_addresses: frozenset[str], body: Body) -> str | None:
     """Why this mail is recorded but never answered: our own mail coming back, auto-replies, bounces, list mail."""
     if any(key.lower() == LOOP_HEADER.lower() for key in msg):
         return f"loop protection: carries our {LOOP_HEADER} header"
     if parsed.sender and parsed.sender in own_addresses:
         return f"loop protection: sent from our own address {parsed.sender}"
-    auto = _raw_header(msg, "Auto-Submitted").lower()
+    auto = raw_header(msg, "Auto-Submitted").lower()
     if auto and auto.split(";")[0].strip() != "no":
         return f"auto-submitted: {auto[:80]}"
-    suppress = _raw_header(msg, "X-Auto-Response-Suppress")
+    suppress = raw_header(msg, "X-Auto-Response-Suppress")
     if suppress:
         return f"automatic mail (X-Auto-Response-Suppress: {suppress[:80]})"
     for name in AUTO_REPLY_HEADERS:
-        if _raw_header(msg, name):
+        if raw_header(msg, name):
             return f"auto-reply ({name} header)"
-    precedence = _raw_header(msg, "Precedence").lower()
+    precedence = raw_header(msg, "Precedence").lower()
     if precedence in IGNORED_PRECEDENCE:
         return f"bulk mail (Precedence: {precedence})"
     for name in ("List-Id", "List-Unsubscribe"):
-        if value := _raw_header(msg, name):
+        if value := raw_header(msg, name):
             return f"mailing list ({name}: {printable(value)[:80]})"
     if msg.get_content_type() == "multipart/report":
         try:
@@ -587,80 +205,6 @@ def _ignore_reason(msg: Message, parsed: ParsedEmail, own_addresses: frozenset[s
     name = parsed.sender_name.lower().replace(" ", "-")
     if local in SYSTEM_SENDERS or name in SYSTEM_SENDERS:
         return f"system sender ({parsed.sender or parsed.sender_name})"
-    if _raw_header(msg, "Return-Path").replace(" ", "") == "<>":
+    if raw_header(msg, "Return-Path").replace(" ", "") == "<>":
         return "null Return-Path (<>): a bounce or auto-reply"
     return None
-
-
-# --- attachments --------------------------------------------------------------------------------------------------
-
-
-def _filename(part: Message, index: int) -> str:
-    try:
-        name = part.get_filename() or ""
-    except Exception:  # noqa: BLE001
-        name = ""
-    return _clean_name(name, index, eml=part.get_content_type() == "message/rfc822")
-
-
-def _clean_name(name: str, index: int, *, eml: bool = False) -> str:
-    """A file name safe to show and store: no path, no control characters, no leading dot, at most 255 characters."""
-    name = printable(str(name)).replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if ch.isprintable()).strip().lstrip(".")
-    if not name:
-        name = f"attachment-{index}.eml" if eml else f"attachment-{index}"
-    if len(name) > 255:
-        stem, dot, ext = name.rpartition(".")
-        name = (stem[: 250 - len(ext)] + dot + ext) if dot and len(ext) < 16 else name[:255]
-    return name
-
-
-def _type_allowed(content_type: str, allowed: list[str]) -> bool:
-    for pattern in allowed:
-        if pattern in ("*", "*/*") or pattern == content_type:
-            return True
-        if pattern.endswith("/*") and content_type.startswith(pattern[:-1]):
-            return True
-    return False
-
-
-def _attachment_bytes(part: Message, defects: list[str]) -> bytes:
-    if part.get_content_type() == "message/rfc822":
-        inner = part.get_payload(0) if part.is_multipart() else None
-        if inner is None:
-            return b""
-        inner = _sub_part(inner)
-        for style in (policy.default, policy.compat32):
-            try:
-                return inner.as_bytes(policy=style)
-            except Exception:  # noqa: BLE001, S112 - headers the strict policy cannot re-fold: try the next policy
-                continue
-        defects.append("attached message could not be re-serialised")
-        return b""
-    try:
-        payload = part.get_payload(decode=True)
-    except Exception:  # noqa: BLE001
-        payload = None
-    if isinstance(payload, str):
-        return payload.encode("utf-8", "surrogateescape")
-    if payload is not None and not isinstance(payload, bytes):  # a decoded leaf part is bytes
-        raise TypeError(f"attachment payload is a {type(payload).__name__}, not bytes")
-    return payload or b""
-
-
-def _checked(filename: str, content_type: str, data: bytes, *, max_bytes: int, allowed: list[str]) -> ParsedAttachment:
-    """Kept within the size limit and the allowed types; otherwise recorded with the reason, and not stored."""
-    size = len(data)
-    refused = None
-    if size > max_bytes:
-        refused = f"over the size limit ({size} > {max_bytes} bytes)"
-    elif not _type_allowed(content_type, allowed):
-        refused = f"type {content_type} is not allowed"
-    return ParsedAttachment(
-        filename=filename,
-        content_type=content_type[:255],
-        size=size,
-        sha256=hashlib.sha256(data).hexdigest(),
-        data=None if refused else data,
-        refused_reason=refused,
-    )

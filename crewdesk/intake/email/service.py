@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.db import transaction
 from crewdesk.intake import events
-from crewdesk.intake.email.parse import EmailRejected, ParsedAttachment, ParsedEmail, parse_email, printable, subject_tag, synthetic_message_id
+from crewdesk.intake.email.attachments import ParsedAttachment
+from crewdesk.intake.email.headers import printable
+from crewdesk.intake.email.parse import EmailRejected, ParsedEmail, parse_email, subject_tag, synthetic_message_id
 from crewdesk.settings import Settings
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Attachment, Message, Ticket, TicketStatus
@@ -80,7 +82,7 @@ def ingest_email(*, session_factory: sessionmaker[Session], raw: bytes, settings
             ticket, created = tickets.submit(db=db, ticket_in=ticket_in, message_external_id=parsed.message_id, message_meta=meta)
             if not created:  # the ticket exists (e.g. the same Message-ID arrived before events were recorded)
                 events.settle(event, status=events.ACCEPTED, reason="ticket already existed", ticket_id=ticket.id)
-                return IngestResult("duplicate", ticket_id=ticket.id, needs_run=ticket.status == TicketStatus.received.value, reason="ticket already existed")
+                return IngestResult("duplicate", ticket_id=ticket.id, needs_run=ticket.status == TicketStatus.received, reason="ticket already existed")
             message = db.execute(select(Message).where(Message.ticket_id == ticket.id).order_by(Message.id).limit(1)).scalar_one_or_none()
             needs_run, status = True, "created"
         if message is not None:
@@ -127,7 +129,7 @@ def _duplicate(db: Session, event) -> IngestResult:
         "duplicate",
         ticket_id=event.ticket_id,
         message_id=event.message_id,
-        needs_run=ticket is not None and ticket.status == TicketStatus.received.value,
+        needs_run=ticket is not None and ticket.status == TicketStatus.received,
         reason=f"already seen ({event.status}); seen {event.seen_count} times",
     )
 
