@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from crewdesk.db import Base, JSONType, utcnow
+from crewdesk.db import Base, EnumText, JSONType, utcnow
+
+
+class ApprovalStatus(StrEnum):
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
 
 
 class Approval(Base):
@@ -19,7 +26,7 @@ class Approval(Base):
     action: Mapped[str] = mapped_column(String(64))
     arguments: Mapped[dict] = mapped_column(JSONType, default=dict)
     idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | approved | rejected
+    status: Mapped[ApprovalStatus] = mapped_column(EnumText(ApprovalStatus, 16), default=ApprovalStatus.pending)
     requested_by: Mapped[str] = mapped_column(String(128), default="")
     decided_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from crewdesk.approvals.models import Approval
+from crewdesk.approvals.models import Approval, ApprovalStatus
 from crewdesk.db import utcnow
 from crewdesk.errors import Conflict, CrewdeskError, NotFound
 
@@ -56,9 +56,9 @@ def decide(*, db: Session, approval_id: int, approve: bool, by: str, reason: str
     approval = db.execute(select(Approval).where(Approval.id == approval_id).with_for_update()).scalar_one_or_none()
     if approval is None:
         raise ApprovalNotFound(f"approval {approval_id} does not exist")
-    if approval.status != "pending":
+    if approval.status != ApprovalStatus.pending:
         raise ApprovalDecided(f"approval {approval_id} was already {approval.status} by {approval.decided_by}")
-    approval.status = "approved" if approve else "rejected"
+    approval.status = ApprovalStatus.approved if approve else ApprovalStatus.rejected
     approval.decided_by = by
     approval.decided_at = utcnow()
     if reason:

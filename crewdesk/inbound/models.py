@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from crewdesk.db import Base, JSONType, utcnow
+from crewdesk.db import Base, EnumText, JSONType, utcnow
+
+
+class InboundStatus(StrEnum):
+    received = "received"  # claimed, not yet settled (a crash in between leaves this)
+    accepted = "accepted"  # became a ticket or a message
+    ignored = "ignored"  # on purpose: our own mail, an auto-reply, an event we do not handle
+    rejected = "rejected"  # could not become a ticket; `reason` says why
+
+
+class ImportStatus(StrEnum):
+    running = "running"
+    finished = "finished"
 
 
 class InboundEvent(Base):
@@ -28,7 +41,7 @@ class InboundEvent(Base):
     channel: Mapped[str] = mapped_column(String(16))  # email | jira | backlog | api
     external_id: Mapped[str] = mapped_column(String(512))
     kind: Mapped[str] = mapped_column(String(64), default="")  # e.g. issue_created, comment_created, message
-    status: Mapped[str] = mapped_column(String(16), default="received")  # received | accepted | ignored | rejected
+    status: Mapped[InboundStatus] = mapped_column(EnumText(InboundStatus, 16), default=InboundStatus.received)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"), nullable=True, index=True)
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"), nullable=True)
@@ -60,7 +73,7 @@ class BacklogImport(Base):
     sha256: Mapped[str] = mapped_column(String(64))  # of the file's bytes: the same file resumes the same import
     format: Mapped[str] = mapped_column(String(32))
     source: Mapped[str | None] = mapped_column(String(64), nullable=True)  # --source; None = the format's own (a resume reuses it)
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running | finished
+    status: Mapped[ImportStatus] = mapped_column(EnumText(ImportStatus, 16), default=ImportStatus.running)
     rows_done: Mapped[int] = mapped_column(Integer, default=0)  # rows committed (resume skips these)
     rows_ok: Mapped[int] = mapped_column(Integer, default=0)
     rows_bad: Mapped[int] = mapped_column(Integer, default=0)

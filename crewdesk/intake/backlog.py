@@ -17,11 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.db import table_of, transaction, utcnow
 from crewdesk.errors import CrewdeskError, InvalidTicket
+from crewdesk.inbound.models import BacklogImport, ImportStatus, InboundEvent
 from crewdesk.intake.admit import Stored, admit
 from crewdesk.intake.backlog_readers import EXCERPT_CHARS, FORMATS, check_file, check_format, detect_format, open_backlog
 from crewdesk.intake.enqueue import Enqueuer, Send
 from crewdesk.intake.files import Row
-from crewdesk.intake.models import BacklogImport, InboundEvent
 from crewdesk.intake.service import store_chunk
 from crewdesk.ratelimit import TokenBucket
 from crewdesk.tickets.models import Ticket, TicketStatus
@@ -29,7 +29,7 @@ from crewdesk.tickets.models import Ticket, TicketStatus
 __all__ = ["FORMATS", "BacklogBusy", "BacklogInterrupted", "BacklogProgress", "detect_format", "import_backlog", "latest_import", "open_backlog"]
 
 CHANNEL = "backlog"  # inbound_events rows for bad and duplicate rows: external_id "<import id>:<record number>"
-RUNNING, FINISHED = "running", "finished"
+RUNNING, FINISHED = ImportStatus.running, ImportStatus.finished
 
 ENQUEUE_BATCH = 100  # tickets sent per broker round and marked queued per transaction: the most a crash can re-send
 
@@ -233,9 +233,7 @@ def import_backlog(
         try:
             with session_factory() as db:  # committed by an earlier run, never sent: it stopped in between
                 waiting = list(
-                    db.execute(
-                        select(Ticket.id).where(Ticket.backlog_id == backlog.id, Ticket.status == TicketStatus.received.value).order_by(Ticket.id)
-                    ).scalars()
+                    db.execute(select(Ticket.id).where(Ticket.backlog_id == backlog.id, Ticket.status == TicketStatus.received).order_by(Ticket.id)).scalars()
                 )
             report()
             enqueue(waiting)
@@ -247,7 +245,7 @@ def import_backlog(
                 current = db.execute(select(BacklogImport).where(BacklogImport.id == backlog.id).with_for_update()).scalar_one()
                 # Every ticket this import created that has left `received` went to the queue, whoever moved it on since.
                 current.rows_enqueued = db.execute(
-                    select(func.count()).select_from(Ticket).where(Ticket.backlog_id == backlog.id, Ticket.status != TicketStatus.received.value)
+                    select(func.count()).select_from(Ticket).where(Ticket.backlog_id == backlog.id, Ticket.status != TicketStatus.received)
                 ).scalar_one()
                 current.status, current.finished_at = FINISHED, utcnow()
             return current

@@ -14,12 +14,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from crewdesk.errors import CrewdeskError
+from crewdesk.inbound.models import BacklogImport, InboundEvent
 from crewdesk.intake.backlog import CHANNEL, latest_import
-from crewdesk.intake.models import BacklogImport, InboundEvent
-from crewdesk.runs.models import CrewRun
+from crewdesk.runs.models import CrewRun, RunStatus
 from crewdesk.tickets.models import Ticket, TicketStatus
 
-FINAL = (TicketStatus.resolved.value, TicketStatus.escalated.value, TicketStatus.failed.value)
+FINAL = (TicketStatus.resolved, TicketStatus.escalated, TicketStatus.failed)
 
 
 class BacklogNotFound(CrewdeskError):
@@ -49,7 +49,7 @@ class BacklogSummary:
     rows_bad: int
     rows_duplicate: int
     rows_enqueued: int
-    by_status: dict[str, int]
+    by_status: dict[str, int]  # a report's labels
     by_category: dict[str, int]
     runs: int
     tokens_in: int
@@ -105,8 +105,8 @@ class BacklogSummary:
             ("tickets queued", f"{self.rows_enqueued:,}"),
             ("tickets by status", mix(self.by_status)),
             ("category mix", mix(self.by_category)),
-            ("resolution rate", rate(TicketStatus.resolved.value)),
-            ("escalation rate", rate(TicketStatus.escalated.value)),
+            ("resolution rate", rate(TicketStatus.resolved)),
+            ("escalation rate", rate(TicketStatus.escalated)),
             ("crew runs", f"{self.runs:,}"),
             ("tokens in / out", f"{self.tokens_in:,} / {self.tokens_out:,}"),
             ("cost", f"${self.cost_usd:.5f}"),
@@ -152,7 +152,7 @@ def summarise(*, db: Session, import_id: int | None = None) -> BacklogSummary:
     if backlog is None:
         raise BacklogNotFound(f"no backlog import {import_id}" if import_id is not None else "no backlog import yet")
     mine = Ticket.backlog_id == backlog.id
-    by_status = dict(db.execute(select(Ticket.status, func.count()).where(mine).group_by(Ticket.status)).all())
+    by_status = {status.value: count for status, count in db.execute(select(Ticket.status, func.count()).where(mine).group_by(Ticket.status)).tuples()}
     category = func.coalesce(Ticket.category, "untriaged")
     by_category = dict(db.execute(select(category, func.count()).where(mine).group_by(category)).all())
     runs, tokens_in, tokens_out, cost = db.execute(
@@ -168,7 +168,9 @@ def summarise(*, db: Session, import_id: int | None = None) -> BacklogSummary:
     latencies = [
         latency
         for latency in db.execute(
-            select(CrewRun.latency_s).join(Ticket, CrewRun.ticket_id == Ticket.id).where(mine, CrewRun.status == "completed", CrewRun.latency_s.is_not(None))
+            select(CrewRun.latency_s)
+            .join(Ticket, CrewRun.ticket_id == Ticket.id)
+            .where(mine, CrewRun.status == RunStatus.completed, CrewRun.latency_s.is_not(None))
         ).scalars()
         if latency is not None  # excluded by the query already; narrows the type
     ]

@@ -8,9 +8,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crewdesk.db import utcnow
-from crewdesk.inbound.models import InboundEvent
+from crewdesk.inbound.models import InboundEvent, InboundStatus
 
-ACCEPTED, IGNORED, REJECTED = "accepted", "ignored", "rejected"
+ACCEPTED, IGNORED, REJECTED = InboundStatus.accepted, InboundStatus.ignored, InboundStatus.rejected
 
 
 def find(*, db: Session, channel: str, external_id: str) -> InboundEvent | None:
@@ -38,7 +38,9 @@ def claim(*, db: Session, channel: str, external_id: str, kind: str = "", detail
     return existing, False
 
 
-def settle(event: InboundEvent, *, status: str, reason: str | None = None, ticket_id: int | None = None, message_id: int | None = None) -> InboundEvent:
+def settle(
+    event: InboundEvent, *, status: InboundStatus, reason: str | None = None, ticket_id: int | None = None, message_id: int | None = None
+) -> InboundEvent:
     event.status, event.reason = status, reason
     if ticket_id is not None:
         event.ticket_id = ticket_id

@@ -474,7 +474,7 @@ def _dispatch(*, db: Session, event: JiraEvent, settings: Settings) -> JiraOutco
             return JiraOutcome(
                 status="ignored",
                 ticket_id=submitted.id,
-                needs_run=submitted.status == TicketStatus.received.value,
+                needs_run=submitted.status == TicketStatus.received,
                 reason=f"issue {event.issue_key} is already ticket {submitted.id}",
             )
         submitted.external_status = (event.status or "")[:64] or None
@@ -538,7 +538,7 @@ def handle_event(*, db: Session, event: JiraEvent, delivery_id: str, settings: S
             status="duplicate",
             ticket_id=record.ticket_id,
             message_id=record.message_id,
-            needs_run=ticket is not None and ticket.status == TicketStatus.received.value,
+            needs_run=ticket is not None and ticket.status == TicketStatus.received,
             reason=f"delivery already processed ({record.status}); seen {record.seen_count} times",
         )
     outcome = _dispatch(db=db, event=event, settings=settings)

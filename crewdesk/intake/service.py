@@ -68,7 +68,7 @@ def accept_rows(*, session_factory: sessionmaker[Session], rows: Iterable[Row], 
             waiting = set()
             if stored.duplicates:
                 ids = [ticket_id for _, ticket_id in stored.duplicates]
-                waiting = set(db.execute(select(Ticket.id).where(Ticket.id.in_(ids), Ticket.status == TicketStatus.received.value)).scalars())
+                waiting = set(db.execute(select(Ticket.id).where(Ticket.id.in_(ids), Ticket.status == TicketStatus.received)).scalars())
             fresh = {ticket_id for _, ticket_id in stored.created}
             for _, ticket_id in stored.created + stored.duplicates:
                 if ticket_id not in offered and (ticket_id in fresh or ticket_id in waiting):

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import case, column, func, literal_column, select, table, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from crewdesk.approvals.models import Approval
+from crewdesk.approvals.models import Approval, ApprovalStatus
 from crewdesk.logging import get_logger
 from crewdesk.settings import Settings
 from crewdesk.tickets.models import Ticket
@@ -178,7 +178,7 @@ class DatabaseCollector(Collector):
                 db.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
             category = func.coalesce(Ticket.category, literal_column("''"))
             by_status = db.execute(select(Ticket.status, Ticket.source, category, func.count()).group_by(Ticket.status, Ticket.source, category)).all()
-            waiting, oldest = db.execute(select(func.count(), func.min(Approval.created_at)).where(Approval.status == "pending")).one()
+            waiting, oldest = db.execute(select(func.count(), func.min(Approval.created_at)).where(Approval.status == ApprovalStatus.pending)).one()
             calls = self.audit.advance(db)
 
         tickets = GaugeMetricFamily(

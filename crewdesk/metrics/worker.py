@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from crewdesk.runs.models import CrewRun
 from crewdesk.settings import Settings
-from crewdesk.tickets.models import TERMINAL, Message, Ticket, TicketStatus
+from crewdesk.tickets.models import TERMINAL, Message, Ticket
 
 if TYPE_CHECKING:  # imported at run time only once the multiprocess directory is set (see above)
     from prometheus_client import Counter, Gauge, Histogram
@@ -224,7 +224,7 @@ def after_task(db: Session, before: Before, metrics: WorkerMetrics | None = None
         first = db.execute(select(func.min(Message.created_at)).where(Message.ticket_id == ticket.id, Message.direction == "outbound")).scalar_one()
         if first is not None:
             metrics.first_reply.labels(channel=ticket.source).observe(max(0.0, (_aware(first) - created).total_seconds()))
-    if runs and TicketStatus(ticket.status) in TERMINAL:
+    if runs and ticket.status in TERMINAL:
         ended = max(_aware(run.finished_at) for run in runs if run.finished_at is not None)  # all are: the query asks for finished runs
         metrics.handle.labels(channel=ticket.source, status=ticket.status).observe(max(0.0, (ended - created).total_seconds()))
     return len(runs)

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from crewdesk.db import Base, JSONType, utcnow
+from crewdesk.db import Base, EnumText, JSONType, utcnow
+
+
+class RunStatus(StrEnum):
+    running = "running"
+    completed = "completed"
+    interrupted = "interrupted"  # its worker stopped before the run finished; the ticket's next run marks it
+    error = "error"
 
 
 class CrewRun(Base):
@@ -17,7 +25,7 @@ class CrewRun(Base):
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
     process: Mapped[str] = mapped_column(String(32), default="sequential")
     models: Mapped[dict] = mapped_column(JSONType, default=dict)
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running | completed | interrupted | error
+    status: Mapped[RunStatus] = mapped_column(EnumText(RunStatus, 16), default=RunStatus.running)
     outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     tokens_in: Mapped[int] = mapped_column(Integer, default=0)

@@ -31,7 +31,7 @@ from crewdesk.tickets.models import TERMINAL, Attachment, Message, Ticket, Ticke
 
 ERASED = "(erased)"
 # received: stored but never queued (an interrupted import); nothing is working on it either.
-ERASABLE = frozenset({s.value for s in TERMINAL} | {TicketStatus.received.value})
+ERASABLE = frozenset(set(TERMINAL) | {TicketStatus.received})
 
 
 @dataclass

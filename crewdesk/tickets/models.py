@@ -8,7 +8,7 @@ from enum import StrEnum
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from crewdesk.db import Base, JSONType, utcnow
+from crewdesk.db import Base, EnumText, JSONType, utcnow
 from crewdesk.inbound import models as _inbound  # noqa: F401  (tickets.backlog_id refers to backlog_imports)
 
 
@@ -57,7 +57,7 @@ class Ticket(Base):
     body: Mapped[str] = mapped_column(Text, default="")
     priority: Mapped[str | None] = mapped_column(String(16), nullable=True)
     category: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    status: Mapped[str] = mapped_column(String(32), default=TicketStatus.received.value)
+    status: Mapped[TicketStatus] = mapped_column(EnumText(TicketStatus, 32), default=TicketStatus.received)
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     triage: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
     resolution: Mapped[dict | None] = mapped_column(JSONType, nullable=True)

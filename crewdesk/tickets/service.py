@@ -69,7 +69,7 @@ def submit(
         subject=ticket_in.subject,
         body=ticket_in.body,
         priority=ticket_in.priority,
-        status=TicketStatus.received.value,
+        status=TicketStatus.received,
         raw=ticket_in.model_dump(mode="json"),
         backlog_id=backlog_id,
     )
@@ -105,7 +105,7 @@ def follow_up(*, db: Session, ticket: Ticket, body: str, author: str = "", exter
     not yet worked (received, queued) needs nothing more: its run will read the new message. One a human owns
     (escalated, awaiting approval) or that is being worked right now keeps its state; the message waits for them."""
     message = add_message(db=db, ticket=ticket, direction="inbound", author=author, body=body, external_id=external_id, meta=meta)
-    status = TicketStatus(ticket.status)
+    status = ticket.status
     if status in (TicketStatus.resolved, TicketStatus.failed):
         transition(ticket=ticket, to=TicketStatus.queued, reason="reopened: the customer wrote again")
         return message, True
@@ -166,7 +166,7 @@ def record_rejected(*, db: Session, source: str, external_id: str, reason: str, 
     ticket = Ticket(
         source=source,
         external_id=external_id,
-        status=TicketStatus.failed.value,
+        status=TicketStatus.failed,
         status_reason=_printable(reason),
         raw=_printable(raw if isinstance(raw, dict) else {"text": str(raw)[:10_000]}),
     )
@@ -176,16 +176,16 @@ def record_rejected(*, db: Session, source: str, external_id: str, reason: str, 
 
 
 def transition(*, ticket: Ticket, to: TicketStatus, reason: str | None = None) -> None:
-    current = TicketStatus(ticket.status)
+    current = ticket.status
     if to not in TRANSITIONS[current]:
-        raise IllegalTransition(f"ticket {ticket.id}: {current.value} -> {to.value} is not allowed")
-    ticket.status = to.value
+        raise IllegalTransition(f"ticket {ticket.id}: {current} -> {to} is not allowed")
+    ticket.status = to
     if reason is not None:
         ticket.status_reason = reason
 
 
 def is_terminal(ticket: Ticket) -> bool:
-    return TicketStatus(ticket.status) in TERMINAL
+    return ticket.status in TERMINAL
 
 
 def mark_queued(*, db: Session, ticket_ids: list[int]) -> int:
@@ -197,8 +197,8 @@ def mark_queued(*, db: Session, ticket_ids: list[int]) -> int:
     assert TicketStatus.queued in TRANSITIONS[TicketStatus.received]
     stmt = (
         update(Ticket)
-        .where(Ticket.id.in_(ticket_ids), Ticket.status == TicketStatus.received.value)
-        .values(status=TicketStatus.queued.value)
+        .where(Ticket.id.in_(ticket_ids), Ticket.status == TicketStatus.received)
+        .values(status=TicketStatus.queued)
         .execution_options(synchronize_session="fetch")
     )
     return cast(CursorResult, db.execute(stmt)).rowcount
@@ -237,7 +237,7 @@ def submit_many(*, db: Session, tickets_in: list[TicketIn], backlog_id: int | No
                 subject=ticket_in.subject,
                 body=ticket_in.body,
                 priority=ticket_in.priority,
-                status=TicketStatus.received.value,
+                status=TicketStatus.received,
                 backlog_id=backlog_id,
                 raw=raws[index] if raws is not None else ticket_in.model_dump(mode="json"),
                 created_at=now,
@@ -293,17 +293,17 @@ STALLABLE = (TicketStatus.received, TicketStatus.queued, TicketStatus.triaging, 
 
 def stalled(*, db: Session, idle_for: timedelta, limit: int = 1000) -> list[Ticket]:
     """Tickets that are not terminal and have not moved for longer than `idle_for`, oldest first."""
-    from crewdesk.approvals.models import Approval
+    from crewdesk.approvals.models import Approval, ApprovalStatus
 
     cutoff = utcnow() - idle_for
-    pending = select(Approval.id).where(Approval.ticket_id == Ticket.id, Approval.status == "pending").exists()
-    stuck = or_(Ticket.status.in_([s.value for s in STALLABLE]), (Ticket.status == TicketStatus.awaiting_approval.value) & ~pending)
+    pending = select(Approval.id).where(Approval.ticket_id == Ticket.id, Approval.status == ApprovalStatus.pending).exists()
+    stuck = or_(Ticket.status.in_(list(STALLABLE)), (Ticket.status == TicketStatus.awaiting_approval) & ~pending)
     return list(db.execute(select(Ticket).where(stuck, Ticket.updated_at < cutoff).order_by(Ticket.updated_at).limit(limit)).scalars())
 
 
 def touch(*, db: Session, ticket: Ticket) -> None:
     """Mark the ticket as moved now (the reconciler's re-enqueue), and received -> queued."""
-    if ticket.status == TicketStatus.received.value:
+    if ticket.status == TicketStatus.received:
         transition(ticket=ticket, to=TicketStatus.queued)
     ticket.updated_at = utcnow()
 

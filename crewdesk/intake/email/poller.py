@@ -33,7 +33,7 @@ log = get_logger(__name__)
 _LOCK_NAMESPACE = 0x6D61_696C  # "mail": keeps the poller's advisory locks apart from the pipeline's per-ticket ones
 _MESSAGE_ID = re.compile(r"<([^<>\s]+)>")
 # A ticket in one of these states may never have reached the queue (the poller died between commit and enqueue).
-_MAYBE_UNQUEUED = (TicketStatus.received.value, TicketStatus.queued.value)
+_MAYBE_UNQUEUED = (TicketStatus.received, TicketStatus.queued)
 
 Ingest = Callable[..., IngestResult]
 
