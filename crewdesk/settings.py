@@ -9,7 +9,18 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_DIR.parent  # the checkout, when crewdesk runs from one (an editable install); site-packages otherwise
+BUNDLED_DIR = PACKAGE_DIR / "_bundled"  # the wheel's copies of agents/, tasks/, migrations/ and alembic.ini (setup.py)
+
+
+def project_path(name: str) -> Path:
+    """Where one of the project's top-level data folders or files (agents, tasks, migrations, alembic.ini) is read from:
+    the checkout's own when crewdesk runs from a checkout or an editable install, else the copy bundled in the wheel."""
+    checkout = PROJECT_ROOT / name
+    if (PROJECT_ROOT / "pyproject.toml").is_file() and checkout.exists():
+        return checkout
+    return BUNDLED_DIR / name
 
 
 class LLMProvider(StrEnum):
@@ -187,8 +198,8 @@ class Settings(BaseSettings):
         default=SecretStr(""), description="HMAC key for customer keys (a hash of the normalised customer id); empty = plain SHA-256."
     )
 
-    agents_dir: Path = PROJECT_ROOT / "agents"
-    tasks_dir: Path = PROJECT_ROOT / "tasks"
+    agents_dir: Path = Field(default_factory=lambda: project_path("agents"))
+    tasks_dir: Path = Field(default_factory=lambda: project_path("tasks"))
 
     log_level: str = "INFO"
     log_json: bool = True

@@ -15,14 +15,14 @@ from crewdesk.memory.base import EmbeddingVersionMismatch, MemoryStore, MemorySt
 from crewdesk.memory.chunking import chunk_document, iter_files, read_document
 from crewdesk.memory.embeddings import embedder_from_settings
 from crewdesk.memory.schemas import Interaction, RecallFilters, SyncReport
-from crewdesk.settings import PROJECT_ROOT, Settings
+from crewdesk.settings import PACKAGE_DIR, Settings
 
 log = get_logger(__name__)
 
-DEMO_KB = (
-    PROJECT_ROOT / "crewdesk" / "store" / "tau2" / "policy.md",
-    PROJECT_ROOT / "crewdesk" / "memory" / "demo" / "abcd" / "guidelines.json",
-    PROJECT_ROOT / "crewdesk" / "memory" / "demo" / "abcd" / "kb.json",
+DEMO_KB = (  # package data: inside the installed package, checkout or wheel alike
+    PACKAGE_DIR / "store" / "tau2" / "policy.md",
+    PACKAGE_DIR / "memory" / "demo" / "abcd" / "guidelines.json",
+    PACKAGE_DIR / "memory" / "demo" / "abcd" / "kb.json",
 )
 REMEMBERED_OUTCOMES = frozenset({"resolved", "escalated"})
 _VAULT_TOKEN = re.compile(r"<(EMAIL|PHONE|CARD|IBAN|ADDRESS)_\d+>")
