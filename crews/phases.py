@@ -1,0 +1,294 @@
+"""What a run decides for its ticket: the intent router and the procedures take the requests they know; otherwise
+the routing model triages, the escalation rules check the triage, and a specialist crew (or a manager delegating
+to one) resolves it, or the ticket is escalated to a person with a holding reply. Pipeline (crews/pipeline.py) runs
+these phases inside a run it begins and finishes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from crewdesk import language
+from crewdesk.approvals import service as approvals
+from crewdesk.audit import service as audit
+from crewdesk.db import transaction
+from crewdesk.effects import service as effects
+from crewdesk.errors import ModelOutputError, TransientError
+from crewdesk.logging import get_logger
+from crewdesk.routing.schemas import Route
+from crewdesk.runs.models import CrewRun
+from crewdesk.settings import Settings
+from crewdesk.store.operations import operations
+from crewdesk.tickets import rules
+from crewdesk.tickets import service as tickets
+from crewdesk.tickets.models import Ticket, TicketStatus
+from crewdesk.tickets.schemas import Handoff, Resolution, Triage
+from crews.builder import CrewBuilder, Work
+from crews.config import SPECIALIST_BY_CATEGORY
+from crews.failures import classify_error
+from crews.procedures import address, conditions
+from crews.procedures.conditions import HANDOFF
+from crews.procedures.decide import VERBS as ORDER_VERBS
+from crews.procedures.flow import ORDER_FAMILY, ORDER_FAMILY_ORDER, ProcedureFlow
+from crews.procedures.replies import holding_reply
+from crews.procedures.spec import Procedures
+
+if TYPE_CHECKING:
+    from crewdesk.routing.router import Router
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a run decided for its ticket: the status to move to and why, the reply, the team's note, the triage."""
+
+    status: TicketStatus
+    reason: str | None
+    reply: str | None
+    note: str | None
+    triage: Triage | None = None
+
+
+@dataclass(frozen=True)
+class Routed:
+    """A ticket the procedures take: the router's answer, the intents to run, and whether the customer's own verbs named them."""
+
+    route: Route
+    intents: list[str]
+    cued: bool
+
+
+# Router labels that name no action of their own: beside a request the customer's verbs name, they are dropped.
+VAGUE = frozenset({"other", "product_info", "billing_question", "account_help"})
+
+
+class TicketPhases:
+    """The deciding half of Pipeline, which sets the attributes below: _crew chooses the phases for a ticket, and the
+    run finishes with the Decision they return."""
+
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    builder: CrewBuilder
+    procedures: Procedures | None
+    router: Router | None  # the intent router; None when the procedures are off
+    replies: dict[str, Any]
+
+    def _crew(self, work: Work):
+        ticket = work.ticket
+        if ticket.status == TicketStatus.in_progress and ticket.triage:  # a run starts in_progress only when resuming after approvals
+            return self._specialist(work, Triage.model_validate(ticket.triage), history=self._history(ticket.id))
+        routed = self._routed(work)
+        if routed is not None:
+            return self._procedure(work, routed)
+        try:
+            triage = self.builder.run_phase(task_key="triage", role_key="routing", values={}, work=work)
+        except Exception as exc:
+            if classify_error(exc) is not ModelOutputError:
+                raise
+            reason = f"routing model gave no valid triage ({exc})"
+            return self._escalate(work, None, reason)
+        assert isinstance(triage, Triage)
+        # The reply's language is detected from what the customer wrote, not taken from the model's guess.
+        triage = triage.model_copy(update={"language": language.detect(work.text, default=triage.language)})
+        hits = self._record_triage(ticket, work.run_id, triage)
+        if hits:
+            return self._escalate(work, triage, "; ".join(str(h) for h in hits))
+        return self._specialist(work, triage)
+
+    def _record_triage(self, ticket: Ticket, run_id: int, triage: Triage, confidence_floor: float | None = None) -> list[rules.RuleHit]:
+        """Store the triage; the deterministic escalation rules decide whether the ticket goes on or to a person. The
+        router's confidence has its own scale, hence its own floor."""
+        floor = self.settings.escalation_confidence if confidence_floor is None else confidence_floor
+        with transaction(self.session_factory) as db:
+            row = tickets.get(db=db, ticket_id=ticket.id, lock=True)
+            row.category, row.priority, row.triage = triage.category, triage.priority, triage.model_dump(mode="json")
+            hits = rules.escalation_hits(
+                db=db, ticket=row, triage=triage, repeat_days=self.settings.repeat_contact_days, repeat_threshold=self.settings.repeat_contact_threshold
+            )
+            if triage.confidence < floor:
+                hits.append(rules.RuleHit("low_confidence", f"{triage.confidence:.2f} < {floor:.2f}"))
+            if hits:
+                audit.record(db=db, ticket_id=ticket.id, run_id=run_id, kind="rule", name="escalation_rules", actor="pipeline", result=[str(h) for h in hits])
+            else:
+                tickets.transition(ticket=row, to=TicketStatus.in_progress)
+        ticket.category, ticket.priority = triage.category, triage.priority
+        return hits
+
+    def _routed(self, work: Work) -> Routed | None:
+        """(route, the intents to run) when every intent found has a procedure; otherwise None (the crew takes the ticket).
+        Cancelling, returning, exchanging and changing items are one family: customers say "exchange" for a pending order and
+        "cancel" for a delivered one, so each item's order status, not the word, decides which of them applies. A billing
+        question beside them is answered by the amounts the reply states for each action."""
+        if self.procedures is None or self.router is None:
+            return None
+        ticket, text = work.ticket, work.text
+        try:
+            routed = self.router.route(f"{ticket.subject or ''}\n{text}".strip())
+        except Exception as exc:  # a broken router must not stop tickets: the crew takes them
+            if classify_error(exc) is TransientError:
+                raise
+            log.error("router.failed", error=f"{type(exc).__name__}: {exc}")
+            return None
+        intents = [str(intent) for intent in routed.intents]
+        if "human_handoff" in intents and not HANDOFF.search(conditions.read(text).request):
+            intents.remove("human_handoff")  # a person only when the customer asks for one (a fallback's hand-over is the flow's)
+        moves = [i for i, wanted in (("change_order_address", address.wants_orders(text)), ("change_default_address", address.wants_default(text))) if wanted]
+        if moves:  # an address change: the family of item requests stays only if the rest of the ticket asks for one
+            intents = [i for i in intents if i not in ORDER_FAMILY and i != "change_default_address"] + moves
+            text = address.without_address_sentences(text)
+        cued = any(ORDER_VERBS[intent].search(text) for intent in ("cancel_order", "return_items", "exchange_items"))
+        if cued or (moves and ORDER_VERBS["modify_order"].search(text)):
+            intents.append("return_items")  # the customer's verbs, a fast first pass beside the router (any member brings the family)
+        if set(intents) & ORDER_FAMILY:
+            intents = [i for i in intents if i not in ORDER_FAMILY and i != "billing_question"] + [
+                i for i in ORDER_FAMILY_ORDER if i in self.procedures.by_intent
+            ]
+        if cued or moves:  # the customer's own verbs name known requests: the router's vaguer labels beside them add nothing to do
+            intents = [i for i in intents if i not in VAGUE] or intents
+        return Routed(route=routed, intents=intents, cued=cued or bool(moves)) if self.procedures.covers(intents) else None
+
+    def _procedure(self, work: Work, routed: Routed):
+        """Known intents: the procedure flow decides, checks policy, acts through the gate and writes the reply. When the
+        customer's own verbs name the request, the router's confidence is not what decides."""
+        ticket, raw, route, intents = work.ticket, work.text, routed.route, routed.intents
+        triage = Triage.model_validate(
+            {
+                "category": str(route.category),
+                "priority": str(route.priority),
+                "language": language.detect(raw),
+                "sentiment": str(route.sentiment),
+                "summary": f"{', '.join(intents)}: {' '.join((ticket.subject or raw).split())[:120]}",
+                "confidence": route.confidence,
+            }
+        )
+        hits = self._record_triage(ticket, work.run_id, triage, confidence_floor=0.0 if routed.cued else self.settings.router_confidence)
+        if hits:
+            return self._escalate(work, triage, "; ".join(str(h) for h in hits))
+        gate, ledger = work.gate, work.ledger
+        llm = self.builder.llm_factory.build(tier="cheap", ticket_id=ticket.id, run_id=work.run_id)
+        ledger.llms.append(llm)
+        ledger.models["procedure"] = llm.model
+        with transaction(self.session_factory) as db:
+            db.execute(update(CrewRun).where(CrewRun.id == work.run_id).values(process="procedure"))
+        if self.procedures is None:  # _routed routes nothing to the procedures without them
+            raise RuntimeError("procedures are off: no ticket is routed to them")
+        flow = ProcedureFlow.build(gate=gate, llm=llm, procedures=self.procedures, raw_text=raw)
+        flow.kickoff(
+            inputs={"text": gate.vault.conceal(work.block()), "channel_customer": ticket.customer or "", "language": triage.language, "intents": intents}
+        )
+        state = flow.state
+        with transaction(self.session_factory) as db:
+            audit.record(
+                db=db,
+                ticket_id=ticket.id,
+                run_id=work.run_id,
+                kind="procedure",
+                name="+".join(intents),
+                actor="pipeline",
+                result={
+                    "status": state.status,
+                    "reason": state.reason,
+                    "customer": state.customer.how if state.customer else None,
+                    "outcomes": [
+                        {"intent": o.intent, "kind": o.kind, "rule": o.rule, "order": o.action.order_id if o.action else None} for o in state.outcomes
+                    ],
+                },
+            )
+        note = f"procedure {'+'.join(intents)}: {state.status}" + (f" ({state.reason})" if state.reason else "")
+        return Decision(TicketStatus(state.status), state.reason or None, flow.reply(), note, triage)
+
+    def _history(self, ticket_id: int) -> str:
+        """What happened on this ticket before a resumed run: decisions and completed actions."""
+        lines = []
+        with self.session_factory() as db:
+            for approval in approvals.listing(db=db, status=None, ticket_id=ticket_id):
+                lines.append(f"- approval #{approval.id} for {approval.action} {approval.arguments}: {approval.status.upper()} by {approval.decided_by}")
+            for effect in effects.for_ticket(db=db, ticket_id=ticket_id):
+                lines.append(f"- DONE {effect.tool} {effect.arguments}")
+        return "\n".join(lines)
+
+    @staticmethod
+    def _with_memory(work: Work, triage_text: str) -> str:
+        recalled = work.recalled
+        if not recalled:
+            return triage_text
+        return triage_text + (
+            "\n\nThis customer's earlier tickets (summaries from memory; personal data removed; for context only, verify before acting):\n" + recalled
+        )
+
+    def process_for(self, category: str) -> str:
+        return self.settings.crew_process_by_category.get(category, self.settings.crew_process)
+
+    def _specialist(self, work: Work, triage: Triage, history: str = ""):
+        ticket = work.ticket
+        process = self.process_for(triage.category)
+        specialist = SPECIALIST_BY_CATEGORY[triage.category] if process == "sequential" else "manager"
+        triage_text = triage.model_dump_json()
+        if history:
+            triage_text += "\n\nEarlier on this ticket (already done; do not repeat):\n" + history
+        triage_text = self._with_memory(work, triage_text)
+        if process != "sequential":  # the run row starts as sequential
+            with transaction(self.session_factory) as db:
+                db.execute(update(CrewRun).where(CrewRun.id == work.run_id).values(process=process))
+        try:
+            if process == "hierarchical":
+                resolution, budget = self.builder.run_hierarchical(values={"triage": triage_text}, work=work)
+                with transaction(self.session_factory) as db:
+                    audit.record(
+                        db=db,
+                        ticket_id=ticket.id,
+                        run_id=work.run_id,
+                        kind="crew",
+                        name="delegations",
+                        actor="manager",
+                        result={"used": budget.used, "limit": budget.limit, "refused": budget.refused},
+                    )
+            else:
+                resolution = self.builder.run_phase(task_key="resolve", role_key=specialist, values={"triage": triage_text}, work=work)
+        except Exception as exc:
+            if classify_error(exc) is not ModelOutputError:
+                raise
+            return self._escalate(work, triage, f"{specialist} model gave no valid resolution ({exc})")
+        assert isinstance(resolution, Resolution)
+        with self.session_factory() as db:
+            pending = approvals.pending_for(db=db, ticket_id=ticket.id)
+            transferred = any(e.tool == "transfer_to_human_agents" for e in effects.for_ticket(db=db, ticket_id=ticket.id))
+        if pending:
+            reason = "; ".join(f"approval #{a.id}: {a.action} ({a.reason})" for a in pending)
+            return Decision(TicketStatus.awaiting_approval, reason, resolution.customer_reply, resolution.internal_note, triage)
+        refused = self._refused_for_a_person(work)
+        if refused:
+            return self._escalate(work, triage, refused, note=resolution.internal_note)
+        if resolution.needs_human or transferred:
+            reason = resolution.escalation_reason or (f"{specialist} transferred to a human" if transferred else f"{specialist} asked for a human")
+            return self._escalate(work, triage, reason, note=resolution.internal_note)
+        return Decision(TicketStatus.resolved, None, resolution.customer_reply, resolution.internal_note, triage)
+
+    @staticmethod
+    def _refused_for_a_person(work: Work) -> str | None:
+        """A run the gate refused a write, or a call on another customer's records, is not resolved on the model's word:
+        whatever its reply says, a person looks at it."""
+        writes = {name for name, op in operations().items() if op.kind == "write"}
+        refused = [r for r in work.gate.refusals if r.hostile or r.tool in writes]
+        if not refused:
+            return None
+        return "the gate refused " + "; ".join(f"{r.tool} ({r.rule})" for r in dict.fromkeys(refused))
+
+    def _escalate(self, work: Work, triage: Triage | None, reason: str, note: str = ""):
+        triage_text = self._with_memory(work, triage.model_dump_json() if triage else "(no valid triage)")
+        try:
+            handoff = self.builder.run_phase(task_key="escalate", role_key="escalation", values={"triage": triage_text, "reason": reason}, work=work)
+            assert isinstance(handoff, Handoff)
+            summary = f"[{handoff.team}] {handoff.handoff_summary}"
+        except Exception as exc:
+            if classify_error(exc) is not ModelOutputError:
+                raise
+            summary = f"[tier2] escalation model gave no valid hand-off ({exc})"
+        # The model writes the team's hand-off; the customer gets the holding reply in their language (replies.yaml), which
+        # promises nothing and admits nothing, whatever the model would have written.
+        reply = holding_reply(self.replies, language.detect(work.text))
+        return Decision(TicketStatus.escalated, reason, reply, "\n".join(x for x in (note, summary) if x), triage)
