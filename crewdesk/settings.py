@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -234,6 +234,120 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+
+# Settings slices: what each domain reads, as a Protocol. A domain function takes its slice, not the whole Settings, so
+# its signature says which knobs it depends on and mypy holds it to them; Settings satisfies every slice (the same
+# names), and a test or an embedder may pass any object with those attributes.
+
+
+class MailSettings(Protocol):
+    """E-mail intake (IMAP) and replies (SMTP)."""
+
+    home: Path  # attachments are stored under home/attachments
+    imap_host: str
+    imap_port: int
+    imap_tls: Literal["ssl", "starttls", "none"]
+    imap_user: str
+    imap_password: SecretStr
+    imap_folder: str
+    imap_processed_folder: str
+    imap_idle: bool
+    imap_poll_seconds: int
+    smtp_host: str
+    smtp_port: int
+    smtp_tls: Literal["ssl", "starttls", "none"]
+    smtp_user: str
+    smtp_password: SecretStr
+    mail_ca_file: str
+    support_address: str
+    attachment_max_bytes: int
+    attachment_types: list[str]
+
+
+class JiraSettings(Protocol):
+    """Jira Service Management: webhooks in, comments and transitions out."""
+
+    jira_base_url: str
+    jira_user: str
+    jira_api_token: SecretStr
+    jira_webhook_secret: SecretStr
+    jira_refusals_per_minute: int
+    jira_status_on_resolved: str
+    jira_status_on_escalated: str
+    jira_bot_account_id: str
+
+
+class ReplySettings(MailSettings, JiraSettings, Protocol):
+    """The reply channels: SMTP and Jira."""
+
+
+class MemorySettings(Protocol):
+    """Memory and the knowledge base: the backend, embeddings, recall and retention."""
+
+    home: Path
+    memory_backend: Literal["lance", "weaviate", "off"]
+    memory_dir: Path | None
+    weaviate_url: str
+    weaviate_grpc_port: int
+    weaviate_api_key: SecretStr
+    weaviate_collection_prefix: str
+    embedding_provider: Literal["local", "openai"]
+    embedding_model: str
+    embedding_base_url: str
+    embedding_api_key: SecretStr
+    embedding_dimensions: int
+    openai_base_url: str  # the embeddings' endpoint and key when theirs are empty
+    openai_api_key: SecretStr
+    llm_timeout: float
+    kb_hybrid_alpha: float
+    kb_chunk_chars: int
+    kb_chunk_overlap: int
+    kb_search_k: int
+    memory_recall_k: int
+    memory_retention_days: int
+    memory_key_secret: SecretStr
+
+
+class ModelSettings(Protocol):
+    """The models: provider and tiers, the fallback chain and its breakers, the local llama.cpp server."""
+
+    home: Path
+    broker_url: str  # the breakers share their state on the broker's Redis
+    llm_provider: LLMProvider
+    llm_model_cheap: str
+    llm_model_strong: str
+    llm_timeout: float
+    llm_max_tokens: int
+    llm_temperature: float
+    openai_base_url: str
+    openai_api_key: SecretStr
+    anthropic_api_key: SecretStr
+    anthropic_base_url: str
+    scripted_latency_ms: int
+    llm_fallback: str
+    llm_breaker_failures: int
+    llm_breaker_reset_seconds: float
+    llm_breaker_prefix: str
+    local_model_path: Path | None
+    local_host: str
+    local_port: int
+    local_ctx: int
+    local_threads: int
+    local_parallel: int
+    local_server_bin: Path | None
+    local_start_timeout: float
+
+    @property
+    def models_dir(self) -> Path: ...
+
+
+class GateSettings(Protocol):
+    """The governance gate: approvals, the per-ticket call limit, PII redaction."""
+
+    approval_threshold_usd: float
+    max_tool_calls_per_ticket: int
+    pii_redaction: bool
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.intake.enqueue import Enqueuer
 from crewdesk.queues import ROUTES, Queue, TaskName
-from crewdesk.settings import Settings
+from crewdesk.settings import Settings, load_settings
 
 app = Celery("crewdesk", include=["workers.tasks"])
 app.conf.update(
@@ -21,6 +21,15 @@ app.conf.update(
     worker_redirect_stdouts=False,  # our JSON log lines go to stderr as they are, not wrapped by Celery
     broker_connection_retry_on_startup=True,
 )
+
+
+_configured: Settings | None = None
+
+
+def configured_settings() -> Settings:
+    """The settings configure() was given: `crewdesk worker` configures the app in the parent, before the pool forks, so
+    every child has them; a process that never configured the app (a bare `celery` command) reads the environment."""
+    return _configured if _configured is not None else load_settings()
 
 
 def configure(settings: Settings) -> Celery:
@@ -48,7 +57,8 @@ def configure(settings: Settings) -> Celery:
     )
     app.conf.beat_schedule = beat_schedule(settings)
     app.conf.beat_schedule_filename = str(settings.home / "celerybeat-schedule")
-    app.conf.crewdesk_settings = settings
+    global _configured
+    _configured = settings
     return app
 
 

@@ -12,9 +12,9 @@ from crewdesk.db import make_engine, make_session_factory
 from crewdesk.delivery.channels import reply_channels
 from crewdesk.llm.factory import LLMFactory
 from crewdesk.logging import configure_logging, get_logger
-from crewdesk.settings import Settings, load_settings, quiet_crewai_env
+from crewdesk.settings import Settings, quiet_crewai_env
 from crews.pipeline import Pipeline
-from workers.app import app
+from workers.app import configured_settings
 
 log = get_logger(__name__)
 
@@ -49,7 +49,7 @@ def runtime() -> Runtime:
     """The child's runtime; built lazily for pools without process init (solo, threads)."""
     global _runtime
     if _runtime is None:
-        settings = app.conf.get("crewdesk_settings") or load_settings()
+        settings = configured_settings()
         _runtime = build_runtime(settings)
     return _runtime
 
@@ -61,7 +61,7 @@ def _preload_parent(**_: object) -> None:
     the first ticket of each child, that import ran inside the ticket's time limit, and on a loaded host a fresh child (a
     new worker, or one replacing a killed child) hit the soft limit and failed its first ticket; in worker_process_init it
     would outlast the pool's wait for the child's UP message (worker_proc_alive_timeout) and the child would be killed."""
-    settings = app.conf.get("crewdesk_settings") or load_settings()
+    settings = configured_settings()
     if settings.pii_redaction:
         from crewdesk import pii
 
@@ -73,7 +73,7 @@ def _init_child(**_: object) -> None:
     # Runs in each forked child: CrewAI's event bus threads and the model client are created here,
     # never in the parent, whose threads would not survive the fork.
     global _runtime
-    settings = app.conf.get("crewdesk_settings") or load_settings()
+    settings = configured_settings()
     configure_logging(level=settings.log_level, json=settings.log_json)
     _runtime = build_runtime(settings)
     log.info("worker.child_ready", pid=os.getpid(), provider=settings.llm_provider.value)

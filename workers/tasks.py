@@ -8,7 +8,7 @@ from crewdesk.errors import CrewdeskError, TicketNotFound, TransientError, defer
 from crewdesk.intake.enqueue import Enqueuer
 from crewdesk.logging import bind, get_logger, unbind
 from crewdesk.queues import Queue, TaskName
-from workers.app import app, ticket_sender
+from workers.app import app, configured_settings, ticket_sender
 from workers.runtime import runtime
 
 log = get_logger(__name__)
@@ -122,9 +122,8 @@ def purge_memory() -> dict:
     """Retention (Celery beat sends it every memory_purge_hours): erase customer summaries older than
     memory_retention_days from every store that may hold them. Not retried: the next beat is the retry."""
     from crewdesk.memory.service import every_store, purge
-    from crewdesk.settings import load_settings
 
-    settings = app.conf.get("crewdesk_settings") or load_settings()
+    settings = configured_settings()
     try:
         counts = purge(stores=every_store(settings=settings), retention_days=settings.memory_retention_days)
     except CrewdeskError as exc:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from crewdesk.connectors.base import tls_context
 from crewdesk.errors import CrewdeskError, TransientError
-from crewdesk.settings import Settings
+from crewdesk.settings import MailSettings
 
 _UID = re.compile(rb"\bUID (\d+)")
 _NETWORK_ERRORS = (imaplib.IMAP4.abort, OSError, socket.timeout, ssl.SSLError, EOFError)
@@ -57,7 +57,7 @@ class ImapMailbox:
         self.uidvalidity: int | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ImapMailbox:
+    def from_settings(cls, settings: MailSettings) -> ImapMailbox:
         return cls(
             host=settings.imap_host,
             port=settings.imap_port,

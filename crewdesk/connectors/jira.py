@@ -7,7 +7,7 @@ import httpx
 
 from crewdesk.connectors.base import DeliveryRefused, OutboundMessage, ReplyChannel, StatusSync
 from crewdesk.errors import CrewdeskError, TransientError
-from crewdesk.settings import Settings
+from crewdesk.settings import JiraSettings
 
 # Jira Cloud answers well within this; a hung connection must not hold a delivery worker for long.
 TIMEOUT = httpx.Timeout(15.0, connect=5.0)
@@ -54,7 +54,7 @@ class JiraReplyChannel(ReplyChannel):
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> JiraReplyChannel:
+    def from_settings(cls, settings: JiraSettings) -> JiraReplyChannel:
         token = settings.jira_api_token.get_secret_value()
         if not settings.jira_user or not token:
             raise CrewdeskError("jira_base_url is set, but jira_user and jira_api_token are needed to post replies")

@@ -13,7 +13,7 @@ from crewdesk.connectors.base import DeliveryRefused, OutboundMessage, ReplyChan
 from crewdesk.db import utcnow
 from crewdesk.errors import TransientError
 from crewdesk.intake.email.parse import LOOP_HEADER  # the inbound parser ignores any mail carrying it
-from crewdesk.settings import Settings
+from crewdesk.settings import MailSettings
 
 MAX_REFERENCES = 30
 _REPLY_PREFIX = re.compile(r"^\s*((re|aw|sv|antw)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
@@ -55,7 +55,7 @@ class SmtpReplyChannel(ReplyChannel):
         self.domain = support_address.rpartition("@")[2] or "crewdesk.invalid"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SmtpReplyChannel:
+    def from_settings(cls, settings: MailSettings) -> SmtpReplyChannel:
         return cls(
             host=settings.smtp_host,
             port=settings.smtp_port,

@@ -4,10 +4,10 @@ its replies are read through the API or CLI."""
 from __future__ import annotations
 
 from crewdesk.connectors.base import ReplyChannel
-from crewdesk.settings import Settings
+from crewdesk.settings import ReplySettings
 
 
-def reply_channels(settings: Settings) -> dict[str, ReplyChannel]:
+def reply_channels(settings: ReplySettings) -> dict[str, ReplyChannel]:
     channels: dict[str, ReplyChannel] = {}
     if settings.smtp_host:
         from crewdesk.connectors.smtp import SmtpReplyChannel

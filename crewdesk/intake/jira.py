@@ -20,7 +20,7 @@ from crewdesk.audit import service as audit
 from crewdesk.errors import CrewdeskError
 from crewdesk.intake import events as inbound
 from crewdesk.ratelimit import TokenBucket
-from crewdesk.settings import Settings
+from crewdesk.settings import JiraSettings
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket, TicketStatus
 from crewdesk.tickets.schemas import MAX_BODY_CHARS, Priority, TicketIn
@@ -359,7 +359,7 @@ def _issue_meta(event: JiraEvent) -> dict:
     return {"jira_issue_id": event.issue_id, "jira_issue_key": event.issue_key, "jira_status": event.status}
 
 
-def _own_comment(*, db: Session, event: JiraEvent, settings: Settings, ticket: Ticket | None) -> str | None:
+def _own_comment(*, db: Session, event: JiraEvent, settings: JiraSettings, ticket: Ticket | None) -> str | None:
     """Why this comment is one crewdesk wrote (so answering it would loop), or None."""
     comment = event.comment
     assert comment is not None
@@ -387,7 +387,7 @@ def _own_comment(*, db: Session, event: JiraEvent, settings: Settings, ticket: T
     return None
 
 
-def _comment(*, db: Session, event: JiraEvent, settings: Settings) -> JiraOutcome:
+def _comment(*, db: Session, event: JiraEvent, settings: JiraSettings) -> JiraOutcome:
     """comment_created: a follow-up from the customer, unless it is ours, internal, or already recorded."""
     comment = event.comment
     if comment is None:
@@ -461,7 +461,7 @@ def _sync_status(*, db: Session, event: JiraEvent) -> JiraOutcome:
     return JiraOutcome(status="accepted", ticket_id=ticket.id, reason=f"Jira status {before or '(unknown)'} -> {to}; no run")
 
 
-def _dispatch(*, db: Session, event: JiraEvent, settings: Settings) -> JiraOutcome:
+def _dispatch(*, db: Session, event: JiraEvent, settings: JiraSettings) -> JiraOutcome:
     if event.kind == "issue_created":
         if not event.issue_key:
             return JiraOutcome(status="rejected", reason="issue_created without an issue key")
@@ -520,7 +520,7 @@ def delivery_key(*, body: bytes, identifier: str | None) -> str:
     return identifier
 
 
-def handle_event(*, db: Session, event: JiraEvent, delivery_id: str, settings: Settings, detail: dict | None = None) -> JiraOutcome:
+def handle_event(*, db: Session, event: JiraEvent, delivery_id: str, settings: JiraSettings, detail: dict | None = None) -> JiraOutcome:
     """Process one authenticated delivery once. Call inside the caller's transaction; enqueue after it commits.
     A repeated delivery_id is 'duplicate' (seen_count bumped, nothing else), re-offering only a ticket never queued."""
     evidence = {

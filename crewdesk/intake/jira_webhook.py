@@ -17,7 +17,7 @@ from crewdesk.errors import CrewdeskError
 from crewdesk.intake import jira
 from crewdesk.intake.admit import admit
 from crewdesk.intake.enqueue import Enqueuer
-from crewdesk.settings import Settings
+from crewdesk.settings import JiraSettings
 
 MAX_BODY_BYTES = 1_000_000  # the largest fixture is 47 kB; anything near this is not a Jira delivery
 # Request headers kept as evidence with every delivery (each cut to 200 characters, NUL bytes dropped).
@@ -65,7 +65,7 @@ def receive(
     *,
     remote: str | None,
     session_factory: sessionmaker[Session],
-    settings: Settings,
+    settings: JiraSettings,
     enqueuer: Enqueuer,
     limiter: jira.RefusalLimiter,
 ) -> WebhookAck:

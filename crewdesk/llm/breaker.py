@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 
 from crewdesk.errors import ModelUnavailable, ProviderUnavailable, TransientError
 from crewdesk.logging import get_logger
-from crewdesk.settings import Settings
+from crewdesk.settings import ModelSettings
 
 if TYPE_CHECKING:
     from crewdesk.llm.base import CrewdeskLLM
@@ -79,7 +79,7 @@ class _Failed(TransientError):
     """A failure replayed into pybreaker's state machine after the call (see Breakers.record)."""
 
 
-def shared_store_url(settings: Settings) -> str | None:
+def shared_store_url(settings: ModelSettings) -> str | None:
     """The Redis the breakers keep their state in: the broker's, when the broker is Redis. Every worker child, `crewdesk
     status` and the metrics scrape then see one circuit per endpoint: five failures seen by five children open it for all.
     With any other broker (or none: `crewdesk run` in-process on the SQLite quickstart) there is no store we may assume
@@ -245,7 +245,7 @@ _registry: dict[tuple, Breakers] = {}
 _registry_lock = threading.Lock()
 
 
-def for_settings(settings: Settings) -> Breakers:
+def for_settings(settings: ModelSettings) -> Breakers:
     """This process's breakers for the settings' store and thresholds (built once, shared by every LLM of the process)."""
     spec = (shared_store_url(settings), settings.llm_breaker_prefix, settings.llm_breaker_failures, settings.llm_breaker_reset_seconds)
     with _registry_lock:
@@ -255,7 +255,7 @@ def for_settings(settings: Settings) -> Breakers:
         return found
 
 
-def states(settings: Settings) -> dict[str, str]:
+def states(settings: ModelSettings) -> dict[str, str]:
     """Endpoint key -> "closed" | "open" | "half-open", for every endpoint of the configured chain and every endpoint any
     process has a breaker for. Read at Prometheus scrape time and by `crewdesk status`."""
     from crewdesk.llm.factory import chain_keys

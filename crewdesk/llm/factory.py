@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from crewdesk.llm.base import CrewdeskLLM
 from crewdesk.llm.scripted import Responder, ScriptedLLM
-from crewdesk.settings import LLMProvider, Settings
+from crewdesk.settings import LLMProvider, ModelSettings
 
 if TYPE_CHECKING:
     from crewdesk.llm.breaker import Breakers
@@ -70,7 +70,7 @@ def parse_chain(text: str) -> list[ChainEntry]:
     return entries
 
 
-def endpoint_of(settings: Settings, provider: LLMProvider, base_url: str | None = None) -> str | None:
+def endpoint_of(settings: ModelSettings, provider: LLMProvider, base_url: str | None = None) -> str | None:
     """The URL a provider's calls go to (None for the in-process scripted model)."""
     if provider is LLMProvider.scripted:
         return None
@@ -83,7 +83,7 @@ def endpoint_of(settings: Settings, provider: LLMProvider, base_url: str | None 
     return settings.openai_base_url
 
 
-def chain_keys(settings: Settings, *, base_url: str | None = None) -> list[str]:
+def chain_keys(settings: ModelSettings, *, base_url: str | None = None) -> list[str]:
     """The breaker keys of the configured chain: the provider's endpoint, then each fallback's, without repeats."""
     from crewdesk.llm.breaker import endpoint_key
 
@@ -99,7 +99,7 @@ def chain_keys(settings: Settings, *, base_url: str | None = None) -> list[str]:
 
 
 class LLMFactory:
-    def __init__(self, settings: Settings, *, base_url: str | None = None, responder: Responder | None = None) -> None:
+    def __init__(self, settings: ModelSettings, *, base_url: str | None = None, responder: Responder | None = None) -> None:
         self.settings = settings
         self.provider = settings.llm_provider
         self.responder = responder
@@ -181,7 +181,7 @@ class LLMFactory:
                 llm.client().models.list()
 
 
-def start_local_server(settings: Settings):
+def start_local_server(settings: ModelSettings):
     """Assemble the packaged model and serve it; callers stop() it (also done at exit)."""
     from crewdesk.llm.local import LocalModelServer, ensure_model
 

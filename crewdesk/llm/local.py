@@ -20,7 +20,7 @@ import httpx
 
 from crewdesk.errors import LocalModelError
 from crewdesk.logging import get_logger
-from crewdesk.settings import LLMProvider, Settings
+from crewdesk.settings import LLMProvider, ModelSettings
 
 MODEL_ALIAS = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
@@ -187,7 +187,7 @@ class LocalModelServer:
 
 
 @contextmanager
-def local_model(settings: Settings, *, always: bool = False) -> Iterator[str | None]:
+def local_model(settings: ModelSettings, *, always: bool = False) -> Iterator[str | None]:
     """Serve the packaged model for the length of a `with` block: started (or adopted, when one already serves it on
     the configured port) on entry, stopped on exit if started here; yields its base URL. Only when it is the
     configured provider, or `always` (`crewdesk model serve`): otherwise no server is started and it yields None."""

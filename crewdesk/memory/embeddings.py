@@ -11,6 +11,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from crewdesk.memory.base import EmbeddingError, MemoryUnavailable
+from crewdesk.settings import MemorySettings
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -124,7 +125,7 @@ def local_embedder() -> MiniLMEmbedder:
     return MiniLMEmbedder()
 
 
-def embedder_from_settings(settings) -> Embedder:
+def embedder_from_settings(settings: MemorySettings) -> Embedder:
     if settings.embedding_provider == "local":
         return local_embedder()
     return OpenAICompatibleEmbedder(

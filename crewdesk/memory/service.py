@@ -15,7 +15,7 @@ from crewdesk.memory.base import EmbeddingVersionMismatch, MemoryStore, MemorySt
 from crewdesk.memory.chunking import chunk_document, iter_files, read_document
 from crewdesk.memory.embeddings import embedder_from_settings
 from crewdesk.memory.schemas import Interaction, RecallFilters, SyncReport
-from crewdesk.settings import PACKAGE_DIR, Settings
+from crewdesk.settings import PACKAGE_DIR, MemorySettings
 
 log = get_logger(__name__)
 
@@ -28,11 +28,11 @@ REMEMBERED_OUTCOMES = frozenset({"resolved", "escalated"})
 _VAULT_TOKEN = re.compile(r"<(EMAIL|PHONE|CARD|IBAN|ADDRESS)_\d+>")
 
 
-def lance_dir(settings: Settings) -> Path:
+def lance_dir(settings: MemorySettings) -> Path:
     return settings.memory_dir or settings.home / "memory"
 
 
-def open_store(*, settings: Settings, backend: str | None = None) -> MemoryStore | None:
+def open_store(*, settings: MemorySettings, backend: str | None = None) -> MemoryStore | None:
     """The configured store (None when memory is off). Nothing connects or loads a model until first use."""
     backend = backend or settings.memory_backend
     if backend == "off":
@@ -58,7 +58,7 @@ def open_store(*, settings: Settings, backend: str | None = None) -> MemoryStore
     raise MemoryStoreError(f"unknown memory backend {backend!r}")
 
 
-def every_store(*, settings: Settings) -> list[MemoryStore]:
+def every_store(*, settings: MemorySettings) -> list[MemoryStore]:
     """Every backend that may hold data about a customer: the configured one, a Weaviate that is configured, and
     embedded files left from before a switch. Erasure must reach all of them."""
     backends = []
@@ -128,7 +128,7 @@ def summarise(*, issue: str, actions: Sequence[str], outcome: str, reply: str = 
 def remember_ticket(
     *,
     store: MemoryStore,
-    settings: Settings,
+    settings: MemorySettings,
     customer: str,
     ticket_id: int,
     summary: str,
@@ -155,7 +155,7 @@ def remember_ticket(
 
 
 def recall_context(
-    *, store: MemoryStore, settings: Settings, customer: str, query: str, exclude_ticket_id: int | None = None, filters: RecallFilters | None = None
+    *, store: MemoryStore, settings: MemorySettings, customer: str, query: str, exclude_ticket_id: int | None = None, filters: RecallFilters | None = None
 ) -> str:
     """A block for the crew's context: this customer's most relevant earlier tickets, newest first; '' when none."""
     if not customer.strip() or settings.memory_recall_k <= 0:

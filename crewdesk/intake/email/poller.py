@@ -26,7 +26,7 @@ from crewdesk.intake.email.service import IngestResult, ingest_email
 from crewdesk.intake.enqueue import Enqueuer
 from crewdesk.intake.models import MailboxCursor
 from crewdesk.logging import get_logger
-from crewdesk.settings import Settings
+from crewdesk.settings import MailSettings
 from crewdesk.tickets.models import Ticket, TicketStatus
 
 log = get_logger(__name__)
@@ -58,13 +58,13 @@ class PollReport:
         )
 
 
-def poll_mailbox(*, session_factory: sessionmaker[Session], settings: Settings, enqueue: Enqueuer) -> PollReport:
+def poll_mailbox(*, session_factory: sessionmaker[Session], settings: MailSettings, enqueue: Enqueuer) -> PollReport:
     """One poll of the configured mailbox (settings.imap_*)."""
     with ImapMailbox.from_settings(settings) as mailbox:
         return poll_once(session_factory=session_factory, settings=settings, mailbox=mailbox, enqueue=enqueue)
 
 
-def wait_for_mail(*, session_factory: sessionmaker[Session], settings: Settings, timeout: float) -> bool:
+def wait_for_mail(*, session_factory: sessionmaker[Session], settings: MailSettings, timeout: float) -> bool:
     """Between polls: True as soon as there is mail to read, False after `timeout` seconds. Mail that arrived since the
     last poll (above the cursor) counts at once; then IMAP IDLE waits for the server's word (or, with imap_idle off or
     a server without IDLE, a plain sleep). Raises TransientError when the server is away."""
@@ -81,7 +81,7 @@ def wait_for_mail(*, session_factory: sessionmaker[Session], settings: Settings,
 
 
 def poll_once(
-    *, session_factory: sessionmaker[Session], settings: Settings, mailbox: ImapMailbox, enqueue: Enqueuer, ingest: Ingest = ingest_email
+    *, session_factory: sessionmaker[Session], settings: MailSettings, mailbox: ImapMailbox, enqueue: Enqueuer, ingest: Ingest = ingest_email
 ) -> PollReport:
     """Read every message above the cursor, in UID order: fetch, ingest (commits the ticket), queue it, advance the
     cursor (commits), then acknowledge it on the server. Raises TransientError when the server or database is away;
@@ -92,7 +92,7 @@ def poll_once(
         raise TransientError(f"database unavailable while polling {mailbox.key}: {str(exc.orig or exc).strip().splitlines()[0]}") from exc
 
 
-def _poll(session_factory: sessionmaker[Session], settings: Settings, mailbox: ImapMailbox, enqueue: Enqueuer, ingest: Ingest) -> PollReport:
+def _poll(session_factory: sessionmaker[Session], settings: MailSettings, mailbox: ImapMailbox, enqueue: Enqueuer, ingest: Ingest) -> PollReport:
     report = PollReport(mailbox=mailbox.key)
     with _exclusive(session_factory, mailbox.key) as mine:
         if not mine:
@@ -121,7 +121,7 @@ def _poll(session_factory: sessionmaker[Session], settings: Settings, mailbox: I
 
 
 def _ingest(
-    session_factory: sessionmaker[Session], settings: Settings, ingest: Ingest, raw: bytes, source_ref: str, uid: int, report: PollReport
+    session_factory: sessionmaker[Session], settings: MailSettings, ingest: Ingest, raw: bytes, source_ref: str, uid: int, report: PollReport
 ) -> int | None:
     """Ingest one message; returns the ticket to queue, if any. An unexpected error is recorded
     as a rejected inbound event, so one bad mail cannot stop the mailbox; a database or network outage is raised."""

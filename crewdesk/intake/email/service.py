@@ -19,7 +19,7 @@ from crewdesk.intake import events
 from crewdesk.intake.email.attachments import ParsedAttachment
 from crewdesk.intake.email.headers import printable
 from crewdesk.intake.email.parse import EmailRejected, ParsedEmail, parse_email, subject_tag, synthetic_message_id
-from crewdesk.settings import Settings
+from crewdesk.settings import MailSettings
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Attachment, Message, Ticket, TicketStatus
 from crewdesk.tickets.schemas import MAX_BODY_CHARS, TicketIn
@@ -37,7 +37,7 @@ class IngestResult:
     reason: str | None = None
 
 
-def ingest_email(*, session_factory: sessionmaker[Session], raw: bytes, settings: Settings, source_ref: str = "") -> IngestResult:
+def ingest_email(*, session_factory: sessionmaker[Session], raw: bytes, settings: MailSettings, source_ref: str = "") -> IngestResult:
     own = frozenset({settings.support_address.strip().lower()} - {""})
     rejection: EmailRejected | None = None
     ticket_in: TicketIn | None = None
