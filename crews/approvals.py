@@ -1,13 +1,12 @@
 """A person decides an approval: an approved write runs once, through the same gate, and the ticket resumes.
 
 Deciding needs a ticket's gate, not a crew: `gate_factory(settings, session_factory)` reads the crew config's
-permissions once and builds gates as Pipeline.gate does (a face builds it at start and keeps it). A Pipeline has the
+permissions once and builds gates as the pipeline does (a face builds it at start and keeps it). A Pipeline has the
 same `gate` and `session_factory`, so a caller that already holds one may pass it instead."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,19 +16,17 @@ from crewdesk.approvals.models import Approval
 from crewdesk.audit import service as audit
 from crewdesk.connectors.builtin_store import SqlRetailStore
 from crewdesk.db import transaction
-from crewdesk.pii import Vault
 from crewdesk.settings import Settings
 from crewdesk.store.operations import operations
 from crews.config import CrewConfig, load_config
-from tools.binding import CustomerBinding
-from tools.gate import Gate, PlainVault
+from tools.gate import Gate, GateFactory
 
 if TYPE_CHECKING:
     from crews.pipeline import Pipeline
 
 
 class Gates(Protocol):
-    """Where a decided approval's write gets its gate: ApprovalGates, or a Pipeline."""
+    """Where a decided approval's write gets its gate: a GateFactory, or a Pipeline."""
 
     @property
     def session_factory(self) -> sessionmaker[Session]: ...
@@ -37,35 +34,11 @@ class Gates(Protocol):
     def gate(self, *, ticket_id: int, run_id: int | None) -> Gate: ...
 
 
-@dataclass(frozen=True)
-class ApprovalGates:
-    """A ticket's gate as Pipeline.gate builds it (same permissions, store, vault, threshold, call limit and channel
-    binding), without the crew: no LLMs, router or memory."""
-
-    settings: Settings
-    session_factory: sessionmaker[Session]
-    permissions: dict[str, frozenset[str]]
-
-    def gate(self, *, ticket_id: int, run_id: int | None, customer: str | None = None) -> Gate:
-        threshold = self.settings.approval_threshold_usd
-        vault = Vault(session_factory=self.session_factory, ticket_id=ticket_id) if self.settings.pii_redaction else PlainVault()
-        return Gate(
-            session_factory=self.session_factory,
-            ticket_id=ticket_id,
-            run_id=run_id,
-            permissions=dict(self.permissions),
-            store_factory=SqlRetailStore,
-            approval_threshold=None if threshold < 0 else threshold,
-            max_calls_per_ticket=self.settings.max_tool_calls_per_ticket,
-            vault=vault,
-            binding=CustomerBinding.for_channel(customer),
-        )
-
-
-def gate_factory(settings: Settings, session_factory: sessionmaker[Session], *, config: CrewConfig | None = None) -> ApprovalGates:
-    """Gates for deciding approvals; reads agents/ and tasks/ once (or takes the crew `config` already read)."""
+def gate_factory(settings: Settings, session_factory: sessionmaker[Session], *, config: CrewConfig | None = None) -> GateFactory:
+    """Gates for deciding approvals, built as the pipeline's are (tools.gate.GateFactory), without the crew: no LLMs,
+    router or memory. Reads agents/ and tasks/ once (or takes the crew `config` already read)."""
     config = config or load_config(settings.agents_dir, settings.tasks_dir)
-    return ApprovalGates(settings=settings, session_factory=session_factory, permissions=config.permissions)
+    return GateFactory(settings=settings, session_factory=session_factory, permissions=config.permissions, store_factory=SqlRetailStore)
 
 
 def decide(

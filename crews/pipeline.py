@@ -27,7 +27,6 @@ from crewdesk.llm.factory import LLMFactory
 from crewdesk.logging import bind, get_logger, unbind
 from crewdesk.memory import service as memory
 from crewdesk.memory.base import MemoryStore, MemoryStoreError
-from crewdesk.pii import Vault
 from crewdesk.settings import Settings
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Ticket, TicketStatus
@@ -40,8 +39,7 @@ from crews.phases import TicketPhases
 from crews.procedures.policy import RULES as POLICY_RULES
 from crews.procedures.spec import Procedures, load_procedures, load_replies
 from crews.run_record import begin_run, finish_run
-from tools.binding import CustomerBinding
-from tools.gate import Gate, PlainVault
+from tools.gate import Gate, GateFactory
 
 log = get_logger(__name__)
 
@@ -67,6 +65,7 @@ class Pipeline(TicketPhases):
         self.settings = settings
         self.session_factory = session_factory
         self.config = config or load_config(settings.agents_dir, settings.tasks_dir)
+        self.gates = GateFactory(settings=settings, session_factory=session_factory, permissions=self.config.permissions, store_factory=SqlRetailStore)
         self.replies = load_replies(settings.tasks_dir / "procedures")
         self.procedures: Procedures | None = None
         if settings.procedures:
@@ -117,19 +116,7 @@ class Pipeline(TicketPhases):
 
     def gate(self, *, ticket_id: int, run_id: int | None, customer: str | None = None) -> Gate:
         """The ticket's gate; `customer` is the identity its channel gave (the sender's address), which binds it."""
-        threshold = self.settings.approval_threshold_usd
-        vault = Vault(session_factory=self.session_factory, ticket_id=ticket_id) if self.settings.pii_redaction else PlainVault()
-        return Gate(
-            session_factory=self.session_factory,
-            ticket_id=ticket_id,
-            run_id=run_id,
-            permissions=self.config.permissions,
-            store_factory=SqlRetailStore,
-            approval_threshold=None if threshold < 0 else threshold,
-            max_calls_per_ticket=self.settings.max_tool_calls_per_ticket,
-            vault=vault,
-            binding=CustomerBinding.for_channel(customer),
-        )
+        return self.gates.gate(ticket_id=ticket_id, run_id=run_id, customer=customer)
 
     def give_up(self, ticket_id: int, *, reason: str) -> None:
         """Retries are exhausted: record the ticket as failed rather than leave it queued."""

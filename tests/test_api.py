@@ -107,9 +107,8 @@ def test_approval_gates_are_the_pipelines_gates(settings, session_factory, make_
     from crews.approvals import gate_factory
 
     ticket_id = make_ticket("Cancel my order")
-    pipeline = Pipeline(settings=settings, session_factory=session_factory, llm_factory=LLMFactory(settings))
     for current in (settings, settings.model_copy(update={"pii_redaction": False, "approval_threshold_usd": -1.0, "max_tool_calls_per_ticket": 3})):
-        pipeline.settings = current
+        pipeline = Pipeline(settings=current, session_factory=session_factory, llm_factory=LLMFactory(current))
         for customer in (None, "Ro <ro@example.com>"):
             ours = gate_factory(current, session_factory).gate(ticket_id=ticket_id, run_id=7, customer=customer)
             theirs = pipeline.gate(ticket_id=ticket_id, run_id=7, customer=customer)

@@ -32,6 +32,7 @@ from crewdesk.connectors.base import RetailStore
 from crewdesk.db import transaction
 from crewdesk.effects import service as effects
 from crewdesk.pii import Vault
+from crewdesk.settings import GateSettings
 from crewdesk.store.operations import Operation, as_jsonable
 from tools.binding import CustomerBinding, Refusal
 
@@ -214,3 +215,30 @@ class Gate:
         """One audit row for this ticket's run, in its own transaction."""
         with transaction(self.session_factory) as db:
             audit.record(db=db, ticket_id=self.ticket_id, run_id=self.run_id, **fields)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class GateFactory:
+    """Builds each ticket's gate the one way: the crew config's permissions, the built-in system of record, the ticket's
+    PII vault, the approval threshold and call limit (GateSettings), and the binding to the customer its channel gave.
+    The pipeline and the approvals both take their gates from here."""
+
+    settings: GateSettings
+    session_factory: sessionmaker[Session]
+    permissions: dict[str, frozenset[str]]
+    store_factory: Callable[[Session], RetailStore]
+
+    def gate(self, *, ticket_id: int, run_id: int | None, customer: str | None = None) -> Gate:
+        threshold = self.settings.approval_threshold_usd
+        vault = Vault(session_factory=self.session_factory, ticket_id=ticket_id) if self.settings.pii_redaction else PlainVault()
+        return Gate(
+            session_factory=self.session_factory,
+            ticket_id=ticket_id,
+            run_id=run_id,
+            permissions=dict(self.permissions),
+            store_factory=self.store_factory,
+            approval_threshold=None if threshold < 0 else threshold,
+            max_calls_per_ticket=self.settings.max_tool_calls_per_ticket,
+            vault=vault,
+            binding=CustomerBinding.for_channel(customer),
+        )

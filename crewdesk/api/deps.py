@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from crewdesk.intake.enqueue import Enqueuer
 from crewdesk.intake.jira import RefusalLimiter
 from crewdesk.settings import Settings
-from crews.approvals import ApprovalGates
+from tools.gate import GateFactory
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -23,7 +23,7 @@ class Services:
     settings: Settings
     session_factory: sessionmaker[Session]
     enqueuer: Enqueuer  # the one way a ticket reaches the queue (crewdesk/intake/enqueue.py)
-    gates: ApprovalGates  # a decided approval's write runs through its ticket's gate (crews/approvals.py)
+    gates: GateFactory  # a decided approval's write runs through its ticket's gate (crews/approvals.py)
     refusals: RefusalLimiter  # refused webhook deliveries recorded per address: per process, as each app keeps its own
     metrics_registry: CollectorRegistry  # this app's own (health.metrics_registry)
 
