@@ -13,8 +13,7 @@ crews     the CrewAI crews built per ticket from agents/ and tasks/ (routing, a 
 tools     the CrewAI tools the crews call, every one through tools.gate.
 channels  the edges to the outside: crewdesk.intake (e-mail, Jira webhooks and backlog files in), crewdesk.delivery
           (replies and notes out), crewdesk.connectors (IMAP, SMTP, Jira, Stripe, the built-in store: plugins behind
-          small interfaces). Intake and delivery use connectors, never the other way (one import awaits an edit:
-          PENDING).
+          small interfaces). Intake and delivery use connectors, never the other way.
 schema    crewdesk.models: every table in one place, for Alembic and schema creation. It imports each domain that has
           tables, so it sits above them and no domain may import it.
 domains   what the service keeps and decides, each in its own package (pii is one module): tickets (the thread, the state machine,
@@ -83,14 +82,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
 )
 
-# Imports that cross the layers only until a file this change could not edit is changed; each says the edit. An
-# ignored import that no longer exists is an error, so each line goes away in the commit that makes its edit.
-PENDING: tuple[str, ...] = (
-    # connectors -> intake: SMTP stamps the loop header the e-mail parser defines. Define LOOP_HEADER in
-    # crewdesk/connectors/smtp.py and import it from there in crewdesk/intake/email/parse.py.
-    "crewdesk.connectors.smtp -> crewdesk.intake.email.parse",
-)
-
 
 def modules_of(root: Path) -> set[str]:
     """crewdesk's top-level modules and packages under `root` (a checkout or a copy of one)."""
@@ -101,8 +92,6 @@ def contracts(root: Path = ROOT) -> str:
     present = modules_of(root) | {"workers", "crews", "tools"}  # a listed module that does not exist yet is skipped
     layers = "\n    ".join(" : ".join(m for m in members if m in present) for _, members in LAYERS)
     packages = "\n    ".join(ROOT_PACKAGES)
-    pending = "\n    ".join(PENDING)
-    ignore = f"ignore_imports =\n    {pending}\n" if PENDING else ""
     return f"""
 [importlinter]
 root_packages =
@@ -114,14 +103,14 @@ name = {" -> ".join(name for name, _ in LAYERS)}
 type = layers
 layers =
     {layers}
-{ignore}
+
 [importlinter:contract:acyclic]
 name = no cycles among crewdesk's packages (the domains, the channels, the core)
 type = acyclic_siblings
 ancestors =
     crewdesk
 depth = 0
-{ignore}"""
+"""
 
 
 def lint(config: Path, root: Path = ROOT) -> subprocess.CompletedProcess:

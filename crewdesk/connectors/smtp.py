@@ -12,7 +12,6 @@ from typing import Literal
 from crewdesk.connectors.base import DeliveryRefused, OutboundMessage, ReplyChannel, tls_context
 from crewdesk.db import utcnow
 from crewdesk.errors import TransientError
-from crewdesk.intake.email.parse import LOOP_HEADER  # the inbound parser ignores any mail carrying it
 from crewdesk.settings import MailSettings
 
 MAX_REFERENCES = 30
@@ -30,6 +29,9 @@ def reply_subject(subject: str, ticket_id: int) -> str:
 
 def _angle(message_id: str) -> str:
     return f"<{message_id.strip().strip('<>')}>"
+
+
+LOOP_HEADER = "X-Crewdesk-Ticket"  # set on every mail we send; the inbound parser ignores any mail carrying it (we would be talking to ourselves)
 
 
 class SmtpReplyChannel(ReplyChannel):

@@ -14,13 +14,13 @@ from email import policy
 from email.message import Message
 from email.parser import BytesParser
 
+from crewdesk.connectors.smtp import LOOP_HEADER  # set on every mail we send: seeing it inbound means we are talking to ourselves
 from crewdesk.errors import CrewdeskError
 from crewdesk.intake.email.attachments import ParsedAttachment, attachment_files, checked_attachment
 from crewdesk.intake.email.cleaning import clean_reply
 from crewdesk.intake.email.headers import all_addresses, first_address, header_date, header_text, message_ids, printable, raw_header
 from crewdesk.intake.email.mime import MAX_DEPTH, Body, choose_text, read_body
 
-LOOP_HEADER = "X-Crewdesk-Ticket"  # set on every mail we send; seeing it inbound means we are talking to ourselves
 MAX_REFERENCES = 100  # long threads carry hundreds; the most recent ones are the ones we may know
 IGNORED_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
 SYSTEM_SENDERS = frozenset({"mailer-daemon", "postmaster"})
