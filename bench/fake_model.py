@@ -4,7 +4,7 @@
 
 POST /v1/chat/completions answers with the ReAct text crewdesk.llm.scripted would produce for the same messages: when a
 ticket's text names an order the plans file has a plan for (keyed by order id, e.g. "#W2611340"), a PlanResponder built
-from that plan (triage, the specialist's tool calls one per turn, then the final answer, as crews/evaluation.py `oracle`
+from that plan (triage, the specialist's tool calls one per turn, then the final answer, as crews/eval_oracle.py `oracle`
 builds it); otherwise default_responder. The server keeps no conversation state: the step is read from the messages
 (the number of assistant turns so far), so a ticket retried or resumed on another worker gets the same answers.
 

@@ -9,7 +9,7 @@ are never touched):
 - Redis: a private redis-server (tests/servers.PrivateRedis), without persistence unless --redis-persistent (AOF, as
   docker-compose runs it);
 - the model: bench/fake_model.py, an OpenAI-compatible server in its own process that answers as the scripted model does
-  (crews/evaluation.py `oracle` plans: identify the customer by e-mail, read the order, cancel it or return an item,
+  (crews/eval_oracle.py `oracle` plans: identify the customer by e-mail, read the order, cancel it or return an item,
   answer), reached over HTTP by provider `openai`, so its endpoint can fail. No fallback model (the local llama.cpp model
   is too slow on 2 shared cores to stand in for a minute); so with the endpoint down every ticket is deferred;
 - tickets: one per store customer (half ask to cancel a pending order, half to return an item of a delivered order), the
@@ -100,7 +100,7 @@ def say(text: str) -> None:
 
 def choose_tickets(data: dict, n: int) -> list[dict]:
     """n tickets from n different customers: the first half cancel a pending order, the rest return the first item of a
-    delivered order to the original payment method. Each with the plan the model follows (as crews/evaluation.oracle)."""
+    delivered order to the original payment method. Each with the plan the model follows (as crews/eval_oracle.oracle)."""
     users = data["users"]
     pending, delivered, seen = [], [], set()
     for order in sorted(data["orders"].values(), key=lambda o: o["order_id"]):

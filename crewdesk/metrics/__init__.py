@@ -1,4 +1,4 @@
-"""Prometheus metrics and support KPIs (core layer: never imports crews, tools or workers).
+"""Prometheus metrics and support KPIs (a domain: it imports no channel, tool, crew, worker or face).
 
 Two sources, two endpoints:
 
