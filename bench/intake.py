@@ -217,7 +217,7 @@ def jira_payload() -> dict:
 async def _load(base: str, secret: str, total: int, concurrency: int, tag: str) -> tuple[list[float], float, dict[int, int]]:
     import httpx
 
-    from crewdesk.intake.jira import sign
+    from crewdesk.intake.jira_webhook import sign
 
     template = jira_payload()
     latencies: list[float] = []

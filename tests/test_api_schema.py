@@ -20,7 +20,7 @@ import crews.approvals  # noqa: F401  (imports CrewAI now: its first import take
 from crewdesk.api import create_app
 from crewdesk.approvals.models import Approval
 from crewdesk.db import transaction
-from crewdesk.intake.jira import sign
+from crewdesk.intake.jira_webhook import sign
 from crewdesk.settings import load_settings
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Ticket

@@ -23,7 +23,7 @@ from crewdesk.approvals.models import Approval
 from crewdesk.audit.models import AuditEvent
 from crewdesk.effects.models import ToolEffect
 from crewdesk.intake.email.service import ingest_email
-from crewdesk.intake.jira import sign
+from crewdesk.intake.jira_webhook import sign
 from crewdesk.llm.factory import LLMFactory
 from crewdesk.llm.scripted import PlanResponder
 from crewdesk.store.models import StoreOrder, StoreUser

@@ -25,7 +25,7 @@ from crewdesk.connectors.jira import JiraReplyChannel, JiraUnavailable
 from crewdesk.db import transaction
 from crewdesk.delivery.service import deliver_pending
 from crewdesk.errors import TransientError
-from crewdesk.intake.jira import sign
+from crewdesk.intake.jira_webhook import sign
 from crewdesk.intake.models import InboundEvent
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket
@@ -314,7 +314,7 @@ def test_a_flood_of_forged_deliveries_is_counted_not_recorded_and_jira_still_get
 
 
 def test_the_refusal_limiter_refills_and_reports_what_it_suppressed():
-    from crewdesk.intake.jira import RefusalLimiter
+    from crewdesk.intake.jira_webhook import RefusalLimiter
 
     now = [0.0]
     limiter = RefusalLimiter(2, max_clients=2, clock=lambda: now[0])
@@ -333,13 +333,13 @@ def test_the_intake_domain_takes_a_delivery_whole_and_refuses_with_typed_errors(
     """crewdesk.intake.jira_webhook.receive, without HTTP: raw body and headers in, a WebhookAck or a typed refusal
     out (each recorded, then only counted past the limit); the face only maps the refusal's type to a status."""
     from crewdesk.intake.enqueue import Enqueuer
-    from crewdesk.intake.jira import RefusalLimiter
     from crewdesk.intake.jira_webhook import (
         MAX_BODY_BYTES,
         DeliveryMalformed,
         DeliveryTooLarge,
         DeliveryUnauthenticated,
         NoWebhookSecret,
+        RefusalLimiter,
         RefusalsLimited,
         WebhookAck,
         receive,

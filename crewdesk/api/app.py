@@ -10,7 +10,7 @@ from crewdesk.api import approvals, errors, health, tickets, webhooks
 from crewdesk.api.deps import Services
 from crewdesk.db import make_engine, make_session_factory
 from crewdesk.intake.enqueue import Enqueuer, Send
-from crewdesk.intake.jira import RefusalLimiter
+from crewdesk.intake.jira_webhook import RefusalLimiter
 from crewdesk.settings import Settings
 from crews.approvals import gate_factory
 

@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.intake.enqueue import Enqueuer
-from crewdesk.intake.jira import RefusalLimiter
+from crewdesk.intake.jira_webhook import RefusalLimiter
 from crewdesk.settings import Settings
 from tools.gate import GateFactory
 

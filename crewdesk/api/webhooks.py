@@ -7,7 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from crewdesk.api.common import ErrorView, Responses
 from crewdesk.api.deps import ServicesDep
-from crewdesk.intake import jira
+from crewdesk.intake import jira_events
 from crewdesk.intake.jira_webhook import MAX_BODY_BYTES, WebhookAck, receive
 
 router = APIRouter()
@@ -24,7 +24,7 @@ WEBHOOK_BODY = {
     "requestBody": {
         "required": True,
         "description": "A Jira webhook delivery, signed in X-Hub-Signature.",
-        "content": {"application/json": {"schema": jira.PAYLOAD_SCHEMA}},
+        "content": {"application/json": {"schema": jira_events.PAYLOAD_SCHEMA}},
     },
     "parameters": [
         {

@@ -1,25 +1,19 @@
-"""Jira (Service Management) webhooks: verify a delivery's signature, read it into a JiraEvent, and turn it into a
-ticket, a follow-up message or a status sync, recording every delivery once as an InboundEvent."""
+"""Jira (Service Management) deliveries become a ticket, a follow-up message or a status sync, each delivery recorded
+once as an InboundEvent. Reading the payload is crewdesk/intake/jira_events.py; the webhook's edge (signature,
+refusals) is crewdesk/intake/jira_webhook.py."""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
-import re
-import threading
-import time
-from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crewdesk.audit import service as audit
-from crewdesk.errors import CrewdeskError
 from crewdesk.intake import events as inbound
-from crewdesk.ratelimit import TokenBucket
+from crewdesk.intake.jira_events import JiraEvent, JiraUser
 from crewdesk.settings import JiraSettings
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket, TicketStatus
@@ -29,174 +23,7 @@ CHANNEL = "jira"
 SIGNATURE_HEADER = "X-Hub-Signature"
 DELIVERY_HEADER = "X-Atlassian-Webhook-Identifier"
 
-EventKind = Literal["issue_created", "comment_created", "comment_updated", "comment_deleted", "issue_updated", "issue_deleted", "other"]
 OutcomeStatus = Literal["accepted", "duplicate", "ignored", "rejected"]
-
-
-_USER_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "accountId": {"type": "string"},
-        "name": {"type": "string"},
-        "key": {"type": "string"},
-        "emailAddress": {"type": "string"},
-        "displayName": {"type": "string"},
-    },
-}
-# The part of a delivery that crewdesk reads (OpenAPI documentation; anything else is accepted and ignored).
-PAYLOAD_SCHEMA: dict = {
-    "type": "object",
-    "properties": {
-        "webhookEvent": {
-            "type": "string",
-            "enum": ["jira:issue_created", "jira:issue_updated", "jira:issue_deleted", "comment_created", "comment_updated", "comment_deleted"],
-        },
-        "issue_event_type_name": {"type": "string"},
-        "timestamp": {"type": "integer"},
-        "user": _USER_SCHEMA,
-        "issue": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "string"},
-                "key": {"type": "string"},
-                "fields": {
-                    "type": "object",
-                    "properties": {
-                        "summary": {"type": "string"},
-                        "description": {"type": ["string", "null"]},
-                        "priority": {"type": "object", "properties": {"name": {"type": "string"}}},
-                        "status": {"type": "object", "properties": {"name": {"type": "string"}}},
-                        "reporter": _USER_SCHEMA,
-                    },
-                },
-            },
-        },
-        "comment": {
-            "type": "object",
-            "properties": {
-                "id": {"type": "string"},
-                "body": {"type": "string"},
-                "author": _USER_SCHEMA,
-                "jsdPublic": {"type": "boolean"},
-                "created": {"type": "string"},
-                "updated": {"type": "string"},
-            },
-        },
-        "changelog": {
-            "type": "object",
-            "properties": {
-                "items": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "field": {"type": "string"},
-                            "fieldId": {"type": "string"},
-                            "fromString": {"type": ["string", "null"]},
-                            "toString": {"type": ["string", "null"]},
-                        },
-                    },
-                }
-            },
-        },
-    },
-    "additionalProperties": True,
-}
-
-
-class SignatureError(CrewdeskError):
-    """A delivery whose signature cannot be accepted; the subclass says why (the HTTP face maps it to a status)."""
-
-
-class WebhookNotConfigured(SignatureError):
-    """No webhook secret is configured, so no delivery can be authenticated."""
-
-
-class SignatureMissing(SignatureError):
-    pass
-
-
-class SignatureMalformed(SignatureError):
-    pass
-
-
-class SignatureForged(SignatureError):
-    pass
-
-
-_DIGESTS = {"sha256": (hashlib.sha256, 64), "sha1": (hashlib.sha1, 40)}
-_HEX = re.compile(r"[0-9a-fA-F]+")
-
-
-def verify_signature(secret: str, body: bytes, header: str | None) -> None:
-    """Check `X-Hub-Signature: <method>=<hex HMAC of the raw body>` (Atlassian's format; sha256, or sha1 from older
-    senders). Raises a SignatureError subclass; returns None when the body was signed with `secret`."""
-    if not secret:
-        raise WebhookNotConfigured("no Jira webhook secret is configured (CREWDESK_JIRA_WEBHOOK_SECRET): every delivery is refused")
-    if header is None or not header.strip():
-        raise SignatureMissing(f"no {SIGNATURE_HEADER} header")
-    method, sep, signature = header.strip().partition("=")
-    method = method.strip().lower()
-    signature = signature.strip()
-    if not sep or method not in _DIGESTS:
-        raise SignatureMalformed(f"{SIGNATURE_HEADER} must be sha256=<hex> (got method {method[:16]!r})")
-    digest, length = _DIGESTS[method]
-    if len(signature) != length or not _HEX.fullmatch(signature):
-        raise SignatureMalformed(f"{SIGNATURE_HEADER} {method} signature must be {length} hex digits")
-    expected = hmac.new(secret.encode(), body, digest).hexdigest()
-    if not hmac.compare_digest(expected, signature.lower()):
-        raise SignatureForged(f"{SIGNATURE_HEADER} does not match the body: not signed with our webhook secret")
-
-
-def sign(secret: str, body: bytes) -> str:
-    """The header value Jira sends for `body` (tests, the benchmark's load generator)."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-class JiraUser(BaseModel):
-    """A Jira user as webhooks show it: Cloud has accountId (e-mail often hidden), Server has name/key."""
-
-    account_id: str | None = Field(default=None, description="Cloud accountId.")
-    name: str | None = Field(default=None, description="Server user name (Cloud sends it on old payloads).")
-    key: str | None = Field(default=None, description="Server user key.")
-    email: str | None = Field(default=None, description="emailAddress, when the instance shows it.")
-    display_name: str | None = None
-
-    @property
-    def identity(self) -> str:
-        """Who this is, for ticket.customer and message.author: e-mail first, then accountId, then name."""
-        return self.email or self.account_id or self.name or self.key or self.display_name or ""
-
-
-class JiraComment(BaseModel):
-    id: str = Field(description="Jira's comment id.")
-    body: str = ""
-    author: JiraUser | None = None
-    public: bool | None = Field(default=None, description="JSM jsdPublic: False for an internal comment; None when not a service desk.")
-    created: str | None = None
-    updated: str | None = None
-
-
-class JiraEvent(BaseModel):
-    """One webhook delivery, normalised across Jira Cloud and Server/Data Center payload shapes."""
-
-    kind: EventKind
-    webhook_event: str = Field(default="", description="The payload's webhookEvent, e.g. jira:issue_updated.")
-    event_type_name: str | None = Field(default=None, description="issue_event_type_name (absent on old servers).")
-    timestamp: int | None = None
-    issue_id: str | None = None
-    issue_key: str | None = None
-    project_key: str | None = None
-    summary: str = ""
-    description: str = ""
-    priority: str | None = Field(default=None, description="Jira's priority name: Highest, High, Medium, Major, ...")
-    status: str | None = Field(default=None, description="The issue's current status name.")
-    reporter: JiraUser | None = None
-    actor: JiraUser | None = Field(default=None, description="The payload's `user`: who caused the event.")
-    comment: JiraComment | None = None
-    status_from: str | None = Field(default=None, description="From the changelog's status item, when the status changed.")
-    status_to: str | None = None
-    changed_fields: list[str] = Field(default_factory=list)
 
 
 class JiraOutcome(BaseModel):
@@ -207,125 +34,6 @@ class JiraOutcome(BaseModel):
     message_id: int | None = None
     needs_run: bool = False
     reason: str | None = None
-
-
-def _text(value: Any, limit: int | None = None) -> str:
-    """Jira text as a plain string: wiki/plain text as is, Atlassian Document Format flattened; NUL removed
-    because PostgreSQL text refuses it."""
-    if value is None:
-        return ""
-    if isinstance(value, dict):  # ADF: {"type": "doc", "content": [...]}
-        parts: list[str] = []
-
-        def walk(node: Any) -> None:
-            if isinstance(node, dict):
-                if isinstance(node.get("text"), str):
-                    parts.append(node["text"])
-                for child in node.get("content") or []:
-                    walk(child)
-                if node.get("type") in ("paragraph", "heading", "listItem", "codeBlock"):
-                    parts.append("\n")
-            elif isinstance(node, list):
-                for child in node:
-                    walk(child)
-
-        walk(value)
-        text = "".join(parts).strip()
-    elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        text = str(value)
-    else:
-        text = ""
-    text = text.replace("\x00", "\ufffd")
-    return text[:limit] if limit else text
-
-
-def _opt(value: Any, limit: int = 255) -> str | None:
-    return _text(value, limit) or None
-
-
-def _dict(value: Any) -> dict:
-    return value if isinstance(value, dict) else {}
-
-
-def _user(value: Any) -> JiraUser | None:
-    user = _dict(value)
-    if not user:
-        return None
-    return JiraUser(
-        account_id=_opt(user.get("accountId")),
-        name=_opt(user.get("name")),
-        key=_opt(user.get("key")),
-        email=_opt(user.get("emailAddress"), 320),
-        display_name=_opt(user.get("displayName")),
-    )
-
-
-def _kind(webhook_event: str, type_name: str | None, comment: JiraComment | None) -> EventKind:
-    if webhook_event in ("jira:issue_created",) or type_name == "issue_created":
-        return "issue_created"
-    if webhook_event == "jira:issue_deleted" or type_name == "issue_deleted":
-        return "issue_deleted"
-    if webhook_event in ("comment_created", "comment_updated", "comment_deleted"):
-        return webhook_event  # type: ignore[return-value]
-    if webhook_event != "jira:issue_updated":
-        return "other"
-    # Jira Server also reports comments as jira:issue_updated, named by issue_event_type_name, or (old servers)
-    # unnamed with the comment attached: an edit shows as updated != created.
-    named = {"issue_commented": "comment_created", "issue_comment_edited": "comment_updated", "issue_comment_deleted": "comment_deleted"}
-    if type_name in named:
-        return named[type_name]  # type: ignore[return-value]
-    if not type_name and comment is not None:
-        return "comment_created" if not comment.updated or comment.updated == comment.created else "comment_updated"
-    return "issue_updated"
-
-
-def parse_event(payload: dict) -> JiraEvent:
-    """Read any webhook body (Cloud or Server, any age) into a JiraEvent; fields it lacks stay empty, never raise."""
-    issue = _dict(payload.get("issue"))
-    fields = _dict(issue.get("fields"))
-    raw_comment = _dict(payload.get("comment"))
-    comment = None
-    if raw_comment.get("id") is not None:
-        public = raw_comment.get("jsdPublic")
-        comment = JiraComment(
-            id=_text(raw_comment.get("id"), 255),
-            body=_text(raw_comment.get("body"), MAX_BODY_CHARS),
-            author=_user(raw_comment.get("author")),
-            public=public if isinstance(public, bool) else None,
-            created=_opt(raw_comment.get("created"), 64),
-            updated=_opt(raw_comment.get("updated"), 64),
-        )
-    webhook_event = _text(payload.get("webhookEvent"), 64)
-    type_name = _opt(payload.get("issue_event_type_name"), 64)
-    status_from = status_to = None
-    changed: list[str] = []
-    for item in _dict(payload.get("changelog")).get("items") or []:
-        item = _dict(item)
-        field = _text(item.get("fieldId") or item.get("field"), 64)
-        if field:
-            changed.append(field)
-        if field.lower() == "status":
-            status_from, status_to = _opt(item.get("fromString"), 64), _opt(item.get("toString"), 64)
-    timestamp = payload.get("timestamp")
-    return JiraEvent(
-        kind=_kind(webhook_event, type_name, comment),
-        webhook_event=webhook_event,
-        event_type_name=type_name,
-        timestamp=timestamp if isinstance(timestamp, int) and not isinstance(timestamp, bool) else None,
-        issue_id=_opt(issue.get("id"), 64),
-        issue_key=_opt(issue.get("key"), 255),
-        project_key=_opt(_dict(fields.get("project")).get("key"), 64),
-        summary=_text(fields.get("summary"), 998),
-        description=_text(fields.get("description"), MAX_BODY_CHARS),
-        priority=_opt(_dict(fields.get("priority")).get("name"), 64),
-        status=_opt(_dict(fields.get("status")).get("name"), 64),
-        reporter=_user(fields.get("reporter")),
-        actor=_user(payload.get("user")),
-        comment=comment,
-        status_from=status_from,
-        status_to=status_to,
-        changed_fields=changed[:50],
-    )
 
 
 # Jira Cloud's and Server's default priority schemes onto ours. Unknown names (custom schemes) stay unset: triage decides.
@@ -545,46 +253,6 @@ def handle_event(*, db: Session, event: JiraEvent, delivery_id: str, settings: J
     status = {"accepted": inbound.ACCEPTED, "ignored": inbound.IGNORED, "rejected": inbound.REJECTED}[outcome.status]
     inbound.settle(record, status=status, reason=outcome.reason, ticket_id=outcome.ticket_id, message_id=outcome.message_id)
     return outcome
-
-
-@dataclass
-class _Client:
-    bucket: TokenBucket
-    suppressed: int = 0  # refusals answered 429 since the last recorded one
-
-
-class RefusalLimiter:
-    """Per client address, at most `per_minute` refused deliveries are recorded (a token bucket); past that the API
-    answers 429 and only counts them, so a flood of forged requests cannot flood the database. The count is written
-    with the next refusal that is recorded. Deliveries with a valid signature are never limited. In-process: each
-    API process keeps its own buckets, for at most `max_clients` addresses (the least recently seen go first)."""
-
-    def __init__(self, per_minute: int, *, max_clients: int = 10_000, clock=time.monotonic) -> None:
-        self.per_minute, self.max_clients, self.clock = per_minute, max_clients, clock
-        self._buckets: OrderedDict[str, _Client] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def admit(self, client: str | None) -> tuple[bool, int]:
-        """(record this refusal?, refusals suppressed since the last recorded one, returned once when admitted)."""
-        if self.per_minute <= 0:
-            return True, 0
-        key = client or "(unknown)"
-        with self._lock:
-            entry = self._buckets.pop(key, None) or _Client(TokenBucket(self.per_minute / 60.0, capacity=float(self.per_minute), clock=self.clock))
-            self._buckets[key] = entry
-            while len(self._buckets) > self.max_clients:
-                self._buckets.popitem(last=False)
-            if not entry.bucket.try_take():
-                entry.suppressed += 1
-                return False, 0
-            count, entry.suppressed = entry.suppressed, 0
-            return True, count
-
-    def retry_after(self, client: str | None) -> int:
-        """Seconds until this client's next refusal would be recorded."""
-        with self._lock:
-            entry = self._buckets.get(client or "(unknown)")
-            return 1 if entry is None else max(1, int(entry.bucket.wait() + 0.999))
 
 
 def record_refused(*, db: Session, body: bytes, reason: str, detail: dict) -> None:

@@ -5,8 +5,15 @@ gives each WebhookRefused subclass (crewdesk/api/errors.py); the crew runs on th
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import re
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel
@@ -17,6 +24,8 @@ from crewdesk.errors import CrewdeskError
 from crewdesk.intake import jira
 from crewdesk.intake.admit import admit
 from crewdesk.intake.enqueue import Enqueuer
+from crewdesk.intake.jira_events import parse_event
+from crewdesk.ratelimit import TokenBucket
 from crewdesk.settings import JiraSettings
 
 MAX_BODY_BYTES = 1_000_000  # the largest fixture is 47 kB; anything near this is not a Jira delivery
@@ -67,7 +76,7 @@ def receive(
     session_factory: sessionmaker[Session],
     settings: JiraSettings,
     enqueuer: Enqueuer,
-    limiter: jira.RefusalLimiter,
+    limiter: RefusalLimiter,
 ) -> WebhookAck:
     """Authenticate, record and apply one delivery. `body` is the raw body, or as much of it as the face read: one
     over MAX_BODY_BYTES is refused without reading the rest. `headers` as received (names in any case); `remote` is the
@@ -92,12 +101,12 @@ def receive(
     if len(body) > MAX_BODY_BYTES:
         raise refuse(DeliveryTooLarge, f"body over {MAX_BODY_BYTES} bytes")
     try:
-        jira.verify_signature(settings.jira_webhook_secret.get_secret_value(), body, headers.get("x-hub-signature"))
-    except jira.WebhookNotConfigured as exc:
+        verify_signature(settings.jira_webhook_secret.get_secret_value(), body, headers.get("x-hub-signature"))
+    except WebhookNotConfigured as exc:
         raise refuse(NoWebhookSecret, str(exc)) from exc
-    except jira.SignatureMalformed as exc:
+    except SignatureMalformed as exc:
         raise refuse(DeliveryMalformed, str(exc)) from exc
-    except jira.SignatureError as exc:  # missing or forged
+    except SignatureError as exc:  # missing or forged
         raise refuse(DeliveryUnauthenticated, str(exc)) from exc
     try:
         payload = json.loads(body)
@@ -105,9 +114,98 @@ def receive(
         raise refuse(DeliveryMalformed, f"body is not JSON: {str(exc)[:200]}") from exc
     if not isinstance(payload, dict):
         raise refuse(DeliveryMalformed, f"body is JSON {type(payload).__name__}, not an object")
-    event = jira.parse_event(payload)
+    event = parse_event(payload)
     delivery_id = jira.delivery_key(body=body, identifier=headers.get("x-atlassian-webhook-identifier"))
     with transaction(session_factory) as session:
         outcome = jira.handle_event(db=session, event=event, delivery_id=delivery_id, settings=settings, detail=evidence)
     admit([outcome], enqueuer=enqueuer)  # after the commit: the worker always finds the ticket and its message
     return WebhookAck(status=outcome.status, ticket_id=outcome.ticket_id, reason=outcome.reason)
+
+
+class SignatureError(CrewdeskError):
+    """A delivery whose signature cannot be accepted; the subclass says why (the HTTP face maps it to a status)."""
+
+
+class WebhookNotConfigured(SignatureError):
+    """No webhook secret is configured, so no delivery can be authenticated."""
+
+
+class SignatureMissing(SignatureError):
+    pass
+
+
+class SignatureMalformed(SignatureError):
+    pass
+
+
+class SignatureForged(SignatureError):
+    pass
+
+
+_DIGESTS = {"sha256": (hashlib.sha256, 64), "sha1": (hashlib.sha1, 40)}
+_HEX = re.compile(r"[0-9a-fA-F]+")
+
+
+def verify_signature(secret: str, body: bytes, header: str | None) -> None:
+    """Check `X-Hub-Signature: <method>=<hex HMAC of the raw body>` (Atlassian's format; sha256, or sha1 from older
+    senders). Raises a SignatureError subclass; returns None when the body was signed with `secret`."""
+    if not secret:
+        raise WebhookNotConfigured("no Jira webhook secret is configured (CREWDESK_JIRA_WEBHOOK_SECRET): every delivery is refused")
+    if header is None or not header.strip():
+        raise SignatureMissing(f"no {jira.SIGNATURE_HEADER} header")
+    method, sep, signature = header.strip().partition("=")
+    method = method.strip().lower()
+    signature = signature.strip()
+    if not sep or method not in _DIGESTS:
+        raise SignatureMalformed(f"{jira.SIGNATURE_HEADER} must be sha256=<hex> (got method {method[:16]!r})")
+    digest, length = _DIGESTS[method]
+    if len(signature) != length or not _HEX.fullmatch(signature):
+        raise SignatureMalformed(f"{jira.SIGNATURE_HEADER} {method} signature must be {length} hex digits")
+    expected = hmac.new(secret.encode(), body, digest).hexdigest()
+    if not hmac.compare_digest(expected, signature.lower()):
+        raise SignatureForged(f"{jira.SIGNATURE_HEADER} does not match the body: not signed with our webhook secret")
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The header value Jira sends for `body` (tests, the benchmark's load generator)."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+@dataclass
+class _Client:
+    bucket: TokenBucket
+    suppressed: int = 0  # refusals answered 429 since the last recorded one
+
+
+class RefusalLimiter:
+    """Per client address, at most `per_minute` refused deliveries are recorded (a token bucket); past that the API
+    answers 429 and only counts them, so a flood of forged requests cannot flood the database. The count is written
+    with the next refusal that is recorded. Deliveries with a valid signature are never limited. In-process: each
+    API process keeps its own buckets, for at most `max_clients` addresses (the least recently seen go first)."""
+
+    def __init__(self, per_minute: int, *, max_clients: int = 10_000, clock=time.monotonic) -> None:
+        self.per_minute, self.max_clients, self.clock = per_minute, max_clients, clock
+        self._buckets: OrderedDict[str, _Client] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def admit(self, client: str | None) -> tuple[bool, int]:
+        """(record this refusal?, refusals suppressed since the last recorded one, returned once when admitted)."""
+        if self.per_minute <= 0:
+            return True, 0
+        key = client or "(unknown)"
+        with self._lock:
+            entry = self._buckets.pop(key, None) or _Client(TokenBucket(self.per_minute / 60.0, capacity=float(self.per_minute), clock=self.clock))
+            self._buckets[key] = entry
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+            if not entry.bucket.try_take():
+                entry.suppressed += 1
+                return False, 0
+            count, entry.suppressed = entry.suppressed, 0
+            return True, count
+
+    def retry_after(self, client: str | None) -> int:
+        """Seconds until this client's next refusal would be recorded."""
+        with self._lock:
+            entry = self._buckets.get(client or "(unknown)")
+            return 1 if entry is None else max(1, int(entry.bucket.wait() + 0.999))
