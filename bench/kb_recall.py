@@ -28,7 +28,7 @@ warnings.filterwarnings("ignore")
 
 from crewdesk.logging import configure_logging
 from crewdesk.memory.embeddings import local_embedder
-from crewdesk.memory.lance import LanceStore
+from crewdesk.memory.lance import LanceBackend
 from crewdesk.memory.schemas import KBChunk
 from crewdesk.memory.service import DEMO_KB, ingest
 
@@ -48,7 +48,7 @@ def relevant(chunk: KBChunk, question: dict) -> bool:
     return where and ("answer" not in question or normalise(question["answer"]) in normalise(chunk.text))
 
 
-def evaluate(store: LanceStore, questions: list[dict], *, k: int, depth: int = 10) -> tuple[float, float, list[tuple[dict, list[KBChunk]]], list[float]]:
+def evaluate(store: LanceBackend, questions: list[dict], *, k: int, depth: int = 10) -> tuple[float, float, list[tuple[dict, list[KBChunk]]], list[float]]:
     found, reciprocal, misses, seconds = 0, 0.0, [], []
     for question in questions:
         started = time.perf_counter()
@@ -75,9 +75,9 @@ def main() -> None:
     configure_logging(level="WARNING", json=False)
     questions = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
     with tempfile.TemporaryDirectory(prefix="crewdesk-kb-") as home:
-        store = LanceStore(path=Path(home), embedder=local_embedder(), alpha=args.alpha)
+        store = LanceBackend(path=Path(home), embedder=local_embedder(), alpha=args.alpha)
         started = time.perf_counter()
-        reports = ingest(store=store, paths=DEMO_KB, chunk_chars=args.chunk_chars, overlap=args.overlap)
+        reports = ingest(backend=store, paths=DEMO_KB, chunk_chars=args.chunk_chars, overlap=args.overlap)
         built = time.perf_counter() - started
         print(
             f"demo KB: {sum(r.added for r in reports)} chunks from {len(reports)} files in {built:.1f} s "

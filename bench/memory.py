@@ -44,7 +44,7 @@ import numpy as np
 
 from crewdesk.logging import configure_logging
 from crewdesk.memory.embeddings import Embedder, local_embedder
-from crewdesk.memory.lance import LanceStore
+from crewdesk.memory.lance import LanceBackend
 from crewdesk.memory.schemas import KBChunk
 
 WORDS = (  # noqa: SIM905 - a readable word list
@@ -112,7 +112,7 @@ def percentile(values: list[float], p: float) -> float:
 
 def bench_scale(n: int, base: dict[str, np.ndarray], queries: int, batch: int = 1000) -> dict[str, float]:
     texts = list(base)
-    store = LanceStore(path=HOME / f"scale-{n}", embedder=ReusedVectors(base, local_embedder()))
+    store = LanceBackend(path=HOME / f"scale-{n}", embedder=ReusedVectors(base, local_embedder()))
     chunks = [
         KBChunk(
             id=f"c{i}",

@@ -6,11 +6,11 @@ class CrewdeskError(Exception):
 
 
 class NotFound(CrewdeskError):
-    """What was asked for does not exist (a face answers 404, or exit code 3)."""
+    """What was asked for does not exist (the API answers 404; the CLI prints it and exits 2)."""
 
 
 class Conflict(CrewdeskError):
-    """The request contradicts the state it meets: already decided, a forbidden transition (409, or exit code 4)."""
+    """The request contradicts the state it meets: already decided, a forbidden transition (the API answers 409; the CLI exits 2)."""
 
 
 class InvalidTicket(CrewdeskError):

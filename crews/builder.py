@@ -192,7 +192,7 @@ class CrewBuilder:
         self.config = config
         self.llm_factory = llm_factory
         self.session_factory = session_factory
-        # what a tool needs beyond the gate, by tool name: e.g. {"kb_search": {"knowledge": <MemoryStore>, "k": 4}}
+        # what a tool needs beyond the gate, by tool name: e.g. {"kb_search": {"knowledge": <MemoryBackend>, "k": 4}}
         self.tool_dependencies = tool_dependencies or {}
 
     def agent(self, *, role_key: str, ticket: Ticket, run_id: int, gate: Gate, ledger: PhaseLedger, manager_tools: list | None = None) -> Agent:

@@ -26,7 +26,7 @@ from crewdesk.errors import AuditWriteFailed, TransientError
 from crewdesk.llm.factory import LLMFactory
 from crewdesk.logging import bind, get_logger, unbind
 from crewdesk.memory import service as memory
-from crewdesk.memory.base import MemoryStore, MemoryStoreError
+from crewdesk.memory.base import MemoryBackend, MemoryBackendError
 from crewdesk.settings import Settings
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Ticket, TicketStatus
@@ -183,10 +183,10 @@ class Pipeline(TicketPhases):
             raise AuditWriteFailed(f"run {work.run_id}: {len(failures)} audit row(s) could not be written ({failures[0]})")
 
     @staticmethod
-    def _open_memory(settings: Settings) -> MemoryStore | None:
+    def _open_memory(settings: Settings) -> MemoryBackend | None:
         try:
-            return memory.open_store(settings=settings)
-        except MemoryStoreError as exc:  # a misconfigured memory must not stop tickets
+            return memory.open_backend(settings=settings)
+        except MemoryBackendError as exc:  # a misconfigured memory must not stop tickets
             log.error("memory.unavailable", error=str(exc))
             return None
 
@@ -198,7 +198,7 @@ class Pipeline(TicketPhases):
         started = time.perf_counter()
         try:
             block = memory.recall_context(
-                store=self.memory, settings=self.settings, customer=ticket.customer, query=f"{ticket.subject}\n{ticket.body}", exclude_ticket_id=ticket.id
+                backend=self.memory, settings=self.settings, customer=ticket.customer, query=f"{ticket.subject}\n{ticket.body}", exclude_ticket_id=ticket.id
             )
         except Exception as exc:  # noqa: BLE001 - memory is best-effort: a broken store must not stop tickets
             log.warning("memory.recall_failed", error=f"{type(exc).__name__}: {exc}")
@@ -219,7 +219,7 @@ class Pipeline(TicketPhases):
             issue = triage.summary if triage and triage.summary else f"{ticket.subject}: {ticket.body}"
             summary = memory.summarise(issue=issue, actions=actions, outcome=status + (f" ({reason})" if reason else ""), reply=reply or "")
             memory.remember_ticket(
-                store=self.memory,
+                backend=self.memory,
                 settings=self.settings,
                 customer=ticket.customer,
                 ticket_id=ticket.id,

@@ -120,15 +120,15 @@ def test_customer_keys_and_redaction():
 
 
 def test_kb_search_tool_passes_the_gate_and_conceals(tmp_path, session_factory, make_ticket):
-    from crewdesk.memory.lance import LanceStore
+    from crewdesk.memory.lance import LanceBackend
     from crewdesk.memory.service import ingest
     from tools import kb_search
     from tools.gate import Gate
 
     kb = tmp_path / "kb.md"
     kb.write_text("# Help\n\n## Escalations\n\nWrite to escalations@example.com for urgent refunds.\n")
-    store = LanceStore(path=tmp_path / "memory", embedder=local_embedder())
-    ingest(store=store, paths=[kb])
+    store = LanceBackend(path=tmp_path / "memory", embedder=local_embedder())
+    ingest(backend=store, paths=[kb])
 
     class Vault:
         def conceal(self, value):
@@ -155,8 +155,8 @@ def test_weaviate_adapter_builds_valid_v4_schema_and_filters_offline():
     from weaviate.collections.classes.config import _CollectionConfigCreate
     from weaviate.collections.classes.filters import _FilterAnd, _FilterValue
 
-    from crewdesk.memory.base import MemoryStoreError, MemoryUnavailable
-    from crewdesk.memory.weaviate_store import WeaviateStore, filters_for, properties, vector_config
+    from crewdesk.memory.base import MemoryBackendError, MemoryUnavailable
+    from crewdesk.memory.weaviate_backend import WeaviateBackend, filters_for, properties, vector_config
 
     for kind in ("kb", "interactions"):
         schema = _CollectionConfigCreate(name="CrewdeskKb_x", properties=properties(kind), vector_config=vector_config())._to_dict()
@@ -166,10 +166,10 @@ def test_weaviate_adapter_builds_valid_v4_schema_and_filters_offline():
         assert names["embedding_version"]["tokenization"] == "field"
     assert isinstance(filters_for(customer_key="k", outcome="resolved", product=None), _FilterAnd)
     assert isinstance(filters_for(customer_key="k"), _FilterValue) and filters_for() is None
-    with pytest.raises(MemoryStoreError, match="prefix"):
-        WeaviateStore(url="http://127.0.0.1:1", embedder=local_embedder(), prefix="bad-prefix")
+    with pytest.raises(MemoryBackendError, match="prefix"):
+        WeaviateBackend(url="http://127.0.0.1:1", embedder=local_embedder(), prefix="bad-prefix")
     with pytest.raises(MemoryUnavailable, match="cannot reach Weaviate"):
-        WeaviateStore(url="http://127.0.0.1:1", embedder=local_embedder()).count("kb")
+        WeaviateBackend(url="http://127.0.0.1:1", embedder=local_embedder()).count("kb")
 
 
 def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
@@ -179,7 +179,7 @@ def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
 def test_cli_kb_add_is_idempotent_and_memory_forget_reaches_the_store(tmp_path):
     from datetime import datetime
 
-    from crewdesk.memory.lance import LanceStore
+    from crewdesk.memory.lance import LanceBackend
     from crewdesk.memory.schemas import Interaction
 
     env = {"CREWDESK_HOME": str(tmp_path), "CREWDESK_DATABASE_URL": ""}
@@ -192,7 +192,7 @@ def test_cli_kb_add_is_idempotent_and_memory_forget_reaches_the_store(tmp_path):
     assert "added 0, removed 0, unchanged 2" in again.stdout
     found = cli("kb", "search", "how long do refunds take", "-k", "1", env=env)
     assert found.returncode == 0 and "Help > Refunds" in found.stdout
-    store = LanceStore(path=tmp_path / "memory", embedder=local_embedder())
+    store = LanceBackend(path=tmp_path / "memory", embedder=local_embedder())
     key = customer_key(customer="ana@example.com")
     store.remember(Interaction(id="i1", customer_key=key, ticket_id=1, summary="Issue: refund", outcome="resolved", created_at=datetime.now(UTC)))
     forgotten = cli("memory", "forget", "--customer", "Ana@example.com", env=env)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from crewdesk.memory.base import EmbeddingVersionMismatch, MemoryStore
+from crewdesk.memory.base import EmbeddingVersionMismatch, MemoryBackend
 from crewdesk.memory.embeddings import Embedder, local_embedder
-from crewdesk.memory.lance import LanceStore
+from crewdesk.memory.lance import LanceBackend
 from crewdesk.memory.schemas import Interaction, KBFilters, RecallFilters
 from crewdesk.memory.service import customer_key, forget, ingest
 
@@ -61,12 +61,12 @@ class HashEmbedder(Embedder):
         return out
 
 
-def make_store(backend: str, location: str, embedder: Embedder) -> MemoryStore:
+def make_store(backend: str, location: str, embedder: Embedder) -> MemoryBackend:
     if backend == "lance":
-        return LanceStore(path=Path(location), embedder=embedder)
-    from crewdesk.memory.weaviate_store import WeaviateStore
+        return LanceBackend(path=Path(location), embedder=embedder)
+    from crewdesk.memory.weaviate_backend import WeaviateBackend
 
-    return WeaviateStore(
+    return WeaviateBackend(
         url=WEAVIATE_URL,
         grpc_port=int(os.environ.get("WEAVIATE_GRPC_PORT", "50051")),
         api_key=os.environ.get("WEAVIATE_API_KEY", ""),
@@ -120,7 +120,7 @@ def interaction(customer: str, ticket_id: int, summary: str, *, outcome: str = "
 
 
 def test_ingest_and_hybrid_search_find_the_right_section(store, doc):
-    [report] = ingest(store=store, paths=[doc])
+    [report] = ingest(backend=store, paths=[doc])
     assert (report.added, report.removed, report.unchanged) == (3, 0, 0)
     assert store.count("kb") == 3
     hits = store.search_kb("how long until I get my money back?", k=3)
@@ -132,11 +132,11 @@ def test_ingest_and_hybrid_search_find_the_right_section(store, doc):
 
 
 def test_reingest_is_idempotent_and_a_changed_file_replaces_its_chunks(store, doc):
-    ingest(store=store, paths=[doc])
-    [again] = ingest(store=store, paths=[doc])
+    ingest(backend=store, paths=[doc])
+    [again] = ingest(backend=store, paths=[doc])
     assert (again.added, again.removed, again.unchanged) == (0, 0, 3) and store.count("kb") == 3
     doc.write_text(DOC.replace("three to five days", "two days with our new courier"))
-    [changed] = ingest(store=store, paths=[doc])
+    [changed] = ingest(backend=store, paths=[doc])
     assert (changed.added, changed.removed, changed.unchanged) == (1, 1, 2) and store.count("kb") == 3
     texts = [hit.chunk.text for hit in store.search_kb("how long does shipping take", k=3)]
     assert any("new courier" in t for t in texts) and not any("three to five days" in t for t in texts)
@@ -154,7 +154,7 @@ def test_upserting_the_same_chunk_twice_stores_it_once(store, doc):
 def test_kb_filters_by_source_and_product(store, doc, tmp_path):
     other = tmp_path / "boots.md"
     other.write_text("# Boots\n\n## Care\n\nRemove chewing gum from boots with ice, then a soft brush.\n")
-    ingest(store=store, paths=[doc, other])
+    ingest(backend=store, paths=[doc, other])
     from crewdesk.memory.chunking import chunk_document, read_document
 
     store.upsert_chunks([c.model_copy(update={"product": "boots"}) for c in chunk_document(read_document(other))])
@@ -183,12 +183,12 @@ def test_forget_erases_the_customer_and_nobody_else(store):
     for n in range(3):
         store.remember(interaction("Ana@Example.com", n, f"Issue {n}: refund question"))
     store.remember(interaction("bo@example.com", 9, "Issue: refund question"))
-    counts = forget(stores=[store], customer="  ana@example.COM ")  # the key is of the normalised id
-    assert counts == {store.backend: 3}
+    counts = forget(backends=[store], customer="  ana@example.COM ")  # the key is of the normalised id
+    assert counts == {store.kind: 3}
     assert store.recall(customer_key(customer="ana@example.com"), "refund question", k=10) == []
     assert [h.interaction.ticket_id for h in store.recall(customer_key(customer="bo@example.com"), "refund", k=10)] == [9]
     assert store.count("interactions") == 1
-    assert forget(stores=[store], customer="ana@example.com") == {store.backend: 0}
+    assert forget(backends=[store], customer="ana@example.com") == {store.kind: 0}
 
 
 def test_purge_erases_only_what_is_past_retention(store):
@@ -200,7 +200,7 @@ def test_purge_erases_only_what_is_past_retention(store):
 
 def test_a_new_embedding_version_reembeds_instead_of_mixing(backend, doc):
     old = make_store(*backend, local_embedder())
-    ingest(store=old, paths=[doc])
+    ingest(backend=old, paths=[doc])
     old.remember(interaction("ana@example.com", 1, "Issue: refund for a broken kettle"))
     assert old.stored_versions() == {"all-MiniLM-L6-v2:384"}
     new = make_store(*backend, HashEmbedder())
@@ -209,7 +209,7 @@ def test_a_new_embedding_version_reembeds_instead_of_mixing(backend, doc):
     with pytest.raises(EmbeddingVersionMismatch):
         new.remember(interaction("bo@example.com", 2, "anything"))
     # `kb add` re-embeds first: nothing is mixed, nothing is lost
-    [report] = ingest(store=new, paths=[doc])
+    [report] = ingest(backend=new, paths=[doc])
     assert report.unchanged == 3 and report.added == 0
     assert new.stored_versions() == {"hash-test:64"}
     assert new.count("kb") == 3 and new.count("interactions") == 1
@@ -231,7 +231,7 @@ def _grep(directory: Path, needle: str) -> list[str]:
 
 def test_forget_leaves_no_trace_in_lance_files(tmp_path):
     """A Lance delete only marks rows deleted and keeps old versions; forget must remove the bytes themselves."""
-    store = LanceStore(path=tmp_path / "memory", embedder=HashEmbedder())
+    store = LanceBackend(path=tmp_path / "memory", embedder=HashEmbedder())
     for n in range(30):
         store.remember(interaction("bo@example.com", 100 + n, f"Issue {n}: the parcel with the kettle was late"))
     store.remember(interaction("ana@example.com", 1, "Issue: zanzibarine quokkafruit subscription was charged twice"))
@@ -246,7 +246,7 @@ def test_forget_leaves_no_trace_in_lance_files(tmp_path):
 
 
 def _remember_many(path: str, prefix: str, n: int) -> None:
-    store = LanceStore(path=Path(path), embedder=HashEmbedder())
+    store = LanceBackend(path=Path(path), embedder=HashEmbedder())
     for i in range(n):
         store.remember(interaction(f"{prefix}@example.com", i, f"{prefix} ticket {i}: refund"))
 
@@ -255,23 +255,23 @@ def test_worker_processes_write_concurrently_without_losing_rows(tmp_path):
     """Celery children are separate processes: the file lock serialises their commits."""
     context = multiprocessing.get_context("spawn")  # like a fresh worker child; never fork a process that used lancedb
     path = str(tmp_path / "memory")
-    LanceStore(path=Path(path), embedder=HashEmbedder()).remember(interaction("seed@example.com", 0, "seed"))  # the table exists before the race
+    LanceBackend(path=Path(path), embedder=HashEmbedder()).remember(interaction("seed@example.com", 0, "seed"))  # the table exists before the race
     workers = [context.Process(target=_remember_many, args=(path, f"w{n}", 15)) for n in range(3)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(120)
         assert worker.exitcode == 0
-    assert LanceStore(path=Path(path), embedder=HashEmbedder()).count("interactions") == 1 + 3 * 15
+    assert LanceBackend(path=Path(path), embedder=HashEmbedder()).count("interactions") == 1 + 3 * 15
 
 
 def test_forget_goes_on_when_one_backend_is_down_and_says_so(tmp_path):
-    from crewdesk.memory.base import MemoryStoreError
-    from crewdesk.memory.weaviate_store import WeaviateStore
+    from crewdesk.memory.base import MemoryBackendError
+    from crewdesk.memory.weaviate_backend import WeaviateBackend
 
-    lance = LanceStore(path=tmp_path / "memory", embedder=HashEmbedder())
+    lance = LanceBackend(path=tmp_path / "memory", embedder=HashEmbedder())
     lance.remember(interaction("ana@example.com", 1, "Issue: refund"))
-    down = WeaviateStore(url="http://127.0.0.1:1", embedder=HashEmbedder())
-    with pytest.raises(MemoryStoreError, match=r"erasure incomplete.*weaviate: cannot reach Weaviate.*done: \{'lance': 1\}"):
-        forget(stores=[down, lance], customer="ana@example.com")
+    down = WeaviateBackend(url="http://127.0.0.1:1", embedder=HashEmbedder())
+    with pytest.raises(MemoryBackendError, match=r"erasure incomplete.*weaviate: cannot reach Weaviate.*done: \{'lance': 1\}"):
+        forget(backends=[down, lance], customer="ana@example.com")
     assert lance.count("interactions") == 0

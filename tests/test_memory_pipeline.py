@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from crewdesk.llm.scripted import PlanResponder
 from crewdesk.memory.base import MemoryUnavailable
-from crewdesk.memory.service import customer_key, every_store, forget
+from crewdesk.memory.service import customer_key, every_backend, forget
 from crewdesk.store.models import StoreOrder, StoreUser
 from crews.pipeline import Pipeline
 from tests.helpers import RecordingFactory
@@ -80,7 +80,7 @@ def test_second_ticket_from_the_same_customer_sees_the_first_ones_summary(memory
     _, stranger_factory, _ = run(memory_settings, session_factory, stranger)
     assert MEMORY_HEADER not in stranger_factory.prompts_text()
 
-    assert forget(stores=every_store(settings=memory_settings), customer=email) == {"lance": 2}  # both of Noah's tickets
+    assert forget(backends=every_backend(settings=memory_settings), customer=email) == {"lance": 2}  # both of Noah's tickets
     assert pipeline.memory.recall(key, "cancel order refund", k=5) == []
     third = make_ticket("One more question about my refund.", customer=email)
     _, after_factory, _ = run(memory_settings, session_factory, third)

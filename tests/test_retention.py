@@ -7,18 +7,18 @@ from __future__ import annotations
 import time
 
 from crewdesk.memory.embeddings import local_embedder
-from crewdesk.memory.lance import LanceStore
+from crewdesk.memory.lance import LanceBackend
 from crewdesk.memory.service import customer_key
 from crewdesk.settings import Settings
 from tests.test_memory_contract import interaction
 from workers.app import beat_schedule, configure
 
 
-def _store(home) -> LanceStore:
-    return LanceStore(path=home / "memory", embedder=local_embedder())
+def _store(home) -> LanceBackend:
+    return LanceBackend(path=home / "memory", embedder=local_embedder())
 
 
-def _remembered(store: LanceStore) -> list[int]:
+def _remembered(store: LanceBackend) -> list[int]:
     return sorted(h.interaction.ticket_id for h in store.recall(customer_key(customer="ana@example.com"), "refund", k=10))
 
 

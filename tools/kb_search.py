@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from crewdesk.memory.base import MemoryStore, MemoryStoreError
+from crewdesk.memory.base import MemoryBackend, MemoryBackendError
 from tools.base import GovernedTool
 
 
@@ -23,7 +23,7 @@ class KBSearchTool(GovernedTool):
     )
     args_schema: type[BaseModel] = _Query
     customer: str = ""
-    knowledge: MemoryStore | None = None  # the knowledge base, passed in by whoever builds the tool (crews/builder.py)
+    knowledge: MemoryBackend | None = None  # the knowledge base, passed in by whoever builds the tool (crews/builder.py)
     k: int = 4
 
     def execute(self, **kwargs: Any) -> str:
@@ -32,7 +32,7 @@ class KBSearchTool(GovernedTool):
             return "The knowledge base is not configured."
         try:
             hits = self.knowledge.search_kb(str(kwargs.get("query", "")), k=self.k)  # the query keeps its PII tokens: nothing personal is searched
-        except MemoryStoreError as exc:
+        except MemoryBackendError as exc:
             return f"Error: the knowledge base is unavailable ({exc})."
         if not hits:
             return "Nothing relevant found in the knowledge base."

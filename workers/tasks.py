@@ -121,11 +121,11 @@ def poll_mailbox() -> dict:
 def purge_memory() -> dict:
     """Retention (Celery beat sends it every memory_purge_hours): erase customer summaries older than
     memory_retention_days from every store that may hold them. Not retried: the next beat is the retry."""
-    from crewdesk.memory.service import every_store, purge
+    from crewdesk.memory.service import every_backend, purge
 
     settings = configured_settings()
     try:
-        counts = purge(stores=every_store(settings=settings), retention_days=settings.memory_retention_days)
+        counts = purge(backends=every_backend(settings=settings), retention_days=settings.memory_retention_days)
     except CrewdeskError as exc:
         log.warning("memory.purge_failed", error=str(exc), transient=isinstance(exc, TransientError))
         return {"status": "failed", "error": str(exc)}

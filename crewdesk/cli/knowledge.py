@@ -12,9 +12,9 @@ from rich.table import Table
 from crewdesk.cli.common import console, load_config, migrate, sessions
 from crewdesk.db import transaction
 from crewdesk.errors import CrewdeskError
-from crewdesk.memory.base import MemoryStore
+from crewdesk.memory.base import MemoryBackend
 from crewdesk.memory.schemas import KBFilters
-from crewdesk.memory.service import DEMO_KB, customer_key, every_store, forget, ingest, open_store, purge
+from crewdesk.memory.service import DEMO_KB, customer_key, every_backend, forget, ingest, open_backend, purge
 from crewdesk.settings import Settings
 from crewdesk.tickets.erasure import erase_customer, remove_files
 
@@ -22,11 +22,11 @@ kb_app = typer.Typer(help="The knowledge base agents search with the kb_search t
 memory_app = typer.Typer(help="What crewdesk remembers about customers (summaries of their earlier tickets).", no_args_is_help=True)
 
 
-def _memory_store(settings: Settings) -> MemoryStore:
-    store = open_store(settings=settings)
-    if store is None:
+def _memory_backend(settings: Settings) -> MemoryBackend:
+    backend = open_backend(settings=settings)
+    if backend is None:
         raise CrewdeskError("memory is off (CREWDESK_MEMORY_BACKEND=off)")
-    return store
+    return backend
 
 
 @kb_app.command("add")
@@ -39,14 +39,14 @@ def kb_add(
     targets = [*(paths or []), *(DEMO_KB if demo else ())]
     if not targets:
         raise typer.BadParameter("give a PATH or --demo")
-    store = _memory_store(settings)
-    with console.status(f"embedding with {store.embedder.name}..."):
-        reports = ingest(store=store, paths=targets, chunk_chars=settings.kb_chunk_chars, overlap=settings.kb_chunk_overlap)
-        if hasattr(store, "optimize"):
-            store.optimize()
+    backend = _memory_backend(settings)
+    with console.status(f"embedding with {backend.embedder.name}..."):
+        reports = ingest(backend=backend, paths=targets, chunk_chars=settings.kb_chunk_chars, overlap=settings.kb_chunk_overlap)
+        if hasattr(backend, "optimize"):
+            backend.optimize()
     for report in reports:
         console.print(f"{report.source}: added {report.added}, removed {report.removed}, unchanged {report.unchanged}", highlight=False)
-    console.print(f"knowledge base: {store.count('kb')} chunks in {store.backend} ({store.embedder.version})")
+    console.print(f"knowledge base: {backend.count('kb')} chunks in {backend.kind} ({backend.embedder.version})")
 
 
 @kb_app.command("search")
@@ -57,7 +57,7 @@ def kb_search(
 ) -> None:
     """Hybrid (keyword + vector) search, as the kb_search tool does it."""
     settings = load_config(log_json=False, log_level="WARNING")
-    hits = _memory_store(settings).search_kb(query, k=k, filters=KBFilters(source=source))
+    hits = _memory_backend(settings).search_kb(query, k=k, filters=KBFilters(source=source))
     table = Table(title=f"kb: {query}")
     for column in ("#", "score", "source > section", "text"):
         table.add_column(column, overflow="fold")
@@ -70,10 +70,10 @@ def kb_search(
 def kb_reindex() -> None:
     """Re-embed everything stored with another embedding model or dimension (after changing CREWDESK_EMBEDDING_*)."""
     settings = load_config(log_json=False, log_level="WARNING")
-    store = _memory_store(settings)
-    with console.status(f"re-embedding with {store.embedder.version}..."):
-        moved = store.reindex()
-    console.print(f"re-embedded {moved} rows with {store.embedder.version}")
+    backend = _memory_backend(settings)
+    with console.status(f"re-embedding with {backend.embedder.version}..."):
+        moved = backend.reindex()
+    console.print(f"re-embedded {moved} rows with {backend.embedder.version}")
 
 
 @memory_app.command("forget")
@@ -86,7 +86,7 @@ def memory_forget(
     while some of their tickets are still being worked on: run it again once they end."""
     settings = load_config(log_json=False, log_level="WARNING")
     secret = settings.memory_key_secret.get_secret_value()
-    counts = forget(stores=every_store(settings=settings), customer=customer, secret=secret)
+    counts = forget(backends=every_backend(settings=settings), customer=customer, secret=secret)
     done = ", ".join(f"{n} in {backend}" for backend, n in counts.items()) or "no memory backend configured"
     console.print(f"forgotten: {done}")
     if keep_tickets:
@@ -106,5 +106,5 @@ def memory_purge(days: Annotated[int | None, typer.Option(help="Keep this many d
     """Retention: erase customer summaries older than the retention period from every configured backend."""
     settings = load_config(log_json=False, log_level="WARNING")
     retention = settings.memory_retention_days if days is None else days
-    counts = purge(stores=every_store(settings=settings), retention_days=retention)
+    counts = purge(backends=every_backend(settings=settings), retention_days=retention)
     console.print(f"purged (older than {retention} days): " + (", ".join(f"{n} in {b}" for b, n in counts.items()) or "no memory backend configured"))

@@ -15,25 +15,25 @@ if TYPE_CHECKING:
     from crewdesk.memory.embeddings import Embedder
 
 
-class MemoryStoreError(CrewdeskError):
-    """The memory store refused or failed an operation."""
+class MemoryBackendError(CrewdeskError):
+    """The memory backend refused or failed an operation."""
 
 
-class MemoryUnavailable(MemoryStoreError, TransientError):
-    """The store's server cannot be reached right now (Weaviate down, a timeout)."""
+class MemoryUnavailable(MemoryBackendError, TransientError):
+    """The backend's server cannot be reached right now (Weaviate down, a timeout)."""
 
 
-class EmbeddingError(MemoryStoreError):
+class EmbeddingError(MemoryBackendError):
     """The embedding model could not be loaded."""
 
 
-class EmbeddingVersionMismatch(MemoryStoreError):
+class EmbeddingVersionMismatch(MemoryBackendError):
     """The store holds vectors from another embedding model or dimension; mixing them would make search meaningless."""
 
     def __init__(self, *, stored: set[str], configured: str) -> None:
         self.stored, self.configured = stored, configured
         super().__init__(
-            f"the memory store holds vectors made with {', '.join(sorted(stored))}, but the configured embedder is {configured}; "
+            f"the memory backend holds vectors made with {', '.join(sorted(stored))}, but the configured embedder is {configured}; "
             "run `crewdesk kb reindex` to re-embed them"
         )
 
@@ -59,11 +59,11 @@ def fuse(*, vector: Sequence[tuple[str, float]], keyword: Sequence[tuple[str, fl
     return sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:k]
 
 
-class MemoryStore(ABC):
+class MemoryBackend(ABC):
     """KB chunks and customer interactions with hybrid (keyword + vector) search. Vectors come from `embedder`; a store
     keeps one generation of tables per embedding version and refuses to mix versions (EmbeddingVersionMismatch)."""
 
-    backend: str = ""
+    kind: str = ""  # "lance", "weaviate": which backend, in reports and logs
 
     def __init__(self, *, embedder: Embedder, alpha: float = 0.5) -> None:
         self.embedder = embedder

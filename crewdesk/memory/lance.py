@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from crewdesk.logging import get_logger
-from crewdesk.memory.base import MemoryStore, MemoryUnavailable, fuse, generation_tag
+from crewdesk.memory.base import MemoryBackend, MemoryUnavailable, fuse, generation_tag
 from crewdesk.memory.embeddings import Embedder
 from crewdesk.memory.schemas import Interaction, KBChunk, KBFilters, KBHit, Kind, RecallFilters, RecallHit
 
@@ -42,8 +42,8 @@ def _where(**equal: str | None) -> str | None:
     return " AND ".join(clauses) or None
 
 
-class LanceStore(MemoryStore):
-    backend = "lance"
+class LanceBackend(MemoryBackend):
+    kind = "lance"
 
     def __init__(self, *, path: Path, embedder: Embedder, alpha: float = 0.5, lock_timeout: float = 30.0) -> None:
         super().__init__(embedder=embedder, alpha=alpha)
@@ -79,7 +79,7 @@ class LanceStore(MemoryStore):
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise MemoryUnavailable(f"memory store {self.path} is busy (another process holds its write lock)") from None
+                        raise MemoryUnavailable(f"memory backend {self.path} is busy (another process holds its write lock)") from None
                     time.sleep(0.02)
             try:
                 yield
@@ -282,7 +282,7 @@ class LanceStore(MemoryStore):
                 self._index_text(table, "interactions")
                 self._prune(table)
                 erased += hits
-        log.info("memory.erased", backend=self.backend, rows=erased)
+        log.info("memory.erased", backend=self.kind, rows=erased)
         return erased
 
     # housekeeping

@@ -1,4 +1,4 @@
-"""Memory services: open the configured store, ingest knowledge-base files, remember and recall customers (PII
+"""Memory services: open the configured backend, ingest knowledge-base files, remember and recall customers (PII
 redacted, keyed by a hash), forget a customer everywhere, purge by retention."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from crewdesk.logging import get_logger
-from crewdesk.memory.base import EmbeddingVersionMismatch, MemoryStore, MemoryStoreError
+from crewdesk.memory.base import EmbeddingVersionMismatch, MemoryBackend, MemoryBackendError
 from crewdesk.memory.chunking import chunk_document, iter_files, read_document
 from crewdesk.memory.embeddings import embedder_from_settings
 from crewdesk.memory.schemas import Interaction, RecallFilters, SyncReport
@@ -32,22 +32,22 @@ def lance_dir(settings: MemorySettings) -> Path:
     return settings.memory_dir or settings.home / "memory"
 
 
-def open_store(*, settings: MemorySettings, backend: str | None = None) -> MemoryStore | None:
-    """The configured store (None when memory is off). Nothing connects or loads a model until first use."""
-    backend = backend or settings.memory_backend
-    if backend == "off":
+def open_backend(*, settings: MemorySettings, kind: str | None = None) -> MemoryBackend | None:
+    """The configured memory backend (None when memory is off). Nothing connects or loads a model until first use."""
+    kind = kind or settings.memory_backend
+    if kind == "off":
         return None
     embedder = embedder_from_settings(settings)
-    if backend == "lance":
-        from crewdesk.memory.lance import LanceStore
+    if kind == "lance":
+        from crewdesk.memory.lance import LanceBackend
 
-        return LanceStore(path=lance_dir(settings), embedder=embedder, alpha=settings.kb_hybrid_alpha)
-    if backend == "weaviate":
-        from crewdesk.memory.weaviate_store import WeaviateStore
+        return LanceBackend(path=lance_dir(settings), embedder=embedder, alpha=settings.kb_hybrid_alpha)
+    if kind == "weaviate":
+        from crewdesk.memory.weaviate_backend import WeaviateBackend
 
         if not settings.weaviate_url:
-            raise MemoryStoreError("CREWDESK_MEMORY_BACKEND=weaviate needs CREWDESK_WEAVIATE_URL")
-        return WeaviateStore(
+            raise MemoryBackendError("CREWDESK_MEMORY_BACKEND=weaviate needs CREWDESK_WEAVIATE_URL")
+        return WeaviateBackend(
             url=settings.weaviate_url,
             grpc_port=settings.weaviate_grpc_port,
             api_key=settings.weaviate_api_key.get_secret_value(),
@@ -55,36 +55,36 @@ def open_store(*, settings: MemorySettings, backend: str | None = None) -> Memor
             embedder=embedder,
             alpha=settings.kb_hybrid_alpha,
         )
-    raise MemoryStoreError(f"unknown memory backend {backend!r}")
+    raise MemoryBackendError(f"unknown memory backend {kind!r}")
 
 
-def every_store(*, settings: MemorySettings) -> list[MemoryStore]:
+def every_backend(*, settings: MemorySettings) -> list[MemoryBackend]:
     """Every backend that may hold data about a customer: the configured one, a Weaviate that is configured, and
     embedded files left from before a switch. Erasure must reach all of them."""
-    backends = []
+    kinds = []
     if settings.memory_backend != "off":
-        backends.append(settings.memory_backend)
-    if settings.weaviate_url and "weaviate" not in backends:
-        backends.append("weaviate")
-    if lance_dir(settings).exists() and "lance" not in backends:
-        backends.append("lance")
-    return [store for store in (open_store(settings=settings, backend=b) for b in backends) if store is not None]
+        kinds.append(settings.memory_backend)
+    if settings.weaviate_url and "weaviate" not in kinds:
+        kinds.append("weaviate")
+    if lance_dir(settings).exists() and "lance" not in kinds:
+        kinds.append("lance")
+    return [backend for backend in (open_backend(settings=settings, kind=kind) for kind in kinds) if backend is not None]
 
 
 # knowledge base
-def ingest(*, store: MemoryStore, paths: Sequence[Path], chunk_chars: int = 1200, overlap: int = 150) -> list[SyncReport]:
+def ingest(*, backend: MemoryBackend, paths: Sequence[Path], chunk_chars: int = 1200, overlap: int = 150) -> list[SyncReport]:
     """Add or update knowledge-base files. Re-ingesting an unchanged file writes nothing; a changed file's old chunks
-    are replaced. A store embedded with another model is re-embedded first, never mixed."""
+    are replaced. A backend embedded with another model is re-embedded first, never mixed."""
     try:
-        store.check_version()
+        backend.check_version()
     except EmbeddingVersionMismatch as exc:
         log.warning("memory.reindex_before_ingest", stored=sorted(exc.stored), configured=exc.configured)
-        store.reindex()
+        backend.reindex()
     reports = []
     for path in paths:
         for file in iter_files(Path(path)):
             document = read_document(file)
-            reports.append(store.sync_source(source=document.source, chunks=chunk_document(document, max_chars=chunk_chars, overlap=overlap)))
+            reports.append(backend.sync_source(source=document.source, chunks=chunk_document(document, max_chars=chunk_chars, overlap=overlap)))
     return reports
 
 
@@ -127,7 +127,7 @@ def summarise(*, issue: str, actions: Sequence[str], outcome: str, reply: str = 
 
 def remember_ticket(
     *,
-    store: MemoryStore,
+    backend: MemoryBackend,
     settings: MemorySettings,
     customer: str,
     ticket_id: int,
@@ -150,19 +150,19 @@ def remember_ticket(
         outcome=outcome,
         created_at=now or datetime.now(UTC),
     )
-    store.remember(interaction)
+    backend.remember(interaction)
     return interaction
 
 
 def recall_context(
-    *, store: MemoryStore, settings: MemorySettings, customer: str, query: str, exclude_ticket_id: int | None = None, filters: RecallFilters | None = None
+    *, backend: MemoryBackend, settings: MemorySettings, customer: str, query: str, exclude_ticket_id: int | None = None, filters: RecallFilters | None = None
 ) -> str:
     """A block for the crew's context: this customer's most relevant earlier tickets, newest first; '' when none."""
     if not customer.strip() or settings.memory_recall_k <= 0:
         return ""
     key = customer_key(customer=customer, secret=settings.memory_key_secret.get_secret_value())
     # +1: the current ticket may be among them (a reopened ticket) and is left out
-    hits = store.recall(key, redact(query), k=settings.memory_recall_k + 1, filters=filters)
+    hits = backend.recall(key, redact(query), k=settings.memory_recall_k + 1, filters=filters)
     earlier = sorted((h.interaction for h in hits if h.interaction.ticket_id != exclude_ticket_id), key=lambda i: i.created_at, reverse=True)
     lines = [
         f"- {i.created_at:%Y-%m-%d} ticket #{i.ticket_id} [{i.category or 'uncategorised'}, {i.outcome}]: {' | '.join(i.summary.splitlines())}"
@@ -171,28 +171,28 @@ def recall_context(
     return "\n".join(lines)
 
 
-def _on_every_store(stores: Sequence[MemoryStore], erase: Callable[[MemoryStore], int], what: str) -> dict[str, int]:
-    """Erase on each store even when another fails (one backend down must not stop the rest), then report failures."""
+def _on_every_backend(backends: Sequence[MemoryBackend], erase: Callable[[MemoryBackend], int], what: str) -> dict[str, int]:
+    """Erase on each backend even when another fails (one backend down must not stop the rest), then report failures."""
     counts, failures = {}, []
-    for store in stores:
+    for backend in backends:
         try:
-            counts[store.backend] = erase(store)
-        except MemoryStoreError as exc:
-            failures.append(f"{store.backend}: {exc}")
+            counts[backend.kind] = erase(backend)
+        except MemoryBackendError as exc:
+            failures.append(f"{backend.kind}: {exc}")
     if failures:
-        raise MemoryStoreError(f"{what} incomplete, run it again ({'; '.join(failures)}); done: {counts}")
+        raise MemoryBackendError(f"{what} incomplete, run it again ({'; '.join(failures)}); done: {counts}")
     return counts
 
 
-def forget(*, stores: Sequence[MemoryStore], customer: str, secret: str = "") -> dict[str, int]:
-    """Right to erasure: delete every remembered interaction of this customer from every store."""
+def forget(*, backends: Sequence[MemoryBackend], customer: str, secret: str = "") -> dict[str, int]:
+    """Right to erasure: delete every remembered interaction of this customer from every backend."""
     key = customer_key(customer=customer, secret=secret)
-    return _on_every_store(stores, lambda store: store.forget_customer(key), "erasure")
+    return _on_every_backend(backends, lambda backend: backend.forget_customer(key), "erasure")
 
 
-def purge(*, stores: Sequence[MemoryStore], retention_days: int, now: datetime | None = None) -> dict[str, int]:
+def purge(*, backends: Sequence[MemoryBackend], retention_days: int, now: datetime | None = None) -> dict[str, int]:
     """Retention: erase interactions older than retention_days (0 keeps everything)."""
     if retention_days <= 0:
-        return {store.backend: 0 for store in stores}
+        return {backend.kind: 0 for backend in backends}
     cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
-    return _on_every_store(stores, lambda store: store.purge_before(cutoff), "purge")
+    return _on_every_backend(backends, lambda backend: backend.purge_before(cutoff), "purge")

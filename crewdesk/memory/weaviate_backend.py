@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 from crewdesk.logging import get_logger
-from crewdesk.memory.base import MemoryStore, MemoryStoreError, MemoryUnavailable, generation_tag
+from crewdesk.memory.base import MemoryBackend, MemoryBackendError, MemoryUnavailable, generation_tag
 from crewdesk.memory.embeddings import Embedder
 from crewdesk.memory.schemas import Interaction, KBChunk, KBFilters, KBHit, Kind, RecallFilters, RecallHit
 
@@ -96,15 +96,15 @@ def filters_for(**equal: str | None):
     return combined
 
 
-class WeaviateStore(MemoryStore):
-    backend = "weaviate"
+class WeaviateBackend(MemoryBackend):
+    kind = "weaviate"
 
     def __init__(
         self, *, url: str, embedder: Embedder, api_key: str = "", grpc_port: int = 50051, prefix: str = "Crewdesk", alpha: float = 0.5, timeout: float = 30.0
     ) -> None:
         super().__init__(embedder=embedder, alpha=alpha)
         if not re.fullmatch(r"[A-Z][A-Za-z0-9]*", prefix):
-            raise MemoryStoreError(f"weaviate collection prefix {prefix!r} must start with a capital letter and hold only letters and digits")
+            raise MemoryBackendError(f"weaviate collection prefix {prefix!r} must start with a capital letter and hold only letters and digits")
         self.url, self.api_key, self.grpc_port, self.prefix, self.timeout = url, api_key, grpc_port, prefix, timeout
         self._client: weaviate.WeaviateClient | None = None
         self._pid: int | None = None
@@ -141,7 +141,7 @@ class WeaviateStore(MemoryStore):
         self._client = None
 
     def _call(self, action: Callable[[], T]) -> T:
-        """Weaviate errors become ours: unreachable or timed out -> MemoryUnavailable (transient), else MemoryStoreError."""
+        """Weaviate errors become ours: unreachable or timed out -> MemoryUnavailable (transient), else MemoryBackendError."""
         from weaviate.exceptions import WeaviateBaseError, WeaviateConnectionError, WeaviateGRPCUnavailableError, WeaviateTimeoutError
 
         try:
@@ -149,7 +149,7 @@ class WeaviateStore(MemoryStore):
         except (WeaviateConnectionError, WeaviateGRPCUnavailableError, WeaviateTimeoutError) as exc:
             raise MemoryUnavailable(f"Weaviate at {self.url}: {_one_line(exc)}") from exc
         except WeaviateBaseError as exc:
-            raise MemoryStoreError(f"Weaviate at {self.url}: {_one_line(exc)}") from exc
+            raise MemoryBackendError(f"Weaviate at {self.url}: {_one_line(exc)}") from exc
 
     # collections: one generation per embedding version, <prefix><Kind>_<version tag>
     def _name(self, kind: Kind) -> str:
@@ -192,7 +192,7 @@ class WeaviateStore(MemoryStore):
             result = self._call(lambda: collection.data.insert_many(objects[start : start + 200]))  # noqa: B023 - _call calls it at once, inside the iteration
             if result.has_errors:
                 first = next(iter(result.errors.values()))
-                raise MemoryStoreError(f"Weaviate refused {len(result.errors)} object(s): {first.message}")
+                raise MemoryBackendError(f"Weaviate refused {len(result.errors)} object(s): {first.message}")
 
     def _delete(self, collection, where) -> int:
         deleted = 0
@@ -200,7 +200,7 @@ class WeaviateStore(MemoryStore):
             result = self._call(lambda: collection.data.delete_many(where=where))
             deleted += result.successful
             if result.failed:
-                raise MemoryStoreError(f"Weaviate failed to delete {result.failed} object(s)")
+                raise MemoryBackendError(f"Weaviate failed to delete {result.failed} object(s)")
             if result.matches < _DELETE_BATCH:
                 return deleted
 
@@ -316,7 +316,7 @@ class WeaviateStore(MemoryStore):
     def _erase(self, where) -> int:
         client = self._connect()
         erased = sum(self._delete(client.collections.use(name), where) for name in self._names("interactions"))
-        log.info("memory.erased", backend=self.backend, rows=erased)
+        log.info("memory.erased", backend=self.kind, rows=erased)
         return erased
 
     # housekeeping
