@@ -1,4 +1,5 @@
-"""Tables for intake: every inbound item seen on any channel, mailbox cursors, and backlog imports."""
+"""Tables for intake: every inbound item seen on any channel, mailbox cursors, backlog imports, and the e-mail thread
+index (one container per Message-ID seen)."""
 
 from __future__ import annotations
 
@@ -81,3 +82,25 @@ class BacklogImport(Base):
     rows_enqueued: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class EmailContainer(Base):
+    """One node of the e-mail thread index (JWZ threading): a Message-ID we have seen, as a message or only named in
+    another mail's References / In-Reply-To (a placeholder for a parent not yet arrived, or never to arrive).
+
+    `parent_id` is the container this message answers; `thread_key` names its thread (the Message-ID of the thread's
+    root: a container put under another takes, with everything under it, the key of its new parent's thread), so a
+    thread is read in one query. `ticket_id` is the ticket holding the message (NULL: a placeholder); `message_id` its row (NULL for a
+    placeholder, or for our own reply known only by its ticket). Maintained by every ingest in its transaction, so
+    a parent arriving days after its replies finds them here and adopts them, whatever the order mail came in."""
+
+    __tablename__ = "email_containers"
+    __table_args__ = (UniqueConstraint("external_id", name="uq_email_containers_external_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(512))  # the Message-ID, without <>
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("email_containers.id", ondelete="SET NULL"), nullable=True, index=True)
+    thread_key: Mapped[str] = mapped_column(String(512), index=True)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"), nullable=True, index=True)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

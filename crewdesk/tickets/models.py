@@ -110,3 +110,23 @@ class Attachment(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     stored: Mapped[bool] = mapped_column(Boolean, default=True)
     refused_reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # over the size limit, a refused type: kept as a record only
+
+
+class TicketLinkKind(StrEnum):
+    merged = "merged"  # ticket_id's messages moved to other_id; ticket_id is closed, never answered
+    linked = "linked"  # one conversation kept in two tickets: one of them was already being worked on
+
+
+class TicketLink(Base):
+    """Two tickets found to be one conversation (an e-mail thread whose messages arrived out of order): `ticket_id`
+    was merged into `other_id`, the thread's ticket, or is linked to it."""
+
+    __tablename__ = "ticket_links"
+    __table_args__ = (UniqueConstraint("ticket_id", "other_id", name="uq_ticket_links_pair"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    other_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[TicketLinkKind] = mapped_column(EnumText(TicketLinkKind, 16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
