@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import CursorResult, Table, insert, or_, select, tuple_, update
+from sqlalchemy import CursorResult, Table, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,9 +18,11 @@ from crewdesk.audit.models import AuditEvent
 from crewdesk.db import table_of, utcnow
 from crewdesk.effects import service as effects
 from crewdesk.errors import IllegalTransition, TicketNotFound
+from crewdesk.inbound.models import InboundEvent
 from crewdesk.runs import service as runs
+from crewdesk.runs.models import CrewRun
 from crewdesk.runs.service import RunSummary
-from crewdesk.tickets.models import TERMINAL, TRANSITIONS, Message, Ticket, TicketStatus
+from crewdesk.tickets.models import TERMINAL, TRANSITIONS, Message, Ticket, TicketLink, TicketLinkKind, TicketStatus
 from crewdesk.tickets.schemas import TicketIn, TicketOutcome
 
 if TYPE_CHECKING:
@@ -370,3 +372,111 @@ def batch_report(*, db: Session, outcomes: Sequence[TicketOutcome]) -> BatchRepo
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     fresh = [o.seconds for o in outcomes if not o.reused]
     return BatchReport(tickets=processed, by_status=dict(sorted(counts.items())), median_seconds=statistics.median(fresh) if fresh else None)
+
+
+# One conversation found in two tickets (e-mail that arrived out of order): merge the later into the thread's ticket
+# when nobody has worked on it yet, else link the two.
+
+BEING_WORKED = frozenset({TicketStatus.triaging, TicketStatus.in_progress, TicketStatus.awaiting_approval})
+_UNTOUCHED = frozenset({TicketStatus.received, TicketStatus.queued})
+
+
+@dataclass(frozen=True)
+class Merged:
+    moved: int  # messages moved into the target
+    reopened: bool  # the target had ended (resolved, failed) and goes back to the queue to answer what it received
+
+
+def locked(*, db: Session, ticket_id: int) -> Ticket:
+    """The ticket locked for this transaction, read afresh (a worker may have moved it on since it was loaded)."""
+    stmt = select(Ticket).where(Ticket.id == ticket_id).with_for_update(key_share=True).execution_options(populate_existing=True)
+    ticket = db.execute(stmt).scalar_one_or_none()
+    if ticket is None:
+        raise TicketNotFound(f"ticket {ticket_id} does not exist")
+    return ticket
+
+
+def unmergeable(*, db: Session, ticket: Ticket) -> str | None:
+    """Why `ticket` may not be emptied into another one, or None. Only a ticket nobody has worked on merges: received
+    or queued, no crew run, nothing written to the customer or the team. Lock it first (`locked`)."""
+    if ticket.status not in _UNTOUCHED:
+        return f"ticket {ticket.id} is {ticket.status}"
+    if db.scalar(select(CrewRun.id).where(CrewRun.ticket_id == ticket.id).limit(1)) is not None:
+        return f"ticket {ticket.id} has a crew run"
+    if db.scalar(select(Message.id).where(Message.ticket_id == ticket.id, Message.direction != "inbound").limit(1)) is not None:
+        return f"ticket {ticket.id} has replies or notes"
+    return None
+
+
+def link_between(*, db: Session, a: int, b: int) -> TicketLink | None:
+    """The merge or link recorded between two tickets, either way round."""
+    pair = or_((TicketLink.ticket_id == a) & (TicketLink.other_id == b), (TicketLink.ticket_id == b) & (TicketLink.other_id == a))
+    return db.execute(select(TicketLink).where(pair).limit(1)).scalar_one_or_none()
+
+
+def merged_into(*, db: Session, ticket_id: int) -> int:
+    """The ticket that holds `ticket_id`'s messages now: itself, or where it was merged (followed to the end)."""
+    seen = {ticket_id}
+    while True:
+        target = db.scalar(select(TicketLink.other_id).where(TicketLink.ticket_id == ticket_id, TicketLink.kind == TicketLinkKind.merged).limit(1))
+        if target is None or target in seen:
+            return ticket_id
+        seen.add(target)
+        ticket_id = target
+
+
+def merge(*, db: Session, source: Ticket, target: Ticket, reason: str, actor: str = "intake") -> Merged:
+    """Move every message of `source` into `target` and close `source` (resolved, status_reason naming the target)
+    so it is never answered: a worker that takes it from the queue finds it ended. Its inbound events follow the
+    messages; a merge link and one audit row on each ticket record it. Lock both first (`locked`).
+
+    Refused (IllegalTransition) when `source` is not mergeable (see `unmergeable`) or `target` is being worked on (a
+    running crew would not see messages older than what it read): link them instead. A target that had ended is
+    reopened (queued), so the crew answers the messages it never saw, with the whole thread."""
+    if source.id == target.id:
+        raise IllegalTransition(f"ticket {source.id} cannot be merged into itself")
+    problem = unmergeable(db=db, ticket=source)
+    if problem is None and target.status in BEING_WORKED:
+        problem = f"ticket {target.id} is {target.status}"
+    if problem is not None:
+        raise IllegalTransition(f"ticket {source.id} cannot be merged into {target.id}: {problem}")
+    count = select(func.count()).select_from(Message)
+    before = db.scalar(count.where(Message.ticket_id.in_([source.id, target.id])))
+    stmt = update(Message).where(Message.ticket_id == source.id).values(ticket_id=target.id).execution_options(synchronize_session="fetch")
+    moved = cast(CursorResult, db.execute(stmt)).rowcount
+    db.execute(update(InboundEvent).where(InboundEvent.ticket_id == source.id).values(ticket_id=target.id).execution_options(synchronize_session="fetch"))
+    if db.scalar(count.where(Message.ticket_id == target.id)) != before:  # pragma: no cover - a guard: nothing is lost
+        raise IllegalTransition(f"merging ticket {source.id} into {target.id} would lose messages")
+    db.expire(source, ["messages"])
+    db.expire(target, ["messages"])
+    # Not a crew outcome, so not through TRANSITIONS (received/queued -> resolved is no step of a run): the ticket is
+    # closed as a duplicate of the thread's ticket, with no status row in the audit trail (KPIs do not count it).
+    source.status, source.status_reason = TicketStatus.resolved, f"merged into ticket {target.id}: {reason}"[:2000]
+    reopened = target.status in (TicketStatus.resolved, TicketStatus.failed)
+    if reopened:
+        transition(ticket=target, to=TicketStatus.queued, reason=f"reopened: ticket {source.id}'s messages joined its thread")
+    db.add(TicketLink(ticket_id=source.id, other_id=target.id, kind=TicketLinkKind.merged, reason=reason[:2000]))
+    db.flush()
+    audit.record(db=db, ticket_id=source.id, kind="thread", name="merged", actor=actor, result={"into_ticket": target.id, "messages": moved, "reason": reason})
+    audit.record(
+        db=db,
+        ticket_id=target.id,
+        kind="thread",
+        name="merged_in",
+        actor=actor,
+        result={"from_ticket": source.id, "messages": moved, "reason": reason, "reopened": reopened},
+    )
+    return Merged(moved=moved, reopened=reopened)
+
+
+def link(*, db: Session, ticket: Ticket, other: Ticket, reason: str, actor: str = "intake") -> bool:
+    """Record that `ticket` (the later one) and `other` (the thread's ticket) are one conversation kept apart: one of
+    them was already being worked on. Both keep their messages and status; an audit row on each says so. Returns
+    False when the two were already merged or linked."""
+    if ticket.id == other.id or link_between(db=db, a=ticket.id, b=other.id) is not None:
+        return False
+    db.add(TicketLink(ticket_id=ticket.id, other_id=other.id, kind=TicketLinkKind.linked, reason=reason[:2000]))
+    db.flush()
+    audit.record(db=db, ticket_id=ticket.id, kind="thread", name="linked", actor=actor, result={"other_ticket": other.id, "reason": reason})
+    audit.record(db=db, ticket_id=other.id, kind="thread", name="linked", actor=actor, result={"other_ticket": ticket.id, "reason": reason})
+    return True
