@@ -1,5 +1,6 @@
 """Ingest one raw e-mail in one transaction: a new ticket, a follow-up on its thread, a duplicate, or a recorded
-ignore/rejection. The IMAP poller and `crewdesk email import` both call ingest_email."""
+ignore/rejection. The IMAP poller and `crewdesk email import` both call ingest_email. Threading (which ticket a mail
+belongs to, whatever order the thread's mail arrives in) is crewdesk.intake.email.threading."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.db import transaction
 from crewdesk.intake import events
+from crewdesk.intake.email import threading
 from crewdesk.intake.email.attachments import ParsedAttachment
 from crewdesk.intake.email.headers import printable
 from crewdesk.intake.email.parse import EmailRejected, ParsedEmail, parse_email, subject_tag, synthetic_message_id
@@ -67,26 +69,39 @@ def ingest_email(*, session_factory: sessionmaker[Session], raw: bytes, settings
             events.settle(event, status=events.REJECTED, reason=rejection.reason, ticket_id=failed.id)
             return IngestResult("rejected", ticket_id=failed.id, reason=rejection.reason)
         assert parsed is not None
-        ticket = _thread(db, parsed)
         if parsed.ignore_reason is not None:
             # Recorded, never answered; linked to its thread when known (a bounce of our reply is worth seeing there).
+            ticket = _thread(db, parsed)
             events.settle(event, status=events.IGNORED, reason=parsed.ignore_reason, ticket_id=ticket.id if ticket else None)
             return IngestResult("ignored", ticket_id=ticket.id if ticket else None, reason=parsed.ignore_reason)
         assert ticket_in is not None
         meta = _meta(parsed, source_ref, truncated=ticket_in.body != parsed.cleaned.strip())
+        placement = threading.place(db, parsed, tagged=_tagged(db, parsed))
+        ticket = placement.ticket
         message: Message | None
         if ticket is not None:
-            message, needs_run = tickets.follow_up(db=db, ticket=ticket, body=ticket_in.body, author=parsed.sender, external_id=parsed.message_id, meta=meta)
             status: IngestStatus = "follow_up"
+            if placement.adopting:  # a late parent of messages already here: history, it does not reopen an answered ticket
+                message = tickets.add_message(
+                    db=db, ticket=ticket, direction="inbound", author=parsed.sender, body=ticket_in.body, external_id=parsed.message_id, meta=meta
+                )
+                needs_run = False
+            else:
+                message, needs_run = tickets.follow_up(
+                    db=db, ticket=ticket, body=ticket_in.body, author=parsed.sender, external_id=parsed.message_id, meta=meta
+                )
         else:
             ticket, created = tickets.submit(db=db, ticket_in=ticket_in, message_external_id=parsed.message_id, message_meta=meta)
             if not created:  # the ticket exists (e.g. the same Message-ID arrived before events were recorded)
+                placement.container.ticket_id = ticket.id
                 events.settle(event, status=events.ACCEPTED, reason="ticket already existed", ticket_id=ticket.id)
                 return IngestResult("duplicate", ticket_id=ticket.id, needs_run=ticket.status == TicketStatus.received, reason="ticket already existed")
             message = db.execute(select(Message).where(Message.ticket_id == ticket.id).order_by(Message.id).limit(1)).scalar_one_or_none()
             needs_run, status = True, "created"
         if message is not None:
             _store_attachments(db, message, parsed.attachments, settings.home)
+        joined = threading.join(db, placement, ticket=ticket, message=message)
+        ticket, needs_run = joined.ticket, needs_run or joined.needs_run
         events.settle(event, status=events.ACCEPTED, ticket_id=ticket.id, message_id=message.id if message else None)
         return IngestResult(status, ticket_id=ticket.id, message_id=message.id if message else None, needs_run=needs_run)
 
@@ -107,19 +122,25 @@ def _ticket_external_id(message_id: str) -> str:
 
 
 def _thread(db: Session, parsed: ParsedEmail) -> Ticket | None:
-    """The ticket this mail continues: by In-Reply-To / References against stored Message-IDs, then by our subject
-    tag, but only when the tagged ticket is this sender's (a tag alone is easy to forge or to forward)."""
-    ids = [i for i in [parsed.in_reply_to, *parsed.references] if i and i != parsed.message_id]
-    ticket = tickets.find_by_message_ids(db=db, source=SOURCE, message_ids=ids)
-    if ticket is not None:
-        return ticket
+    """The ticket an ignored mail belongs to, read only (it is recorded, never threaded): our subject tag, else
+    In-Reply-To / References against stored Message-IDs."""
+    tagged = _tagged(db, parsed)
+    if tagged is not None:
+        return tagged
+    return tickets.find_by_message_ids(db=db, source=SOURCE, message_ids=threading.references(parsed))
+
+
+def _tagged(db: Session, parsed: ParsedEmail) -> Ticket | None:
+    """The ticket our subject tag `[crewdesk #N]` names, when it is this sender's (a tag alone is easy to forge or to
+    forward); a ticket merged since is followed to the ticket that holds its messages now."""
     tagged = subject_tag(parsed.subject)
     if tagged is None or not parsed.sender:
         return None
     candidate = db.get(Ticket, tagged)
-    if candidate is not None and candidate.customer.strip().lower() == parsed.sender:
-        return candidate
-    return None
+    if candidate is None or candidate.customer.strip().lower() != parsed.sender:
+        return None
+    holder = tickets.merged_into(db=db, ticket_id=candidate.id)
+    return candidate if holder == candidate.id else db.get(Ticket, holder)
 
 
 def _duplicate(db: Session, event) -> IngestResult:
