@@ -1,0 +1,285 @@
+"""Risk detection quality: one command, prints precision, recall and F1 per risk class and micro-averaged, for the
+escalation regexes alone, the risk classifier alone and the combined design, and the milliseconds per ticket.
+
+  .venv/bin/python bench/risk.py [--split all|dev|test] [--terms] [--variants] [--errors] [--cache-dir DIR]
+
+The labelled set is bench/risk_eval.jsonl (described in bench/risk_eval.md): our own phrasings per risk class and harmless look-alikes,
+written apart from the classifier's exemplars, plus every tenth Bitext train row as an ordinary ticket (the rows the
+classifier leaves out of its exemplars). A ticket may carry several risks; each (ticket, class) pair is one decision.
+Micro: over the five risk classes' pairs together.
+
+- regex: crewdesk.tickets.rules.scan_text, the five risk rules (urgent_outage is not scored: no class here).
+- classifier: crewdesk.routing.risk.RiskClassifier.hits (kNN over MiniLM vectors, whole ticket and sentences).
+- combined: crewdesk.tickets.rules.detect (regex hits stand unless overruled; the classifier adds what they miss).
+
+ms/ticket: each ticket on its own, as the pipeline calls it (query embedded on one torch thread), median over the set.
+
+--terms: on the dev half, which regex words fired on gold tickets and which on harmless ones: how rules.AMBIGUOUS was
+chosen. --variants: on the dev half, the classifier's k, share threshold and nearest-similarity floor, and the
+overrule's none-share, each set beside the default: how the defaults were chosen. The dev/test halves alternate rows
+within each group (the file's `split`); the defaults were picked on dev only, so test is the check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections import Counter, defaultdict
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("CREWDESK_LOG_LEVEL", "WARNING")
+warnings.filterwarnings("ignore")
+
+import numpy as np
+
+from crewdesk.logging import configure_logging
+from crewdesk.routing.risk import RISK_LABELS, RiskAnalysis, RiskClassifier
+from crewdesk.tickets import rules
+
+EVAL = ROOT / "bench" / "risk_eval.jsonl"
+
+
+def load(split: str) -> list[dict]:
+    rows = [json.loads(line) for line in EVAL.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r for r in rows if split == "all" or r["split"] == split]
+
+
+class Precomputed:
+    """Stands in for the classifier inside rules.detect: answers with analyses computed beforehand."""
+
+    def __init__(self, analyses: dict[str, RiskAnalysis]) -> None:
+        self.analyses = analyses
+
+    def analyse(self, text: str) -> RiskAnalysis:
+        return self.analyses[text]
+
+
+def regex_labels(text: str) -> set[str]:
+    return {h.rule for h in rules.scan_text(text)} & set(RISK_LABELS)
+
+
+def scores(rows: list[dict], predicted: list[set[str]]) -> dict[str, tuple[int, int, int]]:
+    """label -> (tp, fp, fn); 'micro' over all risk labels."""
+    counts: dict[str, list[int]] = {label: [0, 0, 0] for label in (*RISK_LABELS, "micro")}
+    for row, pred in zip(rows, predicted, strict=True):
+        gold = set(row["labels"])
+        for label in RISK_LABELS:
+            for key in (label, "micro"):
+                if label in pred and label in gold:
+                    counts[key][0] += 1
+                elif label in pred:
+                    counts[key][1] += 1
+                elif label in gold:
+                    counts[key][2] += 1
+    return {k: (v[0], v[1], v[2]) for k, v in counts.items()}
+
+
+def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def table(name: str, rows: list[dict], predicted: list[set[str]], ms: float | None) -> list[str]:
+    counts = scores(rows, predicted)
+    lines = []
+    for label in (*RISK_LABELS, "micro"):
+        tp, fp, fn = counts[label]
+        p, r, f = prf(tp, fp, fn)
+        lines.append(f"{name:<11} {label:<13} {tp + fn:>5} {p:>6.3f} {r:>6.3f} {f:>6.3f} {tp:>4} {fp:>4} {fn:>4}")
+    lines[-1] += f"   {ms:.2f} ms/ticket (median)" if ms is not None else ""
+    return lines
+
+
+def micro_f1(rows: list[dict], predicted: list[set[str]]) -> tuple[float, float, float]:
+    return prf(*scores(rows, predicted)["micro"])
+
+
+def timed(fns: list, texts: list[str]) -> tuple[list[list], list[float]]:
+    """Each function on each ticket, one ticket at a time and the functions in turn, so that all of them meet the same
+    load on a shared machine; (outputs per function, median ms per function)."""
+    outs: list[list] = [[] for _ in fns]
+    times: list[list[float]] = [[] for _ in fns]
+    for text in texts:
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            outs[i].append(fn(text))
+            times[i].append((time.perf_counter() - start) * 1000)
+    return outs, [statistics.median(t) for t in times]
+
+
+def combined_labels(text: str, stand_in: Precomputed) -> set[str]:
+    return {h.rule for h in rules.detect(text, stand_in)} & set(RISK_LABELS)
+
+
+def analyses_for(clf: RiskClassifier, texts: list[str], query_vectors: dict[str, np.ndarray]) -> dict[str, RiskAnalysis]:
+    out = {}
+    for text in texts:
+        parts = clf.parts_of(text)
+        out[text] = clf.analysis(clf.score_vectors(parts, np.stack([query_vectors[p] for p in parts])))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--split", choices=["all", "dev", "test"], default="all")
+    parser.add_argument("--terms", action="store_true", help="regex words on the dev half: gold vs harmless")
+    parser.add_argument("--variants", action="store_true", help="classifier and overrule settings on the dev half")
+    parser.add_argument("--errors", action="store_true", help="list the combined design's misses and false alarms")
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / "bench" / "results" / "risk-cache")
+    args = parser.parse_args()
+    configure_logging(level="WARNING", json=False)  # not the overrule's info lines
+
+    rows = load(args.split)
+    texts = [r["text"] for r in rows]
+    kinds = Counter(r["kind"] for r in rows)
+    golds = Counter(label for r in rows for label in r["labels"])
+    clf = RiskClassifier(cache_dir=args.cache_dir)
+    started = time.perf_counter()
+    clf.warm()
+    clf.analyse("warm up the model")
+    print(f"risk eval: {EVAL.relative_to(ROOT)} split={args.split}, {len(rows)} tickets: {dict(kinds)}; gold pairs {dict(golds)}")
+    print(
+        f"classifier: {len(clf.examples)} exemplars ({dict(Counter(e.label for e in clf.examples))}), k={clf.k}, "
+        f"threshold={clf.threshold}, min_similarity={clf.min_similarity}, segment_similarity={clf.segment_similarity}; "
+        f"model and exemplar vectors ready in {time.perf_counter() - started:.1f} s"
+    )
+    words_of = {k: v.pattern for k, v in rules.AMBIGUOUS.items()}
+    print(f"overrule: ambiguous words {words_of}, none share >= {rules.OVERRULE_NONE_SHARE}, none margin >= {rules.OVERRULE_MARGIN}")
+    print(f"{platform.machine()}, {os.cpu_count()} cores, {date.today().isoformat()}\n")
+
+    (regex_pred, analyses, _), (regex_ms, clf_ms, combined_ms) = timed([regex_labels, clf.analyse, lambda t: rules.detect(t, clf)], texts)
+    by_text = dict(zip(texts, analyses, strict=True))
+    clf_pred = [{h.label for h in a.hits()} for a in analyses]
+    stand_in = Precomputed(by_text)
+    comb_pred = [combined_labels(t, stand_in) for t in texts]
+
+    print(f"{'design':<11} {'class':<13} {'gold':>5} {'P':>6} {'R':>6} {'F1':>6} {'tp':>4} {'fp':>4} {'fn':>4}")
+    for name, pred, ms in (("regex", regex_pred, regex_ms), ("classifier", clf_pred, clf_ms), ("combined", comb_pred, combined_ms)):
+        print("\n".join(table(name, rows, pred, ms)))
+        print()
+
+    if args.split == "all":
+        print("micro P / R / F1 per half (defaults chosen on dev):")
+        for half in ("dev", "test"):
+            idx = [i for i, r in enumerate(rows) if r["split"] == half]
+            sub = [rows[i] for i in idx]
+            line = "  ".join(
+                f"{name} {'/'.join(f'{x:.3f}' for x in micro_f1(sub, [pred[i] for i in idx]))}"
+                for name, pred in (("regex", regex_pred), ("classifier", clf_pred), ("combined", comb_pred))
+            )
+            print(f"  {half:<5} {len(sub):>4} tickets: {line}")
+        print()
+
+    print("recall by language (gold pairs found / gold pairs):")
+    for lang in ("en", "de", "es", "fr"):
+        idx = [i for i, r in enumerate(rows) if r["lang"] == lang and r["labels"]]
+        gold = sum(len(rows[i]["labels"]) for i in idx)
+        caught = {
+            name: sum(len(set(rows[i]["labels"]) & pred[i]) for i in idx)
+            for name, pred in (("regex", regex_pred), ("classifier", clf_pred), ("combined", comb_pred))
+        }
+        print(f"  {lang}: " + "  ".join(f"{name} {n}/{gold}" for name, n in caught.items()))
+    print()
+
+    false_alarms: dict[str, Counter] = {name: Counter() for name in ("regex", "classifier", "combined")}
+    for row, preds in zip(rows, zip(regex_pred, clf_pred, comb_pred, strict=True), strict=True):
+        if not row["labels"]:
+            for name, pred in zip(("regex", "classifier", "combined"), preds, strict=True):
+                if pred:
+                    false_alarms[name][row["kind"]] += 1
+    print("harmless tickets flagged (any risk):", {k: dict(v) for k, v in false_alarms.items()}, "\n")
+
+    if args.errors:
+        print("combined design, wrong tickets (gold -> predicted):")
+        for row, wrong, a in zip(rows, comb_pred, analyses, strict=True):
+            if wrong != set(row["labels"]):
+                best = max(RISK_LABELS, key=lambda label: max(p.shares[label] for p in a.parts))
+                top = max(p.shares[best] for p in a.parts)
+                print(f"  [{row['split']}] {sorted(row['labels'])} -> {sorted(wrong)}  (best {best} {top:.2f}, none {a.none_share():.2f})  {row['text'][:110]}")
+        print()
+
+    if args.terms:
+        dev = [r for r in load("all") if r["split"] == "dev"]
+        words: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        for row in dev:
+            for rule in RISK_LABELS:
+                for match in rules._RULES[rule].finditer(row["text"]):
+                    words[(rule, match.group(0).lower())][0 if rule in row["labels"] else 1] += 1
+        print("regex words on the dev half: (rule, word): on gold tickets / on other tickets; * = in rules.AMBIGUOUS")
+        for (rule, word), (good, bad) in sorted(words.items()):
+            mark = "*" if rule in rules.AMBIGUOUS and rules.AMBIGUOUS[rule].fullmatch(word) else " "
+            print(f"  {mark} {rule:<13} {word!r:<28} {good:>3} / {bad:<3}")
+        print("\ndev tickets whose regex hit is only ambiguous words: the classifier's none share and none margin there")
+        for row in dev:
+            analysis = by_text.get(row["text"]) or clf.analyse(row["text"])
+            found = {h.label for h in analysis.hits()}
+            for hit in rules.scan_text(row["text"]):
+                if hit.rule in rules.AMBIGUOUS and rules.ambiguous_only(hit.rule, row["text"]):
+                    print(
+                        f"  {'true ' if hit.rule in row['labels'] else 'false'} {hit.rule:<12} {hit.evidence!r:<14} "
+                        f"none share {analysis.none_share(hit.evidence):.2f}  margin {analysis.none_margin(hit.rule, hit.evidence):+.2f}  "
+                        f"classifier finds it: {'yes' if hit.rule in found else 'no '}  overruled: {'yes' if rules.overruled(hit, row['text'], analysis, found) else 'no '}  "
+                        f"{row['text'][:70]}"
+                    )
+        print()
+
+    if args.variants:
+        dev = [r for r in load("all") if r["split"] == "dev"]
+        dev_texts = [r["text"] for r in dev]
+        parts = sorted({p for t in dev_texts for p in clf.parts_of(t)})
+        vectors = dict(zip(parts, clf.embed(parts), strict=True))
+        default = (clf.k, clf.threshold, clf.min_similarity, clf.segment_similarity)
+        grid = [default] + [
+            (k, t, w, g)
+            for k in (3, 5, 7, 10)
+            for t in (0.3, 0.4, 0.5, 0.6)
+            for w in (0.4, 0.5, 0.6)
+            for g in (0.4, 0.5, 0.6)
+            if g >= w and (k, t, w, g) != default
+        ]
+        results = []
+        for k, threshold, floor, segment_floor in grid:
+            variant = RiskClassifier(
+                clf.examples, embedder=clf.embedder, vectors=clf.vectors, k=k, threshold=threshold, min_similarity=floor, segment_similarity=segment_floor
+            )
+            table_ = analyses_for(variant, dev_texts, vectors)
+            alone = micro_f1(dev, [{h.label for h in table_[t].hits()} for t in dev_texts])
+            both = micro_f1(dev, [combined_labels(t, Precomputed(table_)) for t in dev_texts])
+            results.append(((k, threshold, floor, segment_floor), alone, both))
+        print(
+            f"classifier settings on the dev half ({len(grid)} tried): micro P / R / F1, classifier alone | combined; the default, then the 12 best by combined F1"
+        )
+        for (k, threshold, floor, segment_floor), a, b in [results[0], *sorted(results, key=lambda r: -r[2][2])[:12]]:
+            print(
+                f"  k={k:<2} threshold={threshold:.1f} min_similarity={floor:.1f} segment_similarity={segment_floor:.1f}"
+                f"   {a[0]:.3f} {a[1]:.3f} {a[2]:.3f} | {b[0]:.3f} {b[1]:.3f} {b[2]:.3f}"
+            )
+        table_ = analyses_for(clf, dev_texts, vectors)
+        defaults = rules.OVERRULE_NONE_SHARE, rules.OVERRULE_MARGIN, rules.AMBIGUOUS
+        every_word = {rule: rules.re.compile(r".*", rules.re.S) for rule in RISK_LABELS if rule != "self_harm"}
+        print("overrule settings (default classifier) on the dev half, combined micro P / R / F1:")
+        try:
+            trials = [("never overrule", 2.0, 2.0, defaults[2])]
+            trials += [(f"none share >= {s:.1f}, margin >= {m:+.2f}", s, m, defaults[2]) for s in (0.6, 0.8, 1.0) for m in (-1.0, 0.0, 0.05, 0.1, 0.15, 0.2)]
+            trials += [("any regex word (not only AMBIGUOUS), default bars", defaults[0], defaults[1], every_word)]
+            for label, share, margin, ambiguous in trials:
+                rules.OVERRULE_NONE_SHARE, rules.OVERRULE_MARGIN, rules.AMBIGUOUS = share, margin, ambiguous
+                m = micro_f1(dev, [combined_labels(t, Precomputed(table_)) for t in dev_texts])
+                mark = "*" if (share, margin, ambiguous) == defaults else " "
+                print(f"  {mark} {label:<52} {m[0]:.3f} {m[1]:.3f} {m[2]:.3f}")
+        finally:
+            rules.OVERRULE_NONE_SHARE, rules.OVERRULE_MARGIN, rules.AMBIGUOUS = defaults
+
+
+if __name__ == "__main__":
+    main()
