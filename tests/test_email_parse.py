@@ -386,3 +386,88 @@ def test_a_rich_text_body_inside_winmail_dat_is_read_as_text(name):
     parsed = parse(outlook_mail((TNEF_DIR / f"{name}.tnef").read_bytes(), text=None), allowed=["*/*"])
     expected = rtf_text((TNEF_DIR / name / "message.rtf").read_bytes(), [])  # MimeKit's decompression of the same body
     assert expected and parsed.text == expected
+
+
+# --- recovery from MIME defects (tests/fixtures/email/recovery: the project's own messages) ---------------------------
+
+
+def strict(raw: bytes) -> EmailMessage:
+    """The message as the standard library's default policy alone reads it: each recovery fixture shows its defect here."""
+    from email import policy
+    from email.parser import BytesParser
+
+    return BytesParser(policy=policy.default).parsebytes(raw)
+
+
+def test_recovery_a_folded_boundary_without_its_semicolon_is_found():
+    raw = fixture("recovery/folded-boundary-without-semicolon.eml")
+    assert strict(raw).get_boundary() is None and not strict(raw).is_multipart()  # "boundary never appears"
+    parsed = parse(raw)
+    assert parsed.text == "My order 1001 never arrived." and "--sep-1" not in parsed.text
+    assert "Content-Type: missing ';' before a parameter restored" in parsed.defects
+
+
+def test_recovery_a_named_inline_text_part_after_the_body_is_an_attachment():
+    raw = fixture("recovery/inline-named-text-part.eml")
+    parsed = parse(raw)
+    assert parsed.text == "The app crashes on start; the log is attached."
+    assert [(a.filename, a.content_type, a.data) for a in parsed.attachments] == [("x.txt", "text/plain", b"2026-05-04 10:02:01 FATAL null pointer in Startup")]
+    # Still body: a named inline part that is the first text, and the named renderings of a multipart/alternative.
+    alone = mail("Order 17 is late.").replace(b"Content-Type: text/plain", b"Content-Disposition: inline; filename=body.txt\nContent-Type: text/plain")
+    assert parse(alone).text == "Order 17 is late." and parse(alone).attachments == []
+
+
+def test_recovery_a_part_with_two_content_types_keeps_its_text():
+    raw = fixture("recovery/two-content-type-fields.eml")
+    assert [p.get_content_type() for p in strict(raw).iter_parts()] == ["application/octet-stream"]  # the text lost
+    parsed = parse(raw)
+    assert parsed.text == "Please cancel my subscription." and parsed.attachments == []
+    assert "2 Content-Type fields: read text/plain" in parsed.defects
+    plain_first = mail("Hello").replace(b"Content-Type: text/plain", b"Content-Type: text/plain\nContent-Type: application/pdf")
+    assert parse(plain_first).text == "Hello"  # the first stays when it is as readable
+
+
+@pytest.mark.parametrize("ending", [b"  \r\n", b" \t\r \n", b"  \r\r\n"])
+def test_recovery_a_transfer_encoding_ending_in_spaces_and_a_stray_cr_is_decoded(ending):
+    raw = fixture("recovery/quoted-printable-header-trailing-space-cr.eml")
+    assert "=E2=99=9A" in strict(raw).get_content()  # left undecoded
+    parsed = parse(raw.replace(b"quoted-printable  \r\n", b"quoted-printable" + ending))
+    assert parsed.text == "The black king ♚ is missing from my chess set."
+    assert "Content-Transfer-Encoding: stray CR or trailing whitespace removed" in parsed.defects
+
+
+def test_recovery_a_trailing_closing_delimiter_is_not_text():
+    raw = fixture("recovery/indented-closing-delimiter.eml")
+    assert strict(raw).get_body().get_content().rstrip().endswith("--1--")  # kept in the text
+    parsed = parse(raw)
+    assert parsed.text == parsed.cleaned == "Where is my refund for order 1005?"
+    assert "MIME delimiter line left in a text part: removed" in parsed.defects
+    soft_break = raw.replace(b"  --1--", b"--1--=").replace(b"charset=utf-8\n", b"charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n")
+    assert parse(soft_break).text == "Where is my refund for order 1005?"
+    mine = parse(mail("Thanks!\n\n--1--"))  # not a multipart: no boundary of its own, so the customer's text is kept
+    assert mine.text.endswith("--1--")
+
+
+def test_recovery_a_garbled_first_header_line_is_dropped():
+    raw = fixture("recovery/garbled-first-header-line.eml")
+    assert strict(raw).keys() == []  # the whole mail read as a body without header fields
+    parsed = parse(raw)
+    assert (parsed.sender, parsed.subject, parsed.message_id) == ("ana@example.com", "Garbled first line", "recovery-6@example.com")
+    assert parsed.text == "My password reset link has expired."
+    assert parsed.defects[0] == "garbled header line(s) before the header fields dropped: '>From ana@example.com Mon May  4 10:06:00 2026'"
+    # A reply body quoting an Outlook header block is not a mail whose first line is garbled: no Date, still rejected.
+    quoted = b"See below\nFrom: CRM <crm@example.com>\nSent: Friday\nSubject: x\n\nold text\n"
+    with pytest.raises(EmailRejected, match=r"^not an RFC 5322 message: no header fields \(first line: 'See below'\)$"):
+        parse(quoted)
+
+
+def test_a_mail_without_a_usable_from_is_read_for_a_person():
+    from crewdesk.intake.email.parse import NeedsPerson
+
+    with pytest.raises(NeedsPerson) as caught:
+        parse(mail("Where is my order?", From="Ana Lima"))
+    assert str(caught.value) == "no usable From address (From: Ana Lima): nobody can be answered"
+    assert caught.value.parsed.text == caught.value.parsed.cleaned == "Where is my order?" and caught.value.parsed.sender == ""
+    with pytest.raises(EmailRejected, match=r"^no text: .*; and no usable From address \(no From header\)$") as no_text:
+        parse(fixture("cpython-test_email/msg_18.txt"))
+    assert not isinstance(no_text.value, NeedsPerson)

@@ -6,13 +6,12 @@ from __future__ import annotations
 import codecs
 import re
 from dataclasses import dataclass, field
-from email import policy
 from email.message import Message
 from email.parser import BytesParser
 
 import html2text
 
-from crewdesk.intake.email.headers import printable
+from crewdesk.intake.email.headers import LENIENT_COMPAT32, RepairedHeaderDefect, printable
 
 MAX_DEPTH = 32  # MIME nesting; deeper is an attack or a broken generator, not a customer
 # Labels mail clients use that Python's codecs lack or map to a strict subset of what is really sent.
@@ -41,6 +40,7 @@ class Body:
     broken: list[str] = field(default_factory=list)  # multiparts whose boundary was not found
     too_deep: bool = False
     reports: list[str] = field(default_factory=list)  # message/delivery-status and the like, wherever they sit
+    boundaries: list[str] = field(default_factory=list)  # of the multiparts walked so far: their delimiters are never text
 
 
 def read_body(msg: Message, raw: bytes, defects: list[str]) -> Body:
@@ -50,12 +50,12 @@ def read_body(msg: Message, raw: bytes, defects: list[str]) -> Body:
     return body
 
 
-def _walk(part: Message, *, body: Body, depth: int, nested: bool, defects: list[str]) -> None:
+def _walk(part: Message, *, body: Body, depth: int, nested: bool, defects: list[str], alternative: bool = False) -> None:
     if depth > MAX_DEPTH:
         defects.append(f"MIME nesting deeper than {MAX_DEPTH} levels: the rest was skipped")
         body.too_deep = True
         return
-    defects.extend(type(d).__name__ for d in getattr(part, "defects", []))
+    defects.extend(str(d) if isinstance(d, RepairedHeaderDefect) else type(d).__name__ for d in getattr(part, "defects", []))
     ctype = part.get_content_type()
     if ctype in ("message/delivery-status", "message/disposition-notification", "message/feedback-report"):
         if not nested:  # a customer forwarding a bounce to us is asking for help, not bouncing
@@ -72,16 +72,17 @@ def _walk(part: Message, *, body: Body, depth: int, nested: bool, defects: list[
         if not isinstance(payload, list):
             body.broken.append(ctype)
             return
+        if boundary := part.get_boundary():
+            body.boundaries.append(boundary)
         for sub in payload:
-            _walk(sub_part(sub), body=body, depth=depth + 1, nested=nested, defects=defects)
+            _walk(sub_part(sub), body=body, depth=depth + 1, nested=nested, defects=defects, alternative=ctype == "multipart/alternative")
         return
     try:
         disposition, filename = part.get_content_disposition(), part.get_filename()
     except Exception:  # noqa: BLE001 - a broken Content-Disposition: treat the part as an attachment
         disposition, filename = "attachment", None
-    # A named text part is a file unless it is explicitly inline (some clients name every body part).
-    if ctype in ("text/plain", "text/html") and (disposition == "inline" or (disposition is None and not filename)):
-        text = _decode_part(part, defects)
+    if ctype in ("text/plain", "text/html") and _is_body_text(disposition, filename, body=body, nested=nested, alternative=alternative):
+        text = _without_delimiters(_decode_part(part, defects), body.boundaries, defects)
         if ctype == "text/plain":
             (body.nested_plain if nested else body.plain).append(text)
         else:
@@ -89,6 +90,37 @@ def _walk(part: Message, *, body: Body, depth: int, nested: bool, defects: list[
         return
     if not nested:
         body.attachments.append(part)
+
+
+def _is_body_text(disposition: str | None, filename: str | None, *, body: Body, nested: bool, alternative: bool) -> bool:
+    """Whether a text part is (part of) the body rather than a file. Unnamed and not an attachment: body. Named and
+    inline: body only as the first text found or as one rendering of a multipart/alternative (some clients name every
+    body part); a named inline part after the body is a file shown inline (`inline; filename=x.txt`), as the standard
+    library's iter_attachments counts it."""
+    if disposition not in (None, "inline"):
+        return False
+    if not filename:
+        return True
+    if disposition is None:
+        return False
+    found = (body.nested_plain, body.nested_html) if nested else (body.plain, body.html)
+    return alternative or not any(t.strip() for texts in found for t in texts)
+
+
+def _without_delimiters(text: str, boundaries: list[str], defects: list[str]) -> str:
+    """The text without trailing MIME delimiter lines of the message's own boundaries. The parser leaves one in the
+    last part when it is not a delimiter to the letter (indented, or with a quoted-printable "=" after it)."""
+    if not boundaries or "--" not in text:
+        return text
+    delimiters = {f"--{b}" for b in boundaries} | {f"--{b}--" for b in boundaries}
+    lines = text.rstrip().splitlines()
+    cut = len(lines)
+    while cut and (not (line := lines[cut - 1].strip()) or line in delimiters or line.rstrip("=").rstrip() in delimiters):
+        cut -= 1
+    if cut == len(lines) or not any(line.strip() for line in lines[cut:]):
+        return text
+    defects.append("MIME delimiter line left in a text part: removed")
+    return "\n".join(lines[:cut])
 
 
 def sub_part(item: object) -> Message:
@@ -103,7 +135,7 @@ def _structure(msg: Message, raw: bytes, defects: list[str]) -> Message:
     ----=_NextPart_...); the legacy parser keeps them, so use it for the body when the strict one found no parts."""
     if msg.get_content_maintype() != "multipart" or msg.is_multipart():
         return msg
-    legacy = BytesParser(policy=policy.compat32).parsebytes(raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw)
+    legacy = BytesParser(policy=LENIENT_COMPAT32).parsebytes(raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw)
     if legacy.is_multipart():
         defects.append("MIME boundary only readable leniently (unquoted boundary with '=')")
         return legacy

@@ -10,7 +10,6 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from email import policy
 from email.message import Message
 from email.parser import BytesParser
 
@@ -18,7 +17,7 @@ from crewdesk.connectors.smtp import LOOP_HEADER  # set on every mail we send: s
 from crewdesk.errors import CrewdeskError
 from crewdesk.intake.email.attachments import ParsedAttachment, attachment_files, checked_attachment
 from crewdesk.intake.email.cleaning import clean_reply
-from crewdesk.intake.email.headers import all_addresses, first_address, header_date, header_text, message_ids, printable, raw_header
+from crewdesk.intake.email.headers import LENIENT, all_addresses, first_address, header_date, header_text, message_ids, printable, raw_header
 from crewdesk.intake.email.mime import MAX_DEPTH, Body, choose_text, read_body
 
 MAX_REFERENCES = 100  # long threads carry hundreds; the most recent ones are the ones we may know
@@ -42,6 +41,8 @@ EVIDENCE_HEADERS = (
 )
 
 _SUBJECT_TAG = re.compile(r"\[\s*crewdesk\s*#\s*(\d{1,12})\s*\]", re.IGNORECASE)
+_HEADER_LINE = re.compile(rb"[!-9;-~]+:")  # a field name (RFC 5322 ftext) and its colon, at the start of a line
+MAX_GARBLED_LINES = 2  # leading lines that are not header fields, dropped when real header fields follow them
 
 
 class EmailRejected(CrewdeskError):
@@ -52,6 +53,15 @@ class EmailRejected(CrewdeskError):
         self.reason = reason
         self.message_id = message_id
         self.evidence = evidence or {}
+
+
+class NeedsPerson(EmailRejected):
+    """The mail was read, but nobody can be answered (no usable From address): it becomes a ticket for a person, never
+    one the crew answers. `parsed` is what was read; str(exc) is the reason."""
+
+    def __init__(self, reason: str, *, parsed: ParsedEmail) -> None:
+        super().__init__(reason, message_id=parsed.message_id, evidence=parsed.evidence)
+        self.parsed = parsed
 
 
 @dataclass
@@ -103,11 +113,8 @@ def _parse(raw: bytes, *, own_addresses: frozenset[str], max_attachment_bytes: i
     if not isinstance(raw, (bytes, bytearray)) or not raw.strip():
         raise EmailRejected("not an RFC 5322 message: empty input")
     raw = bytes(raw)
-    # A UTF-8 byte-order mark (Windows editors) hides the first header line from the parser.
-    msg = BytesParser(policy=policy.default).parsebytes(raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw)
-    if not msg.keys():
-        raise EmailRejected("not an RFC 5322 message: no header fields")
     defects: list[str] = []
+    msg, readable = _read_message(raw, defects)
     evidence = {name: printable(value)[:300] for name in EVIDENCE_HEADERS if (value := raw_header(msg, name))}
     ids = message_ids(raw_header(msg, "Message-ID"))
     message_id = ids[0] if ids else synthetic_message_id(raw)
@@ -120,7 +127,7 @@ def _parse(raw: bytes, *, own_addresses: frozenset[str], max_attachment_bytes: i
         sender, other_name = first_address(msg, "Sender", defects)
         sender_name = sender_name or other_name
     reply_to = first_address(msg, "Reply-To", defects)[0] if raw_header(msg, "Reply-To") else ""
-    body = read_body(msg, raw, defects)
+    body = read_body(msg, readable, defects)
     text = choose_text(body, defects)
     files, tnef_texts = attachment_files(body.attachments, max_bytes=max_attachment_bytes, defects=defects)
     if not text.strip():  # Outlook's rich text mail may carry its only body inside winmail.dat
@@ -142,12 +149,9 @@ def _parse(raw: bytes, *, own_addresses: frozenset[str], max_attachment_bytes: i
         defects=defects,
     )
     parsed.ignore_reason = _ignore_reason(msg, parsed, own_addresses, body)
+    raw_from = evidence.get("From")
+    no_sender = f"no usable From address ({'From: ' + raw_from[:80] if raw_from else 'no From header'})"
     if parsed.ignore_reason is None:
-        if not sender:
-            raw_from = evidence.get("From")
-            raise EmailRejected(
-                f"no usable From address ({'From: ' + raw_from[:80] if raw_from else 'no From header'})", message_id=message_id, evidence=evidence
-            )
         if not text.strip() and files and not (body.too_deep or body.broken):
             # A customer who sends only a screenshot or an invoice still has a problem: a ticket, not a rejection.
             text = f"(The customer wrote no text and sent {len(files)} attachment(s): {', '.join(names)[:500]})"
@@ -160,13 +164,44 @@ def _parse(raw: bytes, *, own_addresses: frozenset[str], max_attachment_bytes: i
                 reason = f"broken MIME: {body.broken[0]} whose boundary never appears, so no text part can be found"
             else:
                 reason = f"no text: no text/plain or text/html body{f' (only attachments: {listed})' if listed else ''}"
-            raise EmailRejected(reason, message_id=message_id, evidence=evidence)
+            raise EmailRejected(reason if sender else f"{reason}; and {no_sender}", message_id=message_id, evidence=evidence)
     parsed.cleaned = clean_reply(text) if text.strip() else ""
     parsed.attachments = [
         checked_attachment(name, content_type, data, max_bytes=max_attachment_bytes, allowed=allowed_types) for name, content_type, data in files
     ]
     parsed.defects = list(dict.fromkeys(defects))[:50]
+    if parsed.ignore_reason is None and not sender:
+        raise NeedsPerson(f"{no_sender}: nobody can be answered", parsed=parsed)
     return parsed
+
+
+def _read_message(raw: bytes, defects: list[str]) -> tuple[Message, bytes]:
+    """The parsed message and the bytes it was read from. The lenient policy repairs the MIME header fields that steer
+    the parser (headers.LENIENT). A UTF-8 byte-order mark (Windows editors) hides the first header line from the
+    parser: it is skipped. So is a garbled first line (or two) that real header fields follow: the parser would take
+    it for the start of the body and find no header at all. Header fields count as real when they hold a Date and a
+    From (or Sender), the fields every message has; a reply quoting an Outlook header block ("From: ... Sent: ...") does not."""
+    readable = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
+    msg = BytesParser(policy=LENIENT).parsebytes(readable)
+    if msg.keys():
+        return msg, readable
+    first = printable(readable.split(b"\n", 1)[0].decode("utf-8", "surrogateescape")).strip()
+    start = 0
+    for _ in range(MAX_GARBLED_LINES):
+        end = readable.find(b"\n", start)
+        if end < 0 or not readable[start:end].strip():
+            break
+        start = end + 1
+        if not _HEADER_LINE.match(readable, start):
+            continue
+        rest = BytesParser(policy=LENIENT).parsebytes(readable[start:])
+        fields = {key.lower() for key in rest}
+        if "date" in fields and fields & {"from", "sender"}:  # the two fields RFC 5322 requires: a quoted header block has neither or one
+            dropped = printable(readable[:start].decode("utf-8", "surrogateescape")).strip()
+            defects.append(f"garbled header line(s) before the header fields dropped: {dropped[:120]!r}")
+            return rest, readable[start:]
+        break
+    raise EmailRejected(f"not an RFC 5322 message: no header fields (first line: {first[:60]!r})")
 
 
 # --- what not to answer -------------------------------------------------------------------------------------------

@@ -20,14 +20,14 @@ from crewdesk.intake import events
 from crewdesk.intake.email import threading
 from crewdesk.intake.email.attachments import ParsedAttachment
 from crewdesk.intake.email.headers import printable
-from crewdesk.intake.email.parse import EmailRejected, ParsedEmail, parse_email, subject_tag, synthetic_message_id
+from crewdesk.intake.email.parse import EmailRejected, NeedsPerson, ParsedEmail, parse_email, subject_tag, synthetic_message_id
 from crewdesk.settings import MailSettings
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Attachment, Message, Ticket, TicketStatus
 from crewdesk.tickets.schemas import MAX_BODY_CHARS, TicketIn
 
 CHANNEL = SOURCE = "email"
-IngestStatus = Literal["created", "follow_up", "duplicate", "ignored", "rejected"]
+IngestStatus = Literal["created", "follow_up", "duplicate", "ignored", "rejected", "needs_person"]  # needs_person: escalated, never queued
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,7 @@ def ingest_email(*, session_factory: sessionmaker[Session], raw: bytes, settings
         if not first_time:
             return _duplicate(db, event)
         if rejection is not None:
-            failed = tickets.record_rejected(
-                db=db, source=SOURCE, external_id=_ticket_external_id(external_id), reason=f"e-mail rejected: {rejection.reason}", raw=detail
-            )
-            events.settle(event, status=events.REJECTED, reason=rejection.reason, ticket_id=failed.id)
-            return IngestResult("rejected", ticket_id=failed.id, reason=rejection.reason)
+            return _record_rejection(db, event, rejection, raw=raw, detail=detail, external_id=external_id, source_ref=source_ref, home=settings.home)
         assert parsed is not None
         if parsed.ignore_reason is not None:
             # Recorded, never answered; linked to its thread when known (a bounce of our reply is worth seeing there).
@@ -235,3 +231,63 @@ def _detail(parsed: ParsedEmail | None, rejection: EmailRejected | None, source_
         detail = {"headers": rejection.evidence if rejection else {}}
     detail["source_ref"] = printable(source_ref)[:1000]  # file names can hold undecodable bytes; JSONB refuses them
     return detail
+
+
+# --- mail no crew can answer: kept whole, with the reason -----------------------------------------------------------
+
+ORIGINAL_NAME = "original.eml"
+
+
+def _record_rejection(db: Session, event, rejection: EmailRejected, *, raw: bytes, detail: dict, external_id: str, source_ref: str, home: Path) -> IngestResult:
+    """Nothing is dropped. The raw mail is stored content-addressed under home/attachments, as attachments are, and
+    named (sha256, size, path) on the event and the ticket. A mail that was read but has nobody to answer (NeedsPerson:
+    no usable From) becomes an escalated ticket for a person, never queued, with its text, its attachments and the
+    original as original.eml. Any other rejection (garbled headers, no text, broken MIME) is a failed ticket with the
+    reason, as before."""
+    sha256 = hashlib.sha256(raw).hexdigest()
+    kept = {"sha256": sha256, "size": len(raw), "path": f"attachments/{sha256[:2]}/{sha256}"}
+    event.detail = {**detail, "raw_mail": kept}
+    if isinstance(rejection, NeedsPerson):
+        original = ParsedAttachment(filename=ORIGINAL_NAME, content_type="message/rfc822", size=len(raw), sha256=sha256, data=raw)
+        held = _escalated_for_a_person(db, rejection, original, kept=kept, source_ref=source_ref, home=home)
+        if held is not None:
+            ticket, message = held
+            events.settle(event, status=events.ACCEPTED, reason=rejection.reason, ticket_id=ticket.id, message_id=message.id if message else None)
+            return IngestResult("needs_person", ticket_id=ticket.id, message_id=message.id if message else None, reason=rejection.reason)
+    _write_content_addressed(home / "attachments", sha256, raw)
+    failed = tickets.record_rejected(
+        db=db, source=SOURCE, external_id=_ticket_external_id(external_id), reason=f"e-mail rejected: {rejection.reason}", raw={**detail, "raw_mail": kept}
+    )
+    events.settle(event, status=events.REJECTED, reason=rejection.reason, ticket_id=failed.id)
+    return IngestResult("rejected", ticket_id=failed.id, reason=rejection.reason)
+
+
+def _escalated_for_a_person(
+    db: Session, rejection: NeedsPerson, original: ParsedAttachment, *, kept: dict, source_ref: str, home: Path
+) -> tuple[Ticket, Message | None] | None:
+    """The ticket a person answers (or closes): escalated from the start, with the reason, so no run ever takes it.
+    None when its text is not a valid ticket after all: the caller records a failed ticket instead."""
+    parsed = rejection.parsed
+    try:
+        ticket_in = _ticket_in(parsed)
+    except ValidationError:
+        return None
+    existing = tickets.find(db=db, source=SOURCE, external_id=ticket_in.external_id)
+    if existing is not None:  # stored before inbound events were recorded
+        return existing, None
+    ticket = Ticket(
+        source=SOURCE,
+        external_id=ticket_in.external_id,
+        customer="",
+        subject=ticket_in.subject,
+        body=ticket_in.body,
+        status=TicketStatus.escalated,
+        status_reason=rejection.reason,
+        raw={**ticket_in.model_dump(mode="json"), "raw_mail": kept},
+    )
+    db.add(ticket)
+    db.flush()
+    meta = _meta(parsed, source_ref, truncated=ticket_in.body != parsed.cleaned.strip())
+    message = tickets.add_message(db=db, ticket=ticket, direction="inbound", body=ticket_in.body, external_id=parsed.message_id, meta=meta)
+    _store_attachments(db, message, [*parsed.attachments, original], home)
+    return ticket, message
