@@ -27,6 +27,7 @@ from crewdesk.intake.models import BacklogImport, InboundEvent
 from crewdesk.intake.service import accept_rows
 from crewdesk.ratelimit import TokenBucket
 from crewdesk.runs.models import CrewRun
+from crewdesk.tickets import bulk
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket, TicketStatus
 from crewdesk.tickets.schemas import TicketIn
@@ -307,7 +308,7 @@ def test_submit_many_orders_results_and_dedups(session_factory, make_ticket):
     existing = make_ticket(external_id="x1")
     batch = [TicketIn(source="test", external_id=e, body="hi") for e in ("x2", "x1", "x3", "x2")]
     with transaction(session_factory) as db:
-        result = tickets.submit_many(db=db, tickets_in=batch)
+        result = bulk.submit_many(db=db, tickets_in=batch)
     assert [created for _, created in result] == [True, False, True, False]
     assert result[1][0] == existing and result[0][0] == result[3][0]
     with transaction(session_factory) as db:

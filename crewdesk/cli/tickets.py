@@ -21,7 +21,7 @@ from crewdesk.intake.service import accept_rows
 from crewdesk.llm.local import local_model
 from crewdesk.metrics import kpi as kpis
 from crewdesk.settings import LLMProvider
-from crewdesk.tickets import service as tickets
+from crewdesk.tickets import views as ticket_views
 from crewdesk.tickets.schemas import TicketOutcome
 
 app = typer.Typer()
@@ -115,7 +115,7 @@ def run(
 def _print_batch(factory: sessionmaker[Session], outcomes: list[TicketOutcome], *, rejected: int) -> None:
     """Each reply a customer receives (to be read as a support lead would), a table of the tickets, one summary line."""
     with factory() as db:
-        report = tickets.batch_report(db=db, outcomes=outcomes)
+        report = ticket_views.batch_report(db=db, outcomes=outcomes)
     table = Table(title="crewdesk run")
     for column in ("ticket", "external id", "category", "priority", "outcome", "seconds", "tokens in (cached)/out", "done in the store", "note"):
         table.add_column(column, overflow="fold")
@@ -148,7 +148,7 @@ def show(ticket: Annotated[str, typer.Argument(help="Ticket id, or SOURCE:EXTERN
     """Print a ticket, its messages, its runs and its audit trail."""
     settings = load_config(log_json=False)
     with sessions(settings)() as db:
-        shown = tickets.view(db=db, ref=ticket)
+        shown = ticket_views.view(db=db, ref=ticket)
     row = shown.ticket
     console.print(
         f"[bold]ticket {row.id}[/] {row.source}:{row.external_id}  status={row.status}  category={row.category}  priority={row.priority}", highlight=False

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.db import transaction
 from crewdesk.intake.files import DEFAULT_SOURCE, Row
+from crewdesk.tickets import bulk
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Ticket, TicketStatus
 
@@ -39,7 +40,7 @@ def store_chunk(*, db: Session, rows: Sequence[Row], backlog_id: int | None = No
     result = StoredChunk()
     valid = [(i, row, row.ticket) for i, row in enumerate(rows) if row.ticket is not None]
     result.rejected = [row for row in rows if row.ticket is None]
-    stored = tickets.submit_many(
+    stored = bulk.submit_many(
         db=db, tickets_in=[ticket for _, _, ticket in valid], backlog_id=backlog_id, raws=[raws[i] for i, _, _ in valid] if raws is not None else None
     )
     for (_, row, _), (ticket_id, created) in zip(valid, stored, strict=True):

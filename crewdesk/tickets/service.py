@@ -3,31 +3,24 @@ recorded (one ticket with its thread, runs and audit trail; a batch processed in
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import CursorResult, Table, func, insert, or_, select, tuple_, update
+from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crewdesk.audit import service as audit
-from crewdesk.audit.models import AuditEvent
-from crewdesk.db import table_of, utcnow
-from crewdesk.effects import service as effects
+from crewdesk.db import utcnow
 from crewdesk.errors import IllegalTransition, TicketNotFound
 from crewdesk.inbound.models import InboundEvent
-from crewdesk.runs import service as runs
 from crewdesk.runs.models import CrewRun
-from crewdesk.runs.service import RunSummary
 from crewdesk.tickets.models import TERMINAL, TRANSITIONS, Message, Ticket, TicketLink, TicketLinkKind, TicketStatus
-from crewdesk.tickets.schemas import TicketIn, TicketOutcome
+from crewdesk.tickets.schemas import TicketIn
 
 if TYPE_CHECKING:
-    from sqlalchemy.dialects.postgresql import Insert as PgInsert
-    from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+    pass
 
 
 def get(*, db: Session, ticket_id: int, lock: bool = False) -> Ticket:
@@ -206,79 +199,6 @@ def mark_queued(*, db: Session, ticket_ids: list[int]) -> int:
     return cast(CursorResult, db.execute(stmt)).rowcount
 
 
-def submit_many(*, db: Session, tickets_in: list[TicketIn], backlog_id: int | None = None, raws: list[dict] | None = None) -> list[tuple[int, bool]]:
-    """`submit` for a batch (backlog imports): one INSERT .. ON CONFLICT DO NOTHING for the tickets, one for their
-    first messages, one SELECT for keys that already existed. Returns (ticket id, created) per input, in order; a key
-    repeated within the batch is created once (its first occurrence) and a duplicate after that.
-    raws: what to keep in tickets.raw per input (default: the TicketIn, as `submit` keeps)."""
-    if not tickets_in:
-        return []
-    dialect = db.get_bind().dialect.name
-    upsert: Callable[[Table], PgInsert | SqliteInsert]
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as upsert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as upsert
-    else:  # pragma: no cover - only PostgreSQL and SQLite are supported
-        raise NotImplementedError(f"submit_many on {dialect}")
-    from crewdesk.db import utcnow
-
-    now = utcnow()
-    first: dict[tuple[str, str], int] = {}
-    values = []
-    for index, ticket_in in enumerate(tickets_in):
-        key = (ticket_in.source, ticket_in.external_id)
-        if key in first:
-            continue
-        first[key] = index
-        values.append(
-            dict(
-                source=ticket_in.source,
-                external_id=ticket_in.external_id,
-                customer=ticket_in.customer,
-                subject=ticket_in.subject,
-                body=ticket_in.body,
-                priority=ticket_in.priority,
-                status=TicketStatus.received,
-                backlog_id=backlog_id,
-                raw=raws[index] if raws is not None else ticket_in.model_dump(mode="json"),
-                created_at=now,
-                updated_at=now,
-            )
-        )
-    # Core executemany ("insertmanyvalues"): one cached statement in pages, where an ORM or multi-VALUES insert
-    # would compile thousands of parameters per chunk.
-    conn = db.connection()
-    stmt = upsert(table_of(Ticket)).on_conflict_do_nothing(index_elements=["source", "external_id"]).returning(Ticket.id, Ticket.source, Ticket.external_id)
-    created = {(s, e): i for i, s, e in conn.execute(stmt, values)}
-    existing = [key for key in first if key not in created]
-    found: dict[tuple[str, str], int] = {}
-    if existing:
-        rows = conn.execute(select(Ticket.id, Ticket.source, Ticket.external_id).where(tuple_(Ticket.source, Ticket.external_id).in_(existing)))
-        found = {(s, e): i for i, s, e in rows}
-    if created:
-        conn.execute(
-            insert(table_of(Message)),
-            [
-                dict(
-                    ticket_id=created[key],
-                    direction="inbound",
-                    author=tickets_in[first[key]].customer[:320],
-                    body=tickets_in[first[key]].body,
-                    delivery_attempts=0,
-                    created_at=now,
-                )
-                for key in created
-            ],
-        )
-    result = []
-    for index, ticket_in in enumerate(tickets_in):
-        key = (ticket_in.source, ticket_in.external_id)
-        fresh = key in created and first[key] == index
-        result.append((created[key] if key in created else found[key], fresh))
-    return result
-
-
 def customer_history(*, db: Session, customer: str, exclude_ticket_id: int | None = None, limit: int = 5) -> list[Ticket]:
     if not customer:
         return []
@@ -308,70 +228,6 @@ def touch(*, db: Session, ticket: Ticket) -> None:
     if ticket.status == TicketStatus.received:
         transition(ticket=ticket, to=TicketStatus.queued)
     ticket.updated_at = utcnow()
-
-
-@dataclass(frozen=True)
-class TicketView:
-    """Everything recorded about one ticket, loaded: the row, its messages in order, its crew runs and its audit trail."""
-
-    ticket: Ticket
-    messages: list[Message]
-    runs: list[RunSummary]
-    trail: list[AuditEvent]
-
-
-def view(*, db: Session, ref: str) -> TicketView:
-    """The ticket `ref` names (see lookup) with its thread, runs and audit trail (`crewdesk show`)."""
-    ticket = lookup(db=db, ref=ref)
-    return TicketView(
-        ticket=ticket, messages=list(ticket.messages), runs=runs.for_ticket(db=db, ticket_id=ticket.id), trail=audit.trail(db=db, ticket_id=ticket.id)
-    )
-
-
-@dataclass(frozen=True)
-class Processed:
-    """One ticket of a batch processed in this process, and what became of it."""
-
-    ticket: Ticket
-    run: RunSummary | None  # the run that processed it now; None when nothing ran
-    seconds: float  # the run's latency, else the pipeline's own timing
-    done: list[str]  # the writes completed in the store for it: "tool order_id"
-    note: str  # "already processed" when nothing ran, else why the ticket has its status
-    reply: str | None  # what the customer receives, when a run now answered them
-
-
-@dataclass(frozen=True)
-class BatchReport:
-    """A batch processed in this process (`crewdesk run`): each ticket, outcomes by status and the typical time."""
-
-    tickets: list[Processed]
-    by_status: dict[str, int]  # ordered by status
-    median_seconds: float | None  # per ticket that ran now (None when every one was already processed)
-
-
-def batch_report(*, db: Session, outcomes: Sequence[TicketOutcome]) -> BatchReport:
-    """Read back what processing `outcomes` left in the database."""
-    processed = []
-    for outcome in outcomes:
-        ticket = get(db=db, ticket_id=outcome.ticket_id)
-        run = runs.get(db=db, run_id=outcome.run_id) if outcome.run_id else None
-        done = [f"{e.tool} {e.arguments.get('order_id', '')}".strip() for e in effects.for_ticket(db=db, ticket_id=ticket.id)]
-        reply = ticket.resolution.get("customer_reply", "") if ticket.resolution and not outcome.reused else None
-        processed.append(
-            Processed(
-                ticket=ticket,
-                run=run,
-                seconds=run.latency_s if run and run.latency_s is not None else outcome.seconds,
-                done=done,
-                note="already processed" if outcome.reused else ticket.status_reason or "",
-                reply=reply,
-            )
-        )
-    counts: dict[str, int] = {}
-    for outcome in outcomes:
-        counts[outcome.status] = counts.get(outcome.status, 0) + 1
-    fresh = [o.seconds for o in outcomes if not o.reused]
-    return BatchReport(tickets=processed, by_status=dict(sorted(counts.items())), median_seconds=statistics.median(fresh) if fresh else None)
 
 
 # One conversation found in two tickets (e-mail that arrived out of order): merge the later into the thread's ticket
