@@ -75,6 +75,7 @@ class TicketPhases:
     builder: CrewBuilder
     procedures: Procedures | None
     router: Router | None  # the intent router; None when the procedures are off
+    risk: rules.RiskCheck | None  # the escalation regexes with the risk classifier beside the router; None: the regexes alone
     replies: dict[str, Any]
 
     def _crew(self, work: Work):
@@ -107,7 +108,12 @@ class TicketPhases:
             row = tickets.get(db=db, ticket_id=ticket.id, lock=True)
             row.category, row.priority, row.triage = triage.category, triage.priority, triage.model_dump(mode="json")
             hits = rules.escalation_hits(
-                db=db, ticket=row, triage=triage, repeat_days=self.settings.repeat_contact_days, repeat_threshold=self.settings.repeat_contact_threshold
+                db=db,
+                ticket=row,
+                triage=triage,
+                repeat_days=self.settings.repeat_contact_days,
+                repeat_threshold=self.settings.repeat_contact_threshold,
+                risk=self.risk,
             )
             if triage.confidence < floor:
                 hits.append(rules.RuleHit("low_confidence", f"{triage.confidence:.2f} < {floor:.2f}"))

@@ -28,6 +28,7 @@ from crewdesk.logging import bind, get_logger, unbind
 from crewdesk.memory import service as memory
 from crewdesk.memory.base import MemoryBackend, MemoryBackendError
 from crewdesk.settings import Settings
+from crewdesk.tickets import rules
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Ticket, TicketStatus
 from crewdesk.tickets.schemas import TicketOutcome, Triage
@@ -54,13 +55,27 @@ def build_router(settings: Settings, llm_factory: LLMFactory):
     return build(cache_dir=settings.home / "cache" / "routing", llm=llm, design=settings.router)
 
 
+def build_risk(settings: Settings) -> rules.RiskCheck:
+    """The combined risk check: the escalation regexes, then the risk classifier (loaded with the first ticket)."""
+    from crewdesk.routing.risk import RiskClassifier
+
+    return rules.risk_check(RiskClassifier(cache_dir=settings.home / "cache" / "routing"))
+
+
 class TicketBusy(Exception):
     """Another worker holds this ticket."""
 
 
 class Pipeline(TicketPhases):
     def __init__(
-        self, *, settings: Settings, session_factory: sessionmaker[Session], llm_factory: LLMFactory, config: CrewConfig | None = None, router=None
+        self,
+        *,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        llm_factory: LLMFactory,
+        config: CrewConfig | None = None,
+        router=None,
+        risk: rules.RiskCheck | None = None,
     ) -> None:
         self.settings = settings
         self.session_factory = session_factory
@@ -71,6 +86,10 @@ class Pipeline(TicketPhases):
         if settings.procedures:
             self.procedures = load_procedures(settings.tasks_dir / "procedures", policy_rules=set(POLICY_RULES), roles=set(self.config.roles))
         self.router = router if router is not None or not settings.procedures else build_router(settings, llm_factory)
+        # Risk (legal, security, data loss, self-harm, threats) beside the intents: the regexes as a fast first pass, the
+        # MiniLM classifier over the same embedder for plain wording (crewdesk/tickets/rules.py). With the router it
+        # builds; a caller that brings its own router brings its own risk check, or gets the regexes alone.
+        self.risk = risk if risk is not None or router is not None or not settings.procedures else build_risk(settings)
         audit_listener.install(session_factory)
         self.memory = self._open_memory(settings)
         self.builder = CrewBuilder(
