@@ -90,3 +90,64 @@ def test_every_example_ticket_gets_its_expected_outcome_in_the_customers_languag
     result = cli("eval", "examples", "--provider", "scripted", env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "12/12 tickets got their expected outcome" in result.stdout
+
+
+def test_email_import_on_a_fresh_home_creates_the_schema_and_an_old_one_is_upgraded(tmp_path):
+    """A new user's path: no `crewdesk init` first. SQLite is the quickstart's database: any command that needs the
+    schema creates it, or upgrades one an older crewdesk left."""
+    import shutil
+
+    from crewdesk.db import make_engine
+    from crewdesk.migrate import downgrade
+
+    mail = tmp_path / "mail"
+    shutil.copytree(ROOT / "tests/fixtures/email/recovery", mail, ignore=shutil.ignore_patterns("README*"))
+    env = {"CREWDESK_HOME": str(tmp_path / "home"), "CREWDESK_DATABASE_URL": "", "CREWDESK_LOG_LEVEL": "WARNING"}
+    imported = cli("email", "import", str(mail), env=env)
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    assert "created 6, follow-ups 0, duplicates 0, ignored 0, rejected 0" in imported.stdout, imported.stdout
+    shown = cli("show", "email:recovery-4@example.com", env=env)
+    assert shown.returncode == 0 and "The black king ♚ is missing" in shown.stdout, shown.stderr
+
+    url = f"sqlite:///{tmp_path / 'home' / 'crewdesk.db'}"
+    downgrade(url, "0009")  # as a crewdesk before the thread index left it
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one().startswith("0009")
+    engine.dispose()
+    again = cli("email", "import", str(mail), env=env)
+    assert again.returncode == 0 and "duplicates 6" in again.stdout, again.stderr[-2000:]
+    for command in (("kpi",), ("approvals", "list"), ("audit", "verify")):
+        assert cli(*command, env=env).returncode == 0, command
+
+
+def test_on_postgresql_without_the_schema_a_command_names_the_command_to_run(tmp_path, redis_url):
+    """PostgreSQL is shared by the workers, the API and the poller: a command never migrates it behind their back.
+    Without the schema, or with an older one, it says in one line what to run."""
+    import uuid
+
+    import psycopg
+
+    from crewdesk.migrate import downgrade
+    from tests.conftest import PG_ADMIN_URL
+
+    name = f"crewdesk_test_empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"{PG_ADMIN_URL.rpartition('/')[0]}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+    (tmp_path / "mail").mkdir()
+    (tmp_path / "mail" / "one.eml").write_bytes((ROOT / "tests/fixtures/email/recovery/two-content-type-fields.eml").read_bytes())
+    env = {"CREWDESK_HOME": str(tmp_path / "home"), "CREWDESK_DATABASE_URL": url, "CREWDESK_BROKER_URL": redis_url, "CREWDESK_LOG_LEVEL": "WARNING"}
+    try:
+        fresh = cli("email", "import", str(tmp_path / "mail"), env=env)
+        assert fresh.returncode == 2 and fresh.stderr.strip() == "error: the database has no crewdesk schema yet: run `crewdesk init` to create it"
+        assert cli("init", env=env).returncode == 0
+        imported = cli("email", "import", str(tmp_path / "mail"), env=env)
+        assert imported.returncode == 0 and "created 1," in imported.stdout, imported.stderr[-2000:]
+        downgrade(url, "0009")
+        old = cli("show", "1", env=env)
+        assert old.returncode == 2 and len(old.stderr.strip().splitlines()) == 1, old.stderr
+        assert old.stderr.startswith("error: the database schema is at revision 0009") and old.stderr.strip().endswith("run `crewdesk init` to upgrade it")
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.db import make_engine, make_session_factory
 from crewdesk.logging import configure_logging
-from crewdesk.migrate import upgrade
+from crewdesk.migrate import ensure_schema, upgrade
 from crewdesk.runs.service import RunSummary
 from crewdesk.settings import Settings, load_settings, quiet_crewai_env
 
@@ -29,7 +29,15 @@ def load_config(**overrides: object) -> Settings:
 
 
 def sessions(settings: Settings) -> sessionmaker[Session]:
+    """Sessions on a database that has the schema: SQLite (the quickstart) is created or upgraded first; PostgreSQL
+    without it ends the command with one line naming `crewdesk init` (crewdesk.migrate.ensure_schema)."""
+    ensure_schema(settings.database_url)
     return make_session_factory(make_engine(settings.database_url))
+
+
+def require_schema(settings: Settings) -> None:
+    """For a command that reaches the database through something else (the worker, the API): the same check, first."""
+    ensure_schema(settings.database_url)
 
 
 def migrate(settings: Settings) -> None:

@@ -10,7 +10,7 @@ import typer
 import uvicorn
 from rich.table import Table
 
-from crewdesk.cli.common import console, err, load_config, migrate, redact
+from crewdesk.cli.common import console, err, load_config, migrate, redact, require_schema
 from crewdesk.llm import breaker
 from crewdesk.llm.local import local_model
 from crewdesk.metrics.worker import prepare_multiproc_dir, serve
@@ -37,6 +37,7 @@ def worker(
 ) -> None:
     """Run the Celery worker for the tickets queue (starts the local model server when that is the provider)."""
     settings = load_config(worker_concurrency=concurrency)
+    require_schema(settings)  # its tasks read and write tickets: SQLite is upgraded, PostgreSQL must have had `crewdesk init`
     # Before anything imports prometheus_client: the children inherit multiprocess mode and write per-pid files.
     metrics_dir = prepare_multiproc_dir(settings)
     from workers.app import configure
@@ -72,6 +73,7 @@ def api(
     from crewdesk.api import create_app
 
     settings = load_config()
+    require_schema(settings)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
