@@ -32,7 +32,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-try:  # imported as bench.intake by tests/test_backlog.py, or run as a script from bench/
+try:  # imported as bench.intake by tests/integration/test_backlog.py, or run as a script from bench/
     from bench.benchdb import create_db, drop_db
 except ImportError:
     from benchdb import create_db, drop_db

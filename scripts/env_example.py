@@ -1,4 +1,4 @@
-"""Regenerate .env.example from crewdesk/settings.py (tests/test_units.py checks they agree)."""
+"""Regenerate .env.example from crewdesk/settings.py (tests/unit/test_units.py checks they agree)."""
 
 from pathlib import Path
 

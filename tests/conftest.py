@@ -20,7 +20,7 @@ os.environ.update(
     CREWAI_STORAGE_DIR=str(_HOME / "crewai"),
     CREWDESK_HOME=str(_HOME),
     CREWDESK_LLM_PROVIDER="scripted",
-    CREWDESK_PROCEDURES="false",  # the crew path; tests/test_procedures.py turns procedures on with its own router
+    CREWDESK_PROCEDURES="false",  # the crew path; tests/integration/test_procedures.py turns procedures on with its own router
     CREWDESK_LOG_JSON="true",
     CREWDESK_LOG_LEVEL="WARNING",
     CREWDESK_LLM_BREAKER_PREFIX="crewdesk-test:breaker",  # circuit-breaker state the tests leave in Redis stays apart
@@ -184,7 +184,7 @@ def worker_env(pg_url, redis_url, tmp_path):
         CREWDESK_DATABASE_URL=pg_url,
         CREWDESK_BROKER_URL=redis_url,
         CREWDESK_LLM_PROVIDER="scripted",
-        CREWDESK_PROCEDURES="false",  # the crew path; tests/test_procedures.py turns procedures on with its own router
+        CREWDESK_PROCEDURES="false",  # the crew path; tests/integration/test_procedures.py turns procedures on with its own router
         CREWDESK_SCRIPTED_LATENCY_MS="0",
         CREWDESK_HOME=str(tmp_path / "home"),
     )
@@ -204,3 +204,12 @@ def start_worker(worker_env, tmp_path):
     yield start
     for worker in workers:
         worker.stop()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The folder gives the kind: tests/unit runs in-process with no services; tests/integration talks to real servers.
+    `pytest -m unit` or `pytest -m integration` runs one kind (or name the folder)."""
+    for item in items:
+        kind = item.path.parent.name
+        if kind in ("unit", "integration"):
+            item.add_marker(getattr(pytest.mark, kind))

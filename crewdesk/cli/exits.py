@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from typer._click.exceptions import ClickException as TyperClickException
 
 # By the nearest class in the error's MRO. NotFound and Conflict keep the 2 every expected error has had (crewdesk/errors.py
-# proposes 3 and 4): scripts and tests (tests/test_cli.py: an unknown ticket, an unknown approval) rely on it. Give either
+# proposes 3 and 4): scripts and tests (tests/integration/test_cli.py: an unknown ticket, an unknown approval) rely on it. Give either
 # its own code here, and nowhere else.
 ERROR_CODES: dict[type[CrewdeskError], int] = {NotFound: 2, Conflict: 2, CrewdeskError: 2}
 

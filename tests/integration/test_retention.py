@@ -10,7 +10,7 @@ from crewdesk.memory.embeddings import local_embedder
 from crewdesk.memory.lance import LanceBackend
 from crewdesk.memory.service import customer_key
 from crewdesk.settings import Settings
-from tests.test_memory_contract import interaction
+from tests.integration.test_memory_contract import interaction
 from workers.app import beat_schedule, configure
 
 

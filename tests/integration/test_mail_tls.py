@@ -12,8 +12,8 @@ from crewdesk.connectors.base import OutboundMessage, tls_context
 from crewdesk.connectors.imap import ImapMailbox
 from crewdesk.connectors.smtp import SmtpReplyChannel
 from crewdesk.errors import CrewdeskError, TransientError
+from tests.integration.test_email_imap import SUPPORT, append, email_tickets, flags, mail, poll
 from tests.mailservers import PASSWORD, Dovecot, SmtpServer, TlsFiles, dovecot_missing, make_tls_files
-from tests.test_email_imap import SUPPORT, append, email_tickets, flags, mail, poll
 
 
 @pytest.fixture(scope="module")

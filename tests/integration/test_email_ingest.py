@@ -2,7 +2,7 @@
 and `crewdesk email import` on a Maildir and an mbox.
 
 Fixtures are in tests/fixtures/email; where each comes from (CPython's email tests, the Ruby mail
-gem, MimeKit, mailgun/talon, zapier/email-reply-parser) and its licence are in tests/test_email_parse.py's docstring
+gem, MimeKit, mailgun/talon, zapier/email-reply-parser) and its licence are in tests/unit/test_email_parse.py's docstring
 and that folder's SOURCES.md.
 """
 
@@ -25,7 +25,7 @@ from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Attachment, Message, Ticket, TicketStatus
 from crewdesk.tickets.schemas import MAX_BODY_CHARS
 from tests.helpers import CREWDESK, ROOT
-from tests.test_email_parse import FIXTURES, fixture_messages, mail
+from tests.unit.test_email_parse import FIXTURES, fixture_messages, mail
 
 # What the whole fixture corpus becomes: 369 messages once the mbox files are split (and files that start with an
 # mbox envelope line are read as one-message mboxes): the 363 of the shared corpora and the 6 of recovery/ (the

@@ -29,7 +29,7 @@ from crewdesk.migrate import upgrade
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket, TicketLink, TicketLinkKind, TicketStatus
 from tests.conftest import PG_ADMIN_URL
-from tests.test_pipeline import make_pipeline
+from tests.integration.test_pipeline import make_pipeline
 
 SEEDS = (7, 2024, 31337)
 

@@ -2,7 +2,7 @@
 check the store's policy in code, act through the gate, answer with the facts in the customer's language.
 
 The model is the scripted one (its decisions are planned per test, or the first value the schema allows), and the
-router is a stand-in that returns the intents each test names: the routers have their own tests (tests/test_routing.py)."""
+router is a stand-in that returns the intents each test names: the routers have their own tests (tests/unit/test_routing.py)."""
 
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def test_an_unknown_customer_is_asked_who_they_are_and_nothing_is_touched(settin
 def test_procedure_yaml_is_checked_against_the_code(tmp_path):
     from pathlib import Path
 
-    source = Path(__file__).resolve().parents[1] / "tasks" / "procedures"
+    source = Path(__file__).resolve().parents[2] / "tasks" / "procedures"
     (tmp_path / "replies.yaml").write_text((source / "replies.yaml").read_text())
     (tmp_path / "procedures.yaml").write_text(
         (source / "procedures.yaml")

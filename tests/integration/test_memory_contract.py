@@ -3,7 +3,7 @@ embedding-version mismatch. LanceDB (the embedded default) always runs, on real 
 
 Weaviate runs only when WEAVIATE_URL is set (e.g. WEAVIATE_URL=http://127.0.0.1:8080, gRPC on WEAVIATE_GRPC_PORT,
 default 50051): no Weaviate server can run on our development machines, so here those cases are skipped, and the
-adapter is kept honest against the weaviate-client v4 API by tests/test_knowledge.py's offline checks."""
+adapter is kept honest against the weaviate-client v4 API by tests/integration/test_knowledge.py's offline checks."""
 
 from __future__ import annotations
 

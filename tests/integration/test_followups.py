@@ -7,7 +7,7 @@ from sqlalchemy import select
 from crewdesk.db import transaction
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket
-from tests.test_pipeline import make_pipeline
+from tests.integration.test_pipeline import make_pipeline
 
 
 def _outbound(session_factory, ticket_id):

@@ -17,7 +17,7 @@ from crewdesk.metrics import kpi
 from crewdesk.runs.models import CrewRun
 from crewdesk.tickets.models import Message, Ticket
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")
 D1 = datetime(2025, 3, 3, tzinfo=UTC)
 SINCE = datetime(2025, 3, 1, tzinfo=UTC)

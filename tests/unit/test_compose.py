@@ -9,7 +9,7 @@ import yaml
 from crewdesk.cli import app
 from crewdesk.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_compose_env_names_are_real_settings_and_commands_exist():

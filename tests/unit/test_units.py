@@ -19,7 +19,7 @@ from crewdesk.tickets.models import TERMINAL, TRANSITIONS, Ticket, TicketStatus
 from crewdesk.tickets.schemas import Resolution, Triage
 from crewdesk.tickets.service import transition
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_happy_path_transitions():

@@ -34,7 +34,7 @@ from crewdesk.tickets.schemas import TicketIn
 from tests.conftest import REDIS_URL
 from tests.helpers import CREWDESK, ROOT
 
-FIXTURES = Path(__file__).parent / "fixtures" / "backlog"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "backlog"
 
 
 class Recorder:

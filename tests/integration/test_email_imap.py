@@ -30,7 +30,7 @@ from crewdesk.tickets.models import Message, Ticket
 from crewdesk.tickets.schemas import TicketIn
 from tests.mailservers import PASSWORD, Dovecot, SmtpServer, dovecot_missing
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SUPPORT = "support@crewdesk.test"
 
 
@@ -279,7 +279,7 @@ def test_every_fixture_goes_through_the_poller_without_stopping_it(mail_settings
     ignored/rejected record with its reason; none makes the poll fail, and every one is marked read."""
     import imaplib
 
-    from tests.test_email_parse import fixture_messages
+    from tests.unit.test_email_parse import fixture_messages
 
     appended = 0
     with Dovecot.client_for(mail_settings) as client:
@@ -338,7 +338,7 @@ def test_sigkill_of_the_poller_loses_nothing_and_duplicates_nothing(mail_setting
     queue_file = tmp_path / "queued.txt"
 
     child = subprocess.run(
-        [sys.executable, "-m", "tests.test_email_imap"],
+        [sys.executable, "-m", "tests.integration.test_email_imap"],
         env=_child_env(mail_settings, queue_file, kill_at, 3),
         cwd=ROOT,
         capture_output=True,

@@ -38,7 +38,7 @@ from crewdesk.runs.models import CrewRun
 from crewdesk.tickets.models import Message, Ticket
 from tests import helpers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")
 DOCUMENTED = {re.sub(r"_total$", "", name) for name in re.findall(r"crewdesk_[a-z_]+", crewdesk.metrics.__doc__)}  # family names
 

@@ -2,7 +2,7 @@
 against the ASGI app and the real PostgreSQL, and every response must match the schema and never be a 5xx.
 
 The queue is a no-op `enqueue`. Webhook bodies are signed with the test secret here (schemathesis cannot compute an
-HMAC), so the webhook's processing is fuzzed too; its refusals are covered in tests/test_jira_webhook.py."""
+HMAC), so the webhook's processing is fuzzed too; its refusals are covered in tests/integration/test_jira_webhook.py."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ replays, loop protection, and replies posted back as JSM comments.
 
 In-process (FastAPI's TestClient) against the real PostgreSQL. Jira Cloud cannot run here, so the JSM REST API is
 mocked by a local HTTP server (a thread with http.server on 127.0.0.1) that asserts the exact requests. The queue is
-replaced by a recording `enqueue` passed to create_app (the same hook tests/test_api.py uses), which also checks that
+replaced by a recording `enqueue` passed to create_app (the same hook tests/integration/test_api.py uses), which also checks that
 the ticket is already committed when it is enqueued."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from crewdesk.tickets.models import Message, Ticket
 from crewdesk.tickets.schemas import TicketIn
 from tests.helpers import JsonStandIn, http_stand_in
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "jira-webhooks"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "jira-webhooks"
 SECRET = "whsec-test-3f9a"
 BOT = "5c5f880629be9642ba529340"  # the accountId that writes the Cloud comment fixtures
 

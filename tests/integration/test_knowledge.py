@@ -20,7 +20,7 @@ from crewdesk.memory.embeddings import OpenAICompatibleEmbedder, local_embedder
 from crewdesk.memory.service import DEMO_KB, customer_key, redact, summarise
 from tests.helpers import JsonStandIn, http_stand_in
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")
 
 

@@ -21,7 +21,7 @@ from contextlib import closing
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ("agents", "tasks", "migrations", "alembic.ini")  # the checkout's, shipped as crewdesk/_bundled/<the same path>
 TICKET = {
     "id": "WHEEL-1",

@@ -18,7 +18,7 @@ from crewdesk.routing.risk import BITEXT_EVAL_EVERY, LABELS, RISK_LABELS, PartSc
 from crewdesk.tickets import rules
 from crewdesk.tickets.models import Ticket
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EVAL = ROOT / "bench" / "risk_eval.jsonl"
 
 STOLEN_CARD = "My credit card has been stolen"  # the plain wording the security regex misses

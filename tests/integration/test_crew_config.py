@@ -21,7 +21,7 @@ from crews.config import (
 from tools.gate import Gate
 from tools.registry import REGISTRY
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

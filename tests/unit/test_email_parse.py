@@ -22,7 +22,7 @@ from crewdesk.intake.email.cleaning import clean_reply
 from crewdesk.intake.email.parse import EmailRejected, parse_email, subject_tag, synthetic_message_id
 from crewdesk.intake.email.sources import EmailSourceError, iter_messages
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "email"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "email"
 NOT_MAIL = ("LICENSE", "SOURCES", "README", "PSF-LICENSE", "MIT-LICENSE")
 OWN = frozenset({"support@example.com"})
 ALLOWED = ["image/*", "application/pdf", "text/plain", "text/csv", "message/rfc822"]

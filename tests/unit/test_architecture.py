@@ -39,7 +39,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ROOT_PACKAGES = ("crewdesk", "crews", "tools", "workers")
 
 # Top to bottom; see the module docstring for why each module sits where it does.
@@ -232,10 +232,10 @@ def test_outside_references_are_caught_and_words_are_not():
         f'p = os.path.join(BASE, "{s}", "datasets")',
         f"DEFAULT = PROJECT_{root}.parent / 'x'",
         f"Copied unchanged from `{up}/{s}/datasets/abcd/`",
-        f"HERE = Path({f}).parents[2]",  # tests/ is one level deep: parents[2] is beside the clone
+        f"HERE = Path({f}).parents[3]",  # tests/integration/ is two levels deep: parents[3] is beside the clone
     ]
     for line in caught:
-        assert outside_references("tests/test_x.py", line), line
+        assert outside_references("tests/integration/test_x.py", line), line
     fine = [
         "Build one LLM per agent per ticket (a shared instance double-counts tokens).",
         "shared = set(db.execute(select(Attachment.sha256)).scalars())",
@@ -244,9 +244,9 @@ def test_outside_references_are_caught_and_words_are_not():
         f'FIXTURES = Path({f}).resolve().parent / "fixtures" / "email"',
     ]
     for line in fine:
-        assert not outside_references("tests/test_x.py", line), line
+        assert not outside_references("tests/integration/test_x.py", line), line
     assert not outside_references("crewdesk/store/x.py", f"ROOT = Path({f}).resolve().parents[2]")  # the repository root
     anchor = f'ANCHOR = {root} / "{up}" / "{s}" / "bench"  # {ANCHOR_MARKER}; skipped when absent'
     assert not outside_references("bench/anchor.py", anchor)
-    assert outside_references("tests/test_x.py", anchor)  # only a benchmark may
+    assert outside_references("tests/integration/test_x.py", anchor)  # only a benchmark may
     assert outside_references("bench/anchor.py", anchor + f'\nDATA = "{up}/{s}/datasets/x"')  # and only the anchor
