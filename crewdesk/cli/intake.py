@@ -41,12 +41,14 @@ def email_import(path: Annotated[Path, typer.Argument(help="An .eml file, a dire
         counts[result.status] += 1
         if result.status == "rejected":
             err.print(f"rejected {ref}: {result.reason} (recorded as failed ticket {result.ticket_id})", highlight=False)
+        elif result.status == "needs_person":
+            err.print(f"for a person {ref}: {result.reason} (escalated ticket {result.ticket_id})", highlight=False)
         if result.ticket_id is not None and (result.needs_run or result.status == "created"):
             to_enqueue[result.ticket_id] = None
     admit([Stored(ticket_id, needs_run=True) for ticket_id in to_enqueue], enqueuer=enqueuer(settings, factory))
     console.print(
         f"created {counts['created']}, follow-ups {counts['follow_up']}, duplicates {counts['duplicate']}, "
-        f"ignored {counts['ignored']}, rejected {counts['rejected']}; queued {len(to_enqueue)}"
+        f"ignored {counts['ignored']}, for a person {counts['needs_person']}, rejected {counts['rejected']}; queued {len(to_enqueue)}"
     )
     if counts["rejected"]:
         raise typer.Exit(1)

@@ -105,7 +105,7 @@ def test_email_import_on_a_fresh_home_creates_the_schema_and_an_old_one_is_upgra
     env = {"CREWDESK_HOME": str(tmp_path / "home"), "CREWDESK_DATABASE_URL": "", "CREWDESK_LOG_LEVEL": "WARNING"}
     imported = cli("email", "import", str(mail), env=env)
     assert imported.returncode == 0, imported.stderr[-2000:]
-    assert "created 6, follow-ups 0, duplicates 0, ignored 0, rejected 0" in imported.stdout, imported.stdout
+    assert "created 6, follow-ups 0, duplicates 0, ignored 0, for a person 0, rejected 0" in imported.stdout, imported.stdout
     shown = cli("show", "email:recovery-4@example.com", env=env)
     assert shown.returncode == 0 and "The black king ♚ is missing" in shown.stdout, shown.stderr
 

@@ -266,7 +266,7 @@ def test_email_import_reads_a_maildir_and_an_mbox(session_factory, pg_url, redis
     box.add(b"not a mail at all\n")
     first = cli("email", "import", str(tmp_path / "Maildir"), env=env)
     assert first.returncode == 1, first.stderr  # a rejection is reported, and the rest imported
-    assert "created 1, follow-ups 1, duplicates 0, ignored 1, rejected 1; queued 1" in first.stdout, first.stdout + first.stderr
+    assert "created 1, follow-ups 1, duplicates 0, ignored 1, for a person 1, rejected 1; queued 1" in first.stdout, first.stdout + first.stderr
     assert "rejected " in first.stderr and "not an RFC 5322 message: no header fields (first line: 'not a mail at all')" in first.stderr
 
     mbox = mailbox.mbox(tmp_path / "archive.mbox")
@@ -278,7 +278,7 @@ def test_email_import_reads_a_maildir_and_an_mbox(session_factory, pg_url, redis
     mbox.flush()
     second = cli("email", "import", str(tmp_path / "archive.mbox"), env=env)
     assert second.returncode == 0, second.stderr
-    assert "created 1, follow-ups 1, duplicates 1, ignored 0, rejected 0; queued 1" in second.stdout, second.stdout
+    assert "created 1, follow-ups 1, duplicates 1, ignored 0, for a person 0, rejected 0; queued 1" in second.stdout, second.stdout
     with session_factory() as db:
         live = list(db.execute(select(Ticket).where(Ticket.status.not_in([TicketStatus.failed, TicketStatus.escalated])).order_by(Ticket.id)).scalars())
         assert [t.status for t in live] == ["queued", "queued"]
