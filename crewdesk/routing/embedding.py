@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -52,6 +52,26 @@ def segments(text: str) -> list[str]:
         else:
             out.append(carry)
     return out[:MAX_SEGMENTS]
+
+
+def cached_vectors(path: Path | None, shape: tuple[int, int], embed: Callable[[], np.ndarray]) -> np.ndarray:
+    """Vectors read from `path` (a .npy cache) when it holds `shape`, else `embed()`ed and written there atomically
+    (readers never see half a file). An unreadable or mis-shaped cache is embedded again and replaced."""
+    if path is not None and path.exists():
+        try:
+            vectors = np.load(path)
+        except (OSError, ValueError):
+            vectors = None
+        if vectors is not None and vectors.shape == shape:
+            return vectors
+    vectors = embed()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        with partial.open("wb") as handle:
+            np.save(handle, vectors)
+        os.replace(partial, path)
+    return vectors
 
 
 @dataclass(frozen=True)
@@ -141,21 +161,7 @@ class EmbeddingRouter:
 
     def _example_vectors(self, cache_dir: Path | str | None) -> np.ndarray:
         path = self.cache_path(cache_dir) if cache_dir is not None else None
-        if path is not None and path.exists():
-            try:
-                vectors = np.load(path)
-            except (OSError, ValueError):  # unreadable: embed again and replace it
-                vectors = None
-            if vectors is not None and vectors.shape == (len(self.examples), self.embedder.dimension):
-                return vectors
-        vectors = self.embed([e.text for e in self.examples])
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.partial")
-            with partial.open("wb") as handle:
-                np.save(handle, vectors)
-            os.replace(partial, path)  # readers never see half a file
-        return vectors
+        return cached_vectors(path, (len(self.examples), self.embedder.dimension), lambda: self.embed([e.text for e in self.examples]))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         return np.asarray(self.embedder.embed_documents(list(texts)), dtype=np.float32).reshape(len(texts), -1)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import json
-import os
 import re
 import threading
 from collections.abc import Iterable, Sequence
@@ -27,7 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from crewdesk.memory.embeddings import Embedder, local_embedder
-from crewdesk.routing.embedding import segments
+from crewdesk.routing.embedding import cached_vectors, segments
 from crewdesk.routing.examples import bitext_examples
 
 RISK_LABELS: tuple[str, ...] = ("legal_threat", "security", "data_loss", "self_harm", "threat")
@@ -200,21 +199,7 @@ class RiskClassifier:
 
     def _load_or_embed(self) -> np.ndarray:
         path = self.cache_path(self.cache_dir) if self.cache_dir is not None else None
-        if path is not None and path.exists():
-            try:
-                vectors = np.load(path)
-            except (OSError, ValueError):  # unreadable: embed again and replace it
-                vectors = None
-            if vectors is not None and vectors.shape == (len(self.examples), self.embedder.dimension):
-                return vectors
-        vectors = self.embed([e.text for e in self.examples])
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.partial")
-            with partial.open("wb") as handle:
-                np.save(handle, vectors)
-            os.replace(partial, path)  # readers never see half a file
-        return vectors
+        return cached_vectors(path, (len(self.examples), self.embedder.dimension), lambda: self.embed([e.text for e in self.examples]))
 
     def warm(self) -> None:
         """Load the model and the exemplar vectors now rather than on the first ticket."""
