@@ -4,7 +4,7 @@ recorded (one ticket with its thread, runs and audit trail; a batch processed in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import CursorResult, func, or_, select, update
@@ -128,15 +128,28 @@ def find_by_message_ids(*, db: Session, source: str, message_ids: list[str]) -> 
     return row
 
 
+def written_at(message: Message) -> datetime:
+    """When a message was written: an e-mail's Date header (mail imported or threaded out of order keeps its place),
+    else when crewdesk stored it. A Date without a zone is taken as UTC."""
+    stamped = (message.meta or {}).get("date") if message.direction == "inbound" else None
+    if isinstance(stamped, str):
+        try:
+            when = datetime.fromisoformat(stamped)
+        except ValueError:
+            return message.created_at
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return message.created_at
+
+
 def conversation(*, db: Session, ticket: Ticket) -> str:
     """What the crew reads: the ticket text, or with follow-ups the whole thread in order (customer and our replies)."""
     messages = list(db.execute(select(Message).where(Message.ticket_id == ticket.id, Message.direction != "internal").order_by(Message.id)).scalars())
     if sum(1 for m in messages if m.direction == "inbound") <= 1:
         return ticket.body
     parts = []
-    for m in messages:
+    for m in sorted(messages, key=lambda m: (written_at(m), m.id)):  # a late parent reads before its replies
         who = "Customer" if m.direction == "inbound" else "Support (our earlier reply)"
-        parts.append(f"--- {who}, {m.created_at:%Y-%m-%d %H:%M} ---\n{m.body}")
+        parts.append(f"--- {who}, {written_at(m):%Y-%m-%d %H:%M} ---\n{m.body}")
     parts.append("--- Answer the customer's latest message, using the conversation above. ---")
     return "\n\n".join(parts)
 

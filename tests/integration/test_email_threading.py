@@ -449,3 +449,24 @@ def test_mail_stored_before_the_index_is_indexed_by_the_migration():
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_the_crew_reads_a_late_parent_before_its_replies(session_factory, settings):
+    """Mail threaded out of order is read in the order it was written (its Date), not the order it arrived."""
+
+    def dated(name: str, date: str, refs: tuple[str, ...] = (), body: str = "") -> bytes:
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = "ina@customer.example", "support@example.com", "Broken kettle"
+        message["Message-ID"], message["Date"] = f"<{mid(name, 'o')}>", date
+        if refs:
+            message["References"] = message["In-Reply-To"] = f"<{mid(refs[0], 'o')}>"
+        message.set_content(body)
+        return message.as_bytes()
+
+    reply = ingest(session_factory, settings, dated("k2", "Wed, 02 Dec 2026 09:00:00 +0000", ("k1",), "Any news about the kettle?"))
+    parent = ingest(session_factory, settings, dated("k1", "Tue, 01 Dec 2026 09:00:00 +0000", body="My kettle arrived broken."))
+    assert parent.ticket_id == reply.ticket_id
+    with session_factory() as db:
+        text = tickets.conversation(db=db, ticket=db.get(Ticket, reply.ticket_id))
+    assert text.index("My kettle arrived broken.") < text.index("Any news about the kettle?")
+    assert "2026-12-01 09:00" in text and "2026-12-02 09:00" in text
