@@ -14,7 +14,7 @@ from crewdesk.cli.common import console, err, load_config, migrate, redact, requ
 from crewdesk.llm import breaker
 from crewdesk.llm.local import local_model
 from crewdesk.metrics.worker import prepare_multiproc_dir, serve
-from crewdesk.queues import Queue
+from crewdesk.queues import Queue, queue_depths
 
 app = typer.Typer()
 
@@ -106,9 +106,7 @@ def status() -> None:
     queues = Table(title="queues")
     for column in ("queue", "waiting"):
         queues.add_column(column)
-    for queue in Queue:
-        # kombu's Redis transport keeps one list per queue and priority step (default steps 0, 3, 6, 9).
-        names = [queue.value] + [f"{queue.value}\x06\x16{step}" for step in (3, 6, 9)]
-        queues.add_row(queue.value, str(sum(client.llen(name) for name in names)))
+    for queue, waiting in queue_depths(client, [q.value for q in Queue]).items():
+        queues.add_row(queue, str(waiting))
     queues.add_row("reserved by workers (incl. deferred, not yet due)", str(client.hlen("unacked")))
     console.print(queues)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.approvals.models import Approval, ApprovalStatus
 from crewdesk.logging import get_logger
+from crewdesk.queues import queue_depths
 from crewdesk.settings import Settings
 from crewdesk.tickets.models import Ticket
 
@@ -211,11 +212,8 @@ class DatabaseCollector(Collector):
     def _queue_depth(self) -> Metric:
         if self._redis is None:
             self._redis = self.redis_factory()
-        pipe = self._redis.pipeline(transaction=False)
-        for queue in self.queues:
-            pipe.llen(queue)
-        depths = pipe.execute()
-        family = GaugeMetricFamily("crewdesk_queue_depth", "Messages waiting on each Celery queue (Redis LLEN).", labels=["queue"])
-        for queue, depth in zip(self.queues, depths, strict=True):
-            family.add_metric([queue], int(depth))
+        depths = queue_depths(self._redis, self.queues)
+        family = GaugeMetricFamily("crewdesk_queue_depth", "Messages waiting on each Celery queue (Redis LLEN, every priority step).", labels=["queue"])
+        for queue, depth in depths.items():
+            family.add_metric([queue], depth)
         return family
