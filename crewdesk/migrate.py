@@ -3,16 +3,18 @@ needs (ensure_schema: every command that opens the database goes through it)."""
 
 from __future__ import annotations
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from typing import TYPE_CHECKING
+
 from sqlalchemy.engine import make_url
 
 from crewdesk.db import make_engine
 from crewdesk.errors import CrewdeskError
 from crewdesk.settings import project_path
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic is imported where it is used: every CLI module reaches this one, and `crewdesk --help` should not load it.
 MIGRATE_COMMAND = "crewdesk init"
 
 
@@ -21,6 +23,8 @@ class SchemaNotReady(CrewdeskError):
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     config = Config(str(project_path("alembic.ini")))
     config.set_main_option("script_location", str(project_path("migrations")))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -28,10 +32,14 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
 
 
 def downgrade(url: str, revision: str) -> None:
+    from alembic import command
+
     command.downgrade(alembic_config(url), revision)
 
 
@@ -45,6 +53,9 @@ def upgrades_itself(url: str) -> bool:
 def ensure_schema(url: str) -> None:
     """The database at `url` has the schema at head when this returns. SQLite: created or upgraded here. PostgreSQL:
     SchemaNotReady, whose one line names the command to run, when it has no schema or an older one."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     scripts = ScriptDirectory.from_config(alembic_config(url))
     heads = set(scripts.get_heads())
     engine = make_engine(url)
