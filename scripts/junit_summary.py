@@ -1,9 +1,10 @@
 """Read pytest's JUnit XML report and say what ran: scripts/test's verdict does not rest on the terminal output alone.
 
-  python scripts/junit_summary.py REPORT.xml PYTEST_EXIT_STATUS
+  python scripts/junit_summary.py REPORT.xml PYTEST_EXIT_STATUS [COLLECTED_FILE]
 
 Prints one line (tests, passed, failed, errors, skipped, seconds) and the failed tests' ids, and exits non-zero when
-anything failed, when pytest's exit status was not 0, or when the report is missing (pytest ended before writing it).
+anything failed, when pytest's exit status was not 0, when the report is missing (pytest ended before writing it), or
+when fewer tests ran than were collected (COLLECTED_FILE: the count tests/conftest.py writes after collection).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 
-def main(report: Path, status: int) -> int:
+def main(report: Path, status: int, collected: Path | None = None) -> int:
     if not report.is_file() or report.stat().st_size == 0:
         print(f"tests: pytest ended (exit status {status}) without writing its report {report}", file=sys.stderr)
         return status or 1
@@ -30,8 +31,12 @@ def main(report: Path, status: int) -> int:
             print(f"  FAILED {case.get('classname')}::{case.get('name')}")
     if failed or errors:
         return status or 1
+    expected = int(collected.read_text()) if collected is not None and collected.is_file() and collected.read_text().strip() else None
+    if expected is not None and total < expected:
+        print(f"tests: only {total} of the {expected} collected tests ran: the run ended early", file=sys.stderr)
+        return status or 1
     return status
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]), int(sys.argv[2])))
+    sys.exit(main(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None))

@@ -7,6 +7,7 @@ needs one). A guard makes any other outbound HTTP call from a test fail loudly.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -213,3 +214,25 @@ def pytest_collection_modifyitems(config, items):
         kind = item.path.parent.name
         if kind in ("unit", "integration"):
             item.add_marker(getattr(pytest.mark, kind))
+
+
+def pytest_collection_finish(session):
+    """scripts/test compares this count with the JUnit report's: a run that stops early without a failure (a signal
+    the process took for an exit, a library calling sys.exit) must not read as a pass."""
+    target = os.environ.get("CREWDESK_TEST_COLLECTED")
+    if target:
+        Path(target).write_text(str(len(session.items)))
+
+
+def pytest_configure(config):
+    """SIGTERM ends the run as a failure that says so. CrewAI's telemetry turns SIGTERM into SystemExit(0), which would
+    end pytest at once with exit status 0, the remaining tests unrun and the summary unprinted."""
+    import signal
+    import traceback
+
+    def terminated(signum, frame):
+        sys.stderr.write("\nthe test process received SIGTERM; the run stops here, as a failure. Where it was:\n")
+        sys.stderr.write("".join(traceback.format_stack(frame)))
+        pytest.exit("SIGTERM received during the run", returncode=143)
+
+    signal.signal(signal.SIGTERM, terminated)
