@@ -27,6 +27,7 @@ from crewdesk.llm.factory import LLMFactory
 from crewdesk.logging import bind, get_logger, unbind
 from crewdesk.memory import service as memory
 from crewdesk.memory.base import MemoryBackend, MemoryBackendError
+from crewdesk.runs.models import RunStatus
 from crewdesk.settings import Settings
 from crewdesk.tickets import rules
 from crewdesk.tickets import service as tickets
@@ -171,7 +172,9 @@ class Pipeline(TicketPhases):
             if kind is TransientError:
                 log.warning("ticket.transient_error", error=str(exc))
                 try:
-                    finish_run(self.session_factory, work, started, status=TicketStatus.queued, reason=f"retrying: {exc}", run_status="error", error=str(exc))
+                    finish_run(
+                        self.session_factory, work, started, status=TicketStatus.queued, reason=f"retrying: {exc}", run_status=RunStatus.error, error=str(exc)
+                    )
                 except Exception as finish_exc:  # noqa: BLE001 - the database is still away: the run stays `running` and the retry interrupts it
                     log.warning("ticket.finish_failed", error=f"{type(finish_exc).__name__}: {finish_exc}")
                 raise TransientError(str(exc)) from exc
@@ -182,7 +185,7 @@ class Pipeline(TicketPhases):
                 started,
                 status=TicketStatus.failed,
                 reason=f"{type(exc).__name__}: {exc}",
-                run_status="error",
+                run_status=RunStatus.error,
                 error=f"{type(exc).__name__}: {exc}",
             )
         finally:

@@ -16,7 +16,7 @@ from crewdesk.approvals import service as approvals
 from crewdesk.audit import service as audit
 from crewdesk.db import transaction, utcnow
 from crewdesk.llm.factory import estimate_cost
-from crewdesk.runs.models import CrewRun
+from crewdesk.runs.models import CrewRun, RunStatus
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket, TicketStatus
 from crewdesk.tickets.schemas import MAX_BODY_CHARS, TicketOutcome, Triage
@@ -32,7 +32,9 @@ def begin_run(session_factory: sessionmaker[Session], ticket_id: int, celery_tas
         waiting = ticket.status == TicketStatus.awaiting_approval and approvals.pending_for(db=db, ticket_id=ticket.id)
         if tickets.is_terminal(ticket) or waiting:
             last = (
-                db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id, CrewRun.status == "completed").order_by(CrewRun.id.desc())).scalars().first()
+                db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id, CrewRun.status == RunStatus.completed).order_by(CrewRun.id.desc()))
+                .scalars()
+                .first()
             )
             return TicketOutcome(
                 ticket_id=ticket.id, run_id=last.id if last else None, status=ticket.status, category=ticket.category, priority=ticket.priority, reused=True
@@ -46,8 +48,8 @@ def begin_run(session_factory: sessionmaker[Session], ticket_id: int, celery_tas
             CursorResult,
             db.execute(
                 update(CrewRun)
-                .where(CrewRun.ticket_id == ticket_id, CrewRun.status == "running")
-                .values(status="interrupted", finished_at=utcnow(), error="worker stopped before the run finished"),
+                .where(CrewRun.ticket_id == ticket_id, CrewRun.status == RunStatus.running)
+                .values(status=RunStatus.interrupted, finished_at=utcnow(), error="worker stopped before the run finished"),
             ),
         ).rowcount
         if interrupted:
@@ -87,7 +89,7 @@ def finish_run(
     reply: str | None = None,
     note: str | None = None,
     triage: Triage | None = None,
-    run_status: str = "completed",
+    run_status: RunStatus = RunStatus.completed,
     error: str | None = None,
 ) -> TicketOutcome:
     seconds = time.perf_counter() - started

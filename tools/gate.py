@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.approvals import service as approvals
+from crewdesk.approvals.models import ApprovalStatus
 from crewdesk.audit import service as audit
 from crewdesk.connectors.base import RetailStore
 from crewdesk.db import transaction
@@ -201,9 +202,9 @@ class Gate:
                 arguments=arguments,
                 result={"approval_id": request.id, "amount": amount, "earlier": earlier, "rule": "approval_threshold"},
             )
-        if request.status == "approved":
+        if request.status == ApprovalStatus.approved:
             return None
-        if request.status == "rejected":
+        if request.status == ApprovalStatus.rejected:
             return f"REJECTED: a team member declined {operation.name} (approval #{request.id}: {request.reason}). It was NOT done."
         return (
             f"PENDING APPROVAL #{request.id}: {operation.name} would refund ${amount:.2f}"

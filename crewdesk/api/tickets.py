@@ -17,7 +17,7 @@ from crewdesk.db import transaction
 from crewdesk.intake.admit import Stored, admit
 from crewdesk.runs.models import CrewRun
 from crewdesk.tickets import service as tickets
-from crewdesk.tickets.models import Message
+from crewdesk.tickets.models import Message, TicketStatus
 from crewdesk.tickets.schemas import TicketIn
 
 router = APIRouter()
@@ -109,7 +109,7 @@ def submit(ticket_in: TicketSubmission, services: ServicesDep) -> SubmitResult:
     factory = services.session_factory
     with transaction(factory) as session:
         ticket, created = tickets.submit(db=session, ticket_in=ticket_in)
-    if admit([Stored(ticket.id, needs_run=created or ticket.status == "received")], enqueuer=services.enqueuer).queued:
+    if admit([Stored(ticket.id, needs_run=created or ticket.status == TicketStatus.received)], enqueuer=services.enqueuer).queued:
         with factory() as session:
             ticket = tickets.get(db=session, ticket_id=ticket.id)
     return SubmitResult(ticket_id=ticket.id, status=ticket.status, created=created)

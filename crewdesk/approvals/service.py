@@ -49,7 +49,7 @@ def listing(*, db: Session, status: str | None = "pending", ticket_id: int | Non
 
 
 def pending_for(*, db: Session, ticket_id: int) -> list[Approval]:
-    return listing(db=db, status="pending", ticket_id=ticket_id)
+    return listing(db=db, status=ApprovalStatus.pending, ticket_id=ticket_id)
 
 
 def decide(*, db: Session, approval_id: int, approve: bool, by: str, reason: str | None = None) -> Approval:

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from crewdesk.approvals.models import Approval
 from crewdesk.runs.models import CrewRun
-from crewdesk.tickets.models import TERMINAL, Message, Ticket
+from crewdesk.tickets.models import TERMINAL, Message, Ticket, TicketStatus
 
 AUDIT = table("audit_events", column("ticket_id"), column("kind"), column("name"), column("created_at"))
 FINAL = tuple(sorted(s.value for s in TERMINAL))
@@ -76,11 +76,11 @@ class Group:
 
     def add(self, t: TicketFacts) -> None:
         self.finished += 1
-        self.resolved += t.status == "resolved"
+        self.resolved += t.status == TicketStatus.resolved
         self.automated += t.automated
         self.first_contact += t.first_contact
-        self.escalated += t.status == "escalated"
-        self.failed += t.status == "failed"
+        self.escalated += t.status == TicketStatus.escalated
+        self.failed += t.status == TicketStatus.failed
         self.cost_usd += t.cost_usd
         self.handle_seconds.append(t.handle_seconds)
 

@@ -154,20 +154,20 @@ def conversation(*, db: Session, ticket: Ticket) -> str:
     return "\n\n".join(parts)
 
 
-def _printable(value: object) -> object:
+def without_nul(value: object) -> object:
     """PostgreSQL text and JSONB refuse NUL; keep the rest of bad input as evidence."""
     if isinstance(value, str):
         return value.replace("\x00", "\ufffd")
     if isinstance(value, dict):
-        return {str(_printable(k)): _printable(v) for k, v in value.items()}
+        return {str(without_nul(k)): without_nul(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_printable(v) for v in value]
+        return [without_nul(v) for v in value]
     return value
 
 
 def record_rejected(*, db: Session, source: str, external_id: str, reason: str, raw: dict | str | None) -> Ticket:
     """Keep bad input as a failed ticket with its reason, so nothing is silently dropped."""
-    external_id = str(_printable(external_id))
+    external_id = str(without_nul(external_id))
     existing = find(db=db, source=source, external_id=external_id)
     if existing is not None:
         return existing
@@ -175,8 +175,8 @@ def record_rejected(*, db: Session, source: str, external_id: str, reason: str, 
         source=source,
         external_id=external_id,
         status=TicketStatus.failed,
-        status_reason=_printable(reason),
-        raw=_printable(raw if isinstance(raw, dict) else {"text": str(raw)[:10_000]}),
+        status_reason=without_nul(reason),
+        raw=without_nul(raw if isinstance(raw, dict) else {"text": str(raw)[:10_000]}),
     )
     db.add(ticket)
     db.flush()
