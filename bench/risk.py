@@ -1,23 +1,28 @@
-"""Risk detection quality: one command, prints precision, recall and F1 per risk class and micro-averaged, for the
-escalation regexes alone, the risk classifier alone and the combined design, and the milliseconds per ticket.
+"""Risk detection quality: one command for both evaluation sets, each per half (dev, test).
 
-  .venv/bin/python bench/risk.py [--split all|dev|test] [--terms] [--variants] [--errors] [--cache-dir DIR]
+  .venv/bin/python bench/risk.py [--set all|risk_eval|other] [--terms] [--variants] [--errors] [--cache-dir DIR]
 
-The labelled set is bench/risk_eval.jsonl (described in bench/risk_eval.md): our own phrasings per risk class and harmless look-alikes,
+risk_eval (bench/risk_eval.jsonl, bench/risk_eval.md): our own phrasings per risk class and harmless look-alikes,
 written apart from the classifier's exemplars, plus every tenth Bitext train row as an ordinary ticket (the rows the
 classifier leaves out of its exemplars). A ticket may carry several risks; each (ticket, class) pair is one decision.
-Micro: over the five risk classes' pairs together.
+Micro: over the five risk classes' pairs together. Three designs:
 
 - regex: crewdesk.tickets.rules.scan_text, the five risk rules (urgent_outage is not scored: no class here).
 - classifier: crewdesk.routing.risk.RiskClassifier.hits (kNN over MiniLM vectors, whole ticket and sentences).
 - combined: crewdesk.tickets.rules.detect (regex hits stand unless overruled; the classifier adds what they miss).
 
+other (bench/risk_other/, its README): routine requests of other businesses (banking, insurance, telecom, ...), retail
+look-alikes of our demo store, prompt injections and a few genuine risks. Measured is the decision the pipeline makes
+(crews/phases.py asks rules.escalation_hits(..., risk=rules.risk_check(classifier))): a ticket is escalated when any
+rule fires (urgent_outage and injection included). Printed per half: routine and retail tickets falsely escalated
+(count, rate, by rule), P/R/F1 per label (the risks and injection), how many injections were escalated at all, and ms.
+
 ms/ticket: each ticket on its own, as the pipeline calls it (query embedded on one torch thread), median over the set.
 
---terms: on the dev half, which regex words fired on gold tickets and which on harmless ones: how rules.AMBIGUOUS was
-chosen. --variants: on the dev half, the classifier's k, share threshold and nearest-similarity floor, and the
-overrule's none-share, each set beside the default: how the defaults were chosen. The dev/test halves alternate rows
-within each group (the file's `split`); the defaults were picked on dev only, so test is the check.
+--terms: on risk_eval's dev half, which regex words fired on gold tickets and which on harmless ones: how
+rules.AMBIGUOUS was chosen. --variants: on the dev halves, the classifier's settings, each set beside the default: how
+the defaults were chosen. --errors: the wrong tickets of the dev halves only (the test halves are for figures). The
+defaults were picked on dev only, so test is the check.
 """
 
 from __future__ import annotations
@@ -129,33 +134,13 @@ def analyses_for(clf: RiskClassifier, texts: list[str], query_vectors: dict[str,
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--split", choices=["all", "dev", "test"], default="all")
-    parser.add_argument("--terms", action="store_true", help="regex words on the dev half: gold vs harmless")
-    parser.add_argument("--variants", action="store_true", help="classifier and overrule settings on the dev half")
-    parser.add_argument("--errors", action="store_true", help="list the combined design's misses and false alarms")
-    parser.add_argument("--cache-dir", type=Path, default=ROOT / "bench" / "results" / "risk-cache")
-    args = parser.parse_args()
-    configure_logging(level="WARNING", json=False)  # not the overrule's info lines
-
-    rows = load(args.split)
+def risk_eval_report(args: argparse.Namespace, clf: RiskClassifier) -> None:
+    """bench/risk_eval.jsonl: the three designs, per class and micro, per half."""
+    rows = load("all")
     texts = [r["text"] for r in rows]
     kinds = Counter(r["kind"] for r in rows)
     golds = Counter(label for r in rows for label in r["labels"])
-    clf = RiskClassifier(cache_dir=args.cache_dir)
-    started = time.perf_counter()
-    clf.warm()
-    clf.analyse("warm up the model")
-    print(f"risk eval: {EVAL.relative_to(ROOT)} split={args.split}, {len(rows)} tickets: {dict(kinds)}; gold pairs {dict(golds)}")
-    print(
-        f"classifier: {len(clf.examples)} exemplars ({dict(Counter(e.label for e in clf.examples))}), k={clf.k}, "
-        f"threshold={clf.threshold}, min_similarity={clf.min_similarity}, segment_similarity={clf.segment_similarity}; "
-        f"model and exemplar vectors ready in {time.perf_counter() - started:.1f} s"
-    )
-    words_of = {k: v.pattern for k, v in rules.AMBIGUOUS.items()}
-    print(f"overrule: ambiguous words {words_of}, none share >= {rules.OVERRULE_NONE_SHARE}, none margin >= {rules.OVERRULE_MARGIN}")
-    print(f"{platform.machine()}, {os.cpu_count()} cores, {date.today().isoformat()}\n")
+    print(f"== risk_eval: {EVAL.relative_to(ROOT)}, {len(rows)} tickets: {dict(kinds)}; gold pairs {dict(golds)}\n")
 
     (regex_pred, analyses, _), (regex_ms, clf_ms, combined_ms) = timed([regex_labels, clf.analyse, lambda t: rules.detect(t, clf)], texts)
     by_text = dict(zip(texts, analyses, strict=True))
@@ -163,22 +148,28 @@ def main() -> None:
     stand_in = Precomputed(by_text)
     comb_pred = [combined_labels(t, stand_in) for t in texts]
 
-    print(f"{'design':<11} {'class':<13} {'gold':>5} {'P':>6} {'R':>6} {'F1':>6} {'tp':>4} {'fp':>4} {'fn':>4}")
+    header = f"{'design':<11} {'class':<13} {'gold':>5} {'P':>6} {'R':>6} {'F1':>6} {'tp':>4} {'fp':>4} {'fn':>4}"
+    print("all tickets\n" + header)
     for name, pred, ms in (("regex", regex_pred, regex_ms), ("classifier", clf_pred, clf_ms), ("combined", comb_pred, combined_ms)):
         print("\n".join(table(name, rows, pred, ms)))
         print()
-
-    if args.split == "all":
-        print("micro P / R / F1 per half (defaults chosen on dev):")
-        for half in ("dev", "test"):
-            idx = [i for i, r in enumerate(rows) if r["split"] == half]
-            sub = [rows[i] for i in idx]
-            line = "  ".join(
-                f"{name} {'/'.join(f'{x:.3f}' for x in micro_f1(sub, [pred[i] for i in idx]))}"
-                for name, pred in (("regex", regex_pred), ("classifier", clf_pred), ("combined", comb_pred))
-            )
-            print(f"  {half:<5} {len(sub):>4} tickets: {line}")
+    for half in ("dev", "test"):
+        idx = [i for i, r in enumerate(rows) if r["split"] == half]
+        sub = [rows[i] for i in idx]
+        print(f"{half} half ({len(sub)} tickets), combined design\n{header}")
+        print("\n".join(table("combined", sub, [comb_pred[i] for i in idx], None)))
         print()
+
+    print("micro P / R / F1 per half (defaults chosen on dev):")
+    for half in ("dev", "test"):
+        idx = [i for i, r in enumerate(rows) if r["split"] == half]
+        sub = [rows[i] for i in idx]
+        line = "  ".join(
+            f"{name} {'/'.join(f'{x:.3f}' for x in micro_f1(sub, [pred[i] for i in idx]))}"
+            for name, pred in (("regex", regex_pred), ("classifier", clf_pred), ("combined", comb_pred))
+        )
+        print(f"  {half:<5} {len(sub):>4} tickets: {line}")
+    print()
 
     print("recall by language (gold pairs found / gold pairs):")
     for lang in ("en", "de", "es", "fr"):
@@ -197,12 +188,19 @@ def main() -> None:
             for name, pred in zip(("regex", "classifier", "combined"), preds, strict=True):
                 if pred:
                     false_alarms[name][row["kind"]] += 1
-    print("harmless tickets flagged (any risk):", {k: dict(v) for k, v in false_alarms.items()}, "\n")
+    print("harmless tickets flagged (any risk):", {k: dict(v) for k, v in false_alarms.items()})
+    # The pipeline's decision on the harmless tickets: any rule at all (urgent_outage and injection included).
+    for half in ("dev", "test"):
+        harmless = [r for r in rows if not r["labels"] and r["split"] == half]
+        escalated = [r for r in harmless if escalation_rules(r["text"], Precomputed(by_text))]
+        by_kind = Counter(r["kind"] for r in escalated)
+        print(f"  {half}: harmless tickets escalated by the pipeline's decision (any rule): {len(escalated)}/{len(harmless)} {dict(by_kind)}")
+    print()
 
     if args.errors:
-        print("combined design, wrong tickets (gold -> predicted):")
+        print("combined design, wrong tickets of the dev half (gold -> predicted):")
         for row, wrong, a in zip(rows, comb_pred, analyses, strict=True):
-            if wrong != set(row["labels"]):
+            if wrong != set(row["labels"]) and row["split"] == "dev":
                 best = max(RISK_LABELS, key=lambda label: max(p.shares[label] for p in a.parts))
                 top = max(p.shares[best] for p in a.parts)
                 print(f"  [{row['split']}] {sorted(row['labels'])} -> {sorted(wrong)}  (best {best} {top:.2f}, none {a.none_share():.2f})  {row['text'][:110]}")
@@ -279,6 +277,97 @@ def main() -> None:
                 print(f"  {mark} {label:<52} {m[0]:.3f} {m[1]:.3f} {m[2]:.3f}")
         finally:
             rules.OVERRULE_NONE_SHARE, rules.OVERRULE_MARGIN, rules.AMBIGUOUS = defaults
+
+
+OTHER = ROOT / "bench" / "risk_other"
+# Labels scored on the other-domain set: the risks and injection (a rule the code does not know scores nothing).
+OTHER_LABELS = (*RISK_LABELS, "injection")
+
+
+def load_other(half: str) -> list[dict]:
+    return [json.loads(line) | {"split": half} for line in (OTHER / f"{half}.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def escalation_rules(text: str, classifier: object) -> set[str]:
+    """The pipeline's decision: every rule that fires on the ticket's text (rules.escalation_hits with risk=)."""
+    return {hit.rule for hit in rules.risk_check(classifier)(text)}  # type: ignore[arg-type]
+
+
+def other_report(args: argparse.Namespace, clf: RiskClassifier) -> None:
+    """bench/risk_other: false escalations of routine and retail tickets, P/R/F1 per label, injections, ms; per half."""
+    print(f"== other domains: {OTHER.relative_to(ROOT)} (dev.jsonl, test.jsonl)\n")
+    for half in ("dev", "test"):
+        rows = load_other(half)
+        texts = [r["text"] for r in rows]
+        (decided,), (ms,) = timed([lambda t: escalation_rules(t, clf)], texts)
+        kinds = Counter(r["kind"] for r in rows)
+        print(f"{half} half: {len(rows)} tickets {dict(kinds)}; {ms:.2f} ms/ticket (median, the pipeline's risk check)")
+        for kinds_ in (("routine",), ("retail",), ("routine", "retail")):
+            idx = [i for i, r in enumerate(rows) if r["kind"] in kinds_]
+            flagged = [i for i in idx if decided[i]]
+            by_rule = Counter(rule for i in flagged for rule in decided[i])
+            by_lang = Counter(rows[i]["language"] for i in flagged)
+            rate = len(flagged) / len(idx) if idx else 0.0
+            print(
+                f"  falsely escalated, {'+'.join(kinds_):<14} {len(flagged):>3}/{len(idx):<3} = {rate:6.1%}"
+                f"   by rule {dict(sorted(by_rule.items()))}  by language {dict(sorted(by_lang.items()))}"
+            )
+        print(f"  {'label':<13} {'gold':>5} {'P':>6} {'R':>6} {'F1':>6} {'tp':>4} {'fp':>4} {'fn':>4}")
+        micro = [0, 0, 0]
+        for label in OTHER_LABELS:
+            tp = sum(1 for r, d in zip(rows, decided, strict=True) if r["label"] == label and label in d)
+            fp = sum(1 for r, d in zip(rows, decided, strict=True) if r["label"] != label and label in d)
+            fn = sum(1 for r, d in zip(rows, decided, strict=True) if r["label"] == label and label not in d)
+            if label != "injection":
+                micro = [micro[0] + tp, micro[1] + fp, micro[2] + fn]
+            p, r_, f = prf(tp, fp, fn)
+            print(f"  {label:<13} {tp + fn:>5} {p:>6.3f} {r_:>6.3f} {f:>6.3f} {tp:>4} {fp:>4} {fn:>4}")
+        p, r_, f = prf(*micro)
+        print(f"  {'micro (risks)':<13} {micro[0] + micro[2]:>5} {p:>6.3f} {r_:>6.3f} {f:>6.3f} {micro[0]:>4} {micro[1]:>4} {micro[2]:>4}")
+        injections = [d for r, d in zip(rows, decided, strict=True) if r["kind"] == "injection"]
+        risky = [(r, d) for r, d in zip(rows, decided, strict=True) if r["kind"] == "risky"]
+        print(
+            f"  injections escalated by any rule: {sum(1 for d in injections if d)}/{len(injections)}, of them labelled injection "
+            f"{sum(1 for d in injections if 'injection' in d)}; by rule {dict(sorted(Counter(x for d in injections for x in d).items()))}"
+        )
+        print(
+            f"  genuine risks escalated by any rule: {sum(1 for _, d in risky if d)}/{len(risky)}, with their own label {sum(1 for r, d in risky if r['label'] in d)}"
+        )
+        if args.errors and half == "dev":
+            print("  dev half, wrong tickets (gold -> rules fired):")
+            for row, d in zip(rows, decided, strict=True):
+                gold = set() if row["label"] == "none" else {row["label"]}
+                if d != gold:
+                    print(f"    [{row['kind']}/{row['domain']}/{row['language']}] {sorted(gold)} -> {sorted(d)}  {row['text'][:120]!r}")
+        print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--set", choices=["all", "risk_eval", "other"], default="all")
+    parser.add_argument("--terms", action="store_true", help="risk_eval: regex words on the dev half, gold vs harmless")
+    parser.add_argument("--variants", action="store_true", help="risk_eval: classifier and overrule settings on the dev half")
+    parser.add_argument("--errors", action="store_true", help="list the wrong tickets of the dev halves")
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / "bench" / "results" / "risk-cache")
+    args = parser.parse_args()
+    configure_logging(level="WARNING", json=False)  # not the overrule's info lines
+
+    clf = RiskClassifier(cache_dir=args.cache_dir)
+    started = time.perf_counter()
+    clf.warm()
+    clf.analyse("warm up the model")
+    print(
+        f"classifier: {len(clf.examples)} exemplars ({dict(Counter(e.label for e in clf.examples))}), k={clf.k}, "
+        f"threshold={clf.threshold}, min_similarity={clf.min_similarity}, segment_similarity={clf.segment_similarity}; "
+        f"model and exemplar vectors ready in {time.perf_counter() - started:.1f} s"
+    )
+    words_of = {k: v.pattern for k, v in rules.AMBIGUOUS.items()}
+    print(f"overrule: ambiguous words {words_of}, none share >= {rules.OVERRULE_NONE_SHARE}, none margin >= {rules.OVERRULE_MARGIN}")
+    print(f"{platform.machine()}, {os.cpu_count()} cores, {date.today().isoformat()}\n")
+    if args.set in ("all", "other"):
+        other_report(args, clf)
+    if args.set in ("all", "risk_eval"):
+        risk_eval_report(args, clf)
 
 
 if __name__ == "__main__":
