@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import asdict, dataclass, field
+from html import escape
 from math import comb
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,18 @@ class Trial:
     cost_usd: float
     seconds: float
     tokens_cached: int = 0  # of tokens_in, read from the model server's prompt cache (absent in older journals)
+    # ticket sets (`crewdesk eval examples`): the ticket's language, the reply's detected one, the status a correct answer
+    # has (resolved | not_resolved), model calls, and what differed from the expected end state
+    language: str = ""
+    reply_language: str = ""
+    expect_status: str = ""
+    model_calls: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def resolved_wrong(self) -> bool:
+        """Marked resolved, but the store (or what the ticket expects) is not as a correct answer leaves it: the worst outcome."""
+        return self.status == "resolved" and not self.success
 
 
 @dataclass
@@ -72,7 +85,30 @@ class EvalReport:
             "cost_usd_per_ticket": statistics.mean(t.cost_usd for t in self.trials) if self.trials else 0,
             "p50_seconds": statistics.median(seconds),
             "p95_seconds": seconds[min(len(seconds) - 1, round(0.95 * (len(seconds) - 1)))],
+            "max_seconds": seconds[-1],
+            "resolved": sum(t.status == "resolved" for t in self.trials),
+            "resolved_wrong": sum(t.resolved_wrong for t in self.trials),
+            "resolved_wrong_rate": sum(t.resolved_wrong for t in self.trials) / len(self.trials) if self.trials else 0.0,
+            "model_calls_per_ticket": statistics.mean(t.model_calls for t in self.trials) if self.trials else 0,
+            **self._by_language(),
+            **self._expected_status(),
         }
+
+    def _by_language(self) -> dict[str, Any]:
+        languages = sorted({t.language for t in self.trials if t.language})
+        rates = {}
+        for code in languages:
+            mine = [t for t in self.trials if t.language == code]
+            rates[f"success_{code}"] = f"{sum(t.success for t in mine)}/{len(mine)} ({sum(t.success for t in mine) / len(mine):.1%})"
+        return rates
+
+    def _expected_status(self) -> dict[str, Any]:
+        """How often the ticket ended resolved exactly when a correct answer resolves it (sets that say so)."""
+        stated = [t for t in self.trials if t.expect_status in ("resolved", "not_resolved")]
+        if not stated:
+            return {}
+        agree = sum((t.status == "resolved") == (t.expect_status == "resolved") for t in stated)
+        return {"status_agrees": f"{agree}/{len(stated)}"}
 
 
 # The request a reference write stands for; a task with no write is "read or hand over".
@@ -109,7 +145,8 @@ def read_journal(path: Path | None) -> list[Trial]:
     done = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            done.append(Trial(**json.loads(line)))
+            fields = json.loads(line)
+            done.append(Trial(**{k: v for k, v in fields.items() if k in Trial.__dataclass_fields__}))
         except (ValueError, TypeError):
             continue
     return done
@@ -129,7 +166,7 @@ def write_report(report: EvalReport, path: Path) -> Path:
         h = 140 * secs / max_seconds
         bars.append(
             f'<rect x="{x}" y="{160 - h:.1f}" width="{bar - 1}" height="{h:.1f}" fill="{"#2e7d32" if rate == 1 else "#c62828" if rate == 0 else "#f9a825"}">'
-            f"<title>task {task_id}: success {rate:.0%}, {secs:.2f} s</title></rect>"
+            f"<title>task {escape(task_id)}: success {rate:.0%}, {secs:.2f} s</title></rect>"
         )
     svg = (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="190"><text x="30" y="14" font-size="12">seconds per task '
@@ -137,16 +174,20 @@ def write_report(report: EvalReport, path: Path) -> Path:
         f'<line x1="30" y1="160" x2="{30 + len(tasks) * bar}" y2="160" stroke="#333"/><text x="30" y="180" font-size="11">task</text></svg>'
     )
     rows = "".join(
-        f"<tr><td>{t.task_id}</td><td>{t.trial}</td><td>{'pass' if t.success else 'fail'}</td><td>{t.status}</td><td>{t.tool_ok}/{t.tool_calls}</td>"
-        f"<td>{t.tokens_in} ({t.tokens_cached} cached) + {t.tokens_out}</td><td>{t.cost_usd:.5f}</td><td>{t.seconds:.2f}</td></tr>"
+        f"<tr><td>{escape(t.task_id)}</td><td>{t.trial}</td><td>{escape(t.language)}</td><td>{'pass' if t.success else 'fail'}</td><td>{t.status}</td>"
+        f"<td>{t.tool_ok}/{t.tool_calls}</td><td>{t.tokens_in} ({t.tokens_cached} cached) + {t.tokens_out}</td><td>{t.cost_usd:.5f}</td>"
+        f"<td>{t.seconds:.2f}</td><td>{escape('; '.join(t.problems))}</td></tr>"
         for t in report.trials
     )
-    facts = "".join(f"<tr><th>{k}</th><td>{v:.3f}</td></tr>" if isinstance(v, float) else f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in summary.items())
+    facts = "".join(
+        f"<tr><th>{k}</th><td>{v:.3f}</td></tr>" if isinstance(v, float) else f"<tr><th>{k}</th><td>{escape(str(v))}</td></tr>" for k, v in summary.items()
+    )
     html = (
-        f"<!doctype html><meta charset='utf-8'><title>crewdesk eval {report.split}</title>"
+        f"<!doctype html><meta charset='utf-8'><title>crewdesk eval {escape(report.split)}</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}</style>"
-        f"<h1>tau2-bench retail, {report.split} split</h1><table>{facts}</table><h2>Per task</h2>{svg}"
-        f"<table><tr><th>task</th><th>trial</th><th>result</th><th>ticket status</th><th>tool calls ok</th><th>tokens: prompt (cached) + completion</th><th>cost $</th><th>seconds</th></tr>{rows}</table>"
+        f"<h1>crewdesk evaluation: {escape(report.split)}</h1><table>{facts}</table><h2>Per task</h2>{svg}"
+        "<table><tr><th>task</th><th>trial</th><th>language</th><th>result</th><th>ticket status</th><th>tool calls ok</th>"
+        f"<th>tokens: prompt (cached) + completion</th><th>cost $</th><th>seconds</th><th>what differed</th></tr>{rows}</table>"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ def process_deferring(pipeline: Pipeline, ticket_id: int, attempts: int = 6):
     raise AssertionError("unreachable")
 
 
-def _tool_counts(db, ticket_id: int) -> tuple[int, int]:
+def tool_counts(db, ticket_id: int) -> tuple[int, int]:
     rows = db.execute(select(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "tool_call")).scalars().all()
     ok = sum(1 for r in rows if not r.error and not str(r.result or "").startswith(("Error", "DENIED")))
     return len(rows), ok
@@ -125,7 +125,7 @@ def run_eval(
                 with factory() as db:
                     got = state_hash(db)
                     runs = db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket.id)).scalars().all()
-                    calls, ok = _tool_counts(db, ticket.id)
+                    calls, ok = tool_counts(db, ticket.id)
                 report.trials.append(
                     Trial(
                         task["id"],
@@ -151,64 +151,3 @@ def run_eval(
             snapshot.restore(db)
             snapshot.drop(db)
     return report
-
-
-@dataclass
-class ExampleResult:
-    ticket: str
-    status: str
-    language: str
-    seconds: float
-    problems: list[str]
-
-
-def run_examples(*, pipeline: Pipeline, session_factory, path: Path, limit: int = 0, progress=None) -> list[ExampleResult]:
-    """Each example ticket against a fresh copy of the demo store; its `expect` (status, reply language, order statuses)
-    is checked against what happened. The store is restored afterwards."""
-    from crewdesk import language
-    from crewdesk.intake.files import iter_file
-    from crewdesk.store.models import StoreOrder
-    from crewdesk.tickets.models import Ticket
-
-    rows = [row.raw for row in iter_file(str(path)) if isinstance(row.raw, dict)]
-    rows = rows[:limit] if limit else rows
-    run_tag = time.strftime("%Y%m%d%H%M%S")
-    results: list[ExampleResult] = []
-    with transaction(session_factory) as db:
-        snapshot.take(db)
-    try:
-        for row in rows:
-            with transaction(session_factory) as db:
-                snapshot.restore(db)
-                fields = {k: v for k, v in row.items() if k not in ("id", "expect")}
-                ticket, _ = tickets.submit(db=db, ticket_in=TicketIn(**{**fields, "source": "example", "external_id": f"{row['id']}-{run_tag}"}))
-            started = time.perf_counter()
-            outcome = process_deferring(pipeline, ticket.id)
-            seconds = time.perf_counter() - started
-            expect = row.get("expect", {})
-            with session_factory() as db:
-                reply = (db.get(Ticket, ticket.id).resolution or {}).get("customer_reply", "")
-                orders = {o.order_id: o.status for o in db.execute(select(StoreOrder).where(StoreOrder.order_id.in_(list(expect.get("orders", {}))))).scalars()}
-            spoken = language.detect(reply, default="?")
-            problems = []
-            if expect.get("status") and outcome.status != expect["status"]:
-                problems.append(f"status {outcome.status}, expected {expect['status']}")
-            if expect.get("language") and spoken != expect["language"]:
-                problems.append(f"reply in {spoken}, expected {expect['language']}")
-            for order_id, status in expect.get("orders", {}).items():
-                if orders.get(order_id) != status:
-                    problems.append(f"order {order_id} is {orders.get(order_id)}, expected {status}")
-            for order_id, wanted in expect.get("order_fields", {}).items():  # e.g. the variant an exchange asked for
-                with session_factory() as db:
-                    doc = db.execute(select(StoreOrder).where(StoreOrder.order_id == order_id)).scalar_one().doc
-                for key, value in wanted.items():
-                    if doc.get(key) != value:
-                        problems.append(f"order {order_id} has {key}={doc.get(key)!r}, expected {value!r}")
-            results.append(ExampleResult(row["id"], outcome.status, spoken, seconds, problems))
-            if progress:
-                progress(results[-1])
-    finally:
-        with transaction(session_factory) as db:
-            snapshot.restore(db)
-            snapshot.drop(db)
-    return results

@@ -20,40 +20,68 @@ app = typer.Typer(help="Evaluations.", no_args_is_help=True)
 
 @app.command("examples")
 def eval_examples(
-    path: Annotated[Path, typer.Argument(help="Example tickets, each with an `expect` object.")] = Path("examples/tickets.jsonl"),
+    path: Annotated[Path, typer.Argument(help="A ticket set: JSON lines with `body`, and `actions` (expected writes) and/or `expect`.")] = Path(
+        "examples/tickets.jsonl"
+    ),
     limit: Annotated[int, typer.Option(help="Only the first N tickets (0 = all).")] = 0,
+    only: Annotated[str, typer.Option("--ids", help="Only these ticket ids, comma-separated.")] = "",
     provider: Annotated[str | None, typer.Option(help="Model provider (default CREWDESK_LLM_PROVIDER).")] = None,
+    approvals: Annotated[
+        bool | None,
+        typer.Option("--approvals/--no-approvals", help="Writes above the threshold wait for a person (default: off when every ticket states its `actions`)."),
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="HTML report path (a .json beside it, and a .trials.jsonl journal, one line per ticket).")] = None,
+    resume: Annotated[bool, typer.Option(help="Skip tickets already in the report's journal (after Ctrl-C or a crash); needs --report.")] = False,
 ) -> None:
-    """Run the example tickets on the demo store and check each one's expected outcome; exit 1 if any differs."""
+    """Run a ticket set on the demo store and score each ticket by the store it leaves (and its `expect`); exit 1 if any differs."""
     from crewdesk.llm.factory import LLMFactory
-    from crews.evaluation import run_examples
+    from crews.eval_examples import read_set, run_set
+    from crews.evaluation import journal_for, write_report
     from crews.pipeline import Pipeline
 
-    settings = load_config(llm_provider=provider, log_json=False, log_level="ERROR", memory_backend="off")
+    rows = read_set(path)
+    if only:
+        wanted = {t.strip() for t in only.split(",") if t.strip()}
+        rows = [row for row in rows if str(row["id"]) in wanted]
+    rows = rows[:limit] if limit else rows
+    if approvals is None:
+        approvals = not (rows and all("actions" in row for row in rows))  # the set states the writes a customer asked for
+    overrides: dict = {"llm_provider": provider, "log_json": False, "log_level": "ERROR", "memory_backend": "off"}
+    if not approvals:
+        overrides["approval_threshold_usd"] = -1.0
+    settings = load_config(**overrides)
     migrate(settings)
     factory = sessions(settings)
+    if resume and report is None:
+        raise typer.BadParameter("--resume needs --report (the journal lives beside it)")
+    journal = journal_for(report) if report is not None else None
+    if journal is not None and not resume and journal.exists():
+        journal.unlink()
     with transaction(factory) as db:
         load_store(db=db, data=read_store(DEFAULT_DB_JSON))
-    table = Table(title=f"examples: {path}")
-    for column in ("ticket", "status", "reply language", "seconds", "result"):
-        table.add_column(column, overflow="fold")
     with local_model(settings):
         pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
-        results = run_examples(
+        outcome = run_set(
             pipeline=pipeline,
             session_factory=factory,
-            path=path,
-            limit=limit,
-            progress=lambda r: console.print(
-                f"{r.ticket}: {r.status} ({r.seconds:.1f} s) {'ok' if not r.problems else '; '.join(r.problems)}", highlight=False
+            rows=rows,
+            name=path.stem,
+            journal=journal,
+            progress=lambda t: console.print(
+                f"{t.task_id}: {t.status} ({t.seconds:.1f} s) {'ok' if t.success else '; '.join(t.problems) or 'wrong'}", highlight=False, markup=False
             ),
         )
-    for r in results:
-        table.add_row(r.ticket, r.status, r.language, f"{r.seconds:.1f}", "ok" if not r.problems else "; ".join(r.problems))
+    table = Table(title=f"{path} ({len(outcome.trials)} tickets)")
+    table.add_column("metric")
+    table.add_column("value")
+    for key, value in outcome.summary().items():
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
     console.print(table)
-    failed = sum(1 for r in results if r.problems)
-    console.print(f"{len(results) - failed}/{len(results)} tickets got their expected outcome")
-    raise typer.Exit(1 if failed else 0)
+    if report is not None:
+        console.print(f"report: {write_report(outcome, report)}")
+    passed = sum(t.success for t in outcome.trials)
+    console.print(f"{passed}/{len(outcome.trials)} tickets got their expected outcome")
+    raise typer.Exit(1 if passed < len(outcome.trials) else 0)
 
 
 @app.command("tau2-retail")

@@ -7,11 +7,15 @@ import json
 
 import pytest
 
+from crewdesk.db import transaction
 from crewdesk.llm.factory import LLMFactory
+from crewdesk.store.service import DEFAULT_DB_JSON, load_store, read_store
+from crews.eval_examples import run_set
 from crews.eval_report import EvalReport, Trial, read_journal, write_report
 from crews.eval_tickets import first_person, load_tasks, ticket_for
 from crews.evaluation import run_eval
 from crews.pipeline import Pipeline
+from tests.integration.test_procedures import Planned, StandInRouter
 
 
 @pytest.fixture
@@ -101,3 +105,45 @@ def test_tickets_read_like_the_customer_wrote_them():
     _subject, body = ticket_for(load_tasks("train")[0])
     assert "I received my order #W2378156" in body and "I am Yusuf Rossi in zip code 19122" in body
     assert "You" not in body.replace("Thank you", "")
+
+
+def test_a_ticket_set_is_scored_by_the_store_it_leaves_and_names_what_differs(settings, session_factory, tmp_path):
+    """`crewdesk eval examples` on a set with `actions`: the documents a ticket changed must be exactly those its
+    expected writes change. A write other than the expected one fails and says which order differs and how; a ticket
+    marked resolved that fails counts as resolved-but-wrong. The procedures decide here (the router is a stand-in and
+    the model scripted: neither is what is measured)."""
+    body = "Hi, please take back the jigsaw puzzle from my last delivery and put the refund on my gift card. Thanks, Mason"
+    right = {
+        "name": "return_delivered_order_items",
+        "arguments": {"order_id": "#W8998368", "item_ids": ["4572024853"], "payment_method_id": "gift_card_6486968"},
+    }
+    wrong = {
+        "name": "return_delivered_order_items",
+        "arguments": {"order_id": "#W8998368", "item_ids": ["9594745976"], "payment_method_id": "gift_card_6486968"},
+    }
+    rows = [
+        {"id": "right", "language": "en", "customer": "mason.li4862@example.com", "body": body, "actions": [right], "expect_status": "resolved"},
+        {"id": "wrong", "language": "en", "customer": "mason.li4862@example.com", "body": body, "actions": [wrong], "expect_status": "resolved"},
+        {"id": "none-due", "language": "en", "customer": "mason.li4862@example.com", "body": body, "actions": [], "user_id": "never given to the ticket"},
+    ]
+    settings = settings.model_copy(update={"procedures": True, "approval_threshold_usd": -1.0})
+    pipeline = Pipeline(
+        settings=settings, session_factory=session_factory, llm_factory=LLMFactory(settings, responder=Planned()), router=StandInRouter("return_items")
+    )
+    with transaction(session_factory) as db:
+        load_store(db=db, data=read_store(DEFAULT_DB_JSON))
+    journal = tmp_path / "set.trials.jsonl"
+    report = run_set(pipeline=pipeline, session_factory=session_factory, rows=rows, name="set", journal=journal)
+    by_id = {t.task_id: t for t in report.trials}
+    assert by_id["right"].success and by_id["right"].status == "resolved" and by_id["right"].problems == []
+    assert not by_id["wrong"].success and by_id["wrong"].resolved_wrong
+    assert by_id["wrong"].problems == [
+        'order #W8998368: expected return requested {"return_items": ["9594745976"], "return_payment_method_id": "gift_card_6486968"}; '
+        'got return requested {"return_items": ["4572024853"], "return_payment_method_id": "gift_card_6486968"}'
+    ]
+    assert not by_id["none-due"].success and "expected unchanged" in by_id["none-due"].problems[0]
+    summary = report.summary()
+    assert summary["resolved_wrong"] == 2 and summary["success_en"] == "1/3 (33.3%)" and summary["status_agrees"] == "2/2"
+    assert [json.loads(line)["task_id"] for line in journal.read_text().splitlines()] == ["right", "wrong", "none-due"]
+    again = run_set(pipeline=pipeline, session_factory=session_factory, rows=rows, name="set", journal=journal)  # resumes: nothing runs again
+    assert [t.task_id for t in again.trials] == ["right", "wrong", "none-due"] and journal.read_text().count("\n") == 3
