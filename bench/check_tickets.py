@@ -111,7 +111,9 @@ def main(paths: list[str]) -> int:
         for row in rows:
             languages[row.get("language", "?")] = languages.get(row.get("language", "?"), 0) + 1
         with_writes = sum(1 for r in rows if r.get("actions"))
-        print(f"{path}: {len(rows)} tickets ({', '.join(f'{k} {v}' for k, v in sorted(languages.items()))}), {with_writes} with writes, {len(problems)} problems")
+        print(
+            f"{path}: {len(rows)} tickets ({', '.join(f'{k} {v}' for k, v in sorted(languages.items()))}), {with_writes} with writes, {len(problems)} problems"
+        )
         for problem in problems:
             print("  " + problem)
         bad += bool(problems)

@@ -34,10 +34,18 @@ def main() -> None:
         raise SystemExit(f"restatements missing for {', '.join(missing)}")
     out = []
     for row in sorted(rows, key=lambda r: (list(tasks).index(r["task_id"]), r["variant"])):
-        actions = [
-            {"name": a["name"], "arguments": a["arguments"]} for a in tasks[row["task_id"]]["evaluation_criteria"]["actions"] if a["name"] in WRITES
-        ]
-        out.append({"id": row["id"], "task_id": row["task_id"], "variant": row["variant"], "language": "en", "subject": row["subject"], "body": row["body"], "actions": actions})
+        actions = [{"name": a["name"], "arguments": a["arguments"]} for a in tasks[row["task_id"]]["evaluation_criteria"]["actions"] if a["name"] in WRITES]
+        out.append(
+            {
+                "id": row["id"],
+                "task_id": row["task_id"],
+                "variant": row["variant"],
+                "language": "en",
+                "subject": row["subject"],
+                "body": row["body"],
+                "actions": actions,
+            }
+        )
     (HERE / "restated.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out), encoding="utf-8")
     print(f"{len(out)} tickets written to {HERE / 'restated.jsonl'}")
 
