@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from crewdesk.cli.common import console, load_config, migrate, sessions
+from crewdesk.cli.interrupts import same_command, stoppable
 from crewdesk.db import transaction
 from crewdesk.llm.local import local_model
 from crewdesk.store.service import DEFAULT_DB_JSON, load_store, read_store
@@ -37,6 +39,7 @@ def eval_examples(
     from crewdesk.llm.factory import LLMFactory
     from crews.eval_examples import read_set, run_set
     from crews.evaluation import journal_for, write_report
+    from crews.interruption import put_back_store
     from crews.pipeline import Pipeline
 
     rows = read_set(path)
@@ -59,17 +62,24 @@ def eval_examples(
         journal.unlink()
     with transaction(factory) as db:
         load_store(db=db, data=read_store(DEFAULT_DB_JSON))
-    with local_model(settings):
+    with stoppable() as work, local_model(settings):  # Ctrl-C / SIGTERM: crewdesk/cli/interrupts.py
+        work.guard(factory)
+        work.on_stop(partial(put_back_store, session_factory=factory))
+        if report is not None:
+            work.resume = same_command(report=str(report), resume=True)
         pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
-        outcome = run_set(
-            pipeline=pipeline,
-            session_factory=factory,
-            rows=rows,
-            name=path.stem,
-            journal=journal,
-            progress=lambda t: console.print(
-                f"{t.task_id}: {t.status} ({t.seconds:.1f} s) {'ok' if t.success else '; '.join(t.problems) or 'wrong'}", highlight=False, markup=False
-            ),
+        outcome = work.run(
+            partial(
+                run_set,
+                pipeline=pipeline,
+                session_factory=factory,
+                rows=rows,
+                name=path.stem,
+                journal=journal,
+                progress=lambda t: console.print(
+                    f"{t.task_id}: {t.status} ({t.seconds:.1f} s) {'ok' if t.success else '; '.join(t.problems) or 'wrong'}", highlight=False, markup=False
+                ),
+            )
         )
     table = Table(title=f"{path} ({len(outcome.trials)} tickets)")
     table.add_column("metric")
@@ -99,57 +109,64 @@ def eval_tau2_retail(
     resume: Annotated[bool, typer.Option(help="Skip trials already in the report's journal (after Ctrl-C or a crash); needs --report.")] = False,
 ) -> None:
     """Run the crew on tau2-bench retail tasks and score end states the upstream way."""
-    from crewdesk.llm.factory import LLMFactory
-    from crews.evaluation import journal_for, load_tasks, per_intent, read_journal, run_eval, write_report
-    from crews.pipeline import Pipeline
+    with stoppable() as work:  # Ctrl-C / SIGTERM: crewdesk/cli/interrupts.py
+        overrides = {
+            "llm_provider": "scripted" if oracle_ else provider,
+            "crew_process": process,
+            "log_json": False,
+            "log_level": "ERROR",
+            "approval_threshold_usd": -1.0,  # the benchmark's customer already confirmed; no human in the loop
+            **({"procedures": False} if oracle_ else {}),
+        }  # the oracle replays reference tool calls through the crew
+        settings = load_config(**overrides)
+        from crewdesk.llm.factory import LLMFactory  # after load_config: it keeps CrewAI's telemetry off before CrewAI loads
+        from crews.evaluation import journal_for, load_tasks, per_intent, read_journal, run_eval, write_report
+        from crews.interruption import put_back_store
+        from crews.pipeline import Pipeline
 
-    overrides = {
-        "llm_provider": "scripted" if oracle_ else provider,
-        "crew_process": process,
-        "log_json": False,
-        "log_level": "ERROR",
-        "approval_threshold_usd": -1.0,  # the benchmark's customer already confirmed; no human in the loop
-        **({"procedures": False} if oracle_ else {}),
-    }  # the oracle replays reference tool calls through the crew
-    settings = load_config(**overrides)
-    migrate(settings)
-    tasks = load_tasks(split)
-    tasks = tasks[:limit] if limit else tasks
-    if only:
-        wanted = {t.strip() for t in only.split(",") if t.strip()}
-        tasks = [t for t in tasks if str(t["id"]) in wanted]
-    factory = sessions(settings)
-    tag = time.strftime("%Y%m%d%H%M%S")
-    if resume and report is None:
-        raise typer.BadParameter("--resume needs --report (the journal lives beside it)")
-    report = report or settings.home / "reports" / f"tau2-retail-{split}-{tag}.html"
-    journal = journal_for(report)
-    if not resume and journal.exists():
-        journal.unlink()
-    with local_model(settings):
-        pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
-        with Progress(
-            TextColumn("[bold]tasks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"), console=console
-        ) as bar:
-            handle = bar.add_task("", total=len(tasks) * trials, completed=len(read_journal(journal)))
-            outcome = run_eval(
-                pipeline=pipeline,
-                tasks=tasks,
-                trials=trials,
-                split=split,
-                use_oracle=oracle_,
-                run_tag=tag,
-                journal=journal,
-                progress=lambda t: bar.update(handle, advance=1, description=f"task {t.task_id}: {'pass' if t.success else 'fail'}"),
-            )
-    summary = outcome.summary()
-    table = Table(title=f"tau2-bench retail ({split}), {summary['process']}, {summary['model']}")
-    table.add_column("metric")
-    table.add_column("value")
-    for key, value in summary.items():
-        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
-    for kind, (passed, total) in per_intent(outcome, tasks).items():
-        table.add_row(f"pass^1, {kind}", f"{passed}/{total}")
-    console.print(table)
-    path = write_report(outcome, report)
-    console.print(f"report: {path}")
+        migrate(settings)
+        tasks = load_tasks(split)
+        tasks = tasks[:limit] if limit else tasks
+        if only:
+            wanted = {t.strip() for t in only.split(",") if t.strip()}
+            tasks = [t for t in tasks if str(t["id"]) in wanted]
+        factory = work.guard(sessions(settings))
+        tag = time.strftime("%Y%m%d%H%M%S")
+        if resume and report is None:
+            raise typer.BadParameter("--resume needs --report (the journal lives beside it)")
+        report = report or settings.home / "reports" / f"tau2-retail-{split}-{tag}.html"
+        journal = journal_for(report)
+        if not resume and journal.exists():
+            journal.unlink()
+        work.on_stop(partial(put_back_store, session_factory=factory))
+        work.resume = same_command(report=str(report), resume=True)
+        with local_model(settings):
+            pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
+            with Progress(
+                TextColumn("[bold]tasks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"), console=console
+            ) as bar:
+                handle = bar.add_task("", total=len(tasks) * trials, completed=len(read_journal(journal)))
+                outcome = work.run(
+                    partial(
+                        run_eval,
+                        pipeline=pipeline,
+                        tasks=tasks,
+                        trials=trials,
+                        split=split,
+                        use_oracle=oracle_,
+                        run_tag=tag,
+                        journal=journal,
+                        progress=lambda t: bar.update(handle, advance=1, description=f"task {t.task_id}: {'pass' if t.success else 'fail'}"),
+                    )
+                )
+        summary = outcome.summary()
+        table = Table(title=f"tau2-bench retail ({split}), {summary['process']}, {summary['model']}")
+        table.add_column("metric")
+        table.add_column("value")
+        for key, value in summary.items():
+            table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+        for kind, (passed, total) in per_intent(outcome, tasks).items():
+            table.add_row(f"pass^1, {kind}", f"{passed}/{total}")
+        console.print(table)
+        path = write_report(outcome, report)
+        console.print(f"report: {path}")

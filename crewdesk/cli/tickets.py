@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack, nullcontext
 from datetime import datetime
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +16,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.cli.common import console, err, load_config, migrate, sessions, tokens
+from crewdesk.cli.interrupts import stoppable
 from crewdesk.intake.admit import Stored, admit
 from crewdesk.intake.files import iter_file
 from crewdesk.intake.service import accept_rows
@@ -81,35 +83,39 @@ def run(
     limit: Annotated[int, typer.Option(help="Process at most this many tickets (0 = all).")] = 0,
     provider: Annotated[str | None, typer.Option(help="local | openai | anthropic | scripted (default CREWDESK_LLM_PROVIDER).")] = None,
 ) -> None:
-    """Process a batch in this process, with no broker: a progress bar, then a summary table."""
-    from crewdesk.llm.factory import LLMFactory
-    from crews.pipeline import Pipeline
+    """Process a batch in this process, with no broker: a progress bar, then a summary table. Ctrl-C (or SIGTERM) stops
+    it within seconds and leaves the ticket in flight to the same command run again."""
+    with stoppable() as work:
+        settings = load_config(llm_provider=provider, log_json=False, log_level="WARNING")
+        from crewdesk.llm.factory import LLMFactory  # after load_config: it keeps CrewAI's telemetry off before CrewAI loads
+        from crews.pipeline import Pipeline
 
-    settings = load_config(llm_provider=provider, log_json=False, log_level="WARNING")
-    migrate(settings)
-    factory = sessions(settings)
-    rows = iter_file(path, stream=sys.stdin)
-    report = accept_rows(session_factory=factory, rows=islice(rows, limit) if limit else rows)
-    for _line, reason, ticket_id in report.rejected:
-        err.print(f"rejected {reason} (recorded as failed ticket {ticket_id})", highlight=False)
-    ticket_ids = report.to_enqueue + report.duplicates
-    starting = (
-        console.status("starting the local model (llama.cpp, Qwen2.5-Coder-1.5B q4_k_m)...") if settings.llm_provider is LLMProvider.local else nullcontext()
-    )
-    outcomes = []
-    with ExitStack() as serving:
-        with starting:
-            serving.enter_context(local_model(settings))
-        pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
-        with Progress(
-            TextColumn("[bold]tickets"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"), console=console
-        ) as progress:
-            bar = progress.add_task("", total=len(ticket_ids))
-            for ticket_id in ticket_ids:
-                progress.update(bar, description=f"#{ticket_id}")
-                outcomes.append(pipeline.process(ticket_id))
-                progress.advance(bar)
-    _print_batch(factory, outcomes, rejected=len(report.rejected))
+        migrate(settings)
+        factory = work.guard(sessions(settings))
+        rows = iter_file(path, stream=sys.stdin)
+        report = accept_rows(session_factory=factory, rows=islice(rows, limit) if limit else rows)
+        for _line, reason, ticket_id in report.rejected:
+            err.print(f"rejected {reason} (recorded as failed ticket {ticket_id})", highlight=False)
+        ticket_ids = report.to_enqueue + report.duplicates
+        starting = (
+            console.status("starting the local model (llama.cpp, Qwen2.5-Coder-1.5B q4_k_m)...")
+            if settings.llm_provider is LLMProvider.local
+            else nullcontext()
+        )
+        outcomes = []
+        with ExitStack() as serving:
+            with starting:
+                serving.enter_context(local_model(settings))
+            pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
+            with Progress(
+                TextColumn("[bold]tickets"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"), console=console
+            ) as progress:
+                bar = progress.add_task("", total=len(ticket_ids))
+                for ticket_id in ticket_ids:
+                    progress.update(bar, description=f"#{ticket_id}")
+                    outcomes.append(work.run(partial(pipeline.process, ticket_id)))  # a signal leaves the wait, not the call
+                    progress.advance(bar)
+        _print_batch(factory, outcomes, rejected=len(report.rejected))
 
 
 def _print_batch(factory: sessionmaker[Session], outcomes: list[TicketOutcome], *, rejected: int) -> None:
