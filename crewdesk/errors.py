@@ -71,5 +71,10 @@ class ModelOutputError(CrewdeskError):
     """The model answered, but not with anything we can validate."""
 
 
+class BudgetExhausted(ModelOutputError):
+    """A ticket run used up its model calls or its time (CREWDESK_RUN_MAX_MODEL_CALLS, CREWDESK_RUN_MAX_SECONDS): its model
+    work ends and the ticket goes to a person with a summary, as for any model that cannot finish."""
+
+
 class LocalModelError(CrewdeskError):
     """The packaged local model could not be assembled or served."""

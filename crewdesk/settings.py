@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     llm_timeout: float = 300.0
     llm_max_tokens: int = 700
     llm_temperature: float = 0.1
+    run_max_model_calls: int = Field(
+        default=30, ge=1, description="Model calls one ticket run may make, every phase together; then a person takes the ticket with a summary."
+    )
+    handoff_model_summary: bool = Field(
+        default=True, description="A hand-over to a person adds one short model sentence on what the customer asks to its template summary."
+    )
+    run_max_seconds: float = Field(
+        default=90.0, gt=0, description="Wall time one ticket run's model calls may reach (an answer in flight is cut at it); then a person takes the ticket."
+    )
     openai_base_url: str = Field(
         default="https://api.openai.com/v1", description="Any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama (http://host:11434/v1)."
     )

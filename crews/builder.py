@@ -20,7 +20,7 @@ from crewdesk.db import transaction
 from crewdesk.effects import service as effects
 from crewdesk.errors import ModelOutputError
 from crewdesk.llm import react
-from crewdesk.llm.base import CrewdeskLLM
+from crewdesk.llm.base import CallBudget, CrewdeskLLM
 from crewdesk.llm.factory import LLMFactory
 from crewdesk.llm.output import json_guardrail, parse_model_output
 from crewdesk.tickets.models import Ticket
@@ -92,6 +92,7 @@ class Work:
     gate: Gate
     ledger: PhaseLedger = field(default_factory=lambda: PhaseLedger())
     recalled: str = ""  # the same customer's earlier tickets, from memory, for the crew's context
+    budget: CallBudget | None = None  # the run's model calls and wall time, shared by every LLM it builds
 
     def block(self) -> str:
         return ticket_block(self.ticket, self.text)
@@ -195,9 +196,19 @@ class CrewBuilder:
         # what a tool needs beyond the gate, by tool name: e.g. {"kb_search": {"knowledge": <MemoryBackend>, "k": 4}}
         self.tool_dependencies = tool_dependencies or {}
 
-    def agent(self, *, role_key: str, ticket: Ticket, run_id: int, gate: Gate, ledger: PhaseLedger, manager_tools: list | None = None) -> Agent:
+    def agent(
+        self,
+        *,
+        role_key: str,
+        ticket: Ticket,
+        run_id: int,
+        gate: Gate,
+        ledger: PhaseLedger,
+        manager_tools: list | None = None,
+        budget: CallBudget | None = None,
+    ) -> Agent:
         spec = self.config.roles[role_key]
-        llm = self.llm_factory.build(tier=spec.tier, ticket_id=ticket.id, run_id=run_id)
+        llm = self.llm_factory.build(tier=spec.tier, ticket_id=ticket.id, run_id=run_id).within(budget)
         ledger.llms.append(llm)
         ledger.models[role_key] = llm.model
         tools = (
@@ -248,7 +259,7 @@ class CrewBuilder:
         answers in one model call, without a crew (see answer_directly)."""
         if not self.config.roles[role_key].tools:
             return self.answer_directly(task_key=task_key, role_key=role_key, work=work, values=values)
-        agent = self.agent(role_key=role_key, ticket=work.ticket, run_id=work.run_id, gate=work.gate, ledger=work.ledger)
+        agent = self.agent(role_key=role_key, ticket=work.ticket, run_id=work.run_id, gate=work.gate, ledger=work.ledger, budget=work.budget)
         constrain(agent, self.config.tasks[task_key].output)
         task = self._task(task_key, work=work, values=values, agent=agent)
         return self._kickoff(PhaseCrew(agents=[agent], tasks=[task], process=Process.sequential, verbose=False, memory=False), task_key)
@@ -261,7 +272,7 @@ class CrewBuilder:
         A CrewAI crew around one call without tools costs about as much orchestration as the specialist's whole crew
         (bench/pipeline.py: about 90 ms a ticket) and adds nothing a single call does not do."""
         spec, task = self.config.roles[role_key], self.config.tasks[task_key]
-        llm = self.llm_factory.build(tier=spec.tier, ticket_id=work.ticket.id, run_id=work.run_id)
+        llm = self.llm_factory.build(tier=spec.tier, ticket_id=work.ticket.id, run_id=work.run_id).within(work.budget)
         work.ledger.llms.append(llm)
         work.ledger.models[role_key] = llm.model
         constrain_llm(llm, (), task.output)
@@ -321,12 +332,14 @@ class CrewBuilder:
         """A manager delegates parts of the resolution to the specialists; each acts only through its own tools.
         Iterations (YAML max_iter) and delegations (max_delegations) are capped."""
         ticket, run_id, gate, ledger = work.ticket, work.run_id, work.gate, work.ledger
-        specialists = [self.agent(role_key=key, ticket=ticket, run_id=run_id, gate=gate, ledger=ledger) for key in COWORKERS]
+        specialists = [self.agent(role_key=key, ticket=ticket, run_id=run_id, gate=gate, ledger=ledger, budget=work.budget) for key in COWORKERS]
         for specialist in specialists:
             constrain(specialist, None)  # a coworker reports back in words; the manager writes the resolution
         coworkers: list[BaseAgent] = list(specialists)
         budget = DelegationBudget(self.config.roles["manager"].max_delegations)
-        manager = self.agent(role_key="manager", ticket=ticket, run_id=run_id, gate=gate, ledger=ledger, manager_tools=capped_agent_tools(coworkers, budget))
+        manager = self.agent(
+            role_key="manager", ticket=ticket, run_id=run_id, gate=gate, ledger=ledger, manager_tools=capped_agent_tools(coworkers, budget), budget=work.budget
+        )
         constrain(manager, self.config.tasks["resolve"].output)
         task = self._task("resolve", work=work, values=values)
         crew = PhaseCrew(agents=coworkers, tasks=[task], process=Process.hierarchical, manager_agent=manager, verbose=False, memory=False)

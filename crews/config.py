@@ -11,14 +11,15 @@ from pydantic import BaseModel
 
 from crewdesk.errors import CrewdeskError
 from crewdesk.llm.factory import TIERS
-from crewdesk.tickets.schemas import Handoff, Resolution, Triage
+from crewdesk.tickets.schemas import Resolution, Triage
 from tools.registry import REGISTRY as TOOL_REGISTRY
 
-OUTPUT_MODELS: dict[str, type[BaseModel]] = {"Triage": Triage, "Resolution": Resolution, "Handoff": Handoff}
+OUTPUT_MODELS: dict[str, type[BaseModel]] = {"Triage": Triage, "Resolution": Resolution}
 SPECIALIST_BY_CATEGORY = {"billing": "billing", "technical": "technical", "account": "account", "other": "general"}
 REQUIRED_ROLES = frozenset({"routing", "escalation", "manager", *SPECIALIST_BY_CATEGORY.values()})
 COWORKERS = ("billing", "technical", "account", "general", "escalation")  # whom a hierarchical manager may delegate to
-REQUIRED_TASKS = {"triage": {"ticket"}, "resolve": {"ticket", "triage"}, "escalate": {"ticket", "triage", "reason"}}
+# The hand-over to a person is a template and one bounded model call (crews/handoff.py), not a task: it must not loop.
+REQUIRED_TASKS = {"triage": {"ticket"}, "resolve": {"ticket", "triage"}}
 ROLE_KEYS = {"role", "goal", "backstory", "tier", "tools", "max_iter", "max_delegations"}
 TASK_KEYS = {"agent", "output", "description", "expected_output"}
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")

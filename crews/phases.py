@@ -25,10 +25,11 @@ from crewdesk.store.operations import operations
 from crewdesk.tickets import rules
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Ticket, TicketStatus
-from crewdesk.tickets.schemas import Handoff, Resolution, Triage
+from crewdesk.tickets.schemas import Resolution, Triage
 from crews.builder import CrewBuilder, Work
 from crews.config import SPECIALIST_BY_CATEGORY
 from crews.failures import classify_error
+from crews.handoff import hand_over
 from crews.procedures import address, conditions
 from crews.procedures.conditions import HANDOFF
 from crews.procedures.decide import VERBS as ORDER_VERBS
@@ -175,7 +176,7 @@ class TicketPhases:
         if hits:
             return self._escalate(work, triage, "; ".join(str(h) for h in hits))
         gate, ledger = work.gate, work.ledger
-        llm = self.builder.llm_factory.build(tier="cheap", ticket_id=ticket.id, run_id=work.run_id)
+        llm = self.builder.llm_factory.build(tier="cheap", ticket_id=ticket.id, run_id=work.run_id).within(work.budget)
         ledger.llms.append(llm)
         ledger.models["procedure"] = llm.model
         with transaction(self.session_factory) as db:
@@ -183,9 +184,14 @@ class TicketPhases:
         if self.procedures is None:  # _routed routes nothing to the procedures without them
             raise RuntimeError("procedures are off: no ticket is routed to them")
         flow = ProcedureFlow.build(gate=gate, llm=llm, procedures=self.procedures, raw_text=raw)
-        flow.kickoff(
-            inputs={"text": gate.vault.conceal(work.block()), "channel_customer": ticket.customer or "", "language": triage.language, "intents": intents}
-        )
+        try:
+            flow.kickoff(
+                inputs={"text": gate.vault.conceal(work.block()), "channel_customer": ticket.customer or "", "language": triage.language, "intents": intents}
+            )
+        except Exception as exc:  # a decision the model could not give (garbage, the run's calls or time used up): a person decides
+            if classify_error(exc) is not ModelOutputError:
+                raise
+            return self._escalate(work, triage, f"procedure {'+'.join(intents)}: the model gave no valid decision ({exc})")
         state = flow.state
         with transaction(self.session_factory) as db:
             audit.record(
@@ -285,16 +291,25 @@ class TicketPhases:
         return "the gate refused " + "; ".join(f"{r.tool} ({r.rule})" for r in dict.fromkeys(refused))
 
     def _escalate(self, work: Work, triage: Triage | None, reason: str, note: str = ""):
-        triage_text = self._with_memory(work, triage.model_dump_json() if triage else "(no valid triage)")
-        try:
-            handoff = self.builder.run_phase(task_key="escalate", role_key="escalation", values={"triage": triage_text, "reason": reason}, work=work)
-            assert isinstance(handoff, Handoff)
-            summary = f"[{handoff.team}] {handoff.handoff_summary}"
-        except Exception as exc:
-            if classify_error(exc) is not ModelOutputError:
-                raise
-            summary = f"[tier2] escalation model gave no valid hand-off ({exc})"
-        # The model writes the team's hand-off; the customer gets the holding reply in their language (replies.yaml), which
-        # promises nothing and admits nothing, whatever the model would have written.
-        reply = holding_reply(self.replies, language.detect(work.text))
-        return Decision(TicketStatus.escalated, reason, reply, "\n".join(x for x in (note, summary) if x), triage)
+        """A person takes the ticket: the hand-over summary from a template (crews/handoff.py) with at most one short model
+        call, never a crew; the customer gets the holding reply in their language (replies.yaml), which promises nothing
+        and admits nothing."""
+        spoken = language.detect(work.text)
+        llm = None
+        if self.settings.handoff_model_summary:
+            llm = self.builder.llm_factory.build(tier="cheap", ticket_id=work.ticket.id, run_id=work.run_id).within(work.budget)
+            work.ledger.llms.append(llm)
+            work.ledger.models.setdefault("handoff", llm.model)
+        with self.session_factory() as db:
+            done = [f"{e.tool} {e.arguments.get('order_id', '')}".strip() for e in effects.for_ticket(db=db, ticket_id=work.ticket.id)]
+        handover = hand_over(
+            work=work,
+            triage=triage,
+            reason=reason,
+            llm=llm,
+            language=spoken,
+            done=[d for d in done if not d.startswith("transfer_to_human")],
+            actor=self.builder.config.roles["escalation"].role,
+        )
+        reply = holding_reply(self.replies, spoken)
+        return Decision(TicketStatus.escalated, reason, reply, "\n".join(x for x in (note, handover.note) if x), triage)

@@ -23,6 +23,7 @@ from crewdesk.connectors.builtin_store import SqlRetailStore
 from crewdesk.db import transaction
 from crewdesk.effects import service as effects
 from crewdesk.errors import AuditWriteFailed, TransientError
+from crewdesk.llm.base import CallBudget
 from crewdesk.llm.factory import LLMFactory
 from crewdesk.logging import bind, get_logger, unbind
 from crewdesk.memory import service as memory
@@ -153,6 +154,7 @@ class Pipeline(TicketPhases):
         if isinstance(work, TicketOutcome):
             return work
         ticket = work.ticket
+        work.budget = CallBudget(max_calls=self.settings.run_max_model_calls, seconds=self.settings.run_max_seconds)
         bind(ticket_id=ticket.id, run_id=work.run_id)
         audit_listener.take_failures(work.run_id)  # a new run starts with none (a stale entry under a reused id is not its own)
         token = audit_listener.current_run.set(audit_listener.RunContext(ticket.id, work.run_id))

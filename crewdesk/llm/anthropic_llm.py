@@ -51,7 +51,12 @@ class AnthropicLLM(CrewdeskLLM):
             kwargs["stop_sequences"] = [s for s in stop if s.strip()][:4]
         # anthropic SDK 2.x no longer takes sampling parameters (temperature) on messages.create.
         try:
-            response = self.client().messages.create(model=self.model, messages=cast("list[Any]", turns), **kwargs)  # role/content dicts, as the SDK takes
+            response = self.client().messages.create(
+                model=self.model, messages=cast("list[Any]", turns), **self._timeout_kwargs(), **kwargs
+            )  # role/content dicts, as the SDK takes
+        except anthropic.APITimeoutError as exc:
+            timed_out = self._timed_out(exc)
+            raise (timed_out if timed_out is not exc else provider_unavailable("anthropic", exc)) from exc
         except anthropic.APIConnectionError as exc:  # refused, reset, and timed out (APITimeoutError is one)
             raise provider_unavailable("anthropic", exc) from exc
         except anthropic.APIStatusError as exc:  # 429, 529 (overloaded) and other 5xx may pass; 400, 401 will not
@@ -72,7 +77,12 @@ class AnthropicLLM(CrewdeskLLM):
         if system:
             kwargs["system"] = system
         try:
-            response = self.client().messages.create(model=self.model, messages=cast("list[Any]", turns), **kwargs)  # role/content dicts, as the SDK takes
+            response = self.client().messages.create(
+                model=self.model, messages=cast("list[Any]", turns), **self._timeout_kwargs(), **kwargs
+            )  # role/content dicts, as the SDK takes
+        except anthropic.APITimeoutError as exc:
+            timed_out = self._timed_out(exc)
+            raise (timed_out if timed_out is not exc else provider_unavailable("anthropic", exc)) from exc
         except anthropic.APIConnectionError as exc:  # refused, reset, and timed out (APITimeoutError is one)
             raise provider_unavailable("anthropic", exc) from exc
         except anthropic.APIStatusError as exc:  # 429, 529 (overloaded) and other 5xx may pass; 400, 401 will not
@@ -81,6 +91,9 @@ class AnthropicLLM(CrewdeskLLM):
             raise
         answer = next((block.input for block in cast("list[Any]", response.content) if getattr(block, "type", "") == "tool_use"), None)
         return self._completion(json.dumps(answer) if answer is not None else "", response)
+
+    def _timeout_kwargs(self) -> dict[str, Any]:
+        return {"timeout": self.request_timeout()} if self.request_timeout() is not None else {}
 
     @staticmethod
     def _completion(text: str, response) -> Completion:

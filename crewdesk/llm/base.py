@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
 
 import jsonschema
@@ -15,7 +18,7 @@ from crewai.events.types.llm_events import LLMCallType
 from crewai.llms.base_llm import llm_call_context
 from pydantic import PrivateAttr
 
-from crewdesk.errors import ModelOutputError, ProviderUnavailable
+from crewdesk.errors import BudgetExhausted, ModelOutputError, ProviderUnavailable
 from crewdesk.llm import react
 
 if TYPE_CHECKING:
@@ -83,6 +86,34 @@ def usage_of(completion: Completion) -> dict[str, int]:
     }
 
 
+class CallBudget:
+    """A ticket run's allowance of model calls and wall time, shared by every LLM the run builds (the triage, a crew's
+    agents, a procedure's decisions, the hand-over's summary). A crew that loops, or a model too slow for the ticket, ends
+    the run's model work instead of holding a worker: each call takes one from the allowance, may take at most the time
+    that is left (its request is cut there), and a call beyond either raises BudgetExhausted."""
+
+    def __init__(self, *, max_calls: int, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_calls, self.seconds, self._clock = max_calls, seconds, clock
+        self.started = clock()
+        self.calls = 0
+        self._lock = threading.Lock()  # a hierarchical crew's agents may call from CrewAI's threads
+
+    @property
+    def remaining(self) -> float:
+        return self.seconds - (self._clock() - self.started)
+
+    def take(self, name: str) -> float:
+        """One call's share: the seconds it may take."""
+        with self._lock:
+            if self.calls >= self.max_calls:
+                raise BudgetExhausted(f"the run made its {self.max_calls} model calls (CREWDESK_RUN_MAX_MODEL_CALLS); {name} was not asked")
+            left = self.remaining
+            if left <= 0:
+                raise BudgetExhausted(f"the run's {self.seconds:g} s for model calls are up (CREWDESK_RUN_MAX_SECONDS); {name} was not asked")
+            self.calls += 1
+            return left
+
+
 class CrewdeskLLM(BaseLLM):
     """ReAct text mode only (supports_function_calling False): small models call tools reliably only there."""
 
@@ -104,6 +135,8 @@ class CrewdeskLLM(BaseLLM):
     _breakers: Any = PrivateAttr(default=None)
     _fallbacks: list[CrewdeskLLM] = PrivateAttr(default_factory=list)
     _by_model: dict[str, list[int]] = PrivateAttr(default_factory=dict)  # model that answered -> [prompt, completion, cached, calls]
+    _budget: CallBudget | None = PrivateAttr(default=None)
+    _request_timeout: float | None = PrivateAttr(default=None)  # this call's share of the run's time (providers cut the request there)
 
     @classmethod
     def _wrap_call_method(cls, method_name: str) -> None:
@@ -138,6 +171,25 @@ class CrewdeskLLM(BaseLLM):
     def fallbacks(self) -> list[CrewdeskLLM]:
         return self._fallbacks
 
+    def within(self, budget: CallBudget | None) -> CrewdeskLLM:
+        """Calls count against the run's allowance (CallBudget); None: unlimited (tools and benchmarks outside a run)."""
+        self._budget = budget
+        return self
+
+    @property
+    def budget(self) -> CallBudget | None:
+        return self._budget
+
+    def request_timeout(self) -> float | None:
+        """The seconds this call may still take, when less than the provider's own timeout; None: the provider's."""
+        return self._request_timeout
+
+    def _timed_out(self, exc: Exception) -> Exception:
+        """A request cut at the run's deadline is the run's budget, not the endpoint failing (no breaker counts it)."""
+        if self._request_timeout is not None:
+            return BudgetExhausted(f"the run's time for model calls ran out while {self.model} was answering ({type(exc).__name__})")
+        return exc
+
     def usage_by_model(self) -> dict[str, tuple[int, int]]:
         """(prompt, completion) tokens by the model that answered: a fallback's calls are priced as the fallback's."""
         return {model: (row[0], row[1]) for model, row in self._by_model.items()}
@@ -167,9 +219,10 @@ class CrewdeskLLM(BaseLLM):
         """One round trip whose answer is decoded against `schema` (grammar, strict structured output or a forced
         tool), greedily: the text is a JSON document that fits the schema."""
 
-    def decide(self, messages: list[dict[str, str]], schema: dict[str, Any], *, name: str) -> dict[str, Any]:
+    def decide(self, messages: list[dict[str, str]], schema: dict[str, Any], *, name: str, actor: str | None = None) -> dict[str, Any]:
         """One small model decision, constrained to a JSON schema (enums of what the tools returned, never free ids).
-        Audited like every other call (the LLM call events carry the prompt and the answer)."""
+        Audited like every other call (the LLM call events carry the prompt and the answer), under `actor`'s name when
+        given (a role that decides without a crew)."""
         normalized = normalize_messages(messages)
         decision: dict[str, Any] = {}
 
@@ -178,7 +231,8 @@ class CrewdeskLLM(BaseLLM):
             decision.update(parse_decision(completion.text, schema, name))
             return completion, completion.text, llm.model
 
-        self._traced(normalized, produce)
+        caller = SimpleNamespace(role=actor, id=f"{actor}:{self.run_id}") if actor else None  # what CrewAI's events read of an agent
+        self._traced(normalized, produce, from_agent=caller)
         return decision
 
     def call(self, messages, tools=None, callbacks=None, available_functions=None, from_task=None, from_agent=None, response_model=None):
@@ -208,7 +262,11 @@ class CrewdeskLLM(BaseLLM):
     def _traced(
         self, normalized: list[dict[str, str]], produce, *, tools=None, callbacks=None, available_functions=None, from_task=None, from_agent=None
     ) -> str:
-        """One model round trip between CrewAI's started and completed (or failed) events, with its time and usage."""
+        """One model round trip between CrewAI's started and completed (or failed) events, with its time and usage. A
+        run's budget is taken first: a call it does not allow is never made (and has no event)."""
+        share = self._budget.take("a call to " + self.model) if self._budget is not None else None
+        for llm in (self, *self._fallbacks):
+            llm._request_timeout = share if share is not None and share < getattr(llm, "timeout", float("inf")) else None
         with llm_call_context() as call_id:
             self._emit_call_started_event(
                 messages=cast("list[LLMMessage]", normalized),

@@ -46,8 +46,15 @@ class OpenAICompatibleLLM(CrewdeskLLM):
             kwargs["max_tokens"] = int(self.max_tokens)
         if self.seed is not None:
             kwargs["seed"] = self.seed
+        if self.request_timeout() is not None:
+            kwargs["timeout"] = self.request_timeout()
         try:
             response = self.client().chat.completions.create(model=self.model, messages=messages, **kwargs)
+        except openai.APITimeoutError as exc:
+            timed_out = self._timed_out(exc)
+            if timed_out is not exc:
+                raise timed_out from exc
+            raise provider_unavailable(f"model endpoint {self.base_url}", exc) from exc
         except openai.APIConnectionError as exc:  # refused, reset, and timed out (APITimeoutError is one)
             raise provider_unavailable(f"model endpoint {self.base_url}", exc) from exc
         except openai.BadRequestError as exc:

@@ -68,14 +68,6 @@ class Resolution(BaseModel):
     escalation_reason: str = Field(default="", description="Why a person must take over, if needs_human.")
 
 
-class Handoff(BaseModel):
-    """The escalation agent's hand-off to a human."""
-
-    customer_reply: str = Field(min_length=1, description="A holding reply telling the customer a person will follow up.")
-    handoff_summary: str = Field(min_length=1, description="What the human needs to know, in two or three sentences.")
-    team: str = Field(default="tier2", description="Queue for the human: tier2, billing_ops, security, legal.")
-
-
 class TicketOutcome(BaseModel):
     """What processing a ticket produced; returned by the pipeline and the Celery task."""
 

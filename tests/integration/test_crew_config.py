@@ -46,7 +46,7 @@ def test_every_role_builds_an_agent_with_its_allowed_tools(config, settings, ses
 def test_yaml_keys_match_the_code(config):
     assert set(config.roles) >= REQUIRED_ROLES
     assert set(SPECIALIST_BY_CATEGORY.values()) <= set(config.roles)
-    assert {"triage", "resolve", "escalate"} <= set(config.tasks)
+    assert set(config.tasks) == {"triage", "resolve"}  # a hand-over is crews/handoff.py, not a task
     assert config.roles["routing"].tier == "cheap"
     for spec in config.roles.values():
         assert set(spec.tools) <= set(REGISTRY)
@@ -73,7 +73,7 @@ def copy_config(tmp_path: Path) -> tuple[Path, Path]:
         (lambda a, t: a["routing"].update(temperature=0.3), "unknown keys ['temperature']"),
         (lambda a, t: t["resolve"].update(description="Solve {ticket}"), "placeholders ['ticket'] != expected ['ticket', 'triage']"),
         (lambda a, t: t["triage"].update(output="Verdict"), "output must be one of"),
-        (lambda a, t: t["escalate"].update(agent="supervisor"), "agent 'supervisor' is not defined"),
+        (lambda a, t: t["resolve"].update(agent="supervisor"), "agent 'supervisor' is not defined"),
         (lambda a, t: a["manager"].update(tools=["calculate"]), "a hierarchical manager may not have tools"),
     ],
 )

@@ -100,7 +100,18 @@ def test_deterministic_rules_escalate_whatever_the_model_says(settings, session_
         rows = db.execute(select(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "rule")).scalars().all()
         roles = set(db.execute(select(AuditEvent.actor).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "llm_call")).scalars())
     assert any(rule in hit for row in rows for hit in row.result)
-    assert "Escalation Coordinator" in roles and "Technical Support Engineer" not in roles
+    # the hand-over is a template and one bounded model call (the escalation role's summary), never a crew or a specialist
+    assert roles == {"Support Router", "Escalation Coordinator"}
+    with session_factory() as db:
+        calls = db.execute(
+            select(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.actor.in_(["Escalation Coordinator", "escalation"])).order_by(AuditEvent.seq)
+        ).scalars()
+        ticket = db.get(Ticket, ticket_id)
+        trail = [(c.kind, c.name) for c in calls]
+    assert trail == [("llm_call", "scripted-cheap"), ("handoff", ticket.resolution["internal_note"][1:].split("]")[0])]
+    note = ticket.resolution["internal_note"]
+    assert note.startswith(f"[{'legal' if rule == 'legal_threat' else 'security' if rule == 'security' else 'tier2'}] Ticket #{ticket_id}")
+    assert f"Why a person: {outcome.escalation_reason}." in note and "Done on this ticket: nothing" in note and body[:40] in note
 
 
 def test_angry_repeat_contact_escalates(settings, session_factory, make_ticket):
@@ -161,7 +172,8 @@ def test_json_that_fits_no_output_model_escalates_with_the_holding_reply_instead
         messages = db.execute(select(Message).where(Message.ticket_id == ticket_id)).scalars().all()
     assert run.status == "completed" and "no valid" in ticket.status_reason
     assert [m.direction for m in messages].count("outbound") == 1  # the holding reply
-    assert any(m.direction == "internal" and "no valid hand-off" in m.body for m in messages)
+    # the team's note is the hand-over template, whatever the model answers: it names why and quotes the customer
+    assert any(m.direction == "internal" and "Why a person: routing model gave no valid triage" in m.body and "Why was I charged twice?" in m.body for m in messages)
 
 
 def test_transient_model_error_requeues_without_losing_the_ticket(settings, session_factory, make_ticket):
@@ -242,3 +254,42 @@ def test_malformed_ticket_fails_with_reason_and_nothing_runs(settings, session_f
     with session_factory() as db:
         assert db.get(Ticket, ticket.id).status_reason == "ticket has no message text"
     assert factory.built == []
+
+
+def test_a_crew_that_loops_is_stopped_by_the_runs_model_call_cap_and_handed_over(settings, session_factory, make_ticket):
+    """A specialist that keeps calling a tool is stopped at CREWDESK_RUN_MAX_MODEL_CALLS (every phase together), not by
+    CrewAI's own loop limits; the ticket goes to a person with the template summary, and no call is made past the cap."""
+
+    def loops(messages, role):
+        if "rout" in role:
+            return react_final({"category": "billing", "priority": "normal", "language": "en", "sentiment": "neutral", "summary": "refund", "confidence": 0.9})
+        n = sum(1 for m in messages if m["role"] == "assistant")
+        return f'Thought: check again\nAction: calculate\nAction Input: {{"expression": "{n} + 1"}}'
+
+    settings = settings.model_copy(update={"run_max_model_calls": 5})
+    ticket_id = make_ticket("I was charged twice for invoice 2291 this month. Please refund the duplicate payment.")
+    pipeline, factory = make_pipeline(settings, session_factory, responder=loops)
+    outcome = pipeline.process(ticket_id)
+    assert outcome.status == "escalated" and "CREWDESK_RUN_MAX_MODEL_CALLS" in outcome.escalation_reason
+    with session_factory() as db:
+        run = db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id)).scalar_one()
+        ticket = db.get(Ticket, ticket_id)
+    assert sum(len(llm.prompts) for llm in factory.built) == run.llm_calls == 5  # the summary call was not allowed either
+    assert ticket.resolution["internal_note"].startswith(f"[billing_ops] Ticket #{ticket_id}") and "Request (model summary)" not in ticket.resolution["internal_note"]
+
+
+def test_a_slow_model_is_stopped_at_the_runs_wall_time(settings, session_factory, make_ticket):
+    """Each call may take only what is left of CREWDESK_RUN_MAX_SECONDS: with 0.3 s a call and 1 s for the run, the run
+    stops after a few calls and the ticket is handed over, well before CrewAI's iteration limits."""
+
+    def slow_loop(messages, role):
+        if "rout" in role:
+            return react_final({"category": "billing", "priority": "normal", "language": "en", "sentiment": "neutral", "summary": "refund", "confidence": 0.9})
+        return 'Thought: again\nAction: calculate\nAction Input: {"expression": "1 + 1"}'
+
+    settings = settings.model_copy(update={"run_max_seconds": 1.0, "scripted_latency_ms": 300})
+    ticket_id = make_ticket("I was charged twice for invoice 2291 this month. Please refund the duplicate payment.")
+    pipeline, factory = make_pipeline(settings, session_factory, responder=slow_loop)
+    outcome = pipeline.process(ticket_id)
+    assert outcome.status == "escalated" and "CREWDESK_RUN_MAX_SECONDS" in outcome.escalation_reason
+    assert sum(len(llm.prompts) for llm in factory.built) <= 5

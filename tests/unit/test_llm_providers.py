@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from http.server import HTTPServer
+from http.server import HTTPServer, ThreadingHTTPServer
 
 import pytest
 
@@ -260,3 +260,37 @@ def test_a_conversation_that_outgrows_the_context_is_a_model_output_error_so_the
     with pytest.raises(ModelOutputError, match="outgrew the model's context"):
         llm.call("hello")
     server.shutdown()
+
+
+def test_an_answer_past_the_runs_deadline_is_cut_and_is_the_runs_budget_not_the_endpoint_failing():
+    """A run's budget (CallBudget) gives each call only the time left: the request is cut there and raises
+    BudgetExhausted (a model-output error: the ticket goes to a person), not a transient error that would count against
+    the endpoint's circuit breaker and defer the ticket. The stand-in would answer after 10 s; the run has 0.5 s left (the
+    bound below is loose on purpose: it shows the request was cut, not how fast)."""
+    import time
+
+    from crewdesk.errors import BudgetExhausted
+    from crewdesk.llm.base import CallBudget
+
+    class Slow(JsonStandIn):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            time.sleep(10.0)
+            try:
+                self.answer(200, OPENAI_REPLY)
+            except OSError:  # the client has gone: what the test wants
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server.daemon_threads = True  # shutdown does not wait for the sleeping handler
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = load_settings(llm_provider="openai", openai_base_url=f"http://127.0.0.1:{server.server_port}/v1", openai_api_key="k")
+    llm = LLMFactory(settings).build(tier="strong").within(CallBudget(max_calls=5, seconds=0.5))
+    started = time.monotonic()
+    with pytest.raises(BudgetExhausted, match="ran out while"):
+        llm.call("hello")
+    assert time.monotonic() - started < 8.0
+    with pytest.raises(BudgetExhausted, match="are up"):  # nothing left: the next call is not even sent
+        llm.call("again")
+    server.shutdown()
+    assert not isinstance(BudgetExhausted("x"), TransientError) and isinstance(BudgetExhausted("x"), ModelOutputError)
