@@ -1,15 +1,20 @@
-"""Risk by meaning: does a ticket threaten legal action, report a security problem or lost data, speak of self-harm, or
-threaten violence? A nearest-neighbour vote over all-MiniLM-L6-v2 vectors of labelled exemplars (the router's embedder,
-one torch thread), each ticket scored whole and sentence by sentence, so one risky line in a long ticket still counts.
+"""Risk by meaning: does a ticket threaten legal action, report a security problem or lost data, speak of self-harm,
+threaten violence, or try to steer the model (a prompt injection)? A nearest-neighbour vote over all-MiniLM-L6-v2
+vectors of labelled exemplars (the router's embedder, one torch thread), each ticket scored whole and sentence by
+sentence, so one risky line in a long ticket still counts.
 
-Exemplars: our own phrasings per risk class in English, German, Spanish and French (risk_data/examples.jsonl, see its
-README), our own harmless look-alikes labelled `none` ("my lawyer recommended your desk", a parcel stolen from the
-porch, "this bug is killing me"), and Bitext's train rows as `none` (its complaints are the hard negatives), except
-every BITEXT_EVAL_EVERY-th row, kept for the evaluation (bench/risk_eval.jsonl). The exemplar vectors are cached as
-.npy in the cache directory given, keyed by the exemplars' sha256 and the embedder version, as the router's are.
+Exemplars (risk_data/, see its README), all our own: phrasings per risk class and harmless look-alikes labelled `none`
+("my lawyer recommended your desk", a parcel stolen from the porch) in examples.jsonl; other businesses' ordinary
+requests (banks, insurers, telecoms, utilities, travel, software, healthcare admin, public services) and our store's
+payment wording, as `none`, in domains.jsonl; prompt injections in injection.jsonl; each in English, German, Spanish
+and French. Beside them Bitext's train rows as `none` (its complaints are the hard negatives), except every
+BITEXT_EVAL_EVERY-th row, kept for the evaluation (bench/risk_eval.jsonl). MiniLM is an English model that places a
+language's texts near each other, so every language needs harmless exemplars beside its risky ones. The exemplar vectors
+are cached as .npy in the cache directory given, keyed by the exemplars' sha256 and the embedder version, as the
+router's are.
 
 This module decides nothing on its own: crewdesk.tickets.rules.detect puts it behind the escalation regexes (the fast
-first pass) and says when its `none` overrules a regex hit. Figures: bench/risk.py."""
+first pass) and says when it must agree with a regex hit. Figures: bench/risk.py."""
 
 from __future__ import annotations
 
@@ -30,9 +35,15 @@ from crewdesk.routing.embedding import cached_vectors, segments
 from crewdesk.routing.examples import bitext_examples
 
 RISK_LABELS: tuple[str, ...] = ("legal_threat", "security", "data_loss", "self_harm", "threat")
+# A prompt injection: text written to steer the model (fake system messages, "ignore previous instructions", claimed
+# authority). Not a risk to the customer but to what the crew does: escalated and audited like the risks, under its own label.
+INJECTION = "injection"
+FLAGGED: tuple[str, ...] = (*RISK_LABELS, INJECTION)  # what a hit can be
 NONE = "none"
-LABELS: tuple[str, ...] = (*RISK_LABELS, NONE)
-EXAMPLES_FILE = "risk_data/examples.jsonl"
+LABELS: tuple[str, ...] = (*FLAGGED, NONE)
+# The risks and their look-alikes (examples.jsonl), ordinary requests of other businesses and retail payment wording
+# (domains.jsonl), prompt injections (injection.jsonl); see risk_data/README.md.
+EXAMPLE_FILES: tuple[str, ...] = ("risk_data/examples.jsonl", "risk_data/domains.jsonl", "risk_data/injection.jsonl")
 # Bitext train rows 0, 10, 20, ... (0-based, file order) are the evaluation's ordinary tickets, never exemplars.
 BITEXT_EVAL_EVERY = 10
 
@@ -45,15 +56,17 @@ class RiskExample:
 
 
 def own_examples() -> list[RiskExample]:
-    """Our phrasings: every risk class in en/de/es/fr, and harmless look-alikes as `none`."""
+    """Our phrasings: every risk class and injection in en/de/es/fr, harmless look-alikes and other businesses' ordinary
+    requests as `none`."""
     rows = []
-    with importlib.resources.files("crewdesk.routing").joinpath(EXAMPLES_FILE).open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                row = json.loads(line)
-                if row["label"] not in LABELS:
-                    raise ValueError(f"{EXAMPLES_FILE}: unknown risk label {row['label']!r}")
-                rows.append(RiskExample(text=row["text"], label=row["label"], lang=row.get("lang", "en")))
+    for name in EXAMPLE_FILES:
+        with importlib.resources.files("crewdesk.routing").joinpath(name).open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    row = json.loads(line)
+                    if row["label"] not in LABELS:
+                        raise ValueError(f"{name}: unknown risk label {row['label']!r}")
+                    rows.append(RiskExample(text=row["text"], label=row["label"], lang=row.get("lang", "en")))
     return rows
 
 
@@ -100,19 +113,21 @@ class RiskAnalysis:
     threshold: float
     min_similarity: float
     segment_similarity: float
+    segment_threshold: float | None = None  # the share a sentence needs; None: the same as the whole text
 
     def hits(self) -> list[RiskHit]:
-        """Each risk class whose share reaches the threshold in some part, and whose nearest exemplar is at least
-        min_similarity in cosine (segment_similarity for a sentence: a short line near nothing in particular is noise);
-        the part with the best share is the evidence."""
+        """Each class whose share reaches the threshold in some part (segment_threshold for a sentence), and whose
+        nearest exemplar is at least min_similarity in cosine (segment_similarity for a sentence: a short line near
+        nothing in particular is noise); the part with the best share is the evidence."""
         best: dict[str, RiskHit] = {}
         for n, part in enumerate(self.parts):
             floor = self.min_similarity if n == 0 else self.segment_similarity
-            for label in RISK_LABELS:
+            bar = self.threshold if n == 0 or self.segment_threshold is None else self.segment_threshold
+            for label in FLAGGED:
                 share = part.shares[label]
-                if share >= self.threshold and part.nearest[label] >= floor and (label not in best or share > best[label].score):
+                if share >= bar and part.nearest[label] >= floor and (label not in best or share > best[label].score):
                     best[label] = RiskHit(label, round(share, 4), part.text)
-        return [best[label] for label in RISK_LABELS if label in best]
+        return [best[label] for label in FLAGGED if label in best]
 
     def _around(self, span: str | None) -> list[PartScores]:
         """The whole text and every sentence that contains `span` (all of them when span is None)."""
@@ -139,9 +154,11 @@ class Analyser(Protocol):
 
 class RiskClassifier:
     """Similarity-weighted kNN over the exemplars (k nearest vote with their cosine; a class's score is its share).
-    A class is found when its share reaches `threshold` in the whole text or in one sentence, its nearest exemplar
-    being at least `min_similarity` (whole text) or `segment_similarity` (a sentence) in cosine. Defaults chosen on
-    the evaluation's dev half (bench/risk.py --variants).
+    A class is found when its share reaches `threshold` in the whole text or `segment_threshold` in one sentence, its
+    nearest exemplar being at least `min_similarity` (whole text) or `segment_similarity` (a sentence) in cosine: a
+    sentence needs a clearer vote than the whole ticket, because a short line of German or French sits near the short
+    risk exemplars of its language whatever it says. Defaults chosen on the dev halves of both evaluation sets
+    (bench/risk.py --variants).
 
     Built lazily: the embedder and the exemplar vectors load on first use, in the process that uses them (a Celery
     parent never holds torch across a fork). Thread-safe to share; build one per pipeline."""
@@ -156,7 +173,8 @@ class RiskClassifier:
         k: int = 5,
         threshold: float = 0.4,
         min_similarity: float = 0.4,
-        segment_similarity: float = 0.5,
+        segment_similarity: float = 0.6,
+        segment_threshold: float | None = 0.8,
     ) -> None:
         self.examples = list(default_risk_examples() if examples is None else examples)
         if not any(e.label == NONE for e in self.examples) or not any(e.label != NONE for e in self.examples):
@@ -167,6 +185,7 @@ class RiskClassifier:
         self._embedder = embedder
         self.cache_dir = cache_dir
         self.k, self.threshold, self.min_similarity, self.segment_similarity = k, threshold, min_similarity, segment_similarity
+        self.segment_threshold = segment_threshold
         self._y = np.array([LABELS.index(e.label) for e in self.examples])
         self._vectors: np.ndarray | None = None if vectors is None else self._checked(np.asarray(vectors, dtype=np.float32))
         self._lock = threading.Lock()
@@ -238,7 +257,13 @@ class RiskClassifier:
         return [text, *pieces] if len(pieces) > 1 else [text]
 
     def analysis(self, parts: Sequence[PartScores]) -> RiskAnalysis:
-        return RiskAnalysis(parts=tuple(parts), threshold=self.threshold, min_similarity=self.min_similarity, segment_similarity=self.segment_similarity)
+        return RiskAnalysis(
+            parts=tuple(parts),
+            threshold=self.threshold,
+            min_similarity=self.min_similarity,
+            segment_similarity=self.segment_similarity,
+            segment_threshold=self.segment_threshold,
+        )
 
     def analyse(self, text: str) -> RiskAnalysis:
         return self.analyse_many([text])[0]
