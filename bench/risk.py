@@ -127,6 +127,7 @@ def combined_labels(text: str, stand_in: Precomputed) -> set[str]:
 
 
 def analyses_for(clf: RiskClassifier, texts: list[str], query_vectors: dict[str, np.ndarray]) -> dict[str, RiskAnalysis]:
+    """Analyses of already revealed texts (rules.revealed) from vectors computed beforehand."""
     out = {}
     for text in texts:
         parts = clf.parts_of(text)
@@ -142,8 +143,10 @@ def risk_eval_report(args: argparse.Namespace, clf: RiskClassifier) -> None:
     golds = Counter(label for r in rows for label in r["labels"])
     print(f"== risk_eval: {EVAL.relative_to(ROOT)}, {len(rows)} tickets: {dict(kinds)}; gold pairs {dict(golds)}\n")
 
-    (regex_pred, analyses, _), (regex_ms, clf_ms, combined_ms) = timed([regex_labels, clf.analyse, lambda t: rules.detect(t, clf)], texts)
-    by_text = dict(zip(texts, analyses, strict=True))
+    (regex_pred, analyses, _), (regex_ms, clf_ms, combined_ms) = timed(
+        [regex_labels, lambda t: clf.analyse(rules.revealed(t)), lambda t: rules.detect(t, clf)], texts
+    )
+    by_text = {rules.revealed(t): a for t, a in zip(texts, analyses, strict=True)}
     clf_pred = [{h.label for h in a.hits()} for a in analyses]
     stand_in = Precomputed(by_text)
     comb_pred = [combined_labels(t, stand_in) for t in texts]
@@ -211,72 +214,72 @@ def risk_eval_report(args: argparse.Namespace, clf: RiskClassifier) -> None:
         words: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
         for row in dev:
             for rule in RISK_LABELS:
-                for match in rules._RULES[rule].finditer(row["text"]):
+                for match in rules.rule_pattern(rule).finditer(row["text"]):
                     words[(rule, match.group(0).lower())][0 if rule in row["labels"] else 1] += 1
         print("regex words on the dev half: (rule, word): on gold tickets / on other tickets; * = in rules.AMBIGUOUS")
         for (rule, word), (good, bad) in sorted(words.items()):
             mark = "*" if rule in rules.AMBIGUOUS and rules.AMBIGUOUS[rule].fullmatch(word) else " "
             print(f"  {mark} {rule:<13} {word!r:<28} {good:>3} / {bad:<3}")
-        print("\ndev tickets whose regex hit is only ambiguous words: the classifier's none share and none margin there")
-        for row in dev:
-            analysis = by_text.get(row["text"]) or clf.analyse(row["text"])
+        other_dev = [{"text": r["text"], "labels": [] if r["label"] == "none" else [r["label"]]} for r in load_other("dev")]
+        print("\ndev tickets (both sets) whose regex hit is only ambiguous words: does the classifier find that risk too?")
+        for row in dev + other_dev:
+            analysis = by_text.get(rules.revealed(row["text"])) or clf.analyse(rules.revealed(row["text"]))
             found = {h.label for h in analysis.hits()}
             for hit in rules.scan_text(row["text"]):
                 if hit.rule in rules.AMBIGUOUS and rules.ambiguous_only(hit.rule, row["text"]):
                     print(
-                        f"  {'true ' if hit.rule in row['labels'] else 'false'} {hit.rule:<12} {hit.evidence!r:<14} "
-                        f"none share {analysis.none_share(hit.evidence):.2f}  margin {analysis.none_margin(hit.rule, hit.evidence):+.2f}  "
-                        f"classifier finds it: {'yes' if hit.rule in found else 'no '}  overruled: {'yes' if rules.overruled(hit, row['text'], analysis, found) else 'no '}  "
-                        f"{row['text'][:70]}"
+                        f"  {'true ' if hit.rule in row['labels'] else 'false'} {hit.rule:<12} {hit.evidence!r:<18} "
+                        f"classifier finds it: {'yes' if hit.rule in found else 'no '}  overruled: {'yes' if rules.overruled(hit, row['text'], found) else 'no '}  "
+                        f"{row['text'][:70]!r}"
                     )
         print()
 
     if args.variants:
         dev = [r for r in load("all") if r["split"] == "dev"]
-        dev_texts = [r["text"] for r in dev]
+        other_dev = load_other("dev")
+        dev_texts = [rules.revealed(r["text"]) for r in dev] + [rules.revealed(r["text"]) for r in other_dev]
         parts = sorted({p for t in dev_texts for p in clf.parts_of(t)})
         vectors = dict(zip(parts, clf.embed(parts), strict=True))
-        default = (clf.k, clf.threshold, clf.min_similarity, clf.segment_similarity)
+        default = (clf.k, clf.threshold, clf.segment_threshold, clf.min_similarity, clf.segment_similarity)
         grid = [default] + [
-            (k, t, w, g)
-            for k in (3, 5, 7, 10)
-            for t in (0.3, 0.4, 0.5, 0.6)
-            for w in (0.4, 0.5, 0.6)
-            for g in (0.4, 0.5, 0.6)
-            if g >= w and (k, t, w, g) != default
+            (k, t, st, w, g)
+            for k in (3, 5, 7)
+            for t in (0.4, 0.5, 0.6)
+            for st in (None, 0.6, 0.8, 1.0)
+            for w in (0.4, 0.5)
+            for g in (0.5, 0.6)
+            if (st is None or st >= t) and (k, t, st, w, g) != default
         ]
-        results = []
-        for k, threshold, floor, segment_floor in grid:
-            variant = RiskClassifier(
-                clf.examples, embedder=clf.embedder, vectors=clf.vectors, k=k, threshold=threshold, min_similarity=floor, segment_similarity=segment_floor
-            )
-            table_ = analyses_for(variant, dev_texts, vectors)
-            alone = micro_f1(dev, [{h.label for h in table_[t].hits()} for t in dev_texts])
-            both = micro_f1(dev, [combined_labels(t, Precomputed(table_)) for t in dev_texts])
-            results.append(((k, threshold, floor, segment_floor), alone, both))
         print(
-            f"classifier settings on the dev half ({len(grid)} tried): micro P / R / F1, classifier alone | combined; the default, then the 12 best by combined F1"
+            f"classifier settings on the dev halves ({len(grid)} tried; k, threshold, segment_threshold, min_similarity, segment_similarity): "
+            "risk_eval dev recall and micro F1 (combined) | other-domain dev routine+retail tickets escalated, injections labelled; "
+            "the default, then the 12 with the fewest false escalations among those keeping risk_eval dev recall at today's 75/91 or more"
         )
-        for (k, threshold, floor, segment_floor), a, b in [results[0], *sorted(results, key=lambda r: -r[2][2])[:12]]:
-            print(
-                f"  k={k:<2} threshold={threshold:.1f} min_similarity={floor:.1f} segment_similarity={segment_floor:.1f}"
-                f"   {a[0]:.3f} {a[1]:.3f} {a[2]:.3f} | {b[0]:.3f} {b[1]:.3f} {b[2]:.3f}"
+        results = []
+        for k, threshold, segment_threshold, floor, segment_floor in grid:
+            variant = RiskClassifier(
+                clf.examples,
+                embedder=clf.embedder,
+                vectors=clf.vectors,
+                k=k,
+                threshold=threshold,
+                segment_threshold=segment_threshold,
+                min_similarity=floor,
+                segment_similarity=segment_floor,
             )
-        table_ = analyses_for(clf, dev_texts, vectors)
-        defaults = rules.OVERRULE_NONE_SHARE, rules.OVERRULE_MARGIN, rules.AMBIGUOUS
-        every_word = {rule: rules.re.compile(r".*", rules.re.S) for rule in RISK_LABELS if rule != "self_harm"}
-        print("overrule settings (default classifier) on the dev half, combined micro P / R / F1:")
-        try:
-            trials = [("never overrule", 2.0, 2.0, defaults[2])]
-            trials += [(f"none share >= {s:.1f}, margin >= {m:+.2f}", s, m, defaults[2]) for s in (0.6, 0.8, 1.0) for m in (-1.0, 0.0, 0.05, 0.1, 0.15, 0.2)]
-            trials += [("any regex word (not only AMBIGUOUS), default bars", defaults[0], defaults[1], every_word)]
-            for label, share, margin, ambiguous in trials:
-                rules.OVERRULE_NONE_SHARE, rules.OVERRULE_MARGIN, rules.AMBIGUOUS = share, margin, ambiguous
-                m = micro_f1(dev, [combined_labels(t, Precomputed(table_)) for t in dev_texts])
-                mark = "*" if (share, margin, ambiguous) == defaults else " "
-                print(f"  {mark} {label:<52} {m[0]:.3f} {m[1]:.3f} {m[2]:.3f}")
-        finally:
-            rules.OVERRULE_NONE_SHARE, rules.OVERRULE_MARGIN, rules.AMBIGUOUS = defaults
+            stand_in = Precomputed(analyses_for(variant, dev_texts, vectors))
+            gold = sum(len(r["labels"]) for r in dev)
+            caught = sum(len(set(r["labels"]) & combined_labels(r["text"], stand_in)) for r in dev)
+            f1 = micro_f1(dev, [combined_labels(r["text"], stand_in) for r in dev])[2]
+            decided = [escalation_rules(r["text"], stand_in) for r in other_dev]
+            false = sum(1 for r, d in zip(other_dev, decided, strict=True) if r["kind"] in ("routine", "retail") and d)
+            injections = sum(1 for r, d in zip(other_dev, decided, strict=True) if r["kind"] == "injection" and "injection" in d)
+            results.append(((k, threshold, segment_threshold, floor, segment_floor), caught, gold, f1, false, injections))
+        keep = [r for r in results if r[1] >= 75]
+        for (k, t, st, w, g), caught, gold, f1, false, injections in [results[0], *sorted(keep, key=lambda r: (r[4], -r[1]))[:12]]:
+            print(
+                f"  k={k} threshold={t} segment_threshold={st} min_similarity={w} segment_similarity={g}   {caught}/{gold} {f1:.3f} | {false} escalated, {injections} injections"
+            )
 
 
 OTHER = ROOT / "bench" / "risk_other"
@@ -362,7 +365,7 @@ def main() -> None:
         f"model and exemplar vectors ready in {time.perf_counter() - started:.1f} s"
     )
     words_of = {k: v.pattern for k, v in rules.AMBIGUOUS.items()}
-    print(f"overrule: ambiguous words {words_of}, none share >= {rules.OVERRULE_NONE_SHARE}, none margin >= {rules.OVERRULE_MARGIN}")
+    print(f"segment_threshold={clf.segment_threshold}; ambiguous regex words (stand only when the classifier finds that risk too): {words_of}")
     print(f"{platform.machine()}, {os.cpu_count()} cores, {date.today().isoformat()}\n")
     if args.set in ("all", "other"):
         other_report(args, clf)
