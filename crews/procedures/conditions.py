@@ -73,7 +73,7 @@ class Reading:
     def request(self) -> str:
         """The ticket without its fallback sentences: what the first attempt reads."""
         skipped = {f.index for f in self.fallbacks}
-        return " ".join(s for i, s in enumerate(self.sentences) if i not in skipped)
+        return "\n".join(s for i, s in enumerate(self.sentences) if i not in skipped)  # one per line: the reader splits clauses there
 
     def anchor_text(self, fallback: Fallback) -> str:
         return self.sentences[fallback.anchor]

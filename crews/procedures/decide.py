@@ -5,14 +5,23 @@ that item's order, or "keep". The model chooses among what the tools returned; i
 from __future__ import annotations
 
 import re
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Protocol
 
-from crewdesk.llm.base import CrewdeskLLM
+from crewdesk.store import lexicon
 from crews.procedures.facts import ORDER_ID
 from crews.procedures.spec import ProcedureSpec
 from crews.procedures.state import Customer, Item
 
 KEEP = "keep"
+
+
+class Decider(Protocol):
+    """What the reading needs of a model: one constrained decision (crewdesk.llm.base.CrewdeskLLM.decide)."""
+
+    def decide(self, messages: list[dict[str, str]], schema: dict[str, Any], *, name: str, actor: str | None = None) -> dict[str, Any]: ...
+
+
 MAX_ASKED = 14
 _WORD = re.compile(r"[^\W_]+")
 UNIVERSAL = re.compile(r"\b(all|every|everything|entire|whole|alle[sn]?|gesamte?|todos?|todas?|tout|toutes?|tous)\b", re.I)
@@ -99,11 +108,31 @@ def _match(item: Item, tokens: set[str], compact: str) -> tuple[int, str]:
     return (1, suffix) if suffix else (0, "")
 
 
+# The ticket's language, set by the procedure flow for the run: the catalogue lexicon is searched in it and in English.
+LANGUAGE: ContextVar[str | None] = ContextVar("reading_language", default=None)
+
+
+def _lexicon_matches(items: list[Item], text: str) -> dict[str, tuple[int, str]]:
+    """Items named by the catalogue's words for their product ("the hoover", "mi aspiradora", "den Saugroboter"): 3 for a
+    term that names one product, 2 for one several products share ("the kettle")."""
+    found: dict[str, tuple[int, str]] = {}
+    names = {item.name for item in items}
+    for mention in lexicon.load().products_in(text, language=LANGUAGE.get()):
+        if not mention.names & names:
+            continue
+        strength = 2 if mention.shared else 3
+        for item in items:
+            if item.name in mention.names and strength > found.get(item.item_id + item.order_id, (0, ""))[0]:
+                found[item.item_id + item.order_id] = (strength, "lexicon:" + mention.term)
+    return found
+
+
 def mentioned_items(items: list[Item], text: str) -> list[Item]:
-    """The items the customer named. A weaker match gives way to a stronger one on the same word: "smart watch" names the
-    Smart Watch, not the Wristwatch as well."""
+    """The items the customer named, by their product's name or the catalogue's words for it. A weaker match gives way to
+    a stronger one on the same word: "smart watch" names the Smart Watch, not the Wristwatch as well."""
     tokens, compact = _tokens(text), "".join(_WORD.findall(text.lower()))
-    matches = {item.item_id + item.order_id: _match(item, tokens, compact) for item in items}
+    lexical = _lexicon_matches(items, text)
+    matches = {item.item_id + item.order_id: max(_match(item, tokens, compact), lexical.get(item.item_id + item.order_id, (0, ""))) for item in items}
     best: dict[str, int] = {}
     for strength, word in matches.values():
         if strength:
@@ -149,9 +178,7 @@ def misfit(item: Item, procedures: list[ProcedureSpec], text: str) -> str | None
     return said[0] if said else None
 
 
-def assign(
-    *, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[ProcedureSpec], scoped: bool = False, prefer: str = ""
-) -> dict[str, list[Item]]:
+def assign(*, llm: Decider, text: str, customer: Customer, procedures: list[ProcedureSpec], scoped: bool = False, prefer: str = "") -> dict[str, list[Item]]:
     """intent -> the items it applies to, for the item-level procedures of this ticket. scoped: the customer's orders hold
     only the items a fallback is about, so each of them is meant.
     Meant are the items the customer named (all of an order named by its number with none of its items named, all of
@@ -345,7 +372,7 @@ def _about(item: Item, sentences: list[str], every_item: list[Item], only_pendin
     return " ".join(about)
 
 
-def _assign_scoped(*, llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[ProcedureSpec]) -> dict[str, list[Item]]:
+def _assign_scoped(*, llm: Decider, text: str, customer: Customer, procedures: list[ProcedureSpec]) -> dict[str, list[Item]]:
     settled: dict[str, list[Item]] = {p.intent: [] for p in procedures}
     asked: list[tuple[Item, list[str]]] = []
     for order in customer.orders:
@@ -361,7 +388,7 @@ def _assign_scoped(*, llm: CrewdeskLLM, text: str, customer: Customer, procedure
     return settled
 
 
-def _ask(llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[ProcedureSpec], asked: list[tuple[Item, list[str]]]) -> dict[str, list[Item]]:
+def _ask(llm: Decider, text: str, customer: Customer, procedures: list[ProcedureSpec], asked: list[tuple[Item, list[str]]]) -> dict[str, list[Item]]:
     statuses = {o.order_id: o.status for o in customer.orders}
     lines = [f"{n}. {item.label()}, order {item.order_id} ({statuses[item.order_id]}), ${item.price:.2f}" for n, (item, _) in enumerate(asked, 1)]
     schema: dict[str, Any] = {
@@ -381,3 +408,45 @@ def _ask(llm: CrewdeskLLM, text: str, customer: Customer, procedures: list[Proce
         if answer[str(n)] != KEEP:
             chosen.setdefault(answer[str(n)], []).append(item)
     return chosen
+
+
+class RulesOnly:
+    """Stands in for the model where only the rules' own reading is wanted: every item the rules leave open is kept."""
+
+    def decide(self, messages: list[dict[str, str]], schema: dict[str, Any], *, name: str, actor: str | None = None) -> dict[str, Any]:
+        return dict.fromkeys(schema.get("properties", {}), KEEP)
+
+
+ARBITRATE = (
+    "You check a support team's reading of a customer's message. Two readings of what the customer asks follow. Choose "
+    "the one that is exactly what the customer asks for (the right items, the right request for each), or neither if "
+    "neither is."
+)
+
+
+def describe(chosen: dict[str, list[Item]]) -> str:
+    words = {"cancel_order": "cancel", "modify_order": "change", "return_items": "return", "exchange_items": "exchange"}
+    parts = []
+    for intent, items in chosen.items():
+        if items:
+            parts.append(f"{words.get(intent, intent)}: " + "; ".join(f"{i.label()} (order {i.order_id})" for i in items))
+    return " | ".join(parts) or "nothing"
+
+
+def arbitrate(*, llm: Decider, text: str, customer: Customer, readings: list[dict[str, list[Item]]]) -> int | None:
+    """Which of the readings the model takes for what the customer asks (an index), or None for neither: one constrained
+    choice among what the readers found, never a reading of its own."""
+    letters = [chr(ord("A") + n) for n in range(len(readings))]
+    lines = [f"{letter}. {describe(chosen)}" for letter, chosen in zip(letters, readings, strict=True)]
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"reading": {"enum": [*letters, "neither"]}},
+        "required": ["reading"],
+        "additionalProperties": False,
+    }
+    messages = [
+        {"role": "system", "content": ARBITRATE},
+        {"role": "user", "content": f"Customer's message:\n{text}\n\nReadings:\n" + "\n".join(lines)},
+    ]
+    answer = llm.decide(messages, schema, name="arbitrate_reading")["reading"]
+    return None if answer == "neither" else letters.index(answer)

@@ -8,16 +8,20 @@ from pydantic import PrivateAttr
 
 from crewdesk.connectors.base import StoreError
 from crewdesk.llm.base import CrewdeskLLM
-from crews.procedures import address, conditions, decide, facts, policy, variants
+from crews.procedures import address, conditions, decide, facts, policy, reading, variants
 from crews.procedures.replies import compose
 from crews.procedures.spec import Procedures, ProcedureSpec
-from crews.procedures.state import Action, Item, Order, Outcome, ProcedureState
+from crews.procedures.state import Action, Customer, Item, Order, Outcome, ProcedureState
 from tools.gate import Gate, ToolDenied
 
 MAX_FALLBACK_DEPTH = 4
 # Cancelling, returning, exchanging and changing items are one family: each item's order status decides which applies.
 ORDER_FAMILY_ORDER = decide.ORDER_OF
 ORDER_FAMILY = frozenset(ORDER_FAMILY_ORDER)
+
+
+def _plan_key(chosen: dict[str, list[Item]]) -> frozenset[tuple[str, str, str]]:
+    return frozenset((intent, i.order_id, i.item_id) for intent, items in chosen.items() for i in items)
 
 
 class ProcedureFlow(Flow[ProcedureState]):
@@ -27,6 +31,7 @@ class ProcedureFlow(Flow[ProcedureState]):
     _llm: CrewdeskLLM = PrivateAttr()
     _procedures: Procedures = PrivateAttr()
     _raw_text: str = PrivateAttr(default="")
+    _about: dict = PrivateAttr(default_factory=dict)  # item -> the clauses that ask about it (reading.ItemReading.about)
 
     @classmethod
     def build(cls, *, gate: Gate, llm: CrewdeskLLM, procedures: Procedures, raw_text: str) -> ProcedureFlow:
@@ -54,6 +59,7 @@ class ProcedureFlow(Flow[ProcedureState]):
     def act(self) -> None:
         """Plan every requested write first, apply the customer's fallbacks to what cannot be done, then write: the store
         allows one exchange or change per order, so an order's write must be whole before it is made."""
+        decide.LANGUAGE.set(self.state.language)  # the catalogue's words are searched in the ticket's language and English
         specs = self._specs()
         item_specs = [s for s in specs if s.choose == "items"]
         plan = self._plan_addresses([s for s in specs if s.choose == "address"])  # first: the store changes the address only of an untouched order
@@ -123,13 +129,47 @@ class ProcedureFlow(Flow[ProcedureState]):
             customer = customer.model_copy(
                 update={"orders": [o.model_copy(update={"items": [i for i in o.items if (o.order_id, i.item_id) in keep]}) for o in customer.orders]}
             )
-        chosen = decide.assign(llm=self._llm, text=f"{prefer} {text}".strip(), customer=customer, procedures=specs, scoped=scope is not None, prefer=prefer)
-        if not any(chosen.values()):
-            return [Outcome(intent=specs[0].intent, kind="not_found", detail={"what": "the items you mean"}, items=list(scope or []))]
         plan: list[Outcome] = []
+        chosen: dict[str, list[Item]] = {}
+        if scope is None:
+            chosen, plan = self._read_items(specs, text=text, customer=customer)
+        if not any(chosen.values()) and not plan:  # nothing read: the rules of decide.py, and the model for what they leave
+            chosen = decide.assign(llm=self._llm, text=f"{prefer} {text}".strip(), customer=customer, procedures=specs, scoped=scope is not None, prefer=prefer)
+        if not any(chosen.values()):
+            return plan or [Outcome(intent=specs[0].intent, kind="not_found", detail={"what": "the items you mean"}, items=list(scope or []))]
         for spec in specs:
             plan.extend(self._plan_items(spec, chosen.get(spec.intent, []), text=text, prefer=prefer))
         return plan
+
+    def _read_items(self, specs: list[ProcedureSpec], *, text: str, customer: Customer) -> tuple[dict[str, list[Item]], list[Outcome]]:
+        """Two readings of which items each request is about: the clause reader's (crews/procedures/reading.py: the
+        catalogue's words, the vocabulary) and decide.py's rules alone (no model). Where both read the same, or only one
+        reads anything, that reading stands; where they differ, the model chooses between the two (or neither: then the
+        customer is asked). Items the reader found ambiguous are asked about, never guessed."""
+        read = reading.read(text=text, customer=customer, procedures=specs, vocabulary=self._procedures.vocabulary, language=self.state.language)
+        self._about.update(read.about)
+        asked = []
+        for items in read.ambiguous:
+            self._gate.audit(kind="decision", name="ambiguous", actor="procedure", arguments={"items": [i.label() for i in items]}, result={"asked": True})
+            asked.append(Outcome(intent=specs[0].intent, kind="ambiguous", items=items))
+        rules = decide.assign(llm=decide.RulesOnly(), text=text, customer=customer, procedures=specs)
+        clauses, by_rules = _plan_key(read.chosen), _plan_key(rules)
+        if clauses == by_rules or not by_rules:
+            return read.chosen, asked
+        if not clauses:
+            return (rules, []) if not asked else (read.chosen, asked)
+        picked = decide.arbitrate(llm=self._llm, text=text, customer=customer, readings=[read.chosen, rules])
+        self._gate.audit(
+            kind="decision",
+            name="readings_differ",
+            actor="procedure",
+            arguments={"clauses": sorted(map(str, clauses)), "rules": sorted(map(str, by_rules))},
+            result={"chosen": ["clauses", "rules", "neither"][picked if picked is not None else 2]},
+        )
+        if picked is None:
+            items = sorted({i.item_id: i for chosen in (read.chosen, rules) for v in chosen.values() for i in v}.values(), key=lambda i: i.order_id)
+            return {}, [*asked, Outcome(intent=specs[0].intent, kind="ambiguous", items=items, detail={"why": "readings differ"})]
+        return ([read.chosen, rules][picked], asked if picked == 0 else [])
 
     def _checked(self, spec: ProcedureSpec, action: Action, order: Order, *, items: list[Item]) -> Outcome:
         """The action planned, or refused by the first policy rule it breaks (audited under the rule's name)."""
@@ -197,7 +237,8 @@ class ProcedureFlow(Flow[ProcedureState]):
         lookup = facts.Lookup(self._gate, spec.role)
         pairs, missing = [], []
         for item in items:
-            new = variants.choose(llm=self._llm, text=text, prefer=prefer, item=item, product=lookup("get_product_details", product_id=item.product_id))
+            said = self._about.get(reading.key(item), text)  # the clauses about this item, when the reader found them
+            new = variants.choose(llm=self._llm, text=said, prefer=prefer, item=item, product=lookup("get_product_details", product_id=item.product_id))
             if new is None:
                 missing.append(item)
             else:
@@ -365,11 +406,14 @@ class ProcedureFlow(Flow[ProcedureState]):
         kinds = {o.kind for o in self.state.outcomes}
         if "pending_approval" in kinds:
             self.state.status, self.state.reason = "awaiting_approval", "a write waits for a person's approval"
-        elif kinds & {"failed", "not_found", "refused", "handed_over"}:
+        elif kinds & {"failed", "not_found", "ambiguous", "refused", "handed_over"}:
             why = [
-                f"{o.intent}: {o.kind}" + (f" ({o.rule})" if o.rule else "") + (f" ({o.detail['error']})" if "error" in o.detail else "")
+                f"{o.intent}: {o.kind}"
+                + (f" ({o.rule})" if o.rule else "")
+                + (f" ({o.detail['error']})" if "error" in o.detail else "")
+                + (f" ({', '.join(i.label() + ' ' + i.order_id for i in o.items)})" if o.kind == "ambiguous" else "")
                 for o in self.state.outcomes
-                if o.kind in {"failed", "not_found", "refused", "handed_over"}
+                if o.kind in {"failed", "not_found", "ambiguous", "refused", "handed_over"}
             ]
             self.state.status, self.state.reason = "escalated", "; ".join(why)
         else:

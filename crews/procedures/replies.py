@@ -69,6 +69,9 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
         elif outcome.kind == "answered":
             tracking = say("tracking", tracking=", ".join(outcome.detail["tracking_ids"])) if outcome.detail.get("tracking_ids") else ""
             lines.append(say("order_status", **facts, tracking=tracking))
+        elif outcome.kind == "ambiguous":
+            choices = " / ".join(f"{item.label()} ({item.order_id})" for item in outcome.items)
+            lines.append(say("ambiguous", choices=choices))
         elif outcome.kind == "not_found":
             lines.append(say("not_found", **facts))
         elif outcome.kind == "handed_over":

@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 
 from crews.config import ConfigError
+from crews.procedures import wording
+from crews.procedures.wording import Vocabulary
 from tools.registry import REGISTRY as TOOL_REGISTRY
 
 CHOICES = ("items", "address", "none")
@@ -32,6 +34,7 @@ class ProcedureSpec:
 class Procedures:
     by_intent: dict[str, ProcedureSpec]
     replies: dict[str, Any]
+    vocabulary: Vocabulary  # tasks/procedures/vocabulary.yaml: the words of requests, keeping, the rest, which order
 
     def covers(self, intents: list[str]) -> bool:
         return bool(intents) and all(intent in self.by_intent for intent in intents)
@@ -84,6 +87,14 @@ def load_procedures(directory: Path, *, policy_rules: set[str], roles: set[str])
     for message in ("greeting", "closing", "not_identified", "handoff", "not_found"):
         if "en" not in replies.get(message, {}):
             problems.append(f"replies.yaml: '{message}' needs at least an English text")
-    if problems:
+    vocabulary = None
+    try:
+        vocabulary = wording.load(directory)
+    except (OSError, ValueError) as exc:
+        problems.append(f"vocabulary.yaml: {exc}")
+    for message in ("ambiguous",):
+        if "en" not in replies.get(message, {}):
+            problems.append(f"replies.yaml: '{message}' needs at least an English text")
+    if problems or vocabulary is None:
         raise ConfigError("procedures are invalid:\n  " + "\n  ".join(problems))
-    return Procedures(by_intent=by_intent, replies=replies)
+    return Procedures(by_intent=by_intent, replies=replies, vocabulary=vocabulary)

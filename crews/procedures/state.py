@@ -64,8 +64,8 @@ class Outcome(BaseModel):
 
     intent: str
     kind: str = Field(
-        description="planned | done | refused | declined | failed | pending_approval | answered | not_found | handed_over "
-        "(declined: refused, and the customer said to leave it then)"
+        description="planned | done | refused | declined | failed | pending_approval | answered | not_found | ambiguous | handed_over "
+        "(declined: refused, and the customer said to leave it then; ambiguous: several items fit, the customer is asked which)"
     )
     action: Action | None = None
     items: list[Item] = Field(default_factory=list, description="refused or not found: the items the request was about")

@@ -159,8 +159,21 @@ _SIZE_KEYS = ("capacity", "size", "frame size", "screen size", "room size", "sto
 COMPARATIVES = [
     (re.compile(r"less bright|not as bright|dimmer|darker|weniger hell|menos brillante|moins lumineu", re.I), -1, ("brightness",)),
     (re.compile(r"brighter|heller|más brillante|plus lumineu", re.I), 1, ("brightness",)),
-    (re.compile(r"bigger|larger|größer|grösser|más grande|plus grand|\d+ more pieces|more pieces", re.I), 1, _SIZE_KEYS),
-    (re.compile(r"smaller|kleiner|más pequeñ|plus petit|\d+ (fewer|less) pieces|fewer pieces", re.I), -1, _SIZE_KEYS),
+    (
+        re.compile(
+            r"bigger|larger|größer|grösser|más grande|plus grand|\d+ more pieces|more pieces|(?:one|a) size up|size up|eine nummer größer|una talla más", re.I
+        ),
+        1,
+        _SIZE_KEYS,
+    ),
+    (
+        re.compile(
+            r"smaller|kleiner|más pequeñ|plus petit|\d+ (fewer|less) pieces|fewer pieces|(?:one|a) size down|size down|eine nummer kleiner|una talla menos",
+            re.I,
+        ),
+        -1,
+        _SIZE_KEYS,
+    ),
     (re.compile(r"longer", re.I), 1, ("length", "battery life")),
     (re.compile(r"shorter", re.I), -1, ("length",)),
     (re.compile(r"lower resolution", re.I), -1, ("resolution",)),

@@ -1,0 +1,545 @@
+"""The request reader: which of the customer's items each request in a ticket is about, read clause by clause.
+
+A ticket is split into clauses. In each, the catalogue's words (crewdesk/store/lexicon.py) find the products named and
+the vocabulary (tasks/procedures/vocabulary.yaml, read by crews/procedures/wording.py) finds what is asked: cancel,
+return, change (exchange a delivered item, or another variant of a pending one), keep, or a question. Then:
+
+- products named after "with" behind a product or an order ("the tee that came with the garden hose", "the order with
+  the boots and the keyboard") only say which item or order is meant;
+- a clause that asks without naming a product ("swap them", "devolverla", "can you sort that out?") is about the items
+  named last, or the order named last when it says "order";
+- a clause that names an option value an item does not have ("an XL would fit me better", "in Größe 9") or compares
+  ("one size bigger") asks to change that item;
+- items named in a keep clause ("the kettle and the boots are staying with me"), and the rest of the order when a keep
+  clause says so ("the rest I'm keeping", "alles andere soll so bleiben"), are left alone;
+- money words alone ("refund to my card please") say where the money goes, not what comes back;
+- a product that fits several of the customer's items is narrowed by the order status the request needs, the order
+  numbers, statuses, places and option values the customer names, and the other products named with it; "both" or
+  "all" takes them all. What is still ambiguous is returned as such, to be asked, never guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from crewdesk.store import lexicon as catalogue
+from crews.procedures import decide, variants
+from crews.procedures.facts import ORDER_ID
+from crews.procedures.spec import ProcedureSpec
+from crews.procedures.state import Customer, Item
+from crews.procedures.wording import Vocabulary, words
+
+REQUESTS = ("cancel", "return", "change")
+# The procedure each request is, by the status of the item's order; a request the order cannot have goes to the
+# procedure named for it anyway, whose policy refuses it with the reason (a return of a pending order is explained).
+INTENT = {
+    ("cancel", "pending"): "cancel_order",
+    ("change", "pending"): "modify_order",
+    ("return", "delivered"): "return_items",
+    ("change", "delivered"): "exchange_items",
+}
+MISFIT = {"cancel": "cancel_order", "return": "return_items", "change": "modify_order"}
+FITS = {"cancel": ("pending",), "return": ("delivered",), "change": ("pending", "delivered")}
+_SENTENCE = re.compile(r"(?<=[.!?;:])\s+|\n+|(?<=[.!?])(?=[A-Z¿¡])")
+_CONJUNCTION = re.compile(
+    r"(?:,\s*|\s+)(?:and|but|also|plus|then|und|aber|sowie|y|e|pero|tambien|también|et|mais|aussi)\s+|\s*[,(;]\s*|\)\s*|\s+[-\u2013\u2014]\s+", re.I
+)
+ORDER_WORDS = re.compile(r"\b(orders?|bestellung\w*|pedidos?|commandes?|box|package|parcel|paket|lieferung|paquete|caja|colis)\b", re.I)
+# Words that head a describing phrase: "the order with", "the one with", "the tee that came with".
+_HEADS = frozenset(words("order orders box package parcel delivery shipment bestellung paket lieferung pedido paquete caja envio commande colis livraison"))
+# What "all" is about when it asks for every item: "all my items", "alle meine Artikel", "todos mis pedidos".
+ITEM_NOUNS = frozenset(
+    words(
+        "items item things stuff products orders order purchases artikel sachen produkte bestellungen articulos cosas productos pedidos compras articles choses produits commandes achats"
+    )
+)
+_EVERYTHING = frozenset(words("everything alles todo tout"))
+MONEY = re.compile(r"\b(refund\w*|money back|erstatt\w*|ruckerstatt\w*|reembols\w*|rembours\w*)\b", re.I)
+_ADDRESS = re.compile(r"address|adresse|dirección|direccion|anschrift", re.I)
+
+
+def key(item: Item) -> tuple[str, str, int]:
+    return (item.order_id, item.item_id, id(item))
+
+
+@dataclass
+class Mention:
+    items: list[Item]  # the customer's items this product name fits
+    start: int
+    end: int
+    descriptor: bool  # only says which order or item is meant
+
+
+@dataclass
+class Clause:
+    text: str
+    said: list[str]
+    kinds: set[str]
+    mentions: list[Mention]
+    order_ids: set[str]
+    statuses: set[str]
+    negated: bool
+    hedged: bool
+    rest: bool
+    every: bool
+    excepted: list[Mention] = field(default_factory=list)  # "everything except the coffee machine"
+    methods: bool = False  # names a payment method
+    price: int = 0  # +1 "the more expensive one", -1 "the cheaper one"
+    blanket: bool = False  # "all my items", "everything": every item the request fits, whatever else is named
+    near: dict[int, set[str]] = field(default_factory=dict)  # mention start -> the order statuses said beside it
+
+    @property
+    def targets(self) -> list[Mention]:
+        return [m for m in self.mentions if not m.descriptor]
+
+    @property
+    def described(self) -> list[Mention]:
+        return [m for m in self.mentions if m.descriptor]
+
+    @property
+    def requests(self) -> list[str]:
+        return [k for k in REQUESTS if k in self.kinds]
+
+
+@dataclass
+class ItemReading:
+    chosen: dict[str, list[Item]] = field(default_factory=dict)  # intent -> items
+    ambiguous: list[list[Item]] = field(default_factory=list)  # items a request fits equally: ask which
+    kept: list[Item] = field(default_factory=list)
+    about: dict[tuple[str, str, int], str] = field(default_factory=dict)  # item -> the clauses that speak of it
+    unresolved: list[str] = field(default_factory=list)  # clauses that ask for something no item was found for
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.chosen.values()) and not self.ambiguous
+
+
+def _kinds(said: list[str], text: str, vocabulary: Vocabulary, language: str | None) -> tuple[set[str], bool]:
+    """The kinds of request a clause makes, without those a negation in front of them denies ("don't want to return",
+    "ne change pas"; not "don't need it", which is itself a reason to cancel); and whether one was denied."""
+    matched = {k: terms.spans(said, language) for k, terms in vocabulary.requests.items()}
+    # where two kinds' words overlap, the longer wins: "changed my mind" is a reason to cancel, not a change
+    for kind, spans in matched.items():
+        matched[kind] = [
+            (s, e) for s, e in spans if not any(k != kind and os <= s and e <= oe and oe - os > e - s for k, others in matched.items() for os, oe in others)
+        ]
+    kinds = {k for k, spans in matched.items() if spans}
+    negations = vocabulary.negations.spans(said, language)
+    commas = _comma_positions(text)
+    denied = False
+
+    def denies(start: int, n_start: int, n_end: int, inside: set[int]) -> bool:
+        gap = said[n_end:start]
+        return (
+            n_start not in inside
+            and n_end <= start
+            and len(gap) <= 4
+            and all(vocabulary.negation_gap.found([word], language) for word in gap)
+            and not any(n_end <= c <= start for c in commas)
+        )
+
+    for kind in [k for k in (*REQUESTS, "keep") if k in kinds]:
+        spans = matched[kind]
+        inside = {n for s, e in spans for n in range(s, e)}
+        if any(denies(start, n_start, n_end, inside) for start, _ in spans for n_start, n_end in negations):
+            kinds.discard(kind)
+            denied = denied or kind != "keep"
+    return kinds, denied
+
+
+def clauses_of(text: str, vocabulary: Vocabulary, language: str | None) -> list[str]:
+    """Sentences, each cut at "and"/"but"/commas/parentheses into pieces; a piece that asks or keeps something of its own
+    starts a new clause after one that does too ("return the lamp | and exchange the mouse"), any other piece stays with
+    the clause before it ("the kettle and the boots are staying"; "cancel the order (toothbrush, kettle)")."""
+    out: list[str] = []
+    for sentence in _SENTENCE.split(text):
+        sentence = sentence.strip()
+        if not sentence:
+            continue
+        cuts = [(m.start(), m.end()) for m in _CONJUNCTION.finditer(sentence)]
+        bounds = [0, *[c for cut in cuts for c in cut], len(sentence)]
+        pieces = [(bounds[n], bounds[n + 1]) for n in range(0, len(bounds), 2)]
+        current: tuple[int, int] | None = None
+        current_asks = False
+        for start, end in pieces:
+            piece = sentence[start:end]
+            asks = bool(_kinds(words(piece), piece, vocabulary, language)[0] - {"question"})
+            if current is None:
+                current, current_asks = (start, end), asks
+            elif asks and current_asks:
+                out.append(sentence[current[0] : current[1]])
+                current, current_asks = (start, end), asks
+            else:
+                current, current_asks = (current[0], end), current_asks or asks
+        if current is not None:
+            out.append(sentence[current[0] : current[1]])
+    return [c.strip(" ,;-\u2013\u2014()") for c in out if c.strip(" ,;-\u2013\u2014()")]
+
+
+def _comma_positions(text: str) -> set[int]:
+    """Word indexes that follow a comma, a parenthesis, a colon or a dash."""
+    positions, count = set(), 0
+    for piece in re.split(r"([,;:()\u2013\u2014])", catalogue.fold(text)):
+        if piece in {",", ";", ":", "(", ")", "\u2013", "\u2014"}:
+            positions.add(count)
+        else:
+            count += len(catalogue.tokens(piece))
+    return positions
+
+
+def _by_name(said: list[str], text: str, items: list[Item], taken: set[int]) -> list[catalogue.Mention]:
+    """Products named by their own name's words (decide.py's matching: the head word "cleaner", a distinctive word
+    "jigsaw", run together "tshirts"), where the catalogue's words found nothing: at the first of those words."""
+    named = decide.mentioned_items(items, text)
+    out: dict[str, catalogue.Mention] = {}
+    for item in named:
+        name_words = [decide._norm(w) for w in words(item.name)]
+        compact = "".join(name_words)
+        at = next((n for n, w in enumerate(said) if decide._norm(w) in name_words or compact in w), None)
+        if at is None or at in taken or item.name in out:
+            continue
+        out[item.name] = catalogue.Mention(names=frozenset({item.name}), term=said[at], start=at, end=at + 1)
+    return list(out.values())
+
+
+def _mentions(said: list[str], text: str, items: list[Item], vocabulary: Vocabulary, language: str | None) -> list[Mention]:
+    names = {item.name for item in items}
+    found = [m for m in catalogue.load().products_in(text, language=language) if m.names & names]
+    taken = {n for m in found for n in range(m.start, m.end)}
+    found += [m for m in _by_name(said, text, items, taken) if not any(m.names <= f.names for f in found)]
+    found.sort(key=lambda m: m.start)
+    stops = {s for s, _ in vocabulary.boundaries.spans(said, language)} | {s for k in REQUESTS for s, _ in vocabulary.requests[k].spans(said, language)}
+    commas = _comma_positions(text)
+    starts = [m.start for m in found]
+    markers = [end for _, end in vocabulary.descriptors.spans(said, language)]
+    for start, end in vocabulary.with_.spans(said, language):
+        heads = {said[n] for n in range(max(0, start - 4), start)}
+        if heads & _HEADS or any(0 <= start - m.end <= 2 for m in found):  # "the order (that hasn't shipped yet) with", "the tee with"
+            markers.append(end)
+    out = []
+    for mention in found:
+        opened = [end for end in markers if end <= mention.start]
+        descriptor = False
+        if opened:
+            scope = max(opened)
+            # the phrase runs on through a list ("with the boots, the keyboard and the hose") and stops at a request
+            # or a first-person verb, or at a comma that no product follows closely
+            blocked = any(scope <= p < mention.start for p in stops)
+            cut = any(scope <= c <= mention.start and not any(c <= s <= c + 2 for s in starts) for c in commas)
+            descriptor = not blocked and not cut
+        out.append(Mention(items=[i for i in items if i.name in mention.names], start=mention.start, end=mention.end, descriptor=descriptor))
+    return out
+
+
+def analyse(text: str, items: list[Item], vocabulary: Vocabulary, language: str | None) -> Clause:
+    said = words(text)
+    kinds, negated = _kinds(said, text, vocabulary, language)
+    if (
+        "return" in kinds
+        and MONEY.search(catalogue.fold(text))
+        and not any(vocabulary.requests["return"].spans(words(MONEY.sub(" ", catalogue.fold(text))), language))
+    ):
+        kinds.add("money")  # only money words: a refund's destination, or a return if a product is named with them
+    mentions = _mentions(said, text, items, vocabulary, language)
+    excepts = [start for start, _ in vocabulary.except_.spans(said, language)]
+    excepted = [m for m in mentions if excepts and m.start > min(excepts)]
+    price = 1 if vocabulary.dearer.found(said, language) else -1 if vocabulary.cheaper.found(said, language) else 0
+    near: dict[int, set[str]] = {}
+    for status, terms in vocabulary.orders.items():
+        for s_start, s_end in terms.spans(said, language):
+            for m in mentions:
+                if 0 <= s_start - m.end <= 3 or 0 <= m.start - s_end <= 2:  # "the hose I received", "my pending tshirts"
+                    near.setdefault(m.start, set()).add(status)
+    every_spans = vocabulary.every.spans(said, language)
+    blanket = any(said[s] in _EVERYTHING or any(w in ITEM_NOUNS for w in said[e : e + 3]) for s, e in every_spans)
+    return Clause(
+        blanket=blanket,
+        near=near,
+        text=text,
+        said=said,
+        kinds=kinds,
+        mentions=[m for m in mentions if m not in excepted],
+        excepted=excepted,
+        methods=vocabulary.methods.found(said, language),
+        price=price,
+        order_ids={"#" + m.group(0).lstrip("#") for m in ORDER_ID.finditer(text)},
+        statuses={status for status, terms in vocabulary.orders.items() if terms.found(said, language)},
+        negated=negated,
+        hedged=vocabulary.hedges.found(said, language),
+        rest=vocabulary.rest.found(said, language),
+        every=vocabulary.every.found(said, language),
+    )
+
+
+def wishes(text: str, item: Item, language: str | None, vocabulary: Vocabulary | None = None) -> bool:
+    """The text wants an option value the item does not have ("an XL would fit me better"), or compares ("bigger",
+    "one size up"). With a vocabulary, a named value counts only in a clause that wants something (its wish words)."""
+    if vocabulary is not None and not vocabulary.wishes.found(words(text), language):
+        return any(p.search(text) for p, _, _ in (*variants.COMPARATIVES, *variants.SUPERLATIVES)) or bool(variants.SAME_BUT.search(text))
+    for option, current in item.options.items():
+        named = {v for m in option_values(text, option, language) for v in m.names}
+        if named - {current}:  # "Brand B instead of Brand A": a value beside the one they have
+            return True
+    return any(p.search(text) for p, _, _ in (*variants.COMPARATIVES, *variants.SUPERLATIVES)) or bool(variants.SAME_BUT.search(text))
+
+
+def option_values(text: str, option: str, language: str | None) -> list[catalogue.Mention]:
+    """The values of `option` the text names, less those that sit next to the name of another option: in "luminosité
+    moyenne" the "medium" is a brightness, not a makeup kit's skin tone."""
+    lexicon = catalogue.load()
+    names = lexicon.option_names_in(text, language=language)
+    kept = []
+    for value in lexicon.values_in(text, option, language=language):
+        beside = [n for n in names if -2 <= value.start - n.end <= 0 or 0 <= n.start - value.end <= 1]
+        if beside and not any(option in n.names for n in beside):
+            continue
+        kept.append(value)
+    return kept
+
+
+def _status(item: Item, customer: Customer) -> str:
+    return next(o.status for o in customer.orders if o.order_id == item.order_id)
+
+
+def _narrow(
+    candidates: list[Item], clause: Clause, kind: str | None, customer: Customer, others: list[Item], language: str | None, *, near: set[str] | None = None
+) -> list[Item]:
+    """The candidates the clause's words pick out; each filter applies only when it leaves some. others: the other
+    products named with this one (describing or asked about), whose orders say which order is meant; near: the order
+    statuses said right beside this product ("the hose I received")."""
+
+    def keep(filtered: list[Item], current: list[Item]) -> list[Item]:
+        return filtered if filtered else current
+
+    pool = list(candidates)
+    if clause.order_ids:
+        pool = keep([i for i in pool if i.order_id in clause.order_ids], pool)
+    if near:
+        pool = keep([i for i in pool if _status(i, customer) in near], pool)
+    if clause.statuses:
+        pool = keep([i for i in pool if _status(i, customer) in clause.statuses], pool)
+    if kind:
+        pool = keep([i for i in pool if _status(i, customer) in FITS[kind]], pool)
+    if others:
+        pool = keep([i for i in pool if i.order_id in {o.order_id for o in others}], pool)
+    if len({i.order_id for i in pool}) > 1:  # "the order going to Jacksonville"
+        folded = catalogue.fold(clause.text)
+        addresses = {o.order_id: o.address for o in customer.orders}
+        pool = keep(
+            [i for i in pool if (city := addresses.get(i.order_id, {}).get("city")) and re.search(rf"\b{re.escape(catalogue.fold(city))}\b", folded)], pool
+        )
+    if len(pool) > 1 and clause.price and len({i.name for i in pool}) == 1:  # "the more expensive one" of two
+        pick = max if clause.price > 0 else min
+        pool = [pick(pool, key=lambda i: i.price)]
+    if len(pool) > 1 and not clause.every:  # option values the customer names for the item they mean ("the black tee")
+        scores = []
+        for item in pool:
+            scores.append(
+                sum(current in {v for m in option_values(clause.text, option, language) for v in m.names} for option, current in item.options.items())
+            )
+        best = max(scores)
+        if best and scores.count(best) < len(pool):
+            pool = [i for i, s in zip(pool, scores, strict=True) if s == best]
+    return pool
+
+
+_SOURCE = re.compile(r"\b(?:from|in|of|on|out of|aus|von|in|bei|de|del|en|dans|sur)\s+(?:\w+\s+){0,3}?(?:orders?|bestellung\w*|pedidos?|commandes?)\b", re.I)
+
+
+def _order_is_object(text: str) -> bool:
+    """ "cancel the grey backpack order", "cancel the order with ...": the order itself is asked for; "the grill from my
+    pending order" names only where the grill is."""
+    return bool(ORDER_WORDS.search(_SOURCE.sub(" ", text)))
+
+
+def _one_order(items: list[Item]) -> bool:
+    return len({i.order_id for i in items}) == 1
+
+
+def _distinct(items: list[Item]) -> int:
+    return len({(i.order_id, i.item_id) for i in items})
+
+
+_HEADER = re.compile(r"^(?:Ticket #\d+|Customer:.*)$", re.M)
+_SUBJECT = re.compile(r"^Subject:\s*(.*)$", re.M)
+
+
+def split_ticket(text: str) -> tuple[str, str]:
+    """(subject, body) of the ticket block the procedures read (crews/builder.ticket_block); plain text is all body."""
+    subject = _SUBJECT.search(text)
+    if subject is None:
+        return "", text
+    body = _HEADER.sub("", _SUBJECT.sub("", text, count=1))
+    return subject.group(1).strip(), body.strip()
+
+
+def read(*, text: str, customer: Customer, procedures: list[ProcedureSpec], vocabulary: Vocabulary, language: str | None) -> ItemReading:
+    """intent -> items for the item-level procedures, what is ambiguous, what is kept. The subject only says what the
+    body is about, unless the body asks nothing itself ("Cancel order #W…" / "Thanks")."""
+    subject, body = split_ticket(text)
+    reading = _read(subject=subject, body=body, customer=customer, procedures=procedures, vocabulary=vocabulary, language=language, from_subject=False)
+    if reading.empty and subject:
+        reading = _read(
+            subject="", body=f"{subject}\n{body}", customer=customer, procedures=procedures, vocabulary=vocabulary, language=language, from_subject=True
+        )
+    return reading
+
+
+def _conditional(clause: Clause, vocabulary: Vocabulary, language: str | None) -> bool:
+    """ "If the black pair costs more than $20, just take them back": an alternative under a condition, not the request."""
+    return any(start <= 2 for start, _ in vocabulary.conditions.spans(clause.said[:5], language))
+
+
+def _read(
+    *, subject: str, body: str, customer: Customer, procedures: list[ProcedureSpec], vocabulary: Vocabulary, language: str | None, from_subject: bool
+) -> ItemReading:
+    offered = {p.intent for p in procedures}
+    every_item = [i for o in customer.orders for i in o.items]
+    reading = ItemReading(chosen={p.intent: [] for p in procedures})
+    last: list[Item] = []  # the items named last
+    last_order: list[Item] = []  # the order named last (by its number or the products that describe it)
+    if subject and not from_subject:  # the subject's products are what the body's "it" may mean
+        head = analyse(subject, every_item, vocabulary, language)
+        last = [i for m in head.targets for i in _narrow(m.items, head, None, customer, [], language)]
+    kept: dict[tuple, Item] = {}
+    keep_rest = False
+    asked: list[tuple[str, list[Item], Clause]] = []
+    general: list[str] = []  # clauses that name no product: they may say what the items should become ("I'm a 7")
+    carry: list[str] = []  # "two things need to go back:" asks about the products the next clause names
+    after_address = False
+    for text in clauses_of(body, vocabulary, language):
+        if _ADDRESS.search(text):
+            after_address = True
+            continue
+        clause = analyse(text, every_item, vocabulary, language)
+        follows_address, after_address = after_address, False
+        targets = [i for m in clause.targets for i in m.items]
+        described = [i for m in clause.described for i in m.items]
+        if clause.described:
+            orders = set.intersection(*({i.order_id for i in m.items} for m in clause.described))
+            if len(orders) == 1:
+                last_order = [i for i in every_item if i.order_id in orders]
+        if clause.order_ids:
+            last_order = [i for i in every_item if i.order_id in clause.order_ids]
+        if not clause.mentions:
+            general.append(clause.text)
+        if clause.hedged or _conditional(clause, vocabulary, language):
+            continue
+        if "keep" in clause.kinds and not clause.requests:
+            for item in targets + described:
+                kept[key(item)] = item
+            keep_rest = keep_rest or clause.rest
+            continue
+        if clause.negated and not clause.requests:
+            for item in targets:
+                kept[key(item)] = item
+            keep_rest = keep_rest or clause.rest
+            continue
+        kinds = clause.requests or ([*carry] if clause.targets else [])
+        carry = []
+        if ("payment" in clause.kinds or clause.methods) and kinds == ["change"] and not clause.targets:
+            continue  # "Zahlungsart ändern", "charge my PayPal instead": the order's payment, not its items
+        if "money" in clause.kinds and kinds == ["return"] and not clause.targets:
+            continue  # "refund to my card please": where the money goes
+        if not clause.mentions and follows_address and kinds:
+            continue  # "can you change that?" after a new address: the address change
+        pool = [i for m in clause.targets for i in _narrow(m.items, clause, None, customer, [], language)] or last
+        wanting = [i for i in pool if wishes(clause.text, i, language, vocabulary)]
+        if not kinds and "question" not in clause.kinds and wanting:
+            kinds = ["change"]
+        if not kinds:
+            last = pool if clause.targets else last
+            continue
+        if len(kinds) > 1 and "change" in kinds and "money" in clause.kinds:
+            kinds = ["change"]  # "exchange it and refund the difference"
+        for kind in kinds:
+            chosen: list[Item] = []
+            if clause.blanket or (clause.every and not clause.targets):  # "cancel all pending orders", "return everything except the mat"
+                statuses = clause.statuses or set(FITS[kind])
+                left_out = {key(i) for m in clause.excepted for i in m.items}
+                chosen = [i for i in every_item if _status(i, customer) in statuses and key(i) not in left_out and _status(i, customer) in FITS[kind]]
+                if clause.order_ids:
+                    chosen = [i for i in chosen if i.order_id in clause.order_ids]
+            elif clause.targets:
+                for mention in clause.targets:
+                    others = [i for m in clause.mentions if m is not mention for i in m.items]
+                    narrowed = _narrow(mention.items, clause, kind, customer, others, language, near=clause.near.get(mention.start))
+                    if _distinct(narrowed) > 1 and not clause.every:
+                        later = _narrow(narrowed, analyse(body, every_item, vocabulary, language), kind, customer, [], language)
+                        if _distinct(later) == 1:  # "About which vacuum cleaner: the robotic one" further on
+                            narrowed = later
+                    if _distinct(narrowed) > 1 and not clause.every:
+                        reading.ambiguous.append(narrowed)
+                        continue
+                    chosen.extend(narrowed)
+                orders = {i.order_id for i in chosen}
+                if kind == "cancel" and len(orders) == 1 and _order_is_object(clause.text):  # "cancel the order (boots, kettle)"
+                    chosen = [i for i in every_item if i.order_id in orders]
+            elif clause.order_ids or (ORDER_WORDS.search(clause.text) and (last_order or _one_order(last))):
+                chosen = (
+                    [i for i in every_item if i.order_id in clause.order_ids]
+                    or list(last_order)
+                    or [i for i in every_item if i.order_id in {x.order_id for x in last}]
+                )  # "cancel that whole order": the order of the items named last
+            elif clause.described:
+                orders = set.intersection(*({i.order_id for i in m.items} for m in clause.described))
+                fitting = {o for o in orders if any(_status(i, customer) in FITS[kind] for i in every_item if i.order_id == o)} or orders
+                if len(fitting) != 1:
+                    reading.unresolved.append(clause.text)
+                    continue
+                chosen = [i for i in every_item if i.order_id in fitting]
+            elif clause.text.rstrip().endswith(":"):  # "two things need to go back:" the list follows
+                carry.append(kind)
+                continue
+            elif last or last_order:
+                chosen = _narrow(last or last_order, clause, kind, customer, [], language)
+                if kind == "change" and wanting:
+                    chosen = [i for i in chosen if i in wanting] or chosen  # the item the wish is about
+            else:
+                named = [o for o in customer.orders if o.status in clause.statuses] if clause.statuses else []
+                if len(named) == 1 and ORDER_WORDS.search(clause.text):  # "cancel my pending order": the only one
+                    chosen = list(named[0].items)
+                else:
+                    carry.append(kind)
+                    reading.unresolved.append(clause.text)
+                    continue
+            if chosen:
+                asked.append((kind, chosen, clause))
+                last = chosen
+    targeted = {key(i) for _, chosen, _ in asked for i in chosen}
+    if keep_rest:
+        orders = {i.order_id for _, chosen, _ in asked for i in chosen}
+        for item in every_item:
+            if item.order_id in orders and key(item) not in targeted:
+                kept[key(item)] = item
+    for kind, chosen, clause in asked:
+        named_here = {key(i) for m in clause.targets for i in m.items}
+        for item in chosen:
+            if key(item) in kept and key(item) not in named_here:
+                continue  # named in a keep clause, or the rest: left alone (a request naming it outright wins)
+            intent = INTENT.get((kind, _status(item, customer)), MISFIT[kind])
+            if intent not in offered or _status(item, customer) == "cancelled":
+                continue
+            if all(key(item) != key(i) for i in reading.chosen[intent]):
+                reading.chosen[intent].append(item)
+            reading.about[key(item)] = " ".join(filter(None, [reading.about.get(key(item), ""), clause.text]))
+    for item_key in reading.about:  # what the items should become may be said in a clause that names no product
+        reading.about[item_key] = " ".join([reading.about[item_key], *general])
+    _split_conflicts(reading)
+    reading.kept = list(kept.values())
+    return reading
+
+
+def _split_conflicts(reading: ItemReading) -> None:
+    """An item asked for in two ways (returned and exchanged) is not guessed: it is asked about."""
+    seen: dict[tuple, list[str]] = {}
+    for intent, items in reading.chosen.items():
+        for item in items:
+            seen.setdefault(key(item), []).append(intent)
+    for item_key, intents in seen.items():
+        if len(intents) > 1:
+            item = next(i for i in reading.chosen[intents[0]] if key(i) == item_key)
+            for intent in intents:
+                reading.chosen[intent] = [i for i in reading.chosen[intent] if key(i) != item_key]
+            reading.ambiguous.append([item])

@@ -1,0 +1,178 @@
+"""Words, not patterns: the vocabulary of tasks/procedures/vocabulary.yaml (what a customer asks for, keeps, or points
+at, in English, German, Spanish and French) compiled into matchers over folded words. A term is a word or a phrase; a
+word ending in * is a prefix, a lone * any one word; a word stem (a prefix) of six letters or more also matches one typo
+away ("retrun", "cancle"), because customers type fast."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from crewdesk.store.lexicon import LANGUAGES, fold, tokens
+
+FUZZY_MIN = 6  # words shorter than this must match exactly: one letter off a short word is another word ("charge", "change")
+FUZZY_KINDS = ("cancel", "return", "change")  # typos matter in the request itself; elsewhere a near word is another word
+
+
+def words(text: str) -> list[str]:
+    return [t for t, _, _ in tokens(fold(text))]
+
+
+def _near(a: str, b: str) -> bool:
+    """At most one edit apart (insert, delete, substitute, or swap two neighbours)."""
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]])
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = 0
+    while i < len(short) and short[i] == long_[i]:
+        i += 1
+    return short[i:] == long_[i + 1 :]
+
+
+@dataclass(frozen=True)
+class _Part:
+    kind: str  # exact | prefix | any
+    text: str = ""
+    fuzzy: bool = False
+
+    def matches(self, word: str) -> bool:
+        if self.kind == "any":
+            return True
+        if self.kind == "exact":  # inflections of an exact form are other words ("switched", "switches"): no typo matching
+            return word == self.text
+        if word.startswith(self.text):
+            return True
+        if not self.fuzzy or len(self.text) < FUZZY_MIN:
+            return False
+        return any(_near(word[:n], self.text) for n in (len(self.text) - 1, len(self.text), len(self.text) + 1) if n <= len(word))
+
+
+def _compile(term: str, fuzzy: bool) -> tuple[_Part, ...]:
+    parts: list[_Part] = []
+    for raw in term.split():
+        if raw == "*":
+            parts.append(_Part("any"))
+            continue
+        prefix = raw.endswith("*")
+        pieces = [t for t, _, _ in tokens(fold(raw.rstrip("*")))]
+        for n, piece in enumerate(pieces):
+            parts.append(_Part("prefix" if prefix and n == len(pieces) - 1 else "exact", piece, fuzzy))
+    return tuple(parts)
+
+
+class Terms:
+    """One list of terms per language. A text is read with its own language's terms and English's (customers mix in
+    English words; prefixes of one language are other words in another: French "gard*" and English "garden")."""
+
+    def __init__(self, by_language: Mapping[str, Iterable[str]], *, fuzzy: bool = False) -> None:
+        self.patterns = {lang: sorted({_compile(str(t), fuzzy) for t in terms if str(t).strip()}, key=len, reverse=True) for lang, terms in by_language.items()}
+        self._merged: dict[str | None, list[tuple[_Part, ...]]] = {}
+
+    def _patterns(self, language: str | None) -> list[tuple[_Part, ...]]:
+        if language not in self._merged:
+            langs = list(self.patterns) if not language or language not in self.patterns else list(dict.fromkeys(("en", language)))
+            self._merged[language] = sorted({p for lang in langs for p in self.patterns.get(lang, [])}, key=len, reverse=True)
+        return self._merged[language]
+
+    def spans(self, said: list[str], language: str | None = None) -> list[tuple[int, int]]:
+        """(start, end) of each match, longest first at each place, not overlapping."""
+        patterns = self._patterns(language)
+        found: list[tuple[int, int]] = []
+        n = 0
+        while n < len(said):
+            for pattern in patterns:
+                if n + len(pattern) <= len(said) and all(part.matches(said[n + k]) for k, part in enumerate(pattern)):
+                    found.append((n, n + len(pattern)))
+                    n += len(pattern)
+                    break
+            else:
+                n += 1
+        return found
+
+    def found(self, said: list[str], language: str | None = None) -> bool:
+        return bool(self.spans(said, language))
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    requests: dict[str, Terms]  # cancel | return | change | keep | payment | question
+    hedges: Terms
+    negations: Terms
+    rest: Terms
+    descriptors: Terms
+    boundaries: Terms
+    orders: dict[str, Terms]  # pending | delivered
+    every: Terms
+    wishes: Terms
+    negation_gap: Terms
+    methods: Terms
+    conditions: Terms
+    with_: Terms
+    except_: Terms
+    dearer: Terms
+    cheaper: Terms
+
+
+KINDS = ("cancel", "return", "change", "keep", "payment", "question")
+SECTIONS = (
+    "requests",
+    "hedges",
+    "negations",
+    "rest",
+    "descriptors",
+    "boundaries",
+    "orders",
+    "every",
+    "wishes",
+    "negation_gap",
+    "methods",
+    "conditions",
+    "with",
+    "except",
+    "dearer",
+    "cheaper",
+)
+
+
+def _by_language(entry: Any) -> dict[str, list[str]]:
+    return {lang: [str(term) for term in (entry or {}).get(lang, [])] for lang in LANGUAGES}
+
+
+def parse(data: dict[str, Any]) -> Vocabulary:
+    """The vocabulary from its YAML; a missing section or kind is a ValueError naming it (spec.py reports it at start-up)."""
+    missing = [s for s in SECTIONS if s not in data] + [f"requests.{k}" for k in KINDS if k not in (data.get("requests") or {})]
+    if missing:
+        raise ValueError(f"vocabulary.yaml lacks {', '.join(missing)}")
+    return Vocabulary(
+        requests={kind: Terms(_by_language(data["requests"][kind]), fuzzy=kind in FUZZY_KINDS) for kind in KINDS},
+        hedges=Terms(_by_language(data["hedges"])),
+        negations=Terms(_by_language(data["negations"])),
+        rest=Terms(_by_language(data["rest"])),
+        descriptors=Terms(_by_language(data["descriptors"])),
+        boundaries=Terms(_by_language(data["boundaries"])),
+        orders={status: Terms(_by_language(entry)) for status, entry in (data["orders"] or {}).items()},
+        every=Terms(_by_language(data["every"])),
+        wishes=Terms(_by_language(data["wishes"])),
+        negation_gap=Terms(_by_language(data["negation_gap"])),
+        methods=Terms(_by_language(data["methods"])),
+        conditions=Terms(_by_language(data["conditions"])),
+        with_=Terms(_by_language(data["with"])),
+        except_=Terms(_by_language(data["except"])),
+        dearer=Terms(_by_language(data["dearer"])),
+        cheaper=Terms(_by_language(data["cheaper"])),
+    )
+
+
+@functools.cache
+def load(directory: Path) -> Vocabulary:
+    return parse(yaml.safe_load((directory / "vocabulary.yaml").read_text(encoding="utf-8")) or {})
