@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     procedures: bool = Field(
         default=True, description="Run tickets whose intents all have a procedure (tasks/procedures/) as procedures; the rest go to the crew."
     )
+    reading_arbiter: Literal["reader", "model", "ask"] = Field(
+        default="reader",
+        description="Where the request reader and the old rules read a ticket's items differently: reader (its reading stands), "
+        "model (one constrained choice between the two; for a model that can make it), ask (the customer is asked).",
+    )
     router_confidence: float = Field(
         default=0.35,
         description="A routed ticket whose router confidence is below this goes to a person (the embedding router's scale, not the triage model's).",

@@ -30,7 +30,7 @@ from crews.builder import CrewBuilder, Work
 from crews.config import SPECIALIST_BY_CATEGORY
 from crews.failures import classify_error
 from crews.handoff import hand_over
-from crews.procedures import address, conditions
+from crews.procedures import address, conditions, payment
 from crews.procedures.conditions import HANDOFF
 from crews.procedures.decide import VERBS as ORDER_VERBS
 from crews.procedures.flow import ORDER_FAMILY, ORDER_FAMILY_ORDER, ProcedureFlow
@@ -143,10 +143,21 @@ class TicketPhases:
         intents = [str(intent) for intent in routed.intents]
         if "human_handoff" in intents and not HANDOFF.search(conditions.read(text).request):
             intents.remove("human_handoff")  # a person only when the customer asks for one (a fallback's hand-over is the flow's)
-        moves = [i for i, wanted in (("change_order_address", address.wants_orders(text)), ("change_default_address", address.wants_default(text))) if wanted]
-        if moves:  # an address change: the family of item requests stays only if the rest of the ticket asks for one
+        vocabulary, spoken = self.procedures.vocabulary, language.detect(text)
+        moves = [
+            i
+            for i, wanted in (
+                ("change_order_address", address.wants_orders(text)),
+                ("change_default_address", address.wants_default(text)),
+                ("change_order_payment", payment.wants_change(text, vocabulary, spoken)),
+            )
+            if wanted
+        ]
+        if moves:  # an address or payment change: the family of item requests stays only if the rest of the ticket asks for one
             intents = [i for i in intents if i not in ORDER_FAMILY and i != "change_default_address"] + moves
             text = address.without_address_sentences(text)
+            if "change_order_payment" in moves:
+                text = payment.without_payment_clauses(text, vocabulary, spoken)
         cued = any(ORDER_VERBS[intent].search(text) for intent in ("cancel_order", "return_items", "exchange_items"))
         if cued or (moves and ORDER_VERBS["modify_order"].search(text)):
             intents.append("return_items")  # the customer's verbs, a fast first pass beside the router (any member brings the family)
@@ -183,7 +194,7 @@ class TicketPhases:
             db.execute(update(CrewRun).where(CrewRun.id == work.run_id).values(process="procedure"))
         if self.procedures is None:  # _routed routes nothing to the procedures without them
             raise RuntimeError("procedures are off: no ticket is routed to them")
-        flow = ProcedureFlow.build(gate=gate, llm=llm, procedures=self.procedures, raw_text=raw)
+        flow = ProcedureFlow.build(gate=gate, llm=llm, procedures=self.procedures, raw_text=raw, arbiter=self.settings.reading_arbiter)
         try:
             flow.kickoff(
                 inputs={"text": gate.vault.conceal(work.block()), "channel_customer": ticket.customer or "", "language": triage.language, "intents": intents}

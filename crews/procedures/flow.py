@@ -8,7 +8,7 @@ from pydantic import PrivateAttr
 
 from crewdesk.connectors.base import StoreError
 from crewdesk.llm.base import CrewdeskLLM
-from crews.procedures import address, conditions, decide, facts, policy, reading, variants
+from crews.procedures import address, conditions, decide, facts, payment, policy, reading, variants
 from crews.procedures.replies import compose
 from crews.procedures.spec import Procedures, ProcedureSpec
 from crews.procedures.state import Action, Customer, Item, Order, Outcome, ProcedureState
@@ -32,11 +32,12 @@ class ProcedureFlow(Flow[ProcedureState]):
     _procedures: Procedures = PrivateAttr()
     _raw_text: str = PrivateAttr(default="")
     _about: dict = PrivateAttr(default_factory=dict)  # item -> the clauses that ask about it (reading.ItemReading.about)
+    _arbiter: str = PrivateAttr(default="reader")  # where the two readings differ: reader | model | ask
 
     @classmethod
-    def build(cls, *, gate: Gate, llm: CrewdeskLLM, procedures: Procedures, raw_text: str) -> ProcedureFlow:
+    def build(cls, *, gate: Gate, llm: CrewdeskLLM, procedures: Procedures, raw_text: str, arbiter: str = "reader") -> ProcedureFlow:
         flow = cls(suppress_flow_events=True)  # the audit records decisions, tool calls and outcomes, not flow lifecycle noise
-        flow._gate, flow._llm, flow._procedures, flow._raw_text = gate, llm, procedures, raw_text
+        flow._gate, flow._llm, flow._procedures, flow._raw_text, flow._arbiter = gate, llm, procedures, raw_text, arbiter
         return flow
 
     def _specs(self) -> list[ProcedureSpec]:
@@ -63,6 +64,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         specs = self._specs()
         item_specs = [s for s in specs if s.choose == "items"]
         plan = self._plan_addresses([s for s in specs if s.choose == "address"])  # first: the store changes the address only of an untouched order
+        plan += self._plan_payments([s for s in specs if s.choose == "payment"])  # before items: an item change adds a payment
         if item_specs:
             reading = conditions.read(self.state.text)
             items_plan = self._plan(item_specs, text=reading.request)
@@ -120,6 +122,29 @@ class ProcedureFlow(Flow[ProcedureState]):
                 plan.append(Outcome(intent=spec.intent, kind="planned", action=action))
         return plan
 
+    def _plan_payments(self, specs: list[ProcedureSpec]) -> list[Outcome]:
+        """A pending order paid with another of the customer's methods (crews/procedures/payment.py)."""
+        if not specs or self.state.customer is None:
+            return []
+        spec, customer = specs[0], self.state.customer
+        request = payment.read(conditions.read(self.state.text).request, customer, self._procedures.vocabulary, self.state.language)
+        if request.order is None or request.method is None:
+            named = ", ".join(m.label for m in request.named) or ", ".join(m.label for m in customer.payment_methods.values())
+            self._gate.audit(kind="decision", name="payment_unclear", actor="procedure", arguments={"named": [m.method_id for m in request.named]})
+            return [Outcome(intent=spec.intent, kind="not_found", detail={"what": "payment", "methods": named})]
+        order = request.order
+        action = Action(
+            intent=spec.intent,
+            tool="modify_pending_order_payment",
+            role=spec.role,
+            order_id=order.order_id,
+            items=order.items,
+            arguments={"order_id": order.order_id, "payment_method_id": request.method.method_id},
+            amount=round(sum(i.price for i in order.items), 2),
+            method_id=request.method.method_id,
+        )
+        return [self._checked(spec, action, order, items=order.items)]
+
     def _plan(self, specs: list[ProcedureSpec], *, text: str, prefer: str = "", scope: list[Item] | None = None) -> list[Outcome]:
         """Outcomes of kind planned (an action that passed the policy), refused or not_found, one per order and request.
         prefer: a fallback's own words, which win over the request's (its payment method, its option values)."""
@@ -158,7 +183,16 @@ class ProcedureFlow(Flow[ProcedureState]):
             return read.chosen, asked
         if not clauses:
             return (rules, []) if not asked else (read.chosen, asked)
-        picked = decide.arbitrate(llm=self._llm, text=text, customer=customer, readings=[read.chosen, rules])
+        if self._arbiter == "reader":  # the clause reader's reading stands; the difference is on the record
+            self._gate.audit(
+                kind="decision",
+                name="readings_differ",
+                actor="procedure",
+                arguments={"clauses": sorted(map(str, clauses)), "rules": sorted(map(str, by_rules))},
+                result={"chosen": "clauses"},
+            )
+            return read.chosen, asked
+        picked = decide.arbitrate(llm=self._llm, text=text, customer=customer, readings=[read.chosen, rules]) if self._arbiter == "model" else None
         self._gate.audit(
             kind="decision",
             name="readings_differ",

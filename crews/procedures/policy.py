@@ -65,7 +65,22 @@ def _gift_card_covers_difference(action: Action, order: Order, customer: Custome
     return {"balance": f"${method.balance or 0.0:.2f}", "difference": f"${action.amount:.2f}"}
 
 
+def _method_differs(action: Action, order: Order, customer: Customer) -> dict[str, Any] | None:
+    """An order's payment moves to another method, never to the one it is paid with."""
+    return {"method": method_label(action.method_id, customer)} if action.method_id == order.paid_with else None
+
+
+def _gift_card_covers_total(action: Action, order: Order, customer: Customer) -> dict[str, Any] | None:
+    """A gift card pays a whole order only if its balance covers the order's total."""
+    method = customer.payment_methods.get(action.method_id or "")
+    if method is None or method.source != "gift_card" or action.amount <= (method.balance or 0.0):
+        return None
+    return {"balance": f"${method.balance or 0.0:.2f}", "total": f"${action.amount:.2f}"}
+
+
 RULES: dict[str, Check] = {
+    "method_differs": _method_differs,
+    "gift_card_covers_total": _gift_card_covers_total,
     "variant_of_same_product": _variant_of_same_product,
     "gift_card_covers_difference": _gift_card_covers_difference,
     "method_on_account": _method_on_account,

@@ -298,6 +298,11 @@ def option_values(text: str, option: str, language: str | None) -> list[catalogu
     return kept
 
 
+def _keeps_options(clause: Clause, language: str | None) -> bool:
+    """ "I want to keep the capacity and type": what stays is options of the item, not the item."""
+    return bool(catalogue.load().option_names_in(clause.text, language=language))
+
+
 def _status(item: Item, customer: Customer) -> str:
     return next(o.status for o in customer.orders if o.order_id == item.order_id)
 
@@ -403,6 +408,7 @@ def _read(
         head = analyse(subject, every_item, vocabulary, language)
         last = [i for m in head.targets for i in _narrow(m.items, head, None, customer, [], language)]
     kept: dict[tuple, Item] = {}
+    excluded: dict[tuple, Item] = {}  # "except ...": out of every blanket request in the ticket
     keep_rest = False
     asked: list[tuple[str, list[Item], Clause]] = []
     general: list[str] = []  # clauses that name no product: they may say what the items should become ("I'm a 7")
@@ -426,11 +432,15 @@ def _read(
             general.append(clause.text)
         if clause.hedged or _conditional(clause, vocabulary, language):
             continue
-        if "keep" in clause.kinds and not clause.requests:
+        if "keep" in clause.kinds and not clause.requests and not _keeps_options(clause, language):
             for item in targets + described:
                 kept[key(item)] = item
             keep_rest = keep_rest or clause.rest
             continue
+        if clause.excepted:  # "except the boots": left out of every request, and what "it" means next
+            for item in (i for m in clause.excepted for i in m.items):
+                excluded[key(item)] = item
+            last = [i for m in clause.excepted for i in m.items] if not clause.targets else last
         if clause.negated and not clause.requests:
             for item in targets:
                 kept[key(item)] = item
@@ -476,6 +486,9 @@ def _read(
                 orders = {i.order_id for i in chosen}
                 if kind == "cancel" and len(orders) == 1 and _order_is_object(clause.text):  # "cancel the order (boots, kettle)"
                     chosen = [i for i in every_item if i.order_id in orders]
+            elif clause.text.rstrip().endswith(":"):  # "two things need to go back:" the list follows
+                carry.append(kind)
+                continue
             elif clause.order_ids or (ORDER_WORDS.search(clause.text) and (last_order or _one_order(last))):
                 chosen = (
                     [i for i in every_item if i.order_id in clause.order_ids]
@@ -489,9 +502,6 @@ def _read(
                     reading.unresolved.append(clause.text)
                     continue
                 chosen = [i for i in every_item if i.order_id in fitting]
-            elif clause.text.rstrip().endswith(":"):  # "two things need to go back:" the list follows
-                carry.append(kind)
-                continue
             elif last or last_order:
                 chosen = _narrow(last or last_order, clause, kind, customer, [], language)
                 if kind == "change" and wanting:
@@ -518,6 +528,8 @@ def _read(
         for item in chosen:
             if key(item) in kept and key(item) not in named_here:
                 continue  # named in a keep clause, or the rest: left alone (a request naming it outright wins)
+            if key(item) in excluded and clause.blanket:
+                continue  # "cancel or return all possible orders. Well, except the boots"
             intent = INTENT.get((kind, _status(item, customer)), MISFIT[kind])
             if intent not in offered or _status(item, customer) == "cancelled":
                 continue

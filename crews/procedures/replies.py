@@ -37,6 +37,13 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
         }
         if outcome.kind == "done" and action and action.tool == "modify_pending_order_address":
             lines.append(say("address_changed", **facts, address=address_label(action.address)))
+        elif outcome.kind == "done" and action and action.tool == "modify_pending_order_payment":
+            order = next((o for o in customer.orders if o.order_id == action.order_id), None) if customer else None
+            old = customer.payment_methods.get(order.paid_with) if customer and order else None
+            timing = say("timing.immediately" if old and old.source == "gift_card" else "timing.later")
+            lines.append(say("payment_changed", **facts, old_method=old.label if old else "", timing=timing))
+        elif outcome.kind == "not_found" and outcome.detail.get("what") == "payment":
+            lines.append(say("payment_not_found", methods=outcome.detail.get("methods", "")))
         elif outcome.kind == "done" and action and action.tool == "modify_user_address":
             lines.append(say("default_address_changed", address=address_label(action.address)))
         elif outcome.kind == "not_found" and outcome.detail.get("what") == "address":

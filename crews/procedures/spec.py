@@ -13,7 +13,7 @@ from crews.procedures import wording
 from crews.procedures.wording import Vocabulary
 from tools.registry import REGISTRY as TOOL_REGISTRY
 
-CHOICES = ("items", "address", "none")
+CHOICES = ("items", "address", "payment", "none")
 ORDER_STATUSES = ("pending", "processed", "delivered", "cancelled", "any")
 KEYS = {"intent", "description", "orders", "choose", "policy", "tool", "role"}
 

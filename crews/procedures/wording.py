@@ -115,12 +115,14 @@ class Vocabulary:
     every: Terms
     wishes: Terms
     negation_gap: Terms
-    methods: Terms
+    methods: Terms  # any payment method
+    method_kinds: dict[str, Terms]  # gift_card | paypal | credit_card | original
     conditions: Terms
     with_: Terms
     except_: Terms
     dearer: Terms
     cheaper: Terms
+    instead: Terms
 
 
 KINDS = ("cancel", "return", "change", "keep", "payment", "question")
@@ -141,6 +143,7 @@ SECTIONS = (
     "except",
     "dearer",
     "cheaper",
+    "instead",
 )
 
 
@@ -164,12 +167,14 @@ def parse(data: dict[str, Any]) -> Vocabulary:
         every=Terms(_by_language(data["every"])),
         wishes=Terms(_by_language(data["wishes"])),
         negation_gap=Terms(_by_language(data["negation_gap"])),
-        methods=Terms(_by_language(data["methods"])),
+        methods=Terms({lang: [t for entry in (data["methods"] or {}).values() for t in _by_language(entry)[lang]] for lang in LANGUAGES}),
+        method_kinds={kind: Terms(_by_language(entry)) for kind, entry in (data["methods"] or {}).items()},
         conditions=Terms(_by_language(data["conditions"])),
         with_=Terms(_by_language(data["with"])),
         except_=Terms(_by_language(data["except"])),
         dearer=Terms(_by_language(data["dearer"])),
         cheaper=Terms(_by_language(data["cheaper"])),
+        instead=Terms(_by_language(data["instead"])),
     )
 
 

@@ -379,3 +379,35 @@ def test_a_cancellation_without_a_reason_asks_for_one_instead_of_inventing_it(se
         settings, store, make_ticket, f"Please cancel order {PENDING}, we are moving abroad and won't need it.", "cancel_order", customer=EMAIL
     )
     assert outcome.status == "resolved" and order(store, PENDING)["cancel_reason"] == "no longer needed"
+
+
+def test_a_pending_order_is_paid_with_the_other_method_the_customer_names(settings, store, make_ticket):
+    """ "Take it from PayPal instead of the gift card": of the methods named, the new one is the one the order is not
+    already paid with; the only pending order is the one meant. No model decision."""
+    plan = Planned()
+    outcome, reply, audit = run(
+        settings,
+        store,
+        make_ticket,
+        "Hi, for my open order please take the money from my PayPal instead of the gift card.",
+        "modify_order",
+        customer=EMAIL,
+        plan=plan,
+    )
+    doc = order(store, PENDING)
+    assert outcome.status == "resolved", reply
+    assert doc["status"] == "pending" and doc["payment_history"][-2:] == [
+        {"transaction_type": "payment", "amount": 4117.44, "payment_method_id": "paypal_3574041"},
+        {"transaction_type": "refund", "amount": 4117.44, "payment_method_id": "gift_card_4817478"},
+    ]
+    assert plan.asked == [] and ("effect", "modify_pending_order_payment") in audit
+    assert "PayPal" in reply and PENDING in reply and "$4117.44" in reply
+
+
+def test_a_gift_card_that_cannot_cover_the_order_is_refused_with_the_figures(settings, store, make_ticket):
+    outcome, reply, audit = run(
+        settings, store, make_ticket, "Bitte buchen Sie meine offene Bestellung von meiner Geschenkkarte ab statt von PayPal.", "modify_order", customer=EMAIL
+    )
+    assert outcome.status == "escalated" and order(store, PENDING)["payment_history"][-1]["payment_method_id"] == "gift_card_4817478"
+    assert ("policy", "refused:method_differs") in audit  # the order is already paid with the gift card
+    assert "Geschenkkarte" in reply or "gift card" in reply

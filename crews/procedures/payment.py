@@ -1,0 +1,105 @@
+"""A pending order paid with another of the customer's own methods ("charge my PayPal instead of the Visa", "die
+Zahlungsart auf Mastercard umstellen", "payer avec PayPal plutôt qu'avec ma carte"): which method and which order.
+
+The methods are the account's (from the tools); the customer's words name them by kind (gift card, PayPal, card) or by
+a card's brand, in any of the four languages (tasks/procedures/vocabulary.yaml). Of the methods named, the new one is
+the one the order is not paid with already; the order is the pending one named (by number, by its products, by the
+method it is paid with now), or the only pending one. Anything else is asked, not guessed."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from crewdesk.store import lexicon as catalogue
+from crewdesk.store.lexicon import fold
+from crews.procedures import reading
+from crews.procedures.state import Customer, Order, PaymentMethod
+from crews.procedures.wording import Vocabulary, words
+
+# Money that is not the order's payment: a refund, a price difference, a balance.
+_NOT_THE_ORDER = re.compile(r"\b(refund\w*|difference|differenz|diferencia|difference|erstatt\w*|reembols\w*|rembours\w*|balance|guthaben|saldo|solde)\b")
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    order: Order | None  # None: which pending order is not clear
+    method: PaymentMethod | None  # None: which of their methods is not clear
+    named: list[PaymentMethod]
+
+
+def _brand(method: PaymentMethod) -> str:
+    return fold(method.label.split()[0]) if method.source == "credit_card" else ""
+
+
+def methods_named(text: str, customer: Customer, vocabulary: Vocabulary, language: str | None, *, moving_from: bool | None = None) -> list[PaymentMethod]:
+    """The customer's methods the text names, in the order it names them (a card by its brand, or as 'card').
+    moving_from: True for only those named right after "instead of" / "statt" / "au lieu de", False for only the others."""
+    said = words(text)
+    away = {n for _, end in vocabulary.instead.spans(said, language) for n in range(end, end + 3)}
+    found: list[tuple[int, PaymentMethod]] = []
+    methods = list(customer.payment_methods.values())
+    for kind in ("gift_card", "paypal"):
+        for start, _ in vocabulary.method_kinds[kind].spans(said, language):
+            found.extend((start, m) for m in methods if m.source == kind)
+    cards = [m for m in methods if m.source == "credit_card"]
+    for n, word in enumerate(said):
+        branded = [m for m in cards if _brand(m) and word == _brand(m)]
+        found.extend((n, m) for m in branded)
+    if not any(m.source == "credit_card" for _, m in found) and len(cards) == 1:  # "my card" when there is one
+        for start, _ in vocabulary.method_kinds["credit_card"].spans(said, language):
+            found.append((start, cards[0]))
+    if moving_from is not None:
+        found = [(n, m) for n, m in found if (n in away) == moving_from]
+    ordered = [m for _, m in sorted(found, key=lambda pair: pair[0])]
+    return list({m.method_id: m for m in ordered}.values())
+
+
+def _asks_payment(clause: str, vocabulary: Vocabulary, language: str | None) -> bool:
+    said = words(clause)
+    if _NOT_THE_ORDER.search(fold(clause)):
+        return False
+    about_payment = vocabulary.requests["payment"].found(said, language)
+    names_method = vocabulary.methods.found(said, language)
+    changes = vocabulary.requests["change"].found(said, language) or vocabulary.wishes.found(said, language)
+    if about_payment and (names_method or changes):
+        return True
+    if catalogue.load().products_in(clause, language=language):  # "change the bottle to the cheapest and use my gift card": the difference
+        return False
+    return names_method and changes and not vocabulary.requests["return"].found(said, language)
+
+
+def wants_change(text: str, vocabulary: Vocabulary, language: str | None) -> bool:
+    """Some clause asks to pay an order another way: it speaks of the payment itself, or names a method with a change
+    or contrast word, and is not about a refund or a price difference."""
+    return any(_asks_payment(clause, vocabulary, language) for clause in reading.clauses_of(text, vocabulary, language))
+
+
+def without_payment_clauses(text: str, vocabulary: Vocabulary, language: str | None) -> str:
+    """The text less the clauses that ask to pay an order another way (their "change" is not an item's)."""
+    return "\n".join(c for c in reading.clauses_of(text, vocabulary, language) if not _asks_payment(c, vocabulary, language))
+
+
+def read(text: str, customer: Customer, vocabulary: Vocabulary, language: str | None) -> PaymentRequest:
+    pending = [o for o in customer.orders if o.status == "pending"]
+    clauses = [c for c in reading.clauses_of(text, vocabulary, language) if not _NOT_THE_ORDER.search(fold(c))]
+    said = "\n".join(clauses)
+    named = methods_named(said, customer, vocabulary, language)
+    orders = [o for o in pending if o.order_id.lstrip("#") in said]
+    if not orders:
+        every = [i for o in pending for i in o.items]
+        mentioned = {i.order_id for c in clauses for m in reading.analyse(c, every, vocabulary, language).mentions for i in m.items}
+        orders = [o for o in pending if o.order_id in mentioned]
+    if not orders and named:  # "instead of the Visa": the pending orders paid with a method they name
+        paid_with = {m.method_id for m in named}
+        orders = [o for o in pending if o.paid_with in paid_with]
+    if not orders and len(pending) == 1:
+        orders = pending
+    order = orders[0] if len(orders) == 1 else None
+    away = methods_named(said, customer, vocabulary, language, moving_from=True)
+    if away:  # "from PayPal instead of the gift card": the new one is the one not after "instead of"
+        new = methods_named(said, customer, vocabulary, language, moving_from=False)
+    else:  # else the one the order is not paid with already
+        new = [m for m in named if order is None or m.method_id != order.paid_with]
+    method = new[0] if len(new) == 1 else None
+    return PaymentRequest(order=order, method=method, named=named)
