@@ -144,11 +144,12 @@ class TicketPhases:
         if "human_handoff" in intents and not HANDOFF.search(conditions.read(text).request):
             intents.remove("human_handoff")  # a person only when the customer asks for one (a fallback's hand-over is the flow's)
         vocabulary, spoken = self.procedures.vocabulary, language.detect(text)
+        addresses = address.asks(text, vocabulary, spoken)
         moves = [
             i
             for i, wanted in (
-                ("change_order_address", address.wants_orders(text)),
-                ("change_default_address", address.wants_default(text)),
+                ("change_order_address", addresses.orders or address.wants_orders(text)),
+                ("change_default_address", addresses.default or address.wants_default(text)),
                 ("change_order_payment", payment.wants_change(text, vocabulary, spoken)),
             )
             if wanted

@@ -10,9 +10,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from dataclasses import dataclass
+
 from crewdesk.llm.base import CrewdeskLLM
 from crews.procedures.decide import UNIVERSAL, mentioned_items, named_orders
 from crews.procedures.state import Customer, Order
+from crews.procedures.wording import Vocabulary, words
 
 FIELDS = ("address1", "address2", "city", "state", "country", "zip")
 STATES = {
@@ -206,11 +209,14 @@ def _same(a: dict[str, str], b: dict[str, str]) -> bool:
     return all((a.get(f) or "") == (b.get(f) or "") for f in FIELDS)
 
 
-def target(text: str, customer: Customer) -> tuple[dict[str, str], str] | None:
-    """(new address, where it came from) or None when the customer's words do not say."""
+def target(text: str, customer: Customer, *, to_account: bool = False) -> tuple[dict[str, str], str] | None:
+    """(new address, where it came from) or None when the customer's words do not say. to_account: the customer asked
+    for an order to go to the address on their account (AddressAsk.to_account)."""
     address = written(text)
     if address is not None:
         return address, "written"
+    if to_account and customer.address:
+        return customer.address, "default"
     for order_id in named_orders(text):
         if re.search(rf"(same|address)\W+(?:\w+\W+){{0,4}}(?:as|of|in|from)\W+(?:\w+\W+){{0,2}}{re.escape(order_id.lstrip('#'))}", text, re.I):
             order = next((o for o in customer.orders if o.order_id == order_id), None)
@@ -333,3 +339,41 @@ def _ask(llm: CrewdeskLLM, text: str, pending: list[Order], new: dict[str, str])
 def label(address: dict[str, str]) -> str:
     parts = [address.get("address1", ""), address.get("address2", ""), address.get("city", ""), f"{address.get('state', '')} {address.get('zip', '')}".strip()]
     return ", ".join(p for p in parts if p)
+
+
+@dataclass(frozen=True)
+class AddressAsk:
+    """What a ticket asks of addresses, read clause by clause with the vocabulary's address words (any of the four
+    languages): an order's shipping address, the account's default address, and whether an order should go to the
+    account's own address ("ship it to the address on my account")."""
+
+    orders: bool = False
+    default: bool = False
+    to_account: bool = False
+
+
+_ORDER_WORD = re.compile(r"\b(orders?|bestellung\w*|pedidos?|commandes?)\b", re.I)
+_PIECES = re.compile(r"(?<=[.!?;:])\s+|\n+|,\s*(?:and|und|y|et)?\s*|\s+(?:and|und|y|et|but|aber|pero|mais)\s+", re.I)
+
+
+def asks(text: str, vocabulary: Vocabulary, language: str | None) -> AddressAsk:
+    orders = default = to_account = False
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
+    if not any(vocabulary.address["words"].found(words(s), language) or written(s) is not None for s in sentences):
+        return AddressAsk()  # nothing in the ticket speaks of an address
+    for sentence in sentences:
+        for piece in _PIECES.split(sentence):
+            said = words(piece)
+            if not said or vocabulary.requests["keep"].found(said, language):  # "the open order can stay as it is"
+                continue
+            # "change the address of the order to my default one": an order's address, the account's is only where it goes
+            account = vocabulary.address["account"].found(said, language)
+            setting = vocabulary.address["set"].found(said, language) or vocabulary.requests["change"].found(said, language)
+            speaks = vocabulary.address["words"].found(said, language) or written(piece) is not None
+            ship = vocabulary.address["ship"].found(said, language) or bool(_ORDER_WORD.search(piece) and setting and (speaks or account))
+            if ship:
+                orders = True
+                to_account = to_account or account
+            elif account and setting:
+                default = True
+    return AddressAsk(orders=orders, default=default, to_account=to_account)

@@ -79,6 +79,9 @@ class ProcedureFlow(Flow[ProcedureState]):
                 self._hand_over(self._procedures.by_intent.get("human_handoff") or specs[0], outcome.detail["summary"])
             else:
                 self.state.outcomes.append(outcome)
+        written = address.written(self._raw_text)
+        if written is not None and not any(s.choose == "address" for s in specs):  # an address no request was read for: ask
+            self.state.outcomes.append(Outcome(intent=specs[0].intent, kind="unclear", detail={"said": address.label(written)}))
         for spec in specs:
             if spec.intent == "order_status":
                 self._answer_status(spec)
@@ -91,9 +94,10 @@ class ProcedureFlow(Flow[ProcedureState]):
         if not specs:
             return []
         customer, raw = self.state.customer, self._raw_text
-        found = address.target(raw, customer)
+        asked = address.asks(raw, self._procedures.vocabulary, self.state.language)
+        found = address.target(raw, customer, to_account=asked.to_account)
         if found is None:
-            found = address.target(self.state.text, customer)
+            found = address.target(self.state.text, customer, to_account=asked.to_account)
         if found is None:
             return [Outcome(intent=specs[0].intent, kind="not_found", detail={"what": "address"})]
         new, source = self._gate.vault.conceal(found[0]), found[1]  # the store's addresses come back tokenised, as this one now is
@@ -111,7 +115,7 @@ class ProcedureFlow(Flow[ProcedureState]):
                         address=new,
                     )
                     plan.append(self._checked(spec, action, order, items=order.items))
-            elif spec.tool == "modify_user_address" and address.wants_default(raw) and customer.address != new:
+            elif spec.tool == "modify_user_address" and (asked.default or address.wants_default(raw)) and customer.address != new:
                 action = Action(
                     intent=spec.intent,
                     tool=spec.tool,
@@ -173,7 +177,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         customer is asked). Items the reader found ambiguous are asked about, never guessed."""
         read = reading.read(text=text, customer=customer, procedures=specs, vocabulary=self._procedures.vocabulary, language=self.state.language)
         self._about.update(read.about)
-        asked = []
+        asked = [Outcome(intent=specs[0].intent, kind="unclear", detail={"said": said}) for said in read.unresolved]  # asked, found nothing
         for items in read.ambiguous:
             self._gate.audit(kind="decision", name="ambiguous", actor="procedure", arguments={"items": [i.label() for i in items]}, result={"asked": True})
             asked.append(Outcome(intent=specs[0].intent, kind="ambiguous", items=items))
@@ -437,17 +441,24 @@ class ProcedureFlow(Flow[ProcedureState]):
 
     @listen(act)
     def conclude(self) -> None:
+        """resolved only when every request was carried out or answered: a ticket whose requests found nothing to do is
+        never resolved with a greeting and a signature."""
+        if not self.state.outcomes:
+            self.state.outcomes.append(
+                Outcome(intent=self.state.intents[0] if self.state.intents else "", kind="not_found", detail={"what": "what you ask for"})
+            )
         kinds = {o.kind for o in self.state.outcomes}
         if "pending_approval" in kinds:
             self.state.status, self.state.reason = "awaiting_approval", "a write waits for a person's approval"
-        elif kinds & {"failed", "not_found", "ambiguous", "refused", "handed_over"}:
+        elif kinds & {"failed", "not_found", "ambiguous", "unclear", "refused", "handed_over"}:
             why = [
                 f"{o.intent}: {o.kind}"
                 + (f" ({o.rule})" if o.rule else "")
                 + (f" ({o.detail['error']})" if "error" in o.detail else "")
                 + (f" ({', '.join(i.label() + ' ' + i.order_id for i in o.items)})" if o.kind == "ambiguous" else "")
+                + (f" ({o.detail['said'][:80]!r})" if o.kind == "unclear" else "")
                 for o in self.state.outcomes
-                if o.kind in {"failed", "not_found", "ambiguous", "refused", "handed_over"}
+                if o.kind in {"failed", "not_found", "ambiguous", "unclear", "refused", "handed_over"}
             ]
             self.state.status, self.state.reason = "escalated", "; ".join(why)
         else:

@@ -76,6 +76,9 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
         elif outcome.kind == "answered":
             tracking = say("tracking", tracking=", ".join(outcome.detail["tracking_ids"])) if outcome.detail.get("tracking_ids") else ""
             lines.append(say("order_status", **facts, tracking=tracking))
+        elif outcome.kind == "unclear":
+            said = " ".join(str(outcome.detail.get("said", "")).split())
+            lines.append(say("unclear", said=said if len(said) <= 120 else said[:117].rsplit(" ", 1)[0] + " …"))
         elif outcome.kind == "ambiguous":
             choices = " / ".join(f"{item.label()} ({item.order_id})" for item in outcome.items)
             lines.append(say("ambiguous", choices=choices))

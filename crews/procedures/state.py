@@ -64,8 +64,9 @@ class Outcome(BaseModel):
 
     intent: str
     kind: str = Field(
-        description="planned | done | refused | declined | failed | pending_approval | answered | not_found | ambiguous | handed_over "
-        "(declined: refused, and the customer said to leave it then; ambiguous: several items fit, the customer is asked which)"
+        description="planned | done | refused | declined | failed | pending_approval | answered | not_found | ambiguous | unclear | handed_over "
+        "(declined: refused, and the customer said to leave it then; ambiguous: several items fit, the customer is asked which; "
+        "unclear: a request no item was found for, quoted back to the customer)"
     )
     action: Action | None = None
     items: list[Item] = Field(default_factory=list, description="refused or not found: the items the request was about")

@@ -123,6 +123,7 @@ class Vocabulary:
     dearer: Terms
     cheaper: Terms
     instead: Terms
+    address: dict[str, Terms]  # words | account | ship | set
 
 
 KINDS = ("cancel", "return", "change", "keep", "payment", "question")
@@ -144,6 +145,7 @@ SECTIONS = (
     "dearer",
     "cheaper",
     "instead",
+    "address",
 )
 
 
@@ -175,6 +177,7 @@ def parse(data: dict[str, Any]) -> Vocabulary:
         dearer=Terms(_by_language(data["dearer"])),
         cheaper=Terms(_by_language(data["cheaper"])),
         instead=Terms(_by_language(data["instead"])),
+        address={part: Terms(_by_language(entry)) for part, entry in (data["address"] or {}).items()},
     )
 
 
