@@ -8,9 +8,8 @@ chooses among the pending orders."""
 from __future__ import annotations
 
 import re
-from typing import Any
-
 from dataclasses import dataclass
+from typing import Any
 
 from crewdesk.llm.base import CrewdeskLLM
 from crews.procedures.decide import UNIVERSAL, mentioned_items, named_orders

@@ -33,6 +33,7 @@ class ProcedureFlow(Flow[ProcedureState]):
     _raw_text: str = PrivateAttr(default="")
     _about: dict = PrivateAttr(default_factory=dict)  # item -> the clauses that ask about it (reading.ItemReading.about)
     _arbiter: str = PrivateAttr(default="reader")  # where the two readings differ: reader | model | ask
+    _unresolved: list = PrivateAttr(default_factory=list)  # clauses the reader found a request but no item in
 
     @classmethod
     def build(cls, *, gate: Gate, llm: CrewdeskLLM, procedures: Procedures, raw_text: str, arbiter: str = "reader") -> ProcedureFlow:
@@ -164,6 +165,8 @@ class ProcedureFlow(Flow[ProcedureState]):
             chosen, plan = self._read_items(specs, text=text, customer=customer)
         if not any(chosen.values()) and not plan:  # nothing read: the rules of decide.py, and the model for what they leave
             chosen = decide.assign(llm=self._llm, text=f"{prefer} {text}".strip(), customer=customer, procedures=specs, scoped=scope is not None, prefer=prefer)
+        elif scope is None:  # what the reader could not place, quoted back as a question
+            plan += [Outcome(intent=specs[0].intent, kind="unclear", detail={"said": said}) for said in self._unresolved]
         if not any(chosen.values()):
             return plan or [Outcome(intent=specs[0].intent, kind="not_found", detail={"what": "the items you mean"}, items=list(scope or []))]
         for spec in specs:
@@ -177,7 +180,8 @@ class ProcedureFlow(Flow[ProcedureState]):
         customer is asked). Items the reader found ambiguous are asked about, never guessed."""
         read = reading.read(text=text, customer=customer, procedures=specs, vocabulary=self._procedures.vocabulary, language=self.state.language)
         self._about.update(read.about)
-        asked = [Outcome(intent=specs[0].intent, kind="unclear", detail={"said": said}) for said in read.unresolved]  # asked, found nothing
+        asked = []
+        self._unresolved = list(read.unresolved)  # clauses that ask, with no item found: asked about if nothing else reads them
         for items in read.ambiguous:
             self._gate.audit(kind="decision", name="ambiguous", actor="procedure", arguments={"items": [i.label() for i in items]}, result={"asked": True})
             asked.append(Outcome(intent=specs[0].intent, kind="ambiguous", items=items))
