@@ -31,6 +31,7 @@ from crews.config import SPECIALIST_BY_CATEGORY
 from crews.failures import classify_error
 from crews.handoff import hand_over
 from crews.procedures import address, conditions, payment
+from crews.procedures.reading import asks_items
 from crews.procedures.conditions import HANDOFF
 from crews.procedures.decide import VERBS as ORDER_VERBS
 from crews.procedures.flow import ORDER_FAMILY, ORDER_FAMILY_ORDER, ProcedureFlow
@@ -150,7 +151,7 @@ class TicketPhases:
             for i, wanted in (
                 ("change_order_address", addresses.orders or address.wants_orders(text)),
                 ("change_default_address", addresses.default or address.wants_default(text)),
-                ("change_order_payment", payment.wants_change(text, vocabulary, spoken)),
+                ("change_order_payment", payment.wants_change(f"{ticket.subject or ''}\n{text}", vocabulary, spoken)),
             )
             if wanted
         ]
@@ -159,7 +160,8 @@ class TicketPhases:
             text = address.without_address_sentences(text)
             if "change_order_payment" in moves:
                 text = payment.without_payment_clauses(text, vocabulary, spoken)
-        cued = any(ORDER_VERBS[intent].search(text) for intent in ("cancel_order", "return_items", "exchange_items"))
+        # the customer's own words name a request: the old English cues, or the vocabulary's in the ticket's language
+        cued = any(ORDER_VERBS[intent].search(text) for intent in ("cancel_order", "return_items", "exchange_items")) or asks_items(text, vocabulary, spoken)
         if cued or (moves and ORDER_VERBS["modify_order"].search(text)):
             intents.append("return_items")  # the customer's verbs, a fast first pass beside the router (any member brings the family)
         if set(intents) & ORDER_FAMILY:

@@ -131,6 +131,18 @@ class Lexicon:
             return []
         return self._search((indexes[lang] for lang in self._languages(language)), text)
 
+    def values_named(self, text: str, option: str, *, language: str | None = None) -> set[str]:
+        """The values of `option` the text names, less those that sit next to the name of another option: in
+        "luminosité moyenne" the "medium" is a brightness, not a makeup kit's skin tone."""
+        names = self.option_names_in(text, language=language)
+        kept: set[str] = set()
+        for value in self.values_in(text, option, language=language):
+            beside = [n for n in names if -2 <= value.start - n.end <= 0 or 0 <= n.start - value.end <= 1]
+            if beside and not any(option in n.names for n in beside):
+                continue
+            kept |= value.names
+        return kept
+
     def terms_of(self, product: str, *, language: str | None = None) -> list[str]:
         """The folded terms that name `product` (for embedding them, or saying them back)."""
         out: list[str] = []

@@ -5,13 +5,13 @@ that item's order, or "keep". The model chooses among what the tools returned; i
 from __future__ import annotations
 
 import re
-from contextvars import ContextVar
 from typing import Any, Protocol
 
 from crewdesk.store import lexicon
 from crews.procedures.facts import ORDER_ID
 from crews.procedures.spec import ProcedureSpec
 from crews.procedures.state import Customer, Item
+from crews.procedures.wording import LANGUAGE
 
 KEEP = "keep"
 
@@ -106,10 +106,6 @@ def _match(item: Item, tokens: set[str], compact: str) -> tuple[int, str]:
         return 2, head
     suffix = next((t for t in tokens if len(t) >= 4 and head.endswith(t)), None)
     return (1, suffix) if suffix else (0, "")
-
-
-# The ticket's language, set by the procedure flow for the run: the catalogue lexicon is searched in it and in English.
-LANGUAGE: ContextVar[str | None] = ContextVar("reading_language", default=None)
 
 
 def _lexicon_matches(items: list[Item], text: str) -> dict[str, tuple[int, str]]:

@@ -8,7 +8,7 @@ from pydantic import PrivateAttr
 
 from crewdesk.connectors.base import StoreError
 from crewdesk.llm.base import CrewdeskLLM
-from crews.procedures import address, conditions, decide, facts, payment, policy, reading, variants
+from crews.procedures import address, conditions, decide, facts, payment, policy, reading, variants, wording
 from crews.procedures.replies import compose
 from crews.procedures.spec import Procedures, ProcedureSpec
 from crews.procedures.state import Action, Customer, Item, Order, Outcome, ProcedureState
@@ -34,6 +34,7 @@ class ProcedureFlow(Flow[ProcedureState]):
     _about: dict = PrivateAttr(default_factory=dict)  # item -> the clauses that ask about it (reading.ItemReading.about)
     _arbiter: str = PrivateAttr(default="reader")  # where the two readings differ: reader | model | ask
     _unresolved: list = PrivateAttr(default_factory=list)  # clauses the reader found a request but no item in
+    _ties: dict = PrivateAttr(default_factory=dict)  # order -> variant choices the customer's words leave open
 
     @classmethod
     def build(cls, *, gate: Gate, llm: CrewdeskLLM, procedures: Procedures, raw_text: str, arbiter: str = "reader") -> ProcedureFlow:
@@ -132,7 +133,12 @@ class ProcedureFlow(Flow[ProcedureState]):
         if not specs or self.state.customer is None:
             return []
         spec, customer = specs[0], self.state.customer
-        request = payment.read(conditions.read(self.state.text).request, customer, self._procedures.vocabulary, self.state.language)
+        request = payment.read(
+            reading.split_ticket(conditions.read(self.state.text).request)[1] or self._raw_text, customer, self._procedures.vocabulary, self.state.language
+        )
+        if request.order is None or request.method is None:  # the subject may be where it is asked ("Zahlungsart ändern #W…")
+            with_subject = payment.read(conditions.read(self.state.text).request, customer, self._procedures.vocabulary, self.state.language)
+            request = with_subject if with_subject.order is not None and with_subject.method is not None else request
         if request.order is None or request.method is None:
             named = ", ".join(m.label for m in request.named) or ", ".join(m.label for m in customer.payment_methods.values())
             self._gate.audit(kind="decision", name="payment_unclear", actor="procedure", arguments={"named": [m.method_id for m in request.named]})
@@ -229,6 +235,7 @@ class ProcedureFlow(Flow[ProcedureState]):
             order = orders[order_id]
             mine = [item for item in items if item.order_id == order_id]
             action, missing = self._action(spec, order, mine, text=text, prefer=prefer)
+            ties = self._ties.pop(order_id, [])
             if missing:
                 plan.append(
                     Outcome(
@@ -238,7 +245,13 @@ class ProcedureFlow(Flow[ProcedureState]):
                         detail={"what": "a variant that fits your request for " + ", ".join(i.name for i in missing)},
                     )
                 )
+            for variants_left in ties:  # the customer's words fit several variants: asked which, never guessed
+                self._gate.audit(kind="decision", name="ambiguous_variant", actor="procedure", arguments={"variants": [v.label() for v in variants_left]})
+                plan.append(Outcome(intent=spec.intent, kind="ambiguous", items=variants_left))
             if action is None:
+                continue
+            if missing or ties:  # one write per order: none until every item of it is settled
+                plan.append(Outcome(intent=spec.intent, kind="not_found", items=action.items, detail={"what": "the rest of your request for that order"}))
                 continue
             plan.append(self._checked(spec, action, order, items=action.items))
         return plan
@@ -252,10 +265,7 @@ class ProcedureFlow(Flow[ProcedureState]):
                 role=spec.role,
                 order_id=order.order_id,
                 items=order.items if len(items) == len(order.items) else items,
-                arguments={
-                    "order_id": order.order_id,
-                    "reason": policy.cancel_reason(next((t for t in (prefer, text) if t and policy.names_reason(t)), self.state.text)),
-                },
+                arguments={"order_id": order.order_id, "reason": self._cancel_reason(prefer, text)},
                 amount=round(sum(i.price for i in order.items), 2),
                 # a fallback that asks for the money elsewhere ("cancel it and refund to my gift card") is checked by the policy
                 method_id=policy.named_method(prefer, order, self.state.customer) if prefer and policy.names_method(prefer) else order.paid_with,
@@ -280,14 +290,36 @@ class ProcedureFlow(Flow[ProcedureState]):
         pairs, missing = [], []
         for item in items:
             said = self._about.get(reading.key(item), text)  # the clauses about this item, when the reader found them
-            new = variants.choose(llm=self._llm, text=said, prefer=prefer, item=item, product=lookup("get_product_details", product_id=item.product_id))
-            if new is None:
+            new = variants.choose(
+                llm=self._llm,
+                text=said,
+                prefer=prefer,
+                item=item,
+                product=lookup("get_product_details", product_id=item.product_id),
+                vocabulary=self._procedures.vocabulary,
+                ticket=text,
+            )
+            if isinstance(new, list):
+                self._ties.setdefault(order.order_id, []).append(new)
+            elif new is None:
                 missing.append(item)
             else:
                 pairs.append((item, new))
         if not pairs:
             return None, missing
         return self._exchange(spec, order, pairs, method_id), missing
+
+    def _cancel_reason(self, prefer: str, text: str) -> str:
+        """One of the two reasons the store accepts, from the customer's words (the vocabulary's, in any of the four
+        languages, then the old English cues); "" when they gave none: the customer is asked, no reason is invented."""
+        vocabulary, language = self._procedures.vocabulary, self.state.language
+        for said in (prefer, text, self.state.text):
+            if not said:
+                continue
+            found = [r for r in ("mistake", "no_longer") if vocabulary.reasons[r].found(wording.words(said), language)]
+            if len(found) == 1:
+                return {"mistake": "ordered by mistake", "no_longer": "no longer needed"}[found[0]]
+        return policy.cancel_reason(next((t for t in (prefer, text) if t and policy.names_reason(t)), self.state.text))
 
     @staticmethod
     def _exchange(spec: ProcedureSpec, order: Order, pairs: list[tuple[Item, Item]], method_id: str) -> Action:

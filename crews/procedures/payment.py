@@ -18,7 +18,10 @@ from crews.procedures.state import Customer, Order, PaymentMethod
 from crews.procedures.wording import Vocabulary, words
 
 # Money that is not the order's payment: a refund, a price difference, a balance.
-_NOT_THE_ORDER = re.compile(r"\b(refund\w*|difference|differenz|diferencia|difference|erstatt\w*|reembols\w*|rembours\w*|balance|guthaben|saldo|solde)\b")
+_NOT_THE_ORDER = re.compile(
+    r"\b(refund\w*|difference|differenz|diferencia|erstatt\w*|reembols\w*|rembours\w*|balance|guthaben|saldo|solde|additional|extra|"
+    r"zusatzlich\w*|mehrkosten|adicional\w*|supplement\w*|surcout)\b"
+)  # a refund, a price difference, an extra charge: not the order's own payment
 
 
 @dataclass(frozen=True)
@@ -83,12 +86,13 @@ def without_payment_clauses(text: str, vocabulary: Vocabulary, language: str | N
 def read(text: str, customer: Customer, vocabulary: Vocabulary, language: str | None) -> PaymentRequest:
     pending = [o for o in customer.orders if o.status == "pending"]
     clauses = [c for c in reading.clauses_of(text, vocabulary, language) if not _NOT_THE_ORDER.search(fold(c))]
-    said = "\n".join(clauses)
+    asking = [c for c in clauses if _asks_payment(c, vocabulary, language)]
+    said = "\n".join(asking or clauses)  # the clauses that ask it say which order and which methods
     named = methods_named(said, customer, vocabulary, language)
     orders = [o for o in pending if o.order_id.lstrip("#") in said]
     if not orders:
         every = [i for o in pending for i in o.items]
-        mentioned = {i.order_id for c in clauses for m in reading.analyse(c, every, vocabulary, language).mentions for i in m.items}
+        mentioned = {i.order_id for c in (asking or clauses) for m in reading.analyse(c, every, vocabulary, language).mentions for i in m.items}
         orders = [o for o in pending if o.order_id in mentioned]
     if not orders and named:  # "instead of the Visa": the pending orders paid with a method they name
         paid_with = {m.method_id for m in named}

@@ -55,6 +55,7 @@ ITEM_NOUNS = frozenset(
     )
 )
 _EVERYTHING = frozenset(words("everything alles todo tout"))
+_RESTRICTING = frozenset(words("i you we that which ich die welche que je"))
 MONEY = re.compile(r"\b(refund\w*|money back|erstatt\w*|ruckerstatt\w*|reembols\w*|rembours\w*)\b", re.I)
 _ADDRESS = re.compile(r"address|adresse|dirección|direccion|anschrift", re.I)
 
@@ -252,7 +253,11 @@ def analyse(text: str, items: list[Item], vocabulary: Vocabulary, language: str 
                 if 0 <= s_start - m.end <= 3 or 0 <= m.start - s_end <= 2:  # "the hose I received", "my pending tshirts"
                     near.setdefault(m.start, set()).add(status)
     every_spans = vocabulary.every.spans(said, language)
-    blanket = any(said[s] in _EVERYTHING or any(w in ITEM_NOUNS for w in said[e : e + 3]) for s, e in every_spans)
+    # "all my items", "everything" (not "all the items I want to return": the customer goes on to say which)
+    blanket = any(
+        (said[s] in _EVERYTHING or any(w in ITEM_NOUNS for w in said[e : e + 3])) and not any(w in _RESTRICTING for w in said[e : e + 5] if w not in ITEM_NOUNS)
+        for s, e in every_spans
+    )
     return Clause(
         blanket=blanket,
         near=near,
@@ -278,24 +283,15 @@ def wishes(text: str, item: Item, language: str | None, vocabulary: Vocabulary |
     if vocabulary is not None and not vocabulary.wishes.found(words(text), language):
         return any(p.search(text) for p, _, _ in (*variants.COMPARATIVES, *variants.SUPERLATIVES)) or bool(variants.SAME_BUT.search(text))
     for option, current in item.options.items():
-        named = {v for m in option_values(text, option, language) for v in m.names}
+        named = option_values(text, option, language)
         if named - {current}:  # "Brand B instead of Brand A": a value beside the one they have
             return True
     return any(p.search(text) for p, _, _ in (*variants.COMPARATIVES, *variants.SUPERLATIVES)) or bool(variants.SAME_BUT.search(text))
 
 
-def option_values(text: str, option: str, language: str | None) -> list[catalogue.Mention]:
-    """The values of `option` the text names, less those that sit next to the name of another option: in "luminosité
-    moyenne" the "medium" is a brightness, not a makeup kit's skin tone."""
-    lexicon = catalogue.load()
-    names = lexicon.option_names_in(text, language=language)
-    kept = []
-    for value in lexicon.values_in(text, option, language=language):
-        beside = [n for n in names if -2 <= value.start - n.end <= 0 or 0 <= n.start - value.end <= 1]
-        if beside and not any(option in n.names for n in beside):
-            continue
-        kept.append(value)
-    return kept
+def option_values(text: str, option: str, language: str | None) -> set[str]:
+    """The values of `option` the text names (crewdesk/store/lexicon.Lexicon.values_named)."""
+    return catalogue.load().values_named(text, option, language=language)
 
 
 def _keeps_options(clause: Clause, language: str | None) -> bool:
@@ -308,7 +304,15 @@ def _status(item: Item, customer: Customer) -> str:
 
 
 def _narrow(
-    candidates: list[Item], clause: Clause, kind: str | None, customer: Customer, others: list[Item], language: str | None, *, near: set[str] | None = None
+    candidates: list[Item],
+    clause: Clause,
+    kind: str | None,
+    customer: Customer,
+    others: list[Item],
+    language: str | None,
+    *,
+    near: set[str] | None = None,
+    before: str = "",
 ) -> list[Item]:
     """The candidates the clause's words pick out; each filter applies only when it leaves some. others: the other
     products named with this one (describing or asked about), whose orders say which order is meant; near: the order
@@ -337,12 +341,13 @@ def _narrow(
     if len(pool) > 1 and clause.price and len({i.name for i in pool}) == 1:  # "the more expensive one" of two
         pick = max if clause.price > 0 else min
         pool = [pick(pool, key=lambda i: i.price)]
+    if len(pool) > 1 and before:  # "all my pending small tshirts": a value right before the name says which, "all" or not
+        adjective = [i for i in pool if any(current in option_values(before, option, language) for option, current in i.options.items())]
+        pool = keep(adjective, pool)
     if len(pool) > 1 and not clause.every:  # option values the customer names for the item they mean ("the black tee")
         scores = []
         for item in pool:
-            scores.append(
-                sum(current in {v for m in option_values(clause.text, option, language) for v in m.names} for option, current in item.options.items())
-            )
+            scores.append(sum(current in option_values(clause.text, option, language) for option, current in item.options.items()))
         best = max(scores)
         if best and scores.count(best) < len(pool):
             pool = [i for i, s in zip(pool, scores, strict=True) if s == best]
@@ -358,12 +363,31 @@ def _order_is_object(text: str) -> bool:
     return bool(ORDER_WORDS.search(_SOURCE.sub(" ", text)))
 
 
+def _before(clause: Clause, mention: Mention) -> str:
+    """The three words before a product's name: where an adjective says which one ("the small tshirt")."""
+    return " ".join(clause.said[max(0, mention.start - 3) : mention.start])
+
+
 def _one_order(items: list[Item]) -> bool:
     return len({i.order_id for i in items}) == 1
 
 
 def _distinct(items: list[Item]) -> int:
     return len({(i.order_id, i.item_id) for i in items})
+
+
+def asks_items(text: str, vocabulary: Vocabulary, language: str | None) -> bool:
+    """Some clause asks to cancel, return or change something (in the vocabulary's words, in the ticket's language), or
+    names a product of the catalogue and wants something of it ("la même en luminosité moyenne serait parfaite")."""
+    for clause in clauses_of(text, vocabulary, language):
+        if _ADDRESS.search(clause):
+            continue
+        said = words(clause)
+        if _kinds(said, clause, vocabulary, language)[0] & set(REQUESTS):
+            return True
+        if vocabulary.wishes.found(said, language) and catalogue.load().products_in(clause, language=language):
+            return True
+    return False
 
 
 _HEADER = re.compile(r"^(?:Ticket #\d+|Customer:.*)$", re.M)
@@ -474,7 +498,9 @@ def _read(
             elif clause.targets:
                 for mention in clause.targets:
                     others = [i for m in clause.mentions if m is not mention for i in m.items]
-                    narrowed = _narrow(mention.items, clause, kind, customer, others, language, near=clause.near.get(mention.start))
+                    narrowed = _narrow(
+                        mention.items, clause, kind, customer, others, language, near=clause.near.get(mention.start), before=_before(clause, mention)
+                    )
                     if _distinct(narrowed) > 1 and not clause.every:
                         later = _narrow(narrowed, analyse(body, every_item, vocabulary, language), kind, customer, [], language)
                         if _distinct(later) == 1:  # "About which vacuum cleaner: the robotic one" further on

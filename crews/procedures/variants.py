@@ -8,7 +8,9 @@ import re
 from typing import Any
 
 from crewdesk.llm.base import CrewdeskLLM
+from crewdesk.store import lexicon
 from crews.procedures.state import Item
+from crews.procedures.wording import LANGUAGE, Vocabulary, words
 
 NONE = "none"
 MAX_CHOICES = 12
@@ -86,15 +88,39 @@ def _wanted(key: str, values: set[str], lowered: str) -> list[str]:
     return named
 
 
-def narrow(item: Item, pool: list[Item], text: str, prefer: str = "") -> tuple[list[Item], set[str]]:
+def _without_comparisons(text: str) -> str:
+    for pattern, _, _ in (*COMPARATIVES, *SUPERLATIVES):
+        text = pattern.sub(" ", text)
+    return text
+
+
+def kept_same(text: str, vocabulary: Vocabulary | None) -> set[str]:
+    """The options the customer says stay as they are, in any of the four languages: "same size", "gleiche Farbe",
+    "mismo número y de cuero", "même couleur" (a same-word up to three words before the option's name)."""
+    if vocabulary is None:
+        return set()
+    language = LANGUAGE.get()
+    said = words(text)
+    spots = [end for _, end in vocabulary.same.spans(said, language)]
+    return {key for name in lexicon.load().option_names_in(text, language=language) if any(0 <= name.start - end <= 3 for end in spots) for key in name.names}
+
+
+def narrow(item: Item, pool: list[Item], text: str, prefer: str = "", vocabulary: Vocabulary | None = None) -> tuple[list[Item], set[str]]:
     """Apply each option value the customer named (one per option, different from what they have); a filter that would
     leave nothing is skipped. A fallback's own words (prefer) speak first for an option. Returns the pool, ordered by how
     few options change, and the options the customer spoke of."""
     lowered, preferred = _phrase(text), _phrase(prefer)
     spoken: set[str] = set()
+    stays = kept_same(text, vocabulary)
     for key in item.options:
         values = {value for candidate in pool if (value := candidate.options.get(key)) is not None} - {item.options.get(key)}
         named = (_wanted(key, values, preferred) if preferred else []) or _wanted(key, values, lowered)
+        if not named:  # the catalogue's words for the values, in the customer's language ("luminosité moyenne", "1,5 Liter")
+            language = LANGUAGE.get()
+            plain, plain_prefer = _without_comparisons(text), _without_comparisons(prefer)  # "less bright" is no value "bright"
+            named = sorted((lexicon.load().values_named(plain_prefer, key, language=language) if prefer else set()) & values) or sorted(
+                lexicon.load().values_named(plain, key, language=language) & values
+            )
         current = item.options.get(key)
         if (
             not named
@@ -113,7 +139,7 @@ def narrow(item: Item, pool: list[Item], text: str, prefer: str = "") -> tuple[l
             spoken.add(key)
         listed = "|".join(re.escape(w) for k in item.options for w in _phrase(k).split()) or "and"
         same = re.search(rf"\bsame\b(?:\s+(?:and|or|{listed})){{0,4}}?\s+{re.escape(_phrase(key))}\b", lowered)  # "same material and color"
-        if same:
+        if same or key in stays:
             kept = [candidate for candidate in pool if candidate.options.get(key) == item.options.get(key)]
             pool = kept or pool
     return sorted(pool, key=lambda c: (sum(c.options.get(k) != v for k, v in item.options.items()), c.price)), spoken
@@ -247,13 +273,25 @@ def preference_rank(candidate: Item, text: str) -> int:
     return best
 
 
-def choose(*, llm: CrewdeskLLM, text: str, item: Item, product: dict[str, Any], prefer: str = "") -> Item | None:
-    """The variant the item becomes, or None when none fits. prefer: a fallback's words, which speak first."""
-    for candidate in candidates(item, product):  # the customer gave the new item's number
-        if re.search(rf"\b{re.escape(candidate.item_id)}\b", f"{prefer} {text}"):
+def choose(
+    *,
+    llm: CrewdeskLLM,
+    text: str,
+    item: Item,
+    product: dict[str, Any],
+    prefer: str = "",
+    vocabulary: Vocabulary | None = None,
+    ask_on_tie: bool = True,
+    ticket: str = "",
+) -> Item | None | list[Item]:
+    """The variant the item becomes, None when none fits, or the variants that fit equally well (a list) when the
+    customer's words do not tell them apart: those are asked about, not guessed (ask_on_tie; else the model picks).
+    prefer: a fallback's words, which speak first; ticket: the whole ticket, where a new item's number may be given."""
+    for candidate in candidates(item, product):  # the customer gave the new item's number, anywhere in the ticket
+        if re.search(rf"\b{re.escape(candidate.item_id)}\b", f"{prefer} {text} {ticket}"):
             return candidate
     pool, spoken = narrow(
-        item, candidates(item, product), _PREFER.sub(" ", text), _PREFER.sub(" ", prefer)
+        item, candidates(item, product), _PREFER.sub(" ", text), _PREFER.sub(" ", prefer), vocabulary
     )  # what they prefer ranks; what they ask for filters
     text = f"{prefer} {text}".strip()
     pool, anchors = compared(item, pool, text)
@@ -277,6 +315,8 @@ def choose(*, llm: CrewdeskLLM, text: str, item: Item, product: dict[str, Any], 
     if len(pool) == 1 or rank(pool[0]) < rank(pool[1]):  # one candidate ranks first: by preference, nearest step, fewest changes
         return pool[0]
     pool = pool[:MAX_CHOICES]
+    if ask_on_tie:
+        return [c for c in pool if rank(c) == rank(pool[0])]
     current = ", ".join(f"{k} {v}" for k, v in item.options.items())
     lines = [f"{n}. " + ", ".join(f"{k} {v}" for k, v in c.options.items()) + f" (${c.price:.2f})" for n, c in enumerate(pool, 1)]
     schema = {

@@ -6,6 +6,7 @@ away ("retrun", "cancle"), because customers type fast."""
 from __future__ import annotations
 
 import functools
+from contextvars import ContextVar
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,9 @@ import yaml
 
 from crewdesk.store.lexicon import LANGUAGES, fold, tokens
 
+# The ticket's language, set by the procedure flow for the run: the catalogue's words and the vocabulary are searched in
+# it and in English by the steps that are not handed it (decide.py, variants.py).
+LANGUAGE: ContextVar[str | None] = ContextVar("reading_language", default=None)
 FUZZY_MIN = 6  # words shorter than this must match exactly: one letter off a short word is another word ("charge", "change")
 FUZZY_KINDS = ("cancel", "return", "change")  # typos matter in the request itself; elsewhere a near word is another word
 
@@ -124,6 +128,8 @@ class Vocabulary:
     cheaper: Terms
     instead: Terms
     address: dict[str, Terms]  # words | account | ship | set
+    same: Terms
+    reasons: dict[str, Terms]  # mistake | no_longer
 
 
 KINDS = ("cancel", "return", "change", "keep", "payment", "question")
@@ -146,6 +152,8 @@ SECTIONS = (
     "cheaper",
     "instead",
     "address",
+    "same",
+    "reasons",
 )
 
 
@@ -178,6 +186,8 @@ def parse(data: dict[str, Any]) -> Vocabulary:
         cheaper=Terms(_by_language(data["cheaper"])),
         instead=Terms(_by_language(data["instead"])),
         address={part: Terms(_by_language(entry)) for part, entry in (data["address"] or {}).items()},
+        same=Terms(_by_language(data["same"])),
+        reasons={reason: Terms(_by_language(entry), fuzzy=True) for reason, entry in (data["reasons"] or {}).items()},
     )
 
 
