@@ -31,10 +31,10 @@ from crews.config import SPECIALIST_BY_CATEGORY
 from crews.failures import classify_error
 from crews.handoff import hand_over
 from crews.procedures import address, conditions, payment
-from crews.procedures.reading import asks_items
 from crews.procedures.conditions import HANDOFF
 from crews.procedures.decide import VERBS as ORDER_VERBS
 from crews.procedures.flow import ORDER_FAMILY, ORDER_FAMILY_ORDER, ProcedureFlow
+from crews.procedures.reading import asks_items
 from crews.procedures.replies import holding_reply
 from crews.procedures.spec import Procedures
 

@@ -283,7 +283,7 @@ def choose(
     vocabulary: Vocabulary | None = None,
     ask_on_tie: bool = True,
     ticket: str = "",
-) -> Item | None | list[Item]:
+) -> Item | list[Item] | None:
     """The variant the item becomes, None when none fits, or the variants that fit equally well (a list) when the
     customer's words do not tell them apart: those are asked about, not guessed (ask_on_tie; else the model picks).
     prefer: a fallback's words, which speak first; ticket: the whole ticket, where a new item's number may be given."""

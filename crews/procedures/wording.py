@@ -6,8 +6,8 @@ away ("retrun", "cancle"), because customers type fast."""
 from __future__ import annotations
 
 import functools
-from contextvars import ContextVar
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
