@@ -143,6 +143,10 @@ class Lexicon:
             kept |= value.names
         return kept
 
+    def any_value_in(self, text: str, *, language: str | None = None) -> bool:
+        """Whether the text names some option value of the catalogue (of any option)."""
+        return any(self.values_in(text, option, language=language) for option in self._values)
+
     def terms_of(self, product: str, *, language: str | None = None) -> list[str]:
         """The folded terms that name `product` (for embedding them, or saying them back)."""
         out: list[str] = []

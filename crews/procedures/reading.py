@@ -385,7 +385,9 @@ def asks_items(text: str, vocabulary: Vocabulary, language: str | None) -> bool:
         said = words(clause)
         if _kinds(said, clause, vocabulary, language)[0] & set(REQUESTS):
             return True
-        if vocabulary.wishes.found(said, language) and catalogue.load().products_in(clause, language=language):
+        if vocabulary.wishes.found(said, language) and catalogue.load().products_in(clause, language=language) and catalogue.load().any_value_in(
+            clause, language=language
+        ):
             return True
     return False
 
@@ -489,7 +491,7 @@ def _read(
             kinds = ["change"]  # "exchange it and refund the difference"
         for kind in kinds:
             chosen: list[Item] = []
-            if clause.blanket or (clause.every and not clause.targets):  # "cancel all pending orders", "return everything except the mat"
+            if clause.blanket:  # "cancel all pending orders", "return everything except the mat"
                 statuses = clause.statuses or set(FITS[kind])
                 left_out = {key(i) for m in clause.excepted for i in m.items}
                 chosen = [i for i in every_item if _status(i, customer) in statuses and key(i) not in left_out and _status(i, customer) in FITS[kind]]

@@ -154,7 +154,8 @@ def _describes(value: str, item: Item, text: str) -> bool:
 # "the same one but with clicky switches", "keep everything else the same": only the options named may change.
 SAME_BUT = re.compile(
     r"same (?:one|item|model|product|kind|type|thing)?\s*but\b|everything else (?:the )?same|(?:all )?(?:the )?other "
-    r"(?:options|specs|specifications|features|attributes) (?:the )?same|without changing (?:the |any )?other|exact same\b.*\bexcept",
+    r"(?:options|specs|specifications|features|attributes)(?:\s+[\w-]+){0,6}?\s+(?:are |be |stay |remain )?(?:the )?same|"
+    r"without changing (?:the |any )?other|exact same\b.*\bexcept",
     re.I,
 )
 
