@@ -27,10 +27,21 @@ def fold(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
+_CONTRACTIONS = frozenset({"s", "t", "d", "ll", "re", "m", "ve"})
+
+
 def tokens(text: str) -> list[tuple[str, int, int]]:
-    """(token, start, end) of the folded text; folding keeps offsets because it only drops combining marks after NFKD
-    of the same characters, so offsets are of the folded string."""
-    return [(m.group(0), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+    """(token, start, end) of the text (folded by the caller). An English contraction stays with its word ("it's",
+    "don't"): its "s" is no size S; an elided French article does not ("l'étagère": "l", "etagere")."""
+    out: list[tuple[str, int, int]] = []
+    for match in _TOKEN.finditer(text):
+        word, start, end = match.group(0), match.start(), match.end()
+        if out and word in _CONTRACTIONS and start > 0 and text[start - 1] in "'\u2019" and out[-1][2] == start - 1:
+            previous = out.pop()
+            out.append((f"{previous[0]}'{word}", previous[1], end))
+            continue
+        out.append((word, start, end))
+    return out
 
 
 @dataclass(frozen=True)

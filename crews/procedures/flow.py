@@ -8,7 +8,7 @@ from pydantic import PrivateAttr
 
 from crewdesk.connectors.base import StoreError
 from crewdesk.llm.base import CrewdeskLLM
-from crews.procedures import address, conditions, decide, facts, payment, policy, reading, variants, wording
+from crews.procedures import address, conditions, decide, facts, payment, policy, price, reading, variants, wording
 from crews.procedures.replies import compose
 from crews.procedures.spec import Procedures, ProcedureSpec
 from crews.procedures.state import Action, Customer, Item, Order, Outcome, ProcedureState
@@ -73,6 +73,7 @@ class ProcedureFlow(Flow[ProcedureState]):
             if plan and all(o.kind == "not_found" and not o.items for o in items_plan):
                 items_plan = []  # an address request beside it, and no item named: the items were never meant
             plan += self._apply_fallbacks(items_plan, reading, [f for f in reading.fallbacks if f.anchor not in {g.index for g in reading.fallbacks}], depth=0)
+        plan = self._hold_unsettled_orders(self._apply_price_conditions(plan))
         for outcome in plan:
             if outcome.kind == "planned" and outcome.action is not None:
                 self.state.actions.append(outcome.action)
@@ -127,6 +128,55 @@ class ProcedureFlow(Flow[ProcedureState]):
                 )
                 plan.append(Outcome(intent=spec.intent, kind="planned", action=action))
         return plan
+
+    def _apply_price_conditions(self, plan: list[Outcome]) -> list[Outcome]:
+        """A change the customer made conditional on its price ("if it costs more than $20 extra, just take it back") is
+        checked against the difference it makes: met, their alternative is done instead (a return, or nothing); not met,
+        the change goes ahead. A condition that says no alternative leaves the change to the customer's answer."""
+        said = reading.split_ticket(self.state.text)[1]
+        found = price.read(said, self._procedures.vocabulary, self.state.language)
+        changes = [o for o in plan if o.kind == "planned" and o.action is not None and o.action.new_items]
+        if not found or not changes:
+            return plan
+        out: list[Outcome] = []
+        for outcome in plan:
+            action = outcome.action
+            if outcome not in changes or action is None:
+                out.append(outcome)
+                continue
+            mine = [c for c in found if len(changes) == 1 or decide.mentioned_items(action.items, c.text)]
+            condition = mine[0] if mine else None
+            if condition is None or not condition.holds(action.amount):
+                if condition is not None:
+                    self._gate.audit(
+                        kind="decision",
+                        name="price_condition",
+                        actor="procedure",
+                        arguments={"condition": condition.text},
+                        result={"holds": False, "difference": action.amount},
+                    )
+                out.append(outcome)
+                continue
+            self._gate.audit(
+                kind="decision",
+                name="price_condition",
+                actor="procedure",
+                arguments={"condition": condition.text},
+                result={"holds": True, "then": condition.then, "difference": action.amount},
+            )
+            detail = {"threshold": f"${condition.threshold:.2f}", "difference": f"${action.amount:.2f}"}
+            order = next(o for o in self.state.customer.orders if o.order_id == action.order_id) if self.state.customer else None
+            spec = self._procedures.by_intent.get("return_items")
+            if condition.then == "return" and spec is not None and order is not None and order.status == "delivered":
+                ret, _ = self._action(spec, order, list(action.items), text=condition.text, prefer="")
+                if ret is not None:
+                    out.append(self._checked(spec, ret, order, items=ret.items))
+                    continue
+            if condition.then == "nothing":
+                out.append(outcome.model_copy(update={"kind": "declined", "rule": "price_condition", "detail": detail}))
+                continue
+            out.append(Outcome(intent=outcome.intent, kind="unclear", detail={"said": condition.text}))
+        return out
 
     def _plan_payments(self, specs: list[ProcedureSpec]) -> list[Outcome]:
         """A pending order paid with another of the customer's methods (crews/procedures/payment.py)."""
@@ -250,11 +300,23 @@ class ProcedureFlow(Flow[ProcedureState]):
                 plan.append(Outcome(intent=spec.intent, kind="ambiguous", items=variants_left))
             if action is None:
                 continue
-            if missing or ties:  # one write per order: none until every item of it is settled
-                plan.append(Outcome(intent=spec.intent, kind="not_found", items=action.items, detail={"what": "the rest of your request for that order"}))
-                continue
             plan.append(self._checked(spec, action, order, items=action.items))
         return plan
+
+    @staticmethod
+    def _hold_unsettled_orders(plan: list[Outcome]) -> list[Outcome]:
+        """One write per order (the store allows one exchange or change): an order's write waits while another item of
+        it is still unsettled after the customer's fallbacks (no fitting variant, several that fit), so the customer's
+        answer can still complete it."""
+        unsettled = {i.order_id for o in plan if o.kind in ("not_found", "ambiguous") for i in o.items}
+        out = []
+        for outcome in plan:
+            action = outcome.action
+            if outcome.kind == "planned" and action is not None and action.new_items and action.order_id in unsettled:
+                out.append(Outcome(intent=outcome.intent, kind="not_found", items=action.items, detail={"what": "the rest of your request for that order"}))
+            else:
+                out.append(outcome)
+        return out
 
     def _action(self, spec: ProcedureSpec, order: Order, items: list[Item], *, text: str, prefer: str) -> tuple[Action | None, list[Item]]:
         """The write for one order, and the items no fitting variant was found for."""

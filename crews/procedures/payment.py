@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from crewdesk.store import lexicon as catalogue
 from crewdesk.store.lexicon import fold
 from crews.procedures import reading
 from crews.procedures.state import Customer, Order, PaymentMethod
@@ -65,11 +64,9 @@ def _asks_payment(clause: str, vocabulary: Vocabulary, language: str | None) -> 
     about_payment = vocabulary.requests["payment"].found(said, language)
     names_method = vocabulary.methods.found(said, language)
     changes = vocabulary.requests["change"].found(said, language) or vocabulary.wishes.found(said, language)
-    if about_payment and (names_method or changes):
-        return True
-    if catalogue.load().products_in(clause, language=language):  # "change the bottle to the cheapest and use my gift card": the difference
-        return False
-    return names_method and changes and not vocabulary.requests["return"].found(said, language)
+    # the order's payment is named as such ("pay with", "charge my", "Zahlungsart", "payer avec"): a method named beside a
+    # change of items ("and use my gift card") or a preference ("I'd prefer gift card") is where a difference goes
+    return about_payment and (names_method or changes)
 
 
 def wants_change(text: str, vocabulary: Vocabulary, language: str | None) -> bool:

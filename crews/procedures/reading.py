@@ -55,7 +55,6 @@ ITEM_NOUNS = frozenset(
     )
 )
 _EVERYTHING = frozenset(words("everything alles todo tout"))
-_RESTRICTING = frozenset(words("i you we that which ich die welche que je"))
 MONEY = re.compile(r"\b(refund\w*|money back|erstatt\w*|ruckerstatt\w*|reembols\w*|rembours\w*)\b", re.I)
 _ADDRESS = re.compile(r"address|adresse|dirección|direccion|anschrift", re.I)
 
@@ -255,7 +254,8 @@ def analyse(text: str, items: list[Item], vocabulary: Vocabulary, language: str 
     every_spans = vocabulary.every.spans(said, language)
     # "all my items", "everything" (not "all the items I want to return": the customer goes on to say which)
     blanket = any(
-        (said[s] in _EVERYTHING or any(w in ITEM_NOUNS for w in said[e : e + 3])) and not any(w in _RESTRICTING for w in said[e : e + 5] if w not in ITEM_NOUNS)
+        (said[s] in _EVERYTHING or any(w in ITEM_NOUNS for w in said[e : e + 3]))
+        and not any(vocabulary.requests[k].found(said[e : e + 6], language) for k in REQUESTS)  # "all the items I want to return (are ...)"
         for s, e in every_spans
     )
     return Clause(
@@ -385,8 +385,10 @@ def asks_items(text: str, vocabulary: Vocabulary, language: str | None) -> bool:
         said = words(clause)
         if _kinds(said, clause, vocabulary, language)[0] & set(REQUESTS):
             return True
-        if vocabulary.wishes.found(said, language) and catalogue.load().products_in(clause, language=language) and catalogue.load().any_value_in(
-            clause, language=language
+        if (
+            vocabulary.wishes.found(said, language)
+            and catalogue.load().products_in(clause, language=language)
+            and catalogue.load().any_value_in(clause, language=language)
         ):
             return True
     return False
@@ -454,9 +456,10 @@ def _read(
                 last_order = [i for i in every_item if i.order_id in orders]
         if clause.order_ids:
             last_order = [i for i in every_item if i.order_id in clause.order_ids]
-        if not clause.mentions:
+        conditional = _conditional(clause, vocabulary, language)
+        if not clause.mentions and not conditional:  # an alternative's words say nothing of the first wish
             general.append(clause.text)
-        if clause.hedged or _conditional(clause, vocabulary, language):
+        if clause.hedged or conditional:
             continue
         if "keep" in clause.kinds and not clause.requests and not _keeps_options(clause, language):
             for item in targets + described:
@@ -466,7 +469,8 @@ def _read(
         if clause.excepted:  # "except the boots": left out of every request, and what "it" means next
             for item in (i for m in clause.excepted for i in m.items):
                 excluded[key(item)] = item
-            last = [i for m in clause.excepted for i in m.items] if not clause.targets else last
+            if not clause.targets and not clause.blanket:  # "except the boots, but I'd exchange them": "them" is the boots
+                last = [i for m in clause.excepted for i in m.items]
         if clause.negated and not clause.requests:
             for item in targets:
                 kept[key(item)] = item

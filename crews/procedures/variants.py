@@ -34,8 +34,11 @@ _UNITS = [(re.compile(r"\b(foot|feet)\b"), "ft"), (re.compile(r"\binches\b"), "i
 SYNONYMS = {"s": "small", "m": "medium", "l": "large", "xs": "extra small", "xl": "extra large", "xxl": "extra extra large"}
 
 
+_CONTRACTION = re.compile(r"(?<=\w)['\u2019](?:s|t|d|ll|re|m|ve)\b", re.I)
+
+
 def _phrase(value: str) -> str:
-    phrase = " ".join(w.lower() for w in _WORD.findall(value))
+    phrase = " ".join(w.lower() for w in _WORD.findall(_CONTRACTION.sub("", value)))  # "it's" has no size S in it
     for pattern, unit in _UNITS:
         phrase = pattern.sub(unit, phrase)
     return phrase

@@ -1,6 +1,6 @@
 """Words, not patterns: the vocabulary of tasks/procedures/vocabulary.yaml (what a customer asks for, keeps, or points
 at, in English, German, Spanish and French) compiled into matchers over folded words. A term is a word or a phrase; a
-word ending in * is a prefix, a lone * any one word; a word stem (a prefix) of six letters or more also matches one typo
+word ending in * is a prefix, a lone * one to three words; a word stem (a prefix) of six letters or more also matches one typo
 away ("retrun", "cancle"), because customers type fast."""
 
 from __future__ import annotations
@@ -74,6 +74,24 @@ def _compile(term: str, fuzzy: bool) -> tuple[_Part, ...]:
     return tuple(parts)
 
 
+GAP = 3  # a lone * in a phrase stands for one to this many words ("take * back": "take the kettle back")
+
+
+def _match(pattern: tuple[_Part, ...], said: list[str], n: int) -> int | None:
+    """The end of a match of the pattern at word n, or None; a gap takes as few words as it can."""
+    if not pattern:
+        return n
+    part, rest = pattern[0], pattern[1:]
+    if part.kind == "any":
+        for width in range(1, GAP + 1):
+            if n + width <= len(said) and (end := _match(rest, said, n + width)) is not None:
+                return end
+        return None
+    if n < len(said) and part.matches(said[n]):
+        return _match(rest, said, n + 1)
+    return None
+
+
 class Terms:
     """One list of terms per language. A text is read with its own language's terms and English's (customers mix in
     English words; prefixes of one language are other words in another: French "gard*" and English "garden")."""
@@ -95,9 +113,10 @@ class Terms:
         n = 0
         while n < len(said):
             for pattern in patterns:
-                if n + len(pattern) <= len(said) and all(part.matches(said[n + k]) for k, part in enumerate(pattern)):
-                    found.append((n, n + len(pattern)))
-                    n += len(pattern)
+                end = _match(pattern, said, n)
+                if end is not None:
+                    found.append((n, end))
+                    n = end
                     break
             else:
                 n += 1
@@ -130,6 +149,7 @@ class Vocabulary:
     address: dict[str, Terms]  # words | account | ship | set
     same: Terms
     reasons: dict[str, Terms]  # mistake | no_longer
+    price: dict[str, Terms]  # more | less | nothing
 
 
 KINDS = ("cancel", "return", "change", "keep", "payment", "question")
@@ -154,6 +174,7 @@ SECTIONS = (
     "address",
     "same",
     "reasons",
+    "price",
 )
 
 
@@ -188,6 +209,7 @@ def parse(data: dict[str, Any]) -> Vocabulary:
         address={part: Terms(_by_language(entry)) for part, entry in (data["address"] or {}).items()},
         same=Terms(_by_language(data["same"])),
         reasons={reason: Terms(_by_language(entry), fuzzy=True) for reason, entry in (data["reasons"] or {}).items()},
+        price={part: Terms(_by_language(entry)) for part, entry in (data["price"] or {}).items()},
     )
 
 

@@ -173,7 +173,9 @@ def test_json_that_fits_no_output_model_escalates_with_the_holding_reply_instead
     assert run.status == "completed" and "no valid" in ticket.status_reason
     assert [m.direction for m in messages].count("outbound") == 1  # the holding reply
     # the team's note is the hand-over template, whatever the model answers: it names why and quotes the customer
-    assert any(m.direction == "internal" and "Why a person: routing model gave no valid triage" in m.body and "Why was I charged twice?" in m.body for m in messages)
+    assert any(
+        m.direction == "internal" and "Why a person: routing model gave no valid triage" in m.body and "Why was I charged twice?" in m.body for m in messages
+    )
 
 
 def test_transient_model_error_requeues_without_losing_the_ticket(settings, session_factory, make_ticket):
@@ -275,7 +277,10 @@ def test_a_crew_that_loops_is_stopped_by_the_runs_model_call_cap_and_handed_over
         run = db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id)).scalar_one()
         ticket = db.get(Ticket, ticket_id)
     assert sum(len(llm.prompts) for llm in factory.built) == run.llm_calls == 5  # the summary call was not allowed either
-    assert ticket.resolution["internal_note"].startswith(f"[billing_ops] Ticket #{ticket_id}") and "Request (model summary)" not in ticket.resolution["internal_note"]
+    assert (
+        ticket.resolution["internal_note"].startswith(f"[billing_ops] Ticket #{ticket_id}")
+        and "Request (model summary)" not in ticket.resolution["internal_note"]
+    )
 
 
 def test_a_slow_model_is_stopped_at_the_runs_wall_time(settings, session_factory, make_ticket):

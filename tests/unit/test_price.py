@@ -1,0 +1,38 @@
+"""Conditions on a price (crews/procedures/price.py), read from the customer's words in four languages and checked in
+code against the difference a change makes. The sentences are written for this test; none is from an evaluation set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crews.procedures import price, wording
+
+VOCABULARY = wording.load(Path(__file__).resolve().parents[2] / "tasks" / "procedures")
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "threshold", "more", "then"),
+    [
+        ("Please swap the kettle for the steel one. If the steel one costs more than $25 extra, just take the kettle back.", "en", 25.0, True, "return"),
+        ("Bitte tauschen Sie die Lampe gegen die weiße. Falls die mehr als 30 Dollar teurer ist, lassen Sie es bitte so.", "de", 30.0, True, "nothing"),
+        ("Cambien la mochila por la negra. Si la negra cuesta menos de 10 dólares, mejor devuélvanla.", "es", 10.0, False, "return"),
+        ("Échangez la montre contre la bleue. Si elle coûte plus cher que la mienne, laissez tomber.", "fr", 0.0, True, "nothing"),
+    ],
+)
+def test_a_price_condition_is_read_with_its_threshold_direction_and_alternative(text, language, threshold, more, then):
+    (condition,) = price.read(text, VOCABULARY, language)
+    assert (condition.threshold, condition.more, condition.then) == (threshold, more, then)
+
+
+def test_a_condition_holds_only_on_its_side_of_the_threshold():
+    dearer = price.PriceCondition(threshold=20.0, more=True, then="return", text="")
+    assert dearer.holds(20.01) and not dearer.holds(20.0) and not dearer.holds(-5.0)
+    cheaper = price.PriceCondition(threshold=0.0, more=False, then="nothing", text="")
+    assert cheaper.holds(-0.5) and not cheaper.holds(3.0)
+
+
+def test_a_clause_without_a_condition_or_a_comparison_is_no_price_condition():
+    assert price.read("Please swap the kettle for the steel one, it costs more than I hoped but fine.", VOCABULARY, "en") == []
+    assert price.read("If you can, send the steel kettle instead.", VOCABULARY, "en") == []
