@@ -3,6 +3,8 @@ decide which items each request applies to, check the store's policy, act throug
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from crewai.flow.flow import Flow, listen, router, start
 from pydantic import PrivateAttr
 
@@ -90,6 +92,47 @@ class ProcedureFlow(Flow[ProcedureState]):
                 self._answer_status(spec)
             elif spec.tool == "transfer_to_human_agents" and not any(o.kind == "handed_over" for o in self.state.outcomes):
                 self._hand_over(spec, "The customer asked for a person.")
+        self.state.outcomes.extend(self._uncovered(specs))
+
+    # Which procedures carry out each kind of request the reader finds in a clause.
+    COVERS: ClassVar[dict[str, set[str]]] = {
+        "cancel": {"cancel_order"},
+        "return": {"return_items"},
+        "change": {"exchange_items", "modify_order"},
+        "address_orders": {"change_order_address"},
+        "address_default": {"change_default_address"},
+        "payment": {"change_order_payment"},
+    }
+
+    def _uncovered(self, specs: list[ProcedureSpec]) -> list[Outcome]:
+        """Verify before "resolved": every request the customer's words make (in the vocabulary's words, clause by
+        clause, not hedged, conditional or denied) must have an outcome of a procedure that carries it out: done,
+        refused, asked or handed over. A request nothing was done about is quoted back as a question, so a ticket whose
+        other requests were done is never called resolved with one forgotten."""
+        vocabulary, language = self._procedures.vocabulary, self.state.language
+        touched = {o.intent for o in self.state.outcomes}
+        intent = specs[0].intent if specs else ""
+        missing: list[Outcome] = []
+        asked = address.asks(self._raw_text, vocabulary, language)
+        for kind, wanted in (("address_orders", asked.orders), ("address_default", asked.default)):
+            if wanted and not touched & self.COVERS[kind]:
+                missing.append(Outcome(intent=intent, kind="unclear", detail={"said": "the address change you asked for"}))
+        body = reading.split_ticket(conditions.read(self.state.text).request)[1] or self._raw_text
+        if payment.wants_change(body, vocabulary, language) and not touched & self.COVERS["payment"]:
+            missing.append(Outcome(intent=intent, kind="unclear", detail={"said": "the payment change you asked for"}))
+        # the customer's own alternatives ("if that is not possible, cancel the whole order") may carry a request out
+        # with another procedure of the order family
+        alternatives = bool(conditions.read(self.state.text).fallbacks or price.read(body, vocabulary, language))
+        for clause in reading.request_clauses(body, vocabulary, language):
+            if payment.asks_payment(clause.text, vocabulary, language):
+                continue
+            kinds = [k for k in reading.REQUESTS if k in clause.kinds]
+            covers = [ORDER_FAMILY if alternatives else self.COVERS[k] for k in kinds]
+            if kinds and not any(touched & c for c in covers):
+                missing.append(Outcome(intent=intent, kind="unclear", detail={"said": clause.text}))
+        if missing:
+            self._gate.audit(kind="decision", name="uncovered_requests", actor="procedure", arguments={"said": [o.detail["said"][:120] for o in missing]})
+        return missing
 
     # -- planning -------------------------------------------------------------------------------------------------------
 

@@ -75,6 +75,11 @@ def wants_change(text: str, vocabulary: Vocabulary, language: str | None) -> boo
     return any(_asks_payment(clause, vocabulary, language) for clause in reading.clauses_of(text, vocabulary, language))
 
 
+def asks_payment(clause: str, vocabulary: Vocabulary, language: str | None) -> bool:
+    """This clause asks to pay an order another way."""
+    return _asks_payment(clause, vocabulary, language)
+
+
 def without_payment_clauses(text: str, vocabulary: Vocabulary, language: str | None) -> str:
     """The text less the clauses that ask to pay an order another way (their "change" is not an item's)."""
     return "\n".join(c for c in reading.clauses_of(text, vocabulary, language) if not _asks_payment(c, vocabulary, language))

@@ -256,6 +256,7 @@ def analyse(text: str, items: list[Item], vocabulary: Vocabulary, language: str 
     blanket = any(
         (said[s] in _EVERYTHING or any(w in ITEM_NOUNS for w in said[e : e + 3]))
         and not any(vocabulary.requests[k].found(said[e : e + 6], language) for k in REQUESTS)  # "all the items I want to return (are ...)"
+        and not any(start <= 2 for start, _ in vocabulary.related.spans(said[e:], language))  # "everything related to gaming"
         for s, e in every_spans
     )
     return Clause(
@@ -392,6 +393,29 @@ def asks_items(text: str, vocabulary: Vocabulary, language: str | None) -> bool:
         ):
             return True
     return False
+
+
+def request_clauses(text: str, vocabulary: Vocabulary, language: str | None) -> list[Clause]:
+    """The clauses that make a request of their own: not about an address (nor the "can you change that?" after one),
+    not hedged ("I was thinking of..."), not under a condition (nor the rest of that sentence: "if the M costs more,
+    I'd rather return it"), not a heading ("About the cancellation reason:"), not a question about an order's status,
+    and not where a refund goes ("I prefer PayPal for any refund")."""
+    out = []
+    after_address = False
+    for sentence in _SENTENCE.split(text):
+        conditional = False
+        for text_ in clauses_of(sentence, vocabulary, language):
+            if _ADDRESS.search(text_):
+                after_address = True
+                continue
+            clause = analyse(text_, [], vocabulary, language)
+            conditional = conditional or _conditional(clause, vocabulary, language)
+            named = catalogue.load().products_in(text_, language=language)
+            follows_address, after_address = after_address and not named, False
+            if conditional or clause.hedged or "question" in clause.kinds or text_.rstrip().endswith(":") or follows_address or (clause.methods and not named):
+                continue
+            out.append(clause)
+    return out
 
 
 _HEADER = re.compile(r"^(?:Ticket #\d+|Customer:.*)$", re.M)

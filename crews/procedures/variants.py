@@ -97,15 +97,32 @@ def _without_comparisons(text: str) -> str:
     return text
 
 
-def kept_same(text: str, vocabulary: Vocabulary | None) -> set[str]:
+_SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+")
+
+
+def kept_same(text: str, vocabulary: Vocabulary | None, item: Item | None = None) -> set[str]:
     """The options the customer says stay as they are, in any of the four languages: "same size", "gleiche Farbe",
-    "mismo número y de cuero", "même couleur" (a same-word up to three words before the option's name)."""
+    "mismo número y de cuero", "même couleur" (a same-word up to three words before the option's name). A sentence that
+    names products speaks only of them: "make sure the new shoe is still the same size" keeps no water bottle's capacity."""
     if vocabulary is None:
         return set()
     language = LANGUAGE.get()
-    said = words(text)
-    spots = [end for _, end in vocabulary.same.spans(said, language)]
-    return {key for name in lexicon.load().option_names_in(text, language=language) if any(0 <= name.start - end <= 3 for end in spots) for key in name.names}
+    kept: set[str] = set()
+    for sentence in _SENTENCE.split(text):
+        said = words(sentence)
+        spots = [end for _, end in vocabulary.same.spans(said, language)]
+        if not spots:
+            continue
+        products = {name for m in lexicon.load().products_in(sentence, language=language) for name in m.names}
+        if item is not None and products and item.name not in products:
+            continue
+        kept |= {
+            key
+            for name in lexicon.load().option_names_in(sentence, language=language)
+            if any(0 <= name.start - end <= 3 for end in spots)
+            for key in name.names
+        }
+    return kept
 
 
 def narrow(item: Item, pool: list[Item], text: str, prefer: str = "", vocabulary: Vocabulary | None = None) -> tuple[list[Item], set[str]]:
@@ -114,7 +131,7 @@ def narrow(item: Item, pool: list[Item], text: str, prefer: str = "", vocabulary
     few options change, and the options the customer spoke of."""
     lowered, preferred = _phrase(text), _phrase(prefer)
     spoken: set[str] = set()
-    stays = kept_same(text, vocabulary)
+    stays = kept_same(text, vocabulary, item)
     for key in item.options:
         values = {value for candidate in pool if (value := candidate.options.get(key)) is not None} - {item.options.get(key)}
         named = (_wanted(key, values, preferred) if preferred else []) or _wanted(key, values, lowered)

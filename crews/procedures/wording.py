@@ -148,6 +148,7 @@ class Vocabulary:
     instead: Terms
     address: dict[str, Terms]  # words | account | ship | set
     same: Terms
+    related: Terms  # "everything related to gaming": a blanket word narrowed by what follows
     reasons: dict[str, Terms]  # mistake | no_longer
     price: dict[str, Terms]  # more | less | nothing
 
@@ -173,6 +174,7 @@ SECTIONS = (
     "instead",
     "address",
     "same",
+    "related",
     "reasons",
     "price",
 )
@@ -208,6 +210,7 @@ def parse(data: dict[str, Any]) -> Vocabulary:
         instead=Terms(_by_language(data["instead"])),
         address={part: Terms(_by_language(entry)) for part, entry in (data["address"] or {}).items()},
         same=Terms(_by_language(data["same"])),
+        related=Terms(_by_language(data["related"])),
         reasons={reason: Terms(_by_language(entry), fuzzy=True) for reason, entry in (data["reasons"] or {}).items()},
         price={part: Terms(_by_language(entry)) for part, entry in (data["price"] or {}).items()},
     )

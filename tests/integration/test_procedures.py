@@ -411,3 +411,18 @@ def test_a_gift_card_that_cannot_cover_the_order_is_refused_with_the_figures(set
     assert outcome.status == "escalated" and order(store, PENDING)["payment_history"][-1]["payment_method_id"] == "gift_card_4817478"
     assert ("policy", "refused:method_differs") in audit  # the order is already paid with the gift card
     assert "Geschenkkarte" in reply or "gift card" in reply
+
+
+def test_an_alternative_under_a_condition_is_no_forgotten_request(settings, store, make_ticket):
+    """ "If that is not possible, ..." is the customer's alternative, not a request of its own: a done return with an
+    alternative named for it is resolved."""
+    outcome, reply, audit = run(
+        settings,
+        store,
+        make_ticket,
+        "Please take back the dumbbell set. If you can't do that, cancel nothing and just tell me why.",
+        "return_items",
+        customer=EMAIL,
+    )
+    assert outcome.status == "resolved", reply
+    assert ("decision", "uncovered_requests") not in audit

@@ -160,3 +160,27 @@ def test_the_vocabulary_reads_each_language_with_english_and_forgives_one_typo_i
     assert VOCABULARY.requests["keep"].found(wording.words("je garde le tapis"), "fr")
     assert VOCABULARY.requests["cancel"].found(wording.words("pls cancle it"), "en")
     assert not VOCABULARY.requests["change"].found(wording.words("with clicky switches"), "en")  # a noun, not "switch"
+
+
+def test_every_item_narrowed_by_a_description_is_no_blanket_request():
+    """ "everything associated with camping" says which items by what they are for: not every item of the account."""
+    orders = [Order(order_id="#W1", status="delivered", items=[item("#W1", "1", "Tent"), item("#W1", "2", "Desk Lamp")], paid_with="paypal_1")]
+    plain = reading.analyse("Please return everything.", [i for o in orders for i in o.items], VOCABULARY, "en")
+    narrowed = reading.analyse("Please return everything associated with camping.", [i for o in orders for i in o.items], VOCABULARY, "en")
+    german = reading.analyse("Bitte alles zurücknehmen, was mit dem Zelten zu tun hat.", [i for o in orders for i in o.items], VOCABULARY, "de")
+    assert plain.blanket and not narrowed.blanket and not german.blanket
+
+
+@pytest.mark.parametrize(
+    ("text", "kinds"),
+    [
+        ("Please cancel the lamp. If that is not possible, return the tent instead.", [{"cancel"}]),
+        ("I'd like to swap the tent for the green one. Can you change that?", [{"change"}, {"change"}]),
+        ("About the cancellation reason: I ordered it by mistake.", []),
+        ("I prefer PayPal for any refund.", []),
+        ("Bitte den Zelt umtauschen; falls das nicht geht, zurückschicken.", [{"change"}]),
+    ],
+)
+def test_request_clauses_are_the_customers_own_requests_not_alternatives_or_headings(text, kinds):
+    found = [c.kinds & set(reading.REQUESTS) for c in reading.request_clauses(text, VOCABULARY, None if text.startswith(("I", "Please", "About")) else "de")]
+    assert [k for k in found if k] == kinds
