@@ -49,6 +49,8 @@ ORDER_WORDS = re.compile(r"\b(orders?|bestellung\w*|pedidos?|commandes?|box|pack
 # Words that head a describing phrase: "the order with", "the one with", "the tee that came with".
 _HEADS = frozenset(words("order orders box package parcel delivery shipment bestellung paket lieferung pedido paquete caja envio commande colis livraison"))
 # What "all" is about when it asks for every item: "all my items", "alle meine Artikel", "todos mis pedidos".
+# an every-word before these counts occasions, not items
+_TIMES = frozenset({"time", "times", "mal", "vez", "veces", "fois", "day", "week", "month", "year", "season"})
 ITEM_NOUNS = frozenset(
     words(
         "items item things stuff products orders order purchases artikel sachen produkte bestellungen articulos cosas productos pedidos compras articles choses produits commandes achats"
@@ -257,6 +259,7 @@ def analyse(text: str, items: list[Item], vocabulary: Vocabulary, language: str 
         (said[s] in _EVERYTHING or any(w in ITEM_NOUNS for w in said[e : e + 3]))
         and not any(vocabulary.requests[k].found(said[e : e + 6], language) for k in REQUESTS)  # "all the items I want to return (are ...)"
         and not any(start <= 2 for start, _ in vocabulary.related.spans(said[e:], language))  # "everything related to gaming"
+        and not (e < len(said) and said[e] in _TIMES)  # "every time I order", "jedes Mal", "cada vez", "chaque fois"
         for s, e in every_spans
     )
     return Clause(
@@ -369,6 +372,20 @@ def _before(clause: Clause, mention: Mention) -> str:
     return " ".join(clause.said[max(0, mention.start - 3) : mention.start])
 
 
+def _excludes(clause: Clause, vocabulary: Vocabulary, language: str | None) -> bool:
+    """A negation that denies no request and no keeping ("the things that are not footwear", "alles außer was nicht
+    aus Leder ist"): the items are described by what they are not, which only a reading of the items can settle."""
+    said = clause.said
+    taken = {n for kind in (*REQUESTS, "keep") for s, e in vocabulary.requests[kind].spans(said, language) for n in range(s, e)}
+    return not clause.negated and any(
+        not set(range(s, e)) & taken and any(w in _RELATIVE for w in said[max(0, s - 3) : s]) for s, e in vocabulary.negations.spans(said, language)
+    )
+
+
+# the words that open a describing clause ("that are not", "die nicht", "que no", "qui ne")
+_RELATIVE = frozenset({"that", "which", "who", "die", "der", "das", "was", "welche", "que", "cual", "cuales", "qui", "lesquels", "lesquelles"})
+
+
 def _one_order(items: list[Item]) -> bool:
     return len({i.order_id for i in items}) == 1
 
@@ -384,8 +401,11 @@ def asks_items(text: str, vocabulary: Vocabulary, language: str | None) -> bool:
         if _ADDRESS.search(clause):
             continue
         said = words(clause)
-        if _kinds(said, clause, vocabulary, language)[0] & set(REQUESTS):
+        kinds = _kinds(said, clause, vocabulary, language)[0]
+        if kinds & set(REQUESTS):
             return True
+        if "question" in kinds:  # "what is the status of my camera order": a question, no wish
+            continue
         if (
             vocabulary.wishes.found(said, language)
             and catalogue.load().products_in(clause, language=language)
@@ -519,7 +539,7 @@ def _read(
             kinds = ["change"]  # "exchange it and refund the difference"
         for kind in kinds:
             chosen: list[Item] = []
-            if clause.blanket:  # "cancel all pending orders", "return everything except the mat"
+            if clause.blanket and not _excludes(clause, vocabulary, language):  # "cancel all pending orders", "return everything except the mat"
                 statuses = clause.statuses or set(FITS[kind])
                 left_out = {key(i) for m in clause.excepted for i in m.items}
                 chosen = [i for i in every_item if _status(i, customer) in statuses and key(i) not in left_out and _status(i, customer) in FITS[kind]]
@@ -545,7 +565,10 @@ def _read(
             elif clause.text.rstrip().endswith(":"):  # "two things need to go back:" the list follows
                 carry.append(kind)
                 continue
-            elif clause.order_ids or (ORDER_WORDS.search(clause.text) and (last_order or _one_order(last))):
+            elif not clause.order_ids and _excludes(clause, vocabulary, language):
+                reading.unresolved.append(clause.text)  # "the things from my order that are not footwear": described, not named
+                continue
+            elif clause.order_ids or (_order_is_object(clause.text) and (last_order or _one_order(last))):  # not "cancel them from my order"
                 chosen = (
                     [i for i in every_item if i.order_id in clause.order_ids]
                     or list(last_order)

@@ -113,15 +113,14 @@ def kept_same(text: str, vocabulary: Vocabulary | None, item: Item | None = None
         spots = [end for _, end in vocabulary.same.spans(said, language)]
         if not spots:
             continue
-        products = {name for m in lexicon.load().products_in(sentence, language=language) for name in m.names}
+        mentions = lexicon.load().products_in(sentence, language=language)
+        products = {name for m in mentions for name in m.names}
         if item is not None and products and item.name not in products:
             continue
-        kept |= {
-            key
-            for name in lexicon.load().option_names_in(sentence, language=language)
-            if any(0 <= name.start - end <= 3 for end in spots)
-            for key in name.names
-        }
+        for name in lexicon.load().option_names_in(sentence, language=language):
+            # "the same helmet, one size bigger": the same-word is the product's, not the option's
+            if any(0 <= name.start - end <= 3 and not any(end <= m.start < name.start for m in mentions) for end in spots):
+                kept |= name.names
     return kept
 
 

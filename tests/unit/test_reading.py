@@ -184,3 +184,38 @@ def test_every_item_narrowed_by_a_description_is_no_blanket_request():
 def test_request_clauses_are_the_customers_own_requests_not_alternatives_or_headings(text, kinds):
     found = [c.kinds & set(reading.REQUESTS) for c in reading.request_clauses(text, VOCABULARY, None if text.startswith(("I", "Please", "About")) else "de")]
     assert [k for k in found if k] == kinds
+
+
+def test_every_time_counts_occasions_not_items():
+    items = [item("#W1", "1", "Tent")]
+    for text, language in (
+        ("I don't want to change it every time I order something.", "en"),
+        ("Ich will das nicht jedes Mal ändern.", "de"),
+        ("No quiero cambiarlo cada vez.", "es"),
+        ("Je ne veux pas le changer chaque fois.", "fr"),
+    ):
+        assert not reading.analyse(text, items, VOCABULARY, language).blanket, text
+
+
+def test_items_described_by_what_they_are_not_are_left_to_a_reading_of_the_items():
+    """ "the things that are not footwear": neither the whole order nor every item; the reader leaves it to the
+    described-items decision (or a question), never takes everything."""
+    customer = Customer(
+        user_id="u",
+        how="test",
+        payment_methods={},
+        orders=[
+            Order(
+                order_id="#W1",
+                status="delivered",
+                paid_with="paypal_1",
+                items=[item("#W1", "1", "Hiking Boots"), item("#W1", "2", "Jigsaw Puzzle"), item("#W1", "3", "Skateboard")],
+            )
+        ],
+    )
+    for text in (
+        "Please take back the things from my delivered order that are not footwear.",
+        "Please return everything from my delivered order that is not footwear.",
+    ):
+        read = reading.read(text=text, customer=customer, procedures=SPECS, vocabulary=VOCABULARY, language="en")
+        assert not any(read.chosen.values()) and read.unresolved, text
