@@ -365,7 +365,9 @@ def main() -> None:
         f"model and exemplar vectors ready in {time.perf_counter() - started:.1f} s"
     )
     words_of = {k: v.pattern for k, v in rules.AMBIGUOUS.items()}
-    print(f"segment_threshold={clf.segment_threshold}; ambiguous regex words (stand only when the classifier finds that risk too): {words_of}")
+    print(
+        f"segment_threshold={clf.segment_threshold}, weak_share={clf.weak_share}, weak_margin={clf.weak_margin}; ambiguous regex words (stand only when the classifier finds that risk too): {words_of}"
+    )
     print(f"{platform.machine()}, {os.cpu_count()} cores, {date.today().isoformat()}\n")
     if args.set in ("all", "other"):
         other_report(args, clf)

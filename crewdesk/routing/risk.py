@@ -6,7 +6,7 @@ sentence, so one risky line in a long ticket still counts.
 Exemplars (risk_data/, see its README), all our own: phrasings per risk class and harmless look-alikes labelled `none`
 ("my lawyer recommended your desk", a parcel stolen from the porch) in examples.jsonl; other businesses' ordinary
 requests (banks, insurers, telecoms, utilities, travel, software, healthcare admin, public services) and our store's
-payment wording, as `none`, in domains.jsonl; prompt injections in injection.jsonl; each in English, German, Spanish
+payment wording, as `none`, in domains.jsonl and routine.jsonl; prompt injections in injection.jsonl; each in English, German, Spanish
 and French. Beside them Bitext's train rows as `none` (its complaints are the hard negatives), except every
 BITEXT_EVAL_EVERY-th row, kept for the evaluation (bench/risk_eval.jsonl). MiniLM is an English model that places a
 language's texts near each other, so every language needs harmless exemplars beside its risky ones. The exemplar vectors
@@ -42,8 +42,8 @@ FLAGGED: tuple[str, ...] = (*RISK_LABELS, INJECTION)  # what a hit can be
 NONE = "none"
 LABELS: tuple[str, ...] = (*FLAGGED, NONE)
 # The risks and their look-alikes (examples.jsonl), ordinary requests of other businesses and retail payment wording
-# (domains.jsonl), prompt injections (injection.jsonl); see risk_data/README.md.
-EXAMPLE_FILES: tuple[str, ...] = ("risk_data/examples.jsonl", "risk_data/domains.jsonl", "risk_data/injection.jsonl")
+# (domains.jsonl and routine.jsonl), prompt injections (injection.jsonl); see risk_data/README.md.
+EXAMPLE_FILES: tuple[str, ...] = ("risk_data/examples.jsonl", "risk_data/domains.jsonl", "risk_data/routine.jsonl", "risk_data/injection.jsonl")
 # Bitext train rows 0, 10, 20, ... (0-based, file order) are the evaluation's ordinary tickets, never exemplars.
 BITEXT_EVAL_EVERY = 10
 
@@ -114,11 +114,17 @@ class RiskAnalysis:
     min_similarity: float
     segment_similarity: float
     segment_threshold: float | None = None  # the share a sentence needs; None: the same as the whole text
+    weak_share: float | None = None  # a share below this is a weak vote (see weak_margin); None: every vote stands
+    weak_margin: float = 0.05
 
     def hits(self) -> list[RiskHit]:
         """Each class whose share reaches the threshold in some part (segment_threshold for a sentence), and whose
         nearest exemplar is at least min_similarity in cosine (segment_similarity for a sentence: a short line near
-        nothing in particular is noise); the part with the best share is the evidence."""
+        nothing in particular is noise); the part with the best share is the evidence. A weak vote (a share below
+        weak_share: two of five neighbours) stands only when the class's nearest exemplar is about as near as the
+        nearest harmless one (within weak_margin in cosine): a routine request of another business or language that
+        shares a word or two with risk exemplars ("la différence sur ma carte", "im Laden bar zahlen") draws a couple of
+        them into its five, while its nearest neighbour is a harmless request."""
         best: dict[str, RiskHit] = {}
         for n, part in enumerate(self.parts):
             floor = self.min_similarity if n == 0 else self.segment_similarity
@@ -126,8 +132,15 @@ class RiskAnalysis:
             for label in FLAGGED:
                 share = part.shares[label]
                 if share >= bar and part.nearest[label] >= floor and (label not in best or share > best[label].score):
+                    if self.weak(part, label):
+                        continue
                     best[label] = RiskHit(label, round(share, 4), part.text)
         return [best[label] for label in FLAGGED if label in best]
+
+    def weak(self, part: PartScores, label: str) -> bool:
+        """A weak vote for `label` in `part` whose nearest harmless exemplar is clearly nearer than its nearest `label`
+        exemplar: not a hit (hits)."""
+        return self.weak_share is not None and part.shares[label] < self.weak_share and part.nearest[label] < part.nearest[NONE] - self.weak_margin
 
     def _around(self, span: str | None) -> list[PartScores]:
         """The whole text and every sentence that contains `span` (all of them when span is None)."""
@@ -157,8 +170,9 @@ class RiskClassifier:
     A class is found when its share reaches `threshold` in the whole text or `segment_threshold` in one sentence, its
     nearest exemplar being at least `min_similarity` (whole text) or `segment_similarity` (a sentence) in cosine: a
     sentence needs a clearer vote than the whole ticket, because a short line of German or French sits near the short
-    risk exemplars of its language whatever it says. Defaults chosen on the dev halves of both evaluation sets
-    (bench/risk.py --variants).
+    risk exemplars of its language whatever it says. A weak vote (a share below `weak_share`) needs the class's
+    nearest exemplar within `weak_margin` of the nearest harmless one (RiskAnalysis.hits). Defaults chosen on the dev
+    halves of both evaluation sets (bench/risk.py --variants).
 
     Built lazily: the embedder and the exemplar vectors load on first use, in the process that uses them (a Celery
     parent never holds torch across a fork). Thread-safe to share; build one per pipeline."""
@@ -175,6 +189,8 @@ class RiskClassifier:
         min_similarity: float = 0.4,
         segment_similarity: float = 0.6,
         segment_threshold: float | None = 0.8,
+        weak_share: float | None = 0.7,
+        weak_margin: float = 0.05,
     ) -> None:
         self.examples = list(default_risk_examples() if examples is None else examples)
         if not any(e.label == NONE for e in self.examples) or not any(e.label != NONE for e in self.examples):
@@ -186,6 +202,7 @@ class RiskClassifier:
         self.cache_dir = cache_dir
         self.k, self.threshold, self.min_similarity, self.segment_similarity = k, threshold, min_similarity, segment_similarity
         self.segment_threshold = segment_threshold
+        self.weak_share, self.weak_margin = weak_share, weak_margin
         self._y = np.array([LABELS.index(e.label) for e in self.examples])
         self._vectors: np.ndarray | None = None if vectors is None else self._checked(np.asarray(vectors, dtype=np.float32))
         self._lock = threading.Lock()
@@ -263,6 +280,8 @@ class RiskClassifier:
             min_similarity=self.min_similarity,
             segment_similarity=self.segment_similarity,
             segment_threshold=self.segment_threshold,
+            weak_share=self.weak_share,
+            weak_margin=self.weak_margin,
         )
 
     def analyse(self, text: str) -> RiskAnalysis:
