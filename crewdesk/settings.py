@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         description="Where the request reader and the old rules read a ticket's items differently: reader (its reading stands), "
         "model (one constrained choice between the two; for a model that can make it), ask (the customer is asked).",
     )
+    model_choices: Literal["confirm", "act"] = Field(
+        default="confirm",
+        description="Items the model chose (the customer described them rather than named them): confirm (the customer is asked "
+        "to confirm the model's reading before anything is written) or act (written at once; for a model that reads well).",
+    )
     router_confidence: float = Field(
         default=0.35,
         description="A routed ticket whose router confidence is below this goes to a person (the embedding router's scale, not the triage model's).",

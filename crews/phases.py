@@ -197,7 +197,9 @@ class TicketPhases:
             db.execute(update(CrewRun).where(CrewRun.id == work.run_id).values(process="procedure"))
         if self.procedures is None:  # _routed routes nothing to the procedures without them
             raise RuntimeError("procedures are off: no ticket is routed to them")
-        flow = ProcedureFlow.build(gate=gate, llm=llm, procedures=self.procedures, raw_text=raw, arbiter=self.settings.reading_arbiter)
+        flow = ProcedureFlow.build(
+            gate=gate, llm=llm, procedures=self.procedures, raw_text=raw, arbiter=self.settings.reading_arbiter, model_choices=self.settings.model_choices
+        )
         try:
             flow.kickoff(
                 inputs={"text": gate.vault.conceal(work.block()), "channel_customer": ticket.customer or "", "language": triage.language, "intents": intents}

@@ -36,12 +36,16 @@ class ProcedureFlow(Flow[ProcedureState]):
     _about: dict = PrivateAttr(default_factory=dict)  # item -> the clauses that ask about it (reading.ItemReading.about)
     _arbiter: str = PrivateAttr(default="reader")  # where the two readings differ: reader | model | ask
     _unresolved: list = PrivateAttr(default_factory=list)  # clauses the reader found a request but no item in
+    _model_choices: str = PrivateAttr(default="confirm")  # confirm | act: what is done with items the model chose
     _ties: dict = PrivateAttr(default_factory=dict)  # order -> variant choices the customer's words leave open
 
     @classmethod
-    def build(cls, *, gate: Gate, llm: CrewdeskLLM, procedures: Procedures, raw_text: str, arbiter: str = "reader") -> ProcedureFlow:
+    def build(
+        cls, *, gate: Gate, llm: CrewdeskLLM, procedures: Procedures, raw_text: str, arbiter: str = "reader", model_choices: str = "confirm"
+    ) -> ProcedureFlow:
         flow = cls(suppress_flow_events=True)  # the audit records decisions, tool calls and outcomes, not flow lifecycle noise
         flow._gate, flow._llm, flow._procedures, flow._raw_text, flow._arbiter = gate, llm, procedures, raw_text, arbiter
+        flow._model_choices = model_choices
         return flow
 
     def _specs(self) -> list[ProcedureSpec]:
@@ -116,10 +120,10 @@ class ProcedureFlow(Flow[ProcedureState]):
         asked = address.asks(self._raw_text, vocabulary, language)
         for kind, wanted in (("address_orders", asked.orders), ("address_default", asked.default)):
             if wanted and not touched & self.COVERS[kind]:
-                missing.append(Outcome(intent=intent, kind="unclear", detail={"said": "the address change you asked for"}))
+                missing.append(Outcome(intent=intent, kind="unclear", detail={"said": "", "why": "uncovered", "what": "address"}))
         body = reading.split_ticket(conditions.read(self.state.text).request)[1] or self._raw_text
         if payment.wants_change(body, vocabulary, language) and not touched & self.COVERS["payment"]:
-            missing.append(Outcome(intent=intent, kind="unclear", detail={"said": "the payment change you asked for"}))
+            missing.append(Outcome(intent=intent, kind="unclear", detail={"said": "", "why": "uncovered", "what": "payment"}))
         # the customer's own alternatives ("if that is not possible, cancel the whole order") may carry a request out
         # with another procedure of the order family
         alternatives = bool(conditions.read(self.state.text).fallbacks or price.read(body, vocabulary, language))
@@ -129,9 +133,11 @@ class ProcedureFlow(Flow[ProcedureState]):
             kinds = [k for k in reading.REQUESTS if k in clause.kinds]
             covers = [ORDER_FAMILY if alternatives else self.COVERS[k] for k in kinds]
             if kinds and not any(touched & c for c in covers):
-                missing.append(Outcome(intent=intent, kind="unclear", detail={"said": clause.text}))
+                missing.append(Outcome(intent=intent, kind="unclear", detail={"said": clause.text, "why": "uncovered"}))
         if missing:
-            self._gate.audit(kind="decision", name="uncovered_requests", actor="procedure", arguments={"said": [o.detail["said"][:120] for o in missing]})
+            self._gate.audit(
+                kind="decision", name="uncovered_requests", actor="procedure", arguments={"said": [o.detail["said"][:120] or o.detail["what"] for o in missing]}
+            )
         return missing
 
     # -- planning -------------------------------------------------------------------------------------------------------
@@ -263,7 +269,17 @@ class ProcedureFlow(Flow[ProcedureState]):
         if scope is None:
             chosen, plan = self._read_items(specs, text=text, customer=customer)
         if not any(chosen.values()) and not plan:  # nothing read: the rules of decide.py, and the model for what they leave
-            chosen = decide.assign(llm=self._llm, text=f"{prefer} {text}".strip(), customer=customer, procedures=specs, scoped=scope is not None, prefer=prefer)
+            said = f"{prefer} {text}".strip()
+            chosen = decide.assign(llm=self._llm, text=said, customer=customer, procedures=specs, scoped=scope is not None, prefer=prefer)
+            by_rules = decide.assign(llm=decide.RulesOnly(), text=said, customer=customer, procedures=specs, scoped=scope is not None, prefer=prefer)
+            if self._model_choices == "confirm" and _plan_key(chosen) != _plan_key(by_rules):
+                # the model read items the customer described: its reading is put to the customer, not written
+                self._gate.audit(kind="decision", name="model_choice_confirm", actor="procedure", arguments={"chosen": sorted(map(str, _plan_key(chosen)))})
+                return [
+                    Outcome(intent=intent, kind="confirm", items=items, detail={"tool": self._procedures.by_intent[intent].tool})
+                    for intent, items in chosen.items()
+                    if items
+                ]
         elif scope is None:  # what the reader could not place, quoted back as a question
             plan += [Outcome(intent=specs[0].intent, kind="unclear", detail={"said": said}) for said in self._unresolved]
         if not any(chosen.values()):
@@ -351,7 +367,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         """One write per order (the store allows one exchange or change): an order's write waits while another item of
         it is still unsettled after the customer's fallbacks (no fitting variant, several that fit), so the customer's
         answer can still complete it."""
-        unsettled = {i.order_id for o in plan if o.kind in ("not_found", "ambiguous") for i in o.items}
+        unsettled = {i.order_id for o in plan if o.kind in ("not_found", "ambiguous", "confirm") for i in o.items}
         out = []
         for outcome in plan:
             action = outcome.action
@@ -591,7 +607,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         kinds = {o.kind for o in self.state.outcomes}
         if "pending_approval" in kinds:
             self.state.status, self.state.reason = "awaiting_approval", "a write waits for a person's approval"
-        elif kinds & {"failed", "not_found", "ambiguous", "unclear", "refused", "handed_over"}:
+        elif kinds & {"failed", "not_found", "ambiguous", "unclear", "confirm", "refused", "handed_over"}:
             why = [
                 f"{o.intent}: {o.kind}"
                 + (f" ({o.rule})" if o.rule else "")
@@ -599,7 +615,7 @@ class ProcedureFlow(Flow[ProcedureState]):
                 + (f" ({', '.join(i.label() + ' ' + i.order_id for i in o.items)})" if o.kind == "ambiguous" else "")
                 + (f" ({o.detail['said'][:80]!r})" if o.kind == "unclear" else "")
                 for o in self.state.outcomes
-                if o.kind in {"failed", "not_found", "ambiguous", "unclear", "refused", "handed_over"}
+                if o.kind in {"failed", "not_found", "ambiguous", "unclear", "confirm", "refused", "handed_over"}
             ]
             self.state.status, self.state.reason = "escalated", "; ".join(why)
         else:

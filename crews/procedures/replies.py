@@ -81,7 +81,14 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
             lines.append(say("order_status", **facts, tracking=tracking))
         elif outcome.kind == "unclear":
             said = " ".join(str(outcome.detail.get("said", "")).split())
-            lines.append(say("unclear", said=said if len(said) <= 120 else said[:117].rsplit(" ", 1)[0] + " …"))
+            said = said if len(said) <= 120 else said[:117].rsplit(" ", 1)[0] + " …"
+            if outcome.detail.get("why") == "uncovered":  # a request nothing was done about: said so, not passed over
+                lines.append(say(f"uncovered.{outcome.detail['what']}") if "what" in outcome.detail else say("uncovered.said", said=said))
+            else:
+                lines.append(say("unclear", said=said))
+        elif outcome.kind == "confirm":
+            choices = ", ".join(f"{item.label()} ({item.order_id})" for item in outcome.items)
+            lines.append(say("confirm", action=say(f"actions.{outcome.detail['tool']}"), choices=choices))
         elif outcome.kind == "ambiguous":
             choices = " / ".join(f"{item.label()} ({item.order_id})" for item in outcome.items)
             lines.append(say("ambiguous", choices=choices))

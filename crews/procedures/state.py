@@ -64,9 +64,10 @@ class Outcome(BaseModel):
 
     intent: str
     kind: str = Field(
-        description="planned | done | refused | declined | failed | pending_approval | answered | not_found | ambiguous | unclear | handed_over "
-        "(declined: refused, and the customer said to leave it then; ambiguous: several items fit, the customer is asked which; "
-        "unclear: a request no item was found for, quoted back to the customer)"
+        description="planned | done | refused | declined | failed | pending_approval | answered | not_found | ambiguous | unclear | confirm "
+        "| handed_over (declined: refused, and the customer said to leave it then; ambiguous: several items fit, the customer is asked "
+        "which; unclear: a request no item was found for, or one nothing was done about, quoted back to the customer; confirm: items "
+        "the model chose, put to the customer before anything is written)"
     )
     action: Action | None = None
     items: list[Item] = Field(default_factory=list, description="refused or not found: the items the request was about")

@@ -50,8 +50,8 @@ class Planned:
         return answer(schema, messages) if callable(answer) else answer
 
 
-def run(settings, store, make_ticket, text, *intents, customer="", plan=None, threshold=-1.0):
-    settings = settings.model_copy(update={"procedures": True, "approval_threshold_usd": threshold})
+def run(settings, store, make_ticket, text, *intents, customer="", plan=None, threshold=-1.0, model_choices="act"):
+    settings = settings.model_copy(update={"procedures": True, "approval_threshold_usd": threshold, "model_choices": model_choices})
     router = StandInRouter(*intents)
     pipeline = Pipeline(settings=settings, session_factory=store, llm_factory=LLMFactory(settings, responder=plan or Planned()), router=router)
     ticket_id = make_ticket(text, customer=customer)
@@ -139,6 +139,31 @@ def test_the_model_decides_what_the_customer_described_and_can_only_pick_their_i
     doc = order(store, DELIVERED)
     assert sorted(i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]) == ["Smart Watch", "Wristwatch"]
     assert outcome.status == "resolved"
+
+
+def test_by_default_the_models_reading_is_put_to_the_customer_before_anything_is_written(settings, store, make_ticket):
+    """model_choices=confirm (the default): items the model read from a description are not written; the reply names
+    them and asks the customer to confirm, in their language, and the ticket is not resolved."""
+
+    def the_watches(schema, messages):
+        listing = messages[-1]["content"]
+        return {n: ("keep" if f"{n}. Dumbbell Set" in listing else "return_items") for n in schema["properties"]}
+
+    before = order(store, DELIVERED)
+    outcome, reply, audit = run(
+        settings,
+        store,
+        make_ticket,
+        "Bitte nehmen Sie die zwei Dinge zurück, die ich am Handgelenk trage, aus meiner letzten Lieferung.",
+        "return_items",
+        customer=EMAIL,
+        plan=Planned(assign_items=the_watches),
+        model_choices="confirm",
+    )
+    assert order(store, DELIVERED) == before and not any(kind == "effect" for kind, _ in audit)
+    assert outcome.status == "escalated" and "confirm" in outcome.escalation_reason
+    assert ("decision", "model_choice_confirm") in audit
+    assert "bestätigen" in reply and "Smart Watch" in reply and "Wristwatch" in reply and "Dumbbell" not in reply
 
 
 def test_a_customer_found_by_name_and_zip_and_answered_in_german(settings, store, make_ticket):
