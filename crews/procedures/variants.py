@@ -117,9 +117,14 @@ def kept_same(text: str, vocabulary: Vocabulary | None, item: Item | None = None
         products = {name for m in mentions for name in m.names}
         if item is not None and products and item.name not in products:
             continue
+        excepts = [start for start, _ in vocabulary.except_.spans(said, language)]
         for name in lexicon.load().option_names_in(sentence, language=language):
-            # "the same helmet, one size bigger": the same-word is the product's, not the option's
-            if any(0 <= name.start - end <= 3 and not any(end <= m.start < name.start for m in mentions) for end in spots):
+            # "the same helmet, one size bigger": the same-word is the product's, not the option's; "the same, except
+            # for the zoom": the option is the one that changes
+            if any(
+                0 <= name.start - end <= 3 and not any(end <= m.start < name.start for m in mentions) and not any(end <= x < name.start for x in excepts)
+                for end in spots
+            ):
                 kept |= name.names
     return kept
 

@@ -89,7 +89,7 @@ def test_every_example_ticket_gets_its_expected_outcome_in_the_customers_languag
     env = {"CREWDESK_HOME": str(tmp_path), "CREWDESK_DATABASE_URL": "", "CREWDESK_PROCEDURES": "true"}
     result = cli("eval", "examples", "--provider", "scripted", env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "12/12 tickets got their expected outcome" in result.stdout
+    assert "13/13 tickets got their expected outcome" in result.stdout
 
 
 def test_email_import_on_a_fresh_home_creates_the_schema_and_an_old_one_is_upgraded(tmp_path):
