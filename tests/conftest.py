@@ -236,3 +236,8 @@ def pytest_configure(config):
         pytest.exit("SIGTERM received during the run", returncode=143)
 
     signal.signal(signal.SIGTERM, terminated)
+    # A shell without job control starts a background job (`scripts/test &`, `nohup ... &`) with SIGINT ignored, and
+    # every process the tests start would inherit that: crewdesk keeps a signal it was started with ignored (as `nohup`
+    # asks), so the Ctrl-C tests would test nothing. They stand for a command run in the foreground: give it Ctrl-C back.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
