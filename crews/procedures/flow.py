@@ -127,6 +127,9 @@ class ProcedureFlow(Flow[ProcedureState]):
         # the customer's own alternatives ("if that is not possible, cancel the whole order") may carry a request out
         # with another procedure of the order family
         alternatives = bool(conditions.read(self.state.text).fallbacks or price.read(body, vocabulary, language))
+        # the customer is already asked about their items (which ones, or to confirm): the item requests are in that question
+        asking = any(o.intent in ORDER_FAMILY and o.kind in ("not_found", "unclear", "ambiguous", "confirm") for o in self.state.outcomes)
+        alternatives = alternatives or asking
         for clause in reading.request_clauses(body, vocabulary, language):
             if payment.asks_payment(clause.text, vocabulary, language):
                 continue
