@@ -17,6 +17,8 @@ from crews.procedures.state import Action, Customer, Item, Order, Outcome, Proce
 from tools.gate import Gate, ToolDenied
 
 MAX_FALLBACK_DEPTH = 4
+# The outcomes that keep a ticket from "resolved" (conclude): something was not done, or the customer is asked.
+NOT_DONE = frozenset({"failed", "not_found", "ambiguous", "unclear", "confirm", "refused", "handed_over"})
 # Cancelling, returning, exchanging and changing items are one family: each item's order status decides which applies.
 ORDER_FAMILY_ORDER = decide.ORDER_OF
 ORDER_FAMILY = frozenset(ORDER_FAMILY_ORDER)
@@ -121,12 +123,13 @@ class ProcedureFlow(Flow[ProcedureState]):
         for kind, wanted in (("address_orders", asked.orders), ("address_default", asked.default)):
             if wanted and not touched & self.COVERS[kind]:
                 missing.append(Outcome(intent=intent, kind="unclear", detail={"said": "", "why": "uncovered", "what": "address"}))
-        body = reading.split_ticket(conditions.read(self.state.text).request)[1] or self._raw_text
+        read = conditions.read(self.state.text)
+        body = reading.split_ticket(read.request)[1] or self._raw_text
         if payment.wants_change(body, vocabulary, language) and not touched & self.COVERS["payment"]:
             missing.append(Outcome(intent=intent, kind="unclear", detail={"said": "", "why": "uncovered", "what": "payment"}))
         # the customer's own alternatives ("if that is not possible, cancel the whole order") may carry a request out
         # with another procedure of the order family
-        alternatives = bool(conditions.read(self.state.text).fallbacks or price.read(body, vocabulary, language))
+        alternatives = bool(read.fallbacks or price.read(body, vocabulary, language))
         # the customer is already asked about their items (which ones, or to confirm): the item requests are in that question
         asking = any(o.intent in ORDER_FAMILY and o.kind in ("not_found", "unclear", "ambiguous", "confirm") for o in self.state.outcomes)
         alternatives = alternatives or asking
@@ -197,25 +200,21 @@ class ProcedureFlow(Flow[ProcedureState]):
                 out.append(outcome)
                 continue
             mine = [c for c in found if len(changes) == 1 or decide.mentioned_items(action.items, c.text)]
-            condition = mine[0] if mine else None
-            if condition is None or not condition.holds(action.amount):
-                if condition is not None:
-                    self._gate.audit(
-                        kind="decision",
-                        name="price_condition",
-                        actor="procedure",
-                        arguments={"condition": condition.text},
-                        result={"holds": False, "difference": action.amount},
-                    )
+            if not mine:
                 out.append(outcome)
                 continue
+            condition = mine[0]
+            holds = condition.holds(action.amount)
             self._gate.audit(
                 kind="decision",
                 name="price_condition",
                 actor="procedure",
                 arguments={"condition": condition.text},
-                result={"holds": True, "then": condition.then, "difference": action.amount},
+                result={"holds": True, "then": condition.then, "difference": action.amount} if holds else {"holds": False, "difference": action.amount},
             )
+            if not holds:
+                out.append(outcome)
+                continue
             detail = {"threshold": f"${condition.threshold:.2f}", "difference": f"${action.amount:.2f}"}
             order = next(o for o in self.state.customer.orders if o.order_id == action.order_id) if self.state.customer else None
             spec = self._procedures.by_intent.get("return_items")
@@ -274,8 +273,9 @@ class ProcedureFlow(Flow[ProcedureState]):
         if not any(chosen.values()) and not plan:  # nothing read: the rules of decide.py, and the model for what they leave
             said = f"{prefer} {text}".strip()
             chosen = decide.assign(llm=self._llm, text=said, customer=customer, procedures=specs, scoped=scope is not None, prefer=prefer)
-            by_rules = decide.assign(llm=decide.RulesOnly(), text=said, customer=customer, procedures=specs, scoped=scope is not None, prefer=prefer)
-            if self._model_choices == "confirm" and _plan_key(chosen) != _plan_key(by_rules):
+            if self._model_choices == "confirm" and _plan_key(chosen) != _plan_key(
+                decide.assign(llm=decide.RulesOnly(), text=said, customer=customer, procedures=specs, scoped=scope is not None, prefer=prefer)
+            ):
                 # the model read items the customer described: its reading is put to the customer, not written
                 self._gate.audit(kind="decision", name="model_choice_confirm", actor="procedure", arguments={"chosen": sorted(map(str, _plan_key(chosen)))})
                 return [
@@ -610,7 +610,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         kinds = {o.kind for o in self.state.outcomes}
         if "pending_approval" in kinds:
             self.state.status, self.state.reason = "awaiting_approval", "a write waits for a person's approval"
-        elif kinds & {"failed", "not_found", "ambiguous", "unclear", "confirm", "refused", "handed_over"}:
+        elif kinds & NOT_DONE:
             why = [
                 f"{o.intent}: {o.kind}"
                 + (f" ({o.rule})" if o.rule else "")
@@ -618,7 +618,7 @@ class ProcedureFlow(Flow[ProcedureState]):
                 + (f" ({', '.join(i.label() + ' ' + i.order_id for i in o.items)})" if o.kind == "ambiguous" else "")
                 + (f" ({o.detail['said'][:80]!r})" if o.kind == "unclear" else "")
                 for o in self.state.outcomes
-                if o.kind in {"failed", "not_found", "ambiguous", "unclear", "confirm", "refused", "handed_over"}
+                if o.kind in NOT_DONE
             ]
             self.state.status, self.state.reason = "escalated", "; ".join(why)
         else:

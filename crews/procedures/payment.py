@@ -57,7 +57,8 @@ def methods_named(text: str, customer: Customer, vocabulary: Vocabulary, languag
     return list({m.method_id: m for m in ordered}.values())
 
 
-def _asks_payment(clause: str, vocabulary: Vocabulary, language: str | None) -> bool:
+def asks_payment(clause: str, vocabulary: Vocabulary, language: str | None) -> bool:
+    """This clause asks to pay an order another way."""
     said = words(clause)
     if _NOT_THE_ORDER.search(fold(clause)):
         return False
@@ -72,23 +73,18 @@ def _asks_payment(clause: str, vocabulary: Vocabulary, language: str | None) -> 
 def wants_change(text: str, vocabulary: Vocabulary, language: str | None) -> bool:
     """Some clause asks to pay an order another way: it speaks of the payment itself, or names a method with a change
     or contrast word, and is not about a refund or a price difference."""
-    return any(_asks_payment(clause, vocabulary, language) for clause in reading.clauses_of(text, vocabulary, language))
-
-
-def asks_payment(clause: str, vocabulary: Vocabulary, language: str | None) -> bool:
-    """This clause asks to pay an order another way."""
-    return _asks_payment(clause, vocabulary, language)
+    return any(asks_payment(clause, vocabulary, language) for clause in reading.clauses_of(text, vocabulary, language))
 
 
 def without_payment_clauses(text: str, vocabulary: Vocabulary, language: str | None) -> str:
     """The text less the clauses that ask to pay an order another way (their "change" is not an item's)."""
-    return "\n".join(c for c in reading.clauses_of(text, vocabulary, language) if not _asks_payment(c, vocabulary, language))
+    return "\n".join(c for c in reading.clauses_of(text, vocabulary, language) if not asks_payment(c, vocabulary, language))
 
 
 def read(text: str, customer: Customer, vocabulary: Vocabulary, language: str | None) -> PaymentRequest:
     pending = [o for o in customer.orders if o.status == "pending"]
     clauses = [c for c in reading.clauses_of(text, vocabulary, language) if not _NOT_THE_ORDER.search(fold(c))]
-    asking = [c for c in clauses if _asks_payment(c, vocabulary, language)]
+    asking = [c for c in clauses if asks_payment(c, vocabulary, language)]
     said = "\n".join(asking or clauses)  # the clauses that ask it say which order and which methods
     named = methods_named(said, customer, vocabulary, language)
     orders = [o for o in pending if o.order_id.lstrip("#") in said]

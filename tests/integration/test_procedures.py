@@ -112,14 +112,15 @@ def test_a_refund_above_the_threshold_waits_for_approval(settings, store, make_t
     assert ("gate", "approval_requested:return_delivered_order_items") in audit and "approval" in reply
 
 
-def test_the_model_decides_what_the_customer_described_and_can_only_pick_their_items(settings, store, make_ticket):
-    def keep_the_dumbbells(schema, messages):
-        listing = messages[-1]["content"]
-        return {
-            n: ("return_items" if "return_items" in prop["enum"] and f"{n}. Dumbbell Set" not in listing else "keep")
-            for n, prop in schema["properties"].items()
-        }
+def keep_the_dumbbells(schema, messages):
+    """A planned model decision: return every listed item but the dumbbell set ("the two things I wear on my wrist")."""
+    listing = messages[-1]["content"]
+    return {
+        n: ("return_items" if "return_items" in prop["enum"] and f"{n}. Dumbbell Set" not in listing else "keep") for n, prop in schema["properties"].items()
+    }
 
+
+def test_the_model_decides_what_the_customer_described_and_can_only_pick_their_items(settings, store, make_ticket):
     plan = Planned(assign_items=keep_the_dumbbells)
     outcome, _reply, _ = run(
         settings,
@@ -145,10 +146,6 @@ def test_by_default_the_models_reading_is_put_to_the_customer_before_anything_is
     """model_choices=confirm (the default): items the model read from a description are not written; the reply names
     them and asks the customer to confirm, in their language, and the ticket is not resolved."""
 
-    def the_watches(schema, messages):
-        listing = messages[-1]["content"]
-        return {n: ("keep" if f"{n}. Dumbbell Set" in listing else "return_items") for n in schema["properties"]}
-
     before = order(store, DELIVERED)
     outcome, reply, audit = run(
         settings,
@@ -157,7 +154,7 @@ def test_by_default_the_models_reading_is_put_to_the_customer_before_anything_is
         "Bitte nehmen Sie die zwei Dinge zurück, die ich am Handgelenk trage, aus meiner letzten Lieferung.",
         "return_items",
         customer=EMAIL,
-        plan=Planned(assign_items=the_watches),
+        plan=Planned(assign_items=keep_the_dumbbells),
         model_choices="confirm",
     )
     assert order(store, DELIVERED) == before and not any(kind == "effect" for kind, _ in audit)
