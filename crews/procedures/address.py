@@ -376,3 +376,27 @@ def asks(text: str, vocabulary: Vocabulary, language: str | None) -> AddressAsk:
             elif account and setting:
                 default = True
     return AddressAsk(orders=orders, default=default, to_account=to_account)
+
+
+def mentioned(text: str, vocabulary: Vocabulary, language: str | None) -> AddressAsk:
+    """The wider net of verify-before-resolved: a sentence that speaks of an address (its words, or an address written
+    out) and wants something (a wish, a change, a place to ship to) asks about an order's address when it speaks of an
+    order or of shipping, and about the account's when it speaks of the account. `asks` reads which; this only says a
+    request of that kind was made, so one nothing was done about is quoted back rather than passed over."""
+    orders = default = False
+    for sentence in (s for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()):
+        said = words(sentence)
+        if not (vocabulary.address["words"].found(said, language) or written(sentence) is not None):
+            continue
+        wants = (
+            vocabulary.wishes.found(said, language)
+            or vocabulary.address["set"].found(said, language)
+            or vocabulary.requests["change"].found(said, language)
+            or vocabulary.address["ship"].found(said, language)
+        )
+        if not wants or vocabulary.hedges.found(said, language) or (sentence.rstrip().endswith("?") and not vocabulary.wishes.found(said, language)):
+            continue
+        ship = vocabulary.address["ship"].found(said, language)  # "send it to my home address": the account's is where it goes
+        orders = orders or bool(ship or _ORDER_WORD.search(sentence))
+        default = default or (vocabulary.address["account"].found(said, language) and not ship)
+    return AddressAsk(orders=orders, default=default)

@@ -18,6 +18,8 @@ from tools.gate import Gate, ToolDenied
 
 MAX_FALLBACK_DEPTH = 4
 # The outcomes that keep a ticket from "resolved" (conclude): something was not done, or the customer is asked.
+# The writes on an order's items: the store takes one of them per order.
+ITEM_WRITES = frozenset({"cancel_pending_order", "modify_pending_order_items", "return_delivered_order_items", "exchange_delivered_order_items"})
 NOT_DONE = frozenset({"failed", "not_found", "ambiguous", "unclear", "confirm", "refused", "handed_over"})
 # Cancelling, returning, exchanging and changing items are one family: each item's order status decides which applies.
 ORDER_FAMILY_ORDER = decide.ORDER_OF
@@ -81,7 +83,7 @@ class ProcedureFlow(Flow[ProcedureState]):
             if plan and all(o.kind == "not_found" and not o.items for o in items_plan):
                 items_plan = []  # an address request beside it, and no item named: the items were never meant
             plan += self._apply_fallbacks(items_plan, reading, [f for f in reading.fallbacks if f.anchor not in {g.index for g in reading.fallbacks}], depth=0)
-        plan = self._hold_unsettled_orders(self._apply_price_conditions(plan))
+        plan = self._hold_for_conditions(self._hold_conflicts(self._hold_unsettled_orders(self._apply_price_conditions(plan))))
         for outcome in plan:
             if outcome.kind == "planned" and outcome.action is not None:
                 self.state.actions.append(outcome.action)
@@ -119,12 +121,12 @@ class ProcedureFlow(Flow[ProcedureState]):
         touched = {o.intent for o in self.state.outcomes}
         intent = specs[0].intent if specs else ""
         missing: list[Outcome] = []
-        asked = address.asks(self._raw_text, vocabulary, language)
-        for kind, wanted in (("address_orders", asked.orders), ("address_default", asked.default)):
+        asked, said = address.asks(self._raw_text, vocabulary, language), address.mentioned(self._raw_text, vocabulary, language)
+        for kind, wanted in (("address_orders", asked.orders or said.orders), ("address_default", asked.default or said.default)):
             if wanted and not touched & self.COVERS[kind]:
                 missing.append(Outcome(intent=intent, kind="unclear", detail={"said": "", "why": "uncovered", "what": "address"}))
         read = conditions.read(self.state.text)
-        body = reading.split_ticket(read.request)[1] or self._raw_text
+        body = self._request_body()
         if payment.wants_change(body, vocabulary, language) and not touched & self.COVERS["payment"]:
             missing.append(Outcome(intent=intent, kind="unclear", detail={"said": "", "why": "uncovered", "what": "payment"}))
         # the customer's own alternatives ("if that is not possible, cancel the whole order") may carry a request out
@@ -133,12 +135,17 @@ class ProcedureFlow(Flow[ProcedureState]):
         # the customer is already asked about their items (which ones, or to confirm): the item requests are in that question
         asking = any(o.intent in ORDER_FAMILY and o.kind in ("not_found", "unclear", "ambiguous", "confirm") for o in self.state.outcomes)
         alternatives = alternatives or asking
+        everything = [i for o in self.state.customer.orders for i in o.items] if self.state.customer else []
         for clause in reading.request_clauses(body, vocabulary, language):
             if payment.asks_payment(clause.text, vocabulary, language):
                 continue
             kinds = [k for k in reading.REQUESTS if k in clause.kinds]
             covers = [ORDER_FAMILY if alternatives else self.COVERS[k] for k in kinds]
-            if kinds and not any(touched & c for c in covers):
+            named = {i.order_id for i in decide.mentioned_items(everything, clause.text)} | (
+                decide.named_orders(clause.text) & {o.order_id for o in self.state.customer.orders} if self.state.customer else set()
+            )
+            # a request that names items is carried out (or answered) on their orders, by a procedure of its kind
+            if kinds and not any(touched & c and (not named or named & self._reached(c)) for c in covers):
                 missing.append(Outcome(intent=intent, kind="unclear", detail={"said": clause.text, "why": "uncovered"}))
         if missing:
             self._gate.audit(
@@ -146,7 +153,38 @@ class ProcedureFlow(Flow[ProcedureState]):
             )
         return missing
 
+    def _reached(self, intents: set[str]) -> set[str]:
+        """The orders an outcome of these procedures is about (done, refused, asked or handed over)."""
+        outcomes = [o for o in self.state.outcomes if o.intent in intents]
+        return {i.order_id for o in outcomes for i in o.items} | {o.action.order_id for o in outcomes if o.action}
+
     # -- planning -------------------------------------------------------------------------------------------------------
+
+    def _request_body(self) -> str:
+        """The ticket's body without the customer's fallbacks ("if that is not possible, ..."): what asks first."""
+        return reading.split_ticket(conditions.read(self.state.text).request)[1] or self._raw_text
+
+    def _hold_for_conditions(self, plan: list[Outcome]) -> list[Outcome]:
+        """A request made under a condition nothing here can check ("if you ask me to confirm, only exchange the
+        lamp", "if the tablet is returned, also cancel the charger") may change what the customer wants: nothing is
+        written; the planned writes are put to the customer to confirm, beside their condition quoted back. Fallbacks,
+        price conditions, courtesies and conditions the policy checks itself are read elsewhere and hold nothing."""
+        vocabulary, language = self._procedures.vocabulary, self.state.language
+        body = self._request_body()
+        priced = [c.text for c in price.read(body, vocabulary, language)]
+        held = [s for s in reading.conditional_requests(body, vocabulary, language) if not any(p in s for p in priced)]
+        if not held:
+            return plan
+        self._gate.audit(kind="decision", name="unchecked_condition", actor="procedure", arguments={"said": [s[:120] for s in held]})
+        intent = plan[0].intent if plan else ""
+        out = [Outcome(intent=intent, kind="unclear", detail={"said": s, "why": "condition"}) for s in held]
+        for outcome in plan:
+            action = outcome.action
+            if outcome.kind == "planned" and action is not None:
+                out.append(Outcome(intent=outcome.intent, kind="confirm", items=action.items, detail={"tool": action.tool}))
+            else:
+                out.append(outcome)
+        return out
 
     def _plan_addresses(self, specs: list[ProcedureSpec]) -> list[Outcome]:
         if not specs:
@@ -379,6 +417,26 @@ class ProcedureFlow(Flow[ProcedureState]):
             else:
                 out.append(outcome)
         return out
+
+    def _hold_conflicts(self, plan: list[Outcome]) -> list[Outcome]:
+        """Two writes on one order's items (a return and an exchange, a cancel and a change, the same item twice) cannot
+        both be what the customer wants, and the store allows only one: neither is written; both are put to the
+        customer to confirm which."""
+        orders: dict[str, int] = {}
+        for outcome in plan:
+            if outcome.kind == "planned" and outcome.action is not None and outcome.action.tool in ITEM_WRITES:
+                orders[outcome.action.order_id] = orders.get(outcome.action.order_id, 0) + 1
+        clash = {order_id for order_id, n in orders.items() if n > 1}
+        if not clash:
+            return plan
+        self._gate.audit(kind="decision", name="conflicting_writes", actor="procedure", arguments={"orders": sorted(clash)})
+        intent = plan[0].intent
+        return [Outcome(intent=intent, kind="unclear", detail={"said": order_id, "why": "conflict"}) for order_id in sorted(clash)] + [
+            Outcome(intent=o.intent, kind="confirm", items=o.action.items, detail={"tool": o.action.tool})
+            if o.kind == "planned" and o.action is not None and o.action.tool in ITEM_WRITES and o.action.order_id in clash
+            else o
+            for o in plan
+        ]
 
     def _action(self, spec: ProcedureSpec, order: Order, items: list[Item], *, text: str, prefer: str) -> tuple[Action | None, list[Item]]:
         """The write for one order, and the items no fitting variant was found for."""

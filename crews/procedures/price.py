@@ -39,6 +39,8 @@ def read(text: str, vocabulary: Vocabulary, language: str | None) -> list[PriceC
         if more == less:  # neither, or both: no comparison read
             continue
         money = _MONEY.search(fold(clause))
+        if money is None and not vocabulary.price["money"].found(said, language):  # "if it is still under warranty"
+            continue
         threshold = float((money.group(1) or money.group(2)).replace(",", ".")) if money else 0.0
         if vocabulary.price["nothing"].found(said, language):
             then = "nothing"

@@ -21,6 +21,7 @@ return, change (exchange a delivered item, or another variant of a pending one),
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from crewdesk.store import lexicon as catalogue
@@ -420,11 +421,49 @@ def request_clauses(text: str, vocabulary: Vocabulary, language: str | None) -> 
     not hedged ("I was thinking of..."), not under a condition (nor the rest of that sentence: "if the M costs more,
     I'd rather return it"), not a heading ("About the cancellation reason:"), not a question about an order's status,
     and not where a refund goes ("I prefer PayPal for any refund")."""
-    out = []
+    return [clause for _, clause, conditional in _requesting(text, vocabulary, language) if not conditional]
+
+
+def conditional_requests(text: str, vocabulary: Vocabulary, language: str | None) -> list[str]:
+    """The sentences that make a request under a condition ("if you ask me to confirm, only exchange the lamp", "wenn
+    der Preis gleich bleibt, tauschen Sie ihn um"), each once; a courtesy ("if possible, ...") or a condition the
+    policy checks itself ("if it has not shipped yet, cancel it") is no condition here."""
+    out: list[str] = []
+    for sentence, clause, conditional in _requesting(text, vocabulary, language):
+        if not conditional or not set(REQUESTS) & clause.kinds or sentence in out:
+            continue
+        said = words(sentence)
+        if vocabulary.courtesy.found(said, language) or vocabulary.status_conditions.found(said, language):
+            continue
+        out.append(sentence)
+    return out
+
+
+def _beside_addresses(clauses: list[str], vocabulary: Vocabulary, language: str | None) -> list[str]:
+    """A clause about an address keeps the request that shares it ("send my laptop order to my new address, and the
+    laptop in it changed to the i9"): its pieces that name a product and ask something of their own stand apart."""
+    out: list[str] = []
+    for text in clauses:
+        if not _ADDRESS.search(text):
+            out.append(text)
+            continue
+        pieces = [p.strip() for p in _CONJUNCTION.split(text) if p and p.strip()]
+        own = [
+            p
+            for p in pieces
+            if not _ADDRESS.search(p) and catalogue.load().products_in(p, language=language) and _kinds(words(p), p, vocabulary, language)[0] & set(REQUESTS)
+        ]
+        out.append(text if not own else " ".join(p for p in pieces if p not in own))
+        out.extend(own)
+    return out
+
+
+def _requesting(text: str, vocabulary: Vocabulary, language: str | None) -> Iterator[tuple[str, Clause, bool]]:
+    """(sentence, clause, under a condition) for each clause that asks for something (see request_clauses)."""
     after_address = False
     for sentence in _SENTENCE.split(text):
         conditional = False
-        for text_ in clauses_of(sentence, vocabulary, language):
+        for text_ in _beside_addresses(clauses_of(sentence, vocabulary, language), vocabulary, language):
             if _ADDRESS.search(text_):
                 after_address = True
                 continue
@@ -432,10 +471,9 @@ def request_clauses(text: str, vocabulary: Vocabulary, language: str | None) -> 
             conditional = conditional or _conditional(clause, vocabulary, language)
             named = catalogue.load().products_in(text_, language=language)
             follows_address, after_address = after_address and not named, False
-            if conditional or clause.hedged or "question" in clause.kinds or text_.rstrip().endswith(":") or follows_address or (clause.methods and not named):
+            if clause.hedged or "question" in clause.kinds or text_.rstrip().endswith(":") or follows_address or (clause.methods and not named):
                 continue
-            out.append(clause)
-    return out
+            yield sentence.strip(), clause, conditional
 
 
 _HEADER = re.compile(r"^(?:Ticket #\d+|Customer:.*)$", re.M)

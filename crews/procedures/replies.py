@@ -82,7 +82,11 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
         elif outcome.kind == "unclear":
             said = " ".join(str(outcome.detail.get("said", "")).split())
             said = said if len(said) <= 120 else said[:117].rsplit(" ", 1)[0] + " …"
-            if outcome.detail.get("why") == "uncovered":  # a request nothing was done about: said so, not passed over
+            if outcome.detail.get("why") == "conflict":  # two writes read for one order: which one
+                lines.append(say("conflict", order_id=said))
+            elif outcome.detail.get("why") == "condition":  # a request under a condition nothing here can check
+                lines.append(say("condition", said=said))
+            elif outcome.detail.get("why") == "uncovered":  # a request nothing was done about: said so, not passed over
                 lines.append(say(f"uncovered.{outcome.detail['what']}") if "what" in outcome.detail else say("uncovered.said", said=said))
             else:
                 lines.append(say("unclear", said=said))

@@ -141,6 +141,8 @@ class Vocabulary:
     methods: Terms  # any payment method
     method_kinds: dict[str, Terms]  # gift_card | paypal | credit_card | original
     conditions: Terms
+    courtesy: Terms  # "if possible", "if you can": a condition that only asks politely
+    status_conditions: Terms  # "if it has not shipped yet": a condition the store's policy checks itself
     with_: Terms
     except_: Terms
     dearer: Terms
@@ -167,6 +169,8 @@ SECTIONS = (
     "negation_gap",
     "methods",
     "conditions",
+    "courtesy",
+    "status_conditions",
     "with",
     "except",
     "dearer",
@@ -203,6 +207,8 @@ def parse(data: dict[str, Any]) -> Vocabulary:
         methods=Terms({lang: [t for entry in (data["methods"] or {}).values() for t in _by_language(entry)[lang]] for lang in LANGUAGES}),
         method_kinds={kind: Terms(_by_language(entry)) for kind, entry in (data["methods"] or {}).items()},
         conditions=Terms(_by_language(data["conditions"])),
+        courtesy=Terms(_by_language(data["courtesy"])),
+        status_conditions=Terms(_by_language(data["status_conditions"])),
         with_=Terms(_by_language(data["with"])),
         except_=Terms(_by_language(data["except"])),
         dearer=Terms(_by_language(data["dearer"])),

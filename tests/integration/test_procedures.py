@@ -448,3 +448,40 @@ def test_an_alternative_under_a_condition_is_no_forgotten_request(settings, stor
     )
     assert outcome.status == "resolved", reply
     assert ("decision", "uncovered_requests") not in audit
+
+
+def test_two_writes_read_for_one_order_are_put_to_the_customer_and_nothing_is_written(settings, store, make_ticket):
+    """A return and an exchange on the same delivered order cannot both be done (the store takes one write per order):
+    neither is written by luck of order; the customer is asked which."""
+    before = order(store, DELIVERED)
+    outcome, reply, audit = run(
+        settings,
+        store,
+        make_ticket,
+        "Please take back the dumbbell set, and exchange the smart watch for the gold one with the leather band, same AMOLED display.",
+        "return_items",
+        "exchange_items",
+        customer=EMAIL,
+    )
+    assert outcome.status != "resolved", reply
+    assert order(store, DELIVERED) == before
+    assert ("decision", "conflicting_writes") in audit and not any(kind == "effect" for kind, _ in audit)
+    assert DELIVERED in reply and "Dumbbell Set" in reply and "Smart Watch" in reply
+
+
+def test_a_request_under_a_condition_nothing_can_check_is_confirmed_before_anything_is_written(settings, store, make_ticket):
+    """ "If the wristwatch is still under warranty, take it back too": nothing here knows the warranty, so nothing is
+    written; the planned return is put to the customer with their condition quoted back."""
+    before = order(store, DELIVERED)
+    outcome, reply, audit = run(
+        settings,
+        store,
+        make_ticket,
+        "Please take back the dumbbell set. If the wristwatch is still under warranty, take it back too.",
+        "return_items",
+        customer=EMAIL,
+    )
+    assert outcome.status != "resolved", reply
+    assert order(store, DELIVERED) == before
+    assert ("decision", "unchecked_condition") in audit and not any(kind == "effect" for kind, _ in audit)
+    assert "under warranty" in reply and "Dumbbell Set" in reply

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crews.procedures import reading, wording
+from crews.procedures import address, reading, wording
 from crews.procedures.spec import ProcedureSpec
 from crews.procedures.state import Customer, Item, Order, PaymentMethod
 
@@ -219,3 +219,51 @@ def test_items_described_by_what_they_are_not_are_left_to_a_reading_of_the_items
     ):
         read = reading.read(text=text, customer=customer, procedures=SPECS, vocabulary=VOCABULARY, language="en")
         assert not any(read.chosen.values()) and read.unresolved, text
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "held"),
+    [
+        # a condition nothing here can check: the request under it is put to the customer
+        ("Please return the kettle. If the lamp is still under warranty, return it too.", "en", ["If the lamp is still under warranty, return it too."]),
+        (
+            "Bitte den Wasserkocher zurücknehmen. Wenn die Lampe noch Garantie hat, tauschen Sie sie bitte um.",
+            "de",
+            ["Wenn die Lampe noch Garantie hat, tauschen Sie sie bitte um."],
+        ),
+        ("Si la lámpara sigue en garantía, cámbiela por la negra.", "es", ["Si la lámpara sigue en garantía, cámbiela por la negra."]),
+        # a courtesy, or a condition the store's policy checks itself, holds nothing
+        ("If possible, please return the kettle.", "en", []),
+        ("If it hasn't shipped yet, cancel the order please, I no longer need it.", "en", []),
+        ("Falls die Bestellung noch nicht versandt wurde, stornieren Sie sie bitte.", "de", []),
+        ("Si la commande n'est pas encore expédiée, annulez-la s'il vous plaît.", "fr", []),
+        # a condition that asks nothing
+        ("If you need anything else from me, let me know. Please return the kettle.", "en", []),
+    ],
+)
+def test_requests_under_a_condition_nothing_can_check_are_found(text, language, held):
+    assert reading.conditional_requests(text, VOCABULARY, language) == held
+
+
+def test_a_request_beside_an_address_in_one_clause_is_read_apart_from_it():
+    """ "Send my order to my new address, and the laptop in it changed to the i9": the address clause keeps its request."""
+    text = "I'd like my laptop order to be sent to my new address, and the laptop in it changed to the i9 one."
+    clauses = reading.request_clauses(text, VOCABULARY, "en")
+    assert [c.text for c in clauses if "change" in c.kinds] == ["the laptop in it changed to the i9 one."]
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "orders", "default"),
+    [
+        ("I'd like my LA order to be sent to my NYC address instead.", "en", True, False),
+        ("The Washington address: I want it as my default address, and on my pending orders too, please.", "en", True, True),
+        ("Bitte aktualisieren Sie die Adresse in meinem Kundenkonto: Hauptstraße 5, 10115 Berlin.", "de", False, True),
+        ("My order was delivered to my office address last week and the lamp is broken.", "en", False, False),
+        ("¿A qué dirección se envió mi pedido?", "es", False, False),
+    ],
+)
+def test_a_sentence_that_asks_something_of_an_address_is_noticed(text, language, orders, default):
+    """The wider net of verify-before-resolved (crews/procedures/address.py, `mentioned`): which addresses a ticket asks
+    about, so a request of that kind nothing was done about is quoted back rather than passed over."""
+    said = address.mentioned(text, VOCABULARY, language)
+    assert (said.orders, said.default) == (orders, default)
