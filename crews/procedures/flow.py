@@ -153,7 +153,7 @@ class ProcedureFlow(Flow[ProcedureState]):
             )
         return missing
 
-    def _reached(self, intents: set[str]) -> set[str]:
+    def _reached(self, intents: set[str] | frozenset[str]) -> set[str]:
         """The orders an outcome of these procedures is about (done, refused, asked or handed over)."""
         outcomes = [o for o in self.state.outcomes if o.intent in intents]
         return {i.order_id for o in outcomes for i in o.items} | {o.action.order_id for o in outcomes if o.action}
