@@ -10,7 +10,7 @@ from pydantic import PrivateAttr
 
 from crewdesk.connectors.base import StoreError
 from crewdesk.llm.base import CrewdeskLLM
-from crews.procedures import address, conditions, decide, facts, payment, policy, price, reading, variants, wording
+from crews.procedures import address, conditions, decide, facts, nearest, payment, policy, price, reading, variants, wording
 from crews.procedures.replies import compose
 from crews.procedures.spec import Procedures, ProcedureSpec
 from crews.procedures.state import Action, Customer, Item, Order, Outcome, ProcedureState
@@ -308,6 +308,8 @@ class ProcedureFlow(Flow[ProcedureState]):
         chosen: dict[str, list[Item]] = {}
         if scope is None:
             chosen, plan = self._read_items(specs, text=text, customer=customer)
+            if any(chosen.values()) or plan:  # beside what was read, a clause that named nothing the lexicon knows
+                plan += self._met_by_meaning(specs, customer)
         if not any(chosen.values()) and not plan:  # nothing read: the rules of decide.py, and the model for what they leave
             said = f"{prefer} {text}".strip()
             chosen = decide.assign(llm=self._llm, text=said, customer=customer, procedures=specs, scoped=scope is not None, prefer=prefer)
@@ -328,6 +330,29 @@ class ProcedureFlow(Flow[ProcedureState]):
         for spec in specs:
             plan.extend(self._plan_items(spec, chosen.get(spec.intent, []), text=text, prefer=prefer))
         return plan
+
+    def _met_by_meaning(self, specs: list[ProcedureSpec], customer: Customer) -> list[Outcome]:
+        """The clauses that ask for something and name no product the catalogue's words know, met with the customer's
+        products by meaning (crews/procedures/nearest.py: "the hoover" is their Vacuum Cleaner). Each one found is put
+        to the customer to confirm, never written; the rest stay unresolved."""
+        vocabulary, language = self._procedures.vocabulary, self.state.language
+        offered = {s.intent: s for s in specs}
+        status = {o.order_id: o.status for o in customer.orders}
+        met, left = [], []
+        for said in self._unresolved:
+            asked = {k for c in reading.request_clauses(said, vocabulary, language) for k in c.kinds}
+            kinds = [k for k in reading.REQUESTS if k in asked]
+            kinds = kinds if len(kinds) == 1 else []  # one kind of request, or the customer says which
+            items = nearest.nearest(said, [i for o in customer.orders for i in o.items], language=language) if kinds else []
+            intents = {reading.INTENT.get((kinds[0], status[i.order_id])) for i in items} if items else set()
+            intent = next(iter(intents)) if len(intents) == 1 else None
+            if intent is None or intent not in offered:
+                left.append(said)
+                continue
+            self._gate.audit(kind="decision", name="named_by_meaning", actor="procedure", arguments={"said": said[:120], "items": [i.label() for i in items]})
+            met.append(Outcome(intent=intent, kind="confirm", items=items, detail={"tool": offered[intent].tool}))
+        self._unresolved = left
+        return met
 
     def _read_items(self, specs: list[ProcedureSpec], *, text: str, customer: Customer) -> tuple[dict[str, list[Item]], list[Outcome]]:
         """Two readings of which items each request is about: the clause reader's (crews/procedures/reading.py: the
@@ -412,7 +437,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         out = []
         for outcome in plan:
             action = outcome.action
-            if outcome.kind == "planned" and action is not None and action.new_items and action.order_id in unsettled:
+            if outcome.kind == "planned" and action is not None and action.tool in ITEM_WRITES and action.order_id in unsettled:
                 out.append(Outcome(intent=outcome.intent, kind="not_found", items=action.items, detail={"what": "the rest of your request for that order"}))
             else:
                 out.append(outcome)

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from crewdesk.store import lexicon as catalogue
-from crews.procedures import decide, variants
+from crews.procedures import decide, nearest, variants
 from crews.procedures.facts import ORDER_ID
 from crews.procedures.spec import ProcedureSpec
 from crews.procedures.state import Customer, Item
@@ -501,6 +501,13 @@ def read(*, text: str, customer: Customer, procedures: list[ProcedureSpec], voca
     return reading
 
 
+def _names_another(text: str, last: list[Item], every_item: list[Item], language: str | None) -> bool:
+    """Whether a clause that names no catalogue product still names one of the customer's other products by meaning
+    (crews/procedures/nearest.py), so it does not speak of the items named last."""
+    found = nearest.nearest(text, every_item, language=language)
+    return bool(found) and not {i.name for i in found} & {i.name for i in last}
+
+
 def _conditional(clause: Clause, vocabulary: Vocabulary, language: str | None) -> bool:
     """ "If the black pair costs more than $20, just take them back": an alternative under a condition, not the request."""
     return any(start <= 2 for start, _ in vocabulary.conditions.spans(clause.said[:5], language))
@@ -619,6 +626,9 @@ def _read(
                     reading.unresolved.append(clause.text)
                     continue
                 chosen = [i for i in every_item if i.order_id in fitting]
+            elif (last or last_order) and _names_another(clause.text, last or last_order, every_item, language):
+                reading.unresolved.append(clause.text)  # "return the smart watch. And the barbells": not the watch again
+                continue
             elif last or last_order:
                 chosen = _narrow(last or last_order, clause, kind, customer, [], language)
                 if kind == "change" and wanting:

@@ -485,3 +485,17 @@ def test_a_request_under_a_condition_nothing_can_check_is_confirmed_before_anyth
     assert order(store, DELIVERED) == before
     assert ("decision", "unchecked_condition") in audit and not any(kind == "effect" for kind, _ in audit)
     assert "under warranty" in reply and "Dumbbell Set" in reply
+
+
+def test_a_product_named_by_a_word_the_catalogue_lacks_is_met_by_meaning_and_put_to_the_customer(settings, store, make_ticket):
+    """ "The barbells" is no word of the catalogue: beside the smart watch that was read, the clause is met with the
+    customer's Dumbbell Set by meaning (all-MiniLM-L6-v2, offline) and put to the customer to confirm; nothing is written
+    on a guess, and no model call is made."""
+    before = order(store, DELIVERED)
+    plan = Planned()
+    outcome, reply, audit = run(
+        settings, store, make_ticket, "Please take back the smart watch. I also want to return the barbells.", "return_items", customer=EMAIL, plan=plan
+    )
+    assert ("decision", "named_by_meaning") in audit and plan.asked == []
+    assert outcome.status != "resolved" and "Dumbbell Set" in reply, reply
+    assert order(store, DELIVERED) == before  # one order, one write: the watch waits for the customer's answer too
