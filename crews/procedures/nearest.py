@@ -13,124 +13,27 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from crewdesk.store.lexicon import fold
 from crews.procedures.state import Item
+from crews.procedures.wording import words
 
 MIN_SCORE = 0.42
 MARGIN = 0.08
 _WORD = re.compile(r"[^\W\d_]{3,}")
 # Words no product is named by; phrases made only of them are not compared.
 _PLAIN = frozenset(
-    [
-        "the",
-        "and",
-        "for",
-        "with",
-        "that",
-        "this",
-        "those",
-        "these",
-        "from",
-        "have",
-        "has",
-        "had",
-        "was",
-        "were",
-        "are",
-        "got",
-        "get",
-        "one",
-        "ones",
-        "them",
-        "they",
-        "their",
-        "its",
-        "it's",
-        "please",
-        "could",
-        "would",
-        "should",
-        "can",
-        "you",
-        "your",
-        "our",
-        "my",
-        "mine",
-        "just",
-        "also",
-        "really",
-        "very",
-        "too",
-        "bit",
-        "lot",
-        "much",
-        "more",
-        "less",
-        "thanks",
-        "thank",
-        "hello",
-        "dear",
-        "want",
-        "wanted",
-        "like",
-        "need",
-        "swap",
-        "exchange",
-        "return",
-        "change",
-        "cancel",
-        "send",
-        "back",
-        "refund",
-        "take",
-        "keep",
-        "order",
-        "ordered",
-        "item",
-        "items",
-        "thing",
-        "things",
-        "stuff",
-        "same",
-        "other",
-        "another",
-        "instead",
-        "about",
-        "because",
-        "but",
-        "not",
-        "all",
-        "any",
-        "some",
-        "which",
-        "what",
-        "when",
-        "where",
-        "who",
-        "how",
-        "there",
-        "here",
-        "then",
-        "than",
-        "into",
-        "onto",
-        "over",
-        "under",
-        "after",
-        "before",
-        "again",
-        "still",
-        "only",
-        "even",
-        "well",
-        "good",
-        "great",
-        "fine",
-    ]
+    words(
+        "the and for with that this those these from have has had was were are got get one ones them they their its it's "
+        "please could would should can you your our my mine just also really very too bit lot much more less thanks thank "
+        "hello dear want wanted like need swap exchange return change cancel send back refund take keep order ordered item "
+        "items thing things stuff same other another instead about because but not all any some which what when where who "
+        "how there here then than into onto over under after before again still only even well good great fine"
+    )
 )
 
 Embed = Callable[[Sequence[str]], list[list[float]]]
@@ -157,7 +60,7 @@ def nearest(text: str, items: list[Item], *, language: str | None = "en", embed:
     candidates = phrases(text)
     if not names or not candidates:
         return []
-    vectors = np.asarray((embed or _embed)([*names, *candidates]), dtype=np.float32)
+    vectors = _vectors([*names, *candidates], embed)
     scores = (vectors[len(names) :] @ vectors[: len(names)].T).max(axis=0)  # each product's best phrase
     order = np.argsort(-scores)
     best = float(scores[order[0]])
@@ -174,5 +77,20 @@ def _embedder():
     return local_embedder()
 
 
-def _embed(texts: Sequence[str]) -> list[list[float]]:
-    return _embedder().embed_documents(list(texts))
+# Vectors by text, per process: the catalogue's product names come back on every ticket, and a clause the reader
+# compared (reading._names_another) is compared again when the flow meets it (flow._met_by_meaning).
+_CACHE: dict[str, np.ndarray] = {}
+_CACHE_LIMIT = 20_000
+_LOCK = threading.Lock()
+
+
+def _vectors(texts: list[str], embed: Embed | None) -> np.ndarray:
+    if embed is not None:  # a test's own embedder: nothing cached
+        return np.asarray(embed(texts), dtype=np.float32)
+    with _LOCK:
+        missing = [t for t in dict.fromkeys(texts) if t not in _CACHE]
+        if missing:
+            if len(_CACHE) + len(missing) > _CACHE_LIMIT:
+                _CACHE.clear()
+            _CACHE.update(zip(missing, np.asarray(_embedder().embed_documents(missing), dtype=np.float32), strict=True))
+        return np.stack([_CACHE[t] for t in texts])
