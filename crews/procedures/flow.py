@@ -395,7 +395,13 @@ class ProcedureFlow(Flow[ProcedureState]):
         return ([read.chosen, rules][picked], asked if picked == 0 else [])
 
     def _checked(self, spec: ProcedureSpec, action: Action, order: Order, *, items: list[Item]) -> Outcome:
-        """The action planned, or refused by the first policy rule it breaks (audited under the rule's name)."""
+        """The action planned, or refused by the first policy rule it breaks (audited under the rule's name); asked
+        about when the customer named several of their methods for its money and did not say which."""
+        if action.method_id and action.method_id.startswith(payment.AMBIGUOUS):
+            ids = action.method_id[len(payment.AMBIGUOUS) :].split(",")
+            self._gate.audit(kind="decision", name="payment_unclear", actor="procedure", arguments={"named": ids, "order_id": order.order_id})
+            labels = ", ".join(policy.method_label(i, self.state.customer) for i in ids)
+            return Outcome(intent=spec.intent, kind="not_found", items=items, detail={"what": "method", "methods": labels, "order": order.order_id})
         refusal = policy.first_refusal(spec.policy, action, order, self.state.customer)
         if refusal is None:
             return Outcome(intent=spec.intent, kind="planned", action=action)
@@ -477,11 +483,10 @@ class ProcedureFlow(Flow[ProcedureState]):
                 # a fallback that asks for the money elsewhere ("cancel it and refund to my gift card") is checked by the policy
                 method_id=policy.named_method(prefer, order, self.state.customer) if prefer and policy.names_method(prefer) else order.paid_with,
             ), []
-        method_id = (
-            policy.named_method(prefer, order, self.state.customer)
-            if prefer and policy.names_method(prefer)
-            else policy.named_method(text, order, self.state.customer)
-        )
+        said = prefer if prefer and policy.names_method(prefer) else text
+        vocabulary, language = self._procedures.vocabulary, self.state.language
+        said = payment.without_payment_clauses(said, vocabulary, language)  # "and charge the other order to my Visa": not this money
+        method_id = payment.money_method(said, order, self.state.customer, vocabulary, language) or policy.named_method(said, order, self.state.customer)
         if spec.tool == "return_delivered_order_items":
             return Action(
                 intent=spec.intent,

@@ -34,23 +34,36 @@ def _brand(method: PaymentMethod) -> str:
     return fold(method.label.split()[0]) if method.source == "credit_card" else ""
 
 
-def methods_named(text: str, customer: Customer, vocabulary: Vocabulary, language: str | None, *, moving_from: bool | None = None) -> list[PaymentMethod]:
-    """The customer's methods the text names, in the order it names them (a card by its brand, or as 'card').
-    moving_from: True for only those named right after "instead of" / "statt" / "au lieu de", False for only the others."""
-    said = words(text)
-    away = {n for _, end in vocabulary.instead.spans(said, language) for n in range(end, end + 3)}
+def _named_at(said: list[str], customer: Customer, vocabulary: Vocabulary, language: str | None) -> list[tuple[int, PaymentMethod]]:
+    """(word position, method) for each of the customer's methods the words name (a card by its brand, or as 'card'
+    when there is one card)."""
     found: list[tuple[int, PaymentMethod]] = []
     methods = list(customer.payment_methods.values())
+    taken: set[int] = set()  # the words of "gift card", "carte cadeau": not a card
     for kind in ("gift_card", "paypal"):
-        for start, _ in vocabulary.method_kinds[kind].spans(said, language):
+        for start, end in vocabulary.method_kinds[kind].spans(said, language):
             found.extend((start, m) for m in methods if m.source == kind)
+            taken.update(range(start, end))
     cards = [m for m in methods if m.source == "credit_card"]
     for n, word in enumerate(said):
         branded = [m for m in cards if _brand(m) and word == _brand(m)]
         found.extend((n, m) for m in branded)
     if not any(m.source == "credit_card" for _, m in found) and len(cards) == 1:  # "my card" when there is one
-        for start, _ in vocabulary.method_kinds["credit_card"].spans(said, language):
-            found.append((start, cards[0]))
+        found.extend((start, cards[0]) for start, _ in vocabulary.method_kinds["credit_card"].spans(said, language) if start not in taken)
+    return found
+
+
+def _after(said: list[str], terms, language: str | None, reach: int) -> set[int]:
+    """Word positions up to `reach` words after one of the terms ("instead of the gift card": the gift card's)."""
+    return {n for _, end in terms.spans(said, language) for n in range(end, end + reach)}
+
+
+def methods_named(text: str, customer: Customer, vocabulary: Vocabulary, language: str | None, *, moving_from: bool | None = None) -> list[PaymentMethod]:
+    """The customer's methods the text names, in the order it names them (a card by its brand, or as 'card').
+    moving_from: True for only those named right after "instead of" / "statt" / "au lieu de", False for only the others."""
+    said = words(text)
+    away = _after(said, vocabulary.instead, language, 3)
+    found = _named_at(said, customer, vocabulary, language)
     if moving_from is not None:
         found = [(n, m) for n, m in found if (n in away) == moving_from]
     ordered = [m for _, m in sorted(found, key=lambda pair: pair[0])]
@@ -105,3 +118,36 @@ def read(text: str, customer: Customer, vocabulary: Vocabulary, language: str | 
         new = [m for m in named if order is None or m.method_id != order.paid_with]
     method = new[0] if len(new) == 1 else None
     return PaymentRequest(order=order, method=method, named=named)
+
+
+AMBIGUOUS = "ambiguous-method:"  # the customer named several of their methods for one payment and did not say which
+
+
+def money_method(text: str, order: Order, customer: Customer, vocabulary: Vocabulary, language: str | None) -> str | None:
+    """Where a refund or a price difference goes when the customer's words name more than one of their methods: "my
+    gift card is basically empty, so put any extra on the Mastercard", "on my Visa rather than the gift card", "I paid
+    with PayPal but refund it to my gift card". A method named right after "instead of" is out; of the rest, the one the
+    money is sent to ("on", "to", "auf", "sur": vocabulary `money_to`) wins, else the one not said to have paid before
+    (`paid_before`). None when they named at most one method (policy.named_method reads that); AMBIGUOUS and the
+    methods' ids when their words do not tell which, or they only said which not to use and it is the order's own:
+    asked, never guessed (gift card first, as before)."""
+    said = words(text)
+    found = _named_at(said, customer, vocabulary, language)
+    if not found:
+        return None
+    away = _after(said, vocabulary.instead, language, 3)
+    left = [(n, m) for n, m in found if n not in away]
+    if not left:  # only named as what not to use ("not to the gift card"): the order's own method, unless that is it
+        refused = list(dict.fromkeys(m.method_id for _, m in found))
+        return AMBIGUOUS + ",".join(refused) if order.paid_with in refused else order.paid_with
+    paid = _after(said, vocabulary.paid_before, language, 4)
+    directing = [(n, m) for n, m in left if n not in paid]
+    if not directing:  # "I paid with my gift card": how something was paid, not where this money goes
+        return order.paid_with
+    if len({m.method_id for _, m in found}) < 2:
+        return None
+    for narrowed in (left, [(n, m) for n, m in left if n in _after(said, vocabulary.money_to, language, 3)], directing):
+        ids = list(dict.fromkeys(m.method_id for _, m in narrowed))
+        if len(ids) == 1:
+            return ids[0]
+    return AMBIGUOUS + ",".join(dict.fromkeys(m.method_id for _, m in left or found))

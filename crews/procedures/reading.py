@@ -46,6 +46,8 @@ _SENTENCE = re.compile(r"(?<=[.!?;:])\s+|\n+|(?<=[.!?])(?=[A-Z¿¡])")
 _CONJUNCTION = re.compile(
     r"(?:,\s*|\s+)(?:and|but|also|plus|then|und|aber|sowie|y|e|pero|tambien|también|et|mais|aussi)\s+|\s*[,(;]\s*|\)\s*|\s+[-\u2013\u2014]\s+", re.I
 )
+_UNITS = re.compile(r"\b(two|2|zwei|dos|deux|three|drei|tres|trois|3)\b")  # how many units of one item, when it came twice
+_CONTRAST = re.compile(r"^(?:,\s*|\s+)?(?:but|aber|pero|mais)\s+$", re.I)  # the cut before a piece is a "but"
 ORDER_WORDS = re.compile(r"\b(orders?|bestellung\w*|pedidos?|commandes?|box|package|parcel|paket|lieferung|paquete|caja|colis)\b", re.I)
 # Words that head a describing phrase: "the order with", "the one with", "the tee that came with".
 _HEADS = frozenset(words("order orders box package parcel delivery shipment bestellung paket lieferung pedido paquete caja envio commande colis livraison"))
@@ -164,28 +166,33 @@ def clauses_of(text: str, vocabulary: Vocabulary, language: str | None) -> list[
         bounds = [0, *[c for cut in cuts for c in cut], len(sentence)]
         pieces = [(bounds[n], bounds[n + 1]) for n in range(0, len(bounds), 2)]
         current: tuple[int, int] | None = None
-        current_asks = False
-        for start, end in pieces:
+        current_asks = current_keeps = False
+        for n, (start, end) in enumerate(pieces):
             piece = sentence[start:end]
-            asks = bool(_kinds(words(piece), piece, vocabulary, language)[0] - {"question"})
+            kinds = _kinds(words(piece), piece, vocabulary, language)[0]
+            asks = bool(kinds - {"question"})
+            contrast = n > 0 and bool(_CONTRAST.match(sentence[bounds[2 * n - 1] : start]))
             if current is None:
-                current, current_asks = (start, end), asks
-            elif asks and current_asks:
+                current, current_asks, current_keeps = (start, end), asks, "keep" in kinds
+            elif (asks and current_asks) or (contrast and current_keeps):
+                # "I'm keeping the backpack, it's great, | but the kettle and the mouse can go back": what follows a
+                # "but" after a keep clause is not kept
                 out.append(sentence[current[0] : current[1]])
-                current, current_asks = (start, end), asks
+                current, current_asks, current_keeps = (start, end), asks, "keep" in kinds
             else:
-                current, current_asks = (current[0], end), current_asks or asks
+                current, current_asks, current_keeps = (current[0], end), current_asks or asks, current_keeps or "keep" in kinds
         if current is not None:
             out.append(sentence[current[0] : current[1]])
     return [c.strip(" ,;-\u2013\u2014()") for c in out if c.strip(" ,;-\u2013\u2014()")]
 
 
-def _comma_positions(text: str) -> set[int]:
-    """Word indexes that follow a comma, a parenthesis, a colon or a dash."""
+def _comma_positions(text: str, marks: str = ",;:()\u2013\u2014") -> set[int]:
+    """Word indexes that follow a comma, a parenthesis, a colon or a dash (or only the marks given)."""
     positions, count = set(), 0
     for piece in re.split(r"([,;:()\u2013\u2014])", catalogue.fold(text)):
         if piece in {",", ";", ":", "(", ")", "\u2013", "\u2014"}:
-            positions.add(count)
+            if piece in marks:
+                positions.add(count)
         else:
             count += len(catalogue.tokens(piece))
     return positions
@@ -212,11 +219,16 @@ def _mentions(said: list[str], text: str, items: list[Item], vocabulary: Vocabul
     taken = {n for m in found for n in range(m.start, m.end)}
     found += [m for m in _by_name(said, text, items, taken) if not any(m.names <= f.names for f in found)]
     found.sort(key=lambda m: m.start)
-    stops = {s for s, _ in vocabulary.boundaries.spans(said, language)} | {s for k in REQUESTS for s, _ in vocabulary.requests[k].spans(said, language)}
+    asking = [span for k in (*REQUESTS, "keep") for span in vocabulary.requests[k].spans(said, language)]
+    stops = {s for s, _ in vocabulary.boundaries.spans(said, language)} | {s for s, _ in asking}  # a keep ends a describing phrase too
+    verbs_end = {e for _, e in asking}  # "me quedo con la lámpara", "je reste avec": the verb's own "with", no description
     commas = _comma_positions(text)
+    opens, closes = _comma_positions(text, "("), _comma_positions(text, ")")
     starts = [m.start for m in found]
     markers = [end for _, end in vocabulary.descriptors.spans(said, language)]
     for start, end in vocabulary.with_.spans(said, language):
+        if start in verbs_end:
+            continue
         heads = {said[n] for n in range(max(0, start - 4), start)}
         if heads & _HEADS or any(0 <= start - m.end <= 2 for m in found):  # "the order (that hasn't shipped yet) with", "the tee with"
             markers.append(end)
@@ -230,7 +242,11 @@ def _mentions(said: list[str], text: str, items: list[Item], vocabulary: Vocabul
             # or a first-person verb, or at a comma that no product follows closely
             blocked = any(scope <= p < mention.start for p in stops)
             cut = any(scope <= c <= mention.start and not any(c <= s <= c + 2 for s in starts) for c in commas)
-            descriptor = not blocked and not cut
+            # "los auriculares (venían con las mancuernas) y el cepillo": a parenthesis that closes ends what it described
+            closed = any(scope <= c <= mention.start for c in closes) and max((o for o in opens if o <= scope), default=-1) > max(
+                (c for c in closes if c <= scope), default=-1
+            )
+            descriptor = not blocked and not cut and not closed
         out.append(Mention(items=[i for i in items if i.name in mention.names], start=mention.start, end=mention.end, descriptor=descriptor))
     return out
 
@@ -261,6 +277,7 @@ def analyse(text: str, items: list[Item], vocabulary: Vocabulary, language: str 
         and not any(vocabulary.requests[k].found(said[e : e + 6], language) for k in REQUESTS)  # "all the items I want to return (are ...)"
         and not any(start <= 2 for start, _ in vocabulary.related.spans(said[e:], language))  # "everything related to gaming"
         and not (e < len(said) and said[e] in _TIMES)  # "every time I order", "jedes Mal", "cada vez", "chaque fois"
+        and not any(start <= 1 for start, _ in vocabulary.anaphora.spans(said[e : e + 3], language))  # "both of those items"
         for s, e in every_spans
     )
     return Clause(
@@ -527,6 +544,7 @@ def _read(
     kept: dict[tuple, Item] = {}
     excluded: dict[tuple, Item] = {}  # "except ...": out of every blanket request in the ticket
     keep_rest = False
+    declined: set[str] = set()  # kinds of request the customer says they are not making
     asked: list[tuple[str, list[Item], Clause]] = []
     general: list[str] = []  # clauses that name no product: they may say what the items should become ("I'm a 7")
     carry: list[str] = []  # "two things need to go back:" asks about the products the next clause names
@@ -551,7 +569,7 @@ def _read(
         if clause.hedged or conditional:
             continue
         if "keep" in clause.kinds and not clause.requests and not _keeps_options(clause, language):
-            for item in targets + described:
+            for item in targets or described:  # "of the order the e-reader came in, I keep the lamp": the lamp only
                 kept[key(item)] = item
             keep_rest = keep_rest or clause.rest
             continue
@@ -563,6 +581,8 @@ def _read(
         if clause.negated and not clause.requests:
             for item in targets:
                 kept[key(item)] = item
+            if not targets and not described:  # "Je ne demande pas d'échange pour l'instant": no such request here
+                declined.update(k for k in REQUESTS if vocabulary.requests[k].found(clause.said, language))
             keep_rest = keep_rest or clause.rest
             continue
         kinds = clause.requests or ([*carry] if clause.targets else [])
@@ -584,7 +604,19 @@ def _read(
             kinds = ["change"]  # "exchange it and refund the difference"
         for kind in kinds:
             chosen: list[Item] = []
-            if clause.blanket and not _excludes(clause, vocabulary, language):  # "cancel all pending orders", "return everything except the mat"
+            if clause.rest and not clause.targets and not clause.order_ids and (kept or last_order):
+                # "I'm keeping the headphones; return everything else in that order": the other items of the order the
+                # kept items (or the order just described) are in; two such orders are asked about, never all of them
+                kept_orders = {i.order_id for i in kept.values()}
+                names = {i.name for i in kept.values()}  # the order holding every product kept, where a name fits two
+                whole = {o for o in kept_orders if names <= {i.name for i in every_item if i.order_id == o}}
+                described_orders = {i.order_id for i in last_order}
+                focus = (whole & described_orders) or (kept_orders & described_orders) or whole or kept_orders or described_orders
+                if len(focus) != 1:
+                    reading.unresolved.append(clause.text)
+                    continue
+                chosen = [i for i in every_item if i.order_id in focus and key(i) not in kept and _status(i, customer) in FITS[kind]]
+            elif clause.blanket and not _excludes(clause, vocabulary, language):  # "cancel all pending orders", "return everything except the mat"
                 statuses = clause.statuses or set(FITS[kind])
                 left_out = {key(i) for m in clause.excepted for i in m.items}
                 chosen = [i for i in every_item if _status(i, customer) in statuses and key(i) not in left_out and _status(i, customer) in FITS[kind]]
@@ -644,14 +676,24 @@ def _read(
             if chosen:
                 asked.append((kind, chosen, clause))
                 last = chosen
+    # a request read only from a wish ("is there the same model without a bag?") of a kind the customer says they are
+    # not asking for is a question, not a request
+    asked = [(kind, chosen, clause) for kind, chosen, clause in asked if kind not in declined or clause.requests]
     targeted = {key(i) for _, chosen, _ in asked for i in chosen}
     if keep_rest:
         orders = {i.order_id for _, chosen, _ in asked for i in chosen}
         for item in every_item:
             if item.order_id in orders and key(item) not in targeted:
                 kept[key(item)] = item
+    whole = analyse(body, every_item, vocabulary, language) if asked else None
+
+    def named_times(item: Item) -> int:
+        return sum(1 for m in whole.mentions if any(i is item for i in m.items)) if whole else 0
+
     for kind, chosen, clause in asked:
         named_here = {key(i) for m in clause.targets for i in m.items}
+        units_here: set[tuple[str, str]] = set()
+        one_unit = not (clause.every or clause.rest or clause.blanket or _UNITS.search(catalogue.fold(clause.text)))
         for item in chosen:
             if key(item) in kept and key(item) not in named_here:
                 continue  # named in a keep clause, or the rest: left alone (a request naming it outright wins)
@@ -660,6 +702,11 @@ def _read(
             intent = INTENT.get((kind, _status(item, customer)), MISFIT[kind])
             if intent not in offered or _status(item, customer) == "cancelled":
                 continue
+            if one_unit and (item.order_id, item.item_id) in units_here and named_times(item) < 2:
+                # "it came twice, I'd like to send one of them back": one unit, unless they say both, two or the rest, or
+                # name the product again for the other unit ("exchange one kettle for ..., and another kettle for ...")
+                continue
+            units_here.add((item.order_id, item.item_id))
             if all(key(item) != key(i) for i in reading.chosen[intent]):
                 reading.chosen[intent].append(item)
             reading.about[key(item)] = " ".join(filter(None, [reading.about.get(key(item), ""), clause.text]))

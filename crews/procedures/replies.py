@@ -42,6 +42,9 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
             old = customer.payment_methods.get(order.paid_with) if customer and order else None
             timing = say("timing.immediately" if old and old.source == "gift_card" else "timing.later")
             lines.append(say("payment_changed", **facts, old_method=old.label if old else "", timing=timing))
+        elif outcome.kind == "not_found" and outcome.detail.get("what") == "method":
+            items = ", ".join(item.label() for item in outcome.items)
+            lines.append(say("method_unclear", order=outcome.detail.get("order", ""), items=items, methods=outcome.detail.get("methods", "")))
         elif outcome.kind == "not_found" and outcome.detail.get("what") == "payment":
             lines.append(say("payment_not_found", methods=outcome.detail.get("methods", "")))
         elif outcome.kind == "done" and action and action.tool == "modify_user_address":

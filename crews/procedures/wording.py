@@ -53,7 +53,7 @@ class _Part:
         if self.kind == "any":
             return True
         if self.kind == "exact":  # inflections of an exact form are other words ("switched", "switches"): no typo matching
-            return word == self.text
+            return word == self.text or (word.endswith(("'s", "\u2019s")) and word[:-2] == self.text)  # "my gift card's empty"
         if word.startswith(self.text):
             return True
         if not self.fuzzy or len(self.text) < FUZZY_MIN:
@@ -136,6 +136,7 @@ class Vocabulary:
     boundaries: Terms
     orders: dict[str, Terms]  # pending | delivered
     every: Terms
+    anaphora: Terms  # "both of those", "all of them": the items named before, not every item
     wishes: Terms
     negation_gap: Terms
     methods: Terms  # any payment method
@@ -148,6 +149,8 @@ class Vocabulary:
     dearer: Terms
     cheaper: Terms
     instead: Terms
+    money_to: Terms  # "put it on", "refund to", "auf", "sur": where money is sent
+    paid_before: Terms  # "I paid with", "bezahlt mit": how an order was paid, not where money goes
     address: dict[str, Terms]  # words | account | ship | set
     same: Terms
     related: Terms  # "everything related to gaming": a blanket word narrowed by what follows
@@ -165,6 +168,7 @@ SECTIONS = (
     "boundaries",
     "orders",
     "every",
+    "anaphora",
     "wishes",
     "negation_gap",
     "methods",
@@ -176,6 +180,8 @@ SECTIONS = (
     "dearer",
     "cheaper",
     "instead",
+    "money_to",
+    "paid_before",
     "address",
     "same",
     "related",
@@ -202,6 +208,7 @@ def parse(data: dict[str, Any]) -> Vocabulary:
         boundaries=Terms(_by_language(data["boundaries"])),
         orders={status: Terms(_by_language(entry)) for status, entry in (data["orders"] or {}).items()},
         every=Terms(_by_language(data["every"])),
+        anaphora=Terms(_by_language(data["anaphora"])),
         wishes=Terms(_by_language(data["wishes"])),
         negation_gap=Terms(_by_language(data["negation_gap"])),
         methods=Terms({lang: [t for entry in (data["methods"] or {}).values() for t in _by_language(entry)[lang]] for lang in LANGUAGES}),
@@ -214,6 +221,8 @@ def parse(data: dict[str, Any]) -> Vocabulary:
         dearer=Terms(_by_language(data["dearer"])),
         cheaper=Terms(_by_language(data["cheaper"])),
         instead=Terms(_by_language(data["instead"])),
+        money_to=Terms(_by_language(data["money_to"])),
+        paid_before=Terms(_by_language(data["paid_before"])),
         address={part: Terms(_by_language(entry)) for part, entry in (data["address"] or {}).items()},
         same=Terms(_by_language(data["same"])),
         related=Terms(_by_language(data["related"])),

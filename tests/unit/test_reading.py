@@ -267,3 +267,98 @@ def test_a_sentence_that_asks_something_of_an_address_is_noticed(text, language,
     about, so a request of that kind nothing was done about is quoted back rather than passed over."""
     said = address.mentioned(text, VOCABULARY, language)
     assert (said.orders, said.default) == (orders, default)
+
+
+@pytest.mark.parametrize(
+    ("body", "language"),
+    [
+        ("Keeping the kettle, it works fine. Everything else from that parcel can go back please.", "en"),
+        ("Den Wasserkocher behalte ich. Alles andere aus dem Paket bitte zurücknehmen.", "de"),
+        ("Del pedido en el que vino la manguera me quedo con el hervidor; lo demás lo quiero devolver.", "es"),
+        ("Je garde la bouilloire, mais tout le reste de ce colis peut repartir.", "fr"),
+    ],
+)
+def test_returning_the_rest_means_the_other_items_of_the_kept_items_order_only(body, language):
+    """ "Keep X, return the rest": the rest of X's order, never the items of other orders (here the robot vacuum)."""
+    result = read(body, language=language)
+    assert chosen(result) == {"return_items": ["11", "12", "14", "15"]}, chosen(result)
+    assert {i.item_id for i in result.kept} == {"13"}
+
+
+def test_a_but_after_a_keep_clause_starts_the_items_to_return():
+    result = read("I'm keeping the tee, it's great, but the kettle and the garden hose can go back.")
+    assert chosen(result) == {"return_items": ["12", "13"]} and {i.item_id for i in result.kept} == {"11"}
+
+
+def test_both_of_those_means_the_items_just_named_not_every_item():
+    result = read("The kettle stopped heating and the hose leaks. I would like to return both of those items.")
+    assert chosen(result) == {"return_items": ["12", "13"]}
+
+
+def test_a_parenthesis_ends_the_products_that_only_say_which_order():
+    result = read("I want to return two things: the vacuum (it came with nothing else) and the kettle that came with the hose.")
+    assert chosen(result) == {"return_items": ["13", "31"]}
+
+
+def test_a_request_the_customer_says_they_are_not_making_is_no_request():
+    result = read("Is there the same vacuum without pet hair removal, and what would it cost? I'm not asking for an exchange yet.")
+    assert chosen(result) == {}
+    french = read("Existe-t-il le même aspirateur sans sac ? Je ne demande pas d'échange pour l'instant.", language="fr")
+    assert chosen(french) == {}
+
+
+def _customer_with_three_methods() -> Customer:
+    return CUSTOMER.model_copy(
+        update={
+            "payment_methods": {
+                "credit_card_1": PaymentMethod(method_id="credit_card_1", source="credit_card", label="Visa card ending in 1111"),
+                "gift_card_1": PaymentMethod(method_id="gift_card_1", source="gift_card", label="gift card", balance=3.0),
+                "paypal_1": PaymentMethod(method_id="paypal_1", source="paypal", label="PayPal"),
+            }
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "expected"),
+    [
+        ("My gift card's basically empty so put any extra on the Visa.", "en", "credit_card_1"),
+        ("Please put any difference on my Visa rather than the gift card.", "en", "credit_card_1"),
+        ("I paid with PayPal, but refund it to my gift card please.", "en", "gift_card_1"),
+        ("Das Geld bitte auf meine Geschenkkarte, nicht auf die Kreditkarte.", "de", "gift_card_1"),
+        ("Ma carte cadeau est presque vide, mettez la différence sur PayPal.", "fr", "paypal_1"),
+        ("I paid with my gift card.", "en", "credit_card_1"),  # how something was paid: the order's own method (a Visa here)
+        ("Use the gift card or PayPal for the difference, whichever.", "en", None),  # asked, never guessed
+        ("Please send it back.", "en", ""),  # no method named: policy.named_method reads it
+    ],
+)
+def test_where_the_money_goes_when_several_methods_are_named(text, language, expected):
+    from crews.procedures import payment
+
+    customer = _customer_with_three_methods()
+    order = customer.orders[0]
+    got = payment.money_method(text, order, customer, VOCABULARY, language)
+    if expected is None:
+        assert got is not None and got.startswith(payment.AMBIGUOUS) and set(got[len(payment.AMBIGUOUS) :].split(",")) == {"gift_card_1", "paypal_1"}
+    elif expected == "":
+        assert got is None
+    else:
+        assert got == expected
+
+
+def test_an_item_that_came_twice_is_returned_once_unless_the_customer_says_both_or_names_it_again():
+    twice = Order(
+        order_id="#W7",
+        status="delivered",
+        paid_with="credit_card_1",
+        items=[item("#W7", "71", "Electric Kettle"), item("#W7", "71", "Electric Kettle"), item("#W7", "72", "Garden Hose")],
+    )
+    customer = CUSTOMER.model_copy(update={"orders": [twice]})
+
+    def units(body: str) -> list[str]:
+        result = reading.read(text=body, customer=customer, procedures=SPECS, vocabulary=VOCABULARY, language="en")
+        return sorted(i.item_id for items in result.chosen.values() for i in items)
+
+    assert units("The kettle came twice, I only wanted one. Can I send one of them back?") == ["71"]
+    assert units("The kettle came twice. Please take both kettles back.") == ["71", "71"]
+    assert units("I'm keeping the hose. The rest can go back.") == ["71", "71"]
