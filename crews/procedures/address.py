@@ -172,19 +172,65 @@ def _state(name: str | None, zip_code: str) -> str:
     return next(state for limit, state in _ZIP_STATES if prefix < limit)
 
 
+_ZIP = re.compile(r"(?<![\w-])\d{5}(?:-\d{4})?(?![\w-])")
+_NUMBER_START = re.compile(r"(?<![\w#.-])\d{1,6}[A-Za-z]?\s+(?=[A-Za-z])")
+_STREET_PARTS = ("AddressNumberPrefix", "AddressNumber", "AddressNumberSuffix", "StreetNamePreModifier", "StreetNamePreDirectional",
+                 "StreetNamePreType", "StreetName", "StreetNamePostType", "StreetNamePostDirectional")  # fmt: skip
+_PARSED = {*_STREET_PARTS, "OccupancyType", "OccupancyIdentifier", "SubaddressType", "SubaddressIdentifier", "PlaceName", "StateName", "ZipCode"}
+
+
+def _parsed(span: str) -> dict[str, str] | None:
+    """One US address by usaddress's CRF model (street, unit, city, state, zip in any layout: "88 Divisadero Street
+    Apt 3 San Francisco CA 94117", lines without commas); None when it is not one whole address and nothing else."""
+    import usaddress  # a trained parser (MIT): commas and line breaks are optional in what customers write
+
+    try:
+        parts, kind = usaddress.tag(" ".join(span.split()))
+    except usaddress.RepeatedLabelError:
+        return None
+    if kind != "Street Address" or set(parts) - _PARSED or not {"AddressNumber", "StreetName", "PlaceName", "ZipCode"} <= set(parts):
+        return None
+    unit = " ".join(parts.get(k, "") for k in ("OccupancyType", "OccupancyIdentifier", "SubaddressType", "SubaddressIdentifier")).split()
+    zip_code = parts["ZipCode"][:5]
+    return {
+        "address1": " ".join(parts[k] for k in _STREET_PARTS if k in parts).strip(" ,"),
+        "address2": " ".join(unit).strip(" ,"),
+        "city": parts["PlaceName"].strip(" ,"),
+        "state": _state(parts.get("StateName", "").strip(" ,.") or None, zip_code),
+        "country": "USA",
+        "zip": zip_code,
+    }
+
+
 def written(text: str) -> dict[str, str] | None:
-    """The last full address the customer wrote out (the new one usually comes last), or None."""
-    found = None
+    """The last full address the customer wrote out (the new one usually comes last), or None. Written with commas
+    ("400 Willow Lane, Suite 502, Denver, CO 80256"), the pattern reads it at once; otherwise each zip code is read with
+    the words before it, from the earliest house number within reach, by the trained parser."""
+    found: list[tuple[int, dict[str, str]]] = []
     for match in WRITTEN.finditer(text):
-        found = {
-            "address1": match.group("a1").strip(),
-            "address2": (match.group("a2") or "").strip(),
-            "city": match.group("city").strip(),
-            "state": _state(match.group("state"), match.group("zip")),
-            "country": "USA",
-            "zip": match.group("zip"),
-        }
-    return found
+        found.append(
+            (
+                match.end(),
+                {
+                    "address1": match.group("a1").strip(),
+                    "address2": (match.group("a2") or "").strip(),
+                    "city": match.group("city").strip(),
+                    "state": _state(match.group("state"), match.group("zip")),
+                    "country": "USA",
+                    "zip": match.group("zip"),
+                },
+            )
+        )
+    for zip_match in _ZIP.finditer(text):
+        if any(end == zip_match.end() for end, _ in found):
+            continue
+        reach = max(0, zip_match.start() - 120)
+        for number in _NUMBER_START.finditer(text, reach, zip_match.start()):
+            address = _parsed(text[number.start() : zip_match.end()])
+            if address is not None:
+                found.append((zip_match.end(), address))
+                break
+    return max(found, key=lambda pair: pair[0])[1] if found else None
 
 
 def _city_mentions(text: str, city: str, state: str) -> list[re.Match[str]]:
@@ -269,7 +315,9 @@ def _sentences(text: str) -> list[str]:
 
 
 def _address_sentences(text: str) -> str:
-    return " ".join(s for s in _sentences(text) if ADDRESS_WORDS.search(s))
+    """The sentences about where something ships: an address word, or "could you ship it to my office" (the address
+    itself may follow on its own lines)."""
+    return " ".join(s for s in _sentences(text) if ADDRESS_WORDS.search(s) or ORDER_CHANGE.search(s))
 
 
 def without_address_sentences(text: str) -> str:

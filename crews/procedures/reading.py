@@ -609,9 +609,9 @@ def _read(
                 # kept items (or the order just described) are in; two such orders are asked about, never all of them
                 kept_orders = {i.order_id for i in kept.values()}
                 names = {i.name for i in kept.values()}  # the order holding every product kept, where a name fits two
-                whole = {o for o in kept_orders if names <= {i.name for i in every_item if i.order_id == o}}
+                holding_all = {o for o in kept_orders if names <= {i.name for i in every_item if i.order_id == o}}
                 described_orders = {i.order_id for i in last_order}
-                focus = (whole & described_orders) or (kept_orders & described_orders) or whole or kept_orders or described_orders
+                focus = (holding_all & described_orders) or (kept_orders & described_orders) or holding_all or kept_orders or described_orders
                 if len(focus) != 1:
                     reading.unresolved.append(clause.text)
                     continue

@@ -362,3 +362,27 @@ def test_an_item_that_came_twice_is_returned_once_unless_the_customer_says_both_
     assert units("The kettle came twice, I only wanted one. Can I send one of them back?") == ["71"]
     assert units("The kettle came twice. Please take both kettles back.") == ["71", "71"]
     assert units("I'm keeping the hose. The rest can go back.") == ["71", "71"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Please update my account to:\n\n31 Harbor Lane, Apt 2C\nPortland, OR 97205\n\nThanks", ("31 Harbor Lane", "Apt 2C", "Portland", "OR", "97205")),
+        ("new address is 902 Elm Street Unit 7 Santa Fe NM 87501. pls update", ("902 Elm Street", "Unit 7", "Santa Fe", "NM", "87501")),
+        ("Send it here instead: 15 North Main Avenue, Suite 400, Dallas TX 75201 - thanks", ("15 North Main Avenue", "Suite 400", "Dallas", "TX", "75201")),
+        ("Our office: 7 Pine Road, Floor 3, Denver, CO 80202.", ("7 Pine Road", "Floor 3", "Denver", "CO", "80202")),  # the pattern's own
+    ],
+)
+def test_an_address_is_read_however_it_is_laid_out(text, expected):
+    """Commas and line breaks are optional in what customers write (usaddress's model reads the rest)."""
+    got = address.written(text)
+    assert got is not None and (got["address1"], got["address2"], got["city"], got["state"], got["zip"]) == expected
+
+
+def test_a_zip_code_alone_or_a_number_in_a_sentence_is_no_address():
+    assert address.written("I am Ana Lee, zip code 46205, and I ordered 3 lamps.") is None
+
+
+def test_the_address_sentence_says_which_order_ships_elsewhere():
+    text = "Please cancel the lamp order, I ordered it by mistake.\n\nAnd the boots order, could you ship it to my office:\n7 Pine Road\nDenver, CO 80202"
+    assert "boots" in address._address_sentences(text) and "lamp" not in address._address_sentences(text)

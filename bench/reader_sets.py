@@ -1,0 +1,77 @@
+"""The request reader alone on ticket sets: the procedures with a scripted model that never decides (every decision
+raises, so a ticket the rules cannot settle is asked about or handed over), on a throw-away SQLite store, memory off,
+approvals off. Fast (about a second per ticket), and what it measures is the rules, not the model.
+
+    .venv/bin/python bench/reader_sets.py bench/generalization/dev.jsonl [more sets...] [--ids=A,B] [--show]
+
+Prints per set "N/M exact, resolved-wrong K" and a line per ticket that missed (WRONG: marked resolved). --show prints
+each reply. The figures the issue asks for are the real model's (`crewdesk eval examples`); this is the quick loop."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_TMP = tempfile.mkdtemp(prefix="crewdesk-reader-")
+os.environ.update(
+    {
+        "CREWAI_DISABLE_TELEMETRY": "true",
+        "OTEL_SDK_DISABLED": "true",
+        "CREWAI_TRACING_ENABLED": "false",
+        "CREWAI_STORAGE_DIR": _TMP,
+        "CREWDESK_DATABASE_URL": f"sqlite:///{_TMP}/reader.db",
+        "CREWDESK_MEMORY_BACKEND": "off",
+    }
+)
+
+from crewdesk.cli.common import load_config, migrate, sessions
+from crewdesk.db import transaction
+from crewdesk.errors import ModelOutputError
+from crewdesk.llm.factory import LLMFactory
+from crewdesk.store.service import DEFAULT_DB_JSON, load_store, read_store
+from crewdesk.tickets.models import Ticket
+from crews.eval_examples import read_set, run_set
+from crews.pipeline import Pipeline
+
+
+class NeverDecides:
+    """The scripted responder: no crew turn, no decision."""
+
+    def __call__(self, messages, role):
+        raise ModelOutputError("scripted: no crew turn")
+
+    def decide(self, name, messages, schema):
+        raise ModelOutputError("scripted: no decision")
+
+
+def main(paths: list[str], ids: set[str] | None, show: bool) -> None:
+    settings = load_config(log_json=False, log_level="ERROR", memory_backend="off", approval_threshold_usd=-1.0, procedures=True, llm_provider="scripted")
+    migrate(settings)
+    factory = sessions(settings)
+    with transaction(factory) as db:
+        load_store(db=db, data=read_store(DEFAULT_DB_JSON))
+    pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings, responder=NeverDecides()))
+    for path in paths:
+        rows = [r for r in read_set(Path(path)) if ids is None or str(r["id"]) in ids]
+        started = time.perf_counter()
+        report = run_set(pipeline=pipeline, session_factory=factory, rows=rows, name=Path(path).stem)
+        wrong = [t for t in report.trials if t.status == "resolved" and not t.success]
+        exact = sum(t.success for t in report.trials)
+        print(f"{path}: {exact}/{len(report.trials)} exact, resolved-wrong {len(wrong)} ({time.perf_counter() - started:.0f} s)", flush=True)
+        for t in report.trials:
+            if not t.success:
+                print(("WRONG " if t.status == "resolved" else "miss  ") + f"{t.task_id} {t.status} | " + " ;; ".join(t.problems)[:400])
+        if show:
+            with factory() as db:
+                for ticket in db.query(Ticket).order_by(Ticket.id.desc()).limit(len(rows)).all()[::-1]:
+                    print("=====", ticket.external_id, ticket.status, ticket.status_reason)
+                    print((ticket.resolution or {}).get("customer_reply", ""))
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    chosen = next((set(a[len("--ids=") :].split(",")) for a in args if a.startswith("--ids=")), None)
+    main([a for a in args if not a.startswith("--")], chosen, "--show" in args)
