@@ -171,7 +171,7 @@ def clauses_of(text: str, vocabulary: Vocabulary, language: str | None) -> list[
             piece = sentence[start:end]
             kinds = _kinds(words(piece), piece, vocabulary, language)[0]
             asks = bool(kinds - {"question"})
-            contrast = n > 0 and bool(_CONTRAST.match(sentence[bounds[2 * n - 1] : start]))
+            contrast = n > 0 and bool(_CONTRAST.match(sentence[cuts[n - 1][0] : cuts[n - 1][1]]))  # the cut before this piece
             if current is None:
                 current, current_asks, current_keeps = (start, end), asks, "keep" in kinds
             elif (asks and current_asks) or (contrast and current_keeps):
@@ -186,16 +186,21 @@ def clauses_of(text: str, vocabulary: Vocabulary, language: str | None) -> list[
     return [c.strip(" ,;-\u2013\u2014()") for c in out if c.strip(" ,;-\u2013\u2014()")]
 
 
-def _comma_positions(text: str, marks: str = ",;:()\u2013\u2014") -> set[int]:
-    """Word indexes that follow a comma, a parenthesis, a colon or a dash (or only the marks given)."""
-    positions, count = set(), 0
+def _mark_positions(text: str) -> dict[str, set[int]]:
+    """For each of comma, semicolon, colon, parenthesis and dash: the word indexes that follow it."""
+    positions: dict[str, set[int]] = {}
+    count = 0
     for piece in re.split(r"([,;:()\u2013\u2014])", catalogue.fold(text)):
         if piece in {",", ";", ":", "(", ")", "\u2013", "\u2014"}:
-            if piece in marks:
-                positions.add(count)
+            positions.setdefault(piece, set()).add(count)
         else:
             count += len(catalogue.tokens(piece))
     return positions
+
+
+def _comma_positions(text: str) -> set[int]:
+    """Word indexes that follow a comma, a parenthesis, a colon or a dash."""
+    return set().union(*_mark_positions(text).values())
 
 
 def _by_name(said: list[str], text: str, items: list[Item], taken: set[int]) -> list[catalogue.Mention]:
@@ -222,8 +227,9 @@ def _mentions(said: list[str], text: str, items: list[Item], vocabulary: Vocabul
     asking = [span for k in (*REQUESTS, "keep") for span in vocabulary.requests[k].spans(said, language)]
     stops = {s for s, _ in vocabulary.boundaries.spans(said, language)} | {s for s, _ in asking}  # a keep ends a describing phrase too
     verbs_end = {e for _, e in asking}  # "me quedo con la lámpara", "je reste avec": the verb's own "with", no description
-    commas = _comma_positions(text)
-    opens, closes = _comma_positions(text, "("), _comma_positions(text, ")")
+    marks = _mark_positions(text)
+    commas: set[int] = set().union(*marks.values())
+    opens, closes = marks.get("(", set()), marks.get(")", set())
     starts = [m.start for m in found]
     markers = [end for _, end in vocabulary.descriptors.spans(said, language)]
     for start, end in vocabulary.with_.spans(said, language):
@@ -685,10 +691,12 @@ def _read(
         for item in every_item:
             if item.order_id in orders and key(item) not in targeted:
                 kept[key(item)] = item
-    whole = analyse(body, every_item, vocabulary, language) if asked else None
+    whole: list[Clause] = []  # the body read as one clause, only when an item that came twice needs it
 
     def named_times(item: Item) -> int:
-        return sum(1 for m in whole.mentions if any(i is item for i in m.items)) if whole else 0
+        if not whole:
+            whole.append(analyse(body, every_item, vocabulary, language))
+        return sum(1 for m in whole[0].mentions if any(i is item for i in m.items))
 
     for kind, chosen, clause in asked:
         named_here = {key(i) for m in clause.targets for i in m.items}
