@@ -335,9 +335,13 @@ def orders_to_change(*, llm: CrewdeskLLM, text: str, customer: Customer, new: di
         return [o for o in pending if o.order_id in named]
     if UNIVERSAL.search(said) or re.search(r"\bboth\b", said, re.I):
         return pending
-    holding = {i.order_id for i in mentioned_items([i for o in pending for i in o.items], said)}
-    if holding:
-        return [o for o in pending if o.order_id in holding]
+    named_items = mentioned_items([i for o in pending for i in o.items], said)
+    if named_items:
+        # "the order with the thermostat, earbuds, puzzle and keyboard": the order that holds the most of the products
+        # named, where another order holds only some of them (the earbuds); orders that hold as many stay together
+        kinds = {o.order_id: {i.name for i in named_items if i.order_id == o.order_id} for o in pending}
+        most = max(len(k) for k in kinds.values())
+        return [o for o in pending if kinds[o.order_id] and (most < 2 or len(kinds[o.order_id]) == most)]
     # "my LA order", "the order sent to Texas": the pending orders that ship to a place the customer named, other than the new one
     shipped_to = [
         o

@@ -42,6 +42,7 @@ class ProcedureFlow(Flow[ProcedureState]):
     _unresolved: list = PrivateAttr(default_factory=list)  # clauses the reader found a request but no item in
     _model_choices: str = PrivateAttr(default="confirm")  # confirm | act: what is done with items the model chose
     _ties: dict = PrivateAttr(default_factory=dict)  # order -> variant choices the customer's words leave open
+    _nearest: dict = PrivateAttr(default_factory=dict)  # order -> (item, variants.Nearest): changes the customer did not ask for
 
     @classmethod
     def build(
@@ -326,7 +327,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         elif scope is None:  # what the reader could not place, quoted back as a question
             plan += [Outcome(intent=specs[0].intent, kind="unclear", detail={"said": said}) for said in self._unresolved]
         if not any(chosen.values()):
-            return plan or [Outcome(intent=specs[0].intent, kind="not_found", detail={"what": "the items you mean"}, items=list(scope or []))]
+            return plan or [Outcome(intent=specs[0].intent, kind="not_found", detail={"what": "items"}, items=list(scope or []))]
         for spec in specs:
             plan.extend(self._plan_items(spec, chosen.get(spec.intent, []), text=text, prefer=prefer))
         return plan
@@ -423,12 +424,27 @@ class ProcedureFlow(Flow[ProcedureState]):
                         intent=spec.intent,
                         kind="not_found",
                         items=missing,
-                        detail={"what": "a variant that fits your request for " + ", ".join(i.name for i in missing)},
+                        detail={"what": "variant", "names": ", ".join(i.name for i in missing)},
                     )
                 )
             for variants_left in ties:  # the customer's words fit several variants: asked which, never guessed
                 self._gate.audit(kind="decision", name="ambiguous_variant", actor="procedure", arguments={"variants": [v.label() for v in variants_left]})
                 plan.append(Outcome(intent=spec.intent, kind="ambiguous", items=variants_left))
+            for old, proposal in self._nearest.pop(order_id, []):  # it would change more than they asked: put to them, not written
+                self._gate.audit(
+                    kind="decision",
+                    name="variant_changes_unasked",
+                    actor="procedure",
+                    arguments={"item": old.label(), "nearest": proposal.item.label(), "changes": list(proposal.changes)},
+                )
+                plan.append(
+                    Outcome(
+                        intent=spec.intent,
+                        kind="confirm",
+                        items=[proposal.item],
+                        detail={"tool": spec.tool, "from": old.label(), "changes": list(proposal.changes)},
+                    )
+                )
             if action is None:
                 continue
             plan.append(self._checked(spec, action, order, items=action.items))
@@ -444,7 +460,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         for outcome in plan:
             action = outcome.action
             if outcome.kind == "planned" and action is not None and action.tool in ITEM_WRITES and action.order_id in unsettled:
-                out.append(Outcome(intent=outcome.intent, kind="not_found", items=action.items, detail={"what": "the rest of your request for that order"}))
+                out.append(Outcome(intent=outcome.intent, kind="not_found", items=action.items, detail={"what": "rest"}))
             else:
                 out.append(outcome)
         return out
@@ -513,6 +529,8 @@ class ProcedureFlow(Flow[ProcedureState]):
             )
             if isinstance(new, list):
                 self._ties.setdefault(order.order_id, []).append(new)
+            elif isinstance(new, variants.Nearest):
+                self._nearest.setdefault(order.order_id, []).append((item, new))
             elif new is None:
                 missing.append(item)
             else:
@@ -692,9 +710,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         """resolved only when every request was carried out or answered: a ticket whose requests found nothing to do is
         never resolved with a greeting and a signature."""
         if not self.state.outcomes:
-            self.state.outcomes.append(
-                Outcome(intent=self.state.intents[0] if self.state.intents else "", kind="not_found", detail={"what": "what you ask for"})
-            )
+            self.state.outcomes.append(Outcome(intent=self.state.intents[0] if self.state.intents else "", kind="not_found", detail={"what": "request"}))
         kinds = {o.kind for o in self.state.outcomes}
         if "pending_approval" in kinds:
             self.state.status, self.state.reason = "awaiting_approval", "a write waits for a person's approval"

@@ -51,6 +51,8 @@ _CONTRAST = re.compile(r"^(?:,\s*|\s+)?(?:but|aber|pero|mais)\s+$", re.I)  # the
 ORDER_WORDS = re.compile(r"\b(orders?|bestellung\w*|pedidos?|commandes?|box|package|parcel|paket|lieferung|paquete|caja|colis)\b", re.I)
 # Words that head a describing phrase: "the order with", "the one with", "the tee that came with".
 _HEADS = frozenset(words("order orders box package parcel delivery shipment bestellung paket lieferung pedido paquete caja envio commande colis livraison"))
+# right before "with" only: "(the big one with the coffee maker)", "celle avec les lunettes" (not "the same one but with")
+_ONE = frozenset(["one", "ones", "celle", "celui", "celles", "ceux"])
 # What "all" is about when it asks for every item: "all my items", "alle meine Artikel", "todos mis pedidos".
 # an every-word before these counts occasions, not items
 _TIMES = frozenset({"time", "times", "mal", "vez", "veces", "fois", "day", "week", "month", "year", "season"})
@@ -60,6 +62,7 @@ ITEM_NOUNS = frozenset(
     )
 )
 _EVERYTHING = frozenset(words("everything alles todo tout"))
+_TWO = frozenset(words("both beide beiden ambos ambas"))
 MONEY = re.compile(r"\b(refund\w*|money back|erstatt\w*|ruckerstatt\w*|reembols\w*|rembours\w*)\b", re.I)
 _ADDRESS = re.compile(r"address|adresse|dirección|direccion|anschrift", re.I)
 
@@ -236,7 +239,9 @@ def _mentions(said: list[str], text: str, items: list[Item], vocabulary: Vocabul
         if start in verbs_end:
             continue
         heads = {said[n] for n in range(max(0, start - 4), start)}
-        if heads & _HEADS or any(0 <= start - m.end <= 2 for m in found):  # "the order (that hasn't shipped yet) with", "the tee with"
+        if (
+            heads & _HEADS or (start > 0 and said[start - 1] in _ONE) or any(0 <= start - m.end <= 2 for m in found)
+        ):  # "the order (that hasn't shipped yet) with", "the tee with"
             markers.append(end)
     out = []
     for mention in found:
@@ -252,7 +257,10 @@ def _mentions(said: list[str], text: str, items: list[Item], vocabulary: Vocabul
             closed = any(scope <= c <= mention.start for c in closes) and max((o for o in opens if o <= scope), default=-1) > max(
                 (c for c in closes if c <= scope), default=-1
             )
-            descriptor = not blocked and not cut and not closed
+            # "the order with the blue wristwatch - the watch and the puzzle": a product named again is what is asked about
+            # (and what follows it in the list)
+            again = any(scope <= a.start < b.start <= mention.start and a.names & b.names for a in found for b in found)
+            descriptor = not blocked and not cut and not closed and not again
         out.append(Mention(items=[i for i in items if i.name in mention.names], start=mention.start, end=mention.end, descriptor=descriptor))
     return out
 
@@ -284,6 +292,8 @@ def analyse(text: str, items: list[Item], vocabulary: Vocabulary, language: str 
         and not any(start <= 2 for start, _ in vocabulary.related.spans(said[e:], language))  # "everything related to gaming"
         and not (e < len(said) and said[e] in _TIMES)  # "every time I order", "jedes Mal", "cada vez", "chaque fois"
         and not any(start <= 1 for start, _ in vocabulary.anaphora.spans(said[e : e + 3], language))  # "both of those items"
+        # "both things from that order - the watch and the puzzle": two, and the clause names them
+        and not (said[s] in _TWO and any(not m.descriptor for m in mentions))
         for s, e in every_spans
     )
     return Clause(
@@ -548,6 +558,7 @@ def _read(
         head = analyse(subject, every_item, vocabulary, language)
         last = [i for m in head.targets for i in _narrow(m.items, head, None, customer, [], language)]
     kept: dict[tuple, Item] = {}
+    kept_at: dict[tuple, int] = {}  # where in the ticket an item was said to be kept: a later keep takes back a request
     excluded: dict[tuple, Item] = {}  # "except ...": out of every blanket request in the ticket
     keep_rest = False
     declined: set[str] = set()  # kinds of request the customer says they are not making
@@ -555,11 +566,13 @@ def _read(
     general: list[str] = []  # clauses that name no product: they may say what the items should become ("I'm a 7")
     carry: list[str] = []  # "two things need to go back:" asks about the products the next clause names
     after_address = False
-    for text in clauses_of(body, vocabulary, language):
+    position: dict[int, int] = {}  # id(clause) -> its place in the ticket
+    for place, text in enumerate(clauses_of(body, vocabulary, language)):
         if _ADDRESS.search(text):
             after_address = True
             continue
         clause = analyse(text, every_item, vocabulary, language)
+        position[id(clause)] = place
         follows_address, after_address = after_address, False
         targets = [i for m in clause.targets for i in m.items]
         described = [i for m in clause.described for i in m.items]
@@ -577,6 +590,7 @@ def _read(
         if "keep" in clause.kinds and not clause.requests and not _keeps_options(clause, language):
             for item in targets or described:  # "of the order the e-reader came in, I keep the lamp": the lamp only
                 kept[key(item)] = item
+                kept_at[key(item)] = place
             keep_rest = keep_rest or clause.rest
             continue
         if clause.excepted:  # "except the boots": left out of every request, and what "it" means next
@@ -702,9 +716,14 @@ def _read(
         named_here = {key(i) for m in clause.targets for i in m.items}
         units_here: set[tuple[str, str]] = set()
         one_unit = not (clause.every or clause.rest or clause.blanket or _UNITS.search(catalogue.fold(clause.text)))
+        unsure = _one_of_several(chosen, clause, vocabulary, language) if one_unit and kind != "cancel" else []  # an order is cancelled whole
+        if unsure:
+            reading.ambiguous.extend(unsure)
+            chosen = [i for i in chosen if not any(i is u for group in unsure for u in group)]
         for item in chosen:
-            if key(item) in kept and key(item) not in named_here:
-                continue  # named in a keep clause, or the rest: left alone (a request naming it outright wins)
+            if key(item) in kept and (key(item) not in named_here or kept_at.get(key(item), -1) > position.get(id(clause), len(position) + 1000)):
+                continue  # named in a keep clause, or the rest: left alone (a request naming it outright wins, unless the
+                # keep comes after it: "I wanted to return the tablet... on second thought I'll keep the tablet")
             if key(item) in excluded and clause.blanket:
                 continue  # "cancel or return all possible orders. Well, except the boots"
             intent = INTENT.get((kind, _status(item, customer)), MISFIT[kind])
@@ -723,6 +742,31 @@ def _read(
     _split_conflicts(reading)
     reading.kept = list(kept.values())
     return reading
+
+
+def _one_of_several(chosen: list[Item], clause: Clause, vocabulary: Vocabulary, language: str | None) -> list[list[Item]]:
+    """Items of one product (in different variants, or in different orders) that the clause names once in the singular,
+    or points back to without a plural word ("the large dog bed is too big, I'd like to send it back" when two large
+    beds came; "I bought the same camera twice; I want to return the one ..."): which one is asked, not both taken."""
+    groups: dict[str, list[Item]] = {}
+    for item in chosen:
+        groups.setdefault(item.product_id, []).append(item)
+    unsure = []
+    for group in groups.values():
+        if len({(i.order_id, i.item_id) for i in group}) < 2:
+            continue
+        naming = [m for m in clause.targets if any(i is g for i in m.items for g in group)]
+        if len(naming) > 1 or (naming and _plural(clause.said[naming[0].end - 1])):
+            continue
+        if not naming and vocabulary.anaphora.spans(clause.said, language):  # "send them back": the items just named
+            continue
+        unsure.append(group)
+    return unsure
+
+
+def _plural(word: str) -> bool:
+    """A product's name said in the plural ("beds", "Kopfhörer" aside: German plurals are told by "beide", "zwei")."""
+    return len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is"))
 
 
 def _split_conflicts(reading: ItemReading) -> None:

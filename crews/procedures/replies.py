@@ -93,6 +93,16 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
                 lines.append(say(f"uncovered.{outcome.detail['what']}") if "what" in outcome.detail else say("uncovered.said", said=said))
             else:
                 lines.append(say("unclear", said=said))
+        elif outcome.kind == "confirm" and outcome.detail.get("changes"):
+            new_item = outcome.items[0]
+            lines.append(
+                say(
+                    "variant_confirm",
+                    old=outcome.detail["from"],
+                    new=f"{new_item.label()} ({new_item.order_id})",
+                    action=say(f"actions.{outcome.detail['tool']}"),
+                )
+            )
         elif outcome.kind == "confirm":
             choices = ", ".join(f"{item.label()} ({item.order_id})" for item in outcome.items)
             lines.append(say("confirm", action=say(f"actions.{outcome.detail['tool']}"), choices=choices))
@@ -100,7 +110,8 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
             choices = " / ".join(f"{item.label()} ({item.order_id})" for item in outcome.items)
             lines.append(say("ambiguous", choices=choices))
         elif outcome.kind == "not_found":
-            lines.append(say("not_found", **facts))
+            what = outcome.detail.get("what", "request")
+            lines.append(say("not_found", **{**facts, "what": say(f"what.{what}", **facts) if what in replies["what"] else what}))
         elif outcome.kind == "handed_over":
             lines.append(say("handoff"))
     lines.append(say("closing"))

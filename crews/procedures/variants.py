@@ -5,6 +5,7 @@ price, and only a real choice left over goes to the model, as an enum of the rem
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from crewdesk.llm.base import CrewdeskLLM
@@ -14,6 +15,7 @@ from crews.procedures.wording import LANGUAGE, Vocabulary, words
 
 NONE = "none"
 MAX_CHOICES = 12
+FREE_REACH = 4  # words between an option's name and "doesn't matter" / "egal" / "any" that still speak of it
 _CHEAPEST = re.compile(r"cheapest|least expensive|lowest price|günstigste|billigste|más barat|moins cher", re.I)
 _PRICIEST = re.compile(r"most expensive|priciest|highest price|teuerste|más car|plus cher", re.I)
 _WORD = re.compile(r"[^\W_]+")
@@ -63,6 +65,14 @@ def _partly_named(value: str, values: set[str], text: str) -> bool:
         len(word) >= 4 and phrase.startswith(word) and phrase != word and not any(_phrase(o).startswith(word) for o in values - {value})
         for word in set(text.split())
     )
+
+
+@dataclass(frozen=True)
+class Nearest:
+    """The variant that comes nearest when none changes only what the customer asked: put to them, never written."""
+
+    item: Item
+    changes: tuple[str, ...]  # the options it changes that the customer did not ask to change
 
 
 def candidates(item: Item, product: dict[str, Any]) -> list[Item]:
@@ -136,6 +146,7 @@ def narrow(item: Item, pool: list[Item], text: str, prefer: str = "", vocabulary
     lowered, preferred = _phrase(text), _phrase(prefer)
     spoken: set[str] = set()
     stays = kept_same(text, vocabulary, item)
+    free = left_free(f"{prefer} {text}", vocabulary)  # "do not care about waterproof or not": no current value kept
     for key in item.options:
         values = {value for candidate in pool if (value := candidate.options.get(key)) is not None} - {item.options.get(key)}
         named = (_wanted(key, values, preferred) if preferred else []) or _wanted(key, values, lowered)
@@ -151,7 +162,10 @@ def narrow(item: Item, pool: list[Item], text: str, prefer: str = "", vocabulary
             and current
             and len(_phrase(current)) > 2
             and SAME_BUT.search(text) is None
-            and _named(current, preferred or lowered)
+            and (
+                _named(current, preferred or lowered)
+                or (key not in free and current in lexicon.load().values_named(prefer or text, key, language=LANGUAGE.get()))
+            )
             and not _describes(current, item, preferred or lowered)
         ):  # "maple, 34 inch, graphic" with 34 inch what they have: it stays
             kept = [candidate for candidate in pool if candidate.options.get(key) == current]
@@ -167,6 +181,61 @@ def narrow(item: Item, pool: list[Item], text: str, prefer: str = "", vocabulary
             kept = [candidate for candidate in pool if candidate.options.get(key) == item.options.get(key)]
             pool = kept or pool
     return sorted(pool, key=lambda c: (sum(c.options.get(k) != v for k, v in item.options.items()), c.price)), spoken
+
+
+def left_free(text: str, vocabulary: Vocabulary | None) -> set[str]:
+    """The options the customer leaves to us: "colour doesn't matter", "die Farbe ist mir egal", "me da igual el color",
+    "peu importe la couleur", "any size" (an option's name within a few words of such a term, in one clause)."""
+    if vocabulary is None:
+        return set()
+    language = LANGUAGE.get()
+    free: set[str] = set()
+    for sentence in re.split(r"[,;:]|" + _SENTENCE.pattern, text):  # "a size up, the colour doesn't matter": colour only
+        spans = vocabulary.free.spans(words(sentence), language)
+        if not spans:
+            continue
+        for name in lexicon.load().option_names_in(sentence, language=language):
+            if any(name.start - end <= FREE_REACH and start - name.end <= FREE_REACH for start, end in spans):
+                free |= name.names
+    return free
+
+
+def spoken_of(item: Item, text: str, vocabulary: Vocabulary | None) -> set[str]:
+    """The options of their item the customer speaks of: a current value they name ("my green yoga mat", "vinyle vert"),
+    or all of them when they ask for the same product ("exactly the same mat, just in pink", "dieselben Schuhe")."""
+    language, lowered = LANGUAGE.get(), _phrase(text)
+    said = {
+        key
+        for key, value in item.options.items()
+        if (len(_phrase(value)) > 2 and value.lower() not in ("yes", "no", "none") and _named(value, lowered))
+        or value in lexicon.load().values_named(text, key, language=language)
+    }
+    if vocabulary is not None:
+        for sentence in _SENTENCE.split(text):
+            ends = [end for _, end in vocabulary.same.spans(words(sentence), language)]
+            products = [m for m in lexicon.load().products_in(sentence, language=language) if item.name in m.names]
+            if any(0 <= m.start - end <= 1 for m in products for end in ends):
+                return set(item.options)
+    return said
+
+
+def unasked(item: Item, new: Item, *, asked: set[str], text: str, vocabulary: Vocabulary | None, only: bool, ticket: str = "") -> list[str]:
+    """The options the new variant changes that the customer neither asked to change, nor named the new value of, nor
+    left to us ("colour doesn't matter"): a variant that changes them is put to the customer, never written ("a medium
+    helmet" when no medium comes in their colour). Only: the new variant is the only one that has what they asked for;
+    then an option they never spoke of (a shoe's sole) changes with it, but not one they did speak of (named what their
+    item has, or asked for the same product: "exactly the same mat, just in pink", "the space grey one"). A new value
+    named anywhere in the ticket counts as asked for ("... but my new place has an induction hob")."""
+    lowered, free, spoken = _phrase(f"{text} {ticket}"), left_free(text, vocabulary), spoken_of(item, text, vocabulary)
+    return [
+        key
+        for key, value in item.options.items()
+        if new.options.get(key) != value
+        and key not in asked
+        and key not in free
+        and not _named(new.options.get(key, ""), lowered)
+        and (key in spoken or not only)
+    ]
 
 
 def _describes(value: str, item: Item, text: str) -> bool:
@@ -308,9 +377,10 @@ def choose(
     vocabulary: Vocabulary | None = None,
     ask_on_tie: bool = True,
     ticket: str = "",
-) -> Item | list[Item] | None:
+) -> Item | list[Item] | Nearest | None:
     """The variant the item becomes, None when none fits, or the variants that fit equally well (a list) when the
-    customer's words do not tell them apart: those are asked about, not guessed (ask_on_tie; else the model picks).
+    customer's words do not tell them apart: those are asked about, not guessed (ask_on_tie; else the model picks). A
+    variant that would also change an option the customer did not speak of comes back as Nearest, to be confirmed.
     prefer: a fallback's words, which speak first; ticket: the whole ticket, where a new item's number may be given."""
     for candidate in candidates(item, product):  # the customer gave the new item's number, anywhere in the ticket
         if re.search(rf"\b{re.escape(candidate.item_id)}\b", f"{prefer} {text} {ticket}"):
@@ -338,7 +408,8 @@ def choose(
 
     pool = sorted(pool, key=rank)
     if len(pool) == 1 or rank(pool[0]) < rank(pool[1]):  # one candidate ranks first: by preference, nearest step, fewest changes
-        return pool[0]
+        changes = unasked(item, pool[0], asked=spoken | set(anchors), text=text, vocabulary=vocabulary, only=len(pool) == 1, ticket=ticket)
+        return Nearest(pool[0], tuple(changes)) if changes else pool[0]
     pool = pool[:MAX_CHOICES]
     if ask_on_tie:
         return [c for c in pool if rank(c) == rank(pool[0])]
@@ -355,4 +426,8 @@ def choose(
         {"role": "user", "content": f"Customer's message:\n{text}\n\nItem: {item.name} ({current}), ${item.price:.2f}\nVariants:\n" + "\n".join(lines)},
     ]
     answer = llm.decide(messages, schema, name="choose_variant")["variant"]
-    return None if answer == NONE else pool[int(answer) - 1]
+    if answer == NONE:
+        return None
+    chosen = pool[int(answer) - 1]
+    changes = unasked(item, chosen, asked=spoken | set(anchors), text=text, vocabulary=vocabulary, only=False, ticket=ticket)
+    return Nearest(chosen, tuple(changes)) if changes else chosen

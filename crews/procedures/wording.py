@@ -153,6 +153,7 @@ class Vocabulary:
     paid_before: Terms  # "I paid with", "bezahlt mit": how an order was paid, not where money goes
     address: dict[str, Terms]  # words | account | ship | set
     same: Terms
+    free: Terms  # "colour doesn't matter": an option left to us
     related: Terms  # "everything related to gaming": a blanket word narrowed by what follows
     reasons: dict[str, Terms]  # mistake | no_longer
     price: dict[str, Terms]  # more | less | nothing
@@ -184,6 +185,7 @@ SECTIONS = (
     "paid_before",
     "address",
     "same",
+    "free",
     "related",
     "reasons",
     "price",
@@ -225,6 +227,7 @@ def parse(data: dict[str, Any]) -> Vocabulary:
         paid_before=Terms(_by_language(data["paid_before"])),
         address={part: Terms(_by_language(entry)) for part, entry in (data["address"] or {}).items()},
         same=Terms(_by_language(data["same"])),
+        free=Terms(_by_language(data["free"])),
         related=Terms(_by_language(data["related"])),
         reasons={reason: Terms(_by_language(entry), fuzzy=True) for reason, entry in (data["reasons"] or {}).items()},
         price={part: Terms(_by_language(entry)) for part, entry in (data["price"] or {}).items()},

@@ -386,3 +386,10 @@ def test_a_zip_code_alone_or_a_number_in_a_sentence_is_no_address():
 def test_the_address_sentence_says_which_order_ships_elsewhere():
     text = "Please cancel the lamp order, I ordered it by mistake.\n\nAnd the boots order, could you ship it to my office:\n7 Pine Road\nDenver, CO 80202"
     assert "boots" in address._address_sentences(text) and "lamp" not in address._address_sentences(text)
+
+
+def test_an_item_pointed_back_to_in_the_singular_is_asked_about_when_two_variants_came():
+    one = read("The mechanical keyboard is far too loud for the office. I would like to send it back.")
+    assert one.ambiguous and not chosen(one)
+    both = read("The two keyboards are far too loud for the office. I would like to send them back.")
+    assert chosen(both) == {"return_items": ["14", "15"]} and not both.ambiguous

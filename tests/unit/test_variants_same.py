@@ -29,3 +29,51 @@ BOTTLE = Item(order_id="#W1", item_id="2", product_id="q", name="Water Bottle", 
 def test_the_options_kept_the_same(text, item, kept):
     found = variants.kept_same(text, VOCABULARY, item)
     assert {k for k in found if k in item.options} == kept
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "free"),
+    [
+        ("A size up please, the colour doesn't matter.", "en", {"color"}),
+        ("Any color is fine, I just need it bigger.", "en", {"color"}),
+        ("Bitte eine Nummer größer, die Farbe ist mir egal.", "de", {"color"}),
+        ("Una talla más, el color me da igual.", "es", {"color"}),
+        ("Une taille au-dessus, peu importe la couleur.", "fr", {"color"}),
+        ("A size up please, and the same colour.", "en", set()),
+    ],
+)
+def test_the_options_left_to_us(text, language, free):
+    token = wording.LANGUAGE.set(language)
+    try:
+        assert {k for k in variants.left_free(text, VOCABULARY) if k in SHOE.options} == free
+    finally:
+        wording.LANGUAGE.reset(token)
+
+
+MAT = Item(order_id="#W1", item_id="m1", product_id="mat", name="Yoga Mat", options={"thickness": "6mm", "material": "PVC", "color": "green"}, price=30.0)
+MATS = {
+    "variants": {
+        "m1": {"item_id": "m1", "options": MAT.options, "price": 30.0, "available": True},
+        "m2": {"item_id": "m2", "options": {"thickness": "5mm", "material": "TPE", "color": "pink"}, "price": 32.0, "available": True},
+        "m3": {"item_id": "m3", "options": {"thickness": "6mm", "material": "PVC", "color": "blue"}, "price": 30.0, "available": True},
+    }
+}
+
+
+def _choose(text: str):
+    return variants.choose(llm=None, text=text, item=MAT, product=MATS, vocabulary=VOCABULARY)  # type: ignore[arg-type]
+
+
+def test_a_variant_that_changes_more_than_asked_is_put_to_the_customer_not_chosen():
+    # the only pink mat is thinner and of another material: the customer asked for the same mat in pink
+    nearest = _choose("I love my green yoga mat. Could I get exactly the same mat, just in pink?")
+    assert isinstance(nearest, variants.Nearest) and nearest.item.item_id == "m2" and set(nearest.changes) == {"thickness", "material"}
+    # they leave thickness and material to us: it is what they asked for
+    assert _choose("A pink yoga mat please, thickness and material don't matter.").item_id == "m2"
+    # only the colour changes: chosen outright
+    assert _choose("Could I have my yoga mat in blue instead?").item_id == "m3"
+
+
+def test_an_option_never_spoken_of_changes_with_the_only_variant_that_has_what_was_asked():
+    # the customer named the colour only; the one pink mat is thinner and of another material
+    assert _choose("Could you swap my yoga mat for a pink one?").item_id == "m2"
