@@ -147,10 +147,16 @@ def _kinds(said: list[str], text: str, vocabulary: Vocabulary, language: str | N
             and not any(n_end <= c <= start for c in commas)
         )
 
+    def denies_after(end: int, n_start: int) -> bool:  # "passt leider nicht", "I'm keeping nothing": a keep denied after it
+        gap = said[end:n_start]
+        return end <= n_start and len(gap) <= 2 and all(vocabulary.negation_gap.found([word], language) for word in gap)
+
     for kind in [k for k in (*REQUESTS, "keep") if k in kinds]:
         spans = matched[kind]
         inside = {n for s, e in spans for n in range(s, e)}
-        if any(denies(start, n_start, n_end, inside) for start, _ in spans for n_start, n_end in negations):
+        if any(denies(start, n_start, n_end, inside) for start, _ in spans for n_start, n_end in negations) or (
+            kind == "keep" and any(denies_after(end, n_start) for _, end in spans for n_start, _ in negations)
+        ):
             kinds.discard(kind)
             denied = denied or kind != "keep"
     return kinds, denied

@@ -393,3 +393,9 @@ def test_an_item_pointed_back_to_in_the_singular_is_asked_about_when_two_variant
     assert one.ambiguous and not chosen(one)
     both = read("The two keyboards are far too loud for the office. I would like to send them back.")
     assert chosen(both) == {"return_items": ["14", "15"]} and not both.ambiguous
+
+
+def test_a_keep_word_denied_after_it_is_no_keep():
+    # "passt leider nicht" says what is wrong with the shirt, it keeps nothing
+    result = read("Das T-Shirt passt leider nicht. Ich möchte das T-Shirt zurückschicken.", language="de")
+    assert chosen(result) == {"return_items": ["11"]} and not result.kept
