@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         default=True, description="A hand-over to a person adds one short model sentence on what the customer asks to its template summary."
     )
     run_max_seconds: float = Field(
-        default=90.0, gt=0, description="Wall time one ticket run's model calls may reach (an answer in flight is cut at it); then a person takes the ticket."
+        default=55.0, gt=0, description="Wall time one ticket run's model calls may reach (an answer in flight is cut at it); then a person takes the ticket."
     )
     openai_base_url: str = Field(
         default="https://api.openai.com/v1", description="Any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama (http://host:11434/v1)."
