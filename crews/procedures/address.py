@@ -324,24 +324,25 @@ def without_address_sentences(text: str) -> str:
     return " ".join(s for s in _sentences(text) if not ADDRESS_WORDS.search(s))
 
 
-def orders_to_change(*, llm: CrewdeskLLM, text: str, customer: Customer, new: dict[str, str], source: str) -> list[Order]:
-    """The pending orders whose address should become the new one."""
+def orders_to_change(*, llm: CrewdeskLLM, text: str, customer: Customer, new: dict[str, str], source: str) -> tuple[list[Order], bool]:
+    """The pending orders whose address should become the new one, and whether the model chose them (the customer's
+    words did not say which of several)."""
     pending = [o for o in customer.orders if o.status == "pending" and not _same(o.address, new)]
     if not pending:
-        return []
+        return [], False
     said = _address_sentences(text) or text
     named = named_orders(said) - ({source} if source.startswith("#") else set())
     if named:
-        return [o for o in pending if o.order_id in named]
+        return [o for o in pending if o.order_id in named], False
     if UNIVERSAL.search(said) or re.search(r"\bboth\b", said, re.I):
-        return pending
+        return pending, False
     named_items = mentioned_items([i for o in pending for i in o.items], said)
     if named_items:
         # "the order with the thermostat, earbuds, puzzle and keyboard": the order that holds the most of the products
         # named, where another order holds only some of them (the earbuds); orders that hold as many stay together
         kinds = {o.order_id: {i.name for i in named_items if i.order_id == o.order_id} for o in pending}
         most = max(len(k) for k in kinds.values())
-        return [o for o in pending if kinds[o.order_id] and (most < 2 or len(kinds[o.order_id]) == most)]
+        return [o for o in pending if kinds[o.order_id] and (most < 2 or len(kinds[o.order_id]) == most)], False
     # "my LA order", "the order sent to Texas": the pending orders that ship to a place the customer named, other than the new one
     shipped_to = [
         o
@@ -355,10 +356,10 @@ def orders_to_change(*, llm: CrewdeskLLM, text: str, customer: Customer, new: di
         )
     ]
     if shipped_to:
-        return shipped_to
+        return shipped_to, False
     if len(pending) == 1:
-        return pending
-    return _ask(llm, text, pending, new)
+        return pending, False
+    return _ask(llm, text, pending, new), True
 
 
 def _ask(llm: CrewdeskLLM, text: str, pending: list[Order], new: dict[str, str]) -> list[Order]:

@@ -201,7 +201,13 @@ class ProcedureFlow(Flow[ProcedureState]):
         plan: list[Outcome] = []
         for spec in specs:
             if spec.tool == "modify_pending_order_address":
-                for order in address.orders_to_change(llm=self._llm, text=raw, customer=customer, new=new, source=source):
+                orders, by_model = address.orders_to_change(llm=self._llm, text=raw, customer=customer, new=new, source=source)
+                if by_model and self._model_choices == "confirm" and orders:
+                    # the customer's words did not say which pending order: the model's reading is put to them, as for items
+                    self._gate.audit(kind="decision", name="model_choice_confirm", actor="procedure", arguments={"orders": [o.order_id for o in orders]})
+                    plan.extend(Outcome(intent=spec.intent, kind="confirm", items=list(o.items), detail={"tool": spec.tool}) for o in orders)
+                    continue
+                for order in orders:
                     action = Action(
                         intent=spec.intent,
                         tool=spec.tool,

@@ -103,6 +103,10 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
                     action=say(f"actions.{outcome.detail['tool']}"),
                 )
             )
+        elif outcome.kind == "confirm" and outcome.detail.get("tool") == "modify_pending_order_address":
+            order_id = outcome.items[0].order_id if outcome.items else ""
+            choices = f"{order_id} ({', '.join(item.name for item in outcome.items)})"
+            lines.append(say("confirm", action=say(f"actions.{outcome.detail['tool']}"), choices=choices))
         elif outcome.kind == "confirm":
             choices = ", ".join(f"{item.label()} ({item.order_id})" for item in outcome.items)
             lines.append(say("confirm", action=say(f"actions.{outcome.detail['tool']}"), choices=choices))

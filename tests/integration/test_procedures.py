@@ -522,3 +522,16 @@ def test_a_variant_that_changes_an_option_the_customer_spoke_of_is_put_to_them_n
 def test_what_was_not_found_is_said_in_the_customers_language(settings, store, make_ticket):
     outcome, reply, _ = run(settings, store, make_ticket, "Bitte tauschen Sie meine Smartwatch gegen eine in Lila um.", "exchange_items", customer=EMAIL)
     assert outcome.status != "resolved" and "Variante" in reply and "fits your request" not in reply, reply
+
+
+def test_which_pending_order_gets_a_new_address_is_confirmed_when_only_the_model_read_it(settings, store, make_ticket):
+    # emma.smith3991 has two pending orders (#W2417020, #W3614011); the mail does not say which one moves
+    customer, orders = "emma.smith3991@example.com", ("#W2417020", "#W3614011")
+    before = {o: order(store, o) for o in orders}
+    plan = Planned(choose_orders=lambda schema, messages: {key: "change" for key in schema["properties"]})
+    text = "I moved. Please change the shipping address of my pending order to 1234 Elm St, Springfield, IL, 62701."
+    outcome, reply, audit = run(settings, store, make_ticket, text, "modify_order", customer=customer, plan=plan, model_choices="confirm")
+    assert [name for name, _, _ in plan.asked] == ["choose_orders"]
+    assert {o: order(store, o) for o in orders} == before and outcome.status != "resolved", reply
+    assert ("decision", "model_choice_confirm") in audit and not any(kind == "effect" for kind, _ in audit)
+    assert "please confirm" in reply and "#W2417020 (Laptop)" in reply
