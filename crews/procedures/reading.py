@@ -612,7 +612,8 @@ def _read(
             keep_rest = keep_rest or clause.rest
             continue
         kinds = clause.requests or ([*carry] if clause.targets else [])
-        carry = []
+        if clause.requests or clause.kinds or not clause.targets:
+            carry = []  # "please process returns for:" goes on through a list of products that ask nothing of their own
         if ("payment" in clause.kinds or clause.methods) and kinds == ["change"] and not clause.targets:
             continue  # "Zahlungsart ändern", "charge my PayPal instead": the order's payment, not its items
         if "money" in clause.kinds and kinds == ["return"] and not clause.targets:

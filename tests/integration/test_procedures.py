@@ -528,7 +528,7 @@ def test_which_pending_order_gets_a_new_address_is_confirmed_when_only_the_model
     # emma.smith3991 has two pending orders (#W2417020, #W3614011); the mail does not say which one moves
     customer, orders = "emma.smith3991@example.com", ("#W2417020", "#W3614011")
     before = {o: order(store, o) for o in orders}
-    plan = Planned(choose_orders=lambda schema, messages: {key: "change" for key in schema["properties"]})
+    plan = Planned(choose_orders=lambda schema, messages: dict.fromkeys(schema["properties"], "change"))
     text = "I moved. Please change the shipping address of my pending order to 1234 Elm St, Springfield, IL, 62701."
     outcome, reply, audit = run(settings, store, make_ticket, text, "modify_order", customer=customer, plan=plan, model_choices="confirm")
     assert [name for name, _, _ in plan.asked] == ["choose_orders"]

@@ -260,6 +260,7 @@ def test_a_request_beside_an_address_in_one_clause_is_read_apart_from_it():
         ("Bitte aktualisieren Sie die Adresse in meinem Kundenkonto: Hauptstraße 5, 10115 Berlin.", "de", False, True),
         ("My order was delivered to my office address last week and the lamp is broken.", "en", False, False),
         ("¿A qué dirección se envió mi pedido?", "es", False, False),
+        ("Außerdem bin ich umgezogen. Neue Adresse für mein Konto: Hauptstraße 5, 10115 Berlin.", "de", False, True),
     ],
 )
 def test_a_sentence_that_asks_something_of_an_address_is_noticed(text, language, orders, default):
@@ -399,3 +400,16 @@ def test_a_keep_word_denied_after_it_is_no_keep():
     # "passt leider nicht" says what is wrong with the shirt, it keeps nothing
     result = read("Das T-Shirt passt leider nicht. Ich möchte das T-Shirt zurückschicken.", language="de")
     assert chosen(result) == {"return_items": ["11"]} and not result.kept
+
+
+def test_a_request_before_a_list_goes_on_through_the_products_listed():
+    result = read("Please process returns for:\n- the garden hose\n- the electric kettle\nRefund to my card.")
+    assert chosen(result) == {"return_items": ["12", "13"]}
+    # a listed line that says something of its own ends the list
+    result = read("Please process returns for:\n- the garden hose\n- the electric kettle is fine, I keep it")
+    assert chosen(result) == {"return_items": ["12"]}
+
+
+def test_make_them_something_else_is_a_change():
+    clauses = reading.request_clauses("I have boots in size 7 on order. Could you make those a size 8 instead?", VOCABULARY, "en")
+    assert [c.text for c in clauses if "change" in c.kinds] == ["Could you make those a size 8 instead?"]
