@@ -568,17 +568,15 @@ def _read(
     excluded: dict[tuple, Item] = {}  # "except ...": out of every blanket request in the ticket
     keep_rest = False
     declined: set[str] = set()  # kinds of request the customer says they are not making
-    asked: list[tuple[str, list[Item], Clause]] = []
+    asked: list[tuple[str, list[Item], Clause, int]] = []  # kind, items, the clause and its place in the ticket
     general: list[str] = []  # clauses that name no product: they may say what the items should become ("I'm a 7")
     carry: list[str] = []  # "two things need to go back:" asks about the products the next clause names
     after_address = False
-    position: dict[int, int] = {}  # id(clause) -> its place in the ticket
     for place, text in enumerate(clauses_of(body, vocabulary, language)):
         if _ADDRESS.search(text):
             after_address = True
             continue
         clause = analyse(text, every_item, vocabulary, language)
-        position[id(clause)] = place
         follows_address, after_address = after_address, False
         targets = [i for m in clause.targets for i in m.items]
         described = [i for m in clause.described for i in m.items]
@@ -701,14 +699,14 @@ def _read(
                     reading.unresolved.append(clause.text)
                     continue
             if chosen:
-                asked.append((kind, chosen, clause))
+                asked.append((kind, chosen, clause, place))
                 last = chosen
     # a request read only from a wish ("is there the same model without a bag?") of a kind the customer says they are
     # not asking for is a question, not a request
-    asked = [(kind, chosen, clause) for kind, chosen, clause in asked if kind not in declined or clause.requests]
-    targeted = {key(i) for _, chosen, _ in asked for i in chosen}
+    asked = [(kind, chosen, clause, place) for kind, chosen, clause, place in asked if kind not in declined or clause.requests]
+    targeted = {key(i) for _, chosen, _, _ in asked for i in chosen}
     if keep_rest:
-        orders = {i.order_id for _, chosen, _ in asked for i in chosen}
+        orders = {i.order_id for _, chosen, _, _ in asked for i in chosen}
         for item in every_item:
             if item.order_id in orders and key(item) not in targeted:
                 kept[key(item)] = item
@@ -719,7 +717,7 @@ def _read(
             whole.append(analyse(body, every_item, vocabulary, language))
         return sum(1 for m in whole[0].mentions if any(i is item for i in m.items))
 
-    for kind, chosen, clause in asked:
+    for kind, chosen, clause, place in asked:
         named_here = {key(i) for m in clause.targets for i in m.items}
         units_here: set[tuple[str, str]] = set()
         one_unit = not (clause.every or clause.rest or clause.blanket or _UNITS.search(catalogue.fold(clause.text)))
@@ -728,7 +726,7 @@ def _read(
             reading.ambiguous.extend(unsure)
             chosen = [i for i in chosen if not any(i is u for group in unsure for u in group)]
         for item in chosen:
-            if key(item) in kept and (key(item) not in named_here or kept_at.get(key(item), -1) > position.get(id(clause), len(position) + 1000)):
+            if key(item) in kept and (key(item) not in named_here or kept_at.get(key(item), -1) > place):
                 continue  # named in a keep clause, or the rest: left alone (a request naming it outright wins, unless the
                 # keep comes after it: "I wanted to return the tablet... on second thought I'll keep the tablet")
             if key(item) in excluded and clause.blanket:

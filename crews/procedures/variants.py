@@ -402,14 +402,17 @@ def choose(
     if _PRICIEST.search(text) and not _CHEAPEST.search(text):
         return max(pool, key=lambda c: c.price)
 
+    def settled(chosen: Item, *, only: bool) -> Item | Nearest:
+        changes = unasked(item, chosen, asked=spoken | set(anchors), text=text, vocabulary=vocabulary, only=only, ticket=ticket)
+        return Nearest(chosen, tuple(changes)) if changes else chosen
+
     def rank(c: Item) -> tuple[float, float, int]:
         step = sum(abs((magnitude(c.options[k]) or 0.0) - v) for k, v in anchors.items())
         return preference_rank(c, text), step, sum(c.options.get(k) != v for k, v in item.options.items())
 
     pool = sorted(pool, key=rank)
     if len(pool) == 1 or rank(pool[0]) < rank(pool[1]):  # one candidate ranks first: by preference, nearest step, fewest changes
-        changes = unasked(item, pool[0], asked=spoken | set(anchors), text=text, vocabulary=vocabulary, only=len(pool) == 1, ticket=ticket)
-        return Nearest(pool[0], tuple(changes)) if changes else pool[0]
+        return settled(pool[0], only=len(pool) == 1)
     pool = pool[:MAX_CHOICES]
     if ask_on_tie:
         return [c for c in pool if rank(c) == rank(pool[0])]
@@ -426,8 +429,4 @@ def choose(
         {"role": "user", "content": f"Customer's message:\n{text}\n\nItem: {item.name} ({current}), ${item.price:.2f}\nVariants:\n" + "\n".join(lines)},
     ]
     answer = llm.decide(messages, schema, name="choose_variant")["variant"]
-    if answer == NONE:
-        return None
-    chosen = pool[int(answer) - 1]
-    changes = unasked(item, chosen, asked=spoken | set(anchors), text=text, vocabulary=vocabulary, only=False, ticket=ticket)
-    return Nearest(chosen, tuple(changes)) if changes else chosen
+    return None if answer == NONE else settled(pool[int(answer) - 1], only=False)
