@@ -19,6 +19,7 @@ class TaskName(StrEnum):
     poll_mailbox = "crewdesk.poll_mailbox"
     purge_memory = "crewdesk.purge_memory"
     reconcile = "crewdesk.reconcile"
+    remind_waiting = "crewdesk.remind_waiting"
 
 
 ROUTES: dict[TaskName, Queue] = {
@@ -27,6 +28,7 @@ ROUTES: dict[TaskName, Queue] = {
     TaskName.poll_mailbox: Queue.intake,
     TaskName.purge_memory: Queue.intake,
     TaskName.reconcile: Queue.intake,
+    TaskName.remind_waiting: Queue.intake,
 }
 
 # kombu's Redis transport keeps one list per queue and priority step (default steps 0, 3, 6, 9): "<queue>\x06\x16<step>".

@@ -66,6 +66,21 @@ class Settings(BaseSettings):
     run_max_seconds: float = Field(
         default=55.0, gt=0, description="Wall time one ticket run's model calls may reach (an answer in flight is cut at it); then a person takes the ticket."
     )
+    conversation_max_questions: int = Field(
+        default=2,
+        ge=0,
+        description="Questions one ticket may put to the customer (which item, confirm a write, a missing detail) before a person takes it; 0: "
+        "never ask, a question hands the ticket to a person as before.",
+    )
+    conversation_remind_after_hours: float = Field(
+        default=48.0, ge=0, description="A ticket waiting on the customer this long gets one reminder in their language; 0 = no reminder."
+    )
+    conversation_close_after_hours: float = Field(
+        default=168.0, ge=0, description="A ticket waiting on the customer this long is closed as no_reply (a late reply still resumes it); 0 = never."
+    )
+    conversation_sweep_seconds: int = Field(
+        default=900, ge=0, description="How often Celery beat looks for waiting tickets to remind or close; 0 = never (e.g. run by cron instead)."
+    )
     openai_base_url: str = Field(
         default="https://api.openai.com/v1", description="Any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama (http://host:11434/v1)."
     )
@@ -176,6 +191,10 @@ class Settings(BaseSettings):
     jira_status_on_escalated: str = Field(
         default="",
         description="Jira status to move an issue to when crewdesk hands its ticket to a person, e.g. Escalated or Waiting for support; empty = leave it.",
+    )
+    jira_status_on_waiting: str = Field(
+        default="",
+        description="Jira status to move an issue to when crewdesk asks the customer a question and waits for the answer, e.g. Waiting for customer; empty = leave it.",
     )
     jira_bot_account_id: str = Field(default="", description="accountId (or name on Server) crewdesk posts as; its comments never start a run.")
 
@@ -294,6 +313,7 @@ class JiraSettings(Protocol):
     jira_refusals_per_minute: int
     jira_status_on_resolved: str
     jira_status_on_escalated: str
+    jira_status_on_waiting: str
     jira_bot_account_id: str
 
 

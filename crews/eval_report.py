@@ -32,6 +32,7 @@ class Trial:
     expect_status: str = ""
     model_calls: int = 0
     problems: list[str] = field(default_factory=list)
+    turns: int = 1  # the customer's messages: 1 for a ticket; the conversation protocol counts each answer
 
     @property
     def resolved_wrong(self) -> bool:
@@ -90,6 +91,8 @@ class EvalReport:
             "resolved_wrong": sum(t.resolved_wrong for t in self.trials),
             "resolved_wrong_rate": sum(t.resolved_wrong for t in self.trials) / len(self.trials) if self.trials else 0.0,
             "model_calls_per_ticket": statistics.mean(t.model_calls for t in self.trials) if self.trials else 0,
+            "customer_messages_per_ticket": statistics.mean(t.turns for t in self.trials) if self.trials else 0,
+            "waiting_on_customer_at_end": sum(t.status == "waiting_on_customer" for t in self.trials),
             **self._by_language(),
             **self._expected_status(),
         }

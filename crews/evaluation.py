@@ -25,7 +25,9 @@ from crewdesk.store import snapshot
 from crewdesk.store.operations import operations
 from crewdesk.store.service import DEFAULT_DB_JSON, load_store, read_store
 from crewdesk.tickets import service as tickets
+from crewdesk.tickets.models import Message
 from crewdesk.tickets.schemas import TicketIn
+from crews.eval_conversation import Simulator
 from crews.eval_oracle import customer_email, oracle
 from crews.eval_report import EvalReport, Trial, read_journal
 from crews.eval_report import journal_for as journal_for  # re-exported: the `crewdesk eval` command imports it from here
@@ -47,6 +49,27 @@ def process_deferring(pipeline: Pipeline, ticket_id: int, attempts: int = 6):
                 raise
             time.sleep(min(120.0, deferral_of(exc) or 5.0 * 2**attempt))
     raise AssertionError("unreachable")
+
+
+def converse(pipeline: Pipeline, ticket_id: int, task: dict[str, Any], simulator: Simulator, outcome, *, max_turns: int):
+    """While the ticket waits on the customer: the simulator reads the thread and answers in it, and the ticket runs
+    again. Returns the last outcome and the customer's messages (the first one included)."""
+    factory = pipeline.session_factory
+    turns = 1
+    while str(outcome.status) == "waiting_on_customer" and turns <= max_turns:
+        with factory() as db:
+            thread = [
+                ("customer" if m.direction == "inbound" else "support", m.body)
+                for m in db.execute(select(Message).where(Message.ticket_id == ticket_id, Message.direction != "internal").order_by(Message.id)).scalars()
+            ]
+        said = simulator.answer(task, thread)
+        if said is None:  # the customer ends the conversation
+            break
+        with transaction(factory) as db:
+            tickets.follow_up(db=db, ticket=tickets.get(db=db, ticket_id=ticket_id, lock=True), body=said, author="customer")
+        turns += 1
+        outcome = process_deferring(pipeline, ticket_id)
+    return outcome, turns
 
 
 def tool_counts(db, ticket_id: int) -> tuple[int, int]:
@@ -82,10 +105,14 @@ def run_eval(
     oracle_actions: dict[str, list[dict[str, Any]]] | None = None,
     progress=None,
     journal: Path | None = None,
+    simulator: Simulator | None = None,
+    max_turns: int = 4,
 ) -> EvalReport:
     """oracle_actions overrides what the oracle does for some tasks (tests use it to make the agent do something wrong).
     journal: each finished trial is appended there at once; trials already in it are not run again, so a run that was
-    interrupted (Ctrl-C, a crash, the end of a session) resumes where it stopped."""
+    interrupted (Ctrl-C, a crash, the end of a session) resumes where it stopped.
+    simulator: the conversation protocol (crews/eval_conversation.py): the simulated customer writes the first message
+    and answers while the ticket waits on them, at most `max_turns` answers; None: the ticket protocol (one ticket)."""
     factory = pipeline.session_factory
     settings = pipeline.settings
     model = "oracle (scripted)" if use_oracle else pipeline.builder.llm_factory.model_for("strong")
@@ -115,12 +142,17 @@ def run_eval(
                     email = customer_email(factory, actions if actions is not None else task["evaluation_criteria"]["actions"])
                     pipeline.builder.llm_factory.responder = oracle(task, pipeline.config, settings.crew_process, actions, email)
                 subject, body = ticket_for(task)
+                started = time.perf_counter()
+                if simulator is not None:  # the customer's own first message, as upstream's simulated user writes it
+                    body, subject = simulator.first(task), ""
                 with transaction(factory) as db:
                     ticket, _ = tickets.submit(
                         db=db, ticket_in=TicketIn(source="eval", external_id=f"tau2-{split}-{task['id']}-{trial}-{run_tag}", subject=subject, body=body)
                     )
-                started = time.perf_counter()
                 outcome = process_deferring(pipeline, ticket.id)
+                turns = 1
+                if simulator is not None:
+                    outcome, turns = converse(pipeline, ticket.id, task, simulator, outcome, max_turns=max_turns)
                 seconds = time.perf_counter() - started
                 with factory() as db:
                     got = state_hash(db)
@@ -139,6 +171,7 @@ def run_eval(
                         sum(r.cost_usd for r in runs),
                         seconds,
                         sum(r.tokens_cached for r in runs),
+                        turns=turns,
                     )
                 )
                 if journal is not None:

@@ -24,19 +24,20 @@ from crewdesk.settings import Settings
 from crewdesk.store.operations import operations
 from crewdesk.tickets import rules
 from crewdesk.tickets import service as tickets
-from crewdesk.tickets.models import Ticket, TicketStatus
+from crewdesk.tickets.models import Question, Ticket, TicketStatus
 from crewdesk.tickets.schemas import Resolution, Triage
 from crews.builder import CrewBuilder, Work
 from crews.config import SPECIALIST_BY_CATEGORY
 from crews.failures import classify_error
 from crews.handoff import hand_over
-from crews.procedures import address, conditions, payment
+from crews.procedures import address, answers, conditions, payment
 from crews.procedures.conditions import HANDOFF
 from crews.procedures.decide import VERBS as ORDER_VERBS
-from crews.procedures.flow import ORDER_FAMILY, ORDER_FAMILY_ORDER, ProcedureFlow
+from crews.procedures.flow import ITEM_WRITES, ORDER_FAMILY, ORDER_FAMILY_ORDER, ProcedureFlow
 from crews.procedures.reading import asks_items
 from crews.procedures.replies import holding_reply
 from crews.procedures.spec import Procedures
+from crews.procedures.state import Outcome
 
 if TYPE_CHECKING:
     from crewdesk.routing.router import Router
@@ -84,6 +85,9 @@ class TicketPhases:
         ticket = work.ticket
         if ticket.status == TicketStatus.in_progress and ticket.triage:  # a run starts in_progress only when resuming after approvals
             return self._specialist(work, Triage.model_validate(ticket.triage), history=self._history(ticket.id))
+        resumed = self._answered(work)
+        if resumed is not None:
+            return resumed
         routed = self._routed(work)
         if routed is not None:
             return self._procedure(work, routed)
@@ -197,13 +201,27 @@ class TicketPhases:
             db.execute(update(CrewRun).where(CrewRun.id == work.run_id).values(process="procedure"))
         if self.procedures is None:  # _routed routes nothing to the procedures without them
             raise RuntimeError("procedures are off: no ticket is routed to them")
+        return self._run_flow(work, triage, intents, request=gate.vault.conceal(work.block()), raw=raw, llm=llm)
+
+    def _run_flow(
+        self, work: Work, triage: Triage, intents: list[str], *, request: str, raw: str, llm: Any, answer: answers.Answered | None = None, turn: int = 0
+    ) -> Decision:
+        """The procedure flow over the request (with the customer's answer, when resumed), then its decision: resolved,
+        a question the ticket waits on (recorded with what the flow established, so the answer resumes it), or a person."""
+        ticket, gate = work.ticket, work.gate
+        if self.procedures is None:  # _routed routes nothing to the procedures without them
+            raise RuntimeError("procedures are off: no ticket is routed to them")
         flow = ProcedureFlow.build(
-            gate=gate, llm=llm, procedures=self.procedures, raw_text=raw, arbiter=self.settings.reading_arbiter, model_choices=self.settings.model_choices
+            gate=gate,
+            llm=llm,
+            procedures=self.procedures,
+            raw_text=raw,
+            arbiter=self.settings.reading_arbiter,
+            model_choices=self.settings.model_choices,
+            answer=answer,
         )
         try:
-            flow.kickoff(
-                inputs={"text": gate.vault.conceal(work.block()), "channel_customer": ticket.customer or "", "language": triage.language, "intents": intents}
-            )
+            flow.kickoff(inputs={"text": request, "channel_customer": ticket.customer or "", "language": triage.language, "intents": intents})
         except Exception as exc:  # a decision the model could not give (garbage, the run's calls or time used up): a person decides
             if classify_error(exc) is not ModelOutputError:
                 raise
@@ -221,13 +239,115 @@ class TicketPhases:
                     "status": state.status,
                     "reason": state.reason,
                     "customer": state.customer.how if state.customer else None,
+                    "turn": turn,
                     "outcomes": [
                         {"intent": o.intent, "kind": o.kind, "rule": o.rule, "order": o.action.order_id if o.action else None} for o in state.outcomes
                     ],
                 },
             )
         note = f"procedure {'+'.join(intents)}: {state.status}" + (f" ({state.reason})" if state.reason else "")
-        return Decision(TicketStatus(state.status), state.reason or None, flow.reply(), note, triage)
+        if state.status != TicketStatus.waiting_on_customer:
+            return Decision(TicketStatus(state.status), state.reason or None, flow.reply(), note, triage)
+        if turn >= self.settings.conversation_max_questions:  # asked as often as allowed: a person reads the answer to this one
+            reason = f"{state.reason} (the customer was asked {turn} time(s) already)" if turn else state.reason
+            return Decision(TicketStatus.escalated, reason, flow.reply(), note, triage)
+        with transaction(self.session_factory) as db:
+            question = tickets.ask(
+                db=db,
+                ticket_id=ticket.id,
+                run_id=work.run_id,
+                after_message_id=work.read_up_to,
+                state={
+                    "request": request,
+                    "intents": intents,
+                    "triage": triage.model_dump(mode="json"),
+                    "user_id": state.customer.user_id if state.customer else "",
+                    "questions": [o.model_dump(mode="json") for o in state.questions],
+                },
+            )
+            audit.record(
+                db=db,
+                ticket_id=ticket.id,
+                run_id=work.run_id,
+                kind="conversation",
+                name="asked",
+                actor="procedure",
+                result={"question": question.id, "turn": question.turn, "points": [f"{o.intent}: {o.kind}" for o in state.questions]},
+            )
+        return Decision(TicketStatus.waiting_on_customer, state.reason or None, flow.reply(), note, triage)
+
+    def _answered(self, work: Work) -> Decision | None:
+        """A ticket waiting on the customer, and they answered: the flow resumes from the question's recorded state with
+        the answer read against what was asked (crews/procedures/answers.py). The answer passes the risk check as any
+        ticket does. None when there is no open question with an answer (a first run, or a redelivered one)."""
+        if self.procedures is None:
+            return None
+        ticket = work.ticket
+        with self.session_factory() as db:
+            question = tickets.open_question(db=db, ticket_id=ticket.id)
+            said = tickets.answers(db=db, question=question) if question is not None else []
+            if question is None or not said:
+                return None
+            state, turn, question_id = dict(question.state), question.turn, question.id
+            written = {str(e.arguments.get("order_id")) for e in effects.for_ticket(db=db, ticket_id=ticket.id) if e.tool in ITEM_WRITES}
+        answer_raw = "\n\n".join(m.body for m in said)
+        triage = Triage.model_validate(state["triage"])
+        hits = list((self.risk or rules.scan_text)(answer_raw))
+        with transaction(self.session_factory) as db:
+            row = tickets.get(db=db, ticket_id=ticket.id, lock=True)
+            answered = db.get(Question, question_id)
+            if answered is not None:
+                tickets.mark_answered(question=answered, message_id=said[-1].id)
+            audit.record(
+                db=db,
+                ticket_id=ticket.id,
+                run_id=work.run_id,
+                kind="conversation",
+                name="answered",
+                actor="pipeline",
+                result={"question": question_id, "turn": turn, "messages": len(said), "rules": [str(h) for h in hits]},
+            )
+            if not hits:
+                tickets.transition(ticket=row, to=TicketStatus.in_progress)
+        if hits:
+            return self._escalate(work, triage, "; ".join(str(h) for h in hits))
+        gate = work.gate
+        vocabulary, spoken = self.procedures.vocabulary, str(triage.language)
+        answer_text = gate.vault.conceal(answer_raw)
+        answer = answers.read(
+            answer_text,
+            [Outcome.model_validate(q) for q in state["questions"]],
+            vocabulary,
+            spoken,
+            user_id=str(state.get("user_id") or ""),
+            written=written,
+        )
+        with transaction(self.session_factory) as db:
+            audit.record(
+                db=db,
+                ticket_id=ticket.id,
+                run_id=work.run_id,
+                kind="decision",
+                name="answer_read",
+                actor="procedure",
+                result={
+                    "polarity": answer.polarity,
+                    "yes": sorted(map(list, answer.yes)),
+                    "no": sorted(map(list, answer.no)),
+                    "picked": sorted(map(list, answer.picked)),
+                },
+            )
+            db.execute(update(CrewRun).where(CrewRun.id == work.run_id).values(process="procedure"))
+        llm = self.builder.llm_factory.build(tier="cheap", ticket_id=ticket.id, run_id=work.run_id).within(work.budget)
+        work.ledger.llms.append(llm)
+        work.ledger.models["procedure"] = llm.model
+        request, raw = state["request"], gate.vault.reveal(state["request"])
+        if not answer.settled_anything or any(q.get("kind") in ("not_found", "unclear") for q in state["questions"]):
+            # a detail the request lacked (an order number, a method, an address), or an answer that settled none of the
+            # choices: the next run reads it beside the request. An answer that settled them is not read as a request.
+            request = f"{request}\n\n--- The customer's answer to our question ---\n{answer_text}"
+            raw = f"{raw}\n\n{answer_raw}"
+        return self._run_flow(work, triage, list(state["intents"]), request=request, raw=raw, llm=llm, answer=answer, turn=turn)
 
     def _history(self, ticket_id: int) -> str:
         """What happened on this ticket before a resumed run: decisions and completed actions."""

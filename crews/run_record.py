@@ -129,8 +129,9 @@ def finish_run(
         )
         audit.record(db=db, ticket_id=row.id, run_id=run_id, kind="status", name=status.value, actor="pipeline", result={"reason": reason} if reason else None)
         requeue = False
-        if status is TicketStatus.resolved and tickets.last_inbound_id(db=db, ticket_id=row.id) > work.read_up_to:
-            # The customer wrote again while the crew worked: answer that too rather than leave it unread.
+        if status in (TicketStatus.resolved, TicketStatus.waiting_on_customer) and tickets.last_inbound_id(db=db, ticket_id=row.id) > work.read_up_to:
+            # The customer wrote again while the crew worked: answer that too rather than leave it unread (an answer
+            # to the question this run asked resumes it).
             tickets.transition(ticket=row, to=TicketStatus.queued, reason="reopened: the customer wrote during the run")
             audit.record(db=db, ticket_id=row.id, run_id=run_id, kind="status", name="reopened", actor="pipeline")
             requeue = True

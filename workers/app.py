@@ -99,6 +99,10 @@ def beat_schedule(settings: Settings) -> dict:
             "schedule": float(settings.imap_poll_seconds),
             "options": {"expires": float(settings.imap_poll_seconds)},
         }
+    conversations = settings.conversation_remind_after_hours > 0 or settings.conversation_close_after_hours > 0
+    if conversations and settings.conversation_sweep_seconds > 0:  # remind, then close, tickets waiting on the customer
+        every = float(settings.conversation_sweep_seconds)
+        schedule["conversations"] = {"task": TaskName.remind_waiting.value, "schedule": every, "options": {"expires": every}}
     memory_on = settings.memory_backend != "off" or bool(settings.weaviate_url)
     if memory_on and settings.memory_retention_days > 0 and settings.memory_purge_hours > 0:
         every = settings.memory_purge_hours * 3600.0

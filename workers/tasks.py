@@ -154,6 +154,28 @@ def reconcile() -> dict:
     return {"checked": report.checked, "requeued": report.requeued, "in_broker": report.in_broker}
 
 
+@app.task(name=TaskName.remind_waiting.value, ignore_result=True)
+def remind_waiting() -> dict:
+    """One sweep of the tickets waiting on the customer (Celery beat sends it every conversation_sweep_seconds): a
+    reminder after conversation_remind_after_hours (delivered through the ticket's channel), closed as no_reply after
+    conversation_close_after_hours. Not retried: the next beat is the retry."""
+    from datetime import timedelta
+
+    from workers.reminders import sweep
+
+    rt = runtime()
+    settings = rt.settings
+    hours = lambda value: timedelta(hours=value) if value > 0 else None  # noqa: E731
+    report = sweep(
+        session_factory=rt.pipeline.session_factory,
+        replies=rt.pipeline.replies,
+        remind_after=hours(settings.conversation_remind_after_hours),
+        close_after=hours(settings.conversation_close_after_hours),
+        deliver=lambda ticket_id: deliver_replies.delay(ticket_id),
+    )
+    return {"reminded": report.reminded, "closed": report.closed}
+
+
 def _enqueuer() -> Enqueuer:
     """Tickets a task finds (a mailbox poll, the reconciler) go to the queue the one way every producer uses."""
     return Enqueuer(session_factory=runtime().pipeline.session_factory, send=ticket_sender(app))

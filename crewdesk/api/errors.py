@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from crewdesk.errors import Conflict, InvalidTicket, NotFound
 from crewdesk.intake.jira_webhook import DeliveryMalformed, DeliveryTooLarge, DeliveryUnauthenticated, NoWebhookSecret, RefusalsLimited
@@ -33,6 +35,17 @@ async def _answer(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=status_of(exc), headers=headers)
 
 
+async def _method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's 405 names only the methods of the first route on the path; a path served by several routes (GET and
+    POST /tickets/{id}/messages) lists them all in Allow, as RFC 9110 asks."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code != 405:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    methods = sorted({m for route in request.app.router.routes if route.matches(request.scope)[0] != Match.NONE for m in getattr(route, "methods", None) or ()})
+    return JSONResponse({"detail": exc.detail}, status_code=405, headers={**(exc.headers or {}), "Allow": ", ".join(methods)})
+
+
 def install(app: FastAPI) -> None:
     for cls in STATUS_OF:
         app.add_exception_handler(cls, _answer)
+    app.add_exception_handler(HTTPException, _method_not_allowed)

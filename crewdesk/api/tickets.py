@@ -10,15 +10,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from crewdesk.api.common import BAD_BODY, NOT_FOUND, RowId, schema_no_nul
+from crewdesk.api.common import BAD_BODY, CONFLICT, NOT_FOUND, RowId, schema_no_nul
 from crewdesk.api.deps import DbSession, ServicesDep
 from crewdesk.audit import service as audit
 from crewdesk.db import transaction
+from crewdesk.errors import Conflict
 from crewdesk.intake.admit import Stored, admit
 from crewdesk.runs.models import CrewRun
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, TicketStatus
-from crewdesk.tickets.schemas import TicketIn
+from crewdesk.tickets.schemas import MAX_BODY_CHARS, TicketIn
 
 router = APIRouter()
 
@@ -87,6 +88,36 @@ class MessageView(BaseModel):
     created_at: datetime
     delivered_at: datetime | None
     delivery_error: str | None
+
+
+class CustomerMessage(BaseModel):
+    """POST /tickets/{id}/messages: the customer writes on their ticket (the answer to our question, or more)."""
+
+    model_config = ConfigDict(str_strip_whitespace=True, extra="forbid", json_schema_extra=schema_no_nul)
+
+    body: str = Field(min_length=1, max_length=MAX_BODY_CHARS, description="The customer's message text.")
+    author: str = Field(default="", max_length=320)
+    external_id: str | None = Field(
+        default=None, max_length=512, description="The caller's id for this message: sent again, it is not added twice and queues nothing."
+    )
+
+    @field_validator("body", "author", "external_id")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("NUL bytes are not allowed")
+        return value
+
+
+class MessageAdded(BaseModel):
+    ticket_id: int
+    message_id: int
+    status: str = Field(description="The ticket's status after the message: queued when it resumed a ticket waiting on the customer.")
+    created: bool = Field(description="False when a message with this external_id was already on the ticket: nothing new was queued.")
+
+
+# Tickets whose customer writes through the channel they came from: an e-mail reply in the thread, a Jira comment.
+CHANNEL_SOURCES = frozenset({"email", "jira"})
 
 
 class TrailView(BaseModel):
@@ -171,3 +202,48 @@ def trail(ticket_id: RowId, session: DbSession) -> TrailView:
         ],
         events=_audit_rows(session, ticket_id),
     )
+
+
+@router.post("/tickets/{ticket_id}/messages", response_model=MessageAdded, status_code=202, responses={**NOT_FOUND, **CONFLICT, **BAD_BODY})
+def add_message(ticket_id: RowId, message: CustomerMessage, services: ServicesDep) -> MessageAdded:
+    """The customer's reply on a ticket submitted through the API. A ticket waiting on the customer resumes with it
+    (queued); a resolved one is reopened; one being worked or held by a person keeps it for them. E-mail and Jira
+    tickets take their customer's messages through their own channel (409)."""
+    factory = services.session_factory
+    with transaction(factory) as session:
+        ticket = tickets.get(db=session, ticket_id=ticket_id, lock=True)
+        if ticket.source in CHANNEL_SOURCES:
+            raise Conflict(f"ticket {ticket_id} came by {ticket.source}: the customer answers through that channel")
+        if message.external_id:
+            known = session.execute(
+                select(Message.id).where(Message.ticket_id == ticket_id, Message.direction == "inbound", Message.external_id == message.external_id)
+            ).scalar_one_or_none()
+            if known is not None:
+                return MessageAdded(ticket_id=ticket_id, message_id=known, status=ticket.status, created=False)
+        added, needs_run = tickets.follow_up(db=session, ticket=ticket, body=message.body, author=message.author, external_id=message.external_id)
+        added_id = added.id
+    if needs_run:
+        admit([Stored(ticket_id, needs_run=True)], enqueuer=services.enqueuer)
+    with factory() as session:
+        status = tickets.get(db=session, ticket_id=ticket_id).status
+    return MessageAdded(ticket_id=ticket_id, message_id=added_id, status=status, created=True)
+
+
+@router.get("/tickets/{ticket_id}/messages", response_model=list[MessageView], responses=NOT_FOUND)
+def messages(ticket_id: RowId, session: DbSession) -> list[MessageView]:
+    """The conversation the customer sees: their messages and our replies, in order (the team's notes are left out)."""
+    tickets.get(db=session, ticket_id=ticket_id)
+    rows = session.execute(select(Message).where(Message.ticket_id == ticket_id, Message.direction != "internal").order_by(Message.id)).scalars()
+    return [
+        MessageView(
+            id=m.id,
+            direction=m.direction,
+            author=m.author,
+            body=m.body,
+            external_id=m.external_id,
+            created_at=m.created_at,
+            delivered_at=m.delivered_at,
+            delivery_error=m.delivery_error,
+        )
+        for m in rows
+    ]

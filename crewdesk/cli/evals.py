@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -107,8 +109,22 @@ def eval_tau2_retail(
     ] = False,
     report: Annotated[Path | None, typer.Option(help="HTML report path (a .json beside it, and a .trials.jsonl journal of finished trials).")] = None,
     resume: Annotated[bool, typer.Option(help="Skip trials already in the report's journal (after Ctrl-C or a crash); needs --report.")] = False,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="ticket: each task is one ticket written from its instructions; conversation: a simulated customer (an LLM) writes "
+            "the first message and answers each question in the thread, as upstream's protocol."
+        ),
+    ] = "ticket",
+    user_model: Annotated[
+        str | None,
+        typer.Option("--user-model", help="OpenAI-compatible base URL of the simulated customer's model (default: the local model on a port of its own)."),
+    ] = None,
+    max_turns: Annotated[int, typer.Option(help="Conversation protocol: the customer's answers at most.")] = 4,
 ) -> None:
     """Run the crew on tau2-bench retail tasks and score end states the upstream way."""
+    if protocol not in ("ticket", "conversation"):
+        raise typer.BadParameter("--protocol is ticket or conversation")
     with stoppable() as work:  # Ctrl-C / SIGTERM: crewdesk/cli/interrupts.py
         overrides = {
             "llm_provider": "scripted" if oracle_ else provider,
@@ -140,7 +156,7 @@ def eval_tau2_retail(
             journal.unlink()
         work.on_stop(partial(put_back_store, session_factory=factory))
         work.resume = same_command(report=str(report), resume=True)
-        with local_model(settings):
+        with local_model(settings), simulated_customer(settings, protocol, user_model) as simulator:
             pipeline = Pipeline(settings=settings, session_factory=factory, llm_factory=LLMFactory(settings))
             with Progress(
                 TextColumn("[bold]tasks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"), console=console
@@ -157,10 +173,12 @@ def eval_tau2_retail(
                         run_tag=tag,
                         journal=journal,
                         progress=lambda t: bar.update(handle, advance=1, description=f"task {t.task_id}: {'pass' if t.success else 'fail'}"),
+                        simulator=simulator,
+                        max_turns=max_turns,
                     )
                 )
         summary = outcome.summary()
-        table = Table(title=f"tau2-bench retail ({split}), {summary['process']}, {summary['model']}")
+        table = Table(title=f"tau2-bench retail ({split}), {protocol} protocol, {summary['process']}, {summary['model']}")
         table.add_column("metric")
         table.add_column("value")
         for key, value in summary.items():
@@ -170,3 +188,34 @@ def eval_tau2_retail(
         console.print(table)
         path = write_report(outcome, report)
         console.print(f"report: {path}")
+
+
+@contextmanager
+def simulated_customer(settings, protocol: str, user_model: str | None) -> Iterator[Any]:
+    """The conversation protocol's simulated customer: on --user-model, or the packaged local model served on its own
+    port (the next one after the agent's), stopped at the end. None for the ticket protocol."""
+    if protocol != "conversation":
+        yield None
+        return
+    from crews.eval_conversation import ChatSimulator
+
+    if user_model:
+        yield ChatSimulator(base_url=user_model)
+        return
+    from crewdesk.llm.local import LocalModelServer, ensure_model
+
+    server = LocalModelServer(
+        model_path=settings.local_model_path or ensure_model(settings.models_dir),
+        host=settings.local_host,
+        port=settings.local_port + 1,
+        n_ctx=settings.local_ctx,
+        threads=settings.local_threads,
+        parallel=1,
+        binary=settings.local_server_bin,
+        start_timeout=settings.local_start_timeout,
+        log_path=settings.home / "logs" / "llama-server-customer.log",
+    )
+    try:
+        yield ChatSimulator(base_url=server.start())
+    finally:
+        server.stop()

@@ -162,6 +162,8 @@ def show(ticket: Annotated[str, typer.Argument(help="Ticket id, or SOURCE:EXTERN
     console.print(f"customer: {row.customer}\nsubject: {row.subject}", highlight=False)
     if row.status_reason:
         console.print(f"reason: {row.status_reason}", highlight=False)
+    if shown.waiting_on():
+        console.print(f"waiting on the customer: {shown.waiting_on()}", highlight=False)
     if row.triage:
         console.print(f"triage: {row.triage}", highlight=False)
     for message in shown.messages:

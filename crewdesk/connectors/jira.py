@@ -62,7 +62,11 @@ class JiraReplyChannel(ReplyChannel):
             base_url=settings.jira_base_url,
             user=settings.jira_user,
             api_token=token,
-            statuses={"resolved": settings.jira_status_on_resolved, "escalated": settings.jira_status_on_escalated},
+            statuses={
+                "resolved": settings.jira_status_on_resolved,
+                "escalated": settings.jira_status_on_escalated,
+                "waiting_on_customer": settings.jira_status_on_waiting,
+            },
         )
 
     def _call(self, method: str, url: str, what: str, **kwargs) -> httpx.Response:

@@ -13,7 +13,13 @@ input rejected at intake, stored as failed with no run, is not a handled ticket)
   trail, which the pipeline writes with every status it sets; tickets.updated_at when there is none); median and
   p95 by linear interpolation;
 * cost per resolved ticket: the cost of every run of the group's finished tickets (escalated and failed ones too:
-  they were paid for) over the number resolved.
+  they were paid for) over the number resolved;
+* waiting on the customer: tickets whose run ended with a question to the customer and that have no answer yet (they
+  count among the finished: no run acts on them until the customer writes);
+* questions per resolution: the questions put to the customers of resolved tickets, over the number resolved (the
+  replies a resolution needed of them);
+* time waiting: per ticket that asked, the time from each question to its answer (to now while unanswered), summed;
+  median over those tickets. Handle time includes it.
 
 One query reads one row per finished ticket of the window (correlated counts over indexed ticket_id columns);
 grouping is done here, so it runs the same on PostgreSQL and SQLite.
@@ -33,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from crewdesk.approvals.models import Approval
 from crewdesk.runs.models import CrewRun
-from crewdesk.tickets.models import TERMINAL, Message, Ticket, TicketStatus
+from crewdesk.tickets.models import TERMINAL, Message, Question, Ticket, TicketStatus
 
 AUDIT = table("audit_events", column("ticket_id"), column("kind"), column("name"), column("created_at"))
 FINAL = tuple(sorted(s.value for s in TERMINAL))
@@ -60,6 +66,8 @@ class TicketFacts:
     automated: bool
     first_contact: bool
     cost_usd: float
+    questions: int = 0  # put to the customer on this ticket
+    waited_seconds: float = 0.0  # from each question to its answer (to now while open), summed
 
 
 @dataclass
@@ -73,8 +81,15 @@ class Group:
     failed: int = 0
     cost_usd: float = 0.0
     handle_seconds: list[float] = field(default_factory=list)
+    waiting: int = 0
+    questions_resolved: int = 0  # questions put to the customers of resolved tickets
+    waited_seconds: list[float] = field(default_factory=list)  # per ticket that asked
 
     def add(self, t: TicketFacts) -> None:
+        self.waiting += t.status == TicketStatus.waiting_on_customer
+        self.questions_resolved += t.questions if t.status == TicketStatus.resolved else 0
+        if t.questions:
+            self.waited_seconds.append(t.waited_seconds)
         self.finished += 1
         self.resolved += t.status == TicketStatus.resolved
         self.automated += t.automated
@@ -106,6 +121,14 @@ class Group:
     @property
     def handle_p95(self) -> float | None:
         return percentile(self.handle_seconds, 95)
+
+    @property
+    def questions_per_resolution(self) -> float | None:
+        return self.questions_resolved / self.resolved if self.resolved else None
+
+    @property
+    def waited_p50(self) -> float | None:
+        return percentile(self.waited_seconds, 50)
 
     @property
     def cost_per_resolved(self) -> float | None:
@@ -143,6 +166,15 @@ def ticket_facts(*, db: Session, since: datetime, until: datetime) -> list[Ticke
         .where(and_(t.created_at >= since, t.created_at < until, t.status.in_(FINAL), handled))
         .order_by(t.id)
     )
+    asked: dict[int, tuple[int, float]] = {}
+    now = datetime.now(UTC)
+    for qid, opened, answered in db.execute(
+        select(Question.ticket_id, Question.created_at, Question.answered_at)
+        .join(Ticket, Ticket.id == Question.ticket_id)
+        .where(and_(Ticket.created_at >= since, Ticket.created_at < until))
+    ):
+        n, waited = asked.get(qid, (0, 0.0))
+        asked[qid] = (n + 1, waited + max(0.0, (_aware(answered or now) - _aware(opened)).total_seconds()))
     facts = []
     for tid, source, category, status, created, updated, last, n_in, n_out, spent, was_reopened, by_person in db.execute(stmt):
         created = _aware(created)
@@ -159,6 +191,8 @@ def ticket_facts(*, db: Session, since: datetime, until: datetime) -> list[Ticke
                 automated=resolved and not by_person,
                 first_contact=resolved and n_out == 1 and n_in == 1 and not was_reopened,
                 cost_usd=float(spent or 0.0),
+                questions=asked.get(tid, (0, 0.0))[0],
+                waited_seconds=asked.get(tid, (0, 0.0))[1],
             )
         )
     return facts
@@ -219,7 +253,19 @@ def money(value: float | None) -> str:
     return "-" if value is None else f"${value:.4f}"
 
 
-COLUMNS = ("finished", "resolved", "automated resolution", "first-contact resolution", "escalation", "handle p50", "handle p95", "cost / resolved")
+COLUMNS = (
+    "finished",
+    "resolved",
+    "automated resolution",
+    "first-contact resolution",
+    "escalation",
+    "waiting on customer",
+    "questions / resolved",
+    "time waiting p50",
+    "handle p50",
+    "handle p95",
+    "cost / resolved",
+)
 
 
 def row(group: Group) -> list[str]:
@@ -229,6 +275,9 @@ def row(group: Group) -> list[str]:
         pct(group.automated_rate),
         pct(group.first_contact_rate),
         pct(group.escalation_rate),
+        f"{group.waiting:,}",
+        "-" if group.questions_per_resolution is None else f"{group.questions_per_resolution:.2f}",
+        seconds(group.waited_p50),
         seconds(group.handle_p50),
         seconds(group.handle_p95),
         money(group.cost_per_resolved),

@@ -27,7 +27,7 @@ from crewdesk.effects.models import ToolEffect
 from crewdesk.inbound.models import InboundEvent
 from crewdesk.pii import PIIToken
 from crewdesk.runs.models import CrewRun
-from crewdesk.tickets.models import TERMINAL, Attachment, Message, Ticket, TicketStatus
+from crewdesk.tickets.models import TERMINAL, Attachment, Message, Question, Ticket, TicketStatus
 
 ERASED = "(erased)"
 # received: stored but never queued (an interrupted import); nothing is working on it either.
@@ -76,6 +76,7 @@ def erase_customer(*, db: Session, customer: str, customer_key: str, attachments
             .values(customer=ERASED, subject=ERASED, body=ERASED, raw=None, triage=None, resolution=None, status_reason=None)
         )
         db.execute(delete(PIIToken).where(PIIToken.ticket_id.in_(ids)))
+        db.execute(delete(Question).where(Question.ticket_id.in_(ids)))  # the request and the candidates a waiting ticket kept
         db.execute(update(InboundEvent).where(InboundEvent.ticket_id.in_(ids)).values(detail=None))
         db.execute(update(ToolEffect).where(ToolEffect.ticket_id.in_(ids)).values(arguments={"erased": True}, result=None))
         db.execute(update(Approval).where(Approval.ticket_id.in_(ids)).values(arguments={"erased": True}, reason=None))

@@ -18,12 +18,16 @@ class TicketStatus(StrEnum):
     triaging = "triaging"
     in_progress = "in_progress"
     awaiting_approval = "awaiting_approval"
+    waiting_on_customer = "waiting_on_customer"  # asked the customer one question; their reply resumes the ticket
+    no_reply = "no_reply"  # waited on the customer past the close time (after a reminder); a late reply resumes it
     resolved = "resolved"
     escalated = "escalated"
     failed = "failed"
 
 
-TERMINAL = frozenset({TicketStatus.resolved, TicketStatus.escalated, TicketStatus.failed})
+# No run acts on these until someone writes: the customer (a reply reopens resolved, failed and waiting tickets) or a
+# person (escalated). A ticket waiting on the customer has ended its run as surely as a resolved one.
+TERMINAL = frozenset({TicketStatus.resolved, TicketStatus.escalated, TicketStatus.failed, TicketStatus.waiting_on_customer, TicketStatus.no_reply})
 
 # from -> allowed to. Re-entering triaging from triaging/in_progress is crash recovery:
 # a redelivered ticket whose worker died restarts its run.
@@ -32,9 +36,20 @@ TRANSITIONS: dict[TicketStatus, frozenset[TicketStatus]] = {
     TicketStatus.queued: frozenset({TicketStatus.triaging, TicketStatus.failed}),
     TicketStatus.triaging: frozenset({TicketStatus.triaging, TicketStatus.in_progress, TicketStatus.escalated, TicketStatus.failed, TicketStatus.queued}),
     TicketStatus.in_progress: frozenset(
-        {TicketStatus.triaging, TicketStatus.awaiting_approval, TicketStatus.resolved, TicketStatus.escalated, TicketStatus.failed, TicketStatus.queued}
+        {
+            TicketStatus.triaging,
+            TicketStatus.awaiting_approval,
+            TicketStatus.waiting_on_customer,
+            TicketStatus.resolved,
+            TicketStatus.escalated,
+            TicketStatus.failed,
+            TicketStatus.queued,
+        }
     ),
     TicketStatus.awaiting_approval: frozenset({TicketStatus.in_progress, TicketStatus.resolved, TicketStatus.escalated, TicketStatus.failed}),
+    # answered: resumed; a person takes it; or the customer never answered
+    TicketStatus.waiting_on_customer: frozenset({TicketStatus.queued, TicketStatus.escalated, TicketStatus.no_reply}),
+    TicketStatus.no_reply: frozenset({TicketStatus.queued}),  # a late reply resumes the question it answers
     TicketStatus.resolved: frozenset({TicketStatus.queued}),  # the customer wrote again: reopened for a new run
     TicketStatus.escalated: frozenset(),
     TicketStatus.failed: frozenset({TicketStatus.queued}),
@@ -130,3 +145,29 @@ class TicketLink(Base):
     kind: Mapped[TicketLinkKind] = mapped_column(EnumText(TicketLinkKind, 16))
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class QuestionStatus(StrEnum):
+    open = "open"  # asked; the customer has not answered
+    answered = "answered"  # a run read the customer's answer and carried on
+
+
+class Question(Base):
+    """One question put to the customer at the end of a run (which item, which variant, confirm a write, a detail the
+    request needs), with what the procedure had established (`state`: the customer, the intents, the request, the
+    candidates and the writes it proposed), so the customer's answer resumes the ticket from there: nothing already
+    known is asked again, and writes already made are not repeated (their idempotency keys hold across turns)."""
+
+    __tablename__ = "ticket_questions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    turn: Mapped[int] = mapped_column(Integer, default=1)  # 1 for the ticket's first question, 2 after one answer, ...
+    status: Mapped[QuestionStatus] = mapped_column(EnumText(QuestionStatus, 16), default=QuestionStatus.open)
+    state: Mapped[dict] = mapped_column(JSONType)
+    after_message_id: Mapped[int] = mapped_column(Integer, default=0)  # the last inbound message read when it was asked
+    answer_message_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    answered_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    reminded_at: Mapped[datetime | None] = mapped_column(nullable=True)  # the one reminder sent while it waited

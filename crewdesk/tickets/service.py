@@ -16,7 +16,7 @@ from crewdesk.db import utcnow
 from crewdesk.errors import IllegalTransition, TicketNotFound
 from crewdesk.inbound.models import InboundEvent
 from crewdesk.runs.models import CrewRun
-from crewdesk.tickets.models import TERMINAL, TRANSITIONS, Message, Ticket, TicketLink, TicketLinkKind, TicketStatus
+from crewdesk.tickets.models import TERMINAL, TRANSITIONS, Message, Question, QuestionStatus, Ticket, TicketLink, TicketLinkKind, TicketStatus
 from crewdesk.tickets.schemas import TicketIn
 
 if TYPE_CHECKING:
@@ -96,15 +96,52 @@ def add_message(
 def follow_up(*, db: Session, ticket: Ticket, body: str, author: str = "", external_id: str | None = None, meta: dict | None = None) -> tuple[Message, bool]:
     """The customer wrote again on a ticket. Returns (message, needs_run).
 
-    A resolved ticket is reopened (queued) so the crew answers the new message with the whole conversation. A ticket
+    A ticket waiting on the customer is resumed (queued): its run reads the answer against the question it asked. A
+    resolved ticket is reopened (queued) so the crew answers the new message with the whole conversation. A ticket
     not yet worked (received, queued) needs nothing more: its run will read the new message. One a human owns
     (escalated, awaiting approval) or that is being worked right now keeps its state; the message waits for them."""
     message = add_message(db=db, ticket=ticket, direction="inbound", author=author, body=body, external_id=external_id, meta=meta)
     status = ticket.status
+    if status in (TicketStatus.waiting_on_customer, TicketStatus.no_reply):
+        transition(ticket=ticket, to=TicketStatus.queued, reason="resumed: the customer answered")
+        return message, True
     if status in (TicketStatus.resolved, TicketStatus.failed):
         transition(ticket=ticket, to=TicketStatus.queued, reason="reopened: the customer wrote again")
         return message, True
     return message, False
+
+
+def open_question(*, db: Session, ticket_id: int) -> Question | None:
+    """The question the ticket waits on (the latest one asked and not yet answered), if any."""
+    return (
+        db.execute(select(Question).where(Question.ticket_id == ticket_id, Question.status == QuestionStatus.open).order_by(Question.id.desc()))
+        .scalars()
+        .first()
+    )
+
+
+def ask(*, db: Session, ticket_id: int, run_id: int | None, state: dict, after_message_id: int) -> Question:
+    """Record the question a run ends with; an earlier one still open is answered by this run (it read the thread)."""
+    turn = 1 + db.execute(select(func.count(Question.id)).where(Question.ticket_id == ticket_id)).scalar_one()
+    question = Question(ticket_id=ticket_id, run_id=run_id, turn=turn, state=state, after_message_id=after_message_id)
+    db.add(question)
+    db.flush()
+    return question
+
+
+def answers(*, db: Session, question: Question) -> list[Message]:
+    """The customer's messages after the question was asked: their answer, in order."""
+    return list(
+        db.execute(
+            select(Message)
+            .where(Message.ticket_id == question.ticket_id, Message.direction == "inbound", Message.id > question.after_message_id)
+            .order_by(Message.id)
+        ).scalars()
+    )
+
+
+def mark_answered(*, question: Question, message_id: int | None) -> None:
+    question.status, question.answer_message_id, question.answered_at = QuestionStatus.answered, message_id, utcnow()
 
 
 def last_inbound_id(*, db: Session, ticket_id: int) -> int:
@@ -321,7 +358,7 @@ def merge(*, db: Session, source: Ticket, target: Ticket, reason: str, actor: st
     # Not a crew outcome, so not through TRANSITIONS (received/queued -> resolved is no step of a run): the ticket is
     # closed as a duplicate of the thread's ticket, with no status row in the audit trail (KPIs do not count it).
     source.status, source.status_reason = TicketStatus.resolved, f"merged into ticket {target.id}: {reason}"[:2000]
-    reopened = target.status in (TicketStatus.resolved, TicketStatus.failed)
+    reopened = target.status in (TicketStatus.resolved, TicketStatus.failed, TicketStatus.waiting_on_customer, TicketStatus.no_reply)
     if reopened:
         transition(ticket=target, to=TicketStatus.queued, reason=f"reopened: ticket {source.id}'s messages joined its thread")
     db.add(TicketLink(ticket_id=source.id, other_id=target.id, kind=TicketLinkKind.merged, reason=reason[:2000]))

@@ -14,9 +14,9 @@ from crewdesk.audit.models import AuditEvent
 from crewdesk.effects import service as effects
 from crewdesk.runs import service as runs
 from crewdesk.runs.service import RunSummary
-from crewdesk.tickets.models import Message, Ticket
+from crewdesk.tickets.models import Message, Question, Ticket
 from crewdesk.tickets.schemas import TicketOutcome
-from crewdesk.tickets.service import get, lookup
+from crewdesk.tickets.service import get, lookup, open_question
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,25 @@ class TicketView:
     messages: list[Message]
     runs: list[RunSummary]
     trail: list[AuditEvent]
+    question: Question | None = None  # what the ticket waits on the customer for, when it does
+
+    def waiting_on(self) -> str:
+        """What the ticket waits on the customer for, in a line: since when, which turn, the points asked."""
+        if self.question is None:
+            return ""
+        points = "; ".join(f"{q.get('intent', '')}: {q.get('kind', '')}" for q in self.question.state.get("questions", []))
+        return f"question {self.question.turn} asked {self.question.created_at:%Y-%m-%d %H:%M} UTC, not answered yet ({points})"
 
 
 def view(*, db: Session, ref: str) -> TicketView:
     """The ticket `ref` names (see lookup) with its thread, runs and audit trail (`crewdesk show`)."""
     ticket = lookup(db=db, ref=ref)
     return TicketView(
-        ticket=ticket, messages=list(ticket.messages), runs=runs.for_ticket(db=db, ticket_id=ticket.id), trail=audit.trail(db=db, ticket_id=ticket.id)
+        ticket=ticket,
+        messages=list(ticket.messages),
+        runs=runs.for_ticket(db=db, ticket_id=ticket.id),
+        trail=audit.trail(db=db, ticket_id=ticket.id),
+        question=open_question(db=db, ticket_id=ticket.id),
     )
 
 

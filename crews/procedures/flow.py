@@ -11,6 +11,7 @@ from pydantic import PrivateAttr
 from crewdesk.connectors.base import StoreError
 from crewdesk.llm.base import CrewdeskLLM
 from crews.procedures import address, conditions, decide, facts, nearest, payment, policy, price, reading, variants, wording
+from crews.procedures.answers import Answered, key
 from crews.procedures.replies import compose
 from crews.procedures.spec import Procedures, ProcedureSpec
 from crews.procedures.state import Action, Customer, Item, Order, Outcome, ProcedureState
@@ -21,6 +22,8 @@ MAX_FALLBACK_DEPTH = 4
 # The writes on an order's items: the store takes one of them per order.
 ITEM_WRITES = frozenset({"cancel_pending_order", "modify_pending_order_items", "return_delivered_order_items", "exchange_delivered_order_items"})
 NOT_DONE = frozenset({"failed", "not_found", "ambiguous", "unclear", "confirm", "refused", "handed_over"})
+# Of those, the ones that are a question to the customer: a ticket whose every open point is one waits on their answer.
+ASKING = frozenset({"not_found", "ambiguous", "unclear", "confirm"})
 # Cancelling, returning, exchanging and changing items are one family: each item's order status decides which applies.
 ORDER_FAMILY_ORDER = decide.ORDER_OF
 ORDER_FAMILY = frozenset(ORDER_FAMILY_ORDER)
@@ -28,6 +31,17 @@ ORDER_FAMILY = frozenset(ORDER_FAMILY_ORDER)
 
 def _plan_key(chosen: dict[str, list[Item]]) -> frozenset[tuple[str, str, str]]:
     return frozenset((intent, i.order_id, i.item_id) for intent, items in chosen.items() for i in items)
+
+
+def _why(o: Outcome) -> str:
+    """One open point of a ticket, for its status reason."""
+    return (
+        f"{o.intent}: {o.kind}"
+        + (f" ({o.rule})" if o.rule else "")
+        + (f" ({o.detail['error']})" if "error" in o.detail else "")
+        + (f" ({', '.join(i.label() + ' ' + i.order_id for i in o.items)})" if o.kind == "ambiguous" else "")
+        + (f" ({o.detail['said'][:80]!r})" if o.kind == "unclear" else "")
+    )
 
 
 class ProcedureFlow(Flow[ProcedureState]):
@@ -43,15 +57,38 @@ class ProcedureFlow(Flow[ProcedureState]):
     _model_choices: str = PrivateAttr(default="confirm")  # confirm | act: what is done with items the model chose
     _ties: dict = PrivateAttr(default_factory=dict)  # order -> variant choices the customer's words leave open
     _nearest: dict = PrivateAttr(default_factory=dict)  # order -> (item, variants.Nearest): changes the customer did not ask for
+    _answer: Answered | None = PrivateAttr(default=None)  # a resumed ticket: what the customer's answer settled
+    _withdrawn: list = PrivateAttr(default_factory=list)  # proposals the customer said no to: left as they are
 
     @classmethod
     def build(
-        cls, *, gate: Gate, llm: CrewdeskLLM, procedures: Procedures, raw_text: str, arbiter: str = "reader", model_choices: str = "confirm"
+        cls,
+        *,
+        gate: Gate,
+        llm: CrewdeskLLM,
+        procedures: Procedures,
+        raw_text: str,
+        arbiter: str = "reader",
+        model_choices: str = "confirm",
+        answer: Answered | None = None,
     ) -> ProcedureFlow:
+        """answer: the ticket is resumed; the customer answered the question its last run asked (crews/procedures/answers.py)."""
         flow = cls(suppress_flow_events=True)  # the audit records decisions, tool calls and outcomes, not flow lifecycle noise
         flow._gate, flow._llm, flow._procedures, flow._raw_text, flow._arbiter = gate, llm, procedures, raw_text, arbiter
-        flow._model_choices = model_choices
+        flow._model_choices, flow._answer = model_choices, answer
         return flow
+
+    def _confirmed(self, items: list[Item]) -> bool:
+        """The customer said yes to these items (a resumed ticket's answer to our confirmation)."""
+        return self._answer is not None and bool(items) and all(key(i) in self._answer.yes for i in items)
+
+    def _declined(self, intent: str, items: list[Item], tool: str) -> bool:
+        """The customer said no to this proposal: it is left as it is, said so in the reply, and not asked again."""
+        if self._answer is None or not items or not all(key(i) in self._answer.no for i in items):
+            return False
+        self._gate.audit(kind="decision", name="customer_declined", actor="procedure", arguments={"tool": tool, "items": [i.label() for i in items]})
+        self._withdrawn.append(Outcome(intent=intent, kind="withdrawn", items=items, detail={"tool": tool}))
+        return True
 
     def _specs(self) -> list[ProcedureSpec]:
         return [self._procedures.by_intent[intent] for intent in self.state.intents]
@@ -61,9 +98,17 @@ class ProcedureFlow(Flow[ProcedureState]):
         specs = self._specs()
         reader = next((s for s in specs if s.choose != "none"), specs[0])  # a role that may read the store (not the hand-over's)
         lookup = facts.Lookup(self._gate, reader.role)
+        # A resumed ticket proves the customer again, from the same request (each run's gate binds only what it proved);
+        # someone else than the customer the question was put to is nobody this conversation knows.
         found = facts.identify(lookup, text=self.state.text, raw_text=self._raw_text, channel_customer=self.state.channel_customer)
+        if found is not None and self._answer is not None and self._answer.user_id and found[0] != self._answer.user_id:
+            self._gate.audit(kind="decision", name="customer_changed", actor="procedure", arguments={"asked": self._answer.user_id, "found": found[0]})
+            found = None
         if found is not None:
-            self.state.customer = facts.load_customer(lookup, user_id=found[0], how=found[1])
+            customer = facts.load_customer(lookup, user_id=found[0], how=found[1])
+            if self._answer is not None and self._answer.written:  # an order this ticket already wrote is settled: not planned again
+                customer = customer.model_copy(update={"orders": [o for o in customer.orders if o.order_id not in self._answer.written]})
+            self.state.customer = customer
 
     @router(identify)
     def known(self) -> str:
@@ -101,6 +146,7 @@ class ProcedureFlow(Flow[ProcedureState]):
                 self._answer_status(spec)
             elif spec.tool == "transfer_to_human_agents" and not any(o.kind == "handed_over" for o in self.state.outcomes):
                 self._hand_over(spec, "The customer asked for a person.")
+        self.state.outcomes.extend(self._withdrawn)
         self.state.outcomes.extend(self._uncovered(specs))
 
     # Which procedures carry out each kind of request the reader finds in a clause.
@@ -176,13 +222,20 @@ class ProcedureFlow(Flow[ProcedureState]):
         held = [s for s in reading.conditional_requests(body, vocabulary, language) if not any(p in s for p in priced)]
         if not held:
             return plan
+        planned = [i for o in plan if o.kind == "planned" and o.action is not None for i in o.action.items]
+        if self._confirmed(planned):  # asked under that condition, the customer said yes: it is written
+            return plan
+        if planned and all(
+            self._declined(o.intent, o.action.items, o.action.tool) for o in plan if o.kind == "planned" and o.action is not None
+        ):  # and they said no: nothing is written
+            return [o for o in plan if o.kind != "planned"]
         self._gate.audit(kind="decision", name="unchecked_condition", actor="procedure", arguments={"said": [s[:120] for s in held]})
         intent = plan[0].intent if plan else ""
         out = [Outcome(intent=intent, kind="unclear", detail={"said": s, "why": "condition"}) for s in held]
         for outcome in plan:
             action = outcome.action
             if outcome.kind == "planned" and action is not None:
-                out.append(Outcome(intent=outcome.intent, kind="confirm", items=action.items, detail={"tool": action.tool}))
+                out.append(Outcome(intent=outcome.intent, kind="confirm", items=action.items, action=action, detail={"tool": action.tool}))
             else:
                 out.append(outcome)
         return out
@@ -202,7 +255,9 @@ class ProcedureFlow(Flow[ProcedureState]):
         for spec in specs:
             if spec.tool == "modify_pending_order_address":
                 orders, by_model = address.orders_to_change(llm=self._llm, text=raw, customer=customer, new=new, source=source)
-                if by_model and self._model_choices == "confirm" and orders:
+                if by_model and any(self._declined(spec.intent, list(o.items), spec.tool) for o in orders):
+                    continue
+                if by_model and self._model_choices == "confirm" and orders and not self._confirmed([i for o in orders for i in o.items]):
                     # the customer's words did not say which pending order: the model's reading is put to them, as for items
                     self._gate.audit(kind="decision", name="model_choice_confirm", actor="procedure", arguments={"orders": [o.order_id for o in orders]})
                     plan.extend(Outcome(intent=spec.intent, kind="confirm", items=list(o.items), detail={"tool": spec.tool}) for o in orders)
@@ -320,8 +375,15 @@ class ProcedureFlow(Flow[ProcedureState]):
         if not any(chosen.values()) and not plan:  # nothing read: the rules of decide.py, and the model for what they leave
             said = f"{prefer} {text}".strip()
             chosen = decide.assign(llm=self._llm, text=said, customer=customer, procedures=specs, scoped=scope is not None, prefer=prefer)
-            if self._model_choices == "confirm" and _plan_key(chosen) != _plan_key(
-                decide.assign(llm=decide.RulesOnly(), text=said, customer=customer, procedures=specs, scoped=scope is not None, prefer=prefer)
+            for intent, items in chosen.items():  # the ones the customer said no to when asked are left out, and said so
+                declined = [i for i in items if self._answer is not None and key(i) in self._answer.no]
+                if declined and self._declined(intent, declined, self._procedures.by_intent[intent].tool or ""):
+                    chosen[intent] = [i for i in items if i not in declined]
+            if (
+                self._model_choices == "confirm"
+                and not self._confirmed([i for v in chosen.values() for i in v])
+                and _plan_key(chosen)
+                != _plan_key(decide.assign(llm=decide.RulesOnly(), text=said, customer=customer, procedures=specs, scoped=scope is not None, prefer=prefer))
             ):
                 # the model read items the customer described: its reading is put to the customer, not written
                 self._gate.audit(kind="decision", name="model_choice_confirm", actor="procedure", arguments={"chosen": sorted(map(str, _plan_key(chosen)))})
@@ -333,6 +395,8 @@ class ProcedureFlow(Flow[ProcedureState]):
         elif scope is None:  # what the reader could not place, quoted back as a question
             plan += [Outcome(intent=specs[0].intent, kind="unclear", detail={"said": said}) for said in self._unresolved]
         if not any(chosen.values()):
+            if self._withdrawn and scope is None:  # the customer said no to what was proposed: nothing is left to find
+                return plan
             return plan or [Outcome(intent=specs[0].intent, kind="not_found", detail={"what": "items"}, items=list(scope or []))]
         for spec in specs:
             plan.extend(self._plan_items(spec, chosen.get(spec.intent, []), text=text, prefer=prefer))
@@ -357,6 +421,11 @@ class ProcedureFlow(Flow[ProcedureState]):
                 left.append(said)
                 continue
             self._gate.audit(kind="decision", name="named_by_meaning", actor="procedure", arguments={"said": said[:120], "items": [i.label() for i in items]})
+            if self._confirmed(items):  # put to the customer on an earlier turn, and they said yes
+                met.extend(self._plan_items(offered[intent], items, text=said, prefer=""))
+                continue
+            if self._declined(intent, items, offered[intent].tool or ""):
+                continue
             met.append(Outcome(intent=intent, kind="confirm", items=items, detail={"tool": offered[intent].tool}))
         self._unresolved = left
         return met
@@ -370,9 +439,26 @@ class ProcedureFlow(Flow[ProcedureState]):
         self._about.update(read.about)
         asked = []
         self._unresolved = list(read.unresolved)  # clauses that ask, with no item found: asked about if nothing else reads them
+        answered: list[Item] = []
         for items in read.ambiguous:
+            mine = [i for i in items if self._answer is not None and key(i) in self._answer.picked]
+            if mine:  # asked which on an earlier turn: the customer's answer says
+                self._gate.audit(
+                    kind="decision",
+                    name="ambiguous",
+                    actor="procedure",
+                    arguments={"items": [i.label() for i in items]},
+                    result={"picked": [i.label() for i in mine]},
+                )
+                answered.extend(mine)
+                continue
             self._gate.audit(kind="decision", name="ambiguous", actor="procedure", arguments={"items": [i.label() for i in items]}, result={"asked": True})
             asked.append(Outcome(intent=specs[0].intent, kind="ambiguous", items=items))
+        if answered:
+            keep = {key(i) for i in answered}
+            scoped = customer.model_copy(update={"orders": [o.model_copy(update={"items": [i for i in o.items if key(i) in keep]}) for o in customer.orders]})
+            for intent, items in decide.assign(llm=decide.RulesOnly(), text=text, customer=scoped, procedures=specs, scoped=True).items():
+                read.chosen.setdefault(intent, []).extend(i for i in items if key(i) not in {key(j) for j in read.chosen.get(intent, [])})
         rules = decide.assign(llm=decide.RulesOnly(), text=text, customer=customer, procedures=specs)
         clauses, by_rules = _plan_key(read.chosen), _plan_key(rules)
         if clauses == by_rules or not by_rules:
@@ -533,8 +619,14 @@ class ProcedureFlow(Flow[ProcedureState]):
                 vocabulary=self._procedures.vocabulary,
                 ticket=text,
             )
-            if isinstance(new, list):
+            if isinstance(new, list) and self._answer is not None and len(mine := [v for v in new if key(v) in self._answer.picked]) == 1:
+                pairs.append((item, mine[0]))  # the variant the customer chose when asked which
+            elif isinstance(new, list):
                 self._ties.setdefault(order.order_id, []).append(new)
+            elif isinstance(new, variants.Nearest) and self._confirmed([new.item]):
+                pairs.append((item, new.item))  # the nearest variant, put to the customer, and they said yes
+            elif isinstance(new, variants.Nearest) and self._declined(spec.intent, [new.item], spec.tool or ""):
+                continue
             elif isinstance(new, variants.Nearest):
                 self._nearest.setdefault(order.order_id, []).append((item, new))
             elif new is None:
@@ -720,17 +812,11 @@ class ProcedureFlow(Flow[ProcedureState]):
         kinds = {o.kind for o in self.state.outcomes}
         if "pending_approval" in kinds:
             self.state.status, self.state.reason = "awaiting_approval", "a write waits for a person's approval"
+        elif kinds & NOT_DONE and kinds & NOT_DONE <= ASKING:  # every open point is a question to the customer: wait for the answer
+            self.state.status, self.state.reason = "waiting_on_customer", "; ".join(_why(o) for o in self.state.outcomes if o.kind in NOT_DONE)
+            self.state.questions = [o for o in self.state.outcomes if o.kind in ASKING]
         elif kinds & NOT_DONE:
-            why = [
-                f"{o.intent}: {o.kind}"
-                + (f" ({o.rule})" if o.rule else "")
-                + (f" ({o.detail['error']})" if "error" in o.detail else "")
-                + (f" ({', '.join(i.label() + ' ' + i.order_id for i in o.items)})" if o.kind == "ambiguous" else "")
-                + (f" ({o.detail['said'][:80]!r})" if o.kind == "unclear" else "")
-                for o in self.state.outcomes
-                if o.kind in NOT_DONE
-            ]
-            self.state.status, self.state.reason = "escalated", "; ".join(why)
+            self.state.status, self.state.reason = "escalated", "; ".join(_why(o) for o in self.state.outcomes if o.kind in NOT_DONE)
         else:
             self.state.status = "resolved"
 

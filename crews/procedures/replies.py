@@ -116,6 +116,9 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
         elif outcome.kind == "not_found":
             what = outcome.detail.get("what", "request")
             lines.append(say("not_found", **{**facts, "what": say(f"what.{what}", **facts) if what in replies["what"] else what}))
+        elif outcome.kind == "withdrawn":  # a proposal the customer said no to
+            items = ", ".join(f"{item.label()} ({item.order_id})" for item in outcome.items)
+            lines.append(say("withdrawn", action=say(f"actions.{outcome.detail['tool']}"), items=items))
         elif outcome.kind == "handed_over":
             lines.append(say("handoff"))
     lines.append(say("closing"))

@@ -65,7 +65,7 @@ class Outcome(BaseModel):
     intent: str
     kind: str = Field(
         description="planned | done | refused | declined | failed | pending_approval | answered | not_found | ambiguous | unclear | confirm "
-        "| handed_over (declined: refused, and the customer said to leave it then; ambiguous: several items fit, the customer is asked "
+        "| handed_over | withdrawn (withdrawn: a proposal the customer said no to when asked; declined: refused, and the customer said to leave it then; ambiguous: several items fit, the customer is asked "
         "which; unclear: a request no item was found for, or one nothing was done about, quoted back to the customer; confirm: items "
         "the model chose, put to the customer before anything is written)"
     )
@@ -88,3 +88,4 @@ class ProcedureState(BaseModel):
     reply: str = ""
     status: str = ""
     reason: str = ""
+    questions: list[Outcome] = Field(default_factory=list, description="waiting on the customer: the points put to them")

@@ -157,6 +157,7 @@ class Vocabulary:
     related: Terms  # "everything related to gaming": a blanket word narrowed by what follows
     reasons: dict[str, Terms]  # mistake | no_longer
     price: dict[str, Terms]  # more | less | nothing
+    answers: dict[str, Terms]  # yes | no | first | second | third | fourth: a customer's answer to our question
 
 
 KINDS = ("cancel", "return", "change", "keep", "payment", "question")
@@ -189,11 +190,16 @@ SECTIONS = (
     "related",
     "reasons",
     "price",
+    "answers",
 )
 
 
 def _by_language(entry: Any) -> dict[str, list[str]]:
-    return {lang: [str(term) for term in (entry or {}).get(lang, [])] for lang in LANGUAGES}
+    terms = {lang: list((entry or {}).get(lang, [])) for lang in LANGUAGES}
+    unquoted = [t for found in terms.values() for t in found if isinstance(t, bool)]
+    if unquoted:  # YAML reads a bare yes, no, on or off as a boolean: the word would be lost as "True" or "False"
+        raise ValueError(f"vocabulary.yaml: a term was read as the boolean {unquoted[0]}; quote the word")
+    return {lang: [str(term) for term in found] for lang, found in terms.items()}
 
 
 def parse(data: dict[str, Any]) -> Vocabulary:
@@ -231,6 +237,7 @@ def parse(data: dict[str, Any]) -> Vocabulary:
         related=Terms(_by_language(data["related"])),
         reasons={reason: Terms(_by_language(entry), fuzzy=True) for reason, entry in (data["reasons"] or {}).items()},
         price={part: Terms(_by_language(entry)) for part, entry in (data["price"] or {}).items()},
+        answers={part: Terms(_by_language(entry)) for part, entry in (data["answers"] or {}).items()},
     )
 
 

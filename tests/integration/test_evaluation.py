@@ -147,3 +147,52 @@ def test_a_ticket_set_is_scored_by_the_store_it_leaves_and_names_what_differs(se
     assert [json.loads(line)["task_id"] for line in journal.read_text().splitlines()] == ["right", "wrong", "none-due"]
     again = run_set(pipeline=pipeline, session_factory=session_factory, rows=rows, name="set", journal=journal)  # resumes: nothing runs again
     assert [t.task_id for t in again.trials] == ["right", "wrong", "none-due"] and journal.read_text().count("\n") == 3
+
+
+class ScriptedCustomer:
+    """The conversation protocol's simulated customer, scripted: its first message, then its answers in order (the real
+    one is an LLM on an OpenAI-compatible endpoint, crews/eval_conversation.ChatSimulator)."""
+
+    def __init__(self, first: str, *answers: str) -> None:
+        self.opening, self.answers, self.threads = first, list(answers), []
+
+    def first(self, task):
+        return self.opening
+
+    def answer(self, task, thread):
+        self.threads.append(thread)
+        return self.answers.pop(0) if self.answers else None
+
+
+def test_the_conversation_protocol_answers_the_question_in_the_thread_and_scores_the_end_state(settings, session_factory):
+    """A task whose customer has two smart watches in one order: the ticket asks which, the simulated customer answers
+    in the thread, the return is written, and the end state matches the reference (one return, the black watch)."""
+    task = {
+        "id": "conv-1",
+        "user_scenario": {
+            "instructions": {
+                "reason_for_call": "You want to return one of your two smart watches (the black one: do not reveal which until the agent asks).",
+                "known_info": "amelia.patel6926@example.com",
+            }
+        },
+        "evaluation_criteria": {
+            "actions": [
+                {
+                    "name": "return_delivered_order_items",
+                    "arguments": {"order_id": "#W6497157", "item_ids": ["9320099340"], "payment_method_id": "gift_card_3751659"},
+                }
+            ]
+        },
+    }
+    settings = settings.model_copy(update={"procedures": True, "approval_threshold_usd": -1.0})
+    pipeline = Pipeline(settings=settings, session_factory=session_factory, llm_factory=LLMFactory(settings), router=StandInRouter("return_items"))
+    customer = ScriptedCustomer("Hi, I'd like to return my smart watch. My e-mail is amelia.patel6926@example.com.", "The black one.")
+    report = run_eval(pipeline=pipeline, tasks=[task], trials=1, split="train", use_oracle=False, run_tag="c", simulator=customer)
+    (trial,) = report.trials
+    assert trial.success and trial.status == "resolved" and trial.turns == 2
+    ((first, question),) = [t[:2] for t in customer.threads]
+    assert first == ("customer", customer.opening) and question[0] == "support" and "Which one" in question[1]
+    assert report.summary()["customer_messages_per_ticket"] == 2
+
+    ticket_only = run_eval(pipeline=pipeline, tasks=[task], trials=1, split="train", use_oracle=False, run_tag="t")
+    assert not ticket_only.trials[0].success and ticket_only.trials[0].status == "waiting_on_customer"  # one ticket cannot answer

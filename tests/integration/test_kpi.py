@@ -174,17 +174,21 @@ def test_kpi_command_prints_the_figures_and_writes_html_with_charts(known_ticket
     assert shown.returncode == 0, shown.stderr
     out = shown.stdout
     assert "finished: 6" in out
-    # all: finished, resolved, automated, first-contact, escalation, p50, p95, cost per resolved
-    rows = {cells[0]: cells[1:] for line in out.splitlines() if (cells := [c.strip() for c in line.strip("│┃ ").split("│")]) and len(cells) == 9}
-    assert rows["all"] == ["6", "4", "50.0%", "33.3%", "16.7%", "3.5 min", "91.7 min", "$0.0220"]
-    assert rows["email"] == ["2", "2", "100.0%", "50.0%", "0.0%", "3.0 min", "4.8 min", "$0.0160"]
+    # all: finished, resolved, automated, first-contact, escalation, waiting on customer, questions per resolution,
+    # time waiting p50, handle p50, p95, cost per resolved
+    rows = {cells[0]: cells[1:] for line in out.splitlines() if (cells := [c.strip() for c in line.strip("│┃ ").split("│")]) and len(cells) == 12}
+    assert rows["all"] == ["6", "4", "50.0%", "33.3%", "16.7%", "0", "0.00", "-", "3.5 min", "91.7 min", "$0.0220"]
+    assert rows["email"] == ["2", "2", "100.0%", "50.0%", "0.0%", "0", "0.00", "-", "3.0 min", "4.8 min", "$0.0160"]
     assert rows["jira"][:5] == ["2", "1", "0.0%", "50.0%", "50.0%"] and rows["jira"][-1] == "$0.0360"
-    assert rows["2025-03-05"] == ["1", "0", "0.0%", "0.0%", "0.0%", "30.0 s", "30.0 s", "-"]
+    assert rows["2025-03-05"] == ["1", "0", "0.0%", "0.0%", "0.0%", "0", "-", "-", "30.0 s", "30.0 s", "-"]
     assert rows["none"][:2] == ["1", "0"] and rows["billing"][:2] == ["3", "3"]
 
     html = page.read_text()
     assert html.count("<svg") == 3 and "<script" not in html and "http://" not in html.replace("http://www.w3.org/2000/svg", "")
-    assert "<tr><th>all</th><td>6</td><td>4</td><td>50.0%</td><td>33.3%</td><td>16.7%</td><td>3.5 min</td><td>91.7 min</td><td>$0.0220</td></tr>" in html
+    assert (
+        "<tr><th>all</th><td>6</td><td>4</td><td>50.0%</td><td>33.3%</td><td>16.7%</td><td>0</td><td>0.00</td><td>-</td><td>3.5 min</td>"
+        "<td>91.7 min</td><td>$0.0220</td></tr>"
+    ) in html
     assert "<tr><th>2025-03-03</th><td>3</td><td>2</td><td>66.7%</td><td>33.3%</td><td>33.3%</td>" in html
     assert "2025-03-03 automated resolution: 66.7% of 3" in html and "2025-03-03 escalation: 33.3% of 3" in html
     svg = chart.read_text()
@@ -192,3 +196,31 @@ def test_kpi_command_prints_the_figures_and_writes_html_with_charts(known_ticket
 
     bad = subprocess.run([CREWDESK, "kpi", "--since", "yesterday"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not an ISO date" in bad.stderr
+
+
+def test_questions_to_the_customer_count_as_waiting_replies_needed_and_time_waited(session_factory):
+    """A ticket waiting on the customer counts among the finished (no run acts on it) and as waiting; a resolution that
+    needed two answers counts two questions; the time waited is question to answer (to now while open)."""
+    from crewdesk.tickets.models import Question
+
+    with transaction(session_factory) as db:
+        done = make(db, "Q1", source="api", category="billing", status="resolved", created=D1, inbound=3, outbound=3, statuses=(("resolved", 900),))
+        waits = make(db, "Q2", source="api", category="billing", status="waiting_on_customer", created=D1, statuses=(("waiting_on_customer", 20),))
+        for turn, (opened, answered) in enumerate(((60, 180), (300, 420)), start=1):
+            db.add(
+                Question(
+                    ticket_id=done,
+                    turn=turn,
+                    status="answered",
+                    state={},
+                    created_at=D1 + timedelta(seconds=opened),
+                    answered_at=D1 + timedelta(seconds=answered),
+                )
+            )
+        db.add(Question(ticket_id=waits, turn=1, status="open", state={}, created_at=datetime.now(UTC) - timedelta(hours=1)))
+    with session_factory() as db:
+        total = kpi.report(db=db, since=SINCE).total
+    assert (total.finished, total.resolved, total.waiting) == (2, 1, 1)
+    assert total.questions_per_resolution == pytest.approx(2.0)
+    assert sorted(total.waited_seconds)[0] == pytest.approx(240.0) and sorted(total.waited_seconds)[1] == pytest.approx(3600.0, abs=60)
+    assert total.first_contact == 0  # three messages each way: no first-contact resolution

@@ -158,8 +158,8 @@ def test_by_default_the_models_reading_is_put_to_the_customer_before_anything_is
         model_choices="confirm",
     )
     assert order(store, DELIVERED) == before and not any(kind == "effect" for kind, _ in audit)
-    assert outcome.status == "escalated" and "confirm" in outcome.escalation_reason
-    assert ("decision", "model_choice_confirm") in audit
+    assert outcome.status == "waiting_on_customer"
+    assert ("decision", "model_choice_confirm") in audit and ("conversation", "asked") in audit
     assert "bestätigen" in reply and "Smart Watch" in reply and "Wristwatch" in reply and "Dumbbell" not in reply
 
 
@@ -325,7 +325,7 @@ def test_a_written_address_goes_on_the_pending_order_and_the_account(settings, s
 def test_an_address_nobody_can_tell_is_asked_for_and_nothing_changes(settings, store, make_ticket):
     before = order(store, PENDING)
     outcome, reply, audit = run(settings, store, make_ticket, "Please change the shipping address of my order to my new place.", "modify_order", customer=EMAIL)
-    assert outcome.status == "escalated" and order(store, PENDING) == before
+    assert outcome.status == "waiting_on_customer" and order(store, PENDING) == before
     assert "write it out in full" in reply and not any(kind == "effect" for kind, _ in audit)
 
 

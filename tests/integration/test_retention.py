@@ -24,7 +24,7 @@ def _remembered(store: LanceBackend) -> list[int]:
 
 def test_beat_schedules_the_purge_only_when_there_is_memory_to_purge(tmp_path):
     def schedule(**fields):  # the reconciler runs on every beat; what is asserted here is the rest
-        return beat_schedule(Settings(home=tmp_path, reconcile_seconds=0, **fields))
+        return beat_schedule(Settings(home=tmp_path, reconcile_seconds=0, conversation_sweep_seconds=0, **fields))
 
     on = schedule(memory_backend="lance", memory_purge_hours=6)
     assert on == {"purge-memory": {"task": "crewdesk.purge_memory", "schedule": 21600.0, "options": {"expires": 21600.0}}}
@@ -34,7 +34,13 @@ def test_beat_schedules_the_purge_only_when_there_is_memory_to_purge(tmp_path):
     both = schedule(imap_host="127.0.0.1", imap_poll_seconds=30)
     assert set(both) == {"poll-mailbox", "purge-memory"} and both["poll-mailbox"]["schedule"] == 30.0
     default = beat_schedule(Settings(home=tmp_path, memory_backend="off"))
-    assert default == {"reconcile": {"task": "crewdesk.reconcile", "schedule": 60.0, "options": {"expires": 60.0}}}
+    assert default == {
+        "reconcile": {"task": "crewdesk.reconcile", "schedule": 60.0, "options": {"expires": 60.0}},
+        "conversations": {"task": "crewdesk.remind_waiting", "schedule": 900.0, "options": {"expires": 900.0}},
+    }
+    assert "conversations" not in beat_schedule(
+        Settings(home=tmp_path, memory_backend="off", conversation_remind_after_hours=0, conversation_close_after_hours=0)
+    )
 
 
 def test_the_purge_task_erases_only_what_is_past_retention(tmp_path):

@@ -40,10 +40,14 @@ def test_illegal_transitions_raise(start, to):
 
 
 def test_terminal_states_leave_only_by_requeue():
-    """Escalated belongs to a human. Failed is requeued by a retry; resolved by the customer writing again."""
-    assert {TicketStatus.resolved, TicketStatus.escalated, TicketStatus.failed} == TERMINAL
+    """Escalated belongs to a human. Failed is requeued by a retry; resolved by the customer writing again; a ticket
+    waiting on the customer by their answer (or a person takes it, or it closes unanswered, and a late answer resumes it)."""
+    assert {TicketStatus.resolved, TicketStatus.escalated, TicketStatus.failed, TicketStatus.waiting_on_customer, TicketStatus.no_reply} == TERMINAL
     assert TRANSITIONS[TicketStatus.escalated] == frozenset()
     assert TRANSITIONS[TicketStatus.failed] == TRANSITIONS[TicketStatus.resolved] == {TicketStatus.queued}
+    assert TRANSITIONS[TicketStatus.waiting_on_customer] == {TicketStatus.queued, TicketStatus.escalated, TicketStatus.no_reply}
+    assert TRANSITIONS[TicketStatus.no_reply] == {TicketStatus.queued}
+    assert TicketStatus.waiting_on_customer in TRANSITIONS[TicketStatus.in_progress]
 
 
 def test_jsonl_rows_carry_line_numbers_and_reasons():

@@ -1,0 +1,119 @@
+"""The customer's answer to the question a run ended with (a ticket waiting on the customer), read against that
+question's own choices: the items or variants we listed, the writes we proposed. Nothing outside those choices can be
+picked: an answer is grounded in what we asked, never read as a new free-form request for those points.
+
+What an answer settles (`Answered`): the items the customer confirmed (yes, or "only the lamp": the ones they name of
+those proposed), the ones they declined, and the item or variant they picked where we asked which. The procedure flow
+runs again on the ticket's request with these settled (crews/procedures/flow.py `_answer`); what the answer leaves open
+is asked again, and after the turns allowed a person takes the ticket."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from crews.procedures import decide, reading
+from crews.procedures.state import Item, Outcome
+from crews.procedures.wording import Vocabulary, words
+
+ORDINALS = ("first", "second", "third", "fourth")
+
+
+def key(item: Item) -> tuple[str, str]:
+    """An item (or a variant offered for it) as the answer speaks of it: its order and its item id."""
+    return (item.order_id, item.item_id)
+
+
+@dataclass
+class Answered:
+    """What the customer's answer settled, for the flow's next run of the same ticket."""
+
+    text: str  # the answer as written (PII tokens in place of personal data)
+    yes: set[tuple[str, str]] = field(default_factory=set)  # proposed items they confirmed
+    no: set[tuple[str, str]] = field(default_factory=set)  # proposed items they declined
+    picked: set[tuple[str, str]] = field(default_factory=set)  # where asked which: the item or variant they chose
+    user_id: str = ""  # the customer the question was put to: the resumed run must prove the same one
+    written: set[str] = field(default_factory=set)  # orders this ticket already wrote: settled, not planned again
+    polarity: str | None = None  # "yes" | "no" | "mixed" (both) | None (neither)
+
+    @property
+    def settled_anything(self) -> bool:
+        return bool(self.yes or self.no or self.picked)
+
+
+def polarity(text: str, vocabulary: Vocabulary, language: str | None) -> str | None:
+    """yes or no when the answer says one of them (its first sentence decides: "No. Yes, the lamp only" is a no with a
+    correction, read by the items it names); "mixed" when it says both; None when it says neither."""
+    first = re.split(r"(?<=[.!?\n])\s+", text.strip(), maxsplit=1)[0] if text.strip() else ""
+    said = words(first)
+    yes, no = vocabulary.answers["yes"].found(said, language), vocabulary.answers["no"].found(said, language)
+    if yes and no:
+        return "mixed"  # "yes, but not the kettle": which part is which is not read here
+    if yes or no:
+        return "yes" if yes else "no"
+    return None
+
+
+def _ordinal(text: str, candidates: list[Item], vocabulary: Vocabulary, language: str | None) -> list[Item]:
+    said = words(text)
+    hit = [n for n, name in enumerate(ORDINALS) if name in vocabulary.answers and vocabulary.answers[name].found(said, language)]
+    return [candidates[hit[0]]] if len(hit) == 1 and hit[0] < len(candidates) else []
+
+
+def pick(text: str, candidates: list[Item], vocabulary: Vocabulary, language: str | None) -> list[Item]:
+    """The candidates the answer names: by an order number only some of them are in, a product name only some of them
+    have, option values that tell them apart ("the black one"), or their place in our list ("the second one")."""
+    if not candidates:
+        return []
+    orders = decide.named_orders(text) & {c.order_id for c in candidates}
+    if orders and len(orders) < len({c.order_id for c in candidates}):
+        return [c for c in candidates if c.order_id in orders]
+    named = decide.mentioned_items(candidates, text)
+    if named and len(named) < len(candidates):
+        return named
+    scores = []
+    for candidate in candidates:
+        score = 0
+        for option, value in candidate.options.items():
+            if all(c.options.get(option) == value for c in candidates):
+                continue  # a value every candidate has tells none apart
+            if value in reading.option_values(text, option, language):
+                score += 1
+        scores.append(score)
+    best = max(scores)
+    if best > 0:
+        return [c for c, s in zip(candidates, scores, strict=True) if s == best]
+    return _ordinal(text, candidates, vocabulary, language)
+
+
+def read(
+    text: str,
+    questions: list[Outcome],
+    vocabulary: Vocabulary,
+    language: str | None,
+    *,
+    user_id: str = "",
+    written: set[str] | None = None,
+) -> Answered:
+    """What the answer settles for each question asked: a confirmation is answered by yes or no, or by naming the items
+    of it they do want; a choice ("which one?") by naming one of the choices; other questions (a detail the request
+    lacked) by what the answer says, which the next run reads beside the request."""
+    answer = Answered(text=text, user_id=user_id, written=set(written or ()), polarity=polarity(text, vocabulary, language))
+    for question in questions:
+        items = list(question.items)
+        if question.kind == "confirm":
+            if answer.polarity == "mixed":  # settles nothing: asked again, or a person reads it
+                continue
+            named = pick(text, items, vocabulary, language) if len(items) > 1 else []
+            if named and (answer.polarity != "no" or len(named) < len(items)):
+                answer.yes |= {key(i) for i in named}  # "only the lamp", "yes, the lamp and the kettle"
+                answer.no |= {key(i) for i in items if i not in named}
+            elif answer.polarity == "yes":
+                answer.yes |= {key(i) for i in items}
+            elif answer.polarity == "no":
+                answer.no |= {key(i) for i in items}
+        elif question.kind == "ambiguous":
+            named = pick(text, items, vocabulary, language)
+            if len(named) == 1 or (named and len({i.product_id for i in named}) == len(named)):
+                answer.picked |= {key(i) for i in named}
+    return answer

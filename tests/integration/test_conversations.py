@@ -1,0 +1,294 @@
+"""Conversations on the real PostgreSQL store: a procedure that needs the customer's answer (which item, confirm what
+the model read, a variant that changes more than they asked) ends its run with one question and the ticket waits on the
+customer; their answer resumes the same ticket from the state the question recorded, and a write is made exactly once.
+
+The model is the scripted one (tests/integration/test_procedures.py's Planned) and the router a stand-in: the model
+cannot run here fast enough for a test, and the routers have their own tests."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from crewdesk.api.app import create_app
+from crewdesk.audit.models import AuditEvent
+from crewdesk.db import transaction
+from crewdesk.effects.models import ToolEffect
+from crewdesk.llm.factory import LLMFactory
+from crewdesk.tickets import service as tickets
+from crewdesk.tickets import views
+from crewdesk.tickets.models import Question, Ticket, TicketStatus
+from crews.pipeline import Pipeline
+from tests.integration.test_email_imap import dovecot, mail_settings, smtp  # noqa: F401  (fixtures: a real dovecot and aiosmtpd)
+from tests.integration.test_procedures import DELIVERED, EMAIL, Planned, StandInRouter, keep_the_dumbbells, order
+
+AMELIA = "amelia.patel6926@example.com"  # #W6497157, delivered: two Smart Watches (silver leather AMOLED, black leather AMOLED)
+AMELIA_ORDER = "#W6497157"
+AVA = "ava.nguyen3664@example.com"  # the same Smart Watch variant in two delivered orders
+AVA_ORDERS = ("#W1504875", "#W9126675")
+
+
+class Conversation:
+    """One ticket through the pipeline, turn by turn: the customer writes, the pipeline runs."""
+
+    def __init__(self, settings, store, make_ticket, *intents, plan=None, **overrides) -> None:
+        self.settings = settings.model_copy(update={"procedures": True, "approval_threshold_usd": -1.0, "model_choices": "confirm", **overrides})
+        self.store = store
+        self.plan = plan or Planned()
+        self.pipeline = Pipeline(
+            settings=self.settings, session_factory=store, llm_factory=LLMFactory(self.settings, responder=self.plan), router=StandInRouter(*intents)
+        )
+        self.make_ticket = make_ticket
+        self.ticket_id = 0
+
+    def start(self, text: str, customer: str):
+        self.ticket_id = self.make_ticket(text, customer=customer)
+        return self.pipeline.process(self.ticket_id)
+
+    def answer(self, text: str):
+        with transaction(self.store) as db:
+            _message, needs_run = tickets.follow_up(db=db, ticket=tickets.get(db=db, ticket_id=self.ticket_id, lock=True), body=text, author="customer")
+        assert needs_run  # a ticket waiting on the customer goes back on the queue with their answer
+        return self.pipeline.process(self.ticket_id)
+
+    @property
+    def reply(self) -> str:
+        with self.store() as db:
+            ticket = db.get(Ticket, self.ticket_id)
+            return ticket.resolution["customer_reply"] if ticket and ticket.resolution else ""
+
+    def audit(self) -> list[tuple[str, str]]:
+        with self.store() as db:
+            return [(e.kind, e.name) for e in db.execute(select(AuditEvent).where(AuditEvent.ticket_id == self.ticket_id).order_by(AuditEvent.id)).scalars()]
+
+    def effects(self) -> list[str]:
+        with self.store() as db:
+            return list(db.execute(select(ToolEffect.tool).where(ToolEffect.ticket_id == self.ticket_id).order_by(ToolEffect.id)).scalars())
+
+    def questions(self) -> list[tuple[int, str]]:
+        with self.store() as db:
+            return [(q.turn, q.status) for q in db.execute(select(Question).where(Question.ticket_id == self.ticket_id).order_by(Question.id)).scalars()]
+
+
+WRIST_DE = "Bitte nehmen Sie die zwei Dinge zurück, die ich am Handgelenk trage, aus meiner letzten Lieferung."
+
+
+def test_what_the_model_read_is_confirmed_and_the_yes_writes_it_exactly_once(settings, store, make_ticket):
+    talk = Conversation(settings, store, make_ticket, "return_items", plan=Planned(assign_items=keep_the_dumbbells))
+    before = order(store, DELIVERED)
+    first = talk.start(WRIST_DE, EMAIL)
+    assert first.status == TicketStatus.waiting_on_customer, talk.reply
+    assert "bestätigen" in talk.reply and "Smart Watch" in talk.reply and "Wristwatch" in talk.reply
+    assert order(store, DELIVERED) == before and talk.effects() == []
+    assert talk.questions() == [(1, "open")]
+    with store() as db:  # what `crewdesk show` prints of it
+        waiting = views.view(db=db, ref=str(talk.ticket_id)).waiting_on()
+    assert waiting.startswith("question 1 asked") and "return_items: confirm" in waiting
+
+    second = talk.answer("Ja, bitte so.")
+    doc = order(store, DELIVERED)
+    assert second.status == TicketStatus.resolved, talk.reply
+    assert sorted(i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]) == ["Smart Watch", "Wristwatch"]
+    assert talk.effects() == ["return_delivered_order_items"]
+    assert talk.questions() == [(1, "answered")]
+    assert ("conversation", "asked") in talk.audit() and ("conversation", "answered") in talk.audit()
+    assert "Rücksendung" in talk.reply or "zurück" in talk.reply  # the reply says what was done, in German
+
+    again = talk.pipeline.process(talk.ticket_id)  # the same delivery again (a redelivered task): nothing new is written
+    assert again.reused and talk.effects() == ["return_delivered_order_items"]
+
+
+def test_no_with_only_one_item_writes_that_one_and_says_the_other_stays(settings, store, make_ticket):
+    talk = Conversation(settings, store, make_ticket, "return_items", plan=Planned(assign_items=keep_the_dumbbells))
+    assert talk.start(WRIST_DE, EMAIL).status == TicketStatus.waiting_on_customer
+    outcome = talk.answer("Nein, nur die Smart Watch bitte.")
+    doc = order(store, DELIVERED)
+    assert outcome.status == TicketStatus.resolved, talk.reply
+    assert [i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]] == ["Smart Watch"]
+    assert "Wristwatch" in talk.reply and ("decision", "customer_declined") in talk.audit()
+
+
+def test_a_plain_no_changes_nothing_and_the_ticket_is_settled(settings, store, make_ticket):
+    talk = Conversation(settings, store, make_ticket, "return_items", plan=Planned(assign_items=keep_the_dumbbells))
+    before = order(store, DELIVERED)
+    assert talk.start(WRIST_DE, EMAIL).status == TicketStatus.waiting_on_customer
+    outcome = talk.answer("Nein danke, doch nicht.")
+    assert outcome.status == TicketStatus.resolved and order(store, DELIVERED) == before and talk.effects() == []
+    assert "nicht" in talk.reply and "Smart Watch" in talk.reply
+
+
+def test_which_of_two_items_is_asked_and_the_answer_names_it_by_its_colour(settings, store, make_ticket):
+    talk = Conversation(settings, store, make_ticket, "return_items")
+    before = order(store, AMELIA_ORDER)
+    first = talk.start("Hi, I'd like to return my smart watch please.", AMELIA)
+    assert first.status == TicketStatus.waiting_on_customer, talk.reply
+    assert "Which one" in talk.reply and order(store, AMELIA_ORDER) == before
+    outcome = talk.answer("The black one.")
+    doc = order(store, AMELIA_ORDER)
+    assert outcome.status == TicketStatus.resolved, talk.reply
+    returned = [i for i in doc["items"] if i["item_id"] in doc["return_items"]]
+    assert [(i["name"], i["options"]["color"]) for i in returned] == [("Smart Watch", "black")]
+
+
+def test_which_order_is_answered_by_its_number(settings, store, make_ticket):
+    talk = Conversation(settings, store, make_ticket, "return_items")
+    first = talk.start("Please return my smart watch, refund to the original payment method.", AVA)
+    assert first.status == TicketStatus.waiting_on_customer and all(o in talk.reply for o in AVA_ORDERS), talk.reply
+    outcome = talk.answer(f"The one from order {AVA_ORDERS[1]}.")
+    assert outcome.status == TicketStatus.resolved, talk.reply
+    assert order(store, AVA_ORDERS[1])["status"] == "return requested" and order(store, AVA_ORDERS[0])["status"] == "delivered"
+
+
+def test_an_answer_that_settles_nothing_is_asked_again_then_a_person_takes_it(settings, store, make_ticket):
+    talk = Conversation(settings, store, make_ticket, "return_items", conversation_max_questions=2)
+    before = order(store, AMELIA_ORDER)
+    talk.start("Hi, I'd like to return my smart watch please.", AMELIA)
+    second = talk.answer("Hmm, the one I got for my birthday.")
+    assert second.status == TicketStatus.waiting_on_customer and talk.questions() == [(1, "answered"), (2, "open")], talk.reply
+    third = talk.answer("I told you already, the birthday one.")
+    assert third.status == TicketStatus.escalated and "asked 2 time(s)" in (third.escalation_reason or "")
+    assert order(store, AMELIA_ORDER) == before and talk.effects() == []
+
+
+def test_with_no_questions_allowed_the_ticket_goes_to_a_person_as_before(settings, store, make_ticket):
+    talk = Conversation(settings, store, make_ticket, "return_items", conversation_max_questions=0)
+    outcome = talk.start("Hi, I'd like to return my smart watch please.", AMELIA)
+    assert outcome.status == TicketStatus.escalated and talk.questions() == []
+    assert "Which one" in talk.reply  # the person who takes it sees what the customer was asked
+
+
+def test_an_answer_that_carries_a_risk_goes_to_a_person_and_nothing_is_written(settings, store, make_ticket):
+    talk = Conversation(settings, store, make_ticket, "return_items", handoff_model_summary=False)
+    before = order(store, AMELIA_ORDER)
+    talk.start("Hi, I'd like to return my smart watch please.", AMELIA)
+    outcome = talk.answer("The black one. If this is not done today I will sue you.")
+    assert outcome.status == TicketStatus.escalated and "legal" in (outcome.escalation_reason or "")
+    assert order(store, AMELIA_ORDER) == before and talk.effects() == []
+
+
+def test_the_nearest_variant_put_to_the_customer_is_exchanged_when_they_say_yes(settings, store, make_ticket):
+    talk = Conversation(settings, store, make_ticket, "exchange_items")
+    before = order(store, DELIVERED)
+    first = talk.start("Could I exchange my metal wristwatch for one with a blue dial?", EMAIL)
+    assert first.status == TicketStatus.waiting_on_customer and "strap material silicone" in talk.reply, talk.reply
+    assert order(store, DELIVERED) == before
+    outcome = talk.answer("Yes, that's fine.")
+    doc = order(store, DELIVERED)
+    assert outcome.status == TicketStatus.resolved, talk.reply
+    assert doc["status"] == "exchange requested" and doc["exchange_new_items"] == ["8886009523"]
+
+
+def test_the_api_takes_the_customers_answer_and_shows_the_thread(settings, store, make_ticket):
+    talk = Conversation(settings, store, make_ticket, "return_items")
+    talk.start("Hi, I'd like to return my smart watch please.", AMELIA)
+    queued: list[int] = []
+    client = TestClient(create_app(talk.settings, session_factory=store, send=queued.extend))
+    thread = client.get(f"/tickets/{talk.ticket_id}/messages").json()
+    assert [m["direction"] for m in thread] == ["inbound", "outbound"] and "Which one" in thread[1]["body"]
+
+    answer = {"body": "The black one.", "external_id": "answer-1"}
+    first = client.post(f"/tickets/{talk.ticket_id}/messages", json=answer)
+    assert first.status_code == 202 and first.json()["created"] and queued == [talk.ticket_id]
+    assert first.json()["status"] == "queued"
+    again = client.post(f"/tickets/{talk.ticket_id}/messages", json=answer)  # sent twice: one message, queued once
+    assert again.status_code == 202 and not again.json()["created"] and queued == [talk.ticket_id]
+
+    outcome = talk.pipeline.process(talk.ticket_id)  # what the worker does with the queued ticket
+    assert outcome.status == TicketStatus.resolved, talk.reply
+    assert [m["direction"] for m in client.get(f"/tickets/{talk.ticket_id}/messages").json()] == ["inbound", "outbound", "inbound", "outbound"]
+    with store() as db:
+        assert db.execute(select(func.count()).select_from(ToolEffect).where(ToolEffect.ticket_id == talk.ticket_id)).scalar_one() == 1
+
+    email_ticket = make_ticket("Where is my order?", customer=AMELIA, source="email")
+    refused = client.post(f"/tickets/{email_ticket}/messages", json={"body": "hello"})
+    assert refused.status_code == 409 and "email" in refused.json()["detail"]
+    assert client.post("/tickets/999999/messages", json={"body": "hello"}).status_code == 404
+    assert client.post(f"/tickets/{talk.ticket_id}/messages", json={"body": ""}).status_code == 422
+
+
+def test_the_question_goes_out_by_mail_and_the_customers_reply_in_the_thread_completes_the_write(mail_settings, store, smtp):  # noqa: F811
+    """Over a real dovecot (IMAP) and aiosmtpd (SMTP): the customer's mail is polled into a ticket, the run asks which
+    watch, our question is mailed in the thread, the customer's reply (quoting it) is polled into the same ticket and
+    resumes it; the return is written once, and the answer to it goes out in the same thread."""
+    from crewdesk.delivery.service import deliver_pending
+    from tests.integration.test_email_imap import _channel, append, mail, poll
+
+    talk = Conversation(mail_settings, store, lambda *a, **k: 0, "return_items")
+    raw, first_id = mail("Smart watch", "Hi, I'd like to return my smart watch please.", sender=f"Amelia Patel <{AMELIA}>")
+    append(mail_settings, raw)
+    queued: list[int] = []
+    poll(mail_settings, store, queued)
+    (ticket_id,) = queued
+    talk.ticket_id = ticket_id
+    assert talk.pipeline.process(ticket_id).status == TicketStatus.waiting_on_customer, talk.reply
+
+    deliver_pending(session_factory=store, ticket_id=ticket_id, channels=_channel(smtp))
+    question = smtp.received[-1].message
+    assert "Which one" in question.get_content() and question["In-Reply-To"] == f"<{first_id}>"
+
+    quoted = "\n".join(f"> {line}" for line in question.get_content().splitlines())
+    answer, _ = mail(
+        f"Re: {question['Subject']}",
+        f"The black one, thanks.\n\nOn Mon, 7 Dec 2026, support wrote:\n{quoted}\n",
+        sender=f"Amelia Patel <{AMELIA}>",
+        In_Reply_To=question["Message-ID"],
+        References=f"<{first_id}> {question['Message-ID']}",
+    )
+    append(mail_settings, answer)
+    queued = []
+    poll(mail_settings, store, queued)
+    assert queued == [ticket_id]  # the reply joined the waiting ticket and put it back on the queue
+    outcome = talk.pipeline.process(ticket_id)
+    doc = order(store, AMELIA_ORDER)
+    assert outcome.status == TicketStatus.resolved, talk.reply
+    assert [(i["name"], i["options"]["color"]) for i in doc["items"] if i["item_id"] in doc["return_items"]] == [("Smart Watch", "black")]
+    assert talk.effects() == ["return_delivered_order_items"]
+
+    deliver_pending(session_factory=store, ticket_id=ticket_id, channels=_channel(smtp))
+    done = smtp.received[-1].message
+    assert len(smtp.received) == 2 and AMELIA_ORDER in done.get_content() and done["References"].startswith(f"<{first_id}>")
+    assert talk.pipeline.process(ticket_id).reused and talk.effects() == ["return_delivered_order_items"]
+
+
+def test_a_waiting_ticket_is_reminded_once_then_closed_and_a_late_reply_still_resumes_it(settings, store, make_ticket):
+    from datetime import timedelta
+
+    from crewdesk.tickets.models import Message
+    from workers.reminders import sweep
+
+    talk = Conversation(settings, store, make_ticket, "return_items")
+    talk.start("Hallo, ich möchte meine Smartwatch zurückgeben.", AMELIA)
+    with store() as db:
+        asked = db.execute(select(Question).where(Question.ticket_id == talk.ticket_id)).scalar_one().created_at
+    delivered: list[int] = []
+
+    def at(hours: float):
+        return sweep(
+            session_factory=store,
+            replies=talk.pipeline.replies,
+            remind_after=timedelta(hours=48),
+            close_after=timedelta(hours=168),
+            now=asked + timedelta(hours=hours),
+            deliver=delivered.append,
+        )
+
+    def outbound() -> list[str]:
+        with store() as db:
+            return list(
+                db.execute(select(Message.body).where(Message.ticket_id == talk.ticket_id, Message.direction == "outbound").order_by(Message.id)).scalars()
+            )
+
+    assert at(47).reminded == [] and len(outbound()) == 1
+    assert at(49).reminded == [talk.ticket_id] and delivered == [talk.ticket_id]
+    reminder = outbound()[-1]
+    assert reminder.startswith("Hallo") and "letzten Nachricht" in reminder and "7 Tagen" in reminder  # in the customer's language
+    assert at(50).reminded == [] and len(outbound()) == 2  # once
+    assert at(169).closed == [talk.ticket_id] and at(170).closed == []
+    with store() as db:
+        assert db.get(Ticket, talk.ticket_id).status == TicketStatus.no_reply
+    assert ("conversation", "reminded") in talk.audit() and ("status", "no_reply") in talk.audit()
+
+    outcome = talk.answer("Die schwarze bitte.")  # late, but it answers the question: the ticket resumes from it
+    doc = order(store, AMELIA_ORDER)
+    assert outcome.status == TicketStatus.resolved, talk.reply
+    assert [(i["name"], i["options"]["color"]) for i in doc["items"] if i["item_id"] in doc["return_items"]] == [("Smart Watch", "black")]

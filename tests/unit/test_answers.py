@@ -1,0 +1,70 @@
+"""crews/procedures/answers.py: a customer's answer read against the question we asked, in four languages. Only the
+listed choices can be picked; what names none of them settles nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crews.procedures import answers, wording
+from crews.procedures.state import Item, Outcome
+
+VOCABULARY = wording.load(Path(__file__).resolve().parents[2] / "tasks" / "procedures")
+SILVER = Item(order_id="#W1000001", item_id="a", product_id="watch", name="Smart Watch", options={"color": "silver", "band material": "leather"}, price=1)
+BLACK = Item(order_id="#W1000001", item_id="b", product_id="watch", name="Smart Watch", options={"color": "black", "band material": "leather"}, price=1)
+OTHER_ORDER = BLACK.model_copy(update={"order_id": "#W2000002"})
+LAMP = Item(order_id="#W3", item_id="c", product_id="lamp", name="Desk Lamp", options={"color": "white"}, price=1)
+KETTLE = Item(order_id="#W3", item_id="d", product_id="kettle", name="Electric Kettle", options={"capacity": "1L"}, price=1)
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "expected"),
+    [
+        ("Yes please, go ahead.", "en", "yes"),
+        ("Ja, bitte so.", "de", "yes"),
+        ("Sí, adelante.", "es", "yes"),
+        ("Oui, d'accord.", "fr", "yes"),
+        ("No, leave it.", "en", "no"),
+        ("Nein danke, doch nicht.", "de", "no"),
+        ("No, mejor no.", "es", "no"),
+        ("Non merci.", "fr", "no"),
+        ("Hmm, the one I got for my birthday.", "en", None),
+        ("No. Yes, the lamp only.", "en", "no"),  # the first sentence decides; the items named correct it
+    ],
+)
+def test_yes_or_no_in_the_answers_first_sentence(text, language, expected):
+    assert answers.polarity(text, VOCABULARY, language) == expected
+
+
+def test_a_choice_is_picked_by_an_option_value_an_order_number_or_its_place_in_our_list():
+    assert answers.pick("The black one.", [SILVER, BLACK], VOCABULARY, "en") == [BLACK]
+    assert answers.pick("Die schwarze bitte.", [SILVER, BLACK], VOCABULARY, "de") == [BLACK]
+    assert answers.pick("La negra.", [SILVER, BLACK], VOCABULARY, "es") == [BLACK]
+    assert answers.pick("The one from order #W2000002.", [BLACK, OTHER_ORDER], VOCABULARY, "en") == [OTHER_ORDER]
+    assert answers.pick("The second one.", [SILVER, BLACK], VOCABULARY, "en") == [BLACK]
+    assert answers.pick("La première.", [SILVER, BLACK], VOCABULARY, "fr") == [SILVER]
+    # a value both have tells neither apart; words that name no choice pick nothing
+    assert answers.pick("The leather one.", [SILVER, BLACK], VOCABULARY, "en") == []
+    assert answers.pick("The one I got for my birthday.", [SILVER, BLACK], VOCABULARY, "en") == []
+
+
+def test_a_confirmation_is_answered_whole_or_for_the_items_named():
+    asked = [Outcome(intent="return_items", kind="confirm", items=[LAMP, KETTLE], detail={"tool": "return_delivered_order_items"})]
+    yes = answers.read("Yes, that's right.", asked, VOCABULARY, "en")
+    assert yes.yes == {("#W3", "c"), ("#W3", "d")} and yes.no == set()
+    only = answers.read("No, only the lamp.", asked, VOCABULARY, "en")
+    assert only.yes == {("#W3", "c")} and only.no == {("#W3", "d")}
+    no = answers.read("No thanks.", asked, VOCABULARY, "en")
+    assert no.yes == set() and no.no == {("#W3", "c"), ("#W3", "d")}
+    unclear = answers.read("What does that cost?", asked, VOCABULARY, "en")
+    assert not unclear.settled_anything
+    mixed = answers.read("Yes, but not the kettle.", asked, VOCABULARY, "en")  # not read apart here: asked again
+    assert mixed.polarity == "mixed" and not mixed.settled_anything
+
+
+def test_a_which_one_question_is_answered_only_by_naming_one_of_its_choices():
+    asked = [Outcome(intent="return_items", kind="ambiguous", items=[SILVER, BLACK])]
+    assert answers.read("The black one, thanks.", asked, VOCABULARY, "en").picked == {("#W1000001", "b")}
+    assert answers.read("Yes.", asked, VOCABULARY, "en").picked == set()  # a yes chooses nothing
+    assert answers.read("The desk lamp.", asked, VOCABULARY, "en").picked == set()  # not among the choices
