@@ -93,6 +93,11 @@ class Work:
     ledger: PhaseLedger = field(default_factory=lambda: PhaseLedger())
     recalled: str = ""  # the same customer's earlier tickets, from memory, for the crew's context
     budget: CallBudget | None = None  # the run's model calls and wall time, shared by every LLM it builds
+    # A conversation's bookkeeping, done by finish_run in the transaction that ends the run, so a run that dies midway
+    # leaves the question open and its answer unread: (question id, last answer message id) this run answers, and the
+    # state of the question it asks when it ends waiting on the customer.
+    answering: tuple[int, int] | None = None
+    asking: dict[str, Any] | None = None
 
     def block(self) -> str:
         return ticket_block(self.ticket, self.text)

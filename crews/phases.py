@@ -24,7 +24,7 @@ from crewdesk.settings import Settings
 from crewdesk.store.operations import operations
 from crewdesk.tickets import rules
 from crewdesk.tickets import service as tickets
-from crewdesk.tickets.models import Question, Ticket, TicketStatus
+from crewdesk.tickets.models import Ticket, TicketStatus
 from crewdesk.tickets.schemas import Resolution, Triage
 from crews.builder import CrewBuilder, Work
 from crews.config import SPECIALIST_BY_CATEGORY
@@ -251,29 +251,14 @@ class TicketPhases:
         if turn >= self.settings.conversation_max_questions:  # asked as often as allowed: a person reads the answer to this one
             reason = f"{state.reason} (the customer was asked {turn} time(s) already)" if turn else state.reason
             return Decision(TicketStatus.escalated, reason, flow.reply(), note, triage)
-        with transaction(self.session_factory) as db:
-            question = tickets.ask(
-                db=db,
-                ticket_id=ticket.id,
-                run_id=work.run_id,
-                after_message_id=work.read_up_to,
-                state={
-                    "request": request,
-                    "intents": intents,
-                    "triage": triage.model_dump(mode="json"),
-                    "user_id": state.customer.user_id if state.customer else "",
-                    "questions": [o.model_dump(mode="json") for o in state.questions],
-                },
-            )
-            audit.record(
-                db=db,
-                ticket_id=ticket.id,
-                run_id=work.run_id,
-                kind="conversation",
-                name="asked",
-                actor="procedure",
-                result={"question": question.id, "turn": question.turn, "points": [f"{o.intent}: {o.kind}" for o in state.questions]},
-            )
+        # recorded with the run's end (crews/run_record.finish_run), in the transaction that sets the ticket waiting
+        work.asking = {
+            "request": request,
+            "intents": intents,
+            "triage": triage.model_dump(mode="json"),
+            "user_id": state.customer.user_id if state.customer else "",
+            "questions": [o.model_dump(mode="json") for o in state.questions],
+        }
         return Decision(TicketStatus.waiting_on_customer, state.reason or None, flow.reply(), note, triage)
 
     def _answered(self, work: Work) -> Decision | None:
@@ -293,11 +278,9 @@ class TicketPhases:
         answer_raw = "\n\n".join(m.body for m in said)
         triage = Triage.model_validate(state["triage"])
         hits = list((self.risk or rules.scan_text)(answer_raw))
+        work.answering = (question_id, said[-1].id)  # marked answered when this run ends, with its status
         with transaction(self.session_factory) as db:
             row = tickets.get(db=db, ticket_id=ticket.id, lock=True)
-            answered = db.get(Question, question_id)
-            if answered is not None:
-                tickets.mark_answered(question=answered, message_id=said[-1].id)
             audit.record(
                 db=db,
                 ticket_id=ticket.id,

@@ -18,7 +18,7 @@ from crewdesk.db import transaction, utcnow
 from crewdesk.llm.factory import estimate_cost
 from crewdesk.runs.models import CrewRun, RunStatus
 from crewdesk.tickets import service as tickets
-from crewdesk.tickets.models import Message, Ticket, TicketStatus
+from crewdesk.tickets.models import Message, Question, QuestionStatus, Ticket, TicketStatus
 from crewdesk.tickets.schemas import MAX_BODY_CHARS, TicketOutcome, Triage
 from crews.builder import Work
 from tools.gate import Gate
@@ -69,6 +69,25 @@ def begin_run(session_factory: sessionmaker[Session], ticket_id: int, celery_tas
         read_up_to=read_up_to,
         gate=gate(ticket_id=ticket.id, run_id=run.id, customer=ticket.customer),
     )
+
+
+def _conversation(db: Session, work: Work, status: TicketStatus) -> None:
+    """The question this run answered is answered, and the one it asks is recorded: with the run's status, or not at all."""
+    if work.answering is not None:
+        answered = db.get(Question, work.answering[0])
+        if answered is not None and answered.status == QuestionStatus.open:
+            tickets.mark_answered(question=answered, message_id=work.answering[1])
+    if work.asking is not None and status is TicketStatus.waiting_on_customer:
+        question = tickets.ask(db=db, ticket_id=work.ticket.id, run_id=work.run_id, state=work.asking, after_message_id=work.read_up_to)
+        audit.record(
+            db=db,
+            ticket_id=work.ticket.id,
+            run_id=work.run_id,
+            kind="conversation",
+            name="asked",
+            actor="procedure",
+            result={"question": question.id, "turn": question.turn, "points": [f"{q.get('intent')}: {q.get('kind')}" for q in work.asking["questions"]]},
+        )
 
 
 def _validate(ticket: Ticket) -> str | None:
@@ -127,6 +146,8 @@ def finish_run(
                 finished_at=utcnow(),
             )
         )
+        if run_status is RunStatus.completed:
+            _conversation(db, work, status)
         audit.record(db=db, ticket_id=row.id, run_id=run_id, kind="status", name=status.value, actor="pipeline", result={"reason": reason} if reason else None)
         requeue = False
         if status in (TicketStatus.resolved, TicketStatus.waiting_on_customer) and tickets.last_inbound_id(db=db, ticket_id=row.id) > work.read_up_to:

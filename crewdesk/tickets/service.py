@@ -121,7 +121,9 @@ def open_question(*, db: Session, ticket_id: int) -> Question | None:
 
 
 def ask(*, db: Session, ticket_id: int, run_id: int | None, state: dict, after_message_id: int) -> Question:
-    """Record the question a run ends with; an earlier one still open is answered by this run (it read the thread)."""
+    """Record the question a run ends with; an earlier one still open is closed as answered (this run read the thread)."""
+    for earlier in db.execute(select(Question).where(Question.ticket_id == ticket_id, Question.status == QuestionStatus.open)).scalars():
+        mark_answered(question=earlier, message_id=None)
     turn = 1 + db.execute(select(func.count(Question.id)).where(Question.ticket_id == ticket_id)).scalar_one()
     question = Question(ticket_id=ticket_id, run_id=run_id, turn=turn, state=state, after_message_id=after_message_id)
     db.add(question)

@@ -7,6 +7,7 @@ cannot run here fast enough for a test, and the routers have their own tests."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -292,3 +293,27 @@ def test_a_waiting_ticket_is_reminded_once_then_closed_and_a_late_reply_still_re
     doc = order(store, AMELIA_ORDER)
     assert outcome.status == TicketStatus.resolved, talk.reply
     assert [(i["name"], i["options"]["color"]) for i in doc["items"] if i["item_id"] in doc["return_items"]] == [("Smart Watch", "black")]
+
+
+def test_a_worker_that_dies_while_it_reads_the_answer_loses_nothing_and_writes_once(settings, store, make_ticket, monkeypatch):
+    """The run that reads the answer dies midway (a BaseException, as a killed worker never finishes its run): the
+    question stays open and its answer unread, the ticket is not left waiting; the redelivered run reads the answer and
+    writes once."""
+    from crews.procedures import answers as answer_reader
+
+    talk = Conversation(settings, store, make_ticket, "return_items")
+    talk.start("Hi, I'd like to return my smart watch please.", AMELIA)
+    real_read = answer_reader.read
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt  # stands for SIGKILL: no except clause of ours runs, no finish_run
+
+    monkeypatch.setattr(answer_reader, "read", dies)
+    with pytest.raises(KeyboardInterrupt):
+        talk.answer("The black one.")
+    assert talk.questions() == [(1, "open")] and talk.effects() == []
+    monkeypatch.setattr(answer_reader, "read", real_read)
+    outcome = talk.pipeline.process(talk.ticket_id)  # the broker redelivers the unacknowledged task
+    assert outcome.status == TicketStatus.resolved, talk.reply
+    assert talk.effects() == ["return_delivered_order_items"] and talk.questions() == [(1, "answered")]
+    assert ("status", "run_interrupted") in talk.audit()
