@@ -8,12 +8,14 @@ its own). Tests pass a scripted one (any object with `first` and `answer`)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 
 STOP = "###STOP###"
+_STOPPED = re.compile(r"#{2,}\s*STOP\b#*", re.I)  # a small model often cuts the marker short ("###STOP")
 
 GUIDELINES = (
     """You are playing a customer of an online store who writes to its support team. Stay in that role.
@@ -74,8 +76,8 @@ class ChatSimulator:
         return str(response.json()["choices"][0]["message"]["content"] or "").strip()
 
     def first(self, task: dict[str, Any]) -> str:
-        return self._complete(task, []).replace(STOP, "").strip() or "Hello, I need help with my order."
+        return _STOPPED.sub("", self._complete(task, [])).strip() or "Hello, I need help with my order."
 
     def answer(self, task: dict[str, Any], thread: list[tuple[str, str]]) -> str | None:
         said = self._complete(task, thread)
-        return None if STOP in said or not said.replace(STOP, "").strip() else said
+        return None if _STOPPED.search(said) or not said.strip() else said
