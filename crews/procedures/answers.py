@@ -35,6 +35,7 @@ class Answered:
     user_id: str = ""  # the customer the question was put to: the resumed run must prove the same one
     written: set[str] = field(default_factory=set)  # orders this ticket already wrote: settled, not planned again
     polarity: str | None = None  # "yes" | "no" | "mixed" (both) | None (neither)
+    items_asked: bool = False  # we asked which items the request is about: the answer names them
 
     @property
     def settled_anything(self) -> bool:
@@ -112,6 +113,8 @@ def read(
                 answer.yes |= {key(i) for i in items}
             elif answer.polarity == "no":
                 answer.no |= {key(i) for i in items}
+        elif question.kind == "not_found" and question.detail.get("what") == "items":
+            answer.items_asked = True
         elif question.kind == "ambiguous":
             named = pick(text, items, vocabulary, language)
             if len(named) == 1 or (named and len({i.product_id for i in named}) == len(named)):

@@ -372,6 +372,8 @@ class ProcedureFlow(Flow[ProcedureState]):
             chosen, plan = self._read_items(specs, text=text, customer=customer)
             if any(chosen.values()) or plan:  # beside what was read, a clause that named nothing the lexicon knows
                 plan += self._met_by_meaning(specs, customer)
+        if not any(chosen.values()) and not plan and scope is None:
+            chosen = self._answered_items(specs, text=text, customer=customer)
         if not any(chosen.values()) and not plan:  # nothing read: the rules of decide.py, and the model for what they leave
             said = f"{prefer} {text}".strip()
             chosen = decide.assign(llm=self._llm, text=said, customer=customer, procedures=specs, scoped=scope is not None, prefer=prefer)
@@ -401,6 +403,25 @@ class ProcedureFlow(Flow[ProcedureState]):
         for spec in specs:
             plan.extend(self._plan_items(spec, chosen.get(spec.intent, []), text=text, prefer=prefer))
         return plan
+
+    def _answered_items(self, specs: list[ProcedureSpec], *, text: str, customer: Customer) -> dict[str, list[Item]]:
+        """Asked which items the request is about, the customer's answer names them ("the dumbbell set from #W…"): the
+        request's own words say what to do with them. Only the customer's items the answer names (in the orders it
+        names, if any) are candidates."""
+        if self._answer is None or not self._answer.items_asked:
+            return {}
+        everything = [i for o in customer.orders for i in o.items]
+        orders = decide.named_orders(self._answer.text)
+        named = [i for i in decide.mentioned_items(everything, self._answer.text) if not orders or i.order_id in orders]
+        if not named:
+            return {}
+        keep = {key(i) for i in named}
+        scoped = customer.model_copy(update={"orders": [o.model_copy(update={"items": [i for i in o.items if key(i) in keep]}) for o in customer.orders]})
+        chosen = decide.assign(llm=decide.RulesOnly(), text=text, customer=scoped, procedures=specs, scoped=True)
+        self._gate.audit(kind="decision", name="answer_names_items", actor="procedure", arguments={"items": [i.label() for i in named]})
+        if any(chosen.values()):
+            self._unresolved = []  # the clauses that named no item are what the answer completed
+        return chosen
 
     def _met_by_meaning(self, specs: list[ProcedureSpec], customer: Customer) -> list[Outcome]:
         """The clauses that ask for something and name no product the catalogue's words know, met with the customer's

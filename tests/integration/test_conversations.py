@@ -317,3 +317,19 @@ def test_a_worker_that_dies_while_it_reads_the_answer_loses_nothing_and_writes_o
     assert outcome.status == TicketStatus.resolved, talk.reply
     assert talk.effects() == ["return_delivered_order_items"] and talk.questions() == [(1, "answered")]
     assert ("status", "run_interrupted") in talk.audit()
+
+
+def test_a_request_that_names_no_item_gets_one_question_and_the_answer_completes_it(settings, store, make_ticket):
+    """Nothing in the ticket says which item: one question for it; the answer is a detail the request lacked, read beside
+    the request, and the return is written once."""
+    nothing = Planned(assign_items=lambda schema, _messages: dict.fromkeys(schema["properties"], "keep"))  # the model reads no item meant
+    talk = Conversation(settings, store, make_ticket, "return_items", plan=nothing)
+    before = order(store, DELIVERED)
+    first = talk.start("Hello, I would like to send something back from my last delivery and get a refund.", EMAIL)
+    assert first.status == TicketStatus.waiting_on_customer and order(store, DELIVERED) == before, talk.reply
+    assert talk.reply.count("?") >= 1
+    outcome = talk.answer(f"It's the dumbbell set from order {DELIVERED}.")
+    doc = order(store, DELIVERED)
+    assert outcome.status == TicketStatus.resolved, talk.reply
+    assert [i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]] == ["Dumbbell Set"]
+    assert talk.effects() == ["return_delivered_order_items"]
