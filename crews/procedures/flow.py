@@ -822,7 +822,14 @@ class ProcedureFlow(Flow[ProcedureState]):
 
     @listen("unknown")
     def ask_who(self) -> None:
-        self.state.status, self.state.reason = "escalated", "customer not identified from the ticket (no e-mail, or name and zip, that the store knows)"
+        """Nothing in the ticket identifies a customer of the store: the reply asks for the account's e-mail, or name and
+        zip, and the ticket waits; the answer is read beside the request and the customer proven from it, as from any
+        ticket's text (nothing is read or written before that)."""
+        self.state.status, self.state.reason = (
+            "waiting_on_customer",
+            "customer not identified from the ticket (no e-mail, or name and zip, that the store knows)",
+        )
+        self.state.questions = [Outcome(intent=self.state.intents[0] if self.state.intents else "", kind="not_found", detail={"what": "customer"})]
 
     @listen(act)
     def conclude(self) -> None:

@@ -333,3 +333,17 @@ def test_a_request_that_names_no_item_gets_one_question_and_the_answer_completes
     assert outcome.status == TicketStatus.resolved, talk.reply
     assert [i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]] == ["Dumbbell Set"]
     assert talk.effects() == ["return_delivered_order_items"]
+
+
+def test_a_customer_the_ticket_does_not_identify_is_asked_and_the_answer_proves_them(settings, store, make_ticket):
+    """No e-mail, name or zip the store knows: the reply asks for them and nothing is read or written; the answer with
+    the name and zip proves the customer as a ticket's text would, and the request goes on from there."""
+    talk = Conversation(settings, store, make_ticket, "return_items")
+    before = order(store, DELIVERED)
+    first = talk.start("Hi, please take back the dumbbell set, I don't use it.", "")
+    assert first.status == TicketStatus.waiting_on_customer and "e-mail address" in talk.reply and order(store, DELIVERED) == before
+    assert not any(kind == "tool_call" and name == "get_user_details" for kind, name in talk.audit())
+    outcome = talk.answer("Sure: Ethan Sanchez, zip code 78782.")
+    doc = order(store, DELIVERED)
+    assert outcome.status == TicketStatus.resolved, talk.reply
+    assert [i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]] == ["Dumbbell Set"]
