@@ -125,4 +125,7 @@ def wait_for(session_factory, predicate, timeout: float = 60.0, what: str = "con
 
 
 def terminal(ticket_id):
-    return lambda db: db.get(Ticket, ticket_id).status in ("resolved", "escalated", "failed") and db.get(Ticket, ticket_id)
+    """The ticket's run has ended: resolved, escalated, failed, or waiting on the customer (crewdesk/tickets/models.TERMINAL)."""
+    from crewdesk.tickets.models import TERMINAL
+
+    return lambda db: db.get(Ticket, ticket_id).status in TERMINAL and db.get(Ticket, ticket_id)

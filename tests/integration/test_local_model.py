@@ -60,7 +60,7 @@ def test_one_ticket_end_to_end_on_the_local_model(start_worker, store, settings,
     )
     enqueue(settings, ticket_id)
     ticket = wait_for(store, terminal(ticket_id), timeout=600, what="the local model to finish the ticket")
-    assert ticket.status in ("resolved", "escalated"), ticket.status_reason
+    assert ticket.status in ("resolved", "escalated", "waiting_on_customer"), ticket.status_reason  # waiting: the model's reading, put to the customer
     with store() as db:
         run = db.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id, CrewRun.status == "completed")).scalar_one()
         llm_rows = db.execute(
@@ -72,7 +72,7 @@ def test_one_ticket_end_to_end_on_the_local_model(start_worker, store, settings,
     assert run.llm_calls == llm_rows >= 1 and run.tokens_in > 100 and run.tokens_out > 3 and run.llm_seconds > 0
     # whatever the model chose, it could only choose among Mason's items, and the reply states what was done
     assert decided.result["customer"] == "the sender's e-mail"
-    assert reply.startswith("Hello,") and ("#W8998368" in reply or ticket.status == "escalated")
+    assert reply.startswith("Hello,") and ("#W8998368" in reply or ticket.status == "escalated")  # done, or the items to confirm, by their order
 
 
 def test_worker_exit_stops_the_model_server(start_worker, model_path):
