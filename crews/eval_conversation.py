@@ -27,7 +27,8 @@ GUIDELINES = (
   the support team asks for them or when they are needed.
 - When the support team asks you to confirm something, say yes only if it is exactly what your instructions want;
   otherwise say what you want instead.
-- When your request is done, or the team says it cannot be done, or hands you to a person, write only """
+- You are only asked to write when the support team's last message asks you something: answer that. If you want to
+  end the conversation instead, write only """
     + STOP
 )
 

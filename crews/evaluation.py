@@ -107,12 +107,14 @@ def run_eval(
     journal: Path | None = None,
     simulator: Simulator | None = None,
     max_turns: int = 4,
+    first_message: str = "simulator",
 ) -> EvalReport:
     """oracle_actions overrides what the oracle does for some tasks (tests use it to make the agent do something wrong).
     journal: each finished trial is appended there at once; trials already in it are not run again, so a run that was
     interrupted (Ctrl-C, a crash, the end of a session) resumes where it stopped.
     simulator: the conversation protocol (crews/eval_conversation.py): the simulated customer writes the first message
-    and answers while the ticket waits on them, at most `max_turns` answers; None: the ticket protocol (one ticket)."""
+    (or, first_message="ticket", the ticket protocol's own ticket opens the conversation) and answers while the ticket
+    waits on them, at most `max_turns` answers; None: the ticket protocol (one ticket)."""
     factory = pipeline.session_factory
     settings = pipeline.settings
     model = "oracle (scripted)" if use_oracle else pipeline.builder.llm_factory.model_for("strong")
@@ -143,7 +145,7 @@ def run_eval(
                     pipeline.builder.llm_factory.responder = oracle(task, pipeline.config, settings.crew_process, actions, email)
                 subject, body = ticket_for(task)
                 started = time.perf_counter()
-                if simulator is not None:  # the customer's own first message, as upstream's simulated user writes it
+                if simulator is not None and first_message == "simulator":  # the customer's own first message, as upstream's user writes it
                     body, subject = simulator.first(task), ""
                 with transaction(factory) as db:
                     ticket, _ = tickets.submit(

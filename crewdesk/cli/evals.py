@@ -121,10 +121,16 @@ def eval_tau2_retail(
         typer.Option("--user-model", help="OpenAI-compatible base URL of the simulated customer's model (default: the local model on a port of its own)."),
     ] = None,
     max_turns: Annotated[int, typer.Option(help="Conversation protocol: the customer's answers at most.")] = 4,
+    first_message: Annotated[
+        str,
+        typer.Option(help="Conversation protocol: who writes the first message: simulator (upstream's way) or ticket (the ticket protocol's ticket)."),
+    ] = "simulator",
 ) -> None:
     """Run the crew on tau2-bench retail tasks and score end states the upstream way."""
     if protocol not in ("ticket", "conversation"):
         raise typer.BadParameter("--protocol is ticket or conversation")
+    if first_message not in ("simulator", "ticket"):
+        raise typer.BadParameter("--first-message is simulator or ticket")
     with stoppable() as work:  # Ctrl-C / SIGTERM: crewdesk/cli/interrupts.py
         overrides = {
             "llm_provider": "scripted" if oracle_ else provider,
@@ -175,6 +181,7 @@ def eval_tau2_retail(
                         progress=lambda t: bar.update(handle, advance=1, description=f"task {t.task_id}: {'pass' if t.success else 'fail'}"),
                         simulator=simulator,
                         max_turns=max_turns,
+                        first_message=first_message,
                     )
                 )
         summary = outcome.summary()

@@ -194,5 +194,11 @@ def test_the_conversation_protocol_answers_the_question_in_the_thread_and_scores
     assert first == ("customer", customer.opening) and question[0] == "support" and "Which one" in question[1]
     assert report.summary()["customer_messages_per_ticket"] == 2
 
+    opened_by_ticket = ScriptedCustomer("(not used)", "The black one.")  # --first-message ticket: the ticket protocol's ticket opens
+    report = run_eval(
+        pipeline=pipeline, tasks=[task], trials=1, split="train", use_oracle=False, run_tag="f", simulator=opened_by_ticket, first_message="ticket"
+    )
+    assert report.trials[0].success and opened_by_ticket.threads[0][0][1].startswith("Hello,\n\nI want to return one of my two smart watches")
+
     ticket_only = run_eval(pipeline=pipeline, tasks=[task], trials=1, split="train", use_oracle=False, run_tag="t")
     assert not ticket_only.trials[0].success and ticket_only.trials[0].status == "waiting_on_customer"  # one ticket cannot answer
