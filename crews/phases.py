@@ -275,7 +275,7 @@ class TicketPhases:
                 return None
             state, turn, question_id = dict(question.state), question.turn, question.id
             written = {str(e.arguments.get("order_id")) for e in effects.for_ticket(db=db, ticket_id=ticket.id) if e.tool in ITEM_WRITES}
-        answer_raw = "\n\n".join(m.body for m in said)
+        answer_raw = tickets.without_our_words(db_factory=self.session_factory, ticket_id=ticket.id, text="\n\n".join(m.body for m in said))
         triage = Triage.model_validate(state["triage"])
         hits = list((self.risk or rules.scan_text)(answer_raw))
         work.answering = (question_id, said[-1].id)  # marked answered when this run ends, with its status

@@ -142,6 +142,23 @@ def answers(*, db: Session, question: Question) -> list[Message]:
     )
 
 
+def without_our_words(*, db_factory, ticket_id: int, text: str) -> str:
+    """The customer's answer without the sentences of our own replies on this ticket that it repeats (a reply that quotes
+    us, a client that pasted our message back): our words are never read as the customer's. What is left may be empty."""
+    import re
+
+    with db_factory() as db:
+        ours = [m.body for m in db.execute(select(Message).where(Message.ticket_id == ticket_id, Message.direction == "outbound")).scalars()]
+    ours_folded = [" ".join(body.split()).casefold() for body in ours]
+
+    def repeated(part: str) -> bool:  # three words or more of it stand in one of our replies ("Yes." is the customer's)
+        folded = " ".join(part.split()).casefold().strip("\"'> ")
+        return len(folded.split()) >= 3 and any(folded in body for body in ours_folded)
+
+    kept = [p for p in re.split(r"(?<=[.!?:])\s+|\n+", text) if p.strip() and not repeated(p)]
+    return "\n".join(kept)
+
+
 def mark_answered(*, question: Question, message_id: int | None) -> None:
     question.status, question.answer_message_id, question.answered_at = QuestionStatus.answered, message_id, utcnow()
 

@@ -347,3 +347,16 @@ def test_a_customer_the_ticket_does_not_identify_is_asked_and_the_answer_proves_
     doc = order(store, DELIVERED)
     assert outcome.status == TicketStatus.resolved, talk.reply
     assert [i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]] == ["Dumbbell Set"]
+
+
+def test_an_answer_that_only_repeats_our_question_settles_nothing_and_writes_nothing(settings, store, make_ticket):
+    """A reply that pastes our own message back (a client that quotes in full, a confused customer) is not read as the
+    customer's words: the question is asked again, nothing is written."""
+    talk = Conversation(settings, store, make_ticket, "return_items")
+    before = order(store, AMELIA_ORDER)
+    talk.start("Hi, I'd like to return my smart watch please.", AMELIA)
+    second = talk.answer(talk.reply)
+    assert second.status == TicketStatus.waiting_on_customer and order(store, AMELIA_ORDER) == before and talk.effects() == []
+    third = talk.answer(f"> {talk.reply.splitlines()[2]}\n\nThe black one.")  # quoting us, then answering
+    assert third.status == TicketStatus.resolved, talk.reply
+    assert talk.effects() == ["return_delivered_order_items"]
