@@ -193,24 +193,22 @@ class TicketPhases:
         hits = self._record_triage(ticket, work.run_id, triage, confidence_floor=0.0 if routed.cued else self.settings.router_confidence)
         if hits:
             return self._escalate(work, triage, "; ".join(str(h) for h in hits))
-        gate, ledger = work.gate, work.ledger
-        llm = self.builder.llm_factory.build(tier="cheap", ticket_id=ticket.id, run_id=work.run_id).within(work.budget)
-        ledger.llms.append(llm)
-        ledger.models["procedure"] = llm.model
-        with transaction(self.session_factory) as db:
-            db.execute(update(CrewRun).where(CrewRun.id == work.run_id).values(process="procedure"))
-        if self.procedures is None:  # _routed routes nothing to the procedures without them
-            raise RuntimeError("procedures are off: no ticket is routed to them")
-        return self._run_flow(work, triage, intents, request=gate.vault.conceal(work.block()), raw=raw, llm=llm)
+        return self._run_flow(work, triage, intents, request=work.gate.vault.conceal(work.block()), raw=raw)
 
     def _run_flow(
-        self, work: Work, triage: Triage, intents: list[str], *, request: str, raw: str, llm: Any, answer: answers.Answered | None = None, turn: int = 0
+        self, work: Work, triage: Triage, intents: list[str], *, request: str, raw: str, answer: answers.Answered | None = None, turn: int = 0
     ) -> Decision:
-        """The procedure flow over the request (with the customer's answer, when resumed), then its decision: resolved,
-        a question the ticket waits on (recorded with what the flow established, so the answer resumes it), or a person."""
+        """The procedure flow over the request (with the customer's answer, when resumed), with the run's one LLM for its
+        decisions, then its decision: resolved, a question the ticket waits on (recorded with what the flow established,
+        so the answer resumes it), or a person."""
         ticket, gate = work.ticket, work.gate
         if self.procedures is None:  # _routed routes nothing to the procedures without them
             raise RuntimeError("procedures are off: no ticket is routed to them")
+        llm = self.builder.llm_factory.build(tier="cheap", ticket_id=ticket.id, run_id=work.run_id).within(work.budget)
+        work.ledger.llms.append(llm)
+        work.ledger.models["procedure"] = llm.model
+        with transaction(self.session_factory) as db:
+            db.execute(update(CrewRun).where(CrewRun.id == work.run_id).values(process="procedure"))
         flow = ProcedureFlow.build(
             gate=gate,
             llm=llm,
@@ -275,7 +273,7 @@ class TicketPhases:
                 return None
             state, turn, question_id = dict(question.state), question.turn, question.id
             written = {str(e.arguments.get("order_id")) for e in effects.for_ticket(db=db, ticket_id=ticket.id) if e.tool in ITEM_WRITES}
-        answer_raw = tickets.without_our_words(db_factory=self.session_factory, ticket_id=ticket.id, text="\n\n".join(m.body for m in said))
+            answer_raw = tickets.without_our_words(db=db, ticket_id=ticket.id, text="\n\n".join(m.body for m in said))
         triage = Triage.model_validate(state["triage"])
         hits = list((self.risk or rules.scan_text)(answer_raw))
         work.answering = (question_id, said[-1].id)  # marked answered when this run ends, with its status
@@ -320,17 +318,13 @@ class TicketPhases:
                     "picked": sorted(map(list, answer.picked)),
                 },
             )
-            db.execute(update(CrewRun).where(CrewRun.id == work.run_id).values(process="procedure"))
-        llm = self.builder.llm_factory.build(tier="cheap", ticket_id=ticket.id, run_id=work.run_id).within(work.budget)
-        work.ledger.llms.append(llm)
-        work.ledger.models["procedure"] = llm.model
         request, raw = state["request"], gate.vault.reveal(state["request"])
         if not answer.settled_anything or any(q.get("kind") in ("not_found", "unclear") for q in state["questions"]):
             # a detail the request lacked (an order number, a method, an address), or an answer that settled none of the
             # choices: the next run reads it beside the request. An answer that settled them is not read as a request.
             request = f"{request}\n\n--- The customer's answer to our question ---\n{answer_text}"
             raw = f"{raw}\n\n{answer_raw}"
-        return self._run_flow(work, triage, list(state["intents"]), request=request, raw=raw, llm=llm, answer=answer, turn=turn)
+        return self._run_flow(work, triage, list(state["intents"]), request=request, raw=raw, answer=answer, turn=turn)
 
     def _history(self, ticket_id: int) -> str:
         """What happened on this ticket before a resumed run: decisions and completed actions."""

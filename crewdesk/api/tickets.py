@@ -128,6 +128,19 @@ class TrailView(BaseModel):
     events: list[AuditRow]
 
 
+def _message_view(m: Message) -> MessageView:
+    return MessageView(
+        id=m.id,
+        direction=m.direction,
+        author=m.author,
+        body=m.body,
+        external_id=m.external_id,
+        created_at=m.created_at,
+        delivered_at=m.delivered_at,
+        delivery_error=m.delivery_error,
+    )
+
+
 def _audit_rows(session: Session, ticket_id: int) -> list[AuditRow]:
     return [
         AuditRow(id=e.id, at=e.created_at, run_id=e.run_id, kind=e.kind, name=e.name, actor=e.actor, duration_ms=e.duration_ms, error=e.error)
@@ -187,19 +200,7 @@ def trail(ticket_id: RowId, session: DbSession) -> TrailView:
         ticket_id=ticket.id,
         status=ticket.status,
         external_status=ticket.external_status,
-        messages=[
-            MessageView(
-                id=m.id,
-                direction=m.direction,
-                author=m.author,
-                body=m.body,
-                external_id=m.external_id,
-                created_at=m.created_at,
-                delivered_at=m.delivered_at,
-                delivery_error=m.delivery_error,
-            )
-            for m in messages
-        ],
+        messages=[_message_view(m) for m in messages],
         events=_audit_rows(session, ticket_id),
     )
 
@@ -234,16 +235,4 @@ def messages(ticket_id: RowId, session: DbSession) -> list[MessageView]:
     """The conversation the customer sees: their messages and our replies, in order (the team's notes are left out)."""
     tickets.get(db=session, ticket_id=ticket_id)
     rows = session.execute(select(Message).where(Message.ticket_id == ticket_id, Message.direction != "internal").order_by(Message.id)).scalars()
-    return [
-        MessageView(
-            id=m.id,
-            direction=m.direction,
-            author=m.author,
-            body=m.body,
-            external_id=m.external_id,
-            created_at=m.created_at,
-            delivered_at=m.delivered_at,
-            delivery_error=m.delivery_error,
-        )
-        for m in rows
-    ]
+    return [_message_view(m) for m in rows]

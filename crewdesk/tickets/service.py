@@ -3,6 +3,7 @@ recorded (one ticket with its thread, runs and audit trail; a batch processed in
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, cast
@@ -142,13 +143,10 @@ def answers(*, db: Session, question: Question) -> list[Message]:
     )
 
 
-def without_our_words(*, db_factory, ticket_id: int, text: str) -> str:
+def without_our_words(*, db: Session, ticket_id: int, text: str) -> str:
     """The customer's answer without the sentences of our own replies on this ticket that it repeats (a reply that quotes
     us, a client that pasted our message back): our words are never read as the customer's. What is left may be empty."""
-    import re
-
-    with db_factory() as db:
-        ours = [m.body for m in db.execute(select(Message).where(Message.ticket_id == ticket_id, Message.direction == "outbound")).scalars()]
+    ours = db.execute(select(Message.body).where(Message.ticket_id == ticket_id, Message.direction == "outbound")).scalars()
     ours_folded = [" ".join(body.split()).casefold() for body in ours]
 
     def repeated(part: str) -> bool:  # three words or more of it stand in one of our replies ("Yes." is the customer's)

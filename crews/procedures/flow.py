@@ -33,6 +33,12 @@ def _plan_key(chosen: dict[str, list[Item]]) -> frozenset[tuple[str, str, str]]:
     return frozenset((intent, i.order_id, i.item_id) for intent, items in chosen.items() for i in items)
 
 
+def _only(customer: Customer, items: list[Item]) -> Customer:
+    """The customer with only these of their items in their orders (a fallback's scope, the items an answer named)."""
+    keep = {key(i) for i in items}
+    return customer.model_copy(update={"orders": [o.model_copy(update={"items": [i for i in o.items if key(i) in keep]}) for o in customer.orders]})
+
+
 def _why(o: Outcome) -> str:
     """One open point of a ticket, for its status reason."""
     return (
@@ -362,10 +368,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         prefer: a fallback's own words, which win over the request's (its payment method, its option values)."""
         customer = self.state.customer
         if scope is not None:
-            keep = {(i.order_id, i.item_id) for i in scope}
-            customer = customer.model_copy(
-                update={"orders": [o.model_copy(update={"items": [i for i in o.items if (o.order_id, i.item_id) in keep]}) for o in customer.orders]}
-            )
+            customer = _only(customer, scope)
         plan: list[Outcome] = []
         chosen: dict[str, list[Item]] = {}
         if scope is None:
@@ -415,9 +418,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         named = [i for i in decide.mentioned_items(everything, self._answer.text) if not orders or i.order_id in orders]
         if not named:
             return {}
-        keep = {key(i) for i in named}
-        scoped = customer.model_copy(update={"orders": [o.model_copy(update={"items": [i for i in o.items if key(i) in keep]}) for o in customer.orders]})
-        chosen = decide.assign(llm=decide.RulesOnly(), text=text, customer=scoped, procedures=specs, scoped=True)
+        chosen = decide.assign(llm=decide.RulesOnly(), text=text, customer=_only(customer, named), procedures=specs, scoped=True)
         self._gate.audit(kind="decision", name="answer_names_items", actor="procedure", arguments={"items": [i.label() for i in named]})
         if any(chosen.values()):
             self._unresolved = []  # the clauses that named no item are what the answer completed
@@ -476,9 +477,7 @@ class ProcedureFlow(Flow[ProcedureState]):
             self._gate.audit(kind="decision", name="ambiguous", actor="procedure", arguments={"items": [i.label() for i in items]}, result={"asked": True})
             asked.append(Outcome(intent=specs[0].intent, kind="ambiguous", items=items))
         if answered:
-            keep = {key(i) for i in answered}
-            scoped = customer.model_copy(update={"orders": [o.model_copy(update={"items": [i for i in o.items if key(i) in keep]}) for o in customer.orders]})
-            for intent, items in decide.assign(llm=decide.RulesOnly(), text=text, customer=scoped, procedures=specs, scoped=True).items():
+            for intent, items in decide.assign(llm=decide.RulesOnly(), text=text, customer=_only(customer, answered), procedures=specs, scoped=True).items():
                 read.chosen.setdefault(intent, []).extend(i for i in items if key(i) not in {key(j) for j in read.chosen.get(intent, [])})
         rules = decide.assign(llm=decide.RulesOnly(), text=text, customer=customer, procedures=specs)
         clauses, by_rules = _plan_key(read.chosen), _plan_key(rules)
