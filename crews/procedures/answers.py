@@ -106,8 +106,10 @@ def read(
             if answer.polarity == "mixed":  # settles nothing: asked again, or a person reads it
                 continue
             named = pick(text, items, vocabulary, language) if len(items) > 1 else []
+            if named and answer.polarity == "no" and not vocabulary.answers["only"].found(words(text), language):
+                continue  # "No, not the boots": a no that names items without "only" is not read apart here: asked again
             if named and (answer.polarity != "no" or len(named) < len(items)):
-                answer.yes |= {key(i) for i in named}  # "only the lamp", "yes, the lamp and the kettle"
+                answer.yes |= {key(i) for i in named}  # "no, only the lamp", "yes, the lamp and the kettle"
                 answer.no |= {key(i) for i in items if i not in named}
             elif answer.polarity == "yes":
                 answer.yes |= {key(i) for i in items}

@@ -55,6 +55,8 @@ def test_a_confirmation_is_answered_whole_or_for_the_items_named():
     assert yes.yes == {("#W3", "c"), ("#W3", "d")} and yes.no == set()
     only = answers.read("No, only the lamp.", asked, VOCABULARY, "en")
     assert only.yes == {("#W3", "c")} and only.no == {("#W3", "d")}
+    not_that = answers.read("No, not the lamp.", asked, VOCABULARY, "en")  # never read as a yes to the lamp
+    assert not not_that.settled_anything
     no = answers.read("No thanks.", asked, VOCABULARY, "en")
     assert no.yes == set() and no.no == {("#W3", "c"), ("#W3", "d")}
     unclear = answers.read("What does that cost?", asked, VOCABULARY, "en")
