@@ -67,7 +67,7 @@ class Settings(BaseSettings):
         default=55.0, gt=0, description="Wall time one ticket run's model calls may reach (an answer in flight is cut at it); then a person takes the ticket."
     )
     conversation_max_questions: int = Field(
-        default=2,
+        default=3,  # who, which, and the write stated for a yes
         ge=0,
         description="Questions one ticket may put to the customer (which item, confirm a write, a missing detail) before a person takes it; 0: "
         "never ask, a question hands the ticket to a person as before.",
@@ -126,6 +126,11 @@ class Settings(BaseSettings):
         default="confirm",
         description="Items the model chose (the customer described them rather than named them): confirm (the customer is asked "
         "to confirm the model's reading before anything is written) or act (written at once; for a model that reads well).",
+    )
+    confirm_writes: Literal["policy", "off"] = Field(
+        default="policy",
+        description="policy: the procedures marked `confirm: true` (tasks/procedures/procedures.yaml) state each write whole in the "
+        "reply and make it only on the customer's yes; off: written at once (one-shot use, the evaluation's ticket protocol).",
     )
     router_confidence: float = Field(
         default=0.35,

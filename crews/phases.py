@@ -217,6 +217,7 @@ class TicketPhases:
             arbiter=self.settings.reading_arbiter,
             model_choices=self.settings.model_choices,
             answer=answer,
+            confirm_writes=self.settings.confirm_writes == "policy",
         )
         try:
             flow.kickoff(inputs={"text": request, "channel_customer": ticket.customer or "", "language": triage.language, "intents": intents})
@@ -256,6 +257,7 @@ class TicketPhases:
             "triage": triage.model_dump(mode="json"),
             "user_id": state.customer.user_id if state.customer else "",
             "questions": [o.model_dump(mode="json") for o in state.questions],
+            "settled": answer.settled() if answer is not None else {},  # what earlier answers settled: not asked again
         }
         return Decision(TicketStatus.waiting_on_customer, state.reason or None, flow.reply(), note, triage)
 
@@ -303,6 +305,8 @@ class TicketPhases:
             user_id=str(state.get("user_id") or ""),
             written=written,
         )
+        settled_now = answer.settled_anything  # before what earlier answers settled is added
+        answer.carry(state.get("settled") or {})
         with transaction(self.session_factory) as db:
             audit.record(
                 db=db,
@@ -316,10 +320,12 @@ class TicketPhases:
                     "yes": sorted(map(list, answer.yes)),
                     "no": sorted(map(list, answer.no)),
                     "picked": sorted(map(list, answer.picked)),
+                    "approved": sorted(answer.approved),
+                    "refused": sorted(answer.refused),
                 },
             )
         request, raw = state["request"], gate.vault.reveal(state["request"])
-        if not answer.settled_anything or any(q.get("kind") in ("not_found", "unclear") for q in state["questions"]):
+        if not settled_now or any(q.get("kind") in ("not_found", "unclear") for q in state["questions"]):
             # a detail the request lacked (an order number, a method, an address), or an answer that settled none of the
             # choices: the next run reads it beside the request. An answer that settled them is not read as a request.
             request = f"{request}\n\n--- The customer's answer to our question ---\n{answer_text}"

@@ -22,6 +22,8 @@ os.environ.update(
     CREWDESK_HOME=str(_HOME),
     CREWDESK_LLM_PROVIDER="scripted",
     CREWDESK_PROCEDURES="false",  # the crew path; tests/integration/test_procedures.py turns procedures on with its own router
+    # one-shot procedures: writes made at once; tests/integration/test_conversations.py turns the store's policy on
+    CREWDESK_CONFIRM_WRITES="off",
     CREWDESK_LOG_JSON="true",
     CREWDESK_LOG_LEVEL="WARNING",
     CREWDESK_LLM_BREAKER_PREFIX="crewdesk-test:breaker",  # circuit-breaker state the tests leave in Redis stays apart

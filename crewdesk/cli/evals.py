@@ -51,7 +51,9 @@ def eval_examples(
     rows = rows[:limit] if limit else rows
     if approvals is None:
         approvals = not (rows and all("actions" in row for row in rows))  # the set states the writes a customer asked for
-    overrides: dict = {"llm_provider": provider, "log_json": False, "log_level": "ERROR", "memory_backend": "off"}
+    # one ticket, one run, scored by the store it leaves: writes are made at once, not stated for a yes that no one sends
+    # (the confirmation turn is measured by `eval tau2-retail --protocol conversation`)
+    overrides: dict = {"llm_provider": provider, "log_json": False, "log_level": "ERROR", "memory_backend": "off", "confirm_writes": "off"}
     if not approvals:
         overrides["approval_threshold_usd"] = -1.0
     settings = load_config(**overrides)
@@ -137,7 +139,10 @@ def eval_tau2_retail(
             "crew_process": process,
             "log_json": False,
             "log_level": "ERROR",
-            "approval_threshold_usd": -1.0,  # the benchmark's customer already confirmed; no human in the loop
+            "approval_threshold_usd": -1.0,  # no human in the loop: the benchmark scores the customer's conversation
+            # the ticket protocol is one message: its writes are made at once; the conversation protocol states each write
+            # and waits for the simulated customer's yes, as the store's policy asks
+            "confirm_writes": "policy" if protocol == "conversation" else "off",
             **({"procedures": False} if oracle_ else {}),
         }  # the oracle replays reference tool calls through the crew
         settings = load_config(**overrides)

@@ -43,7 +43,13 @@ NONE = "none"
 LABELS: tuple[str, ...] = (*FLAGGED, NONE)
 # The risks and their look-alikes (examples.jsonl), ordinary requests of other businesses and retail payment wording
 # (domains.jsonl and routine.jsonl), prompt injections (injection.jsonl); see risk_data/README.md.
-EXAMPLE_FILES: tuple[str, ...] = ("risk_data/examples.jsonl", "risk_data/domains.jsonl", "risk_data/routine.jsonl", "risk_data/injection.jsonl")
+EXAMPLE_FILES: tuple[str, ...] = (
+    "risk_data/examples.jsonl",
+    "risk_data/domains.jsonl",
+    "risk_data/routine.jsonl",
+    "risk_data/injection.jsonl",
+    "risk_data/answers.jsonl",  # customers' answers to our questions ("Yes, please do that."): read as injections without them
+)
 # Bitext train rows 0, 10, 20, ... (0-based, file order) are the evaluation's ordinary tickets, never exemplars.
 BITEXT_EVAL_EVERY = 10
 

@@ -36,10 +36,33 @@ class Answered:
     written: set[str] = field(default_factory=set)  # orders this ticket already wrote: settled, not planned again
     polarity: str | None = None  # "yes" | "no" | "mixed" (both) | None (neither)
     items_asked: bool = False  # we asked which items the request is about: the answer names them
+    approved: set[str] = field(default_factory=set)  # proposed writes (Action.fingerprint) they said yes to, as stated
+    refused: set[str] = field(default_factory=set)  # proposed writes they said no to
 
     @property
     def settled_anything(self) -> bool:
-        return bool(self.yes or self.no or self.picked)
+        return bool(self.yes or self.no or self.picked or self.approved or self.refused)
+
+    def settled(self) -> dict[str, list]:
+        """What this answer and the earlier ones settled, for the ticket's next question (ticket_questions.state)."""
+        return {
+            "yes": sorted(map(list, self.yes)),
+            "no": sorted(map(list, self.no)),
+            "picked": sorted(map(list, self.picked)),
+            "approved": sorted(self.approved),
+            "refused": sorted(self.refused),
+        }
+
+    def carry(self, earlier: dict[str, list]) -> Answered:
+        """Add what the customer's earlier answers settled (the picked variant, the items declined), so a later turn
+        never asks it again; where this answer says otherwise about an item or a write, this answer stands."""
+        pairs = lambda name: {(str(a), str(b)) for a, b in earlier.get(name) or []}  # noqa: E731
+        self.yes |= pairs("yes") - self.no
+        self.no |= pairs("no") - self.yes
+        self.picked |= pairs("picked")
+        self.approved |= set(earlier.get("approved") or []) - self.refused
+        self.refused |= set(earlier.get("refused") or []) - self.approved
+        return self
 
 
 def polarity(text: str, vocabulary: Vocabulary, language: str | None) -> str | None:
@@ -100,9 +123,24 @@ def read(
     of it they do want; a choice ("which one?") by naming one of the choices; other questions (a detail the request
     lacked) by what the answer says, which the next run reads beside the request."""
     answer = Answered(text=text, user_id=user_id, written=set(written or ()), polarity=polarity(text, vocabulary, language))
+    proposed = {str(q.detail.get("order", "")) for q in questions if q.kind == "propose"} - {""}
+    orders_named = decide.named_orders(text) & proposed if len(proposed) > 1 else set()
     for question in questions:
         items = list(question.items)
-        if question.kind == "confirm":
+        if question.kind == "propose":  # a write stated whole: yes makes exactly it, no leaves it, naming some items re-plans
+            if answer.polarity == "mixed" or (orders_named and question.detail.get("order") not in orders_named):
+                continue  # "yes, but not the kettle", or a yes that names another of the orders proposed: asked again
+            named = pick(text, items, vocabulary, language) if len(items) > 1 else []
+            if named and len(named) < len(items):
+                if answer.polarity == "no" and not vocabulary.answers["only"].found(words(text), language):
+                    continue  # "No, not the boots": not read apart here, asked again
+                answer.yes |= {key(i) for i in named}
+                answer.no |= {key(i) for i in items if i not in named}
+            elif answer.polarity == "yes":
+                answer.approved.add(str(question.detail.get("fingerprint", "")))
+            elif answer.polarity == "no":
+                answer.refused.add(str(question.detail.get("fingerprint", "")))
+        elif question.kind == "confirm":
             if answer.polarity == "mixed":  # settles nothing: asked again, or a person reads it
                 continue
             named = pick(text, items, vocabulary, language) if len(items) > 1 else []

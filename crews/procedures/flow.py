@@ -21,9 +21,9 @@ MAX_FALLBACK_DEPTH = 4
 # The outcomes that keep a ticket from "resolved" (conclude): something was not done, or the customer is asked.
 # The writes on an order's items: the store takes one of them per order.
 ITEM_WRITES = frozenset({"cancel_pending_order", "modify_pending_order_items", "return_delivered_order_items", "exchange_delivered_order_items"})
-NOT_DONE = frozenset({"failed", "not_found", "ambiguous", "unclear", "confirm", "refused", "handed_over"})
+NOT_DONE = frozenset({"failed", "not_found", "ambiguous", "unclear", "confirm", "propose", "refused", "handed_over"})
 # Of those, the ones that are a question to the customer: a ticket whose every open point is one waits on their answer.
-ASKING = frozenset({"not_found", "ambiguous", "unclear", "confirm"})
+ASKING = frozenset({"not_found", "ambiguous", "unclear", "confirm", "propose"})
 # Cancelling, returning, exchanging and changing items are one family: each item's order status decides which applies.
 ORDER_FAMILY_ORDER = decide.ORDER_OF
 ORDER_FAMILY = frozenset(ORDER_FAMILY_ORDER)
@@ -47,6 +47,7 @@ def _why(o: Outcome) -> str:
         + (f" ({o.detail['error']})" if "error" in o.detail else "")
         + (f" ({', '.join(i.label() + ' ' + i.order_id for i in o.items)})" if o.kind == "ambiguous" else "")
         + (f" ({o.detail['said'][:80]!r})" if o.kind == "unclear" else "")
+        + (f" ({o.action.tool} {o.action.order_id})" if o.kind == "propose" and o.action is not None else "")
     )
 
 
@@ -65,6 +66,7 @@ class ProcedureFlow(Flow[ProcedureState]):
     _nearest: dict = PrivateAttr(default_factory=dict)  # order -> (item, variants.Nearest): changes the customer did not ask for
     _answer: Answered | None = PrivateAttr(default=None)  # a resumed ticket: what the customer's answer settled
     _withdrawn: list = PrivateAttr(default_factory=list)  # proposals the customer said no to: left as they are
+    _confirm_writes: bool = PrivateAttr(default=False)  # the procedures marked confirm: each write is stated and waits for a yes
 
     @classmethod
     def build(
@@ -77,12 +79,23 @@ class ProcedureFlow(Flow[ProcedureState]):
         arbiter: str = "reader",
         model_choices: str = "confirm",
         answer: Answered | None = None,
+        confirm_writes: bool = False,
     ) -> ProcedureFlow:
         """answer: the ticket is resumed; the customer answered the question its last run asked (crews/procedures/answers.py)."""
         flow = cls(suppress_flow_events=True)  # the audit records decisions, tool calls and outcomes, not flow lifecycle noise
         flow._gate, flow._llm, flow._procedures, flow._raw_text, flow._arbiter = gate, llm, procedures, raw_text, arbiter
-        flow._model_choices, flow._answer = model_choices, answer
+        flow._model_choices, flow._answer, flow._confirm_writes = model_choices, answer, confirm_writes
         return flow
+
+    def _stated_first(self, intent: str) -> bool:
+        """This procedure's writes are stated to the customer and made only on their yes (its `confirm:` policy)."""
+        spec = self._procedures.by_intent.get(intent)
+        return self._confirm_writes and spec is not None and spec.confirm
+
+    def _confirm_reading(self, intents: list[str]) -> bool:
+        """Items the model chose are put to the customer before anything is planned (model_choices=confirm), unless every
+        write they lead to is stated whole and confirmed anyway: one question, with the whole write, not two."""
+        return self._model_choices == "confirm" and not (intents and all(self._stated_first(i) for i in intents))
 
     def _confirmed(self, items: list[Item]) -> bool:
         """The customer said yes to these items (a resumed ticket's answer to our confirmation)."""
@@ -129,14 +142,16 @@ class ProcedureFlow(Flow[ProcedureState]):
         item_specs = [s for s in specs if s.choose == "items"]
         plan = self._plan_addresses([s for s in specs if s.choose == "address"])  # first: the store changes the address only of an untouched order
         plan += self._plan_payments([s for s in specs if s.choose == "payment"])  # before items: an item change adds a payment
+        request = self.state.text
         if item_specs:
             reading = conditions.read(self.state.text)
+            request = reading.request
             items_plan = self._plan(item_specs, text=reading.request)
             if plan and all(o.kind == "not_found" and not o.items for o in items_plan):
                 items_plan = []  # an address request beside it, and no item named: the items were never meant
             plan += self._apply_fallbacks(items_plan, reading, [f for f in reading.fallbacks if f.anchor not in {g.index for g in reading.fallbacks}], depth=0)
         plan = self._hold_for_conditions(self._hold_conflicts(self._hold_unsettled_orders(self._apply_price_conditions(plan))))
-        for outcome in plan:
+        for outcome in [o for planned in plan for o in self._stated(planned, text=request)]:
             if outcome.kind == "planned" and outcome.action is not None:
                 self.state.actions.append(outcome.action)
                 self.state.outcomes.append(self._write(outcome.action))
@@ -263,7 +278,7 @@ class ProcedureFlow(Flow[ProcedureState]):
                 orders, by_model = address.orders_to_change(llm=self._llm, text=raw, customer=customer, new=new, source=source)
                 if by_model and any(self._declined(spec.intent, list(o.items), spec.tool) for o in orders):
                     continue
-                if by_model and self._model_choices == "confirm" and orders and not self._confirmed([i for o in orders for i in o.items]):
+                if by_model and self._confirm_reading([spec.intent]) and orders and not self._confirmed([i for o in orders for i in o.items]):
                     # the customer's words did not say which pending order: the model's reading is put to them, as for items
                     self._gate.audit(kind="decision", name="model_choice_confirm", actor="procedure", arguments={"orders": [o.order_id for o in orders]})
                     plan.extend(Outcome(intent=spec.intent, kind="confirm", items=list(o.items), detail={"tool": spec.tool}) for o in orders)
@@ -385,7 +400,7 @@ class ProcedureFlow(Flow[ProcedureState]):
                 if declined and self._declined(intent, declined, self._procedures.by_intent[intent].tool or ""):
                     chosen[intent] = [i for i in items if i not in declined]
             if (
-                self._model_choices == "confirm"
+                self._confirm_reading([intent for intent, items in chosen.items() if items])
                 and not self._confirmed([i for v in chosen.values() for i in v])
                 and _plan_key(chosen)
                 != _plan_key(decide.assign(llm=decide.RulesOnly(), text=said, customer=customer, procedures=specs, scoped=scope is not None, prefer=prefer))
@@ -443,7 +458,7 @@ class ProcedureFlow(Flow[ProcedureState]):
                 left.append(said)
                 continue
             self._gate.audit(kind="decision", name="named_by_meaning", actor="procedure", arguments={"said": said[:120], "items": [i.label() for i in items]})
-            if self._confirmed(items):  # put to the customer on an earlier turn, and they said yes
+            if self._confirmed(items) or not self._confirm_reading([intent]):  # said yes on an earlier turn, or the write is stated whole
                 met.extend(self._plan_items(offered[intent], items, text=said, prefer=""))
                 continue
             if self._declined(intent, items, offered[intent].tool or ""):
@@ -783,6 +798,47 @@ class ProcedureFlow(Flow[ProcedureState]):
                 return [*plan[:n], Outcome(intent=new.intent, kind="planned", action=merged), *plan[n + 1 :]]
         return [*plan, outcome]
 
+    def _stated(self, outcome: Outcome, *, text: str) -> list[Outcome]:
+        """A planned write of a procedure with `confirm: true` is made only when the customer said yes to exactly this
+        write (its fingerprint: tool and arguments). Otherwise it is proposed: the reply states it whole and the ticket
+        waits. A no leaves it as it is (withdrawn); a no to some of its items re-plans it without them, and the new
+        write is stated again (its amount and items differ from what the customer saw)."""
+        action = outcome.action
+        if outcome.kind != "planned" or action is None or not self._stated_first(action.intent):
+            return [outcome]
+        fingerprint, answer = action.fingerprint(), self._answer
+        items = list(action.items)
+        if answer is not None and fingerprint in answer.approved:
+            self._gate.audit(kind="decision", name="write_confirmed", actor="procedure", arguments={"tool": action.tool, "order_id": action.order_id})
+            return [outcome]
+        if answer is not None and fingerprint in answer.refused:
+            self._gate.audit(kind="decision", name="customer_declined", actor="procedure", arguments={"tool": action.tool, "order_id": action.order_id})
+            return [Outcome(intent=action.intent, kind="withdrawn", items=items, detail={"tool": action.tool, "order": action.order_id})]
+        dropped = [i for i in items if answer is not None and key(i) in answer.no] if action.tool in ITEM_WRITES else []
+        if dropped:
+            self._gate.audit(
+                kind="decision", name="customer_declined", actor="procedure", arguments={"tool": action.tool, "items": [i.label() for i in dropped]}
+            )
+            withdrawn = Outcome(intent=action.intent, kind="withdrawn", items=dropped, detail={"tool": action.tool, "order": action.order_id})
+            rest = [i for i in items if i not in dropped]
+            spec = self._procedures.by_intent[action.intent]
+            replanned = self._plan_items(spec, rest, text=text, prefer="") if rest else []
+            return [withdrawn, *(self._propose(o) if o.kind == "planned" and o.action is not None else o for o in replanned)]
+        return [self._propose(outcome)]
+
+    def _propose(self, outcome: Outcome) -> Outcome:
+        action = outcome.action
+        assert action is not None
+        self._gate.audit(
+            kind="decision",
+            name="write_proposed",
+            actor="procedure",
+            arguments={"tool": action.tool, "order_id": action.order_id, "fingerprint": action.fingerprint()},
+        )
+        return Outcome(
+            intent=action.intent, kind="propose", action=action, items=list(action.items), detail={"tool": action.tool, "fingerprint": action.fingerprint()}
+        )
+
     def _write(self, action: Action) -> Outcome:
         try:
             result = facts.Lookup(self._gate, action.role)(action.tool, **action.arguments)
@@ -841,7 +897,12 @@ class ProcedureFlow(Flow[ProcedureState]):
             self.state.status, self.state.reason = "awaiting_approval", "a write waits for a person's approval"
         elif kinds & NOT_DONE and kinds & NOT_DONE <= ASKING:  # every open point is a question to the customer: wait for the answer
             self.state.status, self.state.reason = "waiting_on_customer", "; ".join(_why(o) for o in self.state.outcomes if o.kind in NOT_DONE)
-            self.state.questions = [o for o in self.state.outcomes if o.kind in ASKING]
+            # a proposed write is recorded by what the answer needs (its fingerprint, items, order), not its arguments
+            self.state.questions = [
+                o.model_copy(update={"action": None, "detail": {**o.detail, "order": o.action.order_id}}) if o.action is not None else o
+                for o in self.state.outcomes
+                if o.kind in ASKING
+            ]
         elif kinds & NOT_DONE:
             self.state.status, self.state.reason = "escalated", "; ".join(_why(o) for o in self.state.outcomes if o.kind in NOT_DONE)
         else:

@@ -20,6 +20,43 @@ def _items(outcome: Outcome) -> str:
     return ", ".join(item.label() for item in outcome.action.items) if outcome.action else ""
 
 
+def _difference(say: Any, action: Any, method: str) -> str:
+    amount = abs(action.amount)
+    if amount < 0.005:
+        return say("difference.none")
+    return say("difference.pay" if action.amount > 0 else "difference.refund", amount=f"${amount:.2f}", method=method)
+
+
+def _proposal(say: Any, outcome: Outcome, customer: Customer | None) -> str:
+    """One write stated whole before it is made: items, new variants, amount, method, address, reason."""
+    action = outcome.action
+    assert action is not None
+    method = customer.payment_methods.get(action.method_id or "") if customer else None
+    order = next((o for o in customer.orders if o.order_id == action.order_id), None) if customer else None
+    facts: dict[str, Any] = {
+        "order": action.order_id,
+        "items": _items(outcome),
+        "amount": f"${action.amount:.2f}",
+        "method": method.label if method else "",
+        "new_items": ", ".join(item.label() for item in action.new_items),
+        "address": address_label(action.address) if action.address else "",
+    }
+    if action.tool == "cancel_pending_order":
+        reason = str(action.arguments.get("reason", ""))
+        facts["reason"] = say(f"propose.reasons.{reason}") if reason in ("no longer needed", "ordered by mistake") else reason
+        facts["timing"] = say("timing.immediately" if method and method.source == "gift_card" else "timing.later")
+    elif action.tool == "modify_pending_order_payment":
+        old = customer.payment_methods.get(order.paid_with) if customer and order else None
+        facts["old_method"] = old.label if old else ""
+        facts["timing"] = say("timing.immediately" if old and old.source == "gift_card" else "timing.later")
+        facts["items"] = ", ".join(i.name for i in order.items) if order else ""
+    elif action.tool == "modify_pending_order_address":
+        facts["items"] = ", ".join(i.name for i in action.items)
+    elif action.new_items:
+        facts["difference"] = _difference(say, action, facts["method"])
+    return "- " + say(f"propose.{action.tool}", **facts)
+
+
 def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], customer: Customer | None, identified: bool) -> str:
     say = lambda key, **facts: _text(replies, key, language, **facts)  # noqa: E731
     lines = [say("greeting")]
@@ -57,12 +94,7 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
         elif outcome.kind == "done" and action and action.tool == "return_delivered_order_items":
             lines.append(say("return_requested", **facts))
         elif outcome.kind == "done" and action and action.new_items:
-            amount = abs(action.amount)
-            difference = (
-                say("difference.none")
-                if amount < 0.005
-                else say("difference.pay" if action.amount > 0 else "difference.refund", amount=f"${amount:.2f}", method=facts["method"])
-            )
+            difference = _difference(say, action, facts["method"])
             new_items = ", ".join(item.label() for item in action.new_items)
             lines.append(
                 say("exchanged" if action.tool == "exchange_delivered_order_items" else "modified", **facts, new_items=new_items, difference=difference)
@@ -117,10 +149,14 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
             what = outcome.detail.get("what", "request")
             lines.append(say("not_found", **{**facts, "what": say(f"what.{what}", **facts) if what in replies["what"] else what}))
         elif outcome.kind == "withdrawn":  # a proposal the customer said no to
-            items = ", ".join(f"{item.label()} ({item.order_id})" for item in outcome.items)
+            items = ", ".join(f"{item.label()} ({item.order_id})" for item in outcome.items) or str(outcome.detail.get("order") or "")
             lines.append(say("withdrawn", action=say(f"actions.{outcome.detail['tool']}"), items=items))
         elif outcome.kind == "handed_over":
             lines.append(say("handoff"))
+    proposals = [_proposal(say, o, customer) for o in outcomes if o.kind == "propose" and o.action is not None]
+    if proposals:  # the writes waiting for the customer's yes, each stated whole, after what was done or asked
+        lines.append("\n".join([say("propose.intro"), *proposals]))
+        lines.append(say("propose.outro"))
     lines.append(say("closing"))
     return "\n\n".join(lines)
 

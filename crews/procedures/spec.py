@@ -16,6 +16,7 @@ from tools.registry import REGISTRY as TOOL_REGISTRY
 CHOICES = ("items", "address", "payment", "none")
 ORDER_STATUSES = ("pending", "processed", "delivered", "cancelled", "any")
 KEYS = {"intent", "description", "orders", "choose", "policy", "tool", "role"}
+OPTIONAL = {"confirm"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ProcedureSpec:
     policy: tuple[str, ...]
     tool: str | None
     role: str
+    confirm: bool = False  # the write is stated whole to the customer and made only on their yes (CREWDESK_CONFIRM_WRITES=policy)
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def load_procedures(directory: Path, *, policy_rules: set[str], roles: set[str])
         if not isinstance(spec, dict):
             problems.append(f"procedure '{key}' must be a mapping")
             continue
-        unknown, missing = set(spec) - KEYS, KEYS - set(spec)
+        unknown, missing = set(spec) - KEYS - OPTIONAL, KEYS - set(spec)
         if unknown or missing:
             problems.append(f"procedure '{key}': unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
             continue
@@ -68,6 +70,10 @@ def load_procedures(directory: Path, *, policy_rules: set[str], roles: set[str])
                 problems.append(f"procedure '{key}': unknown policy rule '{rule}' (known: {sorted(policy_rules)})")
             elif rule not in replies.get("rules", {}):
                 problems.append(f"procedure '{key}': rule '{rule}' has no explanation under rules: in replies.yaml")
+        if not isinstance(spec.get("confirm", False), bool):
+            problems.append(f"procedure '{key}': confirm must be true or false")
+        elif spec.get("confirm") and not spec["tool"]:
+            problems.append(f"procedure '{key}': confirm needs a tool (a write to state and confirm)")
         if spec["tool"] and spec["tool"] not in TOOL_REGISTRY:
             problems.append(f"procedure '{key}': unknown tool '{spec['tool']}'")
         if spec["role"] not in roles:
@@ -83,6 +89,7 @@ def load_procedures(directory: Path, *, policy_rules: set[str], roles: set[str])
             tuple(spec["policy"] or ()),
             spec["tool"] or None,
             spec["role"],
+            bool(spec.get("confirm", False)),
         )
     for message in ("greeting", "closing", "not_identified", "handoff", "not_found"):
         if "en" not in replies.get(message, {}):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -58,6 +60,11 @@ class Action(BaseModel):
     method_id: str | None = None
     address: dict[str, str] = Field(default_factory=dict, description="an address change: the new address")
 
+    def fingerprint(self) -> str:
+        """The write exactly as it would be made (tool and arguments): what a customer's yes to a proposed write approves.
+        A later run that plans anything else, even on the same items, proposes again."""
+        return hashlib.sha256(json.dumps([self.tool, self.arguments], sort_keys=True, default=str).encode()).hexdigest()[:20]
+
 
 class Outcome(BaseModel):
     """What became of one action, or one answer to a question."""
@@ -65,7 +72,7 @@ class Outcome(BaseModel):
     intent: str
     kind: str = Field(
         description="planned | done | refused | declined | failed | pending_approval | answered | not_found | ambiguous | unclear | confirm "
-        "| handed_over | withdrawn (withdrawn: a proposal the customer said no to when asked; declined: refused, and the customer said to leave it then; ambiguous: several items fit, the customer is asked "
+        "| handed_over | withdrawn | propose (propose: a planned write stated whole to the customer, made on their yes; withdrawn: a proposal the customer said no to when asked; declined: refused, and the customer said to leave it then; ambiguous: several items fit, the customer is asked "
         "which; unclear: a request no item was found for, or one nothing was done about, quoted back to the customer; confirm: items "
         "the model chose, put to the customer before anything is written)"
     )

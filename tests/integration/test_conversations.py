@@ -360,3 +360,110 @@ def test_an_answer_that_only_repeats_our_question_settles_nothing_and_writes_not
     third = talk.answer(f"> {talk.reply.splitlines()[2]}\n\nThe black one.")  # quoting us, then answering
     assert third.status == TicketStatus.resolved, talk.reply
     assert talk.effects() == ["return_delivered_order_items"]
+
+
+# --- confirmation before writes: the store's policy (tasks/procedures/procedures.yaml `confirm: true`) ------------------
+
+
+def test_with_the_stores_policy_the_write_is_stated_whole_and_made_only_on_yes(settings, store, make_ticket):
+    """CREWDESK_CONFIRM_WRITES=policy: the reply states the write whole (items, order, amount, refund method) and nothing
+    is written; the customer's yes makes exactly that write, once."""
+    talk = Conversation(settings, store, make_ticket, "return_items", confirm_writes="policy")
+    before = order(store, AMELIA_ORDER)
+    first = talk.start(f"Please return the black smart watch from order {AMELIA_ORDER}.", AMELIA)
+    assert first.status == TicketStatus.waiting_on_customer, talk.reply
+    stated = talk.reply
+    assert "please confirm" in stated and "return Smart Watch (" in stated and "black" in stated and AMELIA_ORDER in stated, stated
+    assert "$" in stated and "refund" in stated and 'Reply "yes"' in stated
+    assert order(store, AMELIA_ORDER) == before and talk.effects() == [] and talk.questions() == [(1, "open")]
+    assert ("decision", "write_proposed") in talk.audit()
+    with store() as db:  # the question keeps what the answer needs, not the write's arguments
+        point = db.execute(select(Question).where(Question.ticket_id == talk.ticket_id)).scalar_one().state["questions"][0]
+    assert point["kind"] == "propose" and point["action"] is None and len(point["detail"]["fingerprint"]) == 20
+
+    outcome = talk.answer("Yes, go ahead.")
+    doc = order(store, AMELIA_ORDER)
+    assert outcome.status == TicketStatus.resolved, talk.reply
+    assert [(i["name"], i["options"]["color"]) for i in doc["items"] if i["item_id"] in doc["return_items"]] == [("Smart Watch", "black")]
+    assert talk.effects() == ["return_delivered_order_items"] and ("decision", "write_confirmed") in talk.audit()
+    assert "I have opened a return" in talk.reply
+    assert talk.pipeline.process(talk.ticket_id).reused and talk.effects() == ["return_delivered_order_items"]
+
+
+def test_with_the_stores_policy_a_no_writes_nothing_and_says_so(settings, store, make_ticket):
+    talk = Conversation(settings, store, make_ticket, "return_items", confirm_writes="policy")
+    before = order(store, AMELIA_ORDER)
+    assert talk.start(f"Please return the black smart watch from order {AMELIA_ORDER}.", AMELIA).status == TicketStatus.waiting_on_customer
+    outcome = talk.answer("No, I changed my mind, leave it.")
+    assert outcome.status == TicketStatus.resolved and order(store, AMELIA_ORDER) == before and talk.effects() == [], talk.reply
+    assert "will not open the return" in talk.reply and ("decision", "customer_declined") in talk.audit()
+
+
+def test_with_the_stores_policy_no_only_one_item_re_plans_states_it_again_and_writes_that(settings, store, make_ticket):
+    """What the model read is not confirmed separately when the write is stated anyway: one question with the whole
+    write. "Nein, nur die Smart Watch" re-plans the return without the wristwatch, states the new write (its refund
+    differs) and waits; the yes writes it."""
+    talk = Conversation(settings, store, make_ticket, "return_items", plan=Planned(assign_items=keep_the_dumbbells), confirm_writes="policy")
+    before = order(store, DELIVERED)
+    first = talk.start(WRIST_DE, EMAIL)
+    assert first.status == TicketStatus.waiting_on_customer, talk.reply
+    assert "Smart Watch" in talk.reply and "Wristwatch" in talk.reply and "zurücknehmen" in talk.reply and "Erstattung" in talk.reply
+    assert ("decision", "model_choice_confirm") not in talk.audit()
+    second = talk.answer("Nein, nur die Smart Watch bitte.")
+    assert second.status == TicketStatus.waiting_on_customer and order(store, DELIVERED) == before, talk.reply
+    restated = talk.reply
+    assert "Wristwatch" in restated and "nicht" in restated  # the wristwatch stays, and says so
+    assert "Smart Watch" in restated.split("bestätigen")[1] and "Wristwatch" not in restated.split("bestätigen")[1]
+    third = talk.answer("Ja.")
+    doc = order(store, DELIVERED)
+    assert third.status == TicketStatus.resolved, talk.reply
+    assert [i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]] == ["Smart Watch"]
+    assert talk.effects() == ["return_delivered_order_items"] and talk.questions() == [(1, "answered"), (2, "answered")]
+
+
+def test_with_the_stores_policy_an_exchange_states_the_new_variant_and_the_difference(settings, store, make_ticket):
+    """The nearest variant that changes more than asked is put to the customer first; on their yes the exchange is
+    stated whole (the new variant, the price difference and the method) and made on the second yes."""
+    talk = Conversation(settings, store, make_ticket, "exchange_items", confirm_writes="policy")
+    before = order(store, DELIVERED)
+    talk.start("Could I exchange my metal wristwatch for one with a blue dial?", EMAIL)
+    second = talk.answer("Yes, that's fine.")
+    assert second.status == TicketStatus.waiting_on_customer and order(store, DELIVERED) == before, talk.reply
+    assert "exchange Wristwatch (" in talk.reply and "blue" in talk.reply and "price" in talk.reply and "PayPal" in talk.reply, talk.reply
+    third = talk.answer("yes")
+    doc = order(store, DELIVERED)
+    assert third.status == TicketStatus.resolved, talk.reply
+    assert doc["status"] == "exchange requested" and doc["exchange_new_items"] == ["8886009523"]
+
+
+def test_a_worker_sigkilled_while_a_ticket_waits_loses_nothing_and_the_answer_writes_once(settings, store, make_ticket, start_worker):
+    """Real worker processes (`crewdesk worker`, prefork) on real Redis and PostgreSQL, with the real embedding router
+    and the scripted model: the worker states the write and the ticket waits; the worker is SIGKILLed; the customer's
+    yes arrives through the API while no worker runs; a new worker resumes the ticket from the database and writes
+    exactly once."""
+    from tests.helpers import enqueue, terminal, wait_for
+
+    env = {"CREWDESK_PROCEDURES": "true", "CREWDESK_CONFIRM_WRITES": "policy", "CREWDESK_APPROVAL_THRESHOLD_USD": "-1"}
+    worker = start_worker(**env)
+    ticket_id = make_ticket(f"Hi, please take back the dumbbell set from order {DELIVERED}, I don't use it. Refund to PayPal.", customer=EMAIL)
+    before = order(store, DELIVERED)
+    enqueue(settings, ticket_id)
+    waiting = wait_for(store, terminal(ticket_id), timeout=120, what="the worker to state the write")
+    assert waiting.status == TicketStatus.waiting_on_customer, waiting.status_reason
+    worker.kill()
+
+    client = TestClient(create_app(settings, session_factory=store, send=lambda ids: [enqueue(settings, i) for i in ids]))
+    posted = client.post(f"/tickets/{ticket_id}/messages", json={"body": "Yes, please do that.", "external_id": "yes-1"})
+    assert posted.status_code == 202 and posted.json()["status"] == "queued"
+    with store() as db:  # nothing happened while no worker ran: the answer waits on the queue
+        assert db.get(Ticket, ticket_id).status == TicketStatus.queued and order(store, DELIVERED) == before
+
+    start_worker(**env)
+    done = wait_for(store, terminal(ticket_id), timeout=120, what="a new worker to resume the ticket")
+    assert done.status == TicketStatus.resolved, done.status_reason
+    doc = order(store, DELIVERED)
+    assert doc["status"] == "return requested" and [i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]] == ["Dumbbell Set"]
+    with store() as db:
+        effects = list(db.execute(select(ToolEffect.tool).where(ToolEffect.ticket_id == ticket_id)).scalars())
+        asked = [(q.turn, q.status) for q in db.execute(select(Question).where(Question.ticket_id == ticket_id)).scalars()]
+    assert effects == ["return_delivered_order_items"] and asked == [(1, "answered")]

@@ -70,3 +70,27 @@ def test_a_which_one_question_is_answered_only_by_naming_one_of_its_choices():
     assert answers.read("The black one, thanks.", asked, VOCABULARY, "en").picked == {("#W1000001", "b")}
     assert answers.read("Yes.", asked, VOCABULARY, "en").picked == set()  # a yes chooses nothing
     assert answers.read("The desk lamp.", asked, VOCABULARY, "en").picked == set()  # not among the choices
+
+
+def test_a_stated_write_is_approved_or_refused_whole_by_its_fingerprint_or_narrowed_by_the_items_named():
+    def stated(fingerprint: str, *items: Item, order: str = "#W3") -> Outcome:
+        return Outcome(
+            intent="return_items",
+            kind="propose",
+            items=list(items),
+            detail={"tool": "return_delivered_order_items", "fingerprint": fingerprint, "order": order},
+        )
+
+    asked = [stated("f1", LAMP, KETTLE)]
+    yes = answers.read("Oui, allez-y.", asked, VOCABULARY, "fr")
+    assert yes.approved == {"f1"} and yes.refused == set() and yes.settled_anything
+    no = answers.read("Nein, doch nicht.", asked, VOCABULARY, "de")
+    assert no.refused == {"f1"} and no.approved == set()
+    only = answers.read("No, only the lamp.", asked, VOCABULARY, "en")  # re-planned without the kettle, stated again
+    assert only.approved == set() and only.yes == {("#W3", "c")} and only.no == {("#W3", "d")}
+    assert not answers.read("Yes, but not the kettle.", asked, VOCABULARY, "en").settled_anything  # mixed: asked again
+    assert not answers.read("No, not the lamp.", asked, VOCABULARY, "en").settled_anything
+    # two orders' writes stated: a yes that names one order approves that one only
+    two = [stated("f1", LAMP, order="#W3"), stated("f2", OTHER_ORDER, order="#W2000002")]
+    assert answers.read("Yes, go ahead with #W2000002.", two, VOCABULARY, "en").approved == {"f2"}
+    assert answers.read("Yes to both.", two, VOCABULARY, "en").approved == {"f1", "f2"}
