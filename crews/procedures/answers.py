@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from crewdesk.store.lexicon import fold, tokens
 from crews.procedures import decide, reading
 from crews.procedures.state import Item, Outcome
 from crews.procedures.wording import Vocabulary, words
@@ -84,11 +85,30 @@ def _ordinal(text: str, candidates: list[Item], vocabulary: Vocabulary, language
     return [candidates[hit[0]]] if len(hit) == 1 and hit[0] < len(candidates) else []
 
 
+def _after_yes_or_no(text: str, vocabulary: Vocabulary, language: str | None) -> str:
+    """The answer without the yes or no it opens with ("Yes", "No, only the lamp"): a store's option values include
+    "yes" and "no" (waterproof: yes), and the customer's yes to our question names none of them."""
+    folded = fold(text)
+    found = list(tokens(folded))
+    said = [t for t, _, _ in found]
+    spans = sorted(vocabulary.answers["yes"].spans(said, language) + vocabulary.answers["no"].spans(said, language))
+    start = 0
+    for begin, end in spans:
+        if begin > start:
+            break
+        start = max(start, end)
+    if not start:
+        return text
+    cut = found[start - 1][2]  # where the last opening yes or no word ends, in the folded text
+    return text[cut:] if len(folded) == len(text) else folded[cut:]
+
+
 def pick(text: str, candidates: list[Item], vocabulary: Vocabulary, language: str | None) -> list[Item]:
     """The candidates the answer names: by an order number only some of them are in, a product name only some of them
     have, option values that tell them apart ("the black one"), or their place in our list ("the second one")."""
     if not candidates:
         return []
+    text = _after_yes_or_no(text, vocabulary, language)
     orders = decide.named_orders(text) & {c.order_id for c in candidates}
     if orders and len(orders) < len({c.order_id for c in candidates}):
         return [c for c in candidates if c.order_id in orders]

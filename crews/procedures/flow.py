@@ -24,6 +24,8 @@ ITEM_WRITES = frozenset({"cancel_pending_order", "modify_pending_order_items", "
 NOT_DONE = frozenset({"failed", "not_found", "ambiguous", "unclear", "confirm", "propose", "refused", "handed_over"})
 # Of those, the ones that are a question to the customer: a ticket whose every open point is one waits on their answer.
 ASKING = frozenset({"not_found", "ambiguous", "unclear", "confirm", "propose"})
+# Open points that hand the ticket to a person at once, even with writes stated for the customer's yes.
+WAIT_NOT = frozenset({"handed_over", "failed"})
 # Cancelling, returning, exchanging and changing items are one family: each item's order status decides which applies.
 ORDER_FAMILY_ORDER = decide.ORDER_OF
 ORDER_FAMILY = frozenset(ORDER_FAMILY_ORDER)
@@ -823,7 +825,7 @@ class ProcedureFlow(Flow[ProcedureState]):
             rest = [i for i in items if i not in dropped]
             spec = self._procedures.by_intent[action.intent]
             replanned = self._plan_items(spec, rest, text=text, prefer="") if rest else []
-            return [withdrawn, *(self._propose(o) if o.kind == "planned" and o.action is not None else o for o in replanned)]
+            return [withdrawn, *(o for planned in replanned for o in self._stated(planned, text=text))]  # approved already, or stated
         return [self._propose(outcome)]
 
     def _propose(self, outcome: Outcome) -> Outcome:
@@ -895,7 +897,9 @@ class ProcedureFlow(Flow[ProcedureState]):
         kinds = {o.kind for o in self.state.outcomes}
         if "pending_approval" in kinds:
             self.state.status, self.state.reason = "awaiting_approval", "a write waits for a person's approval"
-        elif kinds & NOT_DONE and kinds & NOT_DONE <= ASKING:  # every open point is a question to the customer: wait for the answer
+        elif kinds & NOT_DONE and (kinds & NOT_DONE <= ASKING or ("propose" in kinds and not kinds & WAIT_NOT)):
+            # every open point is a question to the customer, or writes are stated for their yes beside what could not be
+            # done (a refusal, explained in the reply): wait for the answer; what stays undone goes to a person after it
             self.state.status, self.state.reason = "waiting_on_customer", "; ".join(_why(o) for o in self.state.outcomes if o.kind in NOT_DONE)
             # a proposed write is recorded by what the answer needs (its fingerprint, items, order), not its arguments
             self.state.questions = [

@@ -21,7 +21,7 @@ from crewdesk.tickets import views
 from crewdesk.tickets.models import Question, Ticket, TicketStatus
 from crews.pipeline import Pipeline
 from tests.integration.test_email_imap import dovecot, mail_settings, smtp  # noqa: F401  (fixtures: a real dovecot and aiosmtpd)
-from tests.integration.test_procedures import DELIVERED, EMAIL, Planned, StandInRouter, keep_the_dumbbells, order
+from tests.integration.test_procedures import DELIVERED, EMAIL, PENDING, Planned, StandInRouter, keep_the_dumbbells, order
 
 AMELIA = "amelia.patel6926@example.com"  # #W6497157, delivered: two Smart Watches (silver leather AMOLED, black leather AMOLED)
 AMELIA_ORDER = "#W6497157"
@@ -467,3 +467,29 @@ def test_a_worker_sigkilled_while_a_ticket_waits_loses_nothing_and_the_answer_wr
         effects = list(db.execute(select(ToolEffect.tool).where(ToolEffect.ticket_id == ticket_id)).scalars())
         asked = [(q.turn, q.status) for q in db.execute(select(Question).where(Question.ticket_id == ticket_id)).scalars()]
     assert effects == ["return_delivered_order_items"] and asked == [(1, "answered")]
+
+
+def test_with_the_stores_policy_writes_are_stated_beside_a_refusal_and_made_on_yes_then_a_person_takes_the_rest(settings, store, make_ticket):
+    """A return that can be done and a cancel the store refuses (part of an order): the ticket does not go to a person
+    with the return never made; it waits for the customer's yes to the stated return, writes it, and then hands over
+    what stays undone."""
+    talk = Conversation(settings, store, make_ticket, "return_items", "cancel_order", confirm_writes="policy")
+    first = talk.start(f"Please return the dumbbell set from order {DELIVERED}, and cancel only the grill from order {PENDING}.", EMAIL)
+    assert first.status == TicketStatus.waiting_on_customer, talk.reply
+    assert "return Dumbbell Set (" in talk.reply and "as a whole" in talk.reply and talk.effects() == []
+    second = talk.answer("Yes.")
+    assert second.status == TicketStatus.escalated and "whole_order_only" in (second.escalation_reason or ""), talk.reply
+    assert talk.effects() == ["return_delivered_order_items"] and order(store, PENDING)["status"] == "pending"
+
+
+def test_with_the_stores_policy_a_narrowed_write_approved_on_a_later_turn_is_made(settings, store, make_ticket):
+    """Declined items carry over the turns: the write re-planned without them, once approved, is made even though the
+    run plans the whole request again first (tau2 task 11 asked the same narrowed return three times)."""
+    talk = Conversation(settings, store, make_ticket, "return_items", confirm_writes="policy")
+    talk.start(f"Please return the smart watch and the wristwatch from order {DELIVERED}.", EMAIL)
+    assert "Smart Watch" in talk.reply and "Wristwatch" in talk.reply and "please confirm" in talk.reply, talk.reply
+    assert talk.answer("No, only the smart watch.").status == TicketStatus.waiting_on_customer, talk.reply
+    assert talk.answer("Yes, exactly.").status == TicketStatus.resolved, talk.reply
+    doc = order(store, DELIVERED)
+    assert [i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]] == ["Smart Watch"]
+    assert talk.effects() == ["return_delivered_order_items"]

@@ -94,3 +94,16 @@ def test_a_stated_write_is_approved_or_refused_whole_by_its_fingerprint_or_narro
     two = [stated("f1", LAMP, order="#W3"), stated("f2", OTHER_ORDER, order="#W2000002")]
     assert answers.read("Yes, go ahead with #W2000002.", two, VOCABULARY, "en").approved == {"f2"}
     assert answers.read("Yes to both.", two, VOCABULARY, "en").approved == {"f1", "f2"}
+
+
+def test_the_yes_an_answer_opens_with_names_no_option_value_yes():
+    """The store's option values include "yes" and "no" (waterproof: yes): a plain yes to a stated cancel of a whole
+    order named the waterproof items and re-planned the cancel without the rest (tau2 task 16, conversation protocol)."""
+    boots = Item(order_id="#W5", item_id="e", product_id="boots", name="Hiking Boots", options={"waterproof": "yes"}, price=1)
+    camera = Item(order_id="#W5", item_id="f", product_id="camera", name="Action Camera", options={"waterproof": "no"}, price=1)
+    asked = [Outcome(intent="cancel_order", kind="propose", items=[boots, camera, KETTLE], detail={"fingerprint": "f5", "order": "#W5"})]
+    yes = answers.read("Yes", asked, VOCABULARY, "en")
+    assert yes.approved == {"f5"} and yes.yes == set() and yes.no == set()
+    assert answers.read("Sí, adelante.", asked, VOCABULARY, "es").approved == {"f5"}
+    assert answers.pick("Yes, the waterproof one.", [boots, camera], VOCABULARY, "en") == [boots]
+    assert answers.pick("Yes, go ahead with #W2000002.", [BLACK, OTHER_ORDER], VOCABULARY, "en") == [OTHER_ORDER]
