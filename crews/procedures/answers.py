@@ -103,6 +103,19 @@ def _after_yes_or_no(text: str, vocabulary: Vocabulary, language: str | None) ->
     return text[cut:] if len(folded) == len(text) else folded[cut:]
 
 
+def _named_after_a_not(text: str, candidates: list[Item], vocabulary: Vocabulary, language: str | None) -> list[Item]:
+    """The candidates an answer names after a negation inside it ("yes, but not the kettle", "no, not the boots"); none
+    when its only no is the one it opens with ("No, only the lamp")."""
+    folded = fold(text)
+    found = list(tokens(folded))
+    spans = vocabulary.answers["no"].spans([t for t, _, _ in found], language)
+    inner = [begin for begin, _ in spans if begin > 0]
+    if not inner:
+        return []
+    cut = found[inner[-1]][1]  # where the last negation starts
+    return pick(text[cut:] if len(folded) == len(text) else folded[cut:], candidates, vocabulary, language)
+
+
 def pick(text: str, candidates: list[Item], vocabulary: Vocabulary, language: str | None) -> list[Item]:
     """The candidates the answer names: by an order number only some of them are in, a product name only some of them
     have, option values that tell them apart ("the black one"), or their place in our list ("the second one")."""
@@ -148,8 +161,15 @@ def read(
     for question in questions:
         items = list(question.items)
         if question.kind == "propose":  # a write stated whole: yes makes exactly it, no leaves it, naming some items re-plans
-            if answer.polarity == "mixed" or (orders_named and question.detail.get("order") not in orders_named):
-                continue  # "yes, but not the kettle", or a yes that names another of the orders proposed: asked again
+            if orders_named and question.detail.get("order") not in orders_named:
+                continue  # a yes that names another of the orders proposed: asked again
+            dropped = _named_after_a_not(text, items, vocabulary, language) if len(items) > 1 else []
+            if dropped and len(dropped) < len(items):  # "yes, but not the kettle", "no, not the boots": re-planned without them, stated again
+                answer.yes |= {key(i) for i in items if i not in dropped}
+                answer.no |= {key(i) for i in dropped}
+                continue
+            if answer.polarity == "mixed":
+                continue  # yes and no, and which part is which is not read: asked again
             named = pick(text, items, vocabulary, language) if len(items) > 1 else []
             if named and len(named) < len(items):
                 if answer.polarity == "no" and not vocabulary.answers["only"].found(words(text), language):

@@ -493,3 +493,16 @@ def test_with_the_stores_policy_a_narrowed_write_approved_on_a_later_turn_is_mad
     doc = order(store, DELIVERED)
     assert [i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]] == ["Smart Watch"]
     assert talk.effects() == ["return_delivered_order_items"]
+
+
+def test_with_the_stores_policy_yes_but_not_one_item_restates_the_write_without_it(settings, store, make_ticket):
+    talk = Conversation(settings, store, make_ticket, "return_items", confirm_writes="policy")
+    before = order(store, DELIVERED)
+    talk.start(f"Please return the smart watch and the wristwatch from order {DELIVERED}.", EMAIL)
+    second = talk.answer("Yes, but not the wristwatch.")
+    assert second.status == TicketStatus.waiting_on_customer and order(store, DELIVERED) == before, talk.reply
+    stated = talk.reply.split("please confirm")[1]
+    assert "Smart Watch" in stated and "Wristwatch" not in stated
+    assert talk.answer("Yes.").status == TicketStatus.resolved, talk.reply
+    doc = order(store, DELIVERED)
+    assert [i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]] == ["Smart Watch"]

@@ -88,8 +88,13 @@ def test_a_stated_write_is_approved_or_refused_whole_by_its_fingerprint_or_narro
     assert no.refused == {"f1"} and no.approved == set()
     only = answers.read("No, only the lamp.", asked, VOCABULARY, "en")  # re-planned without the kettle, stated again
     assert only.approved == set() and only.yes == {("#W3", "c")} and only.no == {("#W3", "d")}
-    assert not answers.read("Yes, but not the kettle.", asked, VOCABULARY, "en").settled_anything  # mixed: asked again
-    assert not answers.read("No, not the lamp.", asked, VOCABULARY, "en").settled_anything
+    but_not = answers.read("Yes, but not the kettle.", asked, VOCABULARY, "en")  # re-planned without it, stated again
+    assert but_not.approved == set() and but_not.yes == {("#W3", "c")} and but_not.no == {("#W3", "d")}
+    not_that = answers.read("No, not the lamp.", asked, VOCABULARY, "en")
+    assert not_that.approved == set() and not_that.yes == {("#W3", "d")} and not_that.no == {("#W3", "c")}
+    aber = answers.read("Ja, aber nicht den Wasserkocher.", asked, VOCABULARY, "de")
+    assert aber.no == {("#W3", "d")} and aber.yes == {("#W3", "c")}
+    assert not answers.read("Yes and no.", asked, VOCABULARY, "en").settled_anything  # which part is which: asked again
     # two orders' writes stated: a yes that names one order approves that one only
     two = [stated("f1", LAMP, order="#W3"), stated("f2", OTHER_ORDER, order="#W2000002")]
     assert answers.read("Yes, go ahead with #W2000002.", two, VOCABULARY, "en").approved == {"f2"}
