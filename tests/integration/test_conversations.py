@@ -7,8 +7,11 @@ cannot run here fast enough for a test, and the routers have their own tests."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from crewdesk.api.app import create_app
@@ -506,3 +509,33 @@ def test_with_the_stores_policy_yes_but_not_one_item_restates_the_write_without_
     assert talk.answer("Yes.").status == TicketStatus.resolved, talk.reply
     doc = order(store, DELIVERED)
     assert [i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]] == ["Smart Watch"]
+
+
+def test_a_jira_comment_answers_a_waiting_jira_ticket_and_resumes_it(settings, store, session_factory):
+    """The Jira channel on its own: the issue's ticket waits (no customer of the store in it, so it asks who); the
+    customer's public comment arrives by the signed webhook (a real payload of tests/fixtures/jira-webhooks, its text
+    replaced), requeues the same ticket, and the run resumes from the question and writes once."""
+    from crewdesk.tickets.schemas import TicketIn
+    from tests.integration.test_jira_webhook import FIXTURES, SECRET, post
+
+    jira = settings.model_copy(update={"jira_webhook_secret": SecretStr(SECRET)})
+    talk = Conversation(jira, store, lambda *a, **k: 0, "return_items")
+    with transaction(store) as db:
+        ticket, _ = tickets.submit(
+            db=db, ticket_in=TicketIn(source="jira", external_id="TES-41", customer="", body="Hi, please take back the dumbbell set, I don't use it.")
+        )
+        talk.ticket_id = ticket.id
+    before = order(store, DELIVERED)
+    assert talk.pipeline.process(talk.ticket_id).status == TicketStatus.waiting_on_customer, talk.reply
+    queued: list[int] = []
+    client = TestClient(create_app(jira, session_factory=session_factory, send=queued.extend))
+    payload = json.loads((FIXTURES / "mattermost-plugin-jira" / "webhook-cloud-comment-created.json").read_bytes())
+    payload["comment"]["body"] = "Sure: Ethan Sanchez, zip code 78782."
+    response = post(client, json.dumps(payload).encode(), identifier="answer-1")
+    assert response.status_code == 202 and response.json()["status"] == "accepted", response.text
+    assert queued == [talk.ticket_id] and order(store, DELIVERED) == before
+    outcome = talk.pipeline.process(talk.ticket_id)
+    doc = order(store, DELIVERED)
+    assert outcome.status == TicketStatus.resolved, talk.reply
+    assert [i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]] == ["Dumbbell Set"]
+    assert talk.effects() == ["return_delivered_order_items"] and talk.questions() == [(1, "answered")]
