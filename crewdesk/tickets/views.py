@@ -33,7 +33,11 @@ class TicketView:
         """What the ticket waits on the customer for, in a line: since when, which turn, the points asked."""
         if self.question is None:
             return ""
-        points = "; ".join(f"{q.get('intent', '')}: {q.get('kind', '')}" for q in self.question.state.get("questions", []))
+        points = "; ".join(
+            f"{q.get('intent', '')}: {q.get('kind', '')}"
+            + (f" ({q['detail'].get('tool', '')} {q['detail'].get('order', '')}, for a yes)" if q.get("kind") == "propose" else "")
+            for q in self.question.state.get("questions", [])
+        )
         return f"question {self.question.turn} asked {self.question.created_at:%Y-%m-%d %H:%M} UTC, not answered yet ({points})"
 
 

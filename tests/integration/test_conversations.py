@@ -380,6 +380,8 @@ def test_with_the_stores_policy_the_write_is_stated_whole_and_made_only_on_yes(s
     assert "$" in stated and "refund" in stated and 'Reply "yes"' in stated
     assert order(store, AMELIA_ORDER) == before and talk.effects() == [] and talk.questions() == [(1, "open")]
     assert ("decision", "write_proposed") in talk.audit()
+    with store() as db:  # what `crewdesk show` prints of it
+        assert f"return_items: propose (return_delivered_order_items {AMELIA_ORDER}, for a yes)" in views.view(db=db, ref=str(talk.ticket_id)).waiting_on()
     with store() as db:  # the question keeps what the answer needs, not the write's arguments
         point = db.execute(select(Question).where(Question.ticket_id == talk.ticket_id)).scalar_one().state["questions"][0]
     assert point["kind"] == "propose" and point["action"] is None and len(point["detail"]["fingerprint"]) == 20
