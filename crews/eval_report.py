@@ -155,8 +155,14 @@ def read_journal(path: Path | None) -> list[Trial]:
     return done
 
 
-def write_report(report: EvalReport, path: Path) -> Path:
-    """An HTML page: the summary, a per-task table, and an SVG plot of success and seconds per task."""
+def _cell(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else escape(str(value))
+
+
+def write_report(report: EvalReport, path: Path, *, beside: tuple[str, EvalReport] | None = None) -> Path:
+    """An HTML page: the summary, a per-task table (with the customer's messages and the seconds of each conversation),
+    and an SVG plot of success and seconds per task. beside: (name, another run of the same tasks), e.g. the ticket
+    protocol's journal beside a conversation run's: its summary in a second column and its result per task."""
     summary = report.summary()
     tasks = report.by_task()
     width, bar = 900, max(3, min(24, 860 // max(1, len(tasks))))
@@ -176,25 +182,44 @@ def write_report(report: EvalReport, path: Path) -> Path:
         f"(height) and success (green all trials, amber some, red none)</text>{''.join(bars)}"
         f'<line x1="30" y1="160" x2="{30 + len(tasks) * bar}" y2="160" stroke="#333"/><text x="30" y="180" font-size="11">task</text></svg>'
     )
+    other = {(t.task_id, t.trial): t for t in beside[1].trials} if beside else {}
+
+    def other_cells(t: Trial) -> str:
+        if beside is None:
+            return ""
+        o = other.get((t.task_id, t.trial))
+        if o is None:
+            return "<td colspan='4'>(not run)</td>"
+        return f"<td>{'pass' if o.success else 'fail'}</td><td>{o.status}</td><td>{o.turns}</td><td>{o.seconds:.2f}</td>"
+
     rows = "".join(
         f"<tr><td>{escape(t.task_id)}</td><td>{t.trial}</td><td>{escape(t.language)}</td><td>{'pass' if t.success else 'fail'}</td><td>{t.status}</td>"
-        f"<td>{t.tool_ok}/{t.tool_calls}</td><td>{t.tokens_in} ({t.tokens_cached} cached) + {t.tokens_out}</td><td>{t.cost_usd:.5f}</td>"
-        f"<td>{t.seconds:.2f}</td><td>{escape('; '.join(t.problems))}</td></tr>"
+        f"<td>{t.turns}</td><td>{t.tool_ok}/{t.tool_calls}</td><td>{t.tokens_in} ({t.tokens_cached} cached) + {t.tokens_out}</td><td>{t.cost_usd:.5f}</td>"
+        f"<td>{t.seconds:.2f}</td><td>{escape('; '.join(t.problems))}</td>{other_cells(t)}</tr>"
         for t in report.trials
     )
-    facts = "".join(
-        f"<tr><th>{k}</th><td>{v:.3f}</td></tr>" if isinstance(v, float) else f"<tr><th>{k}</th><td>{escape(str(v))}</td></tr>" for k, v in summary.items()
-    )
+    if beside is None:
+        facts = "".join(f"<tr><th>{k}</th><td>{_cell(v)}</td></tr>" for k, v in summary.items())
+        other_head = ""
+    else:
+        theirs = beside[1].summary()
+        facts = f"<tr><th></th><th>this run</th><th>{escape(beside[0])}</th></tr>" + "".join(
+            f"<tr><th>{k}</th><td>{_cell(v)}</td><td>{_cell(theirs.get(k, ''))}</td></tr>" for k, v in summary.items()
+        )
+        other_head = "".join(f"<th>{escape(beside[0])}: {name}</th>" for name in ("result", "status", "customer messages", "seconds"))
     html = (
         f"<!doctype html><meta charset='utf-8'><title>crewdesk eval {escape(report.split)}</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}</style>"
         f"<h1>crewdesk evaluation: {escape(report.split)}</h1><table>{facts}</table><h2>Per task</h2>{svg}"
-        "<table><tr><th>task</th><th>trial</th><th>language</th><th>result</th><th>ticket status</th><th>tool calls ok</th>"
-        f"<th>tokens: prompt (cached) + completion</th><th>cost $</th><th>seconds</th><th>what differed</th></tr>{rows}</table>"
+        "<table><tr><th>task</th><th>trial</th><th>language</th><th>result</th><th>ticket status</th><th>customer messages</th><th>tool calls ok</th>"
+        f"<th>tokens: prompt (cached) + completion</th><th>cost $</th><th>seconds</th><th>what differed</th>{other_head}</tr>{rows}</table>"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")
-    path.with_suffix(".json").write_text(json.dumps({"summary": summary, "trials": [asdict(t) for t in report.trials]}, indent=1))
+    body: dict[str, Any] = {"summary": summary, "trials": [asdict(t) for t in report.trials]}
+    if beside is not None:
+        body["beside"] = {"name": beside[0], "summary": beside[1].summary()}
+    path.with_suffix(".json").write_text(json.dumps(body, indent=1))
     return path
 
 

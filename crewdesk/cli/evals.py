@@ -127,12 +127,17 @@ def eval_tau2_retail(
         str,
         typer.Option(help="Conversation protocol: who writes the first message: simulator (upstream's way) or ticket (the ticket protocol's ticket)."),
     ] = "simulator",
+    compare: Annotated[
+        Path | None,
+        typer.Option(help="Another run's journal (.trials.jsonl) or report of the same tasks, e.g. the ticket protocol's: shown beside this one."),
+    ] = None,
 ) -> None:
     """Run the crew on tau2-bench retail tasks and score end states the upstream way."""
     if protocol not in ("ticket", "conversation"):
         raise typer.BadParameter("--protocol is ticket or conversation")
     if first_message not in ("simulator", "ticket"):
         raise typer.BadParameter("--first-message is simulator or ticket")
+    beside = _beside(compare) if compare is not None else None
     with stoppable() as work:  # Ctrl-C / SIGTERM: crewdesk/cli/interrupts.py
         overrides = {
             "llm_provider": "scripted" if oracle_ else provider,
@@ -190,16 +195,58 @@ def eval_tau2_retail(
                     )
                 )
         summary = outcome.summary()
-        table = Table(title=f"tau2-bench retail ({split}), {protocol} protocol, {summary['process']}, {summary['model']}")
-        table.add_column("metric")
-        table.add_column("value")
-        for key, value in summary.items():
-            table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+        table = _summary_table(f"tau2-bench retail ({split}), {protocol} protocol, {summary['process']}, {summary['model']}", outcome, beside)
+        theirs = per_intent(beside[1], tasks) if beside else {}
         for kind, (passed, total) in per_intent(outcome, tasks).items():
-            table.add_row(f"pass^1, {kind}", f"{passed}/{total}")
+            table.add_row(f"pass^1, {kind}", f"{passed}/{total}", *([f"{theirs[kind][0]}/{theirs[kind][1]}" if kind in theirs else ""] if beside else []))
         console.print(table)
-        path = write_report(outcome, report)
+        path = write_report(outcome, report, beside=beside)
         console.print(f"report: {path}")
+
+
+def _beside(path: Path) -> tuple[str, Any]:
+    """Another run's journal (or the report it sits beside), to show next to this run."""
+    from crews.eval_report import EvalReport
+    from crews.evaluation import journal_for, read_journal
+
+    journal = path if path.name.endswith(".trials.jsonl") else journal_for(path)
+    if not journal.is_file():
+        raise typer.BadParameter(f"{journal}: no such journal")
+    trials = read_journal(journal)
+    if not trials:
+        raise typer.BadParameter(f"{journal}: no trials in it")
+    return journal.name.removesuffix(".trials.jsonl"), EvalReport(split="", process="", model="", trials=trials)
+
+
+def _summary_table(title: str, outcome: Any, beside: tuple[str, Any] | None) -> Table:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value")
+    theirs = beside[1].summary() if beside else {}
+    if beside:
+        table.add_column(beside[0])
+    cell = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    for key, value in outcome.summary().items():
+        table.add_row(key, cell(value), *([cell(theirs.get(key, ""))] if beside else []))
+    return table
+
+
+@app.command("report")
+def eval_report(
+    journal: Annotated[Path, typer.Argument(help="A run's journal (.trials.jsonl), as `eval` writes it beside its report.")],
+    compare: Annotated[Path | None, typer.Option(help="Another run's journal of the same tasks, shown beside it.")] = None,
+    out: Annotated[Path | None, typer.Option(help="The HTML report to write (default: beside the journal, .html).")] = None,
+) -> None:
+    """Write the HTML report of a finished run again from its journal, with another run beside it: e.g. a conversation
+    run and the ticket protocol's, from the journals committed under bench/results/, without running either again."""
+    from crews.eval_report import write_report
+
+    name, report = _beside(journal)
+    report.split = name
+    beside = _beside(compare) if compare is not None else None
+    console.print(_summary_table(name, report, beside))
+    path = write_report(report, out or journal.with_name(name + ".html"), beside=beside)
+    console.print(f"report: {path}")
 
 
 @contextmanager

@@ -202,3 +202,42 @@ def test_the_conversation_protocol_answers_the_question_in_the_thread_and_scores
 
     ticket_only = run_eval(pipeline=pipeline, tasks=[task], trials=1, split="train", use_oracle=False, run_tag="t")
     assert not ticket_only.trials[0].success and ticket_only.trials[0].status == "waiting_on_customer"  # one ticket cannot answer
+
+
+def test_the_report_shows_another_runs_journal_beside_it_with_customer_messages_and_seconds(tmp_path):
+    """`crewdesk eval report JOURNAL --compare JOURNAL` (and `eval tau2-retail --compare`): the conversation run and the
+    ticket protocol's side by side, per task and in the summary, from the journals alone."""
+    import json
+    import subprocess
+
+    from tests.helpers import CREWDESK, ROOT
+
+    def journal(name: str, rows: list[tuple[str, bool, str, int, float]]):
+        path = tmp_path / f"{name}.trials.jsonl"
+        path.write_text(
+            "".join(
+                json.dumps(
+                    {"task_id": t, "trial": 0, "success": ok, "status": status, "tool_calls": 1, "tool_ok": 1, "tokens_in": 0, "tokens_out": 0}
+                    | {"cost_usd": 0.0, "seconds": seconds, "turns": turns}
+                )
+                + "\n"
+                for t, ok, status, turns, seconds in rows
+            )
+        )
+        return path
+
+    conversation = journal("conv", [("0", True, "resolved", 2, 7.5), ("1", False, "resolved", 3, 12.25)])
+    ticket = journal("ticket", [("0", True, "resolved", 1, 0.5), ("1", False, "escalated", 1, 0.75)])
+    out = tmp_path / "side.html"
+    done = subprocess.run(
+        [CREWDESK, "eval", "report", str(conversation), "--compare", str(ticket), "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    page = out.read_text()
+    assert "<th>ticket: result</th>" in page and "<th>customer messages</th>" in page
+    assert "<td>fail</td><td>resolved</td><td>3</td>" in page and "<td>fail</td><td>escalated</td><td>1</td><td>0.75</td>" in page
+    body = json.loads(out.with_suffix(".json").read_text())
+    assert body["summary"]["resolved_wrong"] == 1 and body["beside"]["summary"]["resolved_wrong"] == 0
+    assert body["summary"]["customer_messages_per_ticket"] == 2.5 and body["beside"]["name"] == "ticket"
+    missing = subprocess.run([CREWDESK, "eval", "report", str(tmp_path / "none.trials.jsonl")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "no such journal" in missing.stderr + missing.stdout
