@@ -78,3 +78,11 @@ class BudgetExhausted(ModelOutputError):
 
 class LocalModelError(CrewdeskError):
     """The packaged local model could not be assembled or served."""
+
+
+class Unauthenticated(CrewdeskError):
+    """No credentials, or credentials that prove nobody (the API answers 401 with WWW-Authenticate)."""
+
+
+class Forbidden(CrewdeskError):
+    """The caller is known but may not do this: a scope it lacks, or a decision on its own request (the API answers 403)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 from crewdesk import pii
 from crewdesk.approvals import models as approvals
 from crewdesk.audit import models as audit
+from crewdesk.auth import models as auth
 from crewdesk.db import Base
 from crewdesk.effects import models as effects
 from crewdesk.inbound import models as inbound
@@ -15,5 +16,5 @@ from crewdesk.runs import models as runs
 from crewdesk.store import models as store
 from crewdesk.tickets import models as tickets
 
-MODULES = (approvals, audit, effects, inbound, pii, runs, store, tickets)
+MODULES = (approvals, audit, auth, effects, inbound, pii, runs, store, tickets)
 metadata = Base.metadata

@@ -49,6 +49,7 @@ TABLES = (
     "audit_chains",
     "audit_seals",
     "approvals",
+    "api_keys",
     "tool_effects",
     "pii_tokens",
     "inbound_events",

@@ -129,3 +129,22 @@ def terminal(ticket_id):
     from crewdesk.tickets.models import TERMINAL
 
     return lambda db: db.get(Ticket, ticket_id).status in TERMINAL and db.get(Ticket, ticket_id)
+
+
+def api_key(session_factory, name: str = "tester", scopes: tuple[str, ...] = ("admin",)) -> str:
+    """A real API key in the test database (crewdesk/auth), as `crewdesk apikey create` makes one."""
+    from crewdesk.auth import service as keys
+    from crewdesk.db import transaction
+
+    with transaction(session_factory) as db:
+        _row, key = keys.create(db=db, name=name, scopes=list(scopes))
+    return key
+
+
+def api_client(app, session_factory, name: str = "tester", scopes: tuple[str, ...] = ("admin",)):
+    """A TestClient that sends a key of these scopes with every request."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(app)
+    client.headers["Authorization"] = f"Bearer {api_key(session_factory, name, scopes)}"
+    return client

@@ -7,7 +7,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk import __version__
 from crewdesk.api import approvals, errors, health, tickets, webhooks
+from crewdesk.api.auth import TicketReader
+from crewdesk.api.common import AUTH
 from crewdesk.api.deps import Services
+from crewdesk.api.keycache import KeyCache
 from crewdesk.db import make_engine, make_session_factory
 from crewdesk.intake.enqueue import Enqueuer, Send
 from crewdesk.intake.jira_webhook import RefusalLimiter
@@ -24,7 +27,10 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
 
         send = ticket_sender(configure(settings))
 
-    app = FastAPI(title="crewdesk", version=__version__, description="Agentic customer-support worker service.")
+    # No open /docs or /redoc; the OpenAPI document is served to any valid key (below).
+    app = FastAPI(
+        title="crewdesk", version=__version__, description="Agentic customer-support worker service.", docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.services = Services(
         settings=settings,
         session_factory=factory,
@@ -32,8 +38,16 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
         gates=gate_factory(settings, factory),  # reads agents/ and tasks/ once: deciding an approval builds no crew
         refusals=RefusalLimiter(settings.jira_refusals_per_minute),
         metrics_registry=health.metrics_registry(factory, settings),
+        keys=KeyCache(),
     )
     errors.install(app)
-    for router in (health.router, tickets.router, approvals.router, webhooks.router):
-        app.include_router(router)
+    app.include_router(health.router)
+    app.include_router(webhooks.router)  # authenticated by its HMAC signature (crewdesk/intake/jira_webhook.py)
+    for router in (tickets.router, approvals.router):  # every route needs a key with its scope (crewdesk/api/auth.py)
+        app.include_router(router, responses=AUTH)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_caller: TicketReader) -> dict:
+        return app.openapi()
+
     return app

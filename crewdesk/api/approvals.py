@@ -8,10 +8,14 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from crewdesk.api.auth import ApprovalDecider
 from crewdesk.api.common import BAD_BODY, CONFLICT, NOT_FOUND, Responses, RowId, schema_no_nul
 from crewdesk.api.deps import DbSession, Services, ServicesDep
 from crewdesk.approvals import service as approvals
 from crewdesk.approvals.models import Approval
+from crewdesk.auth.service import Principal
+from crewdesk.errors import Forbidden
+from crewdesk.tickets.models import Ticket
 from crews.approvals import decide as decide_and_resume
 
 router = APIRouter()
@@ -31,10 +35,9 @@ class ApprovalView(BaseModel):
 class Decision(BaseModel):
     model_config = ConfigDict(json_schema_extra=schema_no_nul)
 
-    by: str = Field(min_length=1, max_length=128, description="Who decides; recorded in the audit trail.")
     reason: str | None = Field(default=None, max_length=2000)
 
-    @field_validator("by", "reason")
+    @field_validator("reason")
     @classmethod
     def _no_nul(cls, value: str | None) -> str | None:
         if value is not None and "\x00" in value:
@@ -56,17 +59,25 @@ def view(approval: Approval) -> ApprovalView:
 
 
 @router.get("/approvals", response_model=list[ApprovalView])
-def list_approvals(session: DbSession, status: Literal["pending", "approved", "rejected", ""] | None = "pending") -> list[ApprovalView]:
+def list_approvals(
+    session: DbSession, caller: ApprovalDecider, status: Literal["pending", "approved", "rejected", ""] | None = "pending"
+) -> list[ApprovalView]:
     return [view(a) for a in approvals.listing(db=session, status=status or None)]
 
 
-def decide(services: Services, approval_id: int, decision: Decision, approve: bool) -> ApprovalView:
-    """ApprovalNotFound answers 404 and ApprovalDecided 409 (crewdesk/api/errors.py)."""
+def decide(services: Services, approval_id: int, decision: Decision, approve: bool, caller: Principal) -> ApprovalView:
+    """ApprovalNotFound answers 404 and ApprovalDecided 409 (crewdesk/api/errors.py). The decider is the key's holder,
+    recorded in the audit trail; nobody decides on a write of a ticket they submitted (403)."""
+    with services.session_factory() as db:
+        approval = approvals.get(db=db, approval_id=approval_id)
+        ticket = db.get(Ticket, approval.ticket_id)
+        if ticket is not None and (ticket.raw or {}).get("submitted_by") == caller.name:
+            raise Forbidden(f"{caller.name!r} submitted ticket {ticket.id}: nobody approves their own request")
     approval, _ = decide_and_resume(
         gates=services.gates,
         approval_id=approval_id,
         approve=approve,
-        by=decision.by,
+        by=caller.name,
         reason=decision.reason,
         resume=lambda ticket_id: services.enqueuer([ticket_id]),
     )
@@ -77,10 +88,10 @@ DECISION_RESPONSES: Responses = {**NOT_FOUND, **BAD_BODY, **CONFLICT}
 
 
 @router.post("/approvals/{approval_id}/approve", response_model=ApprovalView, responses=DECISION_RESPONSES)
-def approve(approval_id: RowId, decision: Decision, services: ServicesDep) -> ApprovalView:
-    return decide(services, approval_id, decision, True)
+def approve(approval_id: RowId, decision: Decision, services: ServicesDep, caller: ApprovalDecider) -> ApprovalView:
+    return decide(services, approval_id, decision, True, caller)
 
 
 @router.post("/approvals/{approval_id}/reject", response_model=ApprovalView, responses=DECISION_RESPONSES)
-def reject(approval_id: RowId, decision: Decision, services: ServicesDep) -> ApprovalView:
-    return decide(services, approval_id, decision, False)
+def reject(approval_id: RowId, decision: Decision, services: ServicesDep, caller: ApprovalDecider) -> ApprovalView:
+    return decide(services, approval_id, decision, False, caller)

@@ -27,3 +27,15 @@ def schema_no_nul(schema: dict[str, Any], _model: type) -> None:
         for branch in (prop, *prop.get("anyOf", [])):
             if branch.get("type") == "string" and "enum" not in branch:
                 branch["pattern"] = "^[^\\u0000]*$"
+
+
+# RFC 9457 problem details, as crewdesk/api/errors.py answers a missing or insufficient API key.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"}},
+    "required": ["type", "title", "status", "detail"],
+}
+AUTH: Responses = {
+    401: {"description": "No API key, or one that is unknown or revoked.", "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}}},
+    403: {"description": "The key lacks the route's scope, or decides its own request.", "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}}},
+}

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from crewdesk.api.keycache import KeyCache
 from crewdesk.intake.enqueue import Enqueuer
 from crewdesk.intake.jira_webhook import RefusalLimiter
 from crewdesk.settings import Settings
@@ -26,6 +27,7 @@ class Services:
     gates: GateFactory  # a decided approval's write runs through its ticket's gate (crews/approvals.py)
     refusals: RefusalLimiter  # refused webhook deliveries recorded per address: per process, as each app keeps its own
     metrics_registry: CollectorRegistry  # this app's own (health.metrics_registry)
+    keys: KeyCache  # API keys verified lately (crewdesk/api/auth.py)
 
 
 def services(request: Request) -> Services:

@@ -10,10 +10,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from crewdesk.errors import Conflict, InvalidTicket, NotFound
+from crewdesk.errors import Conflict, Forbidden, InvalidTicket, NotFound, Unauthenticated
 from crewdesk.intake.jira_webhook import DeliveryMalformed, DeliveryTooLarge, DeliveryUnauthenticated, NoWebhookSecret, RefusalsLimited
 
 STATUS_OF: dict[type[Exception], int] = {
+    Unauthenticated: 401,  # problem+json, with WWW-Authenticate (crewdesk/api/auth.py)
+    Forbidden: 403,  # problem+json
     NotFound: 404,
     Conflict: 409,
     InvalidTicket: 422,  # as a body that fails TicketIn's validation
@@ -31,6 +33,14 @@ def status_of(exc: Exception) -> int:
 
 
 async def _answer(_request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, Unauthenticated | Forbidden):  # RFC 9457 problem details
+        status = status_of(exc)
+        return JSONResponse(
+            {"type": "about:blank", "title": "Unauthorized" if status == 401 else "Forbidden", "status": status, "detail": str(exc)},
+            status_code=status,
+            media_type="application/problem+json",
+            headers={"WWW-Authenticate": 'Bearer realm="crewdesk"'} if status == 401 else None,
+        )
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RefusalsLimited) else None
     return JSONResponse({"detail": str(exc)}, status_code=status_of(exc), headers=headers)
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 
+from crewdesk.api.auth import MetricsReader
 from crewdesk.api.deps import ServicesDep
 from crewdesk.settings import Settings
 
@@ -40,8 +41,8 @@ def healthz() -> Health:
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(services: ServicesDep) -> Response:
-    """Prometheus text format: tickets, approvals, tool calls, queue depth, breaker state, read at scrape time
+def metrics(services: ServicesDep, caller: MetricsReader) -> Response:
+    """Prometheus text format (scraped with a metrics:read key as its bearer token): tickets, approvals, tool calls, queue depth, breaker state, read at scrape time
     (crewdesk/metrics/collector.py)."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

@@ -10,15 +10,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from crewdesk.api.auth import AnyCaller, TicketReader, TicketSubmitter
 from crewdesk.api.common import BAD_BODY, CONFLICT, NOT_FOUND, RowId, schema_no_nul
 from crewdesk.api.deps import DbSession, ServicesDep
 from crewdesk.audit import service as audit
+from crewdesk.auth.service import Principal
 from crewdesk.db import transaction
-from crewdesk.errors import Conflict
+from crewdesk.errors import Conflict, Forbidden, TicketNotFound
 from crewdesk.intake.admit import Stored, admit
 from crewdesk.runs.models import CrewRun
 from crewdesk.tickets import service as tickets
-from crewdesk.tickets.models import Message, TicketStatus
+from crewdesk.tickets.models import Message, Ticket, TicketStatus
 from crewdesk.tickets.schemas import MAX_BODY_CHARS, TicketIn
 
 router = APIRouter()
@@ -148,11 +150,30 @@ def _audit_rows(session: Session, ticket_id: int) -> list[AuditRow]:
     ]
 
 
+def _readable(ticket: Ticket, caller: Principal) -> Ticket:
+    """tickets:read reads any ticket; a key that may only submit reads and answers the tickets it submitted (404 for the
+    rest, as for a ticket that does not exist: an id says nothing of other callers' tickets)."""
+    if caller.may("tickets:read"):
+        return ticket
+    if not caller.may("tickets:submit"):
+        raise Forbidden(f"the key {caller.name!r} lacks the scope tickets:read")
+    if (ticket.raw or {}).get("submitted_by") != caller.name:
+        raise TicketNotFound(f"ticket {ticket.id} does not exist")
+    return ticket
+
+
 @router.post("/tickets", response_model=SubmitResult, status_code=202, responses=BAD_BODY)
-def submit(ticket_in: TicketSubmission, services: ServicesDep) -> SubmitResult:
+def submit(ticket_in: TicketSubmission, services: ServicesDep, caller: TicketSubmitter) -> SubmitResult:
+    """A ticket from this key's caller, recorded as theirs (`raw.submitted_by`: the requester, who may not approve its
+    writes). Only an admin key may submit as another channel (e-mail, Jira): replies go out through the source's own
+    channel, to its addresses and issue keys."""
+    if ticket_in.source in CHANNEL_SOURCES and not caller.may("admin"):
+        raise Forbidden(f"only an admin key may submit a ticket as {ticket_in.source!r}: replies would go out through that channel")
     factory = services.session_factory
     with transaction(factory) as session:
         ticket, created = tickets.submit(db=session, ticket_in=ticket_in)
+        if created:
+            ticket.raw = {**(ticket.raw or {}), "submitted_by": caller.name}
     if admit([Stored(ticket.id, needs_run=created or ticket.status == TicketStatus.received)], enqueuer=services.enqueuer).queued:
         with factory() as session:
             ticket = tickets.get(db=session, ticket_id=ticket.id)
@@ -160,8 +181,8 @@ def submit(ticket_in: TicketSubmission, services: ServicesDep) -> SubmitResult:
 
 
 @router.get("/tickets/{ticket_id}", response_model=TicketView, responses=NOT_FOUND)
-def show(ticket_id: RowId, session: DbSession) -> TicketView:
-    ticket = tickets.get(db=session, ticket_id=ticket_id)  # TicketNotFound: 404 (crewdesk/api/errors.py)
+def show(ticket_id: RowId, session: DbSession, caller: AnyCaller) -> TicketView:
+    ticket = _readable(tickets.get(db=session, ticket_id=ticket_id), caller)  # TicketNotFound: 404 (crewdesk/api/errors.py)
     runs = session.execute(select(CrewRun).where(CrewRun.ticket_id == ticket_id).order_by(CrewRun.id)).scalars().all()
     return TicketView(
         id=ticket.id,
@@ -192,8 +213,8 @@ def show(ticket_id: RowId, session: DbSession) -> TicketView:
 
 
 @router.get("/tickets/{ticket_id}/trail", response_model=TrailView, responses=NOT_FOUND)
-def trail(ticket_id: RowId, session: DbSession) -> TrailView:
-    """The ticket's messages in order, and its audit events."""
+def trail(ticket_id: RowId, session: DbSession, caller: TicketReader) -> TrailView:
+    """The ticket's messages in order, and its audit events (the team's view: tickets:read)."""
     ticket = tickets.get(db=session, ticket_id=ticket_id)
     messages = session.execute(select(Message).where(Message.ticket_id == ticket_id).order_by(Message.id)).scalars()
     return TrailView(
@@ -206,13 +227,13 @@ def trail(ticket_id: RowId, session: DbSession) -> TrailView:
 
 
 @router.post("/tickets/{ticket_id}/messages", response_model=MessageAdded, status_code=202, responses={**NOT_FOUND, **CONFLICT, **BAD_BODY})
-def add_message(ticket_id: RowId, message: CustomerMessage, services: ServicesDep) -> MessageAdded:
+def add_message(ticket_id: RowId, message: CustomerMessage, services: ServicesDep, caller: TicketSubmitter) -> MessageAdded:
     """The customer's reply on a ticket submitted through the API. A ticket waiting on the customer resumes with it
     (queued); a resolved one is reopened; one being worked or held by a person keeps it for them. E-mail and Jira
     tickets take their customer's messages through their own channel (409)."""
     factory = services.session_factory
     with transaction(factory) as session:
-        ticket = tickets.get(db=session, ticket_id=ticket_id, lock=True)
+        ticket = _readable(tickets.get(db=session, ticket_id=ticket_id, lock=True), caller)
         if ticket.source in CHANNEL_SOURCES:
             raise Conflict(f"ticket {ticket_id} came by {ticket.source}: the customer answers through that channel")
         if message.external_id:
@@ -231,8 +252,8 @@ def add_message(ticket_id: RowId, message: CustomerMessage, services: ServicesDe
 
 
 @router.get("/tickets/{ticket_id}/messages", response_model=list[MessageView], responses=NOT_FOUND)
-def messages(ticket_id: RowId, session: DbSession) -> list[MessageView]:
+def messages(ticket_id: RowId, session: DbSession, caller: AnyCaller) -> list[MessageView]:
     """The conversation the customer sees: their messages and our replies, in order (the team's notes are left out)."""
-    tickets.get(db=session, ticket_id=ticket_id)
+    _readable(tickets.get(db=session, ticket_id=ticket_id), caller)
     rows = session.execute(select(Message).where(Message.ticket_id == ticket_id, Message.direction != "internal").order_by(Message.id)).scalars()
     return [_message_view(m) for m in rows]

@@ -52,6 +52,13 @@ def pending_for(*, db: Session, ticket_id: int) -> list[Approval]:
     return listing(db=db, status=ApprovalStatus.pending, ticket_id=ticket_id)
 
 
+def get(*, db: Session, approval_id: int) -> Approval:
+    approval = db.get(Approval, approval_id)
+    if approval is None:
+        raise ApprovalNotFound(f"approval {approval_id} does not exist")
+    return approval
+
+
 def decide(*, db: Session, approval_id: int, approve: bool, by: str, reason: str | None = None) -> Approval:
     approval = db.execute(select(Approval).where(Approval.id == approval_id).with_for_update()).scalar_one_or_none()
     if approval is None:

@@ -24,6 +24,7 @@ from crewdesk.intake.jira_webhook import sign
 from crewdesk.settings import load_settings
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Ticket
+from tests.helpers import api_key
 
 SECRET = "schema-test-secret"
 
@@ -31,7 +32,25 @@ SECRET = "schema-test-secret"
 # The schema is loaded once from an app on an unused engine (the schema does not depend on settings), because
 # schemathesis' lazy `from_fixture` loader breaks on pytest 9 (it rewrites `node._nodeid`). Each generated case is
 # then sent to `live_app`, built per operation on the test database.
-schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(load_settings(database_url="sqlite://"), send=lambda _ticket_ids: None))
+# The document is read from the app itself: /openapi.json is served only to a key holder (crewdesk/api/auth.py).
+_schema_app = create_app(load_settings(database_url="sqlite://"), send=lambda _ticket_ids: None)
+schema = schemathesis.openapi.from_dict(_schema_app.openapi())
+schema.app = _schema_app  # cases go through the ASGI transport (call_and_validate(app=...)), as from_asgi sets it
+
+
+KEY: dict[str, str] = {}
+
+
+@schema.auth(refresh_interval=None).apply_to(path_regex="^/(?!webhooks/)")  # the webhook is authenticated by its HMAC signature
+class ApiKeyAuth:
+    """Every case is sent with a real admin key of the test database (crewdesk/api/auth.py); schemathesis' ignored_auth
+    check also sends them without it and with a wrong one, and expects 401."""
+
+    def get(self, case, context):
+        return KEY.get("current", "cdk_collecting_none")  # before the fixture: a refusal, refetched on 401 (retry_on)
+
+    def set(self, case, data, context):
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
 
 
 @pytest.fixture
@@ -48,6 +67,7 @@ def live_app(settings, session_factory, make_ticket):
         )
     app = create_app(settings.model_copy(update={"jira_webhook_secret": SecretStr(SECRET)}), session_factory=session_factory, send=lambda _ticket_ids: None)
     assert app.openapi() == schema.raw_schema
+    KEY["current"] = api_key(session_factory, "schemathesis", ("admin",))  # this operation's cases are sent with it
     return app
 
 

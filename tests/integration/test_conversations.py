@@ -23,6 +23,7 @@ from crewdesk.tickets import service as tickets
 from crewdesk.tickets import views
 from crewdesk.tickets.models import Question, Ticket, TicketStatus
 from crews.pipeline import Pipeline
+from tests.helpers import api_client
 from tests.integration.test_email_imap import dovecot, mail_settings, smtp  # noqa: F401  (fixtures: a real dovecot and aiosmtpd)
 from tests.integration.test_procedures import DELIVERED, EMAIL, PENDING, Planned, StandInRouter, keep_the_dumbbells, order
 
@@ -186,7 +187,7 @@ def test_the_api_takes_the_customers_answer_and_shows_the_thread(settings, store
     talk = Conversation(settings, store, make_ticket, "return_items")
     talk.start("Hi, I'd like to return my smart watch please.", AMELIA)
     queued: list[int] = []
-    client = TestClient(create_app(talk.settings, session_factory=store, send=queued.extend))
+    client = api_client(create_app(talk.settings, session_factory=store, send=queued.extend), store)
     thread = client.get(f"/tickets/{talk.ticket_id}/messages").json()
     assert [m["direction"] for m in thread] == ["inbound", "outbound"] and "Which one" in thread[1]["body"]
 
@@ -457,7 +458,7 @@ def test_a_worker_sigkilled_while_a_ticket_waits_loses_nothing_and_the_answer_wr
     assert waiting.status == TicketStatus.waiting_on_customer, waiting.status_reason
     worker.kill()
 
-    client = TestClient(create_app(settings, session_factory=store, send=lambda ids: [enqueue(settings, i) for i in ids]))
+    client = api_client(create_app(settings, session_factory=store, send=lambda ids: [enqueue(settings, i) for i in ids]), store)
     posted = client.post(f"/tickets/{ticket_id}/messages", json={"body": "Yes, please do that.", "external_id": "yes-1"})
     assert posted.status_code == 202 and posted.json()["status"] == "queued"
     with store() as db:  # nothing happened while no worker ran: the answer waits on the queue

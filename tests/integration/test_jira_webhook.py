@@ -30,7 +30,7 @@ from crewdesk.intake.models import InboundEvent
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket
 from crewdesk.tickets.schemas import TicketIn
-from tests.helpers import JsonStandIn, http_stand_in
+from tests.helpers import JsonStandIn, api_key, http_stand_in
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "jira-webhooks"
 SECRET = "whsec-test-3f9a"
@@ -399,10 +399,12 @@ def test_trail_shows_messages_and_status_sync(client, session_factory):
     ticket_id = post(client, (FIXTURES / "mattermost-plugin-jira" / "webhook-issue-created.json").read_bytes()).json()["ticket_id"]
     post(client, (FIXTURES / "mattermost-plugin-jira" / "webhook-cloud-comment-created.json").read_bytes())
     post(client, (FIXTURES / "mattermost-plugin-jira" / "webhook-issue-updated-started-working.json").read_bytes())
-    trail = client.get(f"/tickets/{ticket_id}/trail").json()
+    reader = {"Authorization": f"Bearer {api_key(session_factory, 'agent', ('tickets:read',))}"}  # the trail is the team's view
+    assert client.get(f"/tickets/{ticket_id}/trail").status_code == 401
+    trail = client.get(f"/tickets/{ticket_id}/trail", headers=reader).json()
     assert [m["body"] for m in trail["messages"]] == ["Unit test summary\n\nUnit test description, not that long", "Added a comment"]
     assert trail["external_status"] == "In Progress" and [e["name"] for e in trail["events"]] == ["jira_status"]
-    assert client.get("/tickets/999999/trail").status_code == 404
+    assert client.get("/tickets/999999/trail", headers=reader).status_code == 404
 
 
 # --- posting replies back: a local HTTP server stands in for Jira Cloud ---------------------------------------------

@@ -41,6 +41,14 @@ from tests import helpers
 ROOT = Path(__file__).resolve().parents[2]
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")
 DOCUMENTED = {re.sub(r"_total$", "", name) for name in re.findall(r"crewdesk_[a-z_]+", crewdesk.metrics.__doc__)}  # family names
+from tests.helpers import api_key  # noqa: E402
+
+_SCRAPERS = __import__("itertools").count()
+
+
+def SCRAPER(session_factory) -> dict[str, str]:
+    """The header Prometheus sends: a metrics:read key as its bearer token (crewdesk/api/auth.py)."""
+    return {"Authorization": f"Bearer {api_key(session_factory, f'prometheus-{next(_SCRAPERS)}', ('metrics:read',))}"}
 
 
 def parse(text: str) -> dict[tuple[str, frozenset], float]:
@@ -134,7 +142,7 @@ def populated(session_factory, make_ticket, redis_url):
 
 def test_api_metrics_are_exact(settings, session_factory, populated):
     app = create_app(settings, session_factory=session_factory, send=lambda _ticket_ids: None)
-    with TestClient(app) as client:
+    with TestClient(app, headers={"Authorization": f"Bearer {api_key(session_factory, 'prometheus', ('metrics:read',))}"}) as client:
         response = client.get("/metrics")
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
         samples = parse(response.text)
@@ -184,7 +192,7 @@ def test_a_dead_broker_or_breaker_is_reported_not_raised(settings, session_facto
         raise RuntimeError("breaker store unreachable")
 
     monkeypatch.setitem(sys.modules, "crewdesk.llm.breaker", types.SimpleNamespace(states=states))
-    with TestClient(create_app(settings, session_factory=session_factory, send=lambda _ticket_ids: None)) as client:
+    with TestClient(create_app(settings, session_factory=session_factory, send=lambda _ticket_ids: None), headers=SCRAPER(session_factory)) as client:
         samples = parse(client.get("/metrics").text)
     assert value(samples, "crewdesk_metrics_source_up", source="broker") == 0 and value(samples, "crewdesk_metrics_source_up", source="breaker") == 0
     assert value(samples, "crewdesk_metrics_source_up", source="database") == 1
@@ -196,7 +204,7 @@ def test_breaker_contract(settings, session_factory, monkeypatch):
     """crewdesk.llm.breaker is another part's module (it may not exist yet): the contract is exercised with stand-ins."""
 
     def scrape():
-        with TestClient(create_app(settings, session_factory=session_factory, send=lambda _ticket_ids: None)) as client:
+        with TestClient(create_app(settings, session_factory=session_factory, send=lambda _ticket_ids: None), headers=SCRAPER(session_factory)) as client:
             return parse(client.get("/metrics").text)
 
     monkeypatch.setitem(sys.modules, "crewdesk.llm.breaker", None)  # no such module: nothing exported for it
@@ -442,7 +450,13 @@ def test_real_prometheus_scrapes_the_api(settings, session_factory, populated, t
         yaml.safe_dump(
             {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [{"job_name": "crewdesk-api", "static_configs": [{"targets": [f"127.0.0.1:{api_port}"]}]}],
+                "scrape_configs": [
+                    {
+                        "job_name": "crewdesk-api",
+                        "authorization": {"type": "Bearer", "credentials": api_key(session_factory, "prometheus", ("metrics:read",))},
+                        "static_configs": [{"targets": [f"127.0.0.1:{api_port}"]}],
+                    }
+                ],
             }
         )
     )
@@ -473,7 +487,7 @@ def test_real_prometheus_scrapes_the_api(settings, session_factory, populated, t
         thread.join(10)
 
 
-def test_deploy_config_is_valid_and_names_real_metrics():
+def test_deploy_config_is_valid_and_names_real_metrics(tmp_path):
     deploy = ROOT / "deploy"
     config = yaml.safe_load((deploy / "prometheus" / "prometheus.yml").read_text())
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
@@ -494,7 +508,14 @@ def test_deploy_config_is_valid_and_names_real_metrics():
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed: the YAML was parsed and checked, not validated by Prometheus")
-    checked = subprocess.run([promtool, "check", "config", "prometheus.yml"], cwd=deploy / "prometheus", capture_output=True, text=True, timeout=60)
+    # promtool checks that the bearer token's file exists: the compose secret stands at a temporary path here
+    assert config["scrape_configs"][0]["authorization"]["credentials_file"] == "/run/secrets/crewdesk_metrics_key"
+    assert compose["prometheus"]["secrets"] == ["crewdesk_metrics_key"]
+    checkable = tmp_path / "prometheus"
+    shutil.copytree(deploy / "prometheus", checkable)
+    (tmp_path / "key").write_text("cdk_x_y")
+    (checkable / "prometheus.yml").write_text((checkable / "prometheus.yml").read_text().replace("/run/secrets/crewdesk_metrics_key", str(tmp_path / "key")))
+    checked = subprocess.run([promtool, "check", "config", "prometheus.yml"], cwd=checkable, capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0 and "5 rules found" in checked.stdout + checked.stderr, checked.stdout + checked.stderr
     tested = subprocess.run([promtool, "test", "rules", "alerts.test.yml"], cwd=deploy / "prometheus", capture_output=True, text=True, timeout=60)
     assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr

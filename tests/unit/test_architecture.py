@@ -21,7 +21,8 @@ domains   what the service keeps and decides, each in its own package (pii is on
           these tables, and tickets refer to them), runs, audit, approvals, effects, pii (tokens for personal data),
           store (the built-in system of record and the RetailStore interface its operations run against), memory,
           routing (uses memory), llm (the model clients) and metrics (KPIs and gauges read from tickets, runs and
-          approvals). Domains may use one another, but never in a cycle.
+          approvals), auth (API keys and the scopes they grant; the API's faces check them). Domains may use one another,
+          but never in a cycle.
 core      crewdesk.settings, crewdesk.db (engine, sessions, the declarative base and no model), crewdesk.logging,
           crewdesk.errors, and small helpers that import nothing above: language, ratelimit, queues (task names and
           queues), migrate (runs Alembic, which reaches the tables through migrations/env.py, a script, not an
@@ -65,6 +66,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "crewdesk.routing",
             "crewdesk.llm",
             "crewdesk.metrics",
+            "crewdesk.auth",
         ),
     ),
     (
