@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from typing import Any
 
 import structlog
+
+# An e-mail address in a log value: a delivery error names its recipients, an IMAP error its sender. Logs keep the
+# domain (which server refused) and the address's first letter, never the address.
+_ADDRESS = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})")
+
+
+def mask_addresses(text: str) -> str:
+    return _ADDRESS.sub(r"\1***@\2", text)
+
+
+def _mask(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """No customer's address in a log line (exceptions included: this runs after format_exc_info)."""
+    return {k: mask_addresses(v) if isinstance(v, str) else v for k, v in event_dict.items()}
 
 
 def configure_logging(*, level: str = "INFO", json: bool = True) -> None:
@@ -14,6 +29,7 @@ def configure_logging(*, level: str = "INFO", json: bool = True) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
+        _mask,
     ]
     # plain tracebacks: rich's pretty tracebacks walk every local, and CrewAI's object graphs make that take minutes
     processors.append(

@@ -154,3 +154,24 @@ def test_an_action_line_with_words_after_an_offered_tool_name_keeps_the_name():
     for untouched in ("Action: get_user_details\nAction Input: {}", "Action: refund_everything now\nAction Input: {}", "Final Answer: done"):
         assert repair_action(untouched, system) == untouched  # exact names, unknown tools and answers pass as they are
     assert repair_action("Action: get_user_detailsX\nAction Input: {}", system).startswith("Action: get_user_detailsX")  # a prefix is not a word
+
+
+def test_log_lines_carry_no_email_address(capsys):
+    """A delivery error names its recipients (smtplib's SMTPRecipientsRefused): the log keeps the domain, not the address."""
+    import smtplib
+
+    import structlog
+
+    from crewdesk.logging import configure_logging, mask_addresses
+
+    configure_logging(level="INFO", json=True)
+    try:
+        raise smtplib.SMTPRecipientsRefused({"amelia.patel6926@example.com": (550, b"5.1.1 user unknown")})
+    except smtplib.SMTPRecipientsRefused as exc:
+        structlog.get_logger("t").warning("delivery.retry", ticket_id=7, error=str(exc), exc_info=True)
+    line = capsys.readouterr().err
+    with capsys.disabled():  # back to the real stderr, as tests/conftest.py set it: later tests log there
+        configure_logging(level="WARNING", json=True)
+    assert "amelia.patel6926@example.com" not in line and "a***@example.com" in line and '"ticket_id": 7' in line
+    assert mask_addresses("to Bo <bo@mail.example.org>, cc x.y+z@sub.example.co.uk") == "to Bo <b***@mail.example.org>, cc x***@sub.example.co.uk"
+    assert mask_addresses("order #W123, 5 @ $3") == "order #W123, 5 @ $3"
