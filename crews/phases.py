@@ -315,14 +315,7 @@ class TicketPhases:
                 kind="decision",
                 name="answer_read",
                 actor="procedure",
-                result={
-                    "polarity": answer.polarity,
-                    "yes": sorted(map(list, answer.yes)),
-                    "no": sorted(map(list, answer.no)),
-                    "picked": sorted(map(list, answer.picked)),
-                    "approved": sorted(answer.approved),
-                    "refused": sorted(answer.refused),
-                },
+                result={"polarity": answer.polarity, **answer.settled()},
             )
         request, raw = state["request"], gate.vault.reveal(state["request"])
         if not settled_now or any(q.get("kind") in ("not_found", "unclear") for q in state["questions"]):

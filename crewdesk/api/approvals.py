@@ -71,7 +71,7 @@ def decide(services: Services, approval_id: int, decision: Decision, approve: bo
     with services.session_factory() as db:
         approval = approvals.get(db=db, approval_id=approval_id)
         ticket = db.get(Ticket, approval.ticket_id)
-        if ticket is not None and (ticket.raw or {}).get("submitted_by") == caller.name:
+        if ticket is not None and ticket.submitted_by == caller.name:
             raise Forbidden(f"{caller.name!r} submitted ticket {ticket.id}: nobody approves their own request")
     approval, _ = decide_and_resume(
         gates=services.gates,

@@ -157,23 +157,21 @@ def _readable(ticket: Ticket, caller: Principal) -> Ticket:
         return ticket
     if not caller.may("tickets:submit"):
         raise Forbidden(f"the key {caller.name!r} lacks the scope tickets:read")
-    if (ticket.raw or {}).get("submitted_by") != caller.name:
+    if ticket.submitted_by != caller.name:
         raise TicketNotFound(f"ticket {ticket.id} does not exist")
     return ticket
 
 
 @router.post("/tickets", response_model=SubmitResult, status_code=202, responses=BAD_BODY)
 def submit(ticket_in: TicketSubmission, services: ServicesDep, caller: TicketSubmitter) -> SubmitResult:
-    """A ticket from this key's caller, recorded as theirs (`raw.submitted_by`: the requester, who may not approve its
+    """A ticket from this key's caller, recorded as theirs (`Ticket.submitted_by`: the requester, who may not approve its
     writes). Only an admin key may submit as another channel (e-mail, Jira): replies go out through the source's own
     channel, to its addresses and issue keys."""
     if ticket_in.source in CHANNEL_SOURCES and not caller.may("admin"):
         raise Forbidden(f"only an admin key may submit a ticket as {ticket_in.source!r}: replies would go out through that channel")
     factory = services.session_factory
     with transaction(factory) as session:
-        ticket, created = tickets.submit(db=session, ticket_in=ticket_in)
-        if created:
-            ticket.raw = {**(ticket.raw or {}), "submitted_by": caller.name}
+        ticket, created = tickets.submit(db=session, ticket_in=ticket_in, submitted_by=caller.name)
     if admit([Stored(ticket.id, needs_run=created or ticket.status == TicketStatus.received)], enqueuer=services.enqueuer).queued:
         with factory() as session:
             ticket = tickets.get(db=session, ticket_id=ticket.id)

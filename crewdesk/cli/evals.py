@@ -85,12 +85,7 @@ def eval_examples(
                 ),
             )
         )
-    table = Table(title=f"{path} ({len(outcome.trials)} tickets)")
-    table.add_column("metric")
-    table.add_column("value")
-    for key, value in outcome.summary().items():
-        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
-    console.print(table)
+    console.print(_summary_table(f"{path} ({len(outcome.trials)} tickets)", outcome, None))
     if report is not None:
         console.print(f"report: {write_report(outcome, report)}")
     passed = sum(t.success for t in outcome.trials)

@@ -82,6 +82,11 @@ class Ticket(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+    @property
+    def submitted_by(self) -> str | None:
+        """The API key's holder who submitted it (crewdesk/api/tickets.py): who may read it, and who may not approve its writes."""
+        return (self.raw or {}).get("submitted_by")
+
     messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
 
 

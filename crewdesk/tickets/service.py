@@ -51,10 +51,17 @@ def lookup(*, db: Session, ref: str) -> Ticket:
 
 
 def submit(
-    *, db: Session, ticket_in: TicketIn, message_external_id: str | None = None, message_meta: dict | None = None, backlog_id: int | None = None
+    *,
+    db: Session,
+    ticket_in: TicketIn,
+    message_external_id: str | None = None,
+    message_meta: dict | None = None,
+    backlog_id: int | None = None,
+    submitted_by: str | None = None,
 ) -> tuple[Ticket, bool]:
     """Store a ticket and its first message unless (source, external_id) exists. Returns (ticket, created).
-    message_external_id / message_meta: the channel's id and details for that first message (e.g. its Message-ID)."""
+    message_external_id / message_meta: the channel's id and details for that first message (e.g. its Message-ID).
+    submitted_by: the API key's holder who sent it (Ticket.submitted_by), kept beside what they sent."""
     existing = find(db=db, source=ticket_in.source, external_id=ticket_in.external_id)
     if existing is not None:
         return existing, False
@@ -66,7 +73,7 @@ def submit(
         body=ticket_in.body,
         priority=ticket_in.priority,
         status=TicketStatus.received,
-        raw=ticket_in.model_dump(mode="json"),
+        raw=ticket_in.model_dump(mode="json") | ({"submitted_by": submitted_by} if submitted_by else {}),
         backlog_id=backlog_id,
     )
     try:

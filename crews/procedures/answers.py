@@ -85,11 +85,21 @@ def _ordinal(text: str, candidates: list[Item], vocabulary: Vocabulary, language
     return [candidates[hit[0]]] if len(hit) == 1 and hit[0] < len(candidates) else []
 
 
+def _tokens(text: str) -> tuple[str, list[tuple[str, int, int]]]:
+    """The answer folded as the vocabulary reads it, and its words with their places in the folded text."""
+    folded = fold(text)
+    return folded, list(tokens(folded))
+
+
+def _from(text: str, folded: str, offset: int) -> str:
+    """The answer from a place found in its folded text: the customer's own characters where folding kept the length."""
+    return text[offset:] if len(folded) == len(text) else folded[offset:]
+
+
 def _after_yes_or_no(text: str, vocabulary: Vocabulary, language: str | None) -> str:
     """The answer without the yes or no it opens with ("Yes", "No, only the lamp"): a store's option values include
     "yes" and "no" (waterproof: yes), and the customer's yes to our question names none of them."""
-    folded = fold(text)
-    found = list(tokens(folded))
+    folded, found = _tokens(text)
     said = [t for t, _, _ in found]
     spans = sorted(vocabulary.answers["yes"].spans(said, language) + vocabulary.answers["no"].spans(said, language))
     start = 0
@@ -99,21 +109,18 @@ def _after_yes_or_no(text: str, vocabulary: Vocabulary, language: str | None) ->
         start = max(start, end)
     if not start:
         return text
-    cut = found[start - 1][2]  # where the last opening yes or no word ends, in the folded text
-    return text[cut:] if len(folded) == len(text) else folded[cut:]
+    return _from(text, folded, found[start - 1][2])  # from where the last opening yes or no word ends
 
 
 def _named_after_a_not(text: str, candidates: list[Item], vocabulary: Vocabulary, language: str | None) -> list[Item]:
     """The candidates an answer names after a negation inside it ("yes, but not the kettle", "no, not the boots"); none
     when its only no is the one it opens with ("No, only the lamp")."""
-    folded = fold(text)
-    found = list(tokens(folded))
+    folded, found = _tokens(text)
     spans = vocabulary.answers["no"].spans([t for t, _, _ in found], language)
     inner = [begin for begin, _ in spans if begin > 0]
     if not inner:
         return []
-    cut = found[inner[-1]][1]  # where the last negation starts
-    return pick(text[cut:] if len(folded) == len(text) else folded[cut:], candidates, vocabulary, language)
+    return pick(_from(text, folded, found[inner[-1]][1]), candidates, vocabulary, language)  # from the last negation
 
 
 def pick(text: str, candidates: list[Item], vocabulary: Vocabulary, language: str | None) -> list[Item]:

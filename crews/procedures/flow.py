@@ -829,17 +829,15 @@ class ProcedureFlow(Flow[ProcedureState]):
         return [self._propose(outcome)]
 
     def _propose(self, outcome: Outcome) -> Outcome:
+        """The write stated for the customer's yes; its detail is what their answer is read against (crews/procedures/answers.py)."""
         action = outcome.action
         assert action is not None
+        fingerprint = action.fingerprint()
         self._gate.audit(
-            kind="decision",
-            name="write_proposed",
-            actor="procedure",
-            arguments={"tool": action.tool, "order_id": action.order_id, "fingerprint": action.fingerprint()},
+            kind="decision", name="write_proposed", actor="procedure", arguments={"tool": action.tool, "order_id": action.order_id, "fingerprint": fingerprint}
         )
-        return Outcome(
-            intent=action.intent, kind="propose", action=action, items=list(action.items), detail={"tool": action.tool, "fingerprint": action.fingerprint()}
-        )
+        detail = {"tool": action.tool, "fingerprint": fingerprint, "order": action.order_id}
+        return Outcome(intent=action.intent, kind="propose", action=action, items=list(action.items), detail=detail)
 
     def _write(self, action: Action) -> Outcome:
         try:
@@ -901,12 +899,8 @@ class ProcedureFlow(Flow[ProcedureState]):
             # every open point is a question to the customer, or writes are stated for their yes beside what could not be
             # done (a refusal, explained in the reply): wait for the answer; what stays undone goes to a person after it
             self.state.status, self.state.reason = "waiting_on_customer", "; ".join(_why(o) for o in self.state.outcomes if o.kind in NOT_DONE)
-            # a proposed write is recorded by what the answer needs (its fingerprint, items, order), not its arguments
-            self.state.questions = [
-                o.model_copy(update={"action": None, "detail": {**o.detail, "order": o.action.order_id}}) if o.action is not None else o
-                for o in self.state.outcomes
-                if o.kind in ASKING
-            ]
+            # a proposed write is recorded by what the answer needs (its detail and items), not its arguments
+            self.state.questions = [o.model_copy(update={"action": None}) for o in self.state.outcomes if o.kind in ASKING]
         elif kinds & NOT_DONE:
             self.state.status, self.state.reason = "escalated", "; ".join(_why(o) for o in self.state.outcomes if o.kind in NOT_DONE)
         else:

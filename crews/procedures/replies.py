@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from crews.procedures.address import label as address_label
-from crews.procedures.state import Customer, Outcome
+from crews.procedures.state import Action, Customer, Order, Outcome, PaymentMethod
 
 
 def _text(replies: dict[str, Any], key: str, language: str, **facts: Any) -> str:
@@ -20,6 +20,17 @@ def _items(outcome: Outcome) -> str:
     return ", ".join(item.label() for item in outcome.action.items) if outcome.action else ""
 
 
+def _timing(say: Any, method: PaymentMethod | None) -> str:
+    """When money back reaches a method: a gift card at once, anything else in 5 to 7 business days."""
+    return say("timing.immediately" if method and method.source == "gift_card" else "timing.later")
+
+
+def _paid_before(customer: Customer | None, action: Action) -> tuple[Order | None, PaymentMethod | None]:
+    """A payment change's order and the method it was paid with until now (the one refunded)."""
+    order = next((o for o in customer.orders if o.order_id == action.order_id), None) if customer else None
+    return order, customer.payment_methods.get(order.paid_with) if customer and order else None
+
+
 def _difference(say: Any, action: Any, method: str) -> str:
     amount = abs(action.amount)
     if amount < 0.005:
@@ -32,7 +43,6 @@ def _proposal(say: Any, outcome: Outcome, customer: Customer | None) -> str:
     action = outcome.action
     assert action is not None
     method = customer.payment_methods.get(action.method_id or "") if customer else None
-    order = next((o for o in customer.orders if o.order_id == action.order_id), None) if customer else None
     facts: dict[str, Any] = {
         "order": action.order_id,
         "items": _items(outcome),
@@ -44,11 +54,11 @@ def _proposal(say: Any, outcome: Outcome, customer: Customer | None) -> str:
     if action.tool == "cancel_pending_order":
         reason = str(action.arguments.get("reason", ""))
         facts["reason"] = say(f"propose.reasons.{reason}") if reason in ("no longer needed", "ordered by mistake") else reason
-        facts["timing"] = say("timing.immediately" if method and method.source == "gift_card" else "timing.later")
+        facts["timing"] = _timing(say, method)
     elif action.tool == "modify_pending_order_payment":
-        old = customer.payment_methods.get(order.paid_with) if customer and order else None
+        order, old = _paid_before(customer, action)
         facts["old_method"] = old.label if old else ""
-        facts["timing"] = say("timing.immediately" if old and old.source == "gift_card" else "timing.later")
+        facts["timing"] = _timing(say, old)
         facts["items"] = ", ".join(i.name for i in order.items) if order else ""
     elif action.tool == "modify_pending_order_address":
         facts["items"] = ", ".join(i.name for i in action.items)
@@ -75,10 +85,8 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
         if outcome.kind == "done" and action and action.tool == "modify_pending_order_address":
             lines.append(say("address_changed", **facts, address=address_label(action.address)))
         elif outcome.kind == "done" and action and action.tool == "modify_pending_order_payment":
-            order = next((o for o in customer.orders if o.order_id == action.order_id), None) if customer else None
-            old = customer.payment_methods.get(order.paid_with) if customer and order else None
-            timing = say("timing.immediately" if old and old.source == "gift_card" else "timing.later")
-            lines.append(say("payment_changed", **facts, old_method=old.label if old else "", timing=timing))
+            _order, old = _paid_before(customer, action)
+            lines.append(say("payment_changed", **facts, old_method=old.label if old else "", timing=_timing(say, old)))
         elif outcome.kind == "not_found" and outcome.detail.get("what") == "method":
             items = ", ".join(item.label() for item in outcome.items)
             lines.append(say("method_unclear", order=outcome.detail.get("order", ""), items=items, methods=outcome.detail.get("methods", "")))
@@ -89,8 +97,7 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
         elif outcome.kind == "not_found" and outcome.detail.get("what") == "address":
             lines.append(say("address_not_found"))
         elif outcome.kind == "done" and action and action.tool == "cancel_pending_order":
-            timing = say("timing.immediately" if method and method.source == "gift_card" else "timing.later")
-            lines.append(say("cancelled", **facts, timing=timing))
+            lines.append(say("cancelled", **facts, timing=_timing(say, method)))
         elif outcome.kind == "done" and action and action.tool == "return_delivered_order_items":
             lines.append(say("return_requested", **facts))
         elif outcome.kind == "done" and action and action.new_items:
