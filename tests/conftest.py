@@ -211,11 +211,12 @@ def start_worker(worker_env, tmp_path):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The folder gives the kind: tests/unit runs in-process with no services; tests/integration talks to real servers.
-    `pytest -m unit` or `pytest -m integration` runs one kind (or name the folder)."""
+    """The folder gives the kind: tests/unit runs in-process with no services; tests/integration talks to real servers;
+    tests/security holds one test per hole of the security review (issue 20), with real servers where the hole needs
+    them. `pytest -m unit`, `-m integration` or `-m security` runs one kind (or name the folder)."""
     for item in items:
         kind = item.path.parent.name
-        if kind in ("unit", "integration"):
+        if kind in ("unit", "integration", "security"):
             item.add_marker(getattr(pytest.mark, kind))
 
 
