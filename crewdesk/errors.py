@@ -86,3 +86,7 @@ class Unauthenticated(CrewdeskError):
 
 class Forbidden(CrewdeskError):
     """The caller is known but may not do this: a scope it lacks, or a decision on its own request (the API answers 403)."""
+
+
+class IdentityProviderUnavailable(CrewdeskError):
+    """The OIDC provider's keys could not be fetched: a token is neither accepted nor called invalid (the API answers 503)."""

@@ -180,6 +180,12 @@ class Settings(BaseSettings):
     )
 
     # Jira Service Management.
+    oidc_issuer: str = Field(
+        default="", description="OIDC: the issuer whose bearer tokens the API accepts beside API keys (its `iss`); empty = API keys only."
+    )
+    oidc_audience: str = Field(default="crewdesk", description="OIDC: the `aud` a token must carry.")
+    oidc_jwks_url: str = Field(default="", description="OIDC: the issuer's JWKS; empty = its jwks_uri from /.well-known/openid-configuration.")
+    oidc_scope_claim: str = Field(default="scope", description="OIDC: the claim holding crewdesk's scopes (a space-separated string or a list).")
     jira_base_url: str = Field(default="", description="e.g. https://acme.atlassian.net; empty = replies are not posted to Jira.")
     jira_user: str = Field(default="", description="Account e-mail for the REST API (basic auth with an API token).")
     jira_api_token: SecretStr = SecretStr("")

@@ -11,11 +11,21 @@ from crewdesk.api.auth import TicketReader
 from crewdesk.api.common import AUTH
 from crewdesk.api.deps import Services
 from crewdesk.api.keycache import KeyCache
+from crewdesk.auth.oidc import OidcConfig, TokenVerifier
 from crewdesk.db import make_engine, make_session_factory
 from crewdesk.intake.enqueue import Enqueuer, Send
 from crewdesk.intake.jira_webhook import RefusalLimiter
 from crewdesk.settings import Settings
 from crews.approvals import gate_factory
+
+
+def token_verifier(settings: Settings) -> TokenVerifier | None:
+    """OIDC bearer tokens beside API keys, when an issuer is configured."""
+    if not settings.oidc_issuer:
+        return None
+    return TokenVerifier(
+        OidcConfig(issuer=settings.oidc_issuer, audience=settings.oidc_audience, jwks_url=settings.oidc_jwks_url, scope_claim=settings.oidc_scope_claim)
+    )
 
 
 def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | None = None, send: Send | None = None) -> FastAPI:
@@ -39,6 +49,7 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
         refusals=RefusalLimiter(settings.jira_refusals_per_minute),
         metrics_registry=health.metrics_registry(factory, settings),
         keys=KeyCache(),
+        tokens=token_verifier(settings),
     )
     errors.install(app)
     app.include_router(health.router)

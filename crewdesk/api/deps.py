@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.api.keycache import KeyCache
+from crewdesk.auth.oidc import TokenVerifier
 from crewdesk.intake.enqueue import Enqueuer
 from crewdesk.intake.jira_webhook import RefusalLimiter
 from crewdesk.settings import Settings
@@ -28,6 +29,7 @@ class Services:
     refusals: RefusalLimiter  # refused webhook deliveries recorded per address: per process, as each app keeps its own
     metrics_registry: CollectorRegistry  # this app's own (health.metrics_registry)
     keys: KeyCache  # API keys verified lately (crewdesk/api/auth.py)
+    tokens: TokenVerifier | None = None  # OIDC bearer tokens, when an issuer is configured (crewdesk/auth/oidc.py)
 
 
 def services(request: Request) -> Services:

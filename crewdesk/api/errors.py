@@ -10,12 +10,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from crewdesk.errors import Conflict, Forbidden, InvalidTicket, NotFound, Unauthenticated
+from crewdesk.errors import Conflict, Forbidden, IdentityProviderUnavailable, InvalidTicket, NotFound, Unauthenticated
 from crewdesk.intake.jira_webhook import DeliveryMalformed, DeliveryTooLarge, DeliveryUnauthenticated, NoWebhookSecret, RefusalsLimited
 
 STATUS_OF: dict[type[Exception], int] = {
     Unauthenticated: 401,  # problem+json, with WWW-Authenticate (crewdesk/api/auth.py)
     Forbidden: 403,  # problem+json
+    IdentityProviderUnavailable: 503,  # the OIDC provider's keys could not be fetched (crewdesk/auth/oidc.py)
     NotFound: 404,
     Conflict: 409,
     InvalidTicket: 422,  # as a body that fails TicketIn's validation

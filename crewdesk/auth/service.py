@@ -23,9 +23,10 @@ _HASHER = PasswordHasher()  # Argon2id, the library's defaults (RFC 9106's secon
 
 @dataclass(frozen=True)
 class Principal:
-    """The caller a key proves: its name (the actor in the audit trail) and its scopes."""
+    """The caller a key or an OIDC token proves: its name (the actor in the audit trail) and its scopes. `key_id` is the
+    API key's row; None for a token (crewdesk/auth/oidc.py), whose name is `oidc:<subject>`."""
 
-    key_id: int
+    key_id: int | None
     name: str
     scopes: frozenset[str]
 
@@ -38,6 +39,8 @@ def create(*, db: Session, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown or not scopes:
         raise ValueError(f"scopes must be some of {', '.join(SCOPES)}" + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    if not name.strip() or ":" in name:
+        raise ValueError("a key's name must be non-empty and hold no ':' (names like oidc:<subject> are OIDC callers)")
     if db.execute(select(ApiKey.id).where(ApiKey.name == name)).first() is not None:
         raise Conflict(f"an API key named {name!r} exists; revoke it first or choose another name")
     prefix = secrets.token_hex(6)
