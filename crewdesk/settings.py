@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent  # the checkout, when crewdesk runs from one (an editable install); site-packages otherwise
@@ -30,14 +33,72 @@ class LLMProvider(StrEnum):
     scripted = "scripted"
 
 
+ENV_PREFIX = "CREWDESK_"
+
+
+class SecretFiles(PydanticBaseSettingsSource):
+    """CREWDESK_<NAME>_FILE=/path in the environment: the setting <NAME> is that file's content, stripped (Docker
+    secrets under /run/secrets/, as the compose file mounts them). Setting both CREWDESK_<NAME> and its _FILE is an
+    error, not a silent choice."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:  # the values come from __call__
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {key.upper(): value for key, value in os.environ.items()}
+        values: dict[str, Any] = {}
+        for name in self.settings_cls.model_fields:
+            env = f"{ENV_PREFIX}{name.upper()}"
+            path = environ.get(f"{env}_FILE")
+            if not path:
+                continue
+            if env in environ:
+                raise SettingsError(f"{env} and {env}_FILE are both set: give one")
+            try:
+                values[name] = Path(path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise SettingsError(f"{env}_FILE: cannot read {path}: {exc.strerror}") from None
+        return values
+
+
+def with_password(url: str, password: str) -> str:
+    """`url` (a database or broker URL without a password) with `password` in it, quoted for a URL."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        raise ValueError(f"{parts.scheme} URL already carries a password: give it once, in the URL or in its *_password setting")
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(parts.username or '', safe='')}:{quote(password, safe='')}@{host}"))
+
+
 class Settings(BaseSettings):
     """Every knob crewdesk reads. `.env.example` lists each name."""
 
-    model_config = SettingsConfigDict(env_prefix="CREWDESK_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, SecretFiles(settings_cls), dotenv_settings, file_secret_settings
 
     home: Path = Field(default=Path.home() / ".crewdesk", description="State dir: SQLite db, assembled model, CrewAI storage.")
     database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite under home.")
+    database_password: SecretStr = Field(
+        default=SecretStr(""), description="Put into database_url when that has no password (e.g. CREWDESK_DATABASE_PASSWORD_FILE=/run/secrets/...)."
+    )
+    app_db_role: str = Field(
+        default="",
+        description="PostgreSQL: the role the API and workers log in as; `crewdesk init` (run as the tables' owner) creates it and grants "
+        "it only what crewdesk does (no table owned, audit tables append-only); empty = none.",
+    )
+    app_db_password: SecretStr = Field(default=SecretStr(""), description="The app_db_role's login password, set by `crewdesk init`; empty = left as it is.")
     broker_url: str = "redis://127.0.0.1:6379/0"
+    broker_password: SecretStr = Field(default=SecretStr(""), description="Put into broker_url when that has no password (Redis requirepass).")
     visibility_timeout: int = Field(default=1800, description="Seconds before Redis redelivers an unacked ticket; > task_time_limit.")
     unacked_restore_interval: int = Field(default=30, description="Seconds between the broker's sweeps for unacked tickets past visibility_timeout.")
     task_time_limit: int = Field(default=900, description="Hard limit for one ticket's crew run, seconds.")
@@ -274,6 +335,10 @@ class Settings(BaseSettings):
             )
         if not self.database_url:
             self.database_url = f"sqlite:///{self.home / 'crewdesk.db'}"
+        if self.database_password.get_secret_value():
+            self.database_url = with_password(self.database_url, self.database_password.get_secret_value())
+        if self.broker_password.get_secret_value():
+            self.broker_url = with_password(self.broker_url, self.broker_password.get_secret_value())
         return self
 
     @property
