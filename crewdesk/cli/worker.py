@@ -14,17 +14,27 @@ from crewdesk.cli.common import console, err, load_config, migrate, redact, requ
 from crewdesk.llm import breaker
 from crewdesk.llm.local import local_model
 from crewdesk.metrics.worker import prepare_multiproc_dir, serve
+from crewdesk.migrate import grant_app_role
 from crewdesk.queues import Queue, queue_depths
 
 app = typer.Typer()
 
 
 @app.command()
-def init() -> None:
-    """Create or upgrade the database schema (Alembic migrations)."""
-    settings = load_config()
+def init(
+    app_role: Annotated[
+        str | None,
+        typer.Option(help="PostgreSQL: then create this login role and grant it only what the API and workers do (default CREWDESK_APP_DB_ROLE)."),
+    ] = None,
+) -> None:
+    """Create or upgrade the database schema (Alembic migrations), as the tables' owner; with an app role, grant it
+    the application's privileges on every table (again after every upgrade, so new tables are covered)."""
+    settings = load_config(app_db_role=app_role)
     migrate(settings)
     console.print(f"database ready: {redact(settings.database_url)}")
+    if settings.app_db_role:
+        tables = grant_app_role(settings.database_url, settings.app_db_role, settings.app_db_password.get_secret_value())
+        console.print(f"app role {settings.app_db_role}: granted on {len(tables)} tables, owns none (audit tables append-only)")
 
 
 @app.command()
