@@ -18,5 +18,10 @@ ENV CREWAI_DISABLE_TELEMETRY=true OTEL_SDK_DISABLED=true CREWAI_TRACING_ENABLED=
     CREWDESK_HOME=/data CREWAI_STORAGE_DIR=/data/crewai
 # torch's CPU wheel: from PyPI alone, the `local` extra's torch==2.13.0 would pull the CUDA build (several GB).
 RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu -e ".[local]"
+# An unprivileged user runs every crewdesk process; the code stays root's (read-only to it); /data is its own
+# (a new named volume takes the directory's owner).
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/crewdesk --shell /usr/sbin/nologin crewdesk \
+    && install -d -o crewdesk -g crewdesk -m 750 /data
+USER 10001:10001
 VOLUME /data
 ENTRYPOINT ["crewdesk"]

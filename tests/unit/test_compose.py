@@ -22,7 +22,7 @@ def test_compose_env_names_are_real_settings_and_commands_exist():
         env = service.get("environment") or {}
         for key in env:
             if key.startswith("CREWDESK_"):
-                assert key in known, f"{name}: {key} is not a setting"
+                assert key.removesuffix("_FILE") in known, f"{name}: {key} is not a setting (nor a setting's _FILE)"
         if service.get("build"):
             assert service["command"][0] in commands, f"{name}: crewdesk has no command {service['command'][0]!r}"
     settings = Settings(**{k[len("CREWDESK_") :].lower(): v for k, v in services["worker"]["environment"].items()})
