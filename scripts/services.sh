@@ -76,4 +76,15 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
   fi
 fi
 
+# tests/security/test_compose.py asks `docker compose config` / `docker-compose config` which ports the file publishes;
+# `config` needs no Docker engine. Debian's docker-compose (1.29) is enough.
+if ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; then
+    echo "installing docker-compose..." >&2
+    apt_install --no-install-recommends docker-compose || echo "could not install docker-compose: its config check will be skipped" >&2
+  else
+    echo "docker-compose is missing and this is not root: its config check will be skipped" >&2
+  fi
+fi
+
 echo "$pg_url"
