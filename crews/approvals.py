@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.approvals import service as approvals
-from crewdesk.approvals.models import Approval
+from crewdesk.approvals.models import Approval, ApprovalStatus
+from crewdesk.approvals.service import ApprovalRefused
 from crewdesk.audit import service as audit
 from crewdesk.connectors.builtin_store import SqlRetailStore
 from crewdesk.db import transaction
 from crewdesk.settings import Settings
 from crewdesk.store.operations import operations
+from crewdesk.tickets.models import Ticket
 from crews.config import CrewConfig, load_config
 from tools.gate import Gate, GateFactory
 
@@ -54,23 +56,38 @@ def decide(
     """Record the decision; run the approved write with its original idempotency key; resume the ticket
     once nothing else is pending. Returns the approval and the write's result (or None).
 
+    `by` is the decider: the API key's holder, or the CLI's --by. Nobody decides on a write of a ticket they submitted
+    or a write they requested; above the second-approval amount the first approval only records `by` (the approval
+    stays pending, nothing runs, the ticket keeps waiting) and a different person's approval makes the write. Every
+    decision is an audit row (first_approval, approved, rejected), and so is every refusal (refused), then raised.
+
     `gates` (e.g. gate_factory(...)) gives the write its gate; `pipeline=` is the same for a caller that holds a
     Pipeline. Pass exactly one."""
     source: Gates | None = gates if pipeline is None else pipeline if gates is None else None
     if source is None:
         raise TypeError("decide() takes exactly one of gates= or pipeline=")
-    with transaction(source.session_factory) as db:
-        approval = approvals.decide(db=db, approval_id=approval_id, approve=approve, by=by, reason=reason)
-        audit.record(
-            db=db,
-            ticket_id=approval.ticket_id,
-            run_id=approval.run_id,
-            kind="approval",
-            name="approved" if approve else "rejected",
-            actor=by,
-            arguments={"approval_id": approval.id, "action": approval.action},
-            result={"reason": reason} if reason else None,
-        )
+    try:
+        with transaction(source.session_factory) as db:
+            ticket = db.get(Ticket, approvals.get(db=db, approval_id=approval_id).ticket_id)
+            approval = approvals.decide(
+                db=db, approval_id=approval_id, approve=approve, by=by, reason=reason, submitted_by=ticket.submitted_by if ticket else None
+            )
+            first = approval.status == ApprovalStatus.pending  # the first of two approvals: nothing runs yet
+            audit.record(
+                db=db,
+                ticket_id=approval.ticket_id,
+                run_id=approval.run_id,
+                kind="approval",
+                name="first_approval" if first else "approved" if approve else "rejected",
+                actor=by,
+                arguments={"approval_id": approval.id, "action": approval.action},
+                result={"approved_by": approvals.approvers(approval), "approvals_needed": approval.approvals_needed} | ({"reason": reason} if reason else {}),
+            )
+    except ApprovalRefused as refused:
+        _audit_refusal(source.session_factory, approval_id=approval_id, approve=approve, by=by, refused=refused)
+        raise
+    if first:
+        return approval, None
     result = None
     if approve:
         gate = source.gate(ticket_id=approval.ticket_id, run_id=approval.run_id)
@@ -80,3 +97,20 @@ def decide(
     if not still_pending:
         resume(approval.ticket_id)
     return approval, result
+
+
+def _audit_refusal(session_factory: sessionmaker[Session], *, approval_id: int, approve: bool, by: str, refused: ApprovalRefused) -> None:
+    """A decision refused to `by` is an audit row of the approval's ticket: who tried, what, and why not."""
+    with transaction(session_factory) as db:
+        approval = approvals.get(db=db, approval_id=approval_id)
+        audit.record(
+            db=db,
+            ticket_id=approval.ticket_id,
+            run_id=approval.run_id,
+            kind="approval",
+            name="refused",
+            actor=by,
+            arguments={"approval_id": approval.id, "action": approval.action, "decision": "approve" if approve else "reject"},
+            result={"approved_by": approvals.approvers(approval), "approvals_needed": approval.approvals_needed},
+            error=str(refused),
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -15,6 +16,21 @@ from crewdesk.cli.common import console, err, load_config, sessions
 app = typer.Typer(help="Writes waiting for a person.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 
+BY_HELP = (
+    "Who decides (recorded in the audit trail; the default is your login). The command runs with the database's "
+    "credentials, as an operator; nobody decides a write of a ticket they submitted, and a second approval needs a different name."
+)
+
+
+def _operator() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no login name in this environment (a container without USER or a passwd entry)
+        return "cli"
+
+
+OPERATOR = _operator()
+
 
 @app.command("list")
 def approvals_list(all_: Annotated[bool, typer.Option("--all", help="Also decided ones.")] = False) -> None:
@@ -23,10 +39,21 @@ def approvals_list(all_: Annotated[bool, typer.Option("--all", help="Also decide
     with sessions(settings)() as db:
         rows = approvals.listing(db=db, status=None if all_ else "pending")
         table = Table(title="approvals")
-        for column in ("id", "ticket", "action", "arguments", "requested by", "status", "reason"):
+        for column in ("id", "ticket", "action", "arguments", "refund", "requested by", "status", "approved by", "reason"):
             table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(str(row.id), str(row.ticket_id), row.action, str(row.arguments), row.requested_by, row.status, row.reason or "")
+            approved_by = f"{', '.join(approvals.approvers(row))} ({len(approvals.approvers(row))} of {row.approvals_needed})"
+            table.add_row(
+                str(row.id),
+                str(row.ticket_id),
+                row.action,
+                str(row.arguments),
+                f"${row.amount_usd:.2f}",
+                row.requested_by,
+                row.status,
+                approved_by,
+                row.reason or "",
+            )
     console.print(table)
 
 
@@ -48,6 +75,12 @@ def _decide(approval_id: int, approve: bool, by: str, reason: str | None, inline
         configure(settings)
         resume = lambda ticket_id: process_ticket.apply_async(args=[ticket_id])  # noqa: E731
     approval, _result = decide(pipeline=pipeline, approval_id=approval_id, approve=approve, by=by, reason=reason, resume=resume)
+    if approval.status == "pending":
+        console.print(
+            f"approval {approval.id} approved by {by} (1 of {approval.approvals_needed}); it waits for a different person's approval, "
+            f"nothing was done; ticket {approval.ticket_id} keeps waiting"
+        )
+        return
     verb = "approved" if approve else "rejected"
     done = f"; {approval.action} done" if approve else ""
     console.print(f"approval {approval.id} {verb}{done}; ticket {approval.ticket_id} {'resumed' if inline else 'queued to resume'}")
@@ -56,11 +89,13 @@ def _decide(approval_id: int, approve: bool, by: str, reason: str | None, inline
 @app.command("approve")
 def approvals_approve(
     approval_id: int,
-    by: Annotated[str, typer.Option(help="Who decides (recorded).")] = "cli",
+    by: Annotated[str, typer.Option(help=BY_HELP)] = OPERATOR,
     note: Annotated[str | None, typer.Option(help="Why.")] = None,
     inline: Annotated[bool, typer.Option(help="Resume the ticket in this process instead of on the queue.")] = False,
 ) -> None:
-    """Approve: the write runs once, and the ticket resumes without repeating completed actions."""
+    """Approve: the write runs once, and the ticket resumes without repeating completed actions. Above the
+    second-approval amount (CREWDESK_SECOND_APPROVAL_ABOVE_USD) the first approval is recorded and the write waits for
+    a second one under a different --by."""
     _decide(approval_id, True, by, note, inline)
 
 
@@ -68,7 +103,7 @@ def approvals_approve(
 def approvals_reject(
     approval_id: int,
     reason: Annotated[str, typer.Option(help="Why (recorded, and told to the crew).")],
-    by: Annotated[str, typer.Option(help="Who decides (recorded).")] = "cli",
+    by: Annotated[str, typer.Option(help=BY_HELP)] = OPERATOR,
     inline: Annotated[bool, typer.Option(help="Resume the ticket in this process instead of on the queue.")] = False,
 ) -> None:
     """Reject: nothing runs; the ticket resumes and the crew answers the customer accordingly."""
