@@ -73,18 +73,11 @@ def decide(
                 db=db, approval_id=approval_id, approve=approve, by=by, reason=reason, submitted_by=ticket.submitted_by if ticket else None
             )
             first = approval.status == ApprovalStatus.pending  # the first of two approvals: nothing runs yet
-            audit.record(
-                db=db,
-                ticket_id=approval.ticket_id,
-                run_id=approval.run_id,
-                kind="approval",
-                name="first_approval" if first else "approved" if approve else "rejected",
-                actor=by,
-                arguments={"approval_id": approval.id, "action": approval.action},
-                result={"approved_by": approvals.approvers(approval), "approvals_needed": approval.approvals_needed} | ({"reason": reason} if reason else {}),
-            )
+            _audit(db, approval, "first_approval" if first else "approved" if approve else "rejected", by=by, reason=reason)
     except ApprovalRefused as refused:
-        _audit_refusal(source.session_factory, approval_id=approval_id, approve=approve, by=by, refused=refused)
+        with transaction(source.session_factory) as db:
+            tried = approvals.get(db=db, approval_id=approval_id)
+            _audit(db, tried, "refused", by=by, reason=reason, decision="approve" if approve else "reject", error=str(refused))
         raise
     if first:
         return approval, None
@@ -99,18 +92,17 @@ def decide(
     return approval, result
 
 
-def _audit_refusal(session_factory: sessionmaker[Session], *, approval_id: int, approve: bool, by: str, refused: ApprovalRefused) -> None:
-    """A decision refused to `by` is an audit row of the approval's ticket: who tried, what, and why not."""
-    with transaction(session_factory) as db:
-        approval = approvals.get(db=db, approval_id=approval_id)
-        audit.record(
-            db=db,
-            ticket_id=approval.ticket_id,
-            run_id=approval.run_id,
-            kind="approval",
-            name="refused",
-            actor=by,
-            arguments={"approval_id": approval.id, "action": approval.action, "decision": "approve" if approve else "reject"},
-            result={"approved_by": approvals.approvers(approval), "approvals_needed": approval.approvals_needed},
-            error=str(refused),
-        )
+def _audit(db: Session, approval: Approval, name: str, *, by: str, reason: str | None, decision: str | None = None, error: str | None = None) -> None:
+    """One audit row of the approval's ticket per decision (first_approval, approved, rejected) and per refusal
+    (refused, with what `by` tried and why not): who, on which write, and who has approved it so far."""
+    audit.record(
+        db=db,
+        ticket_id=approval.ticket_id,
+        run_id=approval.run_id,
+        kind="approval",
+        name=name,
+        actor=by,
+        arguments={"approval_id": approval.id, "action": approval.action} | ({"decision": decision} if decision else {}),
+        result={"approved_by": approvals.approvers(approval), "approvals_needed": approval.approvals_needed} | ({"reason": reason} if reason else {}),
+        error=error,
+    )
