@@ -37,5 +37,8 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 AUTH: Responses = {
     401: {"description": "No API key, or one that is unknown or revoked.", "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}}},
-    403: {"description": "The key lacks the route's scope, or decides its own request.", "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}}},
+    403: {
+        "description": "The key lacks the route's scope, decides its own request, or approves twice a write that needs two people.",
+        "content": {"application/problem+json": {"schema": PROBLEM_SCHEMA}},
+    },
 }
