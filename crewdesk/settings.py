@@ -174,7 +174,18 @@ class Settings(BaseSettings):
     approval_threshold_usd: float = Field(
         default=100.0, description="A write that would refund more than this waits for a person; negative disables approvals."
     )
+    second_approval_above_usd: float = Field(
+        default=500.0,
+        description="A write waiting for approval whose refund brings the ticket's or the customer's 24 h total above this needs two "
+        "approvals by two different people; negative: one approval always.",
+    )
     max_tool_calls_per_ticket: int = Field(default=30, description="Gate rate limit: tool calls allowed in one ticket run.")
+    identity_claimed_writes: list[str] = Field(
+        default_factory=lambda: ["eval", "example"],
+        description="Ticket sources where a customer identified only by a claim (an unverified e-mail From, an e-mail address or name "
+        "and zip in the text) may still have writes made: the evaluations, whose tau2 policy authenticates by the ticket's text. "
+        "Elsewhere such a write waits for a person (rule identity_unverified); reads are allowed either way (JSON list).",
+    )
     procedures: bool = Field(
         default=True, description="Run tickets whose intents all have a procedure (tasks/procedures/) as procedures; the rest go to the crew."
     )
@@ -234,6 +245,11 @@ class Settings(BaseSettings):
     smtp_user: str = ""
     smtp_password: SecretStr = SecretStr("")
     support_address: str = Field(default="support@example.com", description="Our From address; mail from it (or with our headers) is never answered.")
+    email_authserv_id: str = Field(
+        default="",
+        description="The authserv-id our own MTA writes in Authentication-Results (RFC 8601): a From with dmarc=pass for its domain "
+        "there is verified; fields with another id are ignored (a sender can write them). Empty = no e-mail sender is verified.",
+    )
     attachment_max_bytes: int = Field(default=10 * 1024 * 1024, description="Larger attachments are recorded but not stored.")
     attachment_types: list[str] = Field(
         default_factory=lambda: ["image/*", "application/pdf", "text/plain", "text/csv", "message/rfc822"],
@@ -269,6 +285,18 @@ class Settings(BaseSettings):
         description="Jira status to move an issue to when crewdesk asks the customer a question and waits for the answer, e.g. Waiting for customer; empty = leave it.",
     )
     jira_bot_account_id: str = Field(default="", description="accountId (or name on Server) crewdesk posts as; its comments never start a run.")
+    jira_webhook_max_age_seconds: int = Field(
+        default=1800,
+        ge=1,
+        description="A webhook delivery whose payload timestamp is older than this (or over a minute ahead) is refused as stale or replayed.",
+    )
+
+    # API limits (issue 20).
+    api_max_body_bytes: int = Field(default=1_048_576, ge=0, description="Request bodies over this many bytes are refused with 413; 0 = no limit.")
+    api_rate_limit: str = Field(
+        default="60/minute",
+        description="Per caller (API key or OIDC subject): submitting and writing on tickets, and deciding approvals, each; `limits` notation, e.g. 60/minute or 10/second;100/hour; empty = no limit.",
+    )
 
     # Batch backlogs.
     backlog_chunk_rows: int = Field(default=500, description="Rows per database transaction and per enqueue batch.")
@@ -313,6 +341,19 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    @field_validator("api_rate_limit")
+    @classmethod
+    def _rate_limit_notation(cls, value: str) -> str:
+        from limits import parse
+
+        for part in (p.strip() for p in value.split(";")):
+            try:
+                if part:
+                    parse(part)
+            except ValueError as exc:
+                raise ValueError(f"api_rate_limit {part!r} is not a rate limit such as 60/minute: {exc}") from None
+        return value
 
     @field_validator("llm_fallback")
     @classmethod
@@ -375,6 +416,7 @@ class MailSettings(Protocol):
     smtp_password: SecretStr
     mail_ca_file: str
     support_address: str
+    email_authserv_id: str
     attachment_max_bytes: int
     attachment_types: list[str]
 
@@ -391,6 +433,7 @@ class JiraSettings(Protocol):
     jira_status_on_escalated: str
     jira_status_on_waiting: str
     jira_bot_account_id: str
+    jira_webhook_max_age_seconds: int
 
 
 class ReplySettings(MailSettings, JiraSettings, Protocol):
@@ -461,8 +504,10 @@ class GateSettings(Protocol):
     """The governance gate: approvals, the per-ticket call limit, PII redaction."""
 
     approval_threshold_usd: float
+    second_approval_above_usd: float
     max_tool_calls_per_ticket: int
     pii_redaction: bool
+    identity_claimed_writes: list[str]
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -1,12 +1,12 @@
-"""Replies by e-mail over SMTP: threaded onto the customer's mail, with a stable Message-ID per message row and the
-headers that keep auto-responders (and our own poller) from answering us."""
+"""Replies by e-mail over SMTP: threaded onto the customer's mail, with a random Message-ID (recorded on the message
+row once sent) and the headers that keep auto-responders (and our own poller) from answering us."""
 
 from __future__ import annotations
 
 import re
 import smtplib
 from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime, make_msgid, parseaddr
 from typing import Literal
 
 from crewdesk.connectors.base import DeliveryRefused, OutboundMessage, ReplyChannel, tls_context
@@ -68,9 +68,11 @@ class SmtpReplyChannel(ReplyChannel):
             ca_file=settings.mail_ca_file,
         )
 
-    def message_id(self, message: OutboundMessage) -> str:
-        """Derived from the message row, so a resend after a crash carries the same id and receivers can drop it."""
-        return f"crewdesk.{message.ticket_id}.{message.message_id}@{self.domain}"
+    def message_id(self) -> str:
+        """Random (email.utils.make_msgid: time, process and 64 random bits), so nobody can name our next reply in their
+        References before it is sent; it says nothing about the ticket. A resend after a crash (sent, not yet recorded)
+        carries a new id: the one window, one message wide, where a receiver cannot drop the copy by its id."""
+        return make_msgid(domain=self.domain).strip("<>")
 
     def compose(self, message: OutboundMessage) -> EmailMessage:
         mail = EmailMessage()
@@ -78,7 +80,7 @@ class SmtpReplyChannel(ReplyChannel):
         mail["To"] = message.customer
         mail["Subject"] = reply_subject(message.subject, message.ticket_id)
         mail["Date"] = format_datetime(utcnow())
-        mail["Message-ID"] = _angle(self.message_id(message))
+        mail["Message-ID"] = _angle(self.message_id())
         thread = [m for m in message.thread if m]
         if thread:
             mail["In-Reply-To"] = _angle(thread[-1])
@@ -99,7 +101,7 @@ class SmtpReplyChannel(ReplyChannel):
             raise DeliveryRefused(f"ticket {message.ticket_id} has no usable customer address: {message.customer!r}")
         mail = self.compose(message)
         self._send(mail, address)
-        return self.message_id(message)
+        return str(mail["Message-ID"]).strip().strip("<>")  # stored on the message row: replies that name it thread here
 
     def _send(self, mail: EmailMessage, recipient: str) -> None:
         where = f"SMTP {self.host}:{self.port}"

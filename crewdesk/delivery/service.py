@@ -2,8 +2,9 @@
 
 A message row is locked (SKIP LOCKED, so two workers never send the same one), sent, and marked delivered with the
 channel's id in one transaction. If the process dies after the channel accepted the message and before the commit,
-the message is sent again on retry: the only window, and it is one message wide. Channels that can de-duplicate
-(Jira comment properties, SMTP Message-ID at the receiver) get a stable id derived from the message row.
+the message is sent again on retry: the only window, and it is one message wide. E-mail's Message-IDs are random
+(ones derived from the row would let a stranger name our next reply in References), so a mail resent in that
+window is a second copy that the receiver cannot drop by its id.
 
 When every message is out and the ticket has ended (resolved, escalated), a channel that keeps its own status (Jira)
 is moved to the configured one: after the reply, so the customer reads the answer before the issue closes."""

@@ -10,7 +10,7 @@ import sys
 import time
 import uuid
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import make_msgid, parseaddr
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,7 @@ from tests.mailservers import PASSWORD, Dovecot, SmtpServer, dovecot_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPPORT = "support@crewdesk.test"
+MTA = "mx.crewdesk.test"  # the authserv-id of the MTA in front of the test mailbox (CREWDESK_EMAIL_AUTHSERV_ID)
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,7 @@ def mail_settings(settings, dovecot):
             "imap_password": SecretStr(PASSWORD),
             "imap_folder": "INBOX",
             "support_address": SUPPORT,
+            "email_authserv_id": MTA,
         }
     )
 
@@ -73,10 +75,14 @@ def mail(
     *,
     sender: str = "ana@example.com",
     message_id: str | None = None,
+    authenticated: bool = True,
     **headers: str,
 ) -> tuple[bytes, str]:
-    """A customer's mail and its Message-ID (without <>)."""
+    """A customer's mail and its Message-ID (without <>). `authenticated`: it carries what the MTA in front of the
+    mailbox adds for mail whose From passed DMARC (an Authentication-Results field with the MTA's authserv-id)."""
     msg = EmailMessage()
+    if authenticated:
+        msg["Authentication-Results"] = f"{MTA}; dmarc=pass header.from={parseaddr(sender)[1].rpartition('@')[2]}"
     msg["From"], msg["To"], msg["Subject"] = sender, SUPPORT, subject
     msg["Message-ID"] = f"<{message_id}>" if message_id else make_msgid(domain="example.com")
     for name, value in headers.items():

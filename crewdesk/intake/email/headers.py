@@ -38,6 +38,11 @@ def raw_header(msg: Message, name: str) -> str:
     return ""
 
 
+def all_raw_headers(msg: Message, name: str, limit: int = 50) -> list[str]:
+    """Every value of a header field, unfolded and printable, top first (the nearest MTA's first)."""
+    return [printable(" ".join(str(value).split())) for key, value in msg.raw_items() if key.lower() == name.lower()][:limit]
+
+
 def header_text(msg: Message, name: str, defects: list[str]) -> str:
     try:
         value = msg.get(name)

@@ -17,7 +17,7 @@ from crewdesk.connectors.smtp import LOOP_HEADER  # set on every mail we send: s
 from crewdesk.errors import CrewdeskError
 from crewdesk.intake.email.attachments import ParsedAttachment, attachment_files, checked_attachment
 from crewdesk.intake.email.cleaning import clean_reply
-from crewdesk.intake.email.headers import LENIENT, all_addresses, first_address, header_date, header_text, message_ids, printable, raw_header
+from crewdesk.intake.email.headers import LENIENT, all_addresses, all_raw_headers, first_address, header_date, header_text, message_ids, printable, raw_header
 from crewdesk.intake.email.mime import MAX_DEPTH, Body, choose_text, read_body
 
 MAX_REFERENCES = 100  # long threads carry hundreds; the most recent ones are the ones we may know
@@ -81,6 +81,8 @@ class ParsedEmail:
     ignore_reason: str | None = None  # set: record the mail, do not answer it
     defects: list[str] = field(default_factory=list)
     evidence: dict[str, str] = field(default_factory=dict)  # a few raw headers: the record of what we saw
+    authentication_results: list[str] = field(default_factory=list)  # Authentication-Results values, top first (authresults.py)
+    single_from: bool = False  # one From header with one address: what DMARC can vouch for
 
 
 def synthetic_message_id(raw: bytes) -> str:
@@ -147,6 +149,8 @@ def _parse(raw: bytes, *, own_addresses: frozenset[str], max_attachment_bytes: i
         cleaned="",
         evidence=evidence,
         defects=defects,
+        authentication_results=all_raw_headers(msg, "Authentication-Results"),
+        single_from=len(msg.get_all("From") or []) == 1 and len(all_addresses(msg, "From", [])) == 1,
     )
     parsed.ignore_reason = _ignore_reason(msg, parsed, own_addresses, body)
     raw_from = evidence.get("From")

@@ -15,9 +15,10 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from crewdesk.audit import service as audit
 from crewdesk.db import transaction
 from crewdesk.intake import events
-from crewdesk.intake.email import threading
+from crewdesk.intake.email import authresults, threading
 from crewdesk.intake.email.attachments import ParsedAttachment
 from crewdesk.intake.email.headers import printable
 from crewdesk.intake.email.parse import EmailRejected, NeedsPerson, ParsedEmail, parse_email, subject_tag, synthetic_message_id
@@ -72,6 +73,9 @@ def ingest_email(*, session_factory: sessionmaker[Session], raw: bytes, settings
             return IngestResult("ignored", ticket_id=ticket.id if ticket else None, reason=parsed.ignore_reason)
         assert ticket_in is not None
         meta = _meta(parsed, source_ref, truncated=ticket_in.body != parsed.cleaned.strip())
+        meta["sender_proof"] = authresults.verify(
+            parsed.authentication_results, sender=parsed.sender, single_from=parsed.single_from, authserv_id=settings.email_authserv_id
+        ).as_meta(settings.email_authserv_id)
         placement = threading.place(db, parsed, tagged=_tagged(db, parsed))
         ticket = placement.ticket
         message: Message | None
@@ -94,12 +98,28 @@ def ingest_email(*, session_factory: sessionmaker[Session], raw: bytes, settings
                 return IngestResult("duplicate", ticket_id=ticket.id, needs_run=ticket.status == TicketStatus.received, reason="ticket already existed")
             message = db.execute(select(Message).where(Message.ticket_id == ticket.id).order_by(Message.id).limit(1)).scalar_one_or_none()
             needs_run, status = True, "created"
+            if placement.related is not None:  # a reply on another customer's thread: its own ticket, linked by join()
+                _not_the_customer(db, ticket, placement.related)
         if message is not None:
             _store_attachments(db, message, parsed.attachments, settings.home)
         joined = threading.join(db, placement, ticket=ticket, message=message)
         ticket, needs_run = joined.ticket, needs_run or joined.needs_run
         events.settle(event, status=events.ACCEPTED, ticket_id=ticket.id, message_id=message.id if message else None)
         return IngestResult(status, ticket_id=ticket.id, message_id=message.id if message else None, needs_run=needs_run)
+
+
+def _not_the_customer(db: Session, ticket: Ticket, related: Ticket) -> None:
+    """The new ticket says which ticket's thread its mail answered (raw["related_ticket"], beside the link row), and
+    the audit trail says why it is a ticket of its own."""
+    ticket.raw = {**(ticket.raw or {}), "related_ticket": related.id}
+    audit.record(
+        db=db,
+        ticket_id=ticket.id,
+        kind="thread",
+        name="not_the_customer",
+        actor="email-intake",
+        result={"related_ticket": related.id, "reason": f"a reply on ticket {related.id}'s thread from another address than its customer's"},
+    )
 
 
 def _ticket_in(parsed: ParsedEmail) -> TicketIn:

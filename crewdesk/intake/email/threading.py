@@ -11,10 +11,12 @@ For each mail, in the ingest's own transaction (serialised by one advisory lock 
 2. Its ticket: the subject tag `[crewdesk #N]` of the sender's ticket wins (the mail is threaded under that ticket);
    else the ticket of the nearest id it names or ancestor that has one; else the ticket of its replies that came
    before it (a late parent adopts them); else that of its siblings under a missing parent; else a new ticket.
+   Only a ticket whose customer is the mail's sender counts (same_customer): a stranger's reply with the right
+   References gets a new ticket of its own, linked to the thread's (step 3), and the old ticket is not touched.
 3. When the mail joins threads that had tickets of their own, they become one: the messages of the tickets nobody
    has worked on move into the thread's ticket (one already answered, else the oldest; never one a crew is working
    on right now) and the emptied tickets are closed, never answered; a ticket already being worked on, or answered,
-   is linked instead (crewdesk.tickets.service: merge, link). Audit rows say which.
+   or another customer's, is linked instead (crewdesk.tickets.service: merge, link). Audit rows say which.
 
 JWZ's last steps (pruning empty containers, grouping roots by subject) are left out: placeholders are what let a
 late parent find its replies, and two customers writing "Refund" are not one conversation.
@@ -136,6 +138,7 @@ class Placement:
     ticket: Ticket | None
     how: str  # tag | reference | adopted | sibling | new
     adopting: bool = False  # the mail is an ancestor of messages already on that ticket: it came late
+    related: Ticket | None = None  # a new ticket's thread already has this ticket of another customer: linked, never joined
 
 
 @dataclass(frozen=True)
@@ -177,13 +180,22 @@ def place(db: Session, parsed: ParsedEmail, *, tagged: Ticket | None) -> Placeme
     later = [c for c in index.descendants(me) if c.ticket_id is not None]
     if tagged is not None:
         return Placement(index, me, tagged, "tag", adopting=any(c.ticket_id == tagged.id for c in later))
+    related: Ticket | None = None
     for how, candidates in (("reference", [*reversed(chain), *index.ancestors(me)]), ("adopted", later), ("sibling", index.thread(me))):
-        ids = [c.ticket_id for c in candidates if c.ticket_id is not None and c is not me]
-        if not ids:
-            continue
-        ticket = tickets.get(db=db, ticket_id=ids[0] if how == "reference" else _threads_ticket(db, ids).id)
-        return Placement(index, me, ticket, how, adopting=any(c.ticket_id == ticket.id for c in later))
-    return Placement(index, me, None, "new")
+        found = [tickets.get(db=db, ticket_id=i) for i in dict.fromkeys(c.ticket_id for c in candidates if c.ticket_id is not None and c is not me)]
+        senders = [t for t in found if same_customer(t, parsed.sender)]
+        related = related or (found[0] if found else None)
+        if senders:
+            ticket = senders[0] if how == "reference" else _threads_ticket(db, [t.id for t in senders])
+            return Placement(index, me, ticket, how, adopting=any(c.ticket_id == ticket.id for c in later))
+    return Placement(index, me, None, "new", related=related)
+
+
+def same_customer(ticket: Ticket, sender: str) -> bool:
+    """A mail joins a ticket only when its From is the ticket's customer (case-insensitive): naming a ticket's
+    Message-IDs in References is no proof of anything (our ids are random, but a customer can forward our mail, and a
+    thread can be Cc'd). Tickets record no Cc'd collaborators, so there is no list of others who may join."""
+    return bool(sender) and ticket.customer.strip().lower() == sender.strip().lower()
 
 
 def join(db: Session, placement: Placement, *, ticket: Ticket, message: Message | None, actor: str = "email-intake") -> Joined:
@@ -201,13 +213,19 @@ def join(db: Session, placement: Placement, *, ticket: Ticket, message: Message 
     if len(ids) < 2:
         return Joined(ticket=ticket, needs_run=False)
     locked = {i: tickets.locked(db=db, ticket_id=i) for i in ids}  # in id order: no deadlock between two ingests
-    target = _threads_ticket(db, ids, locked)
+    # Only tickets of this mail's customer become one; another customer's ticket of the same thread is linked, never
+    # merged: its messages (and its customer's binding) stay its own.
+    mine = [i for i in ids if i == ticket.id or same_customer(locked[i], ticket.customer)]
+    target = _threads_ticket(db, mine, locked)
     reason = f"one e-mail thread: <{me.external_id}> joined it"
     merged, linked, reopened = [], [], False
     for other in (locked[i] for i in ids if i != target.id):
         if tickets.link_between(db=db, a=other.id, b=target.id) is not None:
             continue
-        if tickets.unmergeable(db=db, ticket=other) is None and target.status not in tickets.BEING_WORKED:
+        if other.id not in mine:
+            if tickets.link(db=db, ticket=other, other=target, reason=f"{reason}, from another sender than ticket {other.id}'s customer", actor=actor):
+                linked.append(other.id)
+        elif tickets.unmergeable(db=db, ticket=other) is None and target.status not in tickets.BEING_WORKED:
             reopened |= tickets.merge(db=db, source=other, target=target, reason=reason, actor=actor).reopened
             db.execute(
                 update(EmailContainer).where(EmailContainer.ticket_id == other.id).values(ticket_id=target.id).execution_options(synchronize_session="fetch")
