@@ -10,6 +10,18 @@
   before anyone is bound it is refused, and an order or account of another customer is refused, reads as well as
   writes. An order the store does not know passes, so that the store itself answers "not found".
 
+How strong the identity is, per action (README, "Proof of identity"):
+
+- `verified`: the channel vouches for the address that bound the ticket: an e-mail From with a DMARC pass from our own
+  MTA (crewdesk.intake.email.authresults, recorded on every inbound message), the Jira reporter (Jira authenticated
+  them), the customer an authenticated API caller or an operator's import names, the evaluation's and tests' own
+  sources (VOUCHING_SOURCES);
+- `claimed`: anything else: an e-mail From without that pass, an e-mail address or name and zip written in the text.
+
+Reads take either. A write on a claimed identity is not made where the ticket's source is not in the
+`identity_claimed_writes` setting (by default only the evaluations, whose tau2 policy authenticates by the text): the
+gate puts it to a person as an approval (rule identity_unverified).
+
 A refusal names its rule; the gate audits it and the agent sees the reason.
 """
 
@@ -21,6 +33,11 @@ from typing import Any
 from crewdesk.connectors.base import RetailStore, StoreError
 
 IDENTITY_OPERATIONS = frozenset({"find_user_id_by_email", "find_user_id_by_name_zip"})
+# Sources whose ticket's customer address the channel itself vouches for: an authenticated API caller names it, Jira
+# authenticated the reporter, an operator imported the file, the evaluations and tests made the ticket. E-mail vouches
+# per message (a DMARC pass from our MTA); a backlog import (backlog_id) is an operator's whatever its source says.
+VOUCHING_SOURCES = frozenset({"api", "jira", "file", "cli", "eval", "example", "test"})
+PROVEN_BY = {"find_user_id_by_email": "an e-mail address written in the ticket", "find_user_id_by_name_zip": "a name and zip written in the ticket"}
 
 
 @dataclass(frozen=True)
@@ -32,14 +49,25 @@ class Refusal:
 @dataclass
 class CustomerBinding:
     channel_email: str = ""
+    channel_verified: bool = False  # the channel vouches for channel_email (see the module's docstring)
     user_id: str | None = None
-    how: str = ""
+    how: str = ""  # channel | find_user_id_by_email | find_user_id_by_name_zip
     _channel_checked: bool = False
 
     @classmethod
-    def for_channel(cls, customer: str | None) -> CustomerBinding:
+    def for_channel(cls, customer: str | None, *, verified: bool = False) -> CustomerBinding:
         address = " ".join((customer or "").split())
-        return cls(channel_email=address if "@" in address else "")
+        return cls(channel_email=address if "@" in address else "", channel_verified=verified)
+
+    @property
+    def proof(self) -> str:
+        """verified: bound by an address the channel vouches for; claimed: bound by anything else (or not bound)."""
+        return "verified" if self.user_id is not None and self.how == "channel" and self.channel_verified else "claimed"
+
+    def proven_by(self) -> str:
+        if self.how == "channel":
+            return "the channel's address, which the channel does not vouch for (an e-mail From without our MTA's DMARC pass)"
+        return PROVEN_BY.get(self.how, "nothing yet")
 
     def resolve_channel(self, store: RetailStore | None) -> None:
         """Bind to the customer the channel's address names, once, if the store knows it."""
@@ -83,7 +111,7 @@ class CustomerBinding:
         if operation not in IDENTITY_OPERATIONS or not isinstance(user_id, str) or not user_id:
             return None
         if self.user_id is None:
-            self.user_id, self.how = user_id, "proof"
+            self.user_id, self.how = user_id, operation
             return None
         if user_id != self.user_id:
             return Refusal("identity_switch", f"this ticket is bound to one customer ({self.source()}); another customer's account cannot be used on it")

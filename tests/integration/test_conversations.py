@@ -8,6 +8,7 @@ cannot run here fast enough for a test, and the routers have their own tests."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -517,7 +518,8 @@ def test_with_the_stores_policy_yes_but_not_one_item_restates_the_write_without_
 def test_a_jira_comment_answers_a_waiting_jira_ticket_and_resumes_it(settings, store, session_factory):
     """The Jira channel on its own: the issue's ticket waits (no customer of the store in it, so it asks who); the
     customer's public comment arrives by the signed webhook (a real payload of tests/fixtures/jira-webhooks, its text
-    replaced), requeues the same ticket, and the run resumes from the question and writes once."""
+    replaced), requeues the same ticket, and the run resumes from the question: the name and zip it gives find the
+    customer, whose return then waits for a person's approval (a claimed identity makes no write)."""
     from crewdesk.tickets.schemas import TicketIn
     from tests.integration.test_jira_webhook import FIXTURES, SECRET, post
 
@@ -525,7 +527,9 @@ def test_a_jira_comment_answers_a_waiting_jira_ticket_and_resumes_it(settings, s
     talk = Conversation(jira, store, lambda *a, **k: 0, "return_items")
     with transaction(store) as db:
         ticket, _ = tickets.submit(
-            db=db, ticket_in=TicketIn(source="jira", external_id="TES-41", customer="", body="Hi, please take back the dumbbell set, I don't use it.")
+            db=db,
+            ticket_in=TicketIn(source="jira", external_id="TES-41", customer="", body="Hi, please take back the dumbbell set, I don't use it."),
+            message_meta={"jira_reporter": {"account_id": "5c5f880629be9642ba529340"}},  # as the webhook records it: the commenter below
         )
         talk.ticket_id = ticket.id
     before = order(store, DELIVERED)
@@ -534,11 +538,13 @@ def test_a_jira_comment_answers_a_waiting_jira_ticket_and_resumes_it(settings, s
     client = TestClient(create_app(jira, session_factory=session_factory, send=queued.extend))
     payload = json.loads((FIXTURES / "mattermost-plugin-jira" / "webhook-cloud-comment-created.json").read_bytes())
     payload["comment"]["body"] = "Sure: Ethan Sanchez, zip code 78782."
+    payload["timestamp"] = int(time.time() * 1000)  # sent now: older deliveries are refused as replays
     response = post(client, json.dumps(payload).encode(), identifier="answer-1")
     assert response.status_code == 202 and response.json()["status"] == "accepted", response.text
     assert queued == [talk.ticket_id] and order(store, DELIVERED) == before
     outcome = talk.pipeline.process(talk.ticket_id)
-    doc = order(store, DELIVERED)
-    assert outcome.status == TicketStatus.resolved, talk.reply
-    assert [i["name"] for i in doc["items"] if i["item_id"] in doc["return_items"]] == ["Dumbbell Set"]
-    assert talk.effects() == ["return_delivered_order_items"] and talk.questions() == [(1, "answered")]
+    # A name and zip in a comment are a claim, not proof (issue 20): the customer is found and their order read, and
+    # the return waits for a person who can check who they are (tests/security/test_email_identity.py).
+    assert outcome.status == TicketStatus.awaiting_approval and "Dumbbell Set" in talk.reply, talk.reply
+    assert order(store, DELIVERED) == before and talk.effects() == [] and talk.questions() == [(1, "answered")]
+    assert ("gate", "approval_requested:return_delivered_order_items") in talk.audit()
