@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk import __version__
-from crewdesk.api import approvals, errors, health, tickets, webhooks
+from crewdesk.api import approvals, errors, health, limits, problems, tickets, webhooks
 from crewdesk.api.auth import TicketReader
 from crewdesk.api.common import AUTH
 from crewdesk.api.deps import Services
@@ -52,6 +52,8 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
         tokens=token_verifier(settings),
     )
     errors.install(app)
+    problems.install(app)  # 422s as problem details
+    limits.install(app, max_body_bytes=settings.api_max_body_bytes, rate_limit=settings.api_rate_limit, redis_url=settings.broker_url)
     app.include_router(health.router)
     app.include_router(webhooks.router)  # authenticated by its HMAC signature (crewdesk/intake/jira_webhook.py)
     for router in (tickets.router, approvals.router):  # every route needs a key with its scope (crewdesk/api/auth.py)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from crewdesk.api.auth import ApprovalDecider
 from crewdesk.api.common import BAD_BODY, CONFLICT, NOT_FOUND, Responses, RowId, schema_no_nul
 from crewdesk.api.deps import DbSession, Services, ServicesDep
+from crewdesk.api.limits import RATE_LIMITED, TOO_LARGE, ApprovalsLimit
 from crewdesk.approvals import service as approvals
 from crewdesk.approvals.models import Approval
 from crewdesk.auth.service import Principal
@@ -84,14 +85,14 @@ def decide(services: Services, approval_id: int, decision: Decision, approve: bo
     return view(approval)
 
 
-DECISION_RESPONSES: Responses = {**NOT_FOUND, **BAD_BODY, **CONFLICT}
+DECISION_RESPONSES: Responses = {**NOT_FOUND, **BAD_BODY, **CONFLICT, **TOO_LARGE, **RATE_LIMITED}
 
 
 @router.post("/approvals/{approval_id}/approve", response_model=ApprovalView, responses=DECISION_RESPONSES)
-def approve(approval_id: RowId, decision: Decision, services: ServicesDep, caller: ApprovalDecider) -> ApprovalView:
+def approve(approval_id: RowId, decision: Decision, services: ServicesDep, caller: ApprovalDecider, _limit: ApprovalsLimit) -> ApprovalView:
     return decide(services, approval_id, decision, True, caller)
 
 
 @router.post("/approvals/{approval_id}/reject", response_model=ApprovalView, responses=DECISION_RESPONSES)
-def reject(approval_id: RowId, decision: Decision, services: ServicesDep, caller: ApprovalDecider) -> ApprovalView:
+def reject(approval_id: RowId, decision: Decision, services: ServicesDep, caller: ApprovalDecider, _limit: ApprovalsLimit) -> ApprovalView:
     return decide(services, approval_id, decision, False, caller)

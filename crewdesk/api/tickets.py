@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crewdesk.api.auth import AnyCaller, TicketReader, TicketSubmitter
 from crewdesk.api.common import BAD_BODY, CONFLICT, NOT_FOUND, RowId, schema_no_nul
 from crewdesk.api.deps import DbSession, ServicesDep
+from crewdesk.api.limits import RATE_LIMITED, TOO_LARGE, TicketsLimit
 from crewdesk.audit import service as audit
 from crewdesk.auth.service import Principal
 from crewdesk.db import transaction
@@ -21,7 +22,7 @@ from crewdesk.intake.admit import Stored, admit
 from crewdesk.runs.models import CrewRun
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket, TicketStatus
-from crewdesk.tickets.schemas import MAX_BODY_CHARS, TicketIn
+from crewdesk.tickets.schemas import JIRA_KEY, MAX_BODY_CHARS, TicketIn, jira_key_problem
 
 router = APIRouter()
 
@@ -69,16 +70,38 @@ class TicketView(BaseModel):
     trail: list[AuditRow]
 
 
+def _submission_schema(schema: dict[str, Any], model: type) -> None:
+    """schema_no_nul, and TicketIn's Jira rule as the schema says it: with source jira, external_id is an issue key."""
+    schema_no_nul(schema, model)
+    schema["if"] = {"properties": {"source": {"const": "jira"}}, "required": ["source"]}
+    schema["then"] = {"properties": {"external_id": {"type": "string", "pattern": JIRA_KEY.pattern}}}
+
+
 class TicketSubmission(TicketIn):
     """POST /tickets: a ticket as TicketIn, except that external_id must be a JSON string, as the schema says
-    (files may carry numeric ids; an HTTP client can quote its own)."""
+    (files may carry numeric ids; an HTTP client can quote its own), and the source is the API's own channel, or
+    (admin keys only) e-mail or Jira: anything else is a 422. A Jira ticket's external_id is its issue key."""
 
-    model_config = ConfigDict(json_schema_extra=schema_no_nul)
+    model_config = ConfigDict(json_schema_extra=_submission_schema)
+
+    source: Literal["api", "email", "jira"] = Field(  # TicketSource values: the channels a reply can go back through
+        default="api", description="api; an admin key may submit as email or jira (replies then go out through that channel)."
+    )
 
     @field_validator("external_id", mode="before")
     @classmethod
     def _id_as_text(cls, value: object) -> object:
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _jira_key_as_sent(cls, data: object) -> object:
+        """The Jira rule on the id as sent, before whitespace is stripped, as the published schema states it."""
+        if isinstance(data, dict) and data.get("source") == "jira" and isinstance(data.get("external_id"), str):
+            problem = jira_key_problem(data["external_id"])
+            if problem:
+                raise ValueError(f"external_id: {problem}")
+        return data
 
 
 class MessageView(BaseModel):
@@ -162,8 +185,8 @@ def _readable(ticket: Ticket, caller: Principal) -> Ticket:
     return ticket
 
 
-@router.post("/tickets", response_model=SubmitResult, status_code=202, responses=BAD_BODY)
-def submit(ticket_in: TicketSubmission, services: ServicesDep, caller: TicketSubmitter) -> SubmitResult:
+@router.post("/tickets", response_model=SubmitResult, status_code=202, responses={**BAD_BODY, **TOO_LARGE, **RATE_LIMITED})
+def submit(ticket_in: TicketSubmission, services: ServicesDep, caller: TicketSubmitter, _limit: TicketsLimit) -> SubmitResult:
     """A ticket from this key's caller, recorded as theirs (`Ticket.submitted_by`: the requester, who may not approve its
     writes). Only an admin key may submit as another channel (e-mail, Jira): replies go out through the source's own
     channel, to its addresses and issue keys."""
@@ -224,8 +247,10 @@ def trail(ticket_id: RowId, session: DbSession, caller: TicketReader) -> TrailVi
     )
 
 
-@router.post("/tickets/{ticket_id}/messages", response_model=MessageAdded, status_code=202, responses={**NOT_FOUND, **CONFLICT, **BAD_BODY})
-def add_message(ticket_id: RowId, message: CustomerMessage, services: ServicesDep, caller: TicketSubmitter) -> MessageAdded:
+@router.post(
+    "/tickets/{ticket_id}/messages", response_model=MessageAdded, status_code=202, responses={**NOT_FOUND, **CONFLICT, **BAD_BODY, **TOO_LARGE, **RATE_LIMITED}
+)
+def add_message(ticket_id: RowId, message: CustomerMessage, services: ServicesDep, caller: TicketSubmitter, _limit: TicketsLimit) -> MessageAdded:
     """The customer's reply on a ticket submitted through the API. A ticket waiting on the customer resumes with it
     (queued); a resolved one is reopened; one being worked or held by a person keeps it for them. E-mail and Jira
     tickets take their customer's messages through their own channel (409)."""

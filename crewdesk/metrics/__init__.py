@@ -6,7 +6,8 @@ Two sources, two endpoints:
   PostgreSQL (and Redis) is read there with read-only, bounded queries, so it is right after any restart:
 
   ====================================================  ======  ===============================================
-  crewdesk_tickets{status,channel,category}             gauge   tickets now in each status (channel = source)
+  crewdesk_tickets{status,channel,category}             gauge   tickets now in each status (channel = source, or
+                                                                "other" outside TicketSource: labels.py)
   crewdesk_approvals_waiting                            gauge   approvals still pending
   crewdesk_approvals_oldest_waiting_seconds             gauge   age of the oldest pending approval (0 if none)
   crewdesk_tool_calls_total{tool,outcome}               counter audit rows of tool calls: outcome ok | error

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.approvals.models import Approval, ApprovalStatus
 from crewdesk.logging import get_logger
+from crewdesk.metrics.labels import channel_label
 from crewdesk.queues import queue_depths
 from crewdesk.settings import Settings
 from crewdesk.tickets.models import Ticket
@@ -185,8 +186,12 @@ class DatabaseCollector(Collector):
         tickets = GaugeMetricFamily(
             "crewdesk_tickets", "Tickets now in each status, by channel (ticket source) and category.", labels=["status", "channel", "category"]
         )
-        for status, source, cat, count in sorted(by_status, key=lambda r: (r[0], r[1], r[2])):
-            tickets.add_metric([status, source, cat or "none"], count)
+        counts: dict[tuple[str, str, str], int] = {}
+        for status, source, cat, count in by_status:  # sources outside TicketSource add up under channel="other"
+            labels = (str(status), channel_label(source), cat or "none")
+            counts[labels] = counts.get(labels, 0) + count
+        for labels, count in sorted(counts.items()):
+            tickets.add_metric(list(labels), count)
         approvals = GaugeMetricFamily("crewdesk_approvals_waiting", "Approvals waiting for a person.", value=waiting)
         age = (self.clock() - _aware(oldest)).total_seconds() if oldest is not None else 0.0
         oldest_age = GaugeMetricFamily(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from crewdesk.metrics.labels import channel_label
 from crewdesk.runs.models import CrewRun
 from crewdesk.settings import Settings
 from crewdesk.tickets.models import TERMINAL, Message, Ticket
@@ -223,8 +224,8 @@ def after_task(db: Session, before: Before, metrics: WorkerMetrics | None = None
     if not before.had_reply:
         first = db.execute(select(func.min(Message.created_at)).where(Message.ticket_id == ticket.id, Message.direction == "outbound")).scalar_one()
         if first is not None:
-            metrics.first_reply.labels(channel=ticket.source).observe(max(0.0, (_aware(first) - created).total_seconds()))
+            metrics.first_reply.labels(channel=channel_label(ticket.source)).observe(max(0.0, (_aware(first) - created).total_seconds()))
     if runs and ticket.status in TERMINAL:
         ended = max(_aware(run.finished_at) for run in runs if run.finished_at is not None)  # all are: the query asks for finished runs
-        metrics.handle.labels(channel=ticket.source, status=ticket.status).observe(max(0.0, (ended - created).total_seconds()))
+        metrics.handle.labels(channel=channel_label(ticket.source), status=ticket.status).observe(max(0.0, (ended - created).total_seconds()))
     return len(runs)

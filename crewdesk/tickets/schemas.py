@@ -2,15 +2,44 @@
 
 from __future__ import annotations
 
+import re
+from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Category = Literal["billing", "technical", "account", "other"]
 Priority = Literal["low", "normal", "high", "urgent"]
 Sentiment = Literal["positive", "neutral", "negative", "angry"]
 
 MAX_BODY_CHARS = 50_000
+
+
+class TicketSource(StrEnum):
+    """The channels crewdesk itself names a ticket's source with. A backlog import may name its own system
+    (`--source legacy-crm`); metrics count such sources as "other" (crewdesk/metrics: `channel_label`)."""
+
+    api = "api"  # POST /tickets
+    email = "email"  # IMAP poll, .eml/mbox/Maildir import
+    jira = "jira"  # the Jira webhook; a Jira CSV backlog
+    file = "file"  # crewdesk submit/run, a CSV or JSON-lines backlog
+    zendesk = "zendesk"  # a Zendesk export backlog
+    eval = "eval"  # crewdesk eval tau2-retail
+    example = "example"  # crewdesk eval examples
+    bench = "bench"  # bench/
+    test = "test"  # the test suite's tickets
+
+
+# Jira issue keys: a project key (a capital letter, then capitals, digits or _) and the issue's number. Nothing else
+# (no "/", "?", "..") may reach a Jira URL as a key.
+JIRA_KEY = re.compile(r"^[A-Z][A-Z0-9_]+-[0-9]+$")  # [0-9], not \d: \d also matches non-ASCII digits
+
+
+def jira_key_problem(key: str | None) -> str | None:
+    """Why `key` is not a Jira issue key, or None when it is one."""
+    if key is not None and JIRA_KEY.fullmatch(key):
+        return None
+    return f"{(key or '')[:300]!r} is not a Jira issue key (PROJECT-123)"
 
 
 class TicketIn(BaseModel):
@@ -36,6 +65,14 @@ class TicketIn(BaseModel):
         if "\x00" in value:
             raise ValueError("contains NUL bytes (binary data, not text)")
         return value
+
+    @model_validator(mode="after")
+    def _jira_key(self) -> TicketIn:
+        """A Jira ticket's id is its issue key, which the Jira connector puts in URLs: only a real key is taken."""
+        problem = jira_key_problem(self.external_id) if self.source == TicketSource.jira else None
+        if problem:
+            raise ValueError(f"external_id: {problem}")
+        return self
 
 
 class Triage(BaseModel):

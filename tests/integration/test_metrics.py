@@ -94,7 +94,7 @@ def populated(session_factory, make_ticket, redis_url):
         ("d", "api", "awaiting_approval", "billing"),
         ("e", "email", "queued", None),
     ]:
-        ids[key] = make_ticket(external_id=key, source=source)
+        ids[key] = make_ticket(external_id=f"SD-{ord(key)}" if source == "jira" else key, source=source)  # a Jira ticket's id is an issue key
         set_ticket(session_factory, ids[key], status=status, category=category)
     now = datetime.now(UTC)
     with transaction(session_factory) as db:
@@ -299,7 +299,7 @@ def add_run(db, ticket_id: int, *, outcome: str, tokens=(0, 0, 0), calls=0, llm_
 
 def test_two_processes_write_one_aggregated_scrape(session_factory, make_ticket, pg_url, tmp_path):
     created = datetime(2025, 5, 1, 12, tzinfo=UTC)
-    a, b = make_ticket(external_id="ma", source="email"), make_ticket(external_id="mb", source="jira")
+    a, b = make_ticket(external_id="ma", source="email"), make_ticket(external_id="MB-1", source="jira")
     set_ticket(session_factory, a, status="resolved", created_at=created)
     set_ticket(session_factory, b, status="escalated", created_at=created)
     with transaction(session_factory) as db:
