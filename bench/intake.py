@@ -227,7 +227,9 @@ async def _load(base: str, secret: str, total: int, concurrency: int, tag: str) 
     async def worker(client: httpx.AsyncClient) -> None:
         for n in counter:
             payload = json.loads(json.dumps(template))
-            payload["issue"]["key"], payload["issue"]["id"] = f"BENCH{tag}-{n}", str(900000 + n)
+            # A Jira issue key (capitals, digits, _) and a delivery stamped now, as the webhook takes nothing else.
+            payload["issue"]["key"], payload["issue"]["id"] = f"BENCH{tag.upper()}-{n}", str(900000 + n)
+            payload["timestamp"] = int(time.time() * 1000)
             body = json.dumps(payload).encode()
             headers = {
                 "Content-Type": "application/json",

@@ -15,7 +15,10 @@ router = APIRouter()
 # The refusals' statuses are chosen in crewdesk/api/errors.py; these document them.
 WEBHOOK_ERRORS: Responses = {
     400: {"model": ErrorView, "description": "Malformed X-Hub-Signature, or a body that is not a JSON object."},
-    401: {"model": ErrorView, "description": "Missing or forged X-Hub-Signature."},
+    401: {
+        "model": ErrorView,
+        "description": "Missing, forged or SHA-1 X-Hub-Signature; or a delivery whose timestamp is outside the window (stale, replayed, or absent).",
+    },
     413: {"model": ErrorView, "description": "Body over 1 MB."},
     429: {"model": ErrorView, "description": "Too many refused deliveries from this address: counted, not recorded one by one (Retry-After)."},
     503: {"model": ErrorView, "description": "No webhook secret is configured: every delivery is refused (Jira retries it later)."},

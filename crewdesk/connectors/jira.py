@@ -3,11 +3,14 @@ for agent notes), and move the issue to a configured status when its ticket ends
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import httpx
 
 from crewdesk.connectors.base import DeliveryRefused, OutboundMessage, ReplyChannel, StatusSync
 from crewdesk.errors import CrewdeskError, TransientError
 from crewdesk.settings import JiraSettings
+from crewdesk.tickets.schemas import jira_key_problem
 
 # Jira Cloud answers well within this; a hung connection must not hold a delivery worker for long.
 TIMEOUT = httpx.Timeout(15.0, connect=5.0)
@@ -19,6 +22,19 @@ class JiraUnavailable(TransientError):
     def __init__(self, message: str, retry_after: float | None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def path(*segments: str) -> str:
+    """A URL path from its segments, each quoted whole: a "/" or "?" inside one cannot make another path."""
+    return "".join("/" + quote(segment, safe="") for segment in segments)
+
+
+def issue_key(key: str) -> str:
+    """`key` when it is a Jira issue key; refused for good otherwise, before any URL is built with it."""
+    problem = jira_key_problem(key)
+    if problem:
+        raise DeliveryRefused(f"not sent to Jira: {problem}")
+    return key
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -95,9 +111,9 @@ class JiraReplyChannel(ReplyChannel):
         target = self.statuses.get(status)
         if not target:
             return None
-        key = ticket_external_id
+        key = issue_key(ticket_external_id)
         response = self._call(
-            "GET", f"{self.base_url}/rest/api/3/issue/{key}", f"reading the status of {key}", params={"fields": "status", "expand": "transitions"}
+            "GET", self.base_url + path("rest", "api", "3", "issue", key), f"reading the status of {key}", params={"fields": "status", "expand": "transitions"}
         )
         try:
             data = response.json()
@@ -113,15 +129,19 @@ class JiraReplyChannel(ReplyChannel):
             raise DeliveryRefused(f"Jira offers no transition from {current or '(unknown)'} to {target} on {key} (offered: {names})")
         transition = lead_there[0]
         self._call(
-            "POST", f"{self.base_url}/rest/api/3/issue/{key}/transitions", f"moving {key} to {target}", json={"transition": {"id": str(transition.get("id"))}}
+            "POST",
+            self.base_url + path("rest", "api", "3", "issue", key, "transitions"),
+            f"moving {key} to {target}",
+            json={"transition": {"id": str(transition.get("id"))}},
         )
         return StatusSync(status=str(transition["to"].get("name") or target), changed=True)
 
     def deliver(self, message: OutboundMessage) -> str:
         """POST /rest/servicedeskapi/request/{issueKey}/comment; returns the new comment's id (which the webhook's
         loop protection later recognises)."""
-        url = f"{self.base_url}/rest/servicedeskapi/request/{message.ticket_external_id}/comment"
-        response = self._call("POST", url, f"posting a comment on {message.ticket_external_id}", json={"body": message.body, "public": message.public})
+        key = issue_key(message.ticket_external_id)
+        url = self.base_url + path("rest", "servicedeskapi", "request", key, "comment")
+        response = self._call("POST", url, f"posting a comment on {key}", json={"body": message.body, "public": message.public})
         status = response.status_code
         try:
             comment_id = response.json().get("id")

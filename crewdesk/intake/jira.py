@@ -12,12 +12,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crewdesk.audit import service as audit
+from crewdesk.db import utcnow
 from crewdesk.intake import events as inbound
 from crewdesk.intake.jira_events import JiraEvent, JiraUser
 from crewdesk.settings import JiraSettings
 from crewdesk.tickets import service as tickets
 from crewdesk.tickets.models import Message, Ticket, TicketStatus
-from crewdesk.tickets.schemas import MAX_BODY_CHARS, Priority, TicketIn
+from crewdesk.tickets.schemas import MAX_BODY_CHARS, Priority, TicketIn, jira_key_problem
 
 CHANNEL = "jira"
 SIGNATURE_HEADER = "X-Hub-Signature"
@@ -64,7 +65,46 @@ def _ticket_in(event: JiraEvent, *, customer: JiraUser | None) -> TicketIn:
 
 
 def _issue_meta(event: JiraEvent) -> dict:
-    return {"jira_issue_id": event.issue_id, "jira_issue_key": event.issue_key, "jira_status": event.status}
+    """Kept on the ticket's first message: the reporter too, since Jira Cloud's comment events do not name them."""
+    meta: dict = {"jira_issue_id": event.issue_id, "jira_issue_key": event.issue_key, "jira_status": event.status}
+    if event.reporter is not None:
+        meta["jira_reporter"] = event.reporter.model_dump(include={"account_id", "name", "key", "email"}, exclude_none=True)
+    return meta
+
+
+def _ids(user: JiraUser | dict | None) -> set[tuple[str, str]]:
+    """What identifies a Jira user: accountId (Cloud), name and key (Server), e-mail address (when shown)."""
+    if user is None:
+        return set()
+    fields = user.model_dump() if isinstance(user, JiraUser) else user
+    ids = {(kind, str(fields[kind])) for kind in ("account_id", "name", "key") if fields.get(kind)}
+    return ids | ({("email", str(fields["email"]).casefold())} if fields.get("email") else set())
+
+
+def _reporter(*, db: Session, event: JiraEvent, ticket: Ticket | None) -> set[tuple[str, str]]:
+    """The issue's reporter: as the payload names them (Jira Server's comment events do), else as recorded when the
+    issue became a ticket, else the ticket's customer (a ticket from before the reporter was recorded). Empty when
+    nobody can tell."""
+    if event.reporter is not None:
+        return _ids(event.reporter)
+    if ticket is None:
+        return set()
+    meta = db.execute(select(Message.meta).where(Message.ticket_id == ticket.id, Message.direction == "inbound").order_by(Message.id).limit(1)).scalar()
+    recorded = (meta or {}).get("jira_reporter")
+    if isinstance(recorded, dict) and recorded:
+        return _ids(recorded)
+    customer = ticket.customer.strip()
+    return {(kind, customer.casefold() if kind == "email" else customer) for kind in ("account_id", "name", "key", "email")} if customer else set()
+
+
+def _kept_as_note(*, db: Session, ticket: Ticket | None, comment_id: str) -> int | None:
+    """The message that already keeps this comment as a note (a comment by someone other than the reporter)."""
+    if ticket is None:
+        return None
+    rows = db.execute(
+        select(Message.id, Message.meta).where(Message.ticket_id == ticket.id, Message.direction == "internal", Message.external_id == comment_id)
+    )
+    return next((message_id for message_id, meta in rows if (meta or {}).get("not_reporter")), None)
 
 
 def _own_comment(*, db: Session, event: JiraEvent, settings: JiraSettings, ticket: Ticket | None) -> str | None:
@@ -105,6 +145,11 @@ def _comment(*, db: Session, event: JiraEvent, settings: JiraSettings) -> JiraOu
         # (issue_commented) with the issue, and that delivery records it.
         return JiraOutcome(status="ignored", reason=f"comment {comment.id} arrived without its issue (Jira Server sends it again as issue_commented)")
     ticket = tickets.find(db=db, source=CHANNEL, external_id=event.issue_key)
+    noted = _kept_as_note(db=db, ticket=ticket, comment_id=comment.id)
+    if noted is not None:
+        return JiraOutcome(
+            status="ignored", ticket_id=ticket.id if ticket else None, message_id=noted, reason=f"comment {comment.id} is already message {noted} (a note)"
+        )
     own = _own_comment(db=db, event=event, settings=settings, ticket=ticket)
     if own:
         return JiraOutcome(status="ignored", ticket_id=ticket.id if ticket else None, reason=f"our own comment, no run: {own}")
@@ -116,12 +161,17 @@ def _comment(*, db: Session, event: JiraEvent, settings: JiraSettings) -> JiraOu
         )
     if not comment.body.strip():
         return JiraOutcome(status="ignored", ticket_id=ticket.id if ticket else None, reason=f"comment {comment.id} is empty")
+    author = comment.author.identity if comment.author else ""
+    # Only the issue's reporter speaks for the customer: anyone else's public comment (a JSM agent, another customer
+    # the issue was shared with) is kept as a note for the team, and neither resumes nor reopens the ticket.
+    by_reporter = bool(_ids(comment.author) & _reporter(db=db, event=event, ticket=ticket))
     created = False
     if ticket is None:
         # A comment on an issue we never saw created (the webhook was added later, or that delivery was lost):
-        # the issue in the payload becomes the ticket, so the customer's words are not dropped.
+        # the issue in the payload becomes the ticket, so the customer's words are not dropped. Its customer is the
+        # reporter the payload names; Cloud's comment events name none, and then the ticket has no customer.
         try:
-            ticket, created = tickets.submit(db=db, ticket_in=_ticket_in(event, customer=event.reporter or comment.author), message_meta=_issue_meta(event))
+            ticket, created = tickets.submit(db=db, ticket_in=_ticket_in(event, customer=event.reporter), message_meta=_issue_meta(event))
         except ValidationError as exc:
             return JiraOutcome(status="rejected", reason=f"issue {event.issue_key} cannot become a ticket: {exc.errors()[0]['msg']}")
         if event.status:
@@ -133,7 +183,22 @@ def _comment(*, db: Session, event: JiraEvent, settings: JiraSettings) -> JiraOu
         if already is not None:
             # Jira Server announces one comment twice (comment_created and issue_commented) under different deliveries.
             return JiraOutcome(status="ignored", ticket_id=ticket.id, message_id=already, reason=f"comment {comment.id} is already message {already}")
-    author = comment.author.identity if comment.author else ""
+    if not by_reporter:
+        note = tickets.add_message(
+            db=db,
+            ticket=ticket,
+            direction="internal",
+            body=comment.body,
+            author=author,
+            external_id=comment.id,
+            meta={"jira_comment_id": comment.id, "jira_issue_key": event.issue_key, "public": comment.public, "not_reporter": True},
+        )
+        note.delivered_at = utcnow()  # it came from Jira: never posted back there
+        who = author or "an unnamed user"
+        reason = f"comment {comment.id} by {who}, not the reporter of {event.issue_key}: kept as a note for the team, no run"
+        if created:
+            reason = f"new ticket from issue {event.issue_key} (first seen through a comment); {reason} for it"
+        return JiraOutcome(status="accepted", ticket_id=ticket.id, message_id=note.id, needs_run=created, reason=reason)
     message, needs_run = tickets.follow_up(
         db=db,
         ticket=ticket,
@@ -170,6 +235,9 @@ def _sync_status(*, db: Session, event: JiraEvent) -> JiraOutcome:
 
 
 def _dispatch(*, db: Session, event: JiraEvent, settings: JiraSettings) -> JiraOutcome:
+    problem = jira_key_problem(event.issue_key) if event.issue_key else None
+    if problem:
+        return JiraOutcome(status="rejected", reason=f"{event.kind} refused: {problem}")
     if event.kind == "issue_created":
         if not event.issue_key:
             return JiraOutcome(status="rejected", reason="issue_created without an issue key")

@@ -55,6 +55,11 @@ class DeliveryMalformed(WebhookRefused):
     """A signature header that is not `sha256=<hex>`, or a body that is not a JSON object."""
 
 
+class DeliveryStale(DeliveryUnauthenticated):
+    """A signed delivery whose payload timestamp is outside the window (old, or ahead of our clock), or absent: a
+    replay of a captured delivery looks like this. Answered as an unauthenticated one (401)."""
+
+
 class DeliveryTooLarge(WebhookRefused):
     """A body over MAX_BODY_BYTES."""
 
@@ -106,7 +111,7 @@ def receive(
         raise refuse(NoWebhookSecret, str(exc)) from exc
     except SignatureMalformed as exc:
         raise refuse(DeliveryMalformed, str(exc)) from exc
-    except SignatureError as exc:  # missing or forged
+    except SignatureError as exc:  # missing, forged, or signed with SHA-1
         raise refuse(DeliveryUnauthenticated, str(exc)) from exc
     try:
         payload = json.loads(body)
@@ -114,6 +119,9 @@ def receive(
         raise refuse(DeliveryMalformed, f"body is not JSON: {str(exc)[:200]}") from exc
     if not isinstance(payload, dict):
         raise refuse(DeliveryMalformed, f"body is JSON {type(payload).__name__}, not an object")
+    stale = staleness(payload.get("timestamp"), max_age_s=settings.jira_webhook_max_age_seconds, now_ms=time.time() * 1000)
+    if stale:
+        raise refuse(DeliveryStale, stale)
     event = parse_event(payload)
     delivery_id = jira.delivery_key(body=body, identifier=headers.get("x-atlassian-webhook-identifier"))
     with transaction(session_factory) as session:
@@ -142,13 +150,32 @@ class SignatureForged(SignatureError):
     pass
 
 
-_DIGESTS = {"sha256": (hashlib.sha256, 64), "sha1": (hashlib.sha1, 40)}
+class SignatureWeak(SignatureError):
+    """Signed with HMAC-SHA1, which is no longer taken."""
+
+
+_DIGESTS = {"sha256": (hashlib.sha256, 64)}
 _HEX = re.compile(r"[0-9a-fA-F]+")
+FUTURE_SKEW_S = 60  # a sender's clock may run this far ahead of ours
+
+
+def staleness(timestamp: object, *, max_age_s: float, now_ms: float) -> str | None:
+    """Why a delivery with this payload `timestamp` (Jira's, ms since the epoch) is not fresh, or None when it is.
+    The timestamp is inside the signed body, so a replay of a captured delivery cannot change it."""
+    if not isinstance(timestamp, int) or isinstance(timestamp, bool):
+        return "the delivery has no timestamp (ms since the epoch): a fresh delivery cannot be told from a replay"
+    age_s = (now_ms - timestamp) / 1000
+    if age_s > max_age_s:
+        return f"the delivery is {age_s:.0f} s old, older than {max_age_s:.0f} s (CREWDESK_JIRA_WEBHOOK_MAX_AGE_SECONDS): stale or replayed"
+    if age_s < -FUTURE_SKEW_S:
+        return f"the delivery is stamped {-age_s:.0f} s in the future (over {FUTURE_SKEW_S} s ahead of our clock)"
+    return None
 
 
 def verify_signature(secret: str, body: bytes, header: str | None) -> None:
-    """Check `X-Hub-Signature: <method>=<hex HMAC of the raw body>` (Atlassian's format; sha256, or sha1 from older
-    senders). Raises a SignatureError subclass; returns None when the body was signed with `secret`."""
+    """Check `X-Hub-Signature: sha256=<hex HMAC-SHA256 of the raw body>` (Atlassian's format). sha1 signatures, which
+    older senders make, are refused (SignatureWeak). Raises a SignatureError subclass; returns None when the body was
+    signed with `secret`."""
     if not secret:
         raise WebhookNotConfigured("no Jira webhook secret is configured (CREWDESK_JIRA_WEBHOOK_SECRET): every delivery is refused")
     if header is None or not header.strip():
@@ -156,6 +183,8 @@ def verify_signature(secret: str, body: bytes, header: str | None) -> None:
     method, sep, signature = header.strip().partition("=")
     method = method.strip().lower()
     signature = signature.strip()
+    if sep and method == "sha1":
+        raise SignatureWeak(f"{jira.SIGNATURE_HEADER} is signed with sha1, which is refused: configure the webhook to sign with sha256")
     if not sep or method not in _DIGESTS:
         raise SignatureMalformed(f"{jira.SIGNATURE_HEADER} must be sha256=<hex> (got method {method[:16]!r})")
     digest, length = _DIGESTS[method]
