@@ -15,8 +15,6 @@ from crewdesk.api.limits import RATE_LIMITED, TOO_LARGE, ApprovalsLimit
 from crewdesk.approvals import service as approvals
 from crewdesk.approvals.models import Approval
 from crewdesk.auth.service import Principal
-from crewdesk.errors import Forbidden
-from crewdesk.tickets.models import Ticket
 from crews.approvals import decide as decide_and_resume
 
 router = APIRouter()
@@ -31,6 +29,9 @@ class ApprovalView(BaseModel):
     requested_by: str
     decided_by: str | None
     reason: str | None
+    amount_usd: float = Field(description="Money the write would give back.")
+    approvals_needed: int = Field(description="People who must approve it: 2 above the second-approval amount, else 1.")
+    approved_by: list[str] = Field(description="Who approved it so far (the first of two while it waits for the second).")
 
 
 class Decision(BaseModel):
@@ -56,6 +57,9 @@ def view(approval: Approval) -> ApprovalView:
         requested_by=approval.requested_by,
         decided_by=approval.decided_by,
         reason=approval.reason,
+        amount_usd=approval.amount_usd,
+        approvals_needed=approval.approvals_needed,
+        approved_by=approvals.approvers(approval),
     )
 
 
@@ -67,13 +71,9 @@ def list_approvals(
 
 
 def decide(services: Services, approval_id: int, decision: Decision, approve: bool, caller: Principal) -> ApprovalView:
-    """ApprovalNotFound answers 404 and ApprovalDecided 409 (crewdesk/api/errors.py). The decider is the key's holder,
-    recorded in the audit trail; nobody decides on a write of a ticket they submitted (403)."""
-    with services.session_factory() as db:
-        approval = approvals.get(db=db, approval_id=approval_id)
-        ticket = db.get(Ticket, approval.ticket_id)
-        if ticket is not None and ticket.submitted_by == caller.name:
-            raise Forbidden(f"{caller.name!r} submitted ticket {ticket.id}: nobody approves their own request")
+    """ApprovalNotFound answers 404, ApprovalDecided 409 and ApprovalRefused 403 (crewdesk/api/errors.py). The decider
+    is the key's holder, recorded in the audit trail; nobody decides on a write of a ticket they submitted, and above
+    the second-approval amount the second approval must come from another key's holder (crews/approvals.py)."""
     approval, _ = decide_and_resume(
         gates=services.gates,
         approval_id=approval_id,

@@ -54,6 +54,7 @@ def test_refund_above_threshold_waits_then_approval_refunds_exactly_once(setting
             )
         ).scalar_one()
     settings.approval_threshold_usd = 100.0
+    settings.second_approval_above_usd = -1.0  # one person decides (two above an amount: tests/security/test_approvals.py)
     first = cancel_plan(order_id, email, "A team member needs to approve this cancellation; we will write again shortly.")
     pipeline = Pipeline(settings=settings, session_factory=store, llm_factory=LLMFactory(settings, responder=first))
     ticket_id = make_ticket(f"Please cancel order {order_id}, I no longer need it.", customer=email)
