@@ -257,9 +257,7 @@ class Settings(BaseSettings):
     )
 
     # Jira Service Management.
-    oidc_issuer: str = Field(
-        default="", description="OIDC: the issuer whose bearer tokens the API accepts beside API keys (its `iss`); empty = API keys only."
-    )
+    oidc_issuer: str = Field(default="", description="OIDC: the issuer whose bearer tokens the API accepts beside API keys (its `iss`); empty = API keys only.")
     oidc_audience: str = Field(default="crewdesk", description="OIDC: the `aud` a token must carry.")
     oidc_jwks_url: str = Field(default="", description="OIDC: the issuer's JWKS; empty = its jwks_uri from /.well-known/openid-configuration.")
     oidc_scope_claim: str = Field(default="scope", description="OIDC: the claim holding crewdesk's scopes (a space-separated string or a list).")

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import cast
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -60,8 +61,8 @@ def broker_ticket_ids(broker_url: str, queue: str) -> set[int] | None:
     raw: list[bytes | str] = []  # redis-py types replies as either; this client (no decode_responses) returns bytes
     for key in client.scan_iter(match=f"{queue}*", count=100):
         if client.type(key) == b"list":
-            raw.extend(client.lrange(key, 0, -1))
-    for value in client.hvals("unacked"):
+            raw.extend(cast(list, client.lrange(key, 0, -1)))
+    for value in cast(list, client.hvals("unacked")):  # redis-py 7 types a sync client's replies as possibly awaitable
         try:
             raw.append(json.dumps(json.loads(value)[0]).encode())
         except (ValueError, IndexError, TypeError):

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import pybreaker
 import redis
@@ -142,7 +142,7 @@ class Breakers:
         known = set(self._breakers)
         if self._redis is not None:
             try:
-                known |= {k.decode() if isinstance(k, bytes) else k for k in self._redis.smembers(f"{self.prefix}:keys")}
+                known |= {k.decode() if isinstance(k, bytes) else k for k in cast(set, self._redis.smembers(f"{self.prefix}:keys"))}
             except RedisError as exc:
                 log.warning("breaker.store_unavailable", error=str(exc))
         return known
@@ -154,7 +154,7 @@ class Breakers:
         until = time.time() + seconds
         if self._redis is not None:
             try:
-                current = self._redis.get(self._name(key, "hold_until"))
+                current = cast(bytes | None, self._redis.get(self._name(key, "hold_until")))  # a sync client: never awaitable
                 if current is None or float(current) < until:
                     self._redis.set(self._name(key, "hold_until"), repr(until), px=max(1, int(seconds * 1000)))
                 return
@@ -166,7 +166,7 @@ class Breakers:
     def held_until(self, key: str) -> float | None:
         if self._redis is not None:
             try:
-                value = self._redis.get(self._name(key, "hold_until"))
+                value = cast(bytes | None, self._redis.get(self._name(key, "hold_until")))
                 return float(value) if value is not None else None
             except RedisError as exc:
                 log.warning("breaker.store_unavailable", key=key, error=str(exc))
