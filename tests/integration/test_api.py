@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import redis
 
 from crewdesk.api import create_app
@@ -122,6 +123,7 @@ def test_approval_gates_are_the_pipelines_gates(settings, session_factory, make_
 # --- authentication and scopes (crewdesk/api/auth.py, crewdesk/auth) ---------------------------------------------------
 
 
+@pytest.mark.security  # issue 20's holes, kept beside the API's other tests: pytest -m security selects them
 def test_every_route_but_healthz_needs_a_key_and_refusals_are_problem_details(settings, session_factory):
     from fastapi.testclient import TestClient
 
@@ -163,6 +165,7 @@ def test_every_route_but_healthz_needs_a_key_and_refusals_are_problem_details(se
     assert anonymous.get("/metrics", headers={"Authorization": f"Bearer {scraper}"}).status_code == 200
 
 
+@pytest.mark.security  # issue 20's holes, kept beside the API's other tests: pytest -m security selects them
 def test_a_submit_key_sees_only_its_own_tickets_and_cannot_speak_for_another_channel(settings, session_factory):
     from tests.helpers import api_client
 
@@ -180,6 +183,7 @@ def test_a_submit_key_sees_only_its_own_tickets_and_cannot_speak_for_another_cha
     assert admin.get(f"/tickets/{mine}").status_code == 200
 
 
+@pytest.mark.security  # issue 20's holes, kept beside the API's other tests: pytest -m security selects them
 def test_nobody_approves_their_own_request_and_the_decider_is_the_keys_holder(settings, session_factory, monkeypatch):
     from sqlalchemy import update
 
@@ -204,6 +208,7 @@ def test_nobody_approves_their_own_request_and_the_decider_is_the_keys_holder(se
     assert decided.status_code == 200 and decided.json()["decided_by"] == "second-lead"
 
 
+@pytest.mark.security  # issue 20's holes, kept beside the API's other tests: pytest -m security selects them
 def test_apikey_command_prints_a_key_once_and_a_revoked_key_is_refused(settings, session_factory, tmp_path, monkeypatch):
     import subprocess
 
