@@ -92,6 +92,11 @@ class Pipeline(TicketPhases):
         # MiniLM classifier over the same embedder for plain wording (crewdesk/tickets/rules.py). With the router it
         # builds; a caller that brings its own router brings its own risk check, or gets the regexes alone.
         self.risk = risk if risk is not None or router is not None or not settings.procedures else build_risk(settings)
+        if self.risk is not None and risk is None:
+            # Its exemplars' vectors now, as the router's above (read from the cache under CREWDESK_HOME, or embedded
+            # once: about a minute on one thread for 1,600 exemplars). Left to the first ticket, that minute was spent
+            # inside the ticket's run budget (CREWDESK_RUN_MAX_SECONDS) and it went to a person before any model call.
+            self.risk("warm up")
         audit_listener.install(session_factory)
         self.memory = self._open_memory(settings)
         self.builder = CrewBuilder(

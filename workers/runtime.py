@@ -41,11 +41,6 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     factory = LLMFactory(settings)
     pipeline = Pipeline(settings=settings, session_factory=make_session_factory(engine), llm_factory=factory)
-    if pipeline.risk is not None:
-        # The risk exemplars' vectors, as the router's above: read from the cache under CREWDESK_HOME, or embedded once
-        # (about a minute on one thread for 1,600 exemplars). Left to the first ticket, that minute was spent inside its
-        # run budget (CREWDESK_RUN_MAX_SECONDS) and the ticket went to a person before its first model call.
-        pipeline.risk("warm up")
     factory.warm()
     return Runtime(settings=settings, pipeline=pipeline, channels=reply_channels(settings))
 
