@@ -87,6 +87,11 @@ class Settings(BaseSettings):
         return init_settings, env_settings, SecretFiles(settings_cls), dotenv_settings, file_secret_settings
 
     home: Path = Field(default=Path.home() / ".crewdesk", description="State dir: SQLite db, assembled model, CrewAI storage.")
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Derived data: the routing and risk exemplars' vectors (rebuilt when missing, about two minutes on one thread); "
+        "empty = home/cache. Several homes may share one.",
+    )
     database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite under home.")
     database_password: SecretStr = Field(
         default=SecretStr(""), description="Put into database_url when that has no password (e.g. CREWDESK_DATABASE_PASSWORD_FILE=/run/secrets/...)."
@@ -379,6 +384,11 @@ class Settings(BaseSettings):
         if self.broker_password.get_secret_value():
             self.broker_url = with_password(self.broker_url, self.broker_password.get_secret_value())
         return self
+
+    @property
+    def routing_cache(self) -> Path:
+        """Where the routing and risk exemplars' vectors are cached."""
+        return (self.cache_dir or self.home / "cache") / "routing"
 
     @property
     def crewai_storage_dir(self) -> Path:

@@ -54,14 +54,14 @@ def build_router(settings: Settings, llm_factory: LLMFactory):
     from crewdesk.routing.router import build_router as build
 
     llm = llm_factory.build(tier="cheap") if settings.router != "embedding" else None
-    return build(cache_dir=settings.home / "cache" / "routing", llm=llm, design=settings.router)
+    return build(cache_dir=settings.routing_cache, llm=llm, design=settings.router)
 
 
 def build_risk(settings: Settings) -> rules.RiskCheck:
     """The combined risk check: the escalation regexes, then the risk classifier (loaded with the first ticket)."""
     from crewdesk.routing.risk import RiskClassifier
 
-    return rules.risk_check(RiskClassifier(cache_dir=settings.home / "cache" / "routing"))
+    return rules.risk_check(RiskClassifier(cache_dir=settings.routing_cache))
 
 
 class TicketBusy(Exception):

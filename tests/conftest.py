@@ -20,6 +20,9 @@ os.environ.update(
     CREWAI_TESTING="true",
     CREWAI_STORAGE_DIR=str(_HOME / "crewai"),
     CREWDESK_HOME=str(_HOME),
+    # the exemplars' vectors are built once per test session and shared by every test's home and worker (each test
+    # has a home of its own; rebuilding them there cost about two minutes per worker start)
+    CREWDESK_CACHE_DIR=str(_HOME / "cache"),
     CREWDESK_LLM_PROVIDER="scripted",
     CREWDESK_PROCEDURES="false",  # the crew path; tests/integration/test_procedures.py turns procedures on with its own router
     # one-shot procedures: writes made at once; tests/integration/test_conversations.py turns the store's policy on
