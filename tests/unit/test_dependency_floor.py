@@ -1,6 +1,6 @@
 """The weaviate-client floor in pyproject.toml is the first release with every API the Weaviate backend uses
-(Configure.Vectors and create(vector_config=) arrived in 4.16, as did collections.use beside them), and the installed
-client meets it (issue 23)."""
+(Configure.Vectors and create(vector_config=) arrived in 4.16.0; 4.15.4 already had collections.use, 4.9 had neither),
+and the installed client meets it (issue 23)."""
 
 from __future__ import annotations
 
