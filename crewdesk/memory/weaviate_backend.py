@@ -1,5 +1,6 @@
 """The production backend: Weaviate through weaviate-client v4 (self-provided vectors, BM25 + vector hybrid search,
-uuid5 ids for idempotent upserts); tested against a server only when WEAVIATE_URL is set."""
+uuid5 ids for idempotent upserts); its contract runs against tests/weaviate_standin in CI and a server when WEAVIATE_URL
+is set."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ _COLLECTION = {"kb": "Kb", "interactions": "Interaction"}
 _TEXT = {"kb": "content", "interactions": "summary"}
 _KB_FIELDS = ("chunk_id", "source", "title", "heading", "text", "product", "position")
 _INTERACTION_FIELDS = ("interaction_id", "customer_key", "ticket_id", "summary", "category", "product", "outcome", "created_at")
-_DELETE_BATCH = 10_000  # Weaviate's default QUERY_MAXIMUM_RESULTS caps one delete_many
+# Weaviate keeps "" as null, so a text field can come back missing: it reads as "", these non-text fields as their own
+_NOT_TEXT = {"position": 0, "ticket_id": 0, "created_at": None}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -85,15 +87,60 @@ def vector_config():
     return Configure.Vectors.self_provided(name=VECTOR, vector_index_config=Configure.VectorIndex.hnsw(distance_metric=VectorDistances.COSINE))
 
 
+def inverted_index_config():
+    """indexNullState: Weaviate stores "" as null, so an empty tag is found with IsNull, which needs this index."""
+    from weaviate.classes.config import Configure
+
+    return Configure.inverted_index(index_null_state=True)
+
+
 def filters_for(**equal: str | None):
-    """AND of exact matches; None when nothing is asked (Weaviate takes filters=None as no filter)."""
+    """AND of exact matches; None when nothing is asked (Weaviate takes filters=None as no filter). An empty value is
+    matched as null: Weaviate keeps "" as null, so equal("") would match nothing."""
     from weaviate.classes.query import Filter
 
-    parts = [Filter.by_property(name).equal(value) for name, value in equal.items() if value is not None]
+    parts = [
+        Filter.by_property(name).is_none(True) if value == "" else Filter.by_property(name).equal(value) for name, value in equal.items() if value is not None
+    ]
     combined = None
     for part in parts:
         combined = part if combined is None else combined & part
     return combined
+
+
+def read_properties(properties: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+    """A stored object's fields as written: a text field Weaviate returned without a value was "" (kept as null)."""
+    return {f: properties[f] if properties.get(f) is not None else _NOT_TEXT.get(f, "") for f in fields}
+
+
+_TRANSIENT_GRPC = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+_TRANSIENT_HTTP = (502, 503, 504)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a weaviate-client error means the server is away or slow (retry later) rather than that it refused the
+    request. The client wraps gRPC errors in its own (WeaviateQueryError, WeaviateBatchError, WeaviateDeleteManyError,
+    WeaviateRetryError after its own retries of UNAVAILABLE), keeping the grpc.RpcError in the exception chain."""
+    from weaviate.exceptions import UnexpectedStatusCodeError, WeaviateConnectionError, WeaviateGRPCUnavailableError, WeaviateRetryError, WeaviateTimeoutError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, WeaviateConnectionError | WeaviateGRPCUnavailableError | WeaviateTimeoutError | WeaviateRetryError):
+            return True
+        if isinstance(current, UnexpectedStatusCodeError) and current.status_code in _TRANSIENT_HTTP:
+            return True
+        code = getattr(current, "code", None)
+        if callable(code) and type(current).__module__.startswith("grpc"):
+            try:
+                name = getattr(code(), "name", "")
+            except Exception:  # noqa: BLE001 - an RpcError that is not a Call has no code
+                name = ""
+            if name in _TRANSIENT_GRPC:
+                return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class WeaviateBackend(MemoryBackend):
@@ -129,6 +176,9 @@ class WeaviateBackend(MemoryBackend):
                 grpc_secure=secure,
                 auth_credentials=Auth.api_key(self.api_key) if self.api_key else None,
                 additional_config=AdditionalConfig(timeout=Timeout(init=10, query=self.timeout, insert=max(60, self.timeout))),
+                # no PyPI version check (up to the init timeout on a closed network), no OIDC discovery, no gRPC ping:
+                # the first real call says whether the server is there, and an outage then is MemoryUnavailable
+                skip_init_checks=True,
             )
         except Exception as exc:
             raise MemoryUnavailable(f"cannot reach Weaviate at {self.url}: {_one_line(exc)}") from exc
@@ -141,15 +191,20 @@ class WeaviateBackend(MemoryBackend):
         self._client = None
 
     def _call(self, action: Callable[[], T]) -> T:
-        """Weaviate errors become ours: unreachable or timed out -> MemoryUnavailable (transient), else MemoryBackendError."""
-        from weaviate.exceptions import WeaviateBaseError, WeaviateConnectionError, WeaviateGRPCUnavailableError, WeaviateTimeoutError
+        """Weaviate errors become ours by what they mean: the server away or too slow (a connection error, gRPC
+        UNAVAILABLE or DEADLINE_EXCEEDED at any step, HTTP 502/503/504) -> MemoryUnavailable, retried later; a
+        request the server refused -> MemoryBackendError."""
+        from weaviate.exceptions import WeaviateBaseError
 
         try:
             return action()
-        except (WeaviateConnectionError, WeaviateGRPCUnavailableError, WeaviateTimeoutError) as exc:
-            raise MemoryUnavailable(f"Weaviate at {self.url}: {_one_line(exc)}") from exc
         except WeaviateBaseError as exc:
-            raise MemoryBackendError(f"Weaviate at {self.url}: {_one_line(exc)}") from exc
+            raise self._ours(exc) from exc
+
+    def _ours(self, exc: BaseException) -> MemoryBackendError:
+        if is_transient(exc):
+            return MemoryUnavailable(f"Weaviate at {self.url}: {_one_line(exc)}")
+        return MemoryBackendError(f"Weaviate at {self.url}: {_one_line(exc)}")
 
     # collections: one generation per embedding version, <prefix><Kind>_<version tag>
     def _name(self, kind: Kind) -> str:
@@ -165,7 +220,18 @@ class WeaviateBackend(MemoryBackend):
             return client.collections.use(name)
         if not create:
             return None
-        return self._call(lambda: client.collections.create(name, properties=properties(kind), vector_config=vector_config()))
+        try:
+            return self._call(
+                lambda: client.collections.create(
+                    name, properties=properties(kind), vector_config=vector_config(), inverted_index_config=inverted_index_config()
+                )
+            )
+        except MemoryUnavailable:
+            raise
+        except MemoryBackendError:
+            if self._call(lambda: client.collections.exists(name)):  # another worker created it since we looked (422)
+                return client.collections.use(name)
+            raise
 
     def stored_versions(self) -> set[str]:
         client, versions = self._connect(), set()
@@ -195,13 +261,15 @@ class WeaviateBackend(MemoryBackend):
                 raise MemoryBackendError(f"Weaviate refused {len(result.errors)} object(s): {first.message}")
 
     def _delete(self, collection, where) -> int:
+        """One delete_many removes at most the server's QUERY_MAXIMUM_RESULTS matches (10,000 by default, set per
+        server), so it is repeated until a round matches nothing."""
         deleted = 0
         while True:
             result = self._call(lambda: collection.data.delete_many(where=where))
             deleted += result.successful
             if result.failed:
                 raise MemoryBackendError(f"Weaviate failed to delete {result.failed} object(s)")
-            if result.matches < _DELETE_BATCH:
+            if result.matches == 0 or result.successful == 0:
                 return deleted
 
     def _hybrid(self, collection, kind: Kind, *, query: str, k: int, where, fields: Sequence[str]) -> list[tuple[dict[str, Any], float]]:
@@ -222,7 +290,7 @@ class WeaviateBackend(MemoryBackend):
                 return_metadata=MetadataQuery(score=True),
             )
         )
-        return [(obj.properties, float(obj.metadata.score or 0.0)) for obj in response.objects]
+        return [(read_properties(obj.properties, fields), float(obj.metadata.score or 0.0)) for obj in response.objects]
 
     # knowledge base
     def upsert_chunks(self, chunks: Sequence[KBChunk]) -> int:
@@ -327,6 +395,8 @@ class WeaviateBackend(MemoryBackend):
     def reindex(self) -> int:
         """Copy each old generation into the current one with fresh vectors (same UUIDs, so a re-run after a crash
         overwrites), then drop the old collection."""
+        from weaviate.exceptions import WeaviateBaseError
+
         client, moved = self._connect(), 0
         for kind in ("kb", "interactions"):
             current = self._name(kind)
@@ -335,13 +405,16 @@ class WeaviateBackend(MemoryBackend):
                 target = self._collection(kind, create=True)
                 old = client.collections.use(name)
                 batch: list[tuple[str, dict[str, Any], str]] = []
-                for obj in old.iterator(return_properties=[*fields, _TEXT[kind]]):
-                    props = {f: obj.properties.get(f) for f in (*fields, _TEXT[kind])}
-                    batch.append((props[id_field], props, props[_TEXT[kind]]))
-                    if len(batch) == 256:
-                        self._insert(target, batch)
-                        moved += len(batch)
-                        batch = []
+                try:
+                    for obj in old.iterator(return_properties=[*fields, _TEXT[kind]]):  # fetches pages as it goes
+                        props = read_properties(obj.properties, (*fields, _TEXT[kind]))
+                        batch.append((props[id_field], props, props[_TEXT[kind]]))
+                        if len(batch) == 256:
+                            self._insert(target, batch)
+                            moved += len(batch)
+                            batch = []
+                except WeaviateBaseError as exc:
+                    raise self._ours(exc) from exc
                 if batch:
                     self._insert(target, batch)
                     moved += len(batch)

@@ -1,9 +1,10 @@
-"""One contract for every memory backend: upsert, hybrid search, filters, idempotent re-ingest, forget, purge,
-embedding-version mismatch. LanceDB (the embedded default) always runs, on real files with the real MiniLM model.
+"""One contract for every memory backend: upsert, hybrid search, filters, empty strings, idempotent re-ingest, forget,
+purge, embedding-version mismatch. LanceDB (the embedded default) runs on real files with the real MiniLM model.
 
-Weaviate runs only when WEAVIATE_URL is set (e.g. WEAVIATE_URL=http://127.0.0.1:8080, gRPC on WEAVIATE_GRPC_PORT,
-default 50051): no Weaviate server can run on our development machines, so here those cases are skipped, and the
-adapter is kept honest against the weaviate-client v4 API by tests/integration/test_knowledge.py's offline checks."""
+Weaviate runs against a real server when WEAVIATE_URL is set (e.g. WEAVIATE_URL=http://127.0.0.1:8080, gRPC on
+WEAVIATE_GRPC_PORT, default 50051, WEAVIATE_API_KEY if it asks for one), else against tests/weaviate_standin, an
+in-process stand-in of Weaviate's REST and gRPC API (no Weaviate server can run on our machines): the same cases,
+unchanged, either way."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import multiprocessing
 import os
 import subprocess
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,8 +22,9 @@ import pytest
 from crewdesk.memory.base import EmbeddingVersionMismatch, MemoryBackend
 from crewdesk.memory.embeddings import Embedder, local_embedder
 from crewdesk.memory.lance import LanceBackend
-from crewdesk.memory.schemas import Interaction, KBFilters, RecallFilters
+from crewdesk.memory.schemas import Interaction, KBChunk, KBFilters, RecallFilters
 from crewdesk.memory.service import customer_key, forget, ingest
+from tests.weaviate_standin import WeaviateStandIn
 
 WEAVIATE_URL = os.environ.get("WEAVIATE_URL", "")
 NOW = datetime.now(UTC)
@@ -61,39 +64,60 @@ class HashEmbedder(Embedder):
         return out
 
 
-def make_store(backend: str, location: str, embedder: Embedder) -> MemoryBackend:
-    if backend == "lance":
-        return LanceBackend(path=Path(location), embedder=embedder)
+@dataclass(frozen=True)
+class WeaviateEndpoint:
+    url: str
+    grpc_port: int
+    api_key: str
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where one test's store lives: a fresh directory for Lance, a fresh collection prefix on a Weaviate."""
+
+    kind: str
+    location: str
+    weaviate: WeaviateEndpoint | None = None
+
+
+def make_store(place: Place, embedder: Embedder) -> MemoryBackend:
+    if place.kind == "lance":
+        return LanceBackend(path=Path(place.location), embedder=embedder)
     from crewdesk.memory.weaviate_backend import WeaviateBackend
 
-    return WeaviateBackend(
-        url=WEAVIATE_URL,
-        grpc_port=int(os.environ.get("WEAVIATE_GRPC_PORT", "50051")),
-        api_key=os.environ.get("WEAVIATE_API_KEY", ""),
-        prefix=location,
-        embedder=embedder,
-    )
+    assert place.weaviate is not None
+    return WeaviateBackend(url=place.weaviate.url, grpc_port=place.weaviate.grpc_port, api_key=place.weaviate.api_key, prefix=place.location, embedder=embedder)
+
+
+@pytest.fixture(scope="session")
+def weaviate_endpoint():
+    """A real Weaviate when WEAVIATE_URL is set, else the stand-in (with API-key auth on, as docker-compose runs it)."""
+    if WEAVIATE_URL:
+        yield WeaviateEndpoint(WEAVIATE_URL, int(os.environ.get("WEAVIATE_GRPC_PORT", "50051")), os.environ.get("WEAVIATE_API_KEY", ""))
+        return
+    with WeaviateStandIn(api_key="contract-key") as standin:
+        yield WeaviateEndpoint(standin.url, standin.grpc_port, standin.api_key)
 
 
 @pytest.fixture(params=["lance", "weaviate"])
 def backend(request, tmp_path):
-    """(backend name, location): a fresh directory for Lance, a fresh collection prefix for Weaviate (dropped after)."""
-    if request.param == "weaviate" and not WEAVIATE_URL:
-        pytest.skip("WEAVIATE_URL is not set: no Weaviate server here (the contract runs against one when it is)")
-    location = str(tmp_path / "memory") if request.param == "lance" else f"CrewdeskTest{uuid.uuid4().hex[:8]}"
-    yield request.param, location
-    if request.param == "weaviate":
-        store = make_store("weaviate", location, local_embedder())
-        client = store._connect()
-        for name in client.collections.list_all(simple=True):
-            if name.lower().startswith(location.lower()):
-                client.collections.delete(name)
-        store.close()
+    """Where the test's store lives (a Place); Weaviate's collections are dropped after."""
+    if request.param == "lance":
+        yield Place("lance", str(tmp_path / "memory"))
+        return
+    place = Place("weaviate", f"CrewdeskTest{uuid.uuid4().hex[:8]}", request.getfixturevalue("weaviate_endpoint"))
+    yield place
+    store = make_store(place, local_embedder())
+    client = store._connect()
+    for name in client.collections.list_all(simple=True):
+        if name.lower().startswith(place.location.lower()):
+            client.collections.delete(name)
+    store.close()
 
 
 @pytest.fixture
 def store(backend):
-    store = make_store(*backend, local_embedder())
+    store = make_store(backend, local_embedder())
     yield store
     store.close()
 
@@ -164,6 +188,26 @@ def test_kb_filters_by_source_and_product(store, doc, tmp_path):
     assert [hit.chunk.heading for hit in boots] == ["Boots > Care"]
 
 
+def test_empty_strings_come_back_empty_and_filter_as_empty(store, tmp_path):
+    """Weaviate keeps "" as null: a field left empty comes back missing and equal("") matches nothing. The contract is
+    that an empty title or product reads back as "" and that filtering on "" finds exactly the untagged rows."""
+    source = str(tmp_path / "faq.md")
+    untitled = KBChunk(id="faq-1", source=source, text="Our helpline answers on Sundays from 10 to 4.")
+    boots = KBChunk(id="faq-2", source=source, title="Boots", heading="Care", text="On Sundays boots are cleaned with ice.", product="boots", position=1)
+    store.upsert_chunks([untitled, boots])
+    [hit] = store.search_kb("when does the helpline answer on sundays", k=1)
+    assert hit.chunk == untitled
+    assert [h.chunk.id for h in store.search_kb("sundays", k=5, filters=KBFilters(product=""))] == ["faq-1"]
+    assert [h.chunk.id for h in store.search_kb("sundays", k=5, filters=KBFilters(product="boots"))] == ["faq-2"]
+    assert store.chunk_ids(source=source) == {"faq-1", "faq-2"}
+    store.remember(interaction("ana@example.com", 1, "Issue: refund for a kettle", product=""))
+    store.remember(interaction("ana@example.com", 2, "Issue: refund for boots", product="boots"))
+    ana = customer_key(customer="ana@example.com")
+    [untagged] = store.recall(ana, "refund", k=5, filters=RecallFilters(product=""))
+    assert untagged.interaction.ticket_id == 1 and untagged.interaction.product == ""
+    assert store.recall(ana, "refund", k=5, filters=RecallFilters(category="")) == []  # both have a category
+
+
 def test_recall_is_per_customer_and_filters_by_outcome_and_product(store):
     store.remember(interaction("ana@example.com", 1, "Issue: double charge on invoice. Actions: refund. Outcome: resolved", product="plan"))
     store.remember(interaction("ana@example.com", 2, "Issue: cannot sign in. Outcome: escalated", outcome="escalated"))
@@ -199,11 +243,11 @@ def test_purge_erases_only_what_is_past_retention(store):
 
 
 def test_a_new_embedding_version_reembeds_instead_of_mixing(backend, doc):
-    old = make_store(*backend, local_embedder())
+    old = make_store(backend, local_embedder())
     ingest(backend=old, paths=[doc])
     old.remember(interaction("ana@example.com", 1, "Issue: refund for a broken kettle"))
     assert old.stored_versions() == {"all-MiniLM-L6-v2:384"}
-    new = make_store(*backend, HashEmbedder())
+    new = make_store(backend, HashEmbedder())
     with pytest.raises(EmbeddingVersionMismatch, match="kb reindex"):
         new.search_kb("refund", k=1)
     with pytest.raises(EmbeddingVersionMismatch):
