@@ -209,6 +209,15 @@ class Settings(BaseSettings):
         description="policy: the procedures marked `confirm: true` (tasks/procedures/procedures.yaml) state each write whole in the "
         "reply and make it only on the customer's yes; off: written at once (one-shot use, the evaluation's ticket protocol).",
     )
+    write_check: Literal["model", "audit", "off"] = Field(
+        default="model",
+        description="Before an item write is made without the customer's yes (confirm_writes off, or a procedure without `confirm:`), "
+        "the model answers one yes/no per item: does the customer ask for this? model: a doubted item holds the write as a "
+        "proposal for the customer's yes; audit: asked and recorded (decision/write_checked), nothing held; off: not asked.",
+    )
+    write_check_min_yes: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="The probability of yes (from the model's token probabilities) an item needs to be written unasked."
+    )
     router_confidence: float = Field(
         default=0.35,
         description="A routed ticket whose router confidence is below this goes to a person (the embedding router's scale, not the triage model's).",

@@ -218,6 +218,8 @@ class TicketPhases:
             model_choices=self.settings.model_choices,
             answer=answer,
             confirm_writes=self.settings.confirm_writes == "policy",
+            write_check=self.settings.write_check,
+            min_yes=self.settings.write_check_min_yes,
         )
         try:
             flow.kickoff(inputs={"text": request, "channel_customer": ticket.customer or "", "language": triage.language, "intents": intents})

@@ -27,6 +27,10 @@ os.environ.update(
     CREWDESK_PROCEDURES="false",  # the crew path; tests/integration/test_procedures.py turns procedures on with its own router
     # one-shot procedures: writes made at once; tests/integration/test_conversations.py turns the store's policy on
     CREWDESK_CONFIRM_WRITES="off",
+    # the model's yes/no check of each item written unasked (crews/procedures/check.py) is a second reading; the scripted
+    # model would say yes to every item, one more call per write in tests that are about the reader;
+    # tests/integration/test_procedures.py turns it on where it is the subject
+    CREWDESK_WRITE_CHECK="off",
     # test tickets (make_ticket's source "test") stand for the evaluation's: a customer identified by the ticket's text
     # (an e-mail address, or name and zip) may have writes made, as with the default's "eval"; e-mail and API tickets
     # keep the production rule, and tests/security checks it

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import re
 import threading
 import time
@@ -46,6 +48,29 @@ def normalize_messages(messages: str | list[dict[str, Any]]) -> list[dict[str, s
             role = "user"
         out.append({"role": role, "content": content or ""})
     return out
+
+
+YES_NO: dict[str, Any] = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"], "additionalProperties": False}
+
+
+def yes_no_from_logprobs(top: list[tuple[str, float]]) -> float:
+    """P(yes) from the first answer token's top log-probabilities: "Yes", "yes" and " yes" are one answer, and only yes
+    and no count (the rest of the mass is neither)."""
+    mass = {"yes": 0.0, "no": 0.0}
+    for token, logprob in top:
+        word = token.strip().lower().rstrip(".,!")
+        if word in mass:
+            mass[word] += math.exp(logprob)
+    total = mass["yes"] + mass["no"]
+    return mass["yes"] / total if total else 0.0
+
+
+def parse_yes_no(text: str) -> float:
+    try:
+        value = json.loads(text)
+        return min(1.0, max(0.0, float(value["p_yes"])))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ModelOutputError(f"yes/no answer not understood: {text[:200]!r}") from exc
 
 
 def parse_decision(text: str, schema: dict[str, Any], name: str) -> dict[str, Any]:
@@ -234,6 +259,28 @@ class CrewdeskLLM(BaseLLM):
         caller = SimpleNamespace(role=actor, id=f"{actor}:{self.run_id}") if actor else None  # what CrewAI's events read of an agent
         self._traced(normalized, produce, from_agent=caller)
         return decision
+
+    def yes_probability(self, messages: list[dict[str, str]], *, name: str, actor: str | None = None) -> float:
+        """One yes/no question, answered as the probability of yes (0..1): a check of something already read, not a
+        choice among options. Providers that report token probabilities give them (OpenAI-compatible servers, llama.cpp
+        among them); the others answer a constrained yes/no, read as 1.0 or 0.0. Audited like every other call."""
+        normalized = normalize_messages(messages)
+        answer: dict[str, float] = {}
+
+        def produce() -> tuple[Completion, str, str]:
+            llm, completion = self._answer(lambda llm: llm._complete_yes_no(normalized, name))
+            answer["p"] = parse_yes_no(completion.text)
+            return completion, completion.text, llm.model
+
+        caller = SimpleNamespace(role=actor, id=f"{actor}:{self.run_id}") if actor else None
+        self._traced(normalized, produce, from_agent=caller)
+        return answer["p"]
+
+    def _complete_yes_no(self, messages: list[dict[str, str]], name: str) -> Completion:
+        """A yes/no answer whose text is `{"answer": "yes"|"no", "p_yes": p}`; by default a constrained decision (p is 1 or 0)."""
+        completion = self._complete_json(messages, YES_NO, name)
+        said = parse_decision(completion.text, YES_NO, name)["answer"]
+        return dataclasses.replace(completion, text=json.dumps({"answer": said, "p_yes": 1.0 if said == "yes" else 0.0}))
 
     def call(self, messages, tools=None, callbacks=None, available_functions=None, from_task=None, from_agent=None, response_model=None):
         normalized = normalize_messages(messages)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import openai
 from pydantic import PrivateAttr
 
 from crewdesk.errors import ModelOutputError
-from crewdesk.llm.base import Completion, CrewdeskLLM, is_transient_status, provider_unavailable
+from crewdesk.llm.base import Completion, CrewdeskLLM, is_transient_status, provider_unavailable, yes_no_from_logprobs
 
 
 class OpenAICompatibleLLM(CrewdeskLLM):
@@ -41,8 +44,30 @@ class OpenAICompatibleLLM(CrewdeskLLM):
             kwargs["extra_body"] = {"top_k": 1, "cache_prompt": True}
         return self._create(messages, **kwargs)
 
-    def _create(self, messages, **kwargs) -> Completion:
-        if self.max_tokens:
+    def _complete_yes_no(self, messages, name):
+        """The first token's probabilities of yes and no (`logprobs`), greedy and one token long: a calibrated answer
+        rather than a coin the small model always tosses the same way."""
+        kwargs: dict = {"temperature": 0.0, "logprobs": True, "top_logprobs": 10}
+        if self.llama_server:
+            kwargs["extra_body"] = {"top_k": 1, "cache_prompt": True}
+        completion, top = self._create_with_logprobs(messages, **kwargs)
+        if not top:  # an endpoint that does not report probabilities: the word it wrote
+            said = completion.text.strip().lower()
+            top = [(said, 0.0)]
+        p = yes_no_from_logprobs(top)
+        return dataclasses.replace(completion, text=json.dumps({"answer": "yes" if p >= 0.5 else "no", "p_yes": round(p, 4)}))
+
+    def _create_with_logprobs(self, messages, **kwargs) -> tuple[Completion, list[tuple[str, float]]]:
+        kwargs["max_tokens"] = 1
+        holder: dict = {}
+        completion = self._create(messages, _raw=holder, **kwargs)
+        choice = holder["response"].choices[0]
+        content = getattr(getattr(choice, "logprobs", None), "content", None) or []
+        top = [(c.token, c.logprob) for c in (content[0].top_logprobs or [])] if content else []
+        return completion, top
+
+    def _create(self, messages, _raw: dict | None = None, **kwargs) -> Completion:
+        if self.max_tokens and "max_tokens" not in kwargs:
             kwargs["max_tokens"] = int(self.max_tokens)
         if self.seed is not None:
             kwargs["seed"] = self.seed
@@ -65,6 +90,8 @@ class OpenAICompatibleLLM(CrewdeskLLM):
             if is_transient_status(exc.status_code):
                 raise provider_unavailable(f"model endpoint {self.base_url}", exc, status=exc.status_code, headers=exc.response.headers) from exc
             raise
+        if _raw is not None:
+            _raw["response"] = response
         choice = response.choices[0]
         usage = response.usage
         details = getattr(usage, "prompt_tokens_details", None) if usage else None

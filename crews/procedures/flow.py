@@ -10,7 +10,7 @@ from pydantic import PrivateAttr
 
 from crewdesk.connectors.base import StoreError
 from crewdesk.llm.base import CrewdeskLLM
-from crews.procedures import address, conditions, decide, facts, nearest, payment, policy, price, reading, variants, wording
+from crews.procedures import address, check, conditions, decide, facts, nearest, payment, policy, price, reading, variants, wording
 from crews.procedures.answers import Answered, key
 from crews.procedures.replies import compose
 from crews.procedures.spec import Procedures, ProcedureSpec
@@ -20,6 +20,7 @@ from tools.gate import Gate, ToolDenied
 MAX_FALLBACK_DEPTH = 4
 # The outcomes that keep a ticket from "resolved" (conclude): something was not done, or the customer is asked.
 # The writes on an order's items: the store takes one of them per order.
+RESOLVING = frozenset({"done", "answered", "declined", "withdrawn"})  # outcomes of a ticket that ends `resolved`
 ITEM_WRITES = frozenset({"cancel_pending_order", "modify_pending_order_items", "return_delivered_order_items", "exchange_delivered_order_items"})
 NOT_DONE = frozenset({"failed", "not_found", "ambiguous", "unclear", "confirm", "propose", "refused", "handed_over"})
 # Of those, the ones that are a question to the customer: a ticket whose every open point is one waits on their answer.
@@ -69,6 +70,9 @@ class ProcedureFlow(Flow[ProcedureState]):
     _answer: Answered | None = PrivateAttr(default=None)  # a resumed ticket: what the customer's answer settled
     _withdrawn: list = PrivateAttr(default_factory=list)  # proposals the customer said no to: left as they are
     _confirm_writes: bool = PrivateAttr(default=False)  # the procedures marked confirm: each write is stated and waits for a yes
+    _write_check: str = PrivateAttr(default="off")  # model | audit | off: the model's yes/no per item of a write made unasked (check.py)
+    _min_yes: float = PrivateAttr(default=0.5)
+    _checks_left: int = PrivateAttr(default=check.MAX_CHECKED)
 
     @classmethod
     def build(
@@ -82,11 +86,14 @@ class ProcedureFlow(Flow[ProcedureState]):
         model_choices: str = "confirm",
         answer: Answered | None = None,
         confirm_writes: bool = False,
+        write_check: str = "off",
+        min_yes: float = 0.5,
     ) -> ProcedureFlow:
         """answer: the ticket is resumed; the customer answered the question its last run asked (crews/procedures/answers.py)."""
         flow = cls(suppress_flow_events=True)  # the audit records decisions, tool calls and outcomes, not flow lifecycle noise
         flow._gate, flow._llm, flow._procedures, flow._raw_text, flow._arbiter = gate, llm, procedures, raw_text, arbiter
         flow._model_choices, flow._answer, flow._confirm_writes = model_choices, answer, confirm_writes
+        flow._write_check, flow._min_yes = write_check, min_yes
         return flow
 
     def _stated_first(self, intent: str) -> bool:
@@ -153,7 +160,7 @@ class ProcedureFlow(Flow[ProcedureState]):
                 items_plan = []  # an address request beside it, and no item named: the items were never meant
             plan += self._apply_fallbacks(items_plan, reading, [f for f in reading.fallbacks if f.anchor not in {g.index for g in reading.fallbacks}], depth=0)
         plan = self._hold_for_conditions(self._hold_conflicts(self._hold_unsettled_orders(self._apply_price_conditions(plan))))
-        for outcome in [o for planned in plan for o in self._stated(planned, text=request)]:
+        for outcome in [self._write_checked(o) for planned in plan for o in self._stated(planned, text=request)]:
             if outcome.kind == "planned" and outcome.action is not None:
                 self.state.actions.append(outcome.action)
                 self.state.outcomes.append(self._write(outcome.action))
@@ -171,6 +178,7 @@ class ProcedureFlow(Flow[ProcedureState]):
                 self._hand_over(spec, "The customer asked for a person.")
         self.state.outcomes.extend(self._withdrawn)
         self.state.outcomes.extend(self._uncovered(specs))
+        self.state.outcomes.extend(self._unacted_orders(specs))
 
     # Which procedures carry out each kind of request the reader finds in a clause.
     COVERS: ClassVar[dict[str, set[str]]] = {
@@ -221,6 +229,30 @@ class ProcedureFlow(Flow[ProcedureState]):
             self._gate.audit(
                 kind="decision", name="uncovered_requests", actor="procedure", arguments={"said": [o.detail["said"][:120] or o.detail["what"] for o in missing]}
             )
+        return missing
+
+    def _unacted_orders(self, specs: list[ProcedureSpec]) -> list[Outcome]:
+        """Verify before "resolved": an open order the customer's words name (by its items or its number) that nothing
+        was done about is put to the model as one yes/no question (check.py): does the customer ask for a change to it?
+        A yes keeps the ticket from `resolved` and asks the customer what they want for that order. Only asked when the
+        ticket would otherwise be resolved (anything else already answers the customer with a question or a person)."""
+        if self._write_check == "off" or self.state.customer is None or {o.kind for o in self.state.outcomes} - RESOLVING:
+            return []
+        body = self._request_body()
+        reached = {i.order_id for o in self.state.outcomes for i in o.items} | {o.action.order_id for o in self.state.outcomes if o.action}
+        reached |= {str(o.detail.get("order", "")) for o in self.state.outcomes}
+        orders = self.state.customer.orders
+        named = {i.order_id for i in decide.mentioned_items([i for o in orders for i in o.items], body)} | decide.named_orders(body)
+        open_orders = [o for o in orders if o.order_id in named and o.order_id not in reached and o.status in check.OPEN]
+        missing: list[Outcome] = []
+        for order in open_orders[: check.MAX_ORDERS]:
+            p = check.order_verdict(self._llm, text=self.state.text, order=order)
+            arguments = {"order_id": order.order_id, "p_yes": round(p, 3), "min_yes": self._min_yes, "mode": self._write_check}
+            self._gate.audit(kind="decision", name="order_checked", actor="procedure", arguments=arguments)
+            if p >= self._min_yes and self._write_check == "model":
+                items = ", ".join(i.name for i in order.items)
+                detail = {"said": "", "why": "uncovered", "what": "order", "order": order.order_id, "items": items}
+                missing.append(Outcome(intent=specs[0].intent if specs else "", kind="unclear", detail=detail))
         return missing
 
     def _reached(self, intents: set[str] | frozenset[str]) -> set[str]:
@@ -827,6 +859,27 @@ class ProcedureFlow(Flow[ProcedureState]):
             replanned = self._plan_items(spec, rest, text=text, prefer="") if rest else []
             return [withdrawn, *(o for planned in replanned for o in self._stated(planned, text=text))]  # approved already, or stated
         return [self._propose(outcome)]
+
+    def _write_checked(self, outcome: Outcome) -> Outcome:
+        """A write about to be made without the customer's yes is checked item by item against their words by the model
+        (check.py); one item it doubts holds the whole write as a proposal for the customer's yes. Writes the customer
+        confirmed, and items the model itself chose (already put to the customer), are not asked about again."""
+        action = outcome.action
+        if self._write_check == "off" or outcome.kind != "planned" or action is None or action.tool not in ITEM_WRITES:
+            return outcome
+        if self._answer is not None and (action.fingerprint() in self._answer.approved or self._confirmed(list(action.items))):
+            return outcome
+        statuses = {o.order_id: o.status for o in self.state.customer.orders} if self.state.customer else {}
+        found = check.verdicts(self._llm, text=self.state.text, action=action, status=statuses.get(action.order_id, ""), limit=self._checks_left)
+        asked = 1 if action.tool == "cancel_pending_order" else len(action.items)
+        self._checks_left -= len(found)
+        doubted = [v for v in found if v.p_yes < self._min_yes]
+        arguments = check.record(action, found, min_yes=self._min_yes, unchecked=asked - len(found))
+        self._gate.audit(kind="decision", name="write_checked", actor="procedure", arguments={**arguments, "mode": self._write_check})
+        if not doubted or self._write_check != "model":
+            return outcome
+        self._gate.audit(kind="decision", name="write_doubted", actor="procedure", arguments={**arguments, "doubted": [v.item.label() for v in doubted]})
+        return self._propose(outcome)
 
     def _propose(self, outcome: Outcome) -> Outcome:
         """The write stated for the customer's yes; its detail is what their answer is read against (crews/procedures/answers.py)."""

@@ -129,7 +129,11 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
             elif outcome.detail.get("why") == "condition":  # a request under a condition nothing here can check
                 lines.append(say("condition", said=said))
             elif outcome.detail.get("why") == "uncovered":  # a request nothing was done about: said so, not passed over
-                lines.append(say(f"uncovered.{outcome.detail['what']}") if "what" in outcome.detail else say("uncovered.said", said=said))
+                what = outcome.detail.get("what")
+                if what == "order":  # an order the customer named that nothing was done about (flow._unacted_orders)
+                    lines.append(say("uncovered.order", order_id=outcome.detail["order"], items=outcome.detail["items"]))
+                else:
+                    lines.append(say(f"uncovered.{what}") if what else say("uncovered.said", said=said))
             else:
                 lines.append(say("unclear", said=said))
         elif outcome.kind == "confirm" and outcome.detail.get("changes"):

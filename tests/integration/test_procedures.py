@@ -535,3 +535,72 @@ def test_which_pending_order_gets_a_new_address_is_confirmed_when_only_the_model
     assert {o: order(store, o) for o in orders} == before and outcome.status != "resolved", reply
     assert ("decision", "model_choice_confirm") in audit and not any(kind == "effect" for kind, _ in audit)
     assert "please confirm" in reply and "#W2417020 (Laptop)" in reply
+
+
+def check_says(**by_item):
+    """The write check's planned answers: by a word of the item's name in the question, else yes."""
+
+    def answer(schema, messages):
+        asked = messages[-1]["content"].rsplit("\n", 1)[-1]
+        return {"answer": next((said for word, said in by_item.items() if word in asked), "yes")}
+
+    return answer
+
+
+def test_an_item_the_model_doubts_holds_the_write_for_the_customers_yes_and_nothing_is_written(settings, store, make_ticket):
+    """Verify before a write (issue 19): the reader reads "the watch" as both watches of the order; the model, asked one
+    yes/no per item against the customer's words, doubts the Wristwatch, so the return is not made on the reader's word:
+    it is stated whole for the customer's yes and the ticket waits."""
+    settings = settings.model_copy(update={"write_check": "model"})
+    plan = Planned(check_write=check_says(Wristwatch="no"))
+    before = order(store, DELIVERED)
+    outcome, reply, audit = run(settings, store, make_ticket, "Please take back the smart watch and the wristwatch.", "return_items", customer=EMAIL, plan=plan)
+    assert order(store, DELIVERED) == before, "nothing is written while an item is in doubt"
+    assert outcome.status == "waiting_on_customer", reply
+    assert ("decision", "write_checked") in audit and ("decision", "write_doubted") in audit and ("decision", "write_proposed") in audit
+    assert not any(kind == "effect" for kind, _ in audit)
+    questions = [m[-1]["content"] for name, m, _ in plan.asked if name == "check_write"]
+    assert len(questions) == 2 and all(q.startswith("Customer's message:\n") and "Please take back" in q for q in questions)  # one per item, the message first
+    assert any("Smart Watch" in q and DELIVERED in q for q in questions) and any("Wristwatch" in q for q in questions)
+    assert "Wristwatch" in reply and "Smart Watch" in reply and "yes" in reply.lower()  # the write stated, for a yes
+
+
+def test_items_the_model_confirms_are_written_and_the_check_is_audited_with_its_probabilities(settings, store, make_ticket):
+    settings = settings.model_copy(update={"write_check": "model"})
+    plan = Planned(check_write=check_says())
+    outcome, reply, _ = run(settings, store, make_ticket, "Please take back the dumbbell set.", "return_items", customer=EMAIL, plan=plan)
+    assert outcome.status == "resolved", reply and order(store, DELIVERED)["status"] == "return requested"
+    with store() as db:
+        (checked,) = db.execute(select(AuditEvent).where(AuditEvent.name == "write_checked")).scalars()
+    assert checked.arguments["items"] == [{"item": checked.arguments["items"][0]["item"], "p_yes": 1.0}] and "Dumbbell Set" in checked.arguments["items"][0]["item"]
+    assert checked.arguments["mode"] == "model" and checked.arguments["min_yes"] == 0.5
+
+
+def test_in_audit_mode_a_doubted_item_is_recorded_and_written_anyway(settings, store, make_ticket):
+    settings = settings.model_copy(update={"write_check": "audit"})
+    plan = Planned(check_write=check_says(Dumbbell="no"))
+    outcome, _reply, audit = run(settings, store, make_ticket, "Please take back the dumbbell set.", "return_items", customer=EMAIL, plan=plan)
+    assert outcome.status == "resolved" and order(store, DELIVERED)["status"] == "return requested"
+    assert ("decision", "write_checked") in audit and ("decision", "write_doubted") not in audit
+
+
+@pytest.mark.parametrize("said", ["yes", "no"])
+def test_an_order_the_customer_names_that_nothing_was_done_about_is_put_to_the_model_before_resolved(settings, store, make_ticket, said):
+    """Verify before "resolved" (issue 19): the return is done, but the message also names the pending order (by its
+    grill) and nothing was done about it. One yes/no question to the model: a yes keeps the ticket from `resolved` and
+    asks the customer what they want for that order; a no lets the return resolve the ticket."""
+    settings = settings.model_copy(update={"write_check": "model"})
+    plan = Planned(check_write=check_says(), check_order={"answer": said})
+    text = "Please take back the dumbbell set. And the grill from my other order, you know what I mean."
+    outcome, reply, audit = run(settings, store, make_ticket, text, "return_items", customer=EMAIL, plan=plan)
+    assert order(store, DELIVERED)["status"] == "return requested"
+    assert order(store, PENDING)["status"] == "pending"
+    (question,) = [m[-1]["content"] for name, m, _ in plan.asked if name == "check_order"]
+    assert PENDING in question and "Grill" in question
+    assert ("decision", "order_checked") in audit
+    if said == "yes":
+        assert outcome.status == "waiting_on_customer", reply
+        assert f"We have not done anything yet about your order {PENDING}" in reply
+    else:
+        assert outcome.status == "resolved", reply
+        assert PENDING not in reply

@@ -294,3 +294,39 @@ def test_an_answer_past_the_runs_deadline_is_cut_and_is_the_runs_budget_not_the_
         llm.call("again")
     server.shutdown()
     assert not isinstance(BudgetExhausted("x"), TransientError) and isinstance(BudgetExhausted("x"), ModelOutputError)
+
+
+def _logprob_reply(top: list[tuple[str, float]]) -> dict:
+    reply = _openai_reply(top[0][0])
+    reply["choices"][0]["logprobs"] = {
+        "content": [{"token": top[0][0], "logprob": top[0][1], "bytes": None, "top_logprobs": [{"token": t, "logprob": lp, "bytes": None} for t, lp in top]}]
+    }
+    return reply
+
+
+def test_a_yes_no_check_on_the_local_server_reads_the_probability_of_yes_from_the_first_tokens_logprobs():
+    """The write check's question (crews/procedures/check.py): one greedy token with its top log-probabilities; "Yes",
+    "yes" and " yes" are one answer, and tokens that are neither do not count."""
+    import math
+
+    top = [("Yes", math.log(0.5)), ("No", math.log(0.2)), (" yes", math.log(0.1)), ("To", math.log(0.15)), ("no", math.log(0.05))]
+    recorder = Recorder(reply=_logprob_reply(top))
+    server = serve(recorder)
+    settings = load_settings(llm_provider="local", local_port=server.server_port)
+    llm = LLMFactory(settings).build(tier="cheap", ticket_id=1, run_id=2)
+    p = llm.yes_probability([{"role": "system", "content": "Check."}, {"role": "user", "content": "Does the customer ask ...?"}], name="check_write")
+    server.shutdown()
+    _, _, body = recorder.requests[0]
+    assert p == pytest.approx(0.6 / 0.85, abs=1e-3)
+    assert body["logprobs"] is True and body["top_logprobs"] == 10 and body["max_tokens"] == 1
+    assert body["temperature"] == 0 and body["top_k"] == 1 and body["cache_prompt"] is True
+
+
+def test_a_yes_no_check_without_logprobs_reads_the_word_and_the_scripted_model_says_yes():
+    recorder = Recorder(reply=_openai_reply("No"))
+    server = serve(recorder)
+    settings = load_settings(llm_provider="openai", openai_base_url=f"http://127.0.0.1:{server.server_port}/v1", openai_api_key="k")
+    assert LLMFactory(settings).build(tier="strong").yes_probability([{"role": "user", "content": "x?"}], name="check_write") == 0.0
+    server.shutdown()
+    scripted = LLMFactory(load_settings(llm_provider="scripted")).build(tier="cheap")
+    assert scripted.yes_probability([{"role": "user", "content": "x?"}], name="check_write") == 1.0  # the first value its schema allows
