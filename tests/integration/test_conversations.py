@@ -548,3 +548,23 @@ def test_a_jira_comment_answers_a_waiting_jira_ticket_and_resumes_it(settings, s
     assert outcome.status == TicketStatus.awaiting_approval and "Dumbbell Set" in talk.reply, talk.reply
     assert order(store, DELIVERED) == before and talk.effects() == [] and talk.questions() == [(1, "answered")]
     assert ("gate", "approval_requested:return_delivered_order_items") in talk.audit()
+
+
+def test_a_write_the_model_doubts_is_stated_and_the_customers_yes_makes_it_once_without_asking_the_model_again(settings, store, make_ticket):
+    """Verify before a write (issue 19), with writes made at once (CREWDESK_CONFIRM_WRITES=off): the model doubts an item
+    of the return, so the return is stated whole for the customer's yes; their yes makes exactly that write, and the
+    model is not asked about it again."""
+    from tests.integration.test_procedures import check_says
+
+    plan = Planned(check_write=check_says(Wristwatch="no"))
+    talk = Conversation(settings, store, make_ticket, "return_items", plan=plan, write_check="model", confirm_writes="off")
+    first = talk.start("Please take back the smart watch and the wristwatch.", EMAIL)
+    assert first.status == "waiting_on_customer" and order(store, DELIVERED)["status"] == "delivered"
+    assert ("decision", "write_doubted") in talk.audit() and "Wristwatch" in talk.reply
+    asked = sum(name == "check_write" for name, _, _ in plan.asked)
+    second = talk.answer("Yes, please go ahead.")
+    assert second.status == "resolved", talk.reply
+    doc = order(store, DELIVERED)
+    assert doc["status"] == "return requested" and len(doc["return_items"]) == 2
+    assert talk.effects() == ["return_delivered_order_items"]
+    assert sum(name == "check_write" for name, _, _ in plan.asked) == asked  # the customer's yes settles it
