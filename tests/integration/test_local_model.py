@@ -140,3 +140,25 @@ def test_decisions_on_the_real_model_fit_their_schema_and_reuse_the_cached_prefi
     assert step.startswith("Thought: ") and (
         "\nAction: find_user_id_by_email\n" in step or "\nAction: get_order_details\n" in step or "\nFinal Answer: " in step
     ), step
+
+
+def test_the_write_check_reads_a_probability_from_the_real_models_logprobs(model_path, tmp_path):
+    """crews/procedures/check.py on the real 1.5B through llama-server's log-probabilities: the answer is a probability
+    (not the 0/1 of a constrained word), and an item the customer plainly asks to return scores above one they plainly
+    keep, in the same ticket."""
+    from crewdesk.llm.factory import LLMFactory
+    from crewdesk.llm.local import LocalModelServer
+    from crewdesk.settings import load_settings
+    from crews.procedures import check
+
+    port = free_port()
+    with LocalModelServer(
+        model_path=model_path, host="127.0.0.1", port=port, n_ctx=2048, threads=2, start_timeout=120, log_path=tmp_path / "llama-server.log", parallel=1
+    ):
+        llm = LLMFactory(load_settings(llm_provider="local", local_port=port)).build(tier="cheap")
+        text = "Hi, please take back the desk lamp from order #W1234567, it is broken. I am keeping the office chair, it is fine."
+        asked = "Does the customer ask us to take back (return) this item: {} from order #W1234567 (delivered)?"
+        lamp = llm.yes_probability(check.messages(text, asked.format("Desk Lamp (color black)")), name="check_write")
+        chair = llm.yes_probability(check.messages(text, asked.format("Office Chair (material mesh)")), name="check_write")
+    assert 0.0 < lamp < 1.0 and 0.0 < chair < 1.0, (lamp, chair)  # read from the token probabilities
+    assert lamp > chair, (lamp, chair)
