@@ -209,14 +209,14 @@ def test_two_processes_creating_the_same_collection_both_write():
     exists); the loser must use the winner's collection, not fail its write. The stand-in holds the first create until
     the second arrives, so the race happens every time."""
     with WeaviateStandIn() as server:
-        server.hold_creates(2, timeout=30)
+        server.hold_creates(2, timeout=120)
         prefix = f"CrewdeskTest{uuid.uuid4().hex[:8]}"
         context = multiprocessing.get_context("spawn")  # like two fresh worker children
         workers = [context.Process(target=_remember_one, args=(server.url, server.grpc_port, prefix, n)) for n in (1, 2)]
         for worker in workers:
             worker.start()
         for worker in workers:
-            worker.join(120)
+            worker.join(240)
         assert [worker.exitcode for worker in workers] == [0, 0]
         assert sum(1 for method, path in server.rest_requests if method == "POST" and path == "/v1/schema") == 2
         store = backend_on(server, prefix=prefix)
