@@ -127,6 +127,21 @@ def test_hybrid_is_relative_score_fusion(client):
     assert [score for _, score in ranked(1.0)] == [1.0, pytest.approx(0.707, abs=0.01), 0.0]
 
 
+def test_near_vector_and_bm25_alone(client):
+    things = make_collection(client)
+    things.data.insert_many(
+        [
+            DataObject(properties={"content": "late late parcel", "n": 0}, vector={"default": [0.0, 1.0, 0.0]}),
+            DataObject(properties={"content": "late parcel and the", "n": 1}, vector={"default": [1.0, 0.0, 0.0]}),
+        ]
+    )
+    near = things.query.near_vector(near_vector=[1.0, 0.0, 0.0], target_vector="default", limit=2, return_metadata=MetadataQuery(distance=True))
+    assert [(o.properties["n"], round(o.metadata.distance, 3)) for o in near.objects] == [(1, 0.0), (0, 1.0)]
+    keyword = things.query.bm25(query="the late", limit=2, return_metadata=MetadataQuery(score=True))
+    assert [o.properties["n"] for o in keyword.objects] == [0, 1]  # "the" is an en stopword: only "late" counts
+    assert keyword.objects[0].metadata.score > keyword.objects[1].metadata.score > 0
+
+
 def test_api_key_is_required_when_set():
     with WeaviateStandIn(api_key="secret") as server:
         with pytest.raises(UnexpectedStatusCodeError, match="401"):
