@@ -160,6 +160,33 @@ def test_aggregate_over_grpc_is_classified_too():
         store.close()
 
 
+def test_an_outage_after_connecting_never_fails_a_ticket(settings, session_factory, make_ticket):
+    """The pipeline on a real WeaviateBackend whose server answers every gRPC call UNAVAILABLE: recall and remember
+    fail as MemoryUnavailable, are logged, and the ticket is resolved all the same."""
+    from crews.pipeline import Pipeline
+    from tests.helpers import RecordingFactory
+
+    with WeaviateStandIn() as server:
+        memory_settings = settings.model_copy(
+            update={
+                "memory_backend": "weaviate",
+                "weaviate_url": server.url,
+                "weaviate_grpc_port": server.grpc_port,
+                "weaviate_collection_prefix": "CrewdeskOutage",
+            }
+        )
+        pipeline = Pipeline(settings=memory_settings, session_factory=session_factory, llm_factory=RecordingFactory(memory_settings))
+        pipeline.memory.remember(interaction("ana@example.com", 1, "Issue: refund"))  # collections exist: the outage comes after
+        for method in ("Search", "BatchObjects", "BatchDelete", "Aggregate"):
+            server.fail_grpc(method, grpc.StatusCode.UNAVAILABLE)
+        ticket = make_ticket("I was charged twice, please refund.", customer="ana@example.com")
+        assert pipeline.process(ticket).status == "resolved"
+        assert server.faults.calls.get("Search", 0) >= 1  # the run did ask for the customer's memory
+        with pytest.raises(MemoryUnavailable):
+            pipeline.memory.recall(ANA, "refund", k=3)
+        pipeline.memory.close()
+
+
 def test_a_server_that_never_answered_is_unavailable():
     with pytest.raises(MemoryUnavailable):
         WeaviateBackend(url="http://127.0.0.1:1", grpc_port=2, embedder=HashEmbedder()).count("kb")
