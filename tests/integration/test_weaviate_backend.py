@@ -47,6 +47,14 @@ def standin():
         yield server
 
 
+@pytest.fixture(autouse=True)
+def _faults_cleared(request):
+    """A test that fails with a fault still set must not hand it to the next one on the shared stand-in."""
+    yield
+    if "standin" in request.fixturenames:
+        request.getfixturevalue("standin").clear_faults()
+
+
 def backend_on(server: WeaviateStandIn, *, embedder=None, prefix: str = "", timeout: float = 30.0) -> WeaviateBackend:
     return WeaviateBackend(
         url=server.url,
