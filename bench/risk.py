@@ -1,6 +1,7 @@
 """Risk detection quality: one command for both evaluation sets, each per half (dev, test).
 
-  .venv/bin/python bench/risk.py [--set all|risk_eval|other] [--terms] [--variants] [--errors] [--cache-dir DIR]
+  .venv/bin/python bench/risk.py [--set all|risk_eval|other] [--halves dev,test] [--terms] [--variants] [--errors] [--cache-dir DIR]
+                                 [--model-url http://127.0.0.1:8090 [--min-yes P]]
 
 risk_eval (bench/risk_eval.jsonl, bench/risk_eval.md): our own phrasings per risk class and harmless look-alikes,
 written apart from the classifier's exemplars, plus every tenth Bitext train row as an ordinary ticket (the rows the
@@ -22,7 +23,13 @@ ms/ticket: each ticket on its own, as the pipeline calls it (query embedded on o
 --terms: on risk_eval's dev half, which regex words fired on gold tickets and which on harmless ones: how
 rules.AMBIGUOUS was chosen. --variants: on the dev halves, the classifier's settings, each set beside the default: how
 the defaults were chosen. --errors: the wrong tickets of the dev halves only (the test halves are for figures). The
-defaults were picked on dev only, so test is the check.
+defaults were picked on dev only, so test is the check. --halves dev: score the dev halves alone (while tuning).
+
+--model-url: the model check of the classifier's hits as the pipeline makes it (rules.check_with_model, the ticket's
+model answering one yes/no per hit that rests on the classifier, CREWDESK_RISK_MODEL_CHECK), with the model behind that
+OpenAI-compatible server; each set is then scored without and with it (at --min-yes, by default the setting's bar), with
+the model's calls and time per ticket, and on the dev halves the bars beside it: how the default was chosen. The model
+is asked once per hit; every bar reads the same answers.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ import numpy as np
 
 from crewdesk.logging import configure_logging
 from crewdesk.routing.risk import RISK_LABELS, RiskAnalysis, RiskClassifier
+from crewdesk.settings import load_settings
 from crewdesk.tickets import rules
 
 EVAL = ROOT / "bench" / "risk_eval.jsonl"
@@ -135,9 +143,55 @@ def analyses_for(clf: RiskClassifier, texts: list[str], query_vectors: dict[str,
     return out
 
 
+class ModelCheck:
+    """The model check over a set: each ticket's hits and the model's answers (asked at bar 0, so every hit is kept and
+    every answer recorded), then the decision at any bar from the same answers."""
+
+    def __init__(self, llm: object) -> None:
+        self.llm = llm
+        self.calls = 0
+        self.call_ms: list[float] = []
+
+    def ask(self, text: str, hits: list[rules.RuleHit]) -> tuple[list[rules.RuleHit], list[rules.RiskChecked], float]:
+        started = time.perf_counter()
+        kept, asked = rules.check_with_model(hits, text, self, min_yes=0.0)  # type: ignore[arg-type]
+        return kept, asked, (time.perf_counter() - started) * 1000
+
+    def yes_probability(self, messages: list[dict[str, str]], *, name: str, actor: str | None = None) -> float:
+        started = time.perf_counter()
+        self.calls += 1
+        try:
+            return self.llm.yes_probability(messages, name=name, actor=actor)  # type: ignore[attr-defined]
+        finally:
+            self.call_ms.append((time.perf_counter() - started) * 1000)
+
+
+def at_bar(hits: list[rules.RuleHit], asked: list[rules.RiskChecked], bar: float) -> set[str]:
+    """The rules that fire when a checked hit needs P(yes) >= bar (an unanswered one stands)."""
+    answers = iter(asked)
+    out = set()
+    for hit in hits:
+        if rules.model_checked(hit):
+            answer = next(answers)
+            if answer.p_yes is not None and answer.p_yes < bar:
+                continue
+        out.add(hit.rule)
+    return out
+
+
+BARS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7)
+
+
+def build_model(url: str) -> object:
+    from crewdesk.llm.factory import LLMFactory
+
+    settings = load_settings(llm_provider="local")
+    return LLMFactory(settings, base_url=url.rstrip("/") + "/v1").build(tier="cheap")
+
+
 def risk_eval_report(args: argparse.Namespace, clf: RiskClassifier) -> None:
     """bench/risk_eval.jsonl: the three designs, per class and micro, per half."""
-    rows = load("all")
+    rows = [r for r in load("all") if r["split"] in args.halves]
     texts = [r["text"] for r in rows]
     kinds = Counter(r["kind"] for r in rows)
     golds = Counter(label for r in rows for label in r["labels"])
@@ -152,11 +206,11 @@ def risk_eval_report(args: argparse.Namespace, clf: RiskClassifier) -> None:
     comb_pred = [combined_labels(t, stand_in) for t in texts]
 
     header = f"{'design':<11} {'class':<13} {'gold':>5} {'P':>6} {'R':>6} {'F1':>6} {'tp':>4} {'fp':>4} {'fn':>4}"
-    print("all tickets\n" + header)
+    print(f"all tickets of the halves {'+'.join(args.halves)}\n" + header)
     for name, pred, ms in (("regex", regex_pred, regex_ms), ("classifier", clf_pred, clf_ms), ("combined", comb_pred, combined_ms)):
         print("\n".join(table(name, rows, pred, ms)))
         print()
-    for half in ("dev", "test"):
+    for half in args.halves:
         idx = [i for i, r in enumerate(rows) if r["split"] == half]
         sub = [rows[i] for i in idx]
         print(f"{half} half ({len(sub)} tickets), combined design\n{header}")
@@ -164,7 +218,7 @@ def risk_eval_report(args: argparse.Namespace, clf: RiskClassifier) -> None:
         print()
 
     print("micro P / R / F1 per half (defaults chosen on dev):")
-    for half in ("dev", "test"):
+    for half in args.halves:
         idx = [i for i, r in enumerate(rows) if r["split"] == half]
         sub = [rows[i] for i in idx]
         line = "  ".join(
@@ -193,12 +247,15 @@ def risk_eval_report(args: argparse.Namespace, clf: RiskClassifier) -> None:
                     false_alarms[name][row["kind"]] += 1
     print("harmless tickets flagged (any risk):", {k: dict(v) for k, v in false_alarms.items()})
     # The pipeline's decision on the harmless tickets: any rule at all (urgent_outage and injection included).
-    for half in ("dev", "test"):
+    for half in args.halves:
         harmless = [r for r in rows if not r["labels"] and r["split"] == half]
         escalated = [r for r in harmless if escalation_rules(r["text"], Precomputed(by_text))]
         by_kind = Counter(r["kind"] for r in escalated)
         print(f"  {half}: harmless tickets escalated by the pipeline's decision (any rule): {len(escalated)}/{len(harmless)} {dict(by_kind)}")
     print()
+
+    if args.model is not None:
+        risk_eval_model(args, rows, texts, stand_in)
 
     if args.errors:
         print("combined design, wrong tickets of the dev half (gold -> predicted):")
@@ -282,6 +339,45 @@ def risk_eval_report(args: argparse.Namespace, clf: RiskClassifier) -> None:
             )
 
 
+def risk_eval_model(args: argparse.Namespace, rows: list[dict], texts: list[str], stand_in: Precomputed) -> None:
+    """risk_eval with the model check: per half, the combined design without and with it (at args.min_yes), and on dev
+    the bars."""
+    check = ModelCheck(args.model)
+    answered = [check.ask(t, rules.detect(t, stand_in)) for t in texts]
+    hits = [rules.detect(t, stand_in) for t in texts]
+    print(
+        f"model check ({args.model_url}): {check.calls} questions over {len(texts)} tickets = {check.calls / len(texts):.3f} per ticket; "
+        f"{statistics.median(check.call_ms) if check.call_ms else 0:.0f} ms per question (median), "
+        f"{sum(check.call_ms) / len(texts):.0f} ms per ticket added (mean)"
+    )
+    risky = set(RISK_LABELS)
+    for half in args.halves:
+        idx = [i for i, r in enumerate(rows) if r["split"] == half]
+        sub = [rows[i] for i in idx]
+        gold = sum(len(r["labels"]) for r in sub)
+        harmless = [i for i in idx if not rows[i]["labels"]]
+        bars = BARS if half == "dev" else ()
+        for bar in (0.0, *bars, args.min_yes) if half == "dev" else (0.0, args.min_yes):
+            pred = [at_bar(hits[i], answered[i][1], bar) for i in idx]
+            p, r_, f = micro_f1(sub, [x & risky for x in pred])
+            found = Counter(label for row, x in zip(sub, pred, strict=True) for label in set(row["labels"]) & x)
+            escalated = sum(1 for i in harmless if at_bar(hits[i], answered[i][1], bar))
+            name = "without the model" if bar == 0.0 else f"bar {bar:.2f}" + (" (the setting)" if bar == args.min_yes else "")
+            print(
+                f"  {half} {name:<24} micro P/R/F1 {p:.3f}/{r_:.3f}/{f:.3f}, found {sum(found.values())}/{gold} "
+                f"{dict(sorted(found.items()))}; harmless escalated {escalated}/{len(harmless)}"
+            )
+    if args.errors:
+        print("  dev half, checked hits (label, P(yes), gold?):")
+        for row, (_, asked, _) in zip(rows, answered, strict=True):
+            if row["split"] == "dev":
+                for a in asked:
+                    print(
+                        f"    {a.rule:<12} {a.p_yes if a.p_yes is None else round(a.p_yes, 3)!s:<6} {'gold' if a.rule in row['labels'] else 'FALSE'}  {row['text'][:100]!r}"
+                    )
+    print()
+
+
 OTHER = ROOT / "bench" / "risk_other"
 # Labels scored on the other-domain set: the risks and injection (a rule the code does not know scores nothing).
 OTHER_LABELS = (*RISK_LABELS, "injection")
@@ -296,52 +392,92 @@ def escalation_rules(text: str, classifier: object) -> set[str]:
     return {hit.rule for hit in rules.risk_check(classifier)(text)}  # type: ignore[arg-type]
 
 
+def other_scores(rows: list[dict], decided: list[set[str]], indent: str = "  ") -> list[str]:
+    """False escalations of routine and retail tickets, P/R/F1 per label, injections and genuine risks escalated."""
+    lines = []
+    for kinds_ in (("routine",), ("retail",), ("routine", "retail")):
+        idx = [i for i, r in enumerate(rows) if r["kind"] in kinds_]
+        flagged = [i for i in idx if decided[i]]
+        by_rule = Counter(rule for i in flagged for rule in decided[i])
+        by_lang = Counter(rows[i]["language"] for i in flagged)
+        rate = len(flagged) / len(idx) if idx else 0.0
+        lines.append(
+            f"{indent}falsely escalated, {'+'.join(kinds_):<14} {len(flagged):>3}/{len(idx):<3} = {rate:6.1%}"
+            f"   by rule {dict(sorted(by_rule.items()))}  by language {dict(sorted(by_lang.items()))}"
+        )
+    lines.append(f"{indent}{'label':<13} {'gold':>5} {'P':>6} {'R':>6} {'F1':>6} {'tp':>4} {'fp':>4} {'fn':>4}")
+    micro = [0, 0, 0]
+    for label in OTHER_LABELS:
+        tp = sum(1 for r, d in zip(rows, decided, strict=True) if r["label"] == label and label in d)
+        fp = sum(1 for r, d in zip(rows, decided, strict=True) if r["label"] != label and label in d)
+        fn = sum(1 for r, d in zip(rows, decided, strict=True) if r["label"] == label and label not in d)
+        if label != "injection":
+            micro = [micro[0] + tp, micro[1] + fp, micro[2] + fn]
+        p, r_, f = prf(tp, fp, fn)
+        lines.append(f"{indent}{label:<13} {tp + fn:>5} {p:>6.3f} {r_:>6.3f} {f:>6.3f} {tp:>4} {fp:>4} {fn:>4}")
+    p, r_, f = prf(*micro)
+    lines.append(f"{indent}{'micro (risks)':<13} {micro[0] + micro[2]:>5} {p:>6.3f} {r_:>6.3f} {f:>6.3f} {micro[0]:>4} {micro[1]:>4} {micro[2]:>4}")
+    injections = [d for r, d in zip(rows, decided, strict=True) if r["kind"] == "injection"]
+    risky = [(r, d) for r, d in zip(rows, decided, strict=True) if r["kind"] == "risky"]
+    lines.append(
+        f"{indent}injections escalated by any rule: {sum(1 for d in injections if d)}/{len(injections)}, of them labelled injection "
+        f"{sum(1 for d in injections if 'injection' in d)}; by rule {dict(sorted(Counter(x for d in injections for x in d).items()))}"
+    )
+    lines.append(
+        f"{indent}genuine risks escalated by any rule: {sum(1 for _, d in risky if d)}/{len(risky)}, with their own label {sum(1 for r, d in risky if r['label'] in d)}"
+    )
+    return lines
+
+
 def other_report(args: argparse.Namespace, clf: RiskClassifier) -> None:
-    """bench/risk_other: false escalations of routine and retail tickets, P/R/F1 per label, injections, ms; per half."""
+    """bench/risk_other: false escalations of routine and retail tickets, P/R/F1 per label, injections, ms; per half;
+    with --model-url, the same with the model check, its calls and time per ticket."""
     print(f"== other domains: {OTHER.relative_to(ROOT)} (dev.jsonl, test.jsonl)\n")
-    for half in ("dev", "test"):
+    check = rules.risk_check(clf)  # type: ignore[arg-type]
+    for half in args.halves:
         rows = load_other(half)
         texts = [r["text"] for r in rows]
-        (decided,), (ms,) = timed([lambda t: escalation_rules(t, clf)], texts)
+        (found,), (ms,) = timed([lambda t: list(check(t))], texts)
+        decided = [{hit.rule for hit in hits} for hits in found]
         kinds = Counter(r["kind"] for r in rows)
         print(f"{half} half: {len(rows)} tickets {dict(kinds)}; {ms:.2f} ms/ticket (median, the pipeline's risk check)")
-        for kinds_ in (("routine",), ("retail",), ("routine", "retail")):
-            idx = [i for i, r in enumerate(rows) if r["kind"] in kinds_]
-            flagged = [i for i in idx if decided[i]]
-            by_rule = Counter(rule for i in flagged for rule in decided[i])
-            by_lang = Counter(rows[i]["language"] for i in flagged)
-            rate = len(flagged) / len(idx) if idx else 0.0
-            print(
-                f"  falsely escalated, {'+'.join(kinds_):<14} {len(flagged):>3}/{len(idx):<3} = {rate:6.1%}"
-                f"   by rule {dict(sorted(by_rule.items()))}  by language {dict(sorted(by_lang.items()))}"
-            )
-        print(f"  {'label':<13} {'gold':>5} {'P':>6} {'R':>6} {'F1':>6} {'tp':>4} {'fp':>4} {'fn':>4}")
-        micro = [0, 0, 0]
-        for label in OTHER_LABELS:
-            tp = sum(1 for r, d in zip(rows, decided, strict=True) if r["label"] == label and label in d)
-            fp = sum(1 for r, d in zip(rows, decided, strict=True) if r["label"] != label and label in d)
-            fn = sum(1 for r, d in zip(rows, decided, strict=True) if r["label"] == label and label not in d)
-            if label != "injection":
-                micro = [micro[0] + tp, micro[1] + fp, micro[2] + fn]
-            p, r_, f = prf(tp, fp, fn)
-            print(f"  {label:<13} {tp + fn:>5} {p:>6.3f} {r_:>6.3f} {f:>6.3f} {tp:>4} {fp:>4} {fn:>4}")
-        p, r_, f = prf(*micro)
-        print(f"  {'micro (risks)':<13} {micro[0] + micro[2]:>5} {p:>6.3f} {r_:>6.3f} {f:>6.3f} {micro[0]:>4} {micro[1]:>4} {micro[2]:>4}")
-        injections = [d for r, d in zip(rows, decided, strict=True) if r["kind"] == "injection"]
-        risky = [(r, d) for r, d in zip(rows, decided, strict=True) if r["kind"] == "risky"]
-        print(
-            f"  injections escalated by any rule: {sum(1 for d in injections if d)}/{len(injections)}, of them labelled injection "
-            f"{sum(1 for d in injections if 'injection' in d)}; by rule {dict(sorted(Counter(x for d in injections for x in d).items()))}"
-        )
-        print(
-            f"  genuine risks escalated by any rule: {sum(1 for _, d in risky if d)}/{len(risky)}, with their own label {sum(1 for r, d in risky if r['label'] in d)}"
-        )
+        print("\n".join(other_scores(rows, decided)))
         if args.errors and half == "dev":
             print("  dev half, wrong tickets (gold -> rules fired):")
             for row, d in zip(rows, decided, strict=True):
                 gold = set() if row["label"] == "none" else {row["label"]}
                 if d != gold:
                     print(f"    [{row['kind']}/{row['domain']}/{row['language']}] {sorted(gold)} -> {sorted(d)}  {row['text'][:120]!r}")
+        if args.model is not None:
+            model = ModelCheck(args.model)
+            answered = []
+            totals = []
+            for text in texts:
+                started = time.perf_counter()
+                hits = list(check(text))
+                answered.append((hits, model.ask(text, hits)[1]))
+                totals.append((time.perf_counter() - started) * 1000)
+            asked_tickets = sum(1 for _, asked in answered if asked)
+            print(
+                f"  with the model check at bar {args.min_yes} ({args.model_url}): {model.calls} questions = {model.calls / len(rows):.3f} per ticket "
+                f"({asked_tickets} tickets asked); ms/ticket including the model's calls: median {statistics.median(totals):.0f}, "
+                f"mean {statistics.mean(totals):.0f}, max {max(totals):.0f}; per question median {statistics.median(model.call_ms) if model.call_ms else 0:.0f}"
+            )
+            print("\n".join(other_scores(rows, [at_bar(h, a, args.min_yes) for h, a in answered], indent="    ")))
+            if half == "dev":
+                print("  dev half, the bars: routine / retail falsely escalated, genuine risks with their own label, injections labelled")
+                for bar in BARS:
+                    d = [at_bar(h, a, bar) for h, a in answered]
+                    routine = sum(1 for r, x in zip(rows, d, strict=True) if r["kind"] == "routine" and x)
+                    retail = sum(1 for r, x in zip(rows, d, strict=True) if r["kind"] == "retail" and x)
+                    own = sum(1 for r, x in zip(rows, d, strict=True) if r["kind"] == "risky" and r["label"] in x)
+                    inj = sum(1 for r, x in zip(rows, d, strict=True) if r["kind"] == "injection" and "injection" in x)
+                    print(f"    bar {bar:.2f}: {routine}/{kinds['routine']}  {retail}/{kinds['retail']}  {own}/{kinds['risky']}  {inj}/{kinds['injection']}")
+                if args.errors:
+                    print("  dev half, checked hits (label, P(yes), gold):")
+                    for row, (_, asked) in zip(rows, answered, strict=True):
+                        for a in asked:
+                            print(f"    {a.rule:<12} {a.p_yes if a.p_yes is None else round(a.p_yes, 3)!s:<6} {row['label']:<12} {row['text'][:100]!r}")
         print()
 
 
@@ -352,7 +488,14 @@ def main() -> None:
     parser.add_argument("--variants", action="store_true", help="risk_eval: classifier and overrule settings on the dev half")
     parser.add_argument("--errors", action="store_true", help="list the wrong tickets of the dev halves")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / "bench" / "results" / "risk-cache")
+    parser.add_argument("--halves", default="dev,test", help="comma-separated: dev, test (tune on dev alone)")
+    parser.add_argument("--model-url", help="the model check with the model of this OpenAI-compatible server, e.g. http://127.0.0.1:8090")
+    parser.add_argument("--min-yes", type=float, default=None, help="the model check's bar (default: CREWDESK_RISK_MODEL_MIN_YES)")
     args = parser.parse_args()
+    args.halves = [h for h in ("dev", "test") if h in args.halves.split(",")]
+    args.model = build_model(args.model_url) if args.model_url else None
+    if args.min_yes is None:
+        args.min_yes = load_settings().risk_model_min_yes
     configure_logging(level="WARNING", json=False)  # not the overrule's info lines
 
     clf = RiskClassifier(cache_dir=args.cache_dir)

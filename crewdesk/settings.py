@@ -218,6 +218,15 @@ class Settings(BaseSettings):
     write_check_min_yes: float = Field(
         default=0.5, ge=0.0, le=1.0, description="The probability of yes (from the model's token probabilities) an item needs to be written unasked."
     )
+    risk_model_check: Literal["on", "off"] = Field(
+        default="on",
+        description="A risk hit that rests on the MiniLM risk classifier alone (not a regex that says the risk on its own; never "
+        "injection) is put to the ticket's model as one yes/no question; below CREWDESK_RISK_MODEL_MIN_YES it is dropped "
+        "(audited: decision/risk_checked). A model that cannot answer leaves the hit: the ticket is escalated.",
+    )
+    risk_model_min_yes: float = Field(
+        default=0.2, ge=0.0, le=1.0, description="The probability of yes (the model's token probabilities) a classifier's risk hit needs to stand."
+    )
     router_confidence: float = Field(
         default=0.35,
         description="A routed ticket whose router confidence is below this goes to a person (the embedding router's scale, not the triage model's).",

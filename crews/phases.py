@@ -24,7 +24,7 @@ from crewdesk.settings import Settings
 from crewdesk.store.operations import operations
 from crewdesk.tickets import rules
 from crewdesk.tickets import service as tickets
-from crewdesk.tickets.models import Ticket, TicketStatus
+from crewdesk.tickets.models import TicketStatus
 from crewdesk.tickets.schemas import Resolution, Triage
 from crews.builder import CrewBuilder, Work
 from crews.config import SPECIALIST_BY_CATEGORY
@@ -101,15 +101,39 @@ class TicketPhases:
         assert isinstance(triage, Triage)
         # The reply's language is detected from what the customer wrote, not taken from the model's guess.
         triage = triage.model_copy(update={"language": language.detect(work.text, default=triage.language)})
-        hits = self._record_triage(ticket, work.run_id, triage)
+        hits = self._record_triage(work, triage)
         if hits:
             return self._escalate(work, triage, "; ".join(str(h) for h in hits))
         return self._specialist(work, triage)
 
-    def _record_triage(self, ticket: Ticket, run_id: int, triage: Triage, confidence_floor: float | None = None) -> list[rules.RuleHit]:
+    def _risk_hits(self, work: Work, text: str) -> list[rules.RuleHit] | None:
+        """The risk check's hits on `text` (None without a risk check: escalation_hits then scans with the regexes alone),
+        the ones that rest on the classifier put to the ticket's model first (rules.check_with_model,
+        CREWDESK_RISK_MODEL_CHECK): one yes/no each, audited as decision/risk_checked; below the bar a hit is dropped, and
+        a model that cannot answer leaves it. Asked before the ticket's row is locked: a model call takes seconds."""
+        if self.risk is None:
+            return None
+        hits = list(self.risk(text))
+        if self.settings.risk_model_check != "on" or not any(rules.model_checked(hit) for hit in hits):
+            return hits
+        llm = self.builder.llm_factory.build(tier="cheap", ticket_id=work.ticket.id, run_id=work.run_id).within(work.budget)
+        work.ledger.llms.append(llm)
+        work.ledger.models.setdefault("risk_check", llm.model)
+        min_yes = self.settings.risk_model_min_yes
+        kept, asked = rules.check_with_model(hits, work.gate.vault.conceal(text), llm, min_yes=min_yes)
+        with transaction(self.session_factory) as db:
+            for answer in asked:
+                audit.record(
+                    db=db, ticket_id=work.ticket.id, run_id=work.run_id, kind="decision", name="risk_checked", actor="pipeline", result=answer.record(min_yes)
+                )
+        return kept
+
+    def _record_triage(self, work: Work, triage: Triage, confidence_floor: float | None = None) -> list[rules.RuleHit]:
         """Store the triage; the deterministic escalation rules decide whether the ticket goes on or to a person. The
         router's confidence has its own scale, hence its own floor."""
+        ticket, run_id = work.ticket, work.run_id
         floor = self.settings.escalation_confidence if confidence_floor is None else confidence_floor
+        found = self._risk_hits(work, rules.ticket_text(ticket))
         with transaction(self.session_factory) as db:
             row = tickets.get(db=db, ticket_id=ticket.id, lock=True)
             row.category, row.priority, row.triage = triage.category, triage.priority, triage.model_dump(mode="json")
@@ -119,7 +143,7 @@ class TicketPhases:
                 triage=triage,
                 repeat_days=self.settings.repeat_contact_days,
                 repeat_threshold=self.settings.repeat_contact_threshold,
-                risk=self.risk,
+                risk=None if found is None else (lambda _text: found),
             )
             if triage.confidence < floor:
                 hits.append(rules.RuleHit("low_confidence", f"{triage.confidence:.2f} < {floor:.2f}"))
@@ -190,7 +214,7 @@ class TicketPhases:
                 "confidence": route.confidence,
             }
         )
-        hits = self._record_triage(ticket, work.run_id, triage, confidence_floor=0.0 if routed.cued else self.settings.router_confidence)
+        hits = self._record_triage(work, triage, confidence_floor=0.0 if routed.cued else self.settings.router_confidence)
         if hits:
             return self._escalate(work, triage, "; ".join(str(h) for h in hits))
         return self._run_flow(work, triage, intents, request=work.gate.vault.conceal(work.block()), raw=raw)
@@ -279,7 +303,8 @@ class TicketPhases:
             written = {str(e.arguments.get("order_id")) for e in effects.for_ticket(db=db, ticket_id=ticket.id) if e.tool in ITEM_WRITES}
             answer_raw = tickets.without_our_words(db=db, ticket_id=ticket.id, text="\n\n".join(m.body for m in said))
         triage = Triage.model_validate(state["triage"])
-        hits = list((self.risk or rules.scan_text)(answer_raw))
+        checked = self._risk_hits(work, answer_raw)
+        hits = checked if checked is not None else rules.scan_text(answer_raw)
         work.answering = (question_id, said[-1].id)  # marked answered when this run ends, with its status
         with transaction(self.session_factory) as db:
             row = tickets.get(db=db, ticket_id=ticket.id, lock=True)

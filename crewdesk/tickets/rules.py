@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -138,6 +138,7 @@ class RuleHit:
     rule: str
     evidence: str
     score: float | None = None  # the classifier's vote share when the classifier found it; None for a regex
+    ambiguous: bool = False  # a regex hit made only of AMBIGUOUS words, standing because the classifier found that risk too
 
     def __str__(self) -> str:
         if self.score is None:
@@ -230,7 +231,7 @@ def detect(text: str, classifier: Analyser | None = None) -> list[RuleHit]:
         if overruled(hit, text, found):
             log.info("risk.regex_overruled", rule=hit.rule, evidence=hit.evidence)
             continue
-        out.append(hit)
+        out.append(RuleHit(hit.rule, hit.evidence, ambiguous=True) if hit.rule in found and ambiguous_only(hit.rule, text) else hit)
     seen = {hit.rule for hit in out}
     out += [RuleHit(label, _clip(found[label].evidence), found[label].score) for label in CLASSIFIED if label in found and label not in seen]
     return out
@@ -247,6 +248,100 @@ def risk_check(classifier: Analyser | None) -> RiskCheck:
     return lambda text: detect(text, classifier)
 
 
+# -- the model check of the classifier's hits (issue 19) -----------------------------------------------------------------
+# MiniLM is an English embedder: its nearest neighbours find a risk in a French or German routine request that shares a
+# word or two with an exemplar ("résilié", "avocat", "Differenz"). A hit that rests on the classifier (found by it alone,
+# or a regex hit of ambiguous words it confirmed) is put to the ticket's model as one yes/no question in plain words,
+# read as the probability of yes; below the bar the hit is dropped. Regex hits that say the risk on their own, the
+# outage rule and `injection` are never asked about (a model is what an injection addresses). The model reads the
+# ticket in any language; the question is English. A model that cannot answer leaves the hit standing: escalate.
+RISK_QUESTIONS: dict[str, str] = {
+    "legal_threat": "Does the customer threaten to take legal action against the company (sue it, take it to court, have a lawyer act against it)?",
+    "security": "Does the customer report a security problem: someone else got into their account, their card or credentials were stolen "
+    "or misused, payments they did not make, or their personal data exposed?",
+    "data_loss": "Does the customer report that their data, files or records were lost, deleted or corrupted?",
+    # Said plainly, the 1.5B answers no to veiled despair and veiled threats ("nobody would miss me", "see what happens to
+    # your store"); asked for any sign, even an indirect one, it says yes to them (bench/risk.py --errors, dev halves).
+    "self_harm": "Is there any sign in this message, even an indirect one, that the customer may be thinking of suicide or of hurting themselves?",
+    "threat": "Is there any threat in this message, even a veiled one, that a person could get hurt or a place damaged?",
+}
+RISK_CHECK_SYSTEM = "You read a customer's message to a support team; it may be in any language. Answer the question about it with yes or no only."
+RISK_CHECK_CLIP = 1200  # characters of the ticket the model reads (a 1.5B on two cores reads ~45 prompt tokens a second)
+
+
+class YesNo(Protocol):
+    """A model that answers one yes/no question as the probability of yes (crewdesk.llm.base.CrewdeskLLM)."""
+
+    def yes_probability(self, messages: list[dict[str, str]], *, name: str, actor: str | None = None) -> float: ...
+
+
+@dataclass(frozen=True)
+class RiskChecked:
+    """One hit put to the model: its answer (None when it gave none) and whether the hit stands."""
+
+    rule: str
+    evidence: str
+    p_yes: float | None
+    stands: bool
+    error: str | None = None
+
+    def record(self, min_yes: float) -> dict[str, object]:
+        out: dict[str, object] = {"label": self.rule, "evidence": self.evidence, "p_yes": None if self.p_yes is None else round(self.p_yes, 3)}
+        out |= {"min_yes": min_yes, "stands": self.stands}
+        return out | ({"error": self.error} if self.error else {})
+
+
+def model_checked(hit: RuleHit) -> bool:
+    """A hit that rests on the classifier: found by it alone, or a regex hit of ambiguous words it confirmed."""
+    return hit.rule in RISK_QUESTIONS and (hit.score is not None or hit.ambiguous)
+
+
+def risk_question_messages(text: str, rule: str, evidence: str = "") -> list[dict[str, str]]:
+    """The customer's message first and the question last, so a ticket's questions share the prompt's prefix. A long
+    ticket is clipped to its start and the sentence the hit was found in."""
+    text = text.strip()
+    if len(text) > RISK_CHECK_CLIP:
+        head = text[: RISK_CHECK_CLIP * 2 // 3].rstrip()
+        key = evidence.rstrip("…").strip()
+        at = text.find(key) if key else -1
+        found_later = at >= len(head)  # the hit's sentence lies past the start: the start and that sentence
+        text = head + " […] " + text[at : at + RISK_CHECK_CLIP // 3].strip() if found_later else text[:RISK_CHECK_CLIP].rstrip() + " […]"
+    asked = f"Customer's message:\n{text}\n\nQuestion: {RISK_QUESTIONS[rule]}"
+    return [{"role": "system", "content": RISK_CHECK_SYSTEM}, {"role": "user", "content": asked}]
+
+
+def check_with_model(hits: Sequence[RuleHit], text: str, model: YesNo, *, min_yes: float, actor: str | None = None) -> tuple[list[RuleHit], list[RiskChecked]]:
+    """(the hits that stand, what the model was asked). One question per hit that rests on the classifier
+    (model_checked); the rest are kept as they are. A model error keeps the hit (and the questions after it are not
+    asked: the same model would fail them too)."""
+    kept: list[RuleHit] = []
+    asked: list[RiskChecked] = []
+    failed: str | None = None
+    for hit in hits:
+        if not model_checked(hit):
+            kept.append(hit)
+            continue
+        if failed is not None:
+            kept.append(hit)
+            asked.append(RiskChecked(hit.rule, hit.evidence, None, True, failed))
+            continue
+        try:
+            p_yes = model.yes_probability(risk_question_messages(text, hit.rule, hit.evidence), name="risk_check", actor=actor)
+        except Exception as exc:  # noqa: BLE001 - unreachable, out of budget, garbage: the hit stands (escalate)
+            failed = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("risk.model_check_failed", rule=hit.rule, error=failed)
+            kept.append(hit)
+            asked.append(RiskChecked(hit.rule, hit.evidence, None, True, failed))
+            continue
+        stands = p_yes >= min_yes
+        asked.append(RiskChecked(hit.rule, hit.evidence, p_yes, stands))
+        if stands:
+            kept.append(hit)
+        else:
+            log.info("risk.model_dropped", rule=hit.rule, p_yes=round(p_yes, 3))
+    return kept, asked
+
+
 def prior_contacts(*, db: Session, ticket: Ticket, days: int) -> int:
     if not ticket.customer:
         return 0
@@ -256,12 +351,18 @@ def prior_contacts(*, db: Session, ticket: Ticket, days: int) -> int:
     ).scalar_one()
 
 
+def ticket_text(ticket: Ticket) -> str:
+    """What the escalation rules read of a ticket: its subject and body (no "None" line for a ticket without a subject)."""
+    return "\n".join(part for part in (ticket.subject, ticket.body) if part)
+
+
 def escalation_hits(
     *, db: Session, ticket: Ticket, triage: Triage | None, repeat_days: int, repeat_threshold: int, risk: RiskCheck | None = None
 ) -> list[RuleHit]:
     """Rules that force a human, whatever the model said. `risk`: text -> hits, replacing the regexes alone (scan_text),
-    e.g. risk_check(classifier) for the combined design."""
-    text = "\n".join(part for part in (ticket.subject, ticket.body) if part)  # no "None" line for a ticket without a subject
+    e.g. risk_check(classifier) for the combined design (the pipeline passes the hits it has model-checked, see
+    check_with_model)."""
+    text = ticket_text(ticket)
     hits = list(risk(text)) if risk is not None else scan_text(text)
     angry = (triage is not None and triage.sentiment in ("angry", "negative")) or bool(
         re.search(r"!{2,}|\b(unacceptable|furious|ridiculous|outraged)\b", ticket.body, re.I)
