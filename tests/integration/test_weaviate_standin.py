@@ -90,6 +90,15 @@ def test_query_maximum_results_bounds_a_window_and_a_delete_round(client):
     assert things.aggregate.over_all(total_count=True).total_count == 1
 
 
+def test_a_vector_of_another_length_is_refused(client):
+    things = make_collection(client)
+    things.data.insert_many(objects(2))
+    result = things.data.insert_many(
+        [DataObject(properties={"n": 8}, vector={"default": [1.0, 0.0, 0.0]}), DataObject(properties={"n": 9}, vector={"default": [1.0, 0.0]})]
+    )
+    assert list(result.errors) == [1] and "length 2" in result.errors[1].message
+
+
 def test_a_duplicate_collection_is_a_422(client):
     make_collection(client)
     with pytest.raises(UnexpectedStatusCodeError, match="already exists") as raised:

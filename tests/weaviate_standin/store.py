@@ -265,12 +265,11 @@ class Store:
         for name, vector in vectors.items():
             if name not in named:
                 raise WeaviateError(f"collection {collection.name} has no vector named {name!r}")
-            for other in collection.objects.values():
-                if name in other.vectors and len(other.vectors[name]) != len(vector):
-                    raise WeaviateError(
-                        f"insert to vector index: new node has a vector with length {len(vector)}. Existing nodes have vectors with length {len(other.vectors[name])}"
-                    )
-                break
+            existing = next((len(other.vectors[name]) for other in collection.objects.values() if name in other.vectors), len(vector))
+            if existing != len(vector):
+                raise WeaviateError(
+                    f"insert to vector index: new node has a vector with length {len(vector)}. Existing nodes have vectors with length {existing}"
+                )
         with self.lock:
             previous = collection.objects.get(object_uuid)
             obj = StoredObject(uuid=object_uuid, properties=stored, vectors={k: list(v) for k, v in vectors.items()})
