@@ -181,6 +181,10 @@ class WeaviateBackend(MemoryBackend):
                 skip_init_checks=True,
             )
         except Exception as exc:
+            from weaviate.exceptions import WeaviateBaseError
+
+            if isinstance(exc, WeaviateBaseError) and not is_transient(exc):  # it answered: a wrong API key, a too old server
+                raise MemoryBackendError(f"Weaviate at {self.url} refused the connection: {_one_line(exc)}") from exc
             raise MemoryUnavailable(f"cannot reach Weaviate at {self.url}: {_one_line(exc)}") from exc
         self._pid = os.getpid()
         return self._client

@@ -200,6 +200,19 @@ def test_a_server_that_never_answered_is_unavailable():
         WeaviateBackend(url="http://127.0.0.1:1", grpc_port=2, embedder=HashEmbedder()).count("kb")
 
 
+def test_a_server_that_refuses_the_connection_is_a_permanent_error():
+    """A wrong API key (401 on /v1/meta) or a server older than the client supports will not pass on a retry."""
+    with WeaviateStandIn(api_key="right-key") as server:
+        wrong = WeaviateBackend(url=server.url, grpc_port=server.grpc_port, api_key="wrong-key", embedder=HashEmbedder())
+        with pytest.raises(MemoryBackendError, match="401") as raised:
+            wrong.count("kb")
+        assert not isinstance(raised.value, MemoryUnavailable)
+    with WeaviateStandIn(version="1.26.0") as server:
+        with pytest.raises(MemoryBackendError, match="not supported") as raised:
+            backend_on(server).count("kb")
+        assert not isinstance(raised.value, MemoryUnavailable)
+
+
 # erasure beyond one round of QUERY_MAXIMUM_RESULTS
 
 
