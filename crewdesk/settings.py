@@ -216,7 +216,13 @@ class Settings(BaseSettings):
         "proposal for the customer's yes; audit: asked and recorded (decision/write_checked), nothing held; off: not asked.",
     )
     write_check_min_yes: float = Field(
-        default=0.5, ge=0.0, le=1.0, description="The probability of yes (from the model's token probabilities) an item needs to be written unasked."
+        default=0.4, ge=0.0, le=1.0, description="The probability of yes (from the model's token probabilities) an item needs to be written unasked."
+    )
+    order_check_min_yes: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="A named open order nothing was done about, whose probability of a request (the model's yes) is at least this, keeps the ticket from resolved.",
     )
     risk_model_check: Literal["on", "off"] = Field(
         default="on",

@@ -244,6 +244,7 @@ class TicketPhases:
             confirm_writes=self.settings.confirm_writes == "policy",
             write_check=self.settings.write_check,
             min_yes=self.settings.write_check_min_yes,
+            order_min_yes=self.settings.order_check_min_yes,
         )
         try:
             flow.kickoff(inputs={"text": request, "channel_customer": ticket.customer or "", "language": triage.language, "intents": intents})

@@ -71,7 +71,8 @@ class ProcedureFlow(Flow[ProcedureState]):
     _withdrawn: list = PrivateAttr(default_factory=list)  # proposals the customer said no to: left as they are
     _confirm_writes: bool = PrivateAttr(default=False)  # the procedures marked confirm: each write is stated and waits for a yes
     _write_check: str = PrivateAttr(default="off")  # model | audit | off: the model's yes/no per item of a write made unasked (check.py)
-    _min_yes: float = PrivateAttr(default=0.5)
+    _min_yes: float = PrivateAttr(default=0.4)  # an item of a write below it is doubted
+    _order_min_yes: float = PrivateAttr(default=0.5)  # a named open order at or above it was asked about
     _checks_left: int = PrivateAttr(default=check.MAX_CHECKED)
 
     @classmethod
@@ -87,13 +88,14 @@ class ProcedureFlow(Flow[ProcedureState]):
         answer: Answered | None = None,
         confirm_writes: bool = False,
         write_check: str = "off",
-        min_yes: float = 0.5,
+        min_yes: float = 0.4,
+        order_min_yes: float = 0.5,
     ) -> ProcedureFlow:
         """answer: the ticket is resumed; the customer answered the question its last run asked (crews/procedures/answers.py)."""
         flow = cls(suppress_flow_events=True)  # the audit records decisions, tool calls and outcomes, not flow lifecycle noise
         flow._gate, flow._llm, flow._procedures, flow._raw_text, flow._arbiter = gate, llm, procedures, raw_text, arbiter
         flow._model_choices, flow._answer, flow._confirm_writes = model_choices, answer, confirm_writes
-        flow._write_check, flow._min_yes = write_check, min_yes
+        flow._write_check, flow._min_yes, flow._order_min_yes = write_check, min_yes, order_min_yes
         return flow
 
     def _stated_first(self, intent: str) -> bool:
@@ -247,9 +249,9 @@ class ProcedureFlow(Flow[ProcedureState]):
         missing: list[Outcome] = []
         for order in open_orders[: check.MAX_ORDERS]:
             p = check.order_verdict(self._llm, text=self.state.text, order=order)
-            arguments = {"order_id": order.order_id, "p_yes": round(p, 3), "min_yes": self._min_yes, "mode": self._write_check}
+            arguments = {"order_id": order.order_id, "p_yes": round(p, 3), "min_yes": self._order_min_yes, "mode": self._write_check}
             self._gate.audit(kind="decision", name="order_checked", actor="procedure", arguments=arguments)
-            if p >= self._min_yes and self._write_check == "model":
+            if p >= self._order_min_yes and self._write_check == "model":
                 items = ", ".join(i.name for i in order.items)
                 detail = {"said": "", "why": "uncovered", "what": "order", "order": order.order_id, "items": items}
                 missing.append(Outcome(intent=specs[0].intent if specs else "", kind="unclear", detail=detail))
