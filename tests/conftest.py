@@ -61,6 +61,7 @@ TABLES = (
     "audit_seals",
     "approvals",
     "api_keys",
+    "users",
     "tool_effects",
     "pii_tokens",
     "inbound_events",

@@ -16,7 +16,7 @@ import sys
 import typer
 from typer.models import CommandInfo
 
-from crewdesk.cli import apikeys, approvals, demo, evals, intake, knowledge, model, tickets, worker
+from crewdesk.cli import apikeys, approvals, demo, evals, intake, knowledge, model, tickets, users, worker
 from crewdesk.cli.exits import exit_code
 from crewdesk.cli.intake import BAD_ROWS_SHOWN
 
@@ -37,6 +37,7 @@ def _rank(command: CommandInfo) -> int:
 app.registered_commands.extend(sorted([*worker.app.registered_commands, *tickets.app.registered_commands], key=_rank))
 app.add_typer(demo.app, name="demo")
 app.add_typer(apikeys.app, name="apikey")
+app.add_typer(users.app, name="user")
 app.add_typer(approvals.app, name="approvals")
 app.add_typer(evals.app, name="eval")
 app.add_typer(intake.backlog_app, name="backlog")
