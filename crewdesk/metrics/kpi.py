@@ -34,14 +34,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import and_, column, exists, func, select, table
+from sqlalchemy import DateTime, Integer, String, and_, column, exists, func, select, table
 from sqlalchemy.orm import Session
 
 from crewdesk.approvals.models import Approval
 from crewdesk.runs.models import CrewRun
 from crewdesk.tickets.models import TERMINAL, Message, Question, Ticket, TicketStatus
 
-AUDIT = table("audit_events", column("ticket_id"), column("kind"), column("name"), column("created_at"))
+# Typed as audit.models.AuditEvent's columns: an untyped column makes max(created_at) an untyped expression, which
+# SQLite (no datetime type of its own) hands back as the stored text; typed, SQLAlchemy parses it on every database.
+AUDIT = table(
+    "audit_events",
+    column("ticket_id", Integer),
+    column("kind", String),
+    column("name", String),
+    column("created_at", DateTime(timezone=True)),
+)
 FINAL = tuple(sorted(s.value for s in TERMINAL))
 
 

@@ -1,26 +1,61 @@
-"""`crewdesk kpi`: exact rates for a known set of tickets on a real PostgreSQL, and the HTML page with its charts."""
+"""`crewdesk kpi`: exact rates for a known set of tickets, and the HTML page with its charts, on both databases crewdesk
+runs on (a real PostgreSQL and the quickstart's SQLite file); and the KPIs of tickets `crewdesk run` processed, checked
+against the rows it wrote."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from crewdesk.approvals.models import Approval
 from crewdesk.audit import service as audit
-from crewdesk.db import transaction
+from crewdesk.audit.models import AuditEvent
+from crewdesk.db import make_engine, make_session_factory, transaction
 from crewdesk.metrics import kpi
+from crewdesk.migrate import upgrade
 from crewdesk.runs.models import CrewRun
-from crewdesk.tickets.models import Message, Ticket
+from crewdesk.store.service import load_store
+from crewdesk.tickets.models import Message, Question, Ticket
 
 ROOT = Path(__file__).resolve().parents[2]
 CREWDESK = str(Path(sys.executable).parent / "crewdesk")
 D1 = datetime(2025, 3, 3, tzinfo=UTC)
 SINCE = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Database:
+    url: str
+    sessions: sessionmaker[Session]
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def database(request, tmp_path) -> Iterator[Database]:
+    """Each KPI test runs on PostgreSQL (emptied) and on a fresh SQLite file migrated as `crewdesk init` does: SQLite
+    hands datetimes back as text unless the column expression is typed, so what reads right on one may not on the
+    other."""
+    if request.param == "postgresql":
+        yield Database(request.getfixturevalue("pg_url"), request.getfixturevalue("session_factory"))
+        return
+    url = f"sqlite:///{tmp_path / 'crewdesk.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    yield Database(url, make_session_factory(engine))
+    engine.dispose()
+
+
+def table_rows(out: str) -> dict[str, list[str]]:
+    """The rows of `crewdesk kpi`'s tables: first cell (group) -> the 11 figures of kpi.COLUMNS."""
+    return {cells[0]: cells[1:] for line in out.splitlines() if (cells := [c.strip() for c in line.strip("│┃ ").split("│")]) and len(cells) == 12}
 
 
 def make(
@@ -75,10 +110,10 @@ def make(
 
 
 @pytest.fixture
-def known_tickets(session_factory):
+def known_tickets(database):
     """Six finished tickets over three days (and three that must not count)."""
     d2, d3 = D1 + timedelta(days=1), D1 + timedelta(days=2)
-    with transaction(session_factory) as db:
+    with transaction(database.sessions) as db:
         # email: two automated resolutions, one of them with two replies (not first-contact)
         make(db, "T1", source="email", category="billing", status="resolved", created=D1 + timedelta(hours=9), costs=(0.012,), statuses=(("resolved", 60),))
         make(
@@ -125,11 +160,11 @@ def known_tickets(session_factory):
         make(db, "T7", source="email", category="billing", status="queued", created=d3 + timedelta(hours=9), costs=(0.5,))
         make(db, "T8", source="file", category=None, status="failed", created=d3 + timedelta(hours=10), inbound=0, outbound=0)
         make(db, "T9", source="email", category="billing", status="resolved", created=SINCE - timedelta(days=5), costs=(0.7,), statuses=(("resolved", 10),))
-    return session_factory
+    return database
 
 
 def test_kpis_of_a_known_set(known_tickets):
-    with known_tickets() as db:
+    with known_tickets.sessions() as db:
         report = kpi.report(db=db, since=SINCE, until=D1 + timedelta(days=30))
     total = report.total
     assert (total.finished, total.resolved, total.automated, total.first_contact, total.escalated, total.failed) == (6, 4, 3, 2, 1, 1)
@@ -165,9 +200,9 @@ def test_window():
     assert kpi.window(since=datetime(2025, 6, 1), days=7, now=now) == datetime(2025, 6, 1, tzinfo=UTC)
 
 
-def test_kpi_command_prints_the_figures_and_writes_html_with_charts(known_tickets, pg_url, tmp_path):
+def test_kpi_command_prints_the_figures_and_writes_html_with_charts(known_tickets, tmp_path):
     page, chart = tmp_path / "kpi.html", tmp_path / "kpi.svg"
-    env = {**os.environ, "CREWDESK_DATABASE_URL": pg_url, "CREWDESK_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    env = {**os.environ, "CREWDESK_DATABASE_URL": known_tickets.url, "CREWDESK_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
     shown = subprocess.run(
         [CREWDESK, "kpi", "--since", "2025-03-01", "--html", str(page), "--svg", str(chart)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
     )
@@ -176,7 +211,7 @@ def test_kpi_command_prints_the_figures_and_writes_html_with_charts(known_ticket
     assert "finished: 6" in out
     # all: finished, resolved, automated, first-contact, escalation, waiting on customer, questions per resolution,
     # time waiting p50, handle p50, p95, cost per resolved
-    rows = {cells[0]: cells[1:] for line in out.splitlines() if (cells := [c.strip() for c in line.strip("│┃ ").split("│")]) and len(cells) == 12}
+    rows = table_rows(out)
     assert rows["all"] == ["6", "4", "50.0%", "33.3%", "16.7%", "0", "0.00", "-", "3.5 min", "91.7 min", "$0.0220"]
     assert rows["email"] == ["2", "2", "100.0%", "50.0%", "0.0%", "0", "0.00", "-", "3.0 min", "4.8 min", "$0.0160"]
     assert rows["jira"][:5] == ["2", "1", "0.0%", "50.0%", "50.0%"] and rows["jira"][-1] == "$0.0360"
@@ -198,12 +233,10 @@ def test_kpi_command_prints_the_figures_and_writes_html_with_charts(known_ticket
     assert bad.returncode == 2 and "not an ISO date" in bad.stderr
 
 
-def test_questions_to_the_customer_count_as_waiting_replies_needed_and_time_waited(session_factory):
+def test_questions_to_the_customer_count_as_waiting_replies_needed_and_time_waited(database):
     """A ticket waiting on the customer counts among the finished (no run acts on it) and as waiting; a resolution that
     needed two answers counts two questions; the time waited is question to answer (to now while open)."""
-    from crewdesk.tickets.models import Question
-
-    with transaction(session_factory) as db:
+    with transaction(database.sessions) as db:
         done = make(db, "Q1", source="api", category="billing", status="resolved", created=D1, inbound=3, outbound=3, statuses=(("resolved", 900),))
         waits = make(db, "Q2", source="api", category="billing", status="waiting_on_customer", created=D1, statuses=(("waiting_on_customer", 20),))
         for turn, (opened, answered) in enumerate(((60, 180), (300, 420)), start=1):
@@ -218,9 +251,95 @@ def test_questions_to_the_customer_count_as_waiting_replies_needed_and_time_wait
                 )
             )
         db.add(Question(ticket_id=waits, turn=1, status="open", state={}, created_at=datetime.now(UTC) - timedelta(hours=1)))
-    with session_factory() as db:
+    with database.sessions() as db:
         total = kpi.report(db=db, since=SINCE).total
     assert (total.finished, total.resolved, total.waiting) == (2, 1, 1)
     assert total.questions_per_resolution == pytest.approx(2.0)
     assert sorted(total.waited_seconds)[0] == pytest.approx(240.0) and sorted(total.waited_seconds)[1] == pytest.approx(3600.0, abs=60)
     assert total.first_contact == 0  # three messages each way: no first-contact resolution
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def test_kpis_of_tickets_crewdesk_processed(database, store_data, tmp_path):
+    """The quickstart's path, on each database: `crewdesk run` processes the first 8 example tickets on the scripted
+    model against the demo store (as configured by default: procedures, writes confirmed by the customer), then
+    `crewdesk kpi` prints, and kpi.report returns, the figures the rows it wrote give, recomputed here by hand."""
+    with transaction(database.sessions) as db:
+        load_store(db=db, data=store_data)
+    env = {**os.environ, "CREWDESK_DATABASE_URL": database.url, "CREWDESK_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    for test_only in ("CREWDESK_PROCEDURES", "CREWDESK_CONFIRM_WRITES", "CREWDESK_WRITE_CHECK", "CREWDESK_IDENTITY_CLAIMED_WRITES"):
+        env.pop(test_only, None)  # conftest's settings for other tests; the quickstart runs with the defaults
+    ran = subprocess.run(
+        [CREWDESK, "run", "examples/tickets.jsonl", "--limit", "8", "--provider", "scripted"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-3000:]
+
+    with database.sessions() as db:  # what the KPIs must say, from the rows themselves (ORM-typed, no aggregate in SQL)
+        tickets = list(db.scalars(select(Ticket).order_by(Ticket.id)))
+        last_status: dict[int, datetime] = {}
+        reopened: set[int] = set()
+        for tid, name, at in db.execute(select(AuditEvent.ticket_id, AuditEvent.name, AuditEvent.created_at).where(AuditEvent.kind == "status")):
+            last_status[tid] = max(last_status.get(tid, _utc(at)), _utc(at))
+            reopened |= {tid} if name == "reopened" else set()
+        messages = [(m.ticket_id, m.direction) for m in db.scalars(select(Message))]
+        questions = [q.ticket_id for q in db.scalars(select(Question))]
+        decided = {a.ticket_id for a in db.scalars(select(Approval)) if a.status in ("approved", "rejected")}
+        cost = sum(r.cost_usd or 0.0 for r in db.scalars(select(CrewRun)))
+    assert len(tickets) == 8
+    statuses = [str(t.status) for t in tickets]
+    assert {"resolved", "escalated", "waiting_on_customer"} <= set(statuses), statuses  # every kind of finish to count
+    assert all(s in ("resolved", "escalated", "failed", "waiting_on_customer") for s in statuses), statuses  # all finished
+    handle = sorted((last_status[t.id] - _utc(t.created_at)).total_seconds() for t in tickets)
+    assert all(h >= 0 for h in handle) and handle[-1] > 0
+    resolved = [t.id for t in tickets if t.status == "resolved"]
+    first_contact = [tid for tid in resolved if messages.count((tid, "outbound")) == 1 and messages.count((tid, "inbound")) == 1 and tid not in reopened]
+    expected = {
+        "finished": 8,
+        "resolved": len(resolved),
+        "automated": len([tid for tid in resolved if tid not in decided]),
+        "first_contact": len(first_contact),
+        "escalated": statuses.count("escalated"),
+        "failed": statuses.count("failed"),
+        "waiting": statuses.count("waiting_on_customer"),
+        "questions_resolved": len([q for q in questions if q in resolved]),
+    }
+
+    with database.sessions() as db:
+        report = kpi.report(db=db, since=datetime.now(UTC) - timedelta(days=1))
+    total = report.total
+    assert {name: getattr(total, name) for name in expected} == expected
+    assert sorted(total.handle_seconds) == pytest.approx(handle, abs=1e-3)
+    assert total.cost_usd == pytest.approx(cost) and total.cost_per_resolved == pytest.approx(cost / len(resolved))
+    assert len(total.waited_seconds) == len(set(questions)) and all(w >= 0 for w in total.waited_seconds)
+    assert [g.key for g in report.by_channel] == ["file"] and sum(g.finished for g in report.by_day) == 8
+    assert [g.key for g in report.by_day] == sorted({_utc(t.created_at).date().isoformat() for t in tickets})
+
+    page, chart = tmp_path / "kpi.html", tmp_path / "kpi.svg"
+    shown = subprocess.run(
+        [CREWDESK, "kpi", "--days", "1", "--html", str(page), "--svg", str(chart)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    assert "Traceback" not in shown.stderr and "finished: 8" in shown.stdout
+    figures = [
+        "8",
+        str(expected["resolved"]),
+        kpi.pct(expected["automated"] / 8),
+        kpi.pct(expected["first_contact"] / 8),
+        kpi.pct(expected["escalated"] / 8),
+        str(expected["waiting"]),
+        f"{expected['questions_resolved'] / len(resolved):.2f}",
+        None,  # time waiting p50: open questions wait until now
+        kpi.seconds(kpi.percentile(handle, 50)),
+        kpi.seconds(kpi.percentile(handle, 95)),
+        kpi.money(cost / len(resolved)),
+    ]
+    rows = table_rows(shown.stdout)
+    assert [None if i == 7 else cell for i, cell in enumerate(rows["all"])] == figures, shown.stdout
+    assert rows["file"][:6] == figures[:6]
+    html = page.read_text()
+    assert "<tr><th>all</th>" + "".join(f"<td>{v}</td>" for v in figures[:7]) in html and html.count("<svg") == 3
+    svg = chart.read_text()
+    assert svg.startswith("<svg") and "n=8" in svg
