@@ -325,6 +325,17 @@ class Settings(BaseSettings):
         description="Per caller (API key or OIDC subject): submitting and writing on tickets, and deciding approvals, each; `limits` notation, e.g. 60/minute or 10/second;100/hour; empty = no limit.",
     )
 
+    # The support console (issue 22): served by `crewdesk api` under /console.
+    console_secret_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="Signs the console's session cookies (at least 32 characters, e.g. `openssl rand -hex 32`; or CREWDESK_CONSOLE_SECRET_KEY_FILE); empty = no console, unless console_dev.",
+    )
+    console_dev: bool = Field(
+        default=False,
+        description="Development only: without console_secret_key, sign sessions with a key made per process; session cookies without Secure (plain http on localhost).",
+    )
+    console_session_hours: float = Field(default=8.0, gt=0, description="A console login lasts this long, then the user logs in again.")
+
     # Batch backlogs.
     backlog_chunk_rows: int = Field(default=500, description="Rows per database transaction and per enqueue batch.")
     backlog_enqueue_per_second: float = Field(default=200.0, description="Rate limit for putting backlog tickets on the queue; 0 = no limit.")
@@ -380,6 +391,13 @@ class Settings(BaseSettings):
                     parse(part)
             except ValueError as exc:
                 raise ValueError(f"api_rate_limit {part!r} is not a rate limit such as 60/minute: {exc}") from None
+        return value
+
+    @field_validator("console_secret_key")
+    @classmethod
+    def _long_console_secret(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < 32:
+            raise ValueError("console_secret_key must have at least 32 characters (e.g. openssl rand -hex 32)")
         return value
 
     @field_validator("llm_fallback")

@@ -12,6 +12,7 @@ from crewdesk.api.common import AUTH
 from crewdesk.api.deps import Services
 from crewdesk.api.keycache import KeyCache
 from crewdesk.auth.oidc import OidcConfig, TokenVerifier
+from crewdesk.console import create_console
 from crewdesk.db import make_engine, make_session_factory
 from crewdesk.intake.enqueue import Enqueuer, Send
 from crewdesk.intake.jira_webhook import RefusalLimiter
@@ -26,6 +27,11 @@ def token_verifier(settings: Settings) -> TokenVerifier | None:
     return TokenVerifier(
         OidcConfig(issuer=settings.oidc_issuer, audience=settings.oidc_audience, jwks_url=settings.oidc_jwks_url, scope_claim=settings.oidc_scope_claim)
     )
+
+
+def console_configured(settings: Settings) -> bool:
+    """The support console is served with a secret to sign its sessions, or in console_dev; else not at all."""
+    return bool(settings.console_secret_key.get_secret_value()) or settings.console_dev
 
 
 def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | None = None, send: Send | None = None) -> FastAPI:
@@ -58,6 +64,13 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
     app.include_router(webhooks.router)  # authenticated by its HMAC signature (crewdesk/intake/jira_webhook.py)
     for router in (tickets.router, approvals.router):  # every route needs a key with its scope (crewdesk/api/auth.py)
         app.include_router(router, responses=AUTH)
+
+    if console_configured(settings):  # session cookies, not API keys: its pages redirect to its login (crewdesk/console)
+        services = app.state.services
+        app.mount(
+            "/console",
+            create_console(settings, session_factory=factory, gates=services.gates, resume=lambda ticket_id: services.enqueuer([ticket_id])),
+        )
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi(_caller: TicketReader) -> dict:

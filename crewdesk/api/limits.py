@@ -106,6 +106,9 @@ class BodyLimit:
 
 # The routes that take no credentials: health, and the webhook, which is signed instead (crewdesk/intake/jira_webhook.py).
 OPEN_PATHS = frozenset({"/healthz", WEBHOOK_PATH})
+# The support console, mounted when configured, proves its users by a session cookie, not an API key: its own pages
+# send a request without a session to its login page (crewdesk/console/security.py).
+CONSOLE_PREFIX = "/console"
 
 
 class CredentialsFirst:
@@ -119,7 +122,10 @@ class CredentialsFirst:
         self.app, self.router = app, router
 
     def _guarded(self, scope: Scope) -> bool:
-        return scope.get("path") not in OPEN_PATHS and any(route.matches(scope)[0] == Match.FULL for route in self.router.routes)
+        path = scope.get("path", "")
+        if path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/"):
+            return False
+        return path not in OPEN_PATHS and any(route.matches(scope)[0] == Match.FULL for route in self.router.routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self._guarded(scope):

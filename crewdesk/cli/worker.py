@@ -79,11 +79,16 @@ def api(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
 ) -> None:
-    """Serve the HTTP API (submit tickets, read status and audit trail; OpenAPI at /docs)."""
+    """Serve the HTTP API (submit tickets, read status and audit trail) and, when configured, the support console at /console."""
     from crewdesk.api import create_app
+    from crewdesk.api.app import console_configured
 
     settings = load_config()
     require_schema(settings)
+    if console_configured(settings):
+        err.print(f"support console: http{'' if settings.console_dev else 's'}://{host}:{port}/console (crewdesk user add NAME --role lead)", highlight=False)
+    else:
+        err.print("support console off: set CREWDESK_CONSOLE_SECRET_KEY (or _FILE) to serve it under /console", highlight=False)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 

@@ -5,9 +5,11 @@ A module may import from its own layer and the layers below it, never from a lay
 package of crewdesk is in exactly one layer (no exemption by name: a new one fails test_every_module_has_a_layer
 until it is placed). Top to bottom:
 
-faces     crewdesk.cli, crewdesk.api (modules or packages alike): what people and programs talk to. They enqueue
-          through workers.app and run crews in process (`crewdesk run`, a decided approval resuming its ticket), so
-          they sit above everything; the CLI serves the API, so the two share a layer.
+faces     crewdesk.cli, crewdesk.api, crewdesk.console (modules or packages alike): what people and programs talk to.
+          They enqueue through workers.app and run crews in process (`crewdesk run`, a decided approval resuming its
+          ticket), so they sit above everything; the CLI serves the API, and the API mounts the console (the support
+          console's pages for people, issue 22), so the three share a layer. The console takes what it needs from the
+          API as arguments and imports nothing of it (the acyclic contract holds).
 workers   the Celery app and its thin tasks: take ids, call one service, return.
 crews     the CrewAI crews built per ticket from agents/ and tasks/ (routing, a specialist, escalation).
 tools     the CrewAI tools the crews call, every one through tools.gate.
@@ -45,7 +47,7 @@ ROOT_PACKAGES = ("crewdesk", "crews", "tools", "workers")
 
 # Top to bottom; see the module docstring for why each module sits where it does.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("faces", ("crewdesk.cli", "crewdesk.api")),
+    ("faces", ("crewdesk.cli", "crewdesk.api", "crewdesk.console")),
     ("workers", ("workers",)),
     ("crews", ("crews",)),
     ("tools", ("tools",)),
