@@ -87,4 +87,15 @@ if ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev
   fi
 fi
 
+# The support console's end-to-end test (tests/integration/test_console_browser.py) drives Debian's headless Chromium
+# with Playwright's Python package (it never downloads a browser of its own); it needs only the binary.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; then
+    echo "installing chromium..." >&2
+    apt_install --no-install-recommends chromium || echo "could not install chromium: the browser test fails in CI, and is skipped elsewhere" >&2
+  else
+    echo "chromium is missing and this is not root: the browser test will be skipped" >&2
+  fi
+fi
+
 echo "$pg_url"
