@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from crewdesk.approvals import service as approvals
@@ -15,6 +15,7 @@ from crewdesk.approvals.models import Approval
 from crewdesk.auth import users
 from crewdesk.console.app import ConsoleServices, page
 from crewdesk.console.security import CsrfChecked, Lead, LoggedIn
+from crewdesk.effects import service as effects
 from crewdesk.tickets import queues as ticket_queues
 from crewdesk.tickets import views
 from crewdesk.tickets.models import Ticket
@@ -68,9 +69,19 @@ def home(request: Request, _user: LoggedIn) -> Response:
 
 
 @router.get("/queues")
-def queues(request: Request, user: LoggedIn, queue: str = "escalated", source: str = "", category: str = "", language: str = "", q: str = "") -> Response:
+def queues(
+    request: Request,
+    user: LoggedIn,
+    queue: str = "escalated",
+    source: str = "",
+    category: str = "",
+    priority: str = "",
+    language: str = "",
+    q: str = "",
+    older: Annotated[int, Query(ge=0, le=24 * 365)] = 0,
+) -> Response:
     queue = queue if queue in ticket_queues.QUEUES else "escalated"
-    narrow = ticket_queues.QueueFilter(source=source, category=category, language=language, text=q[:200])
+    narrow = ticket_queues.QueueFilter(source=source, category=category, priority=priority, language=language, text=q[:200], older_than_hours=older)
     with _services(request).session_factory() as db:
         listed = ticket_queues.queues(db=db, shown=queue, narrow=narrow)
         return page(
@@ -97,6 +108,7 @@ def approvals_inbox(request: Request, user: Lead) -> Response:
     with _services(request).session_factory() as db:
         pending = approvals.listing(db=db, status="pending")
         tickets = {a.ticket_id: db.get(Ticket, a.ticket_id) for a in pending}
+        refunds = {a.customer_ref: effects.refunds_of(db=db, customer_ref=a.customer_ref) for a in pending if a.customer_ref}
         return page(
             request,
             "approvals.html",
@@ -104,6 +116,7 @@ def approvals_inbox(request: Request, user: Lead) -> Response:
                 "user": user,
                 "approvals": pending,
                 "tickets": tickets,
+                "refunds": refunds,
                 "excerpt": EXCERPT,
                 "approvers": approvals.approvers,
                 "shown": shown,

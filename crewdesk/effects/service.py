@@ -54,3 +54,9 @@ def refunded(*, db: Session, ticket_id: int, customer_ref: str | None, within: t
     if customer_ref:
         scope = or_(scope, (ToolEffect.customer_ref == customer_ref) & (ToolEffect.created_at > utcnow() - within))
     return float(db.execute(select(func.coalesce(func.sum(ToolEffect.refund_usd), 0.0)).where(scope)).scalar_one())
+
+
+def refunds_of(*, db: Session, customer_ref: str, limit: int = 10) -> list[ToolEffect]:
+    """The customer's latest writes that gave money back, newest first (shown beside an approval in the console)."""
+    stmt = select(ToolEffect).where(ToolEffect.customer_ref == customer_ref, ToolEffect.refund_usd > 0).order_by(ToolEffect.id.desc()).limit(limit)
+    return list(db.execute(stmt).scalars())

@@ -1,14 +1,16 @@
 """The queues a person works from (the support console, issue 22): tickets that need a person, wait on an approval,
-wait on the customer or failed, with counts, filters (channel, category, language) and a search by text, customer or
+wait on the customer or failed, with counts, filters (channel, category, priority, language, age) and a search by text, customer or
 order number."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 
+from crewdesk.db import utcnow
 from crewdesk.tickets.models import Ticket, TicketStatus
 
 # The console's queues, in the order it shows them: the name in its URL, the statuses it holds, its title.
@@ -23,13 +25,16 @@ SHOWN = 200  # tickets listed per page of a queue, newest change first
 
 @dataclass(frozen=True)
 class QueueFilter:
-    """What narrows a queue; empty strings narrow nothing. `text` matches the subject, the body, the customer or the
-    ticket's external id (an order number is in the body, as the customer wrote it)."""
+    """What narrows a queue; empty strings (and 0) narrow nothing. `text` matches the subject, the body, the customer or
+    the ticket's external id (an order number is in the body, as the customer wrote it); `older_than_hours` keeps the
+    tickets that have not changed for that long."""
 
     source: str = ""
     category: str = ""
+    priority: str = ""
     language: str = ""
     text: str = ""
+    older_than_hours: int = 0
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,10 @@ def _filtered(stmt: Select, narrow: QueueFilter) -> Select:
         stmt = stmt.where(Ticket.source == narrow.source)
     if narrow.category:
         stmt = stmt.where(Ticket.category == narrow.category)
+    if narrow.priority:
+        stmt = stmt.where(Ticket.priority == narrow.priority)
+    if narrow.older_than_hours > 0:
+        stmt = stmt.where(Ticket.updated_at < utcnow() - timedelta(hours=narrow.older_than_hours))
     if narrow.language:
         stmt = stmt.where(_language_value() == narrow.language)
     if narrow.text.strip():
@@ -76,5 +85,6 @@ def choices(*, db: Session) -> dict[str, list[str]]:
     return {
         "source": sorted(v for (v,) in db.execute(select(Ticket.source).distinct()) if v),
         "category": sorted(v for (v,) in db.execute(select(Ticket.category).distinct()) if v),
+        "priority": sorted(v for (v,) in db.execute(select(Ticket.priority).distinct()) if v),
         "language": sorted(v for (v,) in db.execute(select(_language_value()).distinct()) if v),
     }

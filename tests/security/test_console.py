@@ -10,6 +10,7 @@ production ones: Secure cookies, so the client speaks https."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,6 +22,7 @@ from crewdesk.audit.models import AuditEvent
 from crewdesk.auth import users
 from crewdesk.console import ConsoleMisconfigured, create_console
 from crewdesk.db import transaction
+from crewdesk.effects.models import ToolEffect
 from tests.security.test_approvals import approval_of, big_order, effects_of, email_of, process, submit
 
 SECRET = SecretStr("console-test-secret-" + "x" * 32)
@@ -159,13 +161,15 @@ def test_queues_count_filter_and_search(app, make_ticket, session_factory):
         for key, status in (("refund", TicketStatus.escalated), ("legal", TicketStatus.escalated), ("failed", TicketStatus.failed)):
             row = tickets.get(db=db, ticket_id=ids[key])
             row.status, row.category, row.triage = status, "billing" if key == "refund" else "general", {"language": "de" if key == "legal" else "en"}
+            row.priority = "urgent" if key == "legal" else "normal"
+            row.updated_at = row.updated_at - timedelta(hours=30 if key == "legal" else 0)
     arno = logged_in(app, "arno")
     page = arno.get("/console/queues").text
     assert re.search(r"Needs a person <span class=\"count\">2</span>", page) and re.search(r"Failed <span class=\"count\">1</span>", page)
     assert f"/console/tickets/{ids['refund']}" in page and f"/console/tickets/{ids['legal']}" in page
     searched = arno.get("/console/queues", params={"q": "W2378156"}).text
     assert f"/console/tickets/{ids['refund']}" in searched and f"/console/tickets/{ids['legal']}" not in searched
-    for params in ({"language": "de"}, {"source": "api"}, {"category": "general"}, {"q": "bo@example"}):
+    for params in ({"language": "de"}, {"source": "api"}, {"category": "general"}, {"priority": "urgent"}, {"older": 24}, {"q": "bo@example"}):
         narrowed = arno.get("/console/queues", params=params).text
         assert f"/console/tickets/{ids['legal']}" in narrowed and f"/console/tickets/{ids['refund']}" not in narrowed, params
     assert f"/console/tickets/{ids['failed']}" in arno.get("/console/queues", params={"queue": "failed"}).text
@@ -191,8 +195,14 @@ def test_an_agent_cannot_approve_and_a_lead_approves_as_themselves(app, console_
     assert approval_of(store, ticket_id).status == "pending" and effects_of(store, ticket_id) == []
 
     lena = logged_in(app, "lena")
+    assert "none recorded" in lena.get("/console/approvals").text  # the customer's earlier refunds
+    with transaction(store) as db:
+        db.add(
+            ToolEffect(idempotency_key="earlier-refund", ticket_id=None, tool="return_delivered_order_items", arguments={}, customer_ref=user, refund_usd=12.5)
+        )
     inbox = lena.get("/console/approvals")
     assert inbox.status_code == 200 and f"Please cancel order {order_id}." in inbox.text and f"${amount:.2f}" in inbox.text
+    assert "$12.50 · return_delivered_order_items" in inbox.text
     answer = lena.post(f"/console/approvals/{approval_id}/approve", data={"csrf_token": csrf(inbox), "reason": "checked the order"})
     assert answer.status_code == 303 and answer.headers["location"] == "/console/approvals"
     assert f"Approval {approval_id} approved." in lena.get("/console/approvals").text
