@@ -216,7 +216,7 @@ class Settings(BaseSettings):
         "proposal for the customer's yes; audit: asked and recorded (decision/write_checked), nothing held; off: not asked.",
     )
     write_check_min_yes: float = Field(
-        default=0.4, ge=0.0, le=1.0, description="The probability of yes (from the model's token probabilities) an item needs to be written unasked."
+        default=0.3, ge=0.0, le=1.0, description="The probability of yes (from the model's token probabilities) an item needs to be written unasked."
     )
     order_check_min_yes: float = Field(
         default=0.5,

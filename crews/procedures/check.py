@@ -6,8 +6,8 @@ read the request itself, so a check that cannot be made (no probabilities, a ref
 
 Measured before it was built (`bench/verify_probe.py`, dev half, the items of the orders the expected writes touch):
 the 1.5B ranks a meant item above a not-meant one of the same order 82% of the time, but its probabilities of the two
-overlap widely (most between 0.4 and 0.8). The bars (an item below 0.4 holds its write; a named open order at 0.5 asks)
-were chosen on an audit run of the dev and seventh halves (`bench/write_check.py`, README "The model checks the
+overlap widely (most between 0.4 and 0.8). The bars (an item below 0.3 holds its write; a named open order at 0.5 asks)
+were chosen on audit runs of the dev and seventh halves and tau2 retail train (`bench/write_check.py`, README "The model checks the
 reading"). It is a second reader that disagrees with the rules where they are most often wrong, not an oracle."""
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ class ProcedureFlow(Flow[ProcedureState]):
     _withdrawn: list = PrivateAttr(default_factory=list)  # proposals the customer said no to: left as they are
     _confirm_writes: bool = PrivateAttr(default=False)  # the procedures marked confirm: each write is stated and waits for a yes
     _write_check: str = PrivateAttr(default="off")  # model | audit | off: the model's yes/no per item of a write made unasked (check.py)
-    _min_yes: float = PrivateAttr(default=0.4)  # an item of a write below it is doubted
+    _min_yes: float = PrivateAttr(default=0.3)  # an item of a write below it is doubted
     _order_min_yes: float = PrivateAttr(default=0.5)  # a named open order at or above it was asked about
     _checks_left: int = PrivateAttr(default=check.MAX_CHECKED)
 
@@ -88,7 +88,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         answer: Answered | None = None,
         confirm_writes: bool = False,
         write_check: str = "off",
-        min_yes: float = 0.4,
+        min_yes: float = 0.3,
         order_min_yes: float = 0.5,
     ) -> ProcedureFlow:
         """answer: the ticket is resumed; the customer answered the question its last run asked (crews/procedures/answers.py)."""

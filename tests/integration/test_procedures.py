@@ -573,7 +573,7 @@ def test_items_the_model_confirms_are_written_and_the_check_is_audited_with_its_
     with store() as db:
         (checked,) = db.execute(select(AuditEvent).where(AuditEvent.name == "write_checked")).scalars()
     assert checked.arguments["items"] == [{"item": checked.arguments["items"][0]["item"], "p_yes": 1.0}] and "Dumbbell Set" in checked.arguments["items"][0]["item"]
-    assert checked.arguments["mode"] == "model" and checked.arguments["min_yes"] == 0.4
+    assert checked.arguments["mode"] == "model" and checked.arguments["min_yes"] == 0.3
 
 
 def test_in_audit_mode_a_doubted_item_is_recorded_and_written_anyway(settings, store, make_ticket):
