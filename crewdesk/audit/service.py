@@ -221,5 +221,41 @@ def verify(*, db: Session, batch: int = 2000) -> ChainReport:
     return report
 
 
+def verify_ticket(*, db: Session, ticket_id: int) -> ChainReport:
+    """One ticket's chain, for a page that shows its trail: each row's hash and link, the chain's head, and each of its
+    seals' own hash and the row it sealed. (The links between seals of different tickets are verify()'s, over the whole
+    log.)"""
+    report = ChainReport(chains=1)
+    hashes: dict[int, str] = {}
+    expected_prev, count = GENESIS, 0
+    for row in db.execute(select(AuditEvent).where(AuditEvent.chain == ticket_id).order_by(AuditEvent.seq)).scalars():
+        where = f"ticket {ticket_id} row {row.seq}"
+        if row.seq != count + 1:
+            report.problems.append(f"{where}: follows row {count} (rows {count + 1}..{row.seq - 1} deleted)")
+        if row.prev_hash != expected_prev:
+            report.problems.append(f"{where}: does not link to the row before it (a row was deleted or inserted)")
+        if row_hash(row.prev_hash, {k: getattr(row, k) for k in HASHED_FIELDS}) != row.hash:
+            report.problems.append(f"{where}: content does not match its hash (edited)")
+        hashes[row.seq] = row.hash
+        expected_prev, count = row.hash, row.seq
+        report.checked += 1
+    head = db.get(AuditChain, ticket_id)
+    if head is None:
+        if count:
+            report.problems.append(f"ticket {ticket_id}: {count} rows but no chain head (head deleted)")
+    elif head.count != count or head.last_hash != expected_prev:
+        report.problems.append(f"ticket {ticket_id}: its head counts {head.count} rows, {count} found (rows removed from the end)")
+    sealed = 0
+    for seal in db.execute(select(AuditSeal).where(AuditSeal.chain == ticket_id).order_by(AuditSeal.id)).scalars():
+        report.seals += 1
+        if seal_hash(seal.prev_hash, {k: getattr(seal, k) for k in SEAL_FIELDS}) != seal.hash:
+            report.problems.append(f"seal {seal.id} of ticket {ticket_id}: content does not match its hash (edited)")
+        if seal.count and hashes.get(seal.count) != seal.chain_hash:
+            report.problems.append(f"seal {seal.id} of ticket {ticket_id}: row {seal.count} is not the row it sealed (the chain was rewritten)")
+        sealed = max(sealed, seal.count)
+    report.unsealed = max(0, count - sealed)
+    return report
+
+
 def trail(*, db: Session, ticket_id: int) -> list[AuditEvent]:
     return list(db.execute(select(AuditEvent).where(AuditEvent.chain == ticket_id).order_by(AuditEvent.seq)).scalars())

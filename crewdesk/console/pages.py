@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from crewdesk.approvals import service as approvals
 from crewdesk.approvals.models import Approval
+from crewdesk.audit import service as audit
 from crewdesk.auth import users
 from crewdesk.console.app import ConsoleServices, page
 from crewdesk.console.security import CsrfChecked, Lead, LoggedIn
@@ -100,7 +101,10 @@ def ticket(request: Request, user: LoggedIn, ticket_id: int) -> Response:
     with _services(request).session_factory() as db:
         seen = views.view(db=db, ref=str(ticket_id))
         pending = approvals.listing(db=db, status=None, ticket_id=seen.ticket.id)
-        return page(request, "ticket.html", {"user": user, "view": seen, "approvals": pending, "shown": shown, "approvers": approvals.approvers})
+        chain = audit.verify_ticket(db=db, ticket_id=seen.ticket.id)
+        return page(
+            request, "ticket.html", {"user": user, "view": seen, "approvals": pending, "chain": chain, "shown": shown, "approvers": approvals.approvers}
+        )
 
 
 @router.get("/approvals")

@@ -239,3 +239,19 @@ def test_above_the_limit_a_second_lead_approves_and_nobody_approves_their_own_re
     decided = approval_of(store, ticket_id)
     assert decided.status == "approved" and (decided.first_approved_by, decided.decided_by) == ("lena", "root")
     assert len(effects_of(store, ticket_id)) == 1 and resumed == [ticket_id]
+
+
+def test_the_ticket_page_verifies_its_audit_chain(app, settings, session_factory, make_ticket):
+    """The trail's hash chain is checked when the page is shown: intact after a run; an edited row (what a superuser
+    could do with the append-only trigger off) makes the page say BROKEN and which row."""
+    from crewdesk.llm.factory import LLMFactory
+    from crews.pipeline import Pipeline
+    from tests.integration.test_audit_chain import tamper
+
+    ticket_id = make_ticket("The app crashes on start.")
+    Pipeline(settings=settings, session_factory=session_factory, llm_factory=LLMFactory(settings)).process(ticket_id)
+    arno = logged_in(app, "arno")
+    assert "Audit chain intact:" in arno.get(f"/console/tickets/{ticket_id}").text
+    tamper(session_factory, f"UPDATE audit_events SET actor = 'someone else' WHERE chain = {ticket_id} AND seq = 2")
+    page = arno.get(f"/console/tickets/{ticket_id}").text
+    assert "Audit chain BROKEN" in page and f"ticket {ticket_id} row 2: content does not match its hash (edited)" in page
