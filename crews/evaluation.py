@@ -174,6 +174,7 @@ def run_eval(
                         seconds,
                         sum(r.tokens_cached for r in runs),
                         turns=turns,
+                        model_calls=sum(r.llm_calls for r in runs),
                     )
                 )
                 if journal is not None:
