@@ -16,8 +16,10 @@ from crewdesk.audit import service as audit
 from crewdesk.auth import users
 from crewdesk.console.app import ConsoleServices, page
 from crewdesk.console.security import CsrfChecked, Lead, LoggedIn
+from crewdesk.db import transaction
 from crewdesk.effects import service as effects
 from crewdesk.tickets import queues as ticket_queues
+from crewdesk.tickets import service as tickets
 from crewdesk.tickets import views
 from crewdesk.tickets.models import Ticket
 from crews.approvals import decide as decide_and_resume
@@ -105,6 +107,20 @@ def ticket(request: Request, user: LoggedIn, ticket_id: int) -> Response:
         return page(
             request, "ticket.html", {"user": user, "view": seen, "approvals": pending, "chain": chain, "shown": shown, "approvers": approvals.approvers}
         )
+
+
+@router.post("/tickets/{ticket_id}/take", dependencies=[CsrfChecked])
+def take(request: Request, user: LoggedIn, ticket_id: int) -> Response:
+    with transaction(_services(request).session_factory) as db:
+        tickets.assign(db=db, ticket_id=ticket_id, to=user.name, by=user.name)
+    return RedirectResponse(f"{_prefix(request)}/tickets/{ticket_id}", status_code=303)
+
+
+@router.post("/tickets/{ticket_id}/release", dependencies=[CsrfChecked])
+def release(request: Request, user: LoggedIn, ticket_id: int) -> Response:
+    with transaction(_services(request).session_factory) as db:
+        tickets.assign(db=db, ticket_id=ticket_id, to=None, by=user.name)
+    return RedirectResponse(f"{_prefix(request)}/tickets/{ticket_id}", status_code=303)
 
 
 @router.get("/approvals")

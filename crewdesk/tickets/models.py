@@ -79,6 +79,7 @@ class Ticket(Base):
     raw: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
     external_status: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the channel's own status (e.g. Jira's), synced in
     backlog_id: Mapped[int | None] = mapped_column(ForeignKey("backlog_imports.id", ondelete="SET NULL"), nullable=True, index=True)
+    assigned_to: Mapped[str | None] = mapped_column(String(128), nullable=True)  # the person who took it in the console (a user's name)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

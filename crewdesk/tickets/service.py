@@ -410,3 +410,13 @@ def link(*, db: Session, ticket: Ticket, other: Ticket, reason: str, actor: str 
     audit.record(db=db, ticket_id=ticket.id, kind="thread", name="linked", actor=actor, result={"other_ticket": other.id, "reason": reason})
     audit.record(db=db, ticket_id=other.id, kind="thread", name="linked", actor=actor, result={"other_ticket": ticket.id, "reason": reason})
     return True
+
+
+def assign(*, db: Session, ticket_id: int, to: str | None, by: str) -> Ticket:
+    """A person takes the ticket (`to` is their name) or lets it go (`to` None): recorded on the ticket and as an audit
+    row under `by`'s name, with who held it before. Taking it over from someone else is allowed and audited as such."""
+    ticket = get(db=db, ticket_id=ticket_id, lock=True)
+    before = ticket.assigned_to
+    ticket.assigned_to = to
+    audit.record(db=db, ticket_id=ticket.id, kind="person", name="took" if to else "released", actor=by, arguments={"from": before, "to": to})
+    return ticket

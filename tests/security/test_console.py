@@ -255,3 +255,28 @@ def test_the_ticket_page_verifies_its_audit_chain(app, settings, session_factory
     tamper(session_factory, f"UPDATE audit_events SET actor = 'someone else' WHERE chain = {ticket_id} AND seq = 2")
     page = arno.get(f"/console/tickets/{ticket_id}").text
     assert "Audit chain BROKEN" in page and f"ticket {ticket_id} row 2: content does not match its hash (edited)" in page
+
+
+def test_a_person_takes_a_ticket_under_their_name(app, make_ticket, session_factory):
+    """Take, take over, let go: each on the ticket and in its audit trail under the logged-in user's name; a POST
+    without the CSRF token does nothing."""
+    ticket_id = make_ticket("Please call me back.")
+    arno, lena = logged_in(app, "arno"), logged_in(app, "lena")
+    page = arno.get(f"/console/tickets/{ticket_id}")
+    assert "nobody" in page.text and "Take it" in page.text
+    assert arno.post(f"/console/tickets/{ticket_id}/take", data={}).status_code == 403
+    assert arno.post(f"/console/tickets/{ticket_id}/take", data={"csrf_token": csrf(page)}).status_code == 303
+    assert "Let it go" in arno.get(f"/console/tickets/{ticket_id}").text
+    assert "Take it over" in (taken := lena.get(f"/console/tickets/{ticket_id}")).text
+    assert lena.post(f"/console/tickets/{ticket_id}/take", data={"csrf_token": csrf(taken)}).status_code == 303
+    assert lena.post(f"/console/tickets/{ticket_id}/release", data={"csrf_token": csrf(taken)}).status_code == 303
+    with session_factory() as db:
+        rows = db.execute(select(AuditEvent).where(AuditEvent.ticket_id == ticket_id, AuditEvent.kind == "person").order_by(AuditEvent.seq)).scalars()
+        assert [(r.name, r.actor, r.arguments) for r in rows] == [
+            ("took", "arno", {"from": None, "to": "arno"}),
+            ("took", "lena", {"from": "arno", "to": "lena"}),
+            ("released", "lena", {"from": "lena", "to": None}),
+        ]
+        from crewdesk.tickets.models import Ticket
+
+        assert db.get(Ticket, ticket_id).assigned_to is None
