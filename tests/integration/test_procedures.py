@@ -572,7 +572,10 @@ def test_items_the_model_confirms_are_written_and_the_check_is_audited_with_its_
     assert outcome.status == "resolved", reply and order(store, DELIVERED)["status"] == "return requested"
     with store() as db:
         (checked,) = db.execute(select(AuditEvent).where(AuditEvent.name == "write_checked")).scalars()
-    assert checked.arguments["items"] == [{"item": checked.arguments["items"][0]["item"], "p_yes": 1.0}] and "Dumbbell Set" in checked.arguments["items"][0]["item"]
+    assert (
+        checked.arguments["items"] == [{"item": checked.arguments["items"][0]["item"], "p_yes": 1.0}]
+        and "Dumbbell Set" in checked.arguments["items"][0]["item"]
+    )
     assert checked.arguments["mode"] == "model" and checked.arguments["min_yes"] == 0.3
 
 
