@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -23,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from crewdesk.llm.base import yes_no_from_logprobs
+from crews.procedures import check
 
 ROOT = Path(__file__).resolve().parents[1]
 DB = ROOT / "crewdesk" / "store" / "tau2" / "db.json"
@@ -32,7 +34,6 @@ VERBS = {
     "modify_pending_order_items": "change",
     "cancel_pending_order": "cancel",
 }
-SYSTEM = "You check a support agent's work before it is done. Read the customer's message and answer the question with yes or no only."
 
 
 def label(item: dict[str, Any]) -> str:
@@ -49,7 +50,7 @@ def question(verb: str, item: dict[str, Any], order: dict[str, Any]) -> str:
 
 def ask(client: httpx.Client, text: str, q: str) -> float:
     body = {
-        "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Customer's message:\n{text}\n\n{q}"}],
+        "messages": check.messages(text, q),
         "max_tokens": 2,
         "temperature": 0,
         "logprobs": True,
@@ -59,12 +60,7 @@ def ask(client: httpx.Client, text: str, q: str) -> float:
     response = client.post("/v1/chat/completions", json=body)
     response.raise_for_status()
     content = response.json()["choices"][0]["logprobs"]["content"][0]
-    probs: dict[str, float] = {}
-    for c in content["top_logprobs"]:  # "Yes", "yes", " yes": one answer
-        word = c["token"].strip().lower()
-        probs[word] = probs.get(word, 0.0) + math.exp(c["logprob"])
-    yes, no = probs.get("yes", 0.0), probs.get("no", 0.0)
-    return yes / (yes + no) if yes + no else (1.0 if content["token"].strip().lower() == "yes" else 0.0)
+    return yes_no_from_logprobs([(c["token"], c["logprob"]) for c in content["top_logprobs"]])
 
 
 def main() -> int:

@@ -50,23 +50,20 @@ class OpenAICompatibleLLM(CrewdeskLLM):
         kwargs: dict = {"temperature": 0.0, "logprobs": True, "top_logprobs": 10}
         if self.llama_server:
             kwargs["extra_body"] = {"top_k": 1, "cache_prompt": True}
-        completion, top = self._create_with_logprobs(messages, **kwargs)
+        response = self._request(messages, max_tokens=1, **kwargs)
+        completion = self._completion(response)
+        content = getattr(getattr(response.choices[0], "logprobs", None), "content", None) or []
+        top = [(c.token, c.logprob) for c in (content[0].top_logprobs or [])] if content else []
         if not top:  # an endpoint that does not report probabilities: the word it wrote
-            said = completion.text.strip().lower()
-            top = [(said, 0.0)]
+            top = [(completion.text.strip().lower(), 0.0)]
         p = yes_no_from_logprobs(top)
         return dataclasses.replace(completion, text=json.dumps({"answer": "yes" if p >= 0.5 else "no", "p_yes": round(p, 4)}))
 
-    def _create_with_logprobs(self, messages, **kwargs) -> tuple[Completion, list[tuple[str, float]]]:
-        kwargs["max_tokens"] = 1
-        holder: dict = {}
-        completion = self._create(messages, _raw=holder, **kwargs)
-        choice = holder["response"].choices[0]
-        content = getattr(getattr(choice, "logprobs", None), "content", None) or []
-        top = [(c.token, c.logprob) for c in (content[0].top_logprobs or [])] if content else []
-        return completion, top
+    def _create(self, messages, **kwargs) -> Completion:
+        return self._completion(self._request(messages, **kwargs))
 
-    def _create(self, messages, _raw: dict | None = None, **kwargs) -> Completion:
+    def _request(self, messages, **kwargs):
+        """One chat completion, its failures mapped to ours (transient, the run's budget, the context outgrown)."""
         if self.max_tokens and "max_tokens" not in kwargs:
             kwargs["max_tokens"] = int(self.max_tokens)
         if self.seed is not None:
@@ -90,8 +87,10 @@ class OpenAICompatibleLLM(CrewdeskLLM):
             if is_transient_status(exc.status_code):
                 raise provider_unavailable(f"model endpoint {self.base_url}", exc, status=exc.status_code, headers=exc.response.headers) from exc
             raise
-        if _raw is not None:
-            _raw["response"] = response
+        return response
+
+    @staticmethod
+    def _completion(response) -> Completion:
         choice = response.choices[0]
         usage = response.usage
         details = getattr(usage, "prompt_tokens_details", None) if usage else None

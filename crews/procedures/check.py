@@ -50,10 +50,14 @@ def messages(text: str, asked: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Customer's message:\n{text}\n\n{asked}"}]
 
 
+def asked_about(action: Action) -> list[Item]:
+    """The items a write's check asks about: each item, or one for a cancellation (it is the whole order's)."""
+    return list(action.items)[:1] if action.tool == "cancel_pending_order" else list(action.items)
+
+
 def verdicts(llm: YesNo, *, text: str, action: Action, status: str, limit: int) -> list[Verdict]:
-    """One question per item of the write (one per order for a cancellation), at most `limit` of them."""
-    items = list(action.items)[:1] if action.tool == "cancel_pending_order" else list(action.items)
-    return [Verdict(item, llm.yes_probability(messages(text, question(action, item, status)), name="check_write")) for item in items[:limit]]
+    """One question per item asked about, at most `limit` of them."""
+    return [Verdict(item, llm.yes_probability(messages(text, question(action, item, status)), name="check_write")) for item in asked_about(action)[:limit]]
 
 
 def order_question(order: Order) -> str:

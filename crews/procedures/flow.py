@@ -20,7 +20,6 @@ from tools.gate import Gate, ToolDenied
 MAX_FALLBACK_DEPTH = 4
 # The outcomes that keep a ticket from "resolved" (conclude): something was not done, or the customer is asked.
 # The writes on an order's items: the store takes one of them per order.
-RESOLVING = frozenset({"done", "answered", "declined", "withdrawn"})  # outcomes of a ticket that ends `resolved`
 ITEM_WRITES = frozenset({"cancel_pending_order", "modify_pending_order_items", "return_delivered_order_items", "exchange_delivered_order_items"})
 NOT_DONE = frozenset({"failed", "not_found", "ambiguous", "unclear", "confirm", "propose", "refused", "handed_over"})
 # Of those, the ones that are a question to the customer: a ticket whose every open point is one waits on their answer.
@@ -40,6 +39,11 @@ def _only(customer: Customer, items: list[Item]) -> Customer:
     """The customer with only these of their items in their orders (a fallback's scope, the items an answer named)."""
     keep = {key(i) for i in items}
     return customer.model_copy(update={"orders": [o.model_copy(update={"items": [i for i in o.items if key(i) in keep]}) for o in customer.orders]})
+
+
+def _resolves(kinds: set[str]) -> bool:
+    """Outcomes that conclude() calls `resolved`: nothing waits for a person's approval and nothing is left undone."""
+    return "pending_approval" not in kinds and not kinds & NOT_DONE
 
 
 def _why(o: Outcome) -> str:
@@ -238,7 +242,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         was done about is put to the model as one yes/no question (check.py): does the customer ask for a change to it?
         A yes keeps the ticket from `resolved` and asks the customer what they want for that order. Only asked when the
         ticket would otherwise be resolved (anything else already answers the customer with a question or a person)."""
-        if self._write_check == "off" or self.state.customer is None or {o.kind for o in self.state.outcomes} - RESOLVING:
+        if self._write_check == "off" or self.state.customer is None or not _resolves({o.kind for o in self.state.outcomes}):
             return []
         body = self._request_body()
         reached = {i.order_id for o in self.state.outcomes for i in o.items} | {o.action.order_id for o in self.state.outcomes if o.action}
@@ -873,7 +877,7 @@ class ProcedureFlow(Flow[ProcedureState]):
             return outcome
         statuses = {o.order_id: o.status for o in self.state.customer.orders} if self.state.customer else {}
         found = check.verdicts(self._llm, text=self.state.text, action=action, status=statuses.get(action.order_id, ""), limit=self._checks_left)
-        asked = 1 if action.tool == "cancel_pending_order" else len(action.items)
+        asked = len(check.asked_about(action))
         self._checks_left -= len(found)
         doubted = [v for v in found if v.p_yes < self._min_yes]
         arguments = check.record(action, found, min_yes=self._min_yes, unchecked=asked - len(found))

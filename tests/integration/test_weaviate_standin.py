@@ -15,7 +15,7 @@ from weaviate.exceptions import UnexpectedStatusCodeError, WeaviateQueryError
 from tests.weaviate_standin import WeaviateStandIn
 
 
-def connect(server: WeaviateStandIn):
+def connect(server: WeaviateStandIn, *, with_key: bool = True):
     return weaviate.connect_to_custom(
         http_host="127.0.0.1",
         http_port=server.http_port,
@@ -23,7 +23,7 @@ def connect(server: WeaviateStandIn):
         grpc_host="127.0.0.1",
         grpc_port=server.grpc_port,
         grpc_secure=False,
-        auth_credentials=Auth.api_key(server.api_key) if server.api_key else None,
+        auth_credentials=Auth.api_key(server.api_key) if server.api_key and with_key else None,
         skip_init_checks=True,
     )
 
@@ -154,15 +154,7 @@ def test_near_vector_and_bm25_alone(client):
 def test_api_key_is_required_when_set():
     with WeaviateStandIn(api_key="secret") as server:
         with pytest.raises(UnexpectedStatusCodeError, match="401"):
-            weaviate.connect_to_custom(
-                http_host="127.0.0.1",
-                http_port=server.http_port,
-                http_secure=False,
-                grpc_host="127.0.0.1",
-                grpc_port=server.grpc_port,
-                grpc_secure=False,
-                skip_init_checks=True,
-            )
+            connect(server, with_key=False)
         client = connect(server)
         assert client.collections.list_all() == {}
         client.close()

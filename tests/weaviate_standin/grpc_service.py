@@ -102,19 +102,12 @@ def filter_from_grpc(message: base_pb2.Filters) -> dict[str, Any]:
     return {"operator": operator, "on": on, "value": value}
 
 
+_VALUE_FIELDS = {"text": "text_value", "int": "int_value", "number": "number_value", "boolean": "bool_value", "date": "date_value", "uuid": "uuid_value"}
+
+
 def _value(data_type: str, raw: Any) -> properties_pb2.Value:
-    if data_type == "text":
-        return properties_pb2.Value(text_value=raw)
-    if data_type == "int":
-        return properties_pb2.Value(int_value=raw)
-    if data_type == "number":
-        return properties_pb2.Value(number_value=raw)
-    if data_type == "boolean":
-        return properties_pb2.Value(bool_value=raw)
-    if data_type == "date":
-        return properties_pb2.Value(date_value=raw)
-    if data_type == "uuid":
-        return properties_pb2.Value(uuid_value=raw)
+    if data_type in _VALUE_FIELDS:
+        return properties_pb2.Value(**{_VALUE_FIELDS[data_type]: raw})
     raise WeaviateError(f"returning {data_type} properties is not modelled by this stand-in")
 
 
