@@ -1,4 +1,5 @@
-"""Support KPIs for `crewdesk kpi`: by channel (ticket source), category and day (of ticket creation, UTC).
+"""Support KPIs for `crewdesk kpi` and the console's KPI page: by channel (ticket source), category, language (the one
+the router detected; "unknown" before routing) and day (of ticket creation, UTC).
 
 Definitions (the tickets counted are those created in [since, until) that are *finished*: in a final status —
 resolved, escalated or failed — and handled by crewdesk, i.e. with a crew run or a status row in the audit trail;
@@ -19,7 +20,9 @@ input rejected at intake, stored as failed with no run, is not a handled ticket)
 * questions per resolution: the questions put to the customers of resolved tickets, over the number resolved (the
   replies a resolution needed of them);
 * time waiting: per ticket that asked, the time from each question to its answer (to now while unanswered), summed;
-  median over those tickets. Handle time includes it.
+  median over those tickets. Handle time includes it;
+* escalation reasons: the escalated tickets counted by their status_reason's gist (``reason_gist``: the text before
+  its first " (" or ": ", so the same rule with different details counts once).
 
 One query reads one row per finished ticket of the window (correlated counts over indexed ticket_id columns);
 grouping is done here, so it runs the same on PostgreSQL and SQLite.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -76,6 +80,8 @@ class TicketFacts:
     cost_usd: float
     questions: int = 0  # put to the customer on this ticket
     waited_seconds: float = 0.0  # from each question to its answer (to now while open), summed
+    language: str = "unknown"  # the router's, from the ticket's triage
+    reason: str = ""  # why it is in its status (tickets.status_reason)
 
 
 @dataclass
@@ -151,9 +157,11 @@ class KpiReport:
     by_channel: list[Group]
     by_category: list[Group]
     by_day: list[Group]
+    by_language: list[Group] = field(default_factory=list)
+    escalation_reasons: list[tuple[str, int]] = field(default_factory=list)  # (gist, escalated tickets), most first
 
     def sections(self) -> list[tuple[str, list[Group]]]:
-        return [("all", [self.total]), ("channel", self.by_channel), ("category", self.by_category), ("day", self.by_day)]
+        return [("all", [self.total]), ("channel", self.by_channel), ("category", self.by_category), ("language", self.by_language), ("day", self.by_day)]
 
 
 def _aware(value: datetime) -> datetime:
@@ -170,7 +178,9 @@ def ticket_facts(*, db: Session, since: datetime, until: datetime) -> list[Ticke
     human = exists().where(Approval.ticket_id == t.id, Approval.status.in_(("approved", "rejected")))
     handled = exists().where(CrewRun.ticket_id == t.id) | exists().where(AUDIT.c.ticket_id == t.id, AUDIT.c.kind == "status")
     stmt = (
-        select(t.id, t.source, t.category, t.status, t.created_at, t.updated_at, last_status, inbound, outbound, cost, reopened, human)
+        select(
+            t.id, t.source, t.category, t.status, t.created_at, t.updated_at, last_status, inbound, outbound, cost, reopened, human, t.triage, t.status_reason
+        )
         .where(and_(t.created_at >= since, t.created_at < until, t.status.in_(FINAL), handled))
         .order_by(t.id)
     )
@@ -184,7 +194,7 @@ def ticket_facts(*, db: Session, since: datetime, until: datetime) -> list[Ticke
         n, waited = asked.get(qid, (0, 0.0))
         asked[qid] = (n + 1, waited + max(0.0, (_aware(answered or now) - _aware(opened)).total_seconds()))
     facts = []
-    for tid, source, category, status, created, updated, last, n_in, n_out, spent, was_reopened, by_person in db.execute(stmt):
+    for tid, source, category, status, created, updated, last, n_in, n_out, spent, was_reopened, by_person, triage, why in db.execute(stmt):
         created = _aware(created)
         ended = _aware(last or updated or created)
         resolved = status == "resolved"
@@ -201,6 +211,8 @@ def ticket_facts(*, db: Session, since: datetime, until: datetime) -> list[Ticke
                 cost_usd=float(spent or 0.0),
                 questions=asked.get(tid, (0, 0.0))[0],
                 waited_seconds=asked.get(tid, (0, 0.0))[1],
+                language=str(triage.get("language") or "unknown") if isinstance(triage, dict) else "unknown",
+                reason=why or "",
             )
         )
     return facts
@@ -212,6 +224,16 @@ def _grouped(facts: Iterable[TicketFacts], key) -> list[Group]:
         name = str(key(fact))
         groups.setdefault(name, Group(name)).add(fact)
     return [groups[k] for k in sorted(groups)]
+
+
+def reason_gist(reason: str) -> str:
+    """What an escalation reason says without its details: the text before its first " (" or ": ", at most 80
+    characters; "no reason recorded" when empty."""
+    gist = reason.strip()
+    for cut in (" (", ": "):
+        gist = gist.split(cut, 1)[0]
+    gist = gist.strip()
+    return (gist[:79] + "…" if len(gist) > 80 else gist) or "no reason recorded"
 
 
 def report(*, db: Session, since: datetime, until: datetime | None = None) -> KpiReport:
@@ -227,6 +249,8 @@ def report(*, db: Session, since: datetime, until: datetime | None = None) -> Kp
         by_channel=_grouped(facts, lambda f: f.channel),
         by_category=_grouped(facts, lambda f: f.category),
         by_day=_grouped(facts, lambda f: f.day.isoformat()),
+        by_language=_grouped(facts, lambda f: f.language),
+        escalation_reasons=sorted(Counter(reason_gist(f.reason) for f in facts if f.status == TicketStatus.escalated).items(), key=lambda kv: (-kv[1], kv[0])),
     )
 
 
@@ -348,7 +372,8 @@ def handle_chart(groups: Sequence[Group], title: str) -> str:
     top = max((g.handle_p95 or 0.0 for g in items), default=0.0) or 1.0
     height = 40 + 24 * max(1, len(items))
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="760" height="{height}" role="img" aria-label="{html.escape(title)}" font-family="sans-serif">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="760" height="{height}" viewBox="0 0 760 {height}" role="img" aria-label="{html.escape(title)}" '
+        'font-family="sans-serif">',
         f'<text x="10" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>',
     ]
     for i, group in enumerate(items):
@@ -362,6 +387,30 @@ def handle_chart(groups: Sequence[Group], title: str) -> str:
         )
     if not items:
         parts.append('<text x="158" y="44" font-size="12">no finished tickets</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def bar_chart(items: Sequence[tuple[str, float, str]], title: str, colour: str = "#1565c0", empty: str = "none in this window") -> str:
+    """Horizontal bars, one per (label, value, value as shown), in the order given, scaled to the largest value."""
+    top = max((v for _, v, _ in items), default=0.0) or 1.0
+    height = 40 + 24 * max(1, len(items))
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="760" height="{height}" viewBox="0 0 760 {height}" role="img" aria-label="{html.escape(title)}" '
+        'font-family="sans-serif">',
+        f'<text x="10" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>',
+    ]
+    for i, (label, value, text) in enumerate(items):
+        y = 30 + i * 24
+        width = 400 * value / top
+        short = label if len(label) <= 24 else label[:23] + "…"
+        parts.append(
+            f'<text x="150" y="{y + 13}" font-size="12" text-anchor="end">{html.escape(short)}</text>'
+            f'<rect x="158" y="{y}" width="{width:.1f}" height="16" fill="{colour}"><title>{html.escape(label)}: {html.escape(text)}</title></rect>'
+            f'<text x="{164 + width:.1f}" y="{y + 13}" font-size="11">{html.escape(text)}</text>'
+        )
+    if not items:
+        parts.append(f'<text x="158" y="44" font-size="12">{html.escape(empty)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

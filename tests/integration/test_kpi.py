@@ -343,3 +343,28 @@ def test_kpis_of_tickets_crewdesk_processed(database, store_data, tmp_path):
     assert "<tr><th>all</th>" + "".join(f"<td>{v}</td>" for v in figures[:7]) in html and html.count("<svg") == 3
     svg = chart.read_text()
     assert svg.startswith("<svg") and "n=8" in svg
+
+
+def test_kpis_by_language_and_escalation_reasons(database):
+    """By the language the router detected ("unknown" before routing), and the escalations counted by their reason's
+    gist: the same rule with different details counts once."""
+    with transaction(database.sessions) as db:
+        for key, status, language, reason in (
+            ("L1", "resolved", "en", None),
+            ("L2", "escalated", "en", "legal threat (rule: lawyer)"),
+            ("L3", "escalated", "de", "legal threat (rule: Anwalt)"),
+            ("L4", "escalated", "de", "billing asked for a human"),
+            ("L5", "escalated", None, ""),
+            ("L6", "resolved", None, None),
+        ):
+            tid = make(db, key, source="email", category="billing", status=status, created=D1, statuses=((status, 30),))
+            ticket = db.get(Ticket, tid)
+            ticket.triage, ticket.status_reason = ({"language": language} if language else None), reason
+    with database.sessions() as db:
+        report = kpi.report(db=db, since=SINCE, until=D1 + timedelta(days=1))
+    languages = {g.key: (g.finished, g.resolved, g.escalated) for g in report.by_language}
+    assert languages == {"de": (2, 0, 2), "en": (2, 1, 1), "unknown": (2, 1, 1)}
+    assert report.escalation_reasons == [("legal threat", 2), ("billing asked for a human", 1), ("no reason recorded", 1)]
+    assert [name for name, _ in report.sections()] == ["all", "channel", "category", "language", "day"]
+    assert kpi.reason_gist("specialist asked for a human: customer wants a manager") == "specialist asked for a human"
+    assert kpi.reason_gist("x" * 100) == "x" * 79 + "…"
