@@ -58,7 +58,7 @@ def templates() -> Jinja2Templates:
 
 def create_console(settings: Settings, *, session_factory: sessionmaker[Session], gates: Gates, resume: Callable[[int], object]) -> FastAPI:
     """The console, to be mounted at /console. ConsoleMisconfigured without a secret outside console_dev."""
-    from crewdesk.console import pages  # the routes import this module's ConsoleServices
+    from crewdesk.console import kpi, live, pages  # the routes import this module's ConsoleServices
 
     secret = session_secret(settings)
     if secret is None:
@@ -77,6 +77,8 @@ def create_console(settings: Settings, *, session_factory: sessionmaker[Session]
     app.add_middleware(SecurityHeaders)  # added last, so outermost: on every response, the session's errors too
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(pages.router)
+    app.include_router(live.router)
+    app.include_router(kpi.router)
 
     @app.exception_handler(LoginRequired)
     def to_login(request: Request, _exc: LoginRequired) -> Response:

@@ -41,7 +41,11 @@ class SecurityHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *HEADERS]
+                headers = list(message.get("headers", []))
+                # a response that set a policy of its own (a stored report, crewdesk/console/kpi.py) keeps it alone: two
+                # policies would both apply, the stricter one winning
+                own = any(name.lower() == b"content-security-policy" for name, _ in headers)
+                message["headers"] = [*headers, *(h for h in HEADERS if not (own and h[0] == b"content-security-policy"))]
             await send(message)
 
         await self.app(scope, receive, with_headers)
