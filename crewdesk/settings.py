@@ -335,6 +335,11 @@ class Settings(BaseSettings):
         description="Development only: without console_secret_key, sign sessions with a key made per process; session cookies without Secure (plain http on localhost).",
     )
     console_session_hours: float = Field(default=8.0, gt=0, description="A console login lasts this long, then the user logs in again.")
+    console_login_failures_per_minute: int = Field(
+        default=5,
+        ge=0,
+        description="After this many failed console logins in a minute for one user name or from one address, the next is refused (429) until the minute has passed; 0 = no limit.",
+    )
 
     # Batch backlogs.
     backlog_chunk_rows: int = Field(default=500, description="Rows per database transaction and per enqueue batch.")

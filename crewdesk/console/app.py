@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.middleware.sessions import SessionMiddleware
 
 from crewdesk.console.security import LoginRequired, SecurityHeaders, csrf_token
+from crewdesk.console.throttle import LoginThrottle
 from crewdesk.errors import Conflict, CrewdeskError, Forbidden, NotFound
 from crewdesk.settings import Settings
 from crews.approvals import Gates
@@ -76,6 +77,7 @@ def create_console(settings: Settings, *, session_factory: sessionmaker[Session]
     )
     app.add_middleware(SecurityHeaders)  # added last, so outermost: on every response, the session's errors too
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.state.login_throttle = LoginThrottle(settings.console_login_failures_per_minute)  # crewdesk/console/throttle.py
     app.include_router(pages.router)
     app.include_router(live.router)
     app.include_router(kpi.router)

@@ -16,6 +16,7 @@ from crewdesk.audit import service as audit
 from crewdesk.auth import users
 from crewdesk.console.app import ConsoleServices, page
 from crewdesk.console.security import CsrfChecked, Lead, LoggedIn
+from crewdesk.console.throttle import LoginThrottle
 from crewdesk.db import transaction
 from crewdesk.effects import service as effects
 from crewdesk.tickets import queues as ticket_queues
@@ -51,10 +52,18 @@ def login_form(request: Request) -> Response:
 
 @router.post("/login", dependencies=[CsrfChecked])
 def login(request: Request, name: Annotated[str, Form(max_length=128)], password: Annotated[str, Form(max_length=1024)]) -> Response:
+    throttle: LoginThrottle = request.app.state.login_throttle
+    address = request.client.host if request.client else ""
+    if wait := throttle.retry_after(name, address):
+        refused = page(request, "login.html", {"error": f"Too many failed logins: try again in {wait} seconds."}, status_code=429)
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     with _services(request).session_factory() as db:
         user = users.authenticate(db=db, name=name, password=password)
         if user is None:
+            throttle.failed(name, address)
             return page(request, "login.html", {"error": "Wrong name or password."}, status_code=401)
+        throttle.succeeded(name)
         request.session.clear()  # a new session at each login: nothing from before it (nor its CSRF token) carries over
         request.session["uid"] = user.id
     return RedirectResponse(f"{_prefix(request)}/queues", status_code=303)
