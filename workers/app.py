@@ -74,6 +74,16 @@ def ticket_sender(celery_app: Celery):
     return send
 
 
+def delivery_sender(celery_app: Celery):
+    """A ticket's undelivered messages to the delivery queue by task name (deliver_replies, with its retries): what the
+    console sends after a person's reply, note or close, as the worker does after a run."""
+
+    def send(ticket_id: int) -> None:
+        celery_app.send_task(TaskName.deliver_replies.value, args=[ticket_id])
+
+    return send
+
+
 def enqueuer(settings: Settings, session_factory: sessionmaker[Session]) -> Enqueuer:
     """The Enqueuer (crewdesk/intake/enqueue.py) over this app, configured from `settings`."""
     return Enqueuer(session_factory=session_factory, send=ticket_sender(configure(settings)))

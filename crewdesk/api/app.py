@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,14 +31,33 @@ def token_verifier(settings: Settings) -> TokenVerifier | None:
     )
 
 
+def _celery_delivery(settings: Settings) -> Callable[[int], object]:
+    """Celery's deliver_replies by task name, the Celery app configured at the first send (not when the app is built)."""
+
+    def deliver(ticket_id: int) -> None:
+        from workers.app import configure, delivery_sender
+
+        delivery_sender(configure(settings))(ticket_id)
+
+    return deliver
+
+
 def console_configured(settings: Settings) -> bool:
     """The support console is served with a secret to sign its sessions, or in console_dev; else not at all."""
     return bool(settings.console_secret_key.get_secret_value()) or settings.console_dev
 
 
-def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | None = None, send: Send | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    session_factory: sessionmaker[Session] | None = None,
+    send: Send | None = None,
+    deliver: Callable[[int], object] | None = None,
+) -> FastAPI:
     """`send(ticket_ids)` puts tickets on the broker's queue; it defaults to Celery's (workers.app.ticket_sender), and
-    tests and embedders may pass their own. Tickets reach it only through the Enqueuer (crewdesk/intake/enqueue.py)."""
+    tests and embedders may pass their own. Tickets reach it only through the Enqueuer (crewdesk/intake/enqueue.py).
+    `deliver(ticket_id)` sends a ticket's undelivered messages (a person's reply in the console) through its channel;
+    it defaults to Celery's deliver_replies task (workers.app.delivery_sender), configured when first used."""
     factory = session_factory or make_session_factory(make_engine(settings.database_url))
     if send is None:
         from workers.app import configure, ticket_sender
@@ -69,7 +90,13 @@ def create_app(settings: Settings, *, session_factory: sessionmaker[Session] | N
         services = app.state.services
         app.mount(
             "/console",
-            create_console(settings, session_factory=factory, gates=services.gates, resume=lambda ticket_id: services.enqueuer([ticket_id])),
+            create_console(
+                settings,
+                session_factory=factory,
+                gates=services.gates,
+                resume=lambda ticket_id: services.enqueuer([ticket_id]),
+                deliver=deliver or _celery_delivery(settings),
+            ),
         )
 
     @app.get("/openapi.json", include_in_schema=False)

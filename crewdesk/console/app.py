@@ -20,6 +20,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from crewdesk.console.security import LoginRequired, SecurityHeaders, csrf_token
 from crewdesk.console.throttle import LoginThrottle
+from crewdesk.delivery.channels import reply_sources
 from crewdesk.errors import Conflict, CrewdeskError, Forbidden, NotFound
 from crewdesk.settings import Settings
 from crews.approvals import Gates
@@ -37,8 +38,10 @@ class ConsoleServices:
     settings: Settings
     session_factory: sessionmaker[Session]
     gates: Gates  # a decided approval's write runs through its ticket's gate (crews/approvals.py)
-    resume: Callable[[int], object]  # puts a ticket whose approvals are all decided back on the queue
+    resume: Callable[[int], object]  # puts a ticket back on the queue (approvals all decided; handed back by a person)
     templates: Jinja2Templates
+    deliver: Callable[[int], object] | None = None  # sends a ticket's undelivered messages through its channel (a person's reply)
+    channels: frozenset[str] = frozenset()  # the ticket sources with a reply channel (e-mail, Jira): their replies are sent
 
 
 def session_secret(settings: Settings) -> str | None:
@@ -57,15 +60,27 @@ def templates() -> Jinja2Templates:
     return found
 
 
-def create_console(settings: Settings, *, session_factory: sessionmaker[Session], gates: Gates, resume: Callable[[int], object]) -> FastAPI:
-    """The console, to be mounted at /console. ConsoleMisconfigured without a secret outside console_dev."""
+def create_console(
+    settings: Settings,
+    *,
+    session_factory: sessionmaker[Session],
+    gates: Gates,
+    resume: Callable[[int], object],
+    deliver: Callable[[int], object] | None = None,
+) -> FastAPI:
+    """The console, to be mounted at /console. ConsoleMisconfigured without a secret outside console_dev. `deliver(ticket_id)`
+    hands a ticket's undelivered messages to its channel (the API passes Celery's deliver_replies); without it a
+    person's replies stay in the thread unsent."""
     from crewdesk.console import kpi, live, pages  # the routes import this module's ConsoleServices
 
     secret = session_secret(settings)
     if secret is None:
         raise ConsoleMisconfigured("the console needs CREWDESK_CONSOLE_SECRET_KEY (or _FILE) to sign its sessions; CREWDESK_CONSOLE_DEV=true only on a laptop")
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.console = ConsoleServices(settings=settings, session_factory=session_factory, gates=gates, resume=resume, templates=templates())
+    channels = reply_sources(settings) if deliver is not None else frozenset()
+    app.state.console = ConsoleServices(
+        settings=settings, session_factory=session_factory, gates=gates, resume=resume, templates=templates(), deliver=deliver, channels=channels
+    )
     app.add_middleware(
         SessionMiddleware,
         secret_key=secret,

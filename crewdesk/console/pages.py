@@ -1,6 +1,8 @@
 """The console's pages: login and logout, the queues, a ticket, the approvals inbox. Every page but the login needs a
 logged-in user; every POST checks the session's CSRF token; deciding an approval needs a lead or an admin and goes
-through crews.approvals.decide, the same rules as the API and the CLI, with the logged-in user as the decider."""
+through crews.approvals.decide, the same rules as the API and the CLI, with the logged-in user as the decider. On a
+ticket a person takes it, replies, notes, hands it back or closes it through crewdesk/tickets/handling.py (its rules);
+a reply leaves through the ticket's channel by `deliver` after the commit, a handed-back ticket through `resume`."""
 
 from __future__ import annotations
 
@@ -19,13 +21,15 @@ from crewdesk.console.security import CsrfChecked, Lead, LoggedIn
 from crewdesk.console.throttle import LoginThrottle
 from crewdesk.db import transaction
 from crewdesk.effects import service as effects
+from crewdesk.logging import get_logger
+from crewdesk.tickets import handling, views
 from crewdesk.tickets import queues as ticket_queues
 from crewdesk.tickets import service as tickets
-from crewdesk.tickets import views
 from crewdesk.tickets.models import Ticket
 from crews.approvals import decide as decide_and_resume
 
 router = APIRouter(include_in_schema=False)
+log = get_logger(__name__)
 EXCERPT = 600  # characters of a ticket's words shown beside its approval
 
 
@@ -108,13 +112,30 @@ def _language_of(ticket: Ticket) -> str:
 
 
 @router.get("/tickets/{ticket_id}")
-def ticket(request: Request, user: LoggedIn, ticket_id: int) -> Response:
+def ticket(request: Request, user: LoggedIn, ticket_id: int, draft: bool = False) -> Response:
+    """`draft`: the reply form starts from the reply crewdesk wrote, for the person to edit."""
     with _services(request).session_factory() as db:
         seen = views.view(db=db, ref=str(ticket_id))
         pending = approvals.listing(db=db, status=None, ticket_id=seen.ticket.id)
         chain = audit.verify_ticket(db=db, ticket_id=seen.ticket.id)
+        wrote = str((seen.ticket.resolution or {}).get("customer_reply") or "")
         return page(
-            request, "ticket.html", {"user": user, "view": seen, "approvals": pending, "chain": chain, "shown": shown, "approvers": approvals.approvers}
+            request,
+            "ticket.html",
+            {
+                "user": user,
+                "view": seen,
+                "approvals": pending,
+                "chain": chain,
+                "shown": shown,
+                "approvers": approvals.approvers,
+                "channels": _services(request).channels,
+                "draft": wrote if draft else "",
+                "has_draft": bool(wrote),
+                "in_a_run": handling.IN_A_RUN,
+                "put_down": handling.PUT_DOWN,
+                "done": request.session.pop("ticket_done", ""),
+            },
         )
 
 
@@ -130,6 +151,61 @@ def release(request: Request, user: LoggedIn, ticket_id: int) -> Response:
     with transaction(_services(request).session_factory) as db:
         tickets.assign(db=db, ticket_id=ticket_id, to=None, by=user.name)
     return RedirectResponse(f"{_prefix(request)}/tickets/{ticket_id}", status_code=303)
+
+
+def _back_to(request: Request, ticket_id: int, said: str) -> Response:
+    request.session["ticket_done"] = said
+    return RedirectResponse(f"{_prefix(request)}/tickets/{ticket_id}", status_code=303)
+
+
+def _send_out(request: Request, ticket_id: int, source: str) -> str:
+    """Hand the ticket's unsent messages to its channel after their commit; what to tell the person."""
+    services = _services(request)
+    if services.deliver is None or source not in services.channels:
+        return "kept in the ticket's thread (no reply channel for this source: it is read through the API)"
+    try:
+        services.deliver(ticket_id)
+    except Exception as exc:  # noqa: BLE001 - the message is stored; the person is told it has not gone out yet
+        log.warning("console.delivery_not_started", ticket_id=ticket_id, error=f"{type(exc).__name__}: {exc}")
+        return f"stored, but not handed to delivery ({type(exc).__name__}): it shows as not sent yet"
+    return f"handed to {source} delivery"
+
+
+@router.post("/tickets/{ticket_id}/reply", dependencies=[CsrfChecked])
+def reply(request: Request, user: LoggedIn, ticket_id: int, body: Annotated[str, Form(max_length=handling.MAX_TEXT + 1000)]) -> Response:
+    with transaction(_services(request).session_factory) as db:
+        message = handling.reply(db=db, ticket_id=ticket_id, body=body, by=user.name)
+        source = message.ticket.source
+    return _back_to(request, ticket_id, f"Reply {message.id} {_send_out(request, ticket_id, source)}.")
+
+
+@router.post("/tickets/{ticket_id}/note", dependencies=[CsrfChecked])
+def note(request: Request, user: LoggedIn, ticket_id: int, body: Annotated[str, Form(max_length=handling.MAX_TEXT + 1000)]) -> Response:
+    with transaction(_services(request).session_factory) as db:
+        message = handling.note(db=db, ticket_id=ticket_id, body=body, by=user.name)
+        source = message.ticket.source
+    if source in _services(request).channels:
+        _send_out(request, ticket_id, source)  # Jira keeps it as an internal comment; e-mail sends nothing
+    return _back_to(request, ticket_id, f"Note {message.id} added (for the team only, never sent to the customer).")
+
+
+@router.post("/tickets/{ticket_id}/hand-back", dependencies=[CsrfChecked])
+def hand_back(request: Request, user: LoggedIn, ticket_id: int, reason: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    services = _services(request)
+    with transaction(services.session_factory) as db:
+        handling.hand_back(db=db, ticket_id=ticket_id, by=user.name, reason=reason)
+    services.resume(ticket_id)  # the one way onto the queue, after the commit (a lost send: the reconciler puts it back)
+    return _back_to(request, ticket_id, "Handed back to crewdesk: it is on the queue.")
+
+
+@router.post("/tickets/{ticket_id}/close", dependencies=[CsrfChecked])
+def close(request: Request, user: LoggedIn, ticket_id: int, reason: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    with transaction(_services(request).session_factory) as db:
+        ticket = handling.close(db=db, ticket_id=ticket_id, by=user.name, reason=reason)
+        source = ticket.source
+    if source in _services(request).channels:
+        _send_out(request, ticket_id, source)  # anything unsent goes out, and Jira mirrors the closed status
+    return _back_to(request, ticket_id, "Closed.")
 
 
 @router.get("/approvals")

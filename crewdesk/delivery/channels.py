@@ -18,3 +18,8 @@ def reply_channels(settings: ReplySettings) -> dict[str, ReplyChannel]:
 
         channels["jira"] = JiraReplyChannel.from_settings(settings)
     return channels
+
+
+def reply_sources(settings: ReplySettings) -> frozenset[str]:
+    """The ticket sources `reply_channels` serves, without building the channels (what the console says of a reply)."""
+    return frozenset(source for source, configured in (("email", settings.smtp_host), ("jira", settings.jira_base_url)) if configured)

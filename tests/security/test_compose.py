@@ -318,3 +318,15 @@ def test_the_secret_files_are_kept_out_of_git():
         ignored = subprocess.run(["git", "check-ignore", "-q", secret["file"]], cwd=ROOT)
         assert ignored.returncode == 0, f"{secret['file']} ({name}) would be committed"
     assert subprocess.run(["git", "check-ignore", "-q", "deploy/secrets/README.md"], cwd=ROOT).returncode == 1  # its README is
+
+
+def test_the_console_secret_comes_from_a_secret_file():
+    """The support console (issue 22) signs its sessions with a key from a Docker secret, never a literal in the file,
+    and no service turns on its development mode (a key made per process, cookies without Secure)."""
+    services = load("docker-compose.yml")["services"]
+    api = _environment(services["api"])
+    assert api["CREWDESK_CONSOLE_SECRET_KEY_FILE"] == "/run/secrets/console_secret_key" and "console_secret_key" in services["api"]["secrets"]
+    assert load("docker-compose.yml")["secrets"]["console_secret_key"] == {"file": "./deploy/secrets/console_secret_key"}
+    for name, service in services.items():
+        env = _environment(service)
+        assert "CREWDESK_CONSOLE_SECRET_KEY" not in env and env.get("CREWDESK_CONSOLE_DEV", "false").lower() not in TRUE, name
