@@ -1,5 +1,6 @@
 """The console's main pages in a real headless Chromium (issue 22): axe-core (tests/vendor/axe-core, vendored from npm)
-checks the login, queues, ticket, approvals and KPI pages and finds no serious or critical violation; the queues'
+checks the login, queues, ticket (before and after taking it, with its forms), approvals and KPI pages and finds no
+serious or critical violation; the queues'
 counts update live through htmx under the console's CSP (no violation reported), and without JavaScript the page
 still shows them; the KPI page is photographed into docs/ for the README.
 
@@ -106,6 +107,10 @@ def test_main_pages_pass_axe_and_counts_update_live(server, store):
             ):
                 page.goto(base + path)
                 found[name] = violations(page)
+            page.goto(f"{base}/console/tickets/{ids['K3']}")
+            page.click("button:has-text('Take it')")  # taken: the page shows the reply, note, hand-back and close forms
+            expect(page.locator(".taken")).to_contain_text("lena")
+            found["ticket taken"] = violations(page)
             assert found == {name: [] for name in found}, json.dumps(found, indent=1)
 
             page.goto(f"{base}/console/kpi")
