@@ -7,6 +7,7 @@ a reply leaves through the ticket's channel by `deliver` after the commit, a han
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
@@ -70,6 +71,7 @@ def login(request: Request, name: Annotated[str, Form(max_length=128)], password
         throttle.succeeded(name)
         request.session.clear()  # a new session at each login: nothing from before it (nor its CSRF token) carries over
         request.session["uid"] = user.id
+        request.session["since"] = int(time.time())  # the login's age ends it (security.current_user), not the cookie's
     return RedirectResponse(f"{_prefix(request)}/queues", status_code=303)
 
 

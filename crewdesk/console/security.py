@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -77,9 +78,15 @@ async def check_csrf(request: Request) -> None:
 
 
 def current_user(request: Request) -> User:
-    """The logged-in user, read from the database on every request: a disabled user is logged out at once."""
+    """The logged-in user, read from the database on every request: a disabled user is logged out at once. A login
+    lasts console_session_hours from the moment it was made (the session's `since`), however busy the page: the cookie's
+    own expiry is renewed by every response, the queues' counts polled every 10 s among them."""
     user_id = request.session.get("uid")
     if not isinstance(user_id, int):
+        raise LoginRequired
+    since = request.session.get("since")
+    if not isinstance(since, int | float) or time.time() - since > request.app.state.console.settings.console_session_hours * 3600:
+        request.session.clear()
         raise LoginRequired
     with request.app.state.console.session_factory() as db:
         user = users.active(db=db, user_id=user_id)
