@@ -61,6 +61,7 @@ class OutboundMessage:
     body: str
     public: bool  # False: an internal note for the team (a Jira internal comment; e-mail sends nothing)
     thread: tuple[str, ...] = ()  # channel message ids on the ticket, oldest first (e-mail References)
+    in_reply_to: str | None = None  # the customer's message this one answers (e-mail In-Reply-To); None: the thread's latest
 
 
 class ReplyChannel(ABC):

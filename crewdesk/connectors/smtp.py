@@ -82,8 +82,10 @@ class SmtpReplyChannel(ReplyChannel):
         mail["Date"] = format_datetime(utcnow())
         mail["Message-ID"] = _angle(self.message_id())
         thread = [m for m in message.thread if m]
+        parent = message.in_reply_to or (thread[-1] if thread else None)
+        if parent:  # the customer's message we answer, even after a reply of ours (a holding reply, then a person's)
+            mail["In-Reply-To"] = _angle(parent)
         if thread:
-            mail["In-Reply-To"] = _angle(thread[-1])
             # Long threads: the first id (the ticket's root) and the most recent ones are what clients thread by.
             kept = thread if len(thread) <= MAX_REFERENCES else [thread[0], *thread[-(MAX_REFERENCES - 1) :]]
             mail["References"] = " ".join(_angle(m) for m in kept)

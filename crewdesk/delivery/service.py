@@ -61,6 +61,12 @@ def _outbound(db: Session, ticket: Ticket, message: Message) -> OutboundMessage:
         ).scalars()
         if m is not None  # excluded by the query already; narrows the type
     )
+    answers = db.execute(  # the customer's latest message before this one: what it replies to
+        select(Message.external_id)
+        .where(Message.ticket_id == ticket.id, Message.direction == "inbound", Message.external_id.is_not(None), Message.id < message.id)
+        .order_by(Message.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
     return OutboundMessage(
         message_id=message.id,
         ticket_id=ticket.id,
@@ -70,6 +76,7 @@ def _outbound(db: Session, ticket: Ticket, message: Message) -> OutboundMessage:
         body=message.body,
         public=message.direction == "outbound",
         thread=thread,
+        in_reply_to=answers,
     )
 
 

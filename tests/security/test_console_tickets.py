@@ -85,6 +85,10 @@ def trail(session_factory, ticket_id: int) -> list[tuple[str, str, str]]:
 def test_an_agent_takes_an_email_ticket_and_the_reply_arrives_in_the_customers_thread(desk, session_factory, smtp):
     app, settings, delivered = desk
     ticket_id, customer_message_id = email_ticket(settings, session_factory)
+    with transaction(session_factory) as db:  # crewdesk's holding reply went out when it escalated the ticket
+        tickets.add_message(db=db, ticket=tickets.get(db=db, ticket_id=ticket_id), direction="outbound", author="crewdesk", body="A person will answer you.")
+    deliver_pending(session_factory=session_factory, ticket_id=ticket_id, channels=reply_channels(settings))
+    holding = smtp.received[0].message["Message-ID"]
     arno, lena = logged_in(app, "arno"), logged_in(app, "lena")
     page = arno.get(f"/console/tickets/{ticket_id}")
     assert "Take the ticket to reply" in page.text and 'id="reply-body"' not in page.text
@@ -99,26 +103,27 @@ def test_an_agent_takes_an_email_ticket_and_the_reply_arrives_in_the_customers_t
     assert arno.post(f"/console/tickets/{ticket_id}/reply", data={"body": "no token"}).status_code == 403
     other = lena.post(f"/console/tickets/{ticket_id}/reply", data={"csrf_token": csrf(lena.get("/console/queues")), "body": "Not mine"})
     assert other.status_code == 403 and "arno has it" in other.text
-    assert smtp.received == [] and delivered == []
+    assert len(smtp.received) == 1 and delivered == []
 
     body = "Hello Ana,\nthe carrier found your parcel; it arrives tomorrow.\nArno"
     sent = arno.post(f"/console/tickets/{ticket_id}/reply", data={"csrf_token": csrf(page), "body": body})
     assert sent.status_code == 303 and sent.headers["location"] == f"/console/tickets/{ticket_id}"
-    assert len(smtp.received) == 1 and delivered == [ticket_id]
-    got = smtp.received[0]
+    assert len(smtp.received) == 2 and delivered == [ticket_id]
+    got = smtp.received[1]
     mailed = got.message
     assert got.rcpt_tos == ["ana@example.com"] and mailed["To"] == "ana@example.com"
-    assert mailed["In-Reply-To"] == f"<{customer_message_id}>" and mailed["References"] == f"<{customer_message_id}>"
+    # In the customer's thread: it answers their message (not our holding reply), and names the whole thread.
+    assert mailed["In-Reply-To"] == f"<{customer_message_id}>" and mailed["References"] == f"<{customer_message_id}> {holding}"
     assert mailed["Subject"] == f"Re: Parcel lost [crewdesk #{ticket_id}]" and mailed.get_content().replace("\r\n", "\n").strip() == body
 
     shown = arno.get(f"/console/tickets/{ticket_id}").text
     assert "handed to email delivery" in shown and "outbound · arno" in shown and "· sent" in shown
 
     noted = arno.post(f"/console/tickets/{ticket_id}/note", data={"csrf_token": csrf(page), "body": "Carrier ref 123, call if it slips."})
-    assert noted.status_code == 303 and len(smtp.received) == 1  # a note is never mailed
+    assert noted.status_code == 303 and len(smtp.received) == 2  # a note is never mailed
     assert "for the team only" in arno.get(f"/console/tickets/{ticket_id}").text
     with session_factory() as db:
-        reply = db.execute(select(Message).where(Message.ticket_id == ticket_id, Message.direction == "outbound")).scalar_one()
+        reply = db.execute(select(Message).where(Message.ticket_id == ticket_id, Message.direction == "outbound", Message.author == "arno")).scalar_one()
         assert reply.author == "arno" and reply.external_id == mailed["Message-ID"].strip("<>") and reply.delivered_at is not None
         assert db.get(Ticket, ticket_id).status == TicketStatus.escalated
     assert trail(session_factory, ticket_id) == [("person", "took", "arno"), ("person", "replied", "arno"), ("person", "noted", "arno")]
