@@ -364,27 +364,32 @@ class ProcedureFlow(Flow[ProcedureState]):
             if not mine:
                 out.append(outcome)
                 continue
-            condition = mine[0]
-            holds = condition.holds(action.amount)
+            blocking = [c for c in mine if not c.wants_change(action.amount)]  # every comparison said about it must allow it
+            condition = next((c for c in blocking if c.then), blocking[0]) if blocking else mine[0]
+            then = condition.then or next((c.then for c in mine if c.then), "")
             self._gate.audit(
                 kind="decision",
                 name="price_condition",
                 actor="procedure",
-                arguments={"condition": condition.text},
-                result={"holds": True, "then": condition.then, "difference": action.amount} if holds else {"holds": False, "difference": action.amount},
+                arguments={"condition": condition.text, "only": condition.only},
+                result={"change": not blocking, "then": then, "difference": action.amount},
             )
-            if not holds:
+            if not blocking:
                 out.append(outcome)
                 continue
-            detail = {"threshold": f"${condition.threshold:.2f}", "difference": f"${action.amount:.2f}"}
+            detail = {
+                "threshold": f"${condition.threshold:.2f}",
+                "difference": f"${action.amount:.2f}",
+                "above": action.amount >= condition.threshold,  # the reply says which side of their amount it fell on
+            }
             order = next(o for o in self.state.customer.orders if o.order_id == action.order_id) if self.state.customer else None
             spec = self._procedures.by_intent.get("return_items")
-            if condition.then == "return" and spec is not None and order is not None and order.status == "delivered":
+            if then == "return" and spec is not None and order is not None and order.status == "delivered":
                 ret, _ = self._action(spec, order, list(action.items), text=condition.text, prefer="")
                 if ret is not None:
                     out.append(self._checked(spec, ret, order, items=ret.items))
                     continue
-            if condition.then == "nothing":
+            if then == "nothing":
                 out.append(outcome.model_copy(update={"kind": "declined", "rule": "price_condition", "detail": detail}))
                 continue
             out.append(Outcome(intent=outcome.intent, kind="unclear", detail={"said": condition.text}))

@@ -2,7 +2,10 @@
 than $20 extra, just take them back", "falls der mehr als 20 Dollar teurer ist, lassen Sie es bitte so", "si la M
 cuesta más que el que tengo, prefiero devolverlo". The request reader leaves conditional clauses out of the first
 request; here a conditional clause that compares a price is read as (threshold, which way, what then) with the
-vocabulary's words (tasks/procedures/vocabulary.yaml, `price`), and the amount the customer wrote."""
+vocabulary's words (tasks/procedures/vocabulary.yaml, `price`), and the amount the customer wrote. The same comparison
+says opposite things by how it is put: "if it costs more than $20, take it back" names when the alternative is wanted,
+"only if it is under $250 more, otherwise forget it" ("nur wenn", "solo si", "seulement si", or an "otherwise" after
+it) names when the change itself is."""
 
 from __future__ import annotations
 
@@ -23,32 +26,50 @@ class PriceCondition:
     more: bool  # True: "more than"; False: "less than"
     then: str  # return | nothing | cancel | "" (not said)
     text: str
+    only: bool = False  # the comparison says when the change is wanted ("only if under $250 more, otherwise forget it")
 
     def holds(self, difference: float) -> bool:
-        """Whether the condition is met by a change that costs `difference` more (negative: it refunds)."""
+        """Whether the comparison is met by a change that costs `difference` more (negative: it refunds)."""
         return difference > self.threshold if self.more else difference < self.threshold
+
+    def wants_change(self, difference: float) -> bool:
+        """Whether the customer still wants the change at this difference: "only if it is under $250 more" wants it when
+        the comparison holds; "if it costs more than $20, just take it back" wants it when it does not."""
+        return self.holds(difference) if self.only else not self.holds(difference)
 
 
 def read(text: str, vocabulary: Vocabulary, language: str | None) -> list[PriceCondition]:
     conditions = []
-    for clause in reading.clauses_of(text, vocabulary, language):
-        said = words(clause)
-        if not any(start <= 2 for start, _ in vocabulary.conditions.spans(said[:5], language)):
+    clauses = reading.clauses_of(text, vocabulary, language)
+    for index, clause in enumerate(clauses):
+        # the condition opens the clause ("If it costs more ...") or follows its request ("swap it, but only if ...")
+        starts = [start for start, _ in vocabulary.conditions.spans(words(clause), language)]
+        if not starts:
             continue
-        more, less = vocabulary.price["more"].found(said, language), vocabulary.price["less"].found(said, language)
-        if more == less:  # neither, or both: no comparison read
+        said = words(clause)[max(0, starts[0] - 2) :]  # with the "but only" before the "if"
+        dearer, cheaper = vocabulary.price["more"].spans(said, language), vocabulary.price["less"].spans(said, language)
+        if not dearer and not cheaper:
             continue
+        # both: the comparison comes first, the words after it say what is compared ("weniger als 30 Dollar mehr kostet")
+        more = bool(dearer) and (not cheaper or dearer[0][0] < cheaper[0][0])
         money = _MONEY.search(fold(clause))
         if money is None and not vocabulary.price["money"].found(said, language):  # "if it is still under warranty"
             continue
         threshold = float((money.group(1) or money.group(2)).replace(",", ".")) if money else 0.0
-        if vocabulary.price["nothing"].found(said, language):
-            then = "nothing"
-        elif vocabulary.requests["return"].found(said, language):
-            then = "return"
-        elif vocabulary.requests["cancel"].found(said, language):
-            then = "cancel"
-        else:
-            then = ""
-        conditions.append(PriceCondition(threshold=threshold, more=more, then=then, text=clause))
+        then = _consequence(said, vocabulary, language)
+        following = words(clauses[index + 1]) if index + 1 < len(clauses) else []
+        if not then and any(start == 0 for start, _ in vocabulary.price["only"].spans(following[:2], language)):
+            then = _consequence(following, vocabulary, language)  # "... only if under $20 more. Otherwise leave it."
+        only = vocabulary.price["only"].found(said, language)
+        conditions.append(PriceCondition(threshold=threshold, more=more, then=then, text=clause, only=only))
     return conditions
+
+
+def _consequence(said: list[str], vocabulary: Vocabulary, language: str | None) -> str:
+    if vocabulary.price["nothing"].found(said, language):
+        return "nothing"
+    if vocabulary.requests["return"].found(said, language):
+        return "return"
+    if vocabulary.requests["cancel"].found(said, language):
+        return "cancel"
+    return ""

@@ -348,6 +348,27 @@ def test_a_refused_partial_cancel_falls_back_to_the_whole_order_the_customer_ask
     assert "I have cancelled order" in reply
 
 
+@pytest.mark.parametrize(("limit", "changed"), [(20, False), (5000, True)])
+def test_only_if_under_an_amount_makes_the_change_below_it_and_leaves_the_order_above_it(settings, store, make_ticket, limit, changed):
+    """ "Only if it is less than $X more, otherwise leave it": the amount bounds the change itself. The dearest laptop
+    costs more than $53 over theirs, so under $20 leaves the order and says so with the figures; under $5000 changes it."""
+    before = order(store, PENDING)
+    outcome, reply, audit = run(
+        settings,
+        store,
+        make_ticket,
+        f"Please change the laptop in my order to the most expensive one, but only if it's less than ${limit} more. Otherwise leave my order as it is. Charge any difference to my PayPal.",
+        "modify_order",
+        customer=EMAIL,
+    )
+    assert outcome.status == "resolved", reply
+    if changed:
+        assert order(store, PENDING)["status"] == "pending (item modified)" and ("effect", "modify_pending_order_items") in audit
+    else:
+        assert order(store, PENDING) == before and not any(kind == "effect" for kind, _ in audit)
+        assert f"above the ${limit}.00 you gave" in reply and "as it is" in reply
+
+
 def test_a_fallback_that_says_leave_it_changes_nothing_and_says_why(settings, store, make_ticket):
     before = order(store, PENDING)
     outcome, reply, audit = run(

@@ -26,6 +26,27 @@ def test_a_price_condition_is_read_with_its_threshold_direction_and_alternative(
     assert (condition.threshold, condition.more, condition.then) == (threshold, more, then)
 
 
+@pytest.mark.parametrize(
+    ("text", "language", "threshold", "more", "difference", "wanted"),
+    [
+        ("Swap my lamp for the brass one, but only if the difference is below $40, otherwise forget it.", "en", 40.0, False, 35.0, True),
+        ("Swap my lamp for the brass one, but only if the difference is below $40, otherwise forget it.", "en", 40.0, False, 55.0, False),
+        ("Tauschen Sie den Rucksack gegen den großen, aber nur wenn er weniger als 30 Dollar mehr kostet.", "de", 30.0, False, 12.0, True),
+        ("Cambien la cafetera por la de acero siempre que cueste menos de 70 dólares más.", "es", 70.0, False, 90.0, False),
+        ("Remplacez la valise par la rouge, seulement si le supplément reste en dessous de 50 $.", "fr", 50.0, False, 20.0, True),
+        # the usual way round: the comparison names when the alternative is wanted
+        ("Please swap the kettle for the steel one. If it costs more than $25 extra, just take the kettle back.", "en", 25.0, True, 30.0, False),
+        ("Please swap the kettle for the steel one. If it costs more than $25 extra, just take the kettle back.", "en", 25.0, True, 10.0, True),
+    ],
+)
+def test_only_if_bounds_the_change_itself_and_if_bounds_the_alternative(text, language, threshold, more, difference, wanted):
+    """ "Only if it is under $40" wants the change below $40; "if it costs more than $25, take it back" wants it up to
+    $25: the same comparison read the wrong way round writes a change the customer ruled out, and says it did not."""
+    (condition,) = price.read(text, VOCABULARY, language)
+    assert (condition.threshold, condition.more) == (threshold, more)
+    assert condition.wants_change(difference) is wanted
+
+
 def test_a_condition_holds_only_on_its_side_of_the_threshold():
     dearer = price.PriceCondition(threshold=20.0, more=True, then="return", text="")
     assert dearer.holds(20.01) and not dearer.holds(20.0) and not dearer.holds(-5.0)
