@@ -146,11 +146,14 @@ class Lexicon:
         """The values of `option` the text names, less those that sit next to the name of another option: in
         "luminosité moyenne" the "medium" is a brightness, not a makeup kit's skin tone."""
         names = self.option_names_in(text, language=language)
+        words = self._words(text)
         kept: set[str] = set()
         for value in self.values_in(text, option, language=language):
             beside = [n for n in names if -2 <= value.start - n.end <= 0 or 0 <= n.start - value.end <= 1]
             if beside and not any(option in n.names for n in beside):
                 continue
+            if value.term.isdigit() and value.end < len(words) and words[value.end] in _OTHER_UNITS and words[value.end] not in value.term:
+                continue  # "8 GB" is a storage, not the 8-inch screen a bare "8" can mean
             kept |= value.names
         return kept
 
@@ -165,6 +168,52 @@ class Lexicon:
             for entries in self._products[lang].by_first.values():
                 out.extend(" ".join(term) for term, keys in entries if product in keys)
         return list(dict.fromkeys(out))
+
+
+# A unit right after a bare number says what the number measures ("8 GB", "20 Stunden"): not an option of another unit.
+_OTHER_UNITS = frozenset(
+    [
+        "gb",
+        "tb",
+        "mb",
+        "ml",
+        "l",
+        "liter",
+        "liters",
+        "litre",
+        "litres",
+        "mah",
+        "ft",
+        "feet",
+        "foot",
+        "inch",
+        "inches",
+        "zoll",
+        "pulgadas",
+        "pouces",
+        "mp",
+        "w",
+        "watt",
+        "bar",
+        "lbs",
+        "lb",
+        "kg",
+        "mm",
+        "cm",
+        "hours",
+        "hour",
+        "stunden",
+        "horas",
+        "heures",
+        "pieces",
+        "teile",
+        "piezas",
+        "cups",
+        "tassen",
+        "tazas",
+        "tasses",
+    ]
+)
 
 
 def _longest(mentions: Iterable[Mention]) -> list[Mention]:

@@ -39,11 +39,14 @@ SYNONYMS = {"s": "small", "m": "medium", "l": "large", "xs": "extra small", "xl"
 _CONTRACTION = re.compile(r"(?<=\w)['\u2019](?:s|t|d|ll|re|m|ve)\b", re.I)
 
 
+_NUMBER_UNIT = re.compile(r"\b(\d+) (gb|tb|mb|ml|l|mah|ft|inch|mp|w|bar|lbs?|mm|cm|k)\b")  # "32 GB" is the value 32GB
+
+
 def _phrase(value: str) -> str:
     phrase = " ".join(w.lower() for w in _WORD.findall(_CONTRACTION.sub("", value)))  # "it's" has no size S in it
     for pattern, unit in _UNITS:
         phrase = pattern.sub(unit, phrase)
-    return phrase
+    return _NUMBER_UNIT.sub(r"\1\2", phrase)
 
 
 def _named(value: str, text: str) -> bool:
@@ -149,6 +152,11 @@ def narrow(item: Item, pool: list[Item], text: str, prefer: str = "", vocabulary
     free = left_free(f"{prefer} {text}", vocabulary)  # "do not care about waterproof or not": no current value kept
     for key in item.options:
         values = {value for candidate in pool if (value := candidate.options.get(key)) is not None} - {item.options.get(key)}
+        ruled_out = excepted(key, values, f"{prefer} {text}", vocabulary)  # "any colour except purple": purple is no wish
+        if ruled_out:
+            pool = [candidate for candidate in pool if candidate.options.get(key) not in ruled_out] or pool
+            values -= ruled_out
+            spoken.add(key)
         named = (_wanted(key, values, preferred) if preferred else []) or _wanted(key, values, lowered)
         if not named:  # the catalogue's words for the values, in the customer's language ("luminosité moyenne", "1,5 Liter")
             language = LANGUAGE.get()
@@ -181,6 +189,25 @@ def narrow(item: Item, pool: list[Item], text: str, prefer: str = "", vocabulary
             kept = [candidate for candidate in pool if candidate.options.get(key) == item.options.get(key)]
             pool = kept or pool
     return sorted(pool, key=lambda c: (sum(c.options.get(k) != v for k, v in item.options.items()), c.price)), spoken
+
+
+EXCEPT_REACH = 3  # words after "except" / "außer" / "sauf" that name what is ruled out
+
+
+def excepted(key: str, values: set[str], text: str, vocabulary: Vocabulary | None) -> set[str]:
+    """The values of one option the customer rules out: "any colour except purple", "alles außer Schwarz", "cualquier
+    color salvo el rosa", "n'importe quelle couleur sauf le violet" (a value named within a few words after the except-word,
+    by its own words or the catalogue's words in the customer's language)."""
+    if vocabulary is None or not values:
+        return set()
+    language = LANGUAGE.get()
+    said = words(text)
+    out: set[str] = set()
+    for _, end in vocabulary.except_.spans(said, language):
+        window = " ".join(said[end : end + EXCEPT_REACH])
+        out |= {value for value in values if _named(value, _phrase(window))}
+        out |= lexicon.load().values_named(window, key, language=language) & values
+    return out
 
 
 def left_free(text: str, vocabulary: Vocabulary | None) -> set[str]:
@@ -226,7 +253,10 @@ def unasked(item: Item, new: Item, *, asked: set[str], text: str, vocabulary: Vo
     then an option they never spoke of (a shoe's sole) changes with it, but not one they did speak of (named what their
     item has, or asked for the same product: "exactly the same mat, just in pink", "the space grey one"). A new value
     named anywhere in the ticket counts as asked for ("... but my new place has an induction hob")."""
-    lowered, free, spoken = _phrase(f"{text} {ticket}"), left_free(text, vocabulary), spoken_of(item, text, vocabulary)
+    lowered, free = _phrase(f"{text} {ticket}"), left_free(text, vocabulary)
+    # what the customer said of their item anywhere in the ticket ("a fleece jacket in XL, navy. ... in L, but navy"):
+    # the clauses read for the item may not hold it
+    spoken = spoken_of(item, text, vocabulary) | (spoken_of(item, ticket, vocabulary) if ticket else set())
     return [
         key
         for key, value in item.options.items()
@@ -248,7 +278,12 @@ def _describes(value: str, item: Item, text: str) -> bool:
 SAME_BUT = re.compile(
     r"same (?:one|item|model|product|kind|type|thing)?\s*but\b|everything else (?:the )?same|(?:all )?(?:the )?other "
     r"(?:options|specs|specifications|features|attributes)(?:\s+[\w-]+){0,6}?\s+(?:are |be |stay |remain )?(?:the )?same|"
-    r"without changing (?:the |any )?other|exact same\b.*\bexcept",
+    r"without changing (?:the |any )?other|exact same\b.*\bexcept|(?:the )?rest (?:stays? |should stay |is |can stay )?(?:the same|identical|unchanged)|"
+    r"otherwise (?:the same|identical)|everything else (?:identical|unchanged)|"
+    # de, es, fr: "Rest gleich", "sonst identisch", "alles andere bleibt gleich"; "lo demás igual"; "le reste identique"
+    r"\brest (?:bleibt |soll )?(?:gleich|identisch|unverändert)|(?:sonst|ansonsten) (?:alles )?(?:gleich|identisch)|alles andere (?:bleibt |soll )?(?:gleich|identisch)|"
+    r"(?:lo demás|el resto|todo lo demás|resto) (?:igual|idéntico|idéntica|sin cambios)|por lo demás,? igual|"
+    r"le reste (?:pareil|identique|inchangé|ne change pas)|tout le reste (?:pareil|identique)|sinon (?:tout )?(?:pareil|identique)",
     re.I,
 )
 
@@ -367,6 +402,19 @@ def preference_rank(candidate: Item, text: str) -> int:
     return best
 
 
+def of_item(text: str, item: Item) -> str:
+    """The text without its sentences that name other products and not this one: in "the brown shelf in 5 ft. The white
+    kettle stays." the white is the kettle's. Nothing is dropped when no sentence names this product."""
+    language = LANGUAGE.get()
+    sentences = [s for s in _SENTENCE.split(text) if s.strip()]
+    kept = []
+    for sentence in sentences:
+        names = {name for m in lexicon.load().products_in(sentence, language=language) for name in m.names}
+        if not names or item.name in names:
+            kept.append(sentence)
+    return "\n".join(kept) if kept and len(kept) < len(sentences) else text
+
+
 def choose(
     *,
     llm: CrewdeskLLM,
@@ -385,6 +433,7 @@ def choose(
     for candidate in candidates(item, product):  # the customer gave the new item's number, anywhere in the ticket
         if re.search(rf"\b{re.escape(candidate.item_id)}\b", f"{prefer} {text} {ticket}"):
             return candidate
+    text = of_item(text, item)
     pool, spoken = narrow(
         item, candidates(item, product), _PREFER.sub(" ", text), _PREFER.sub(" ", prefer), vocabulary
     )  # what they prefer ranks; what they ask for filters
