@@ -340,6 +340,30 @@ class Settings(BaseSettings):
         ge=0,
         description="After this many failed console logins in a minute for one user name or from one address, the next is refused (429) until the minute has passed; 0 = no limit.",
     )
+    console_oidc_issuer: str = Field(
+        default="",
+        description="Console OIDC login: the provider's issuer (its discovery document is <issuer>/.well-known/openid-configuration; https, or http on loopback); empty = no OIDC login.",
+    )
+    console_oidc_client_id: str = Field(default="", description="Console OIDC login: crewdesk's client id at the provider (the ID token's audience).")
+    console_oidc_client_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="Console OIDC login: the client secret (or CREWDESK_CONSOLE_OIDC_CLIENT_SECRET_FILE); empty = a public client (PKCE only).",
+    )
+    console_oidc_name: str = Field(default="", description="Console OIDC login: the provider's name on the login page's button; empty = the issuer's host.")
+    console_oidc_scopes: str = Field(default="openid profile email", description="Console OIDC login: the scopes asked for (openid is always asked).")
+    console_oidc_role_claim: str = Field(
+        default="groups",
+        description="Console OIDC login: the ID token claim holding the person's groups or roles (a list or a string; dots reach inside, e.g. realm_access.roles).",
+    )
+    console_oidc_roles: dict[str, str] = Field(
+        default={},
+        description='Console OIDC login: JSON map from a value of the role claim to a crewdesk role (agent, lead, admin), e.g. {"support":"agent","support-leads":"lead"}; the highest mapped role wins; a person with none is refused.',
+    )
+    console_oidc_redirect_url: str = Field(
+        default="",
+        description="Console OIDC login: the callback URL registered at the provider; empty = <the console's URL>/login/oidc/callback as the request reached it.",
+    )
+    console_password_login: bool = Field(default=True, description="Console: local users may log in with their password; false = OIDC login only.")
 
     # Batch backlogs.
     backlog_chunk_rows: int = Field(default=500, description="Rows per database transaction and per enqueue batch.")
@@ -430,7 +454,24 @@ class Settings(BaseSettings):
             self.database_url = with_password(self.database_url, self.database_password.get_secret_value())
         if self.broker_password.get_secret_value():
             self.broker_url = with_password(self.broker_url, self.broker_password.get_secret_value())
+        if self.console_oidc_issuer:
+            self._check_console_oidc()
+        elif not self.console_password_login:
+            raise ValueError("console_password_login is false and no console_oidc_issuer is set: nobody could log in to the console")
         return self
+
+    def _check_console_oidc(self) -> None:
+        """Console OIDC login needs a client id, a role map of known roles and an https issuer (http only on loopback)."""
+        parts = urlsplit(self.console_oidc_issuer)
+        if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")):
+            raise ValueError(f"console_oidc_issuer {self.console_oidc_issuer!r} must be an https URL (http only on loopback)")
+        if not self.console_oidc_client_id:
+            raise ValueError("console_oidc_issuer is set: console_oidc_client_id is needed too")
+        if not self.console_oidc_roles:
+            raise ValueError('console_oidc_issuer is set: console_oidc_roles must map claim values to roles, e.g. {"support":"agent"}')
+        wrong = sorted(role for role in self.console_oidc_roles.values() if role not in ("agent", "lead", "admin"))
+        if wrong:
+            raise ValueError(f"console_oidc_roles maps to unknown roles {wrong}: use agent, lead or admin")
 
     @property
     def routing_cache(self) -> Path:

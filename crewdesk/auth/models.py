@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import String
+from sqlalchemy import String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crewdesk.db import Base, EnumText, JSONType, utcnow
@@ -34,9 +34,12 @@ class UserRole(StrEnum):
 
 
 class User(Base):
-    """A person who logs in to the support console with a password (stored only as its Argon2id hash)."""
+    """A person who logs in to the support console with a password (stored only as its Argon2id hash), or through the
+    console's OIDC provider (then named `oidc:<subject>`, as the API names that subject's bearer tokens, with no
+    password: an empty hash, which no password matches)."""
 
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("oidc_issuer", "oidc_subject", name="uq_users_oidc_subject"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)  # the actor recorded for what they do (an approval's decided_by)
@@ -44,3 +47,5 @@ class User(Base):
     role: Mapped[UserRole] = mapped_column(EnumText(UserRole, 16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    oidc_issuer: Mapped[str | None] = mapped_column(String(512), nullable=True)  # migration 0016: set for OIDC users only
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), nullable=True)

@@ -37,6 +37,8 @@ def create(*, db: Session, name: str, password: str, role: UserRole | str) -> Us
 def authenticate(*, db: Session, name: str, password: str) -> User | None:
     """The user this name and password prove, or None: unknown, disabled and wrong password look the same."""
     user = db.execute(select(User).where(User.name == name)).scalar_one_or_none()
+    if user is not None and not user.password_hash:
+        user = None  # an OIDC user has no password: refused as an unknown name, in the same time
     try:
         _HASHER.verify(user.password_hash if user is not None else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):

@@ -71,7 +71,7 @@ def create_console(
     """The console, to be mounted at /console. ConsoleMisconfigured without a secret outside console_dev. `deliver(ticket_id)`
     hands a ticket's undelivered messages to its channel (the API passes Celery's deliver_replies); without it a
     person's replies stay in the thread unsent."""
-    from crewdesk.console import kpi, live, pages  # the routes import this module's ConsoleServices
+    from crewdesk.console import kpi, live, oidc, pages  # the routes import this module's ConsoleServices
 
     secret = session_secret(settings)
     if secret is None:
@@ -96,6 +96,7 @@ def create_console(
     app.include_router(pages.router)
     app.include_router(live.router)
     app.include_router(kpi.router)
+    oidc.install(app, settings)  # OIDC login where console_oidc_issuer is set (crewdesk/console/oidc.py)
 
     @app.exception_handler(LoginRequired)
     def to_login(request: Request, _exc: LoginRequired) -> Response:

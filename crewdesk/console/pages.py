@@ -57,6 +57,8 @@ def login_form(request: Request) -> Response:
 
 @router.post("/login", dependencies=[CsrfChecked])
 def login(request: Request, name: Annotated[str, Form(max_length=128)], password: Annotated[str, Form(max_length=1024)]) -> Response:
+    if not _services(request).settings.console_password_login:  # OIDC login only (crewdesk/console/oidc.py)
+        return page(request, "login.html", {"error": "Passwords are turned off here: sign in with your identity provider."}, status_code=403)
     throttle: LoginThrottle = request.app.state.login_throttle
     address = request.client.host if request.client else ""
     if wait := throttle.retry_after(name, address):
