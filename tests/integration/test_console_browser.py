@@ -5,7 +5,8 @@ a refund a ticket asked for, and sees it approved, with the write made once and 
 the resumed ticket then resolves with the order cancelled in the store; a ticket whose body holds <script> and
 <img onerror> shows them as text and runs neither. An agent takes an escalated e-mail ticket and sends a reply that
 arrives over real SMTP (aiosmtpd) in the customer's thread; a form posted without its CSRF token is refused; the agent
-cannot approve. The queue and a ticket are photographed into docs/ for the README (a laptop and a phone width).
+cannot approve. A lead signs in through the OIDC stand-in provider (tests/oidc_provider.py). The queue and a ticket are
+photographed into docs/ for the README (a laptop and a phone width).
 
 Skipped only when /usr/bin/chromium is missing outside CI (scripts/services.sh installs it as root); in CI (CI=true)
 it must run."""
@@ -269,3 +270,48 @@ def serving(app):
     finally:
         uvi.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_lead_signs_in_through_the_oidc_provider_in_the_browser(settings, store):
+    """OIDC login in Chromium: the login page offers "Sign in with Stand-in IdP"; the browser goes to the provider (its
+    /authorize, a different origin: 127.0.0.1 against the console's localhost), comes back to the callback with the
+    code, and lands on the queues as the lead the provider's groups make them; logging out ends the console's session.
+    The provider is tests/oidc_provider.py, a STAND-IN (no real identity provider runs here): it "logs in" the person the
+    test set, without a page of its own. axe-core checks the login page with the extra button."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.integration.test_console_accessibility import AXE, violations
+    from tests.oidc_provider import StandInProvider
+    from tests.security.test_console_oidc import oidc_settings
+
+    provider = StandInProvider()
+    provider.person["groups"] = ["support", "support-leads"]
+    app = create_app(oidc_settings(settings, provider), session_factory=store, send=lambda _ids: None)
+    try:
+        with serving(app) as base, sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+            try:
+                context = browser.new_context(viewport={"width": 1280, "height": 900})
+                context.add_init_script(path=str(AXE))
+                page = context.new_page()
+                page.goto(f"{base}/console/queues")
+                expect(page).to_have_url(f"{base}/console/login")
+                assert violations(page) == []
+                with page.expect_request(lambda request: request.url.startswith(f"{provider.issuer}/authorize?")):
+                    page.click("text=Sign in with Stand-in IdP")
+                expect(page).to_have_url(f"{base}/console/queues")
+                expect(page.locator("h1")).to_contain_text("Needs a person")
+                expect(page.locator(".who")).to_have_text("oidc:u-1001 (lead)")
+                expect(page.locator("header nav")).to_contain_text("Approvals")
+                page.click("text=Approvals")
+                expect(page).to_have_url(f"{base}/console/approvals")
+                page.click("text=Log out")
+                expect(page).to_have_url(f"{base}/console/login")
+                page.goto(f"{base}/console/queues")
+                expect(page).to_have_url(f"{base}/console/login")  # the session is gone
+            finally:
+                browser.close()
+    finally:
+        provider.close()
+    assert provider.authorize_requests[0]["redirect_uri"] == f"{base}/console/login/oidc/callback"
+    assert len(provider.token_requests) == 1 and provider.codes == {}  # the code was exchanged, once
