@@ -5,8 +5,9 @@ Definitions (the tickets counted are those created in [since, until) that are *f
 resolved, escalated or failed — and handled by crewdesk, i.e. with a crew run or a status row in the audit trail;
 input rejected at intake, stored as failed with no run, is not a handled ticket):
 
-* automated-resolution rate: resolved with no person deciding anything on it (no approval approved or rejected),
-  over finished;
+* automated-resolution rate: resolved with no person deciding anything on it (no approval approved or rejected, no
+  reply written by a person in the console), over finished. A ticket a person closed in the console counts as what
+  crewdesk left it: escalated or failed, with that reason (its ``closed`` status row keeps both);
 * first-contact resolution: resolved with exactly one outbound reply, one inbound message (the customer did not
   write again) and no ``reopened`` status row, over finished;
 * escalation rate: escalated over finished;
@@ -38,10 +39,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import DateTime, Integer, String, and_, column, exists, func, select, table
+from sqlalchemy import DateTime, Integer, String, and_, column, exists, func, or_, select, table
 from sqlalchemy.orm import Session
 
 from crewdesk.approvals.models import Approval
+from crewdesk.db import JSONType
 from crewdesk.runs.models import CrewRun
 from crewdesk.tickets.models import TERMINAL, Message, Question, Ticket, TicketStatus
 
@@ -53,6 +55,7 @@ AUDIT = table(
     column("kind", String),
     column("name", String),
     column("created_at", DateTime(timezone=True)),
+    column("arguments", JSONType),
 )
 FINAL = tuple(sorted(s.value for s in TERMINAL))
 
@@ -175,7 +178,8 @@ def ticket_facts(*, db: Session, since: datetime, until: datetime) -> list[Ticke
     cost = select(func.coalesce(func.sum(CrewRun.cost_usd), 0.0)).where(CrewRun.ticket_id == t.id).scalar_subquery()
     last_status = select(func.max(AUDIT.c.created_at)).where(AUDIT.c.ticket_id == t.id, AUDIT.c.kind == "status").scalar_subquery()
     reopened = exists().where(AUDIT.c.ticket_id == t.id, AUDIT.c.kind == "status", AUDIT.c.name == "reopened")
-    human = exists().where(Approval.ticket_id == t.id, Approval.status.in_(("approved", "rejected")))
+    by_hand = or_(and_(AUDIT.c.kind == "person", AUDIT.c.name == "replied"), and_(AUDIT.c.kind == "status", AUDIT.c.name == "closed"))
+    human = exists().where(Approval.ticket_id == t.id, Approval.status.in_(("approved", "rejected"))) | exists().where(AUDIT.c.ticket_id == t.id, by_hand)
     handled = exists().where(CrewRun.ticket_id == t.id) | exists().where(AUDIT.c.ticket_id == t.id, AUDIT.c.kind == "status")
     stmt = (
         select(
@@ -193,10 +197,13 @@ def ticket_facts(*, db: Session, since: datetime, until: datetime) -> list[Ticke
     ):
         n, waited = asked.get(qid, (0, 0.0))
         asked[qid] = (n + 1, waited + max(0.0, (_aware(answered or now) - _aware(opened)).total_seconds()))
+    closed = _closed_by_a_person(db=db, since=since, until=until)
     facts = []
     for tid, source, category, status, created, updated, last, n_in, n_out, spent, was_reopened, by_person, triage, why in db.execute(stmt):
         created = _aware(created)
         ended = _aware(last or updated or created)
+        if status == "resolved" and tid in closed and closed[tid][0] == last:  # the person's close is its last status
+            _at, status, why = closed[tid]  # counted as crewdesk left it, not as the person's resolution
         resolved = status == "resolved"
         facts.append(
             TicketFacts(
@@ -216,6 +223,22 @@ def ticket_facts(*, db: Session, since: datetime, until: datetime) -> list[Ticke
             )
         )
     return facts
+
+
+def _closed_by_a_person(*, db: Session, since: datetime, until: datetime) -> dict[int, tuple[datetime, str, str]]:
+    """Tickets of the window a person closed in the console (crewdesk/tickets/handling.py): ticket id -> (when, the
+    status it was closed from, crewdesk's reason for it), from each ticket's latest ``closed`` status row."""
+    rows = db.execute(
+        select(AUDIT.c.ticket_id, AUDIT.c.created_at, AUDIT.c.arguments)
+        .join(Ticket, Ticket.id == AUDIT.c.ticket_id)
+        .where(and_(Ticket.created_at >= since, Ticket.created_at < until, AUDIT.c.kind == "status", AUDIT.c.name == "closed"))
+        .order_by(AUDIT.c.created_at)
+    )
+    found: dict[int, tuple[datetime, str, str]] = {}
+    for ticket_id, at, arguments in rows:
+        if isinstance(arguments, dict) and arguments.get("from") in FINAL:
+            found[ticket_id] = (at, str(arguments["from"]), str(arguments.get("was") or ""))
+    return found
 
 
 def _grouped(facts: Iterable[TicketFacts], key) -> list[Group]:

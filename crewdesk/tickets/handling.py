@@ -17,7 +17,8 @@ The rules:
 
 These are a person's steps, not a run's, so they do not go through TRANSITIONS (no run moves an escalated ticket);
 handing back and closing each write a `status` row (actor: the person), which the KPIs read as the final status
-change."""
+change. The KPIs measure crewdesk: a ticket a person closed counts as what crewdesk left it (escalated or failed, with
+that reason, from the `closed` row), and one a person replied on or closed is no automated resolution."""
 
 from __future__ import annotations
 
@@ -110,8 +111,10 @@ def close(*, db: Session, ticket_id: int, by: str, reason: str = "") -> Ticket:
     ticket = _held(db, ticket_id, by, "close")
     if ticket.status not in PUT_DOWN:
         raise Conflict(f"ticket {ticket.id} is {ticket.status.value}: only an escalated or failed ticket is closed by a person")
-    before = ticket.status
+    before, was = ticket.status, ticket.status_reason or ""
     why = reason.replace("\x00", "").strip()[:2000]
     ticket.status, ticket.status_reason = TicketStatus.resolved, f"closed by {by}" + (f": {why}" if why else "")
-    audit.record(db=db, ticket_id=ticket.id, kind="status", name="closed", actor=by, arguments={"from": before.value, "to": "resolved", "reason": why})
+    # `was`: why crewdesk put it down, which the KPIs keep counting it by (crewdesk/metrics/kpi.py)
+    arguments = {"from": before.value, "to": "resolved", "reason": why, "was": was}
+    audit.record(db=db, ticket_id=ticket.id, kind="status", name="closed", actor=by, arguments=arguments)
     return ticket

@@ -132,3 +132,25 @@ def test_a_person_closes_an_escalated_or_failed_ticket_as_resolved(sessions):
         assert (closed.status, closed.status_reason, closed.assigned_to) == (TicketStatus.resolved, "closed by arno: answered by phone", "arno")
         assert db.get(Ticket, failed_id).status_reason == "closed by arno"
     assert person_rows(sessions, escalated_id)[-1] == ("status", "closed", "arno")
+
+
+def test_the_kpis_count_a_closed_ticket_as_crewdesk_left_it_and_a_persons_reply_as_no_automated_resolution(sessions):
+    """KPIs measure crewdesk: a ticket a person closed stays an escalation with crewdesk's reason; a resolution after a
+    person's reply is not automated; one crewdesk resolved alone is."""
+    from datetime import UTC, datetime, timedelta
+
+    from crewdesk.metrics import kpi
+
+    closed_id, replied_id, alone_id = escalated(sessions), escalated(sessions, source="api"), escalated(sessions, source="test", taken_by=None)
+    with transaction(sessions) as db:
+        handling.close(db=db, ticket_id=closed_id, by="arno", reason="answered by phone")
+        handling.reply(db=db, ticket_id=replied_id, body="Done for you.", by="arno")
+        for ticket_id in (replied_id, alone_id):  # then crewdesk resolved them (a run's status row)
+            tickets.get(db=db, ticket_id=ticket_id).status = TicketStatus.resolved
+            audit.record(db=db, ticket_id=ticket_id, kind="status", name="resolved", actor="pipeline")
+    now = datetime.now(UTC)
+    with sessions() as db:
+        facts = {f.ticket_id: f for f in kpi.ticket_facts(db=db, since=now - timedelta(days=1), until=now + timedelta(minutes=1))}
+    assert (facts[closed_id].status, facts[closed_id].reason, facts[closed_id].automated) == ("escalated", "needs a person: the rules fired", False)
+    assert (facts[replied_id].status, facts[replied_id].automated) == ("resolved", False)
+    assert (facts[alone_id].status, facts[alone_id].automated) == ("resolved", True)
