@@ -27,6 +27,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import httpx
 import jwt
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crewdesk.audit import service as audit
@@ -295,10 +296,16 @@ def sign_in(*, db: Session, identity: Identity) -> User:
     created = user is None
     before = None if user is None else user.role
     if user is None:
-        user = User(name=name, password_hash="", role=identity.role, oidc_issuer=identity.issuer, oidc_subject=identity.subject)
-        db.add(user)
-    else:
-        user.role = identity.role
+        try:
+            with db.begin_nested():  # a savepoint: the same person's first login in another request may insert first
+                user = User(name=name, password_hash="", role=identity.role, oidc_issuer=identity.issuer, oidc_subject=identity.subject)
+                db.add(user)
+        except IntegrityError:
+            user = db.execute(select(User).where(User.oidc_issuer == identity.issuer, User.oidc_subject == identity.subject)).scalar_one_or_none()
+            if user is None:  # the name, not this person: another user took it in between
+                raise LoginRefused("Another crewdesk user holds this name.", reason="name_taken", status=403) from None
+            created, before = False, user.role
+    user.role = identity.role
     db.flush()
     audit.record(
         db=db,

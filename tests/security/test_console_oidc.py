@@ -9,6 +9,7 @@ to the provider's /authorize. Real PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -22,7 +23,7 @@ from crewdesk.api import create_app
 from crewdesk.audit.models import AuditEvent
 from crewdesk.auth import users
 from crewdesk.auth.models import User, UserRole
-from crewdesk.auth.oidc_login import claim_values, role_of
+from crewdesk.auth.oidc_login import Identity, claim_values, role_of, sign_in
 from crewdesk.db import transaction
 from crewdesk.settings import Settings
 from tests.oidc_provider import StandInProvider, rsa_key
@@ -249,6 +250,35 @@ def test_the_settings_refuse_an_unsafe_or_incomplete_oidc_login(monkeypatch):
             Settings(**{**good, **wrong})
     with pytest.raises(ValidationError, match="nobody could log in"):
         Settings(console_password_login=False)
+
+
+def test_two_first_logins_of_one_person_at_once_make_one_user(provider, session_factory):
+    """The second request's insert waits on the first's (the unique index), then finds the user the first made."""
+    identity = Identity(issuer=provider.issuer, subject="u-2002", role=UserRole.agent, claimed=("support",), display="tom")
+    first = session_factory()
+    made_id = sign_in(db=first, identity=identity).id  # inserted, not yet committed
+    seen: dict[str, object] = {}
+
+    def second() -> None:
+        with session_factory() as db:
+            try:
+                seen["id"] = sign_in(db=db, identity=identity).id
+                db.commit()
+            except Exception as exc:  # noqa: BLE001 - reported below
+                seen["error"] = exc
+
+    waiting = threading.Thread(target=second)
+    waiting.start()
+    time.sleep(1.0)
+    assert waiting.is_alive()  # held by the first login's insert
+    first.commit()
+    first.close()
+    waiting.join(timeout=20)
+    assert not waiting.is_alive() and seen == {"id": made_id}
+    with session_factory() as db:
+        assert db.execute(select(User).where(User.oidc_subject == "u-2002")).scalars().all()[0].id == made_id
+        assert len(db.execute(select(User).where(User.oidc_subject == "u-2002")).scalars().all()) == 1
+    assert [a.result["created"] for a in login_audits(session_factory)] == [True, False]
 
 
 def test_the_role_claim_is_read_by_its_path_and_the_highest_mapped_role_wins():
