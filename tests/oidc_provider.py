@@ -34,7 +34,8 @@ def rsa_key() -> rsa.RSAPrivateKey:
 
 
 class StandInProvider:
-    def __init__(self, *, client_id: str = "crewdesk-console", client_secret: str = "stand-in client secret") -> None:
+    def __init__(self, *, client_id: str = "crewdesk-console", client_secret: str = "stand-in client secret", slash: bool = False) -> None:
+        """`slash`: the issuer ends in a slash, as Auth0's does (the endpoints are under the same base)."""
         self.client_id, self.client_secret = client_id, client_secret
         self.key, self.kid = rsa_key(), "k1"
         self.person: dict[str, Any] = {"sub": "u-1001", "preferred_username": "nadia", "email": "nadia@example.com", "groups": ["support"]}
@@ -85,7 +86,8 @@ class StandInProvider:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.issuer = self.base + ("/" if slash else "")
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -95,9 +97,9 @@ class StandInProvider:
     def discovery(self) -> dict[str, Any]:
         return {
             "issuer": self.issuer,
-            "authorization_endpoint": f"{self.issuer}/authorize",
-            "token_endpoint": f"{self.issuer}/token",
-            "jwks_uri": f"{self.issuer}/jwks",
+            "authorization_endpoint": f"{self.base}/authorize",
+            "token_endpoint": f"{self.base}/token",
+            "jwks_uri": f"{self.base}/jwks",
             "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],

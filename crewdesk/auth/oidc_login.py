@@ -20,7 +20,7 @@ import secrets
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -55,7 +55,7 @@ class LoginRefused(CrewdeskError):
 class LoginConfig:
     issuer: str
     client_id: str
-    client_secret: str = ""
+    client_secret: str = field(default="", repr=False)
     name: str = ""  # shown on the login page's button
     scopes: str = "openid profile email"
     role_claim: str = "groups"
@@ -70,7 +70,7 @@ class LoginConfig:
         if not settings.console_oidc_issuer:
             return None
         return cls(
-            issuer=settings.console_oidc_issuer.rstrip("/"),
+            issuer=settings.console_oidc_issuer,  # exactly as the provider writes it (Auth0's ends in a slash)
             client_id=settings.console_oidc_client_id,
             client_secret=settings.console_oidc_client_secret.get_secret_value(),
             name=settings.console_oidc_name or (urlsplit(settings.console_oidc_issuer).hostname or "your identity provider"),
@@ -156,16 +156,17 @@ class OidcLogin:
             return self._metadata
 
     def _discover(self) -> dict[str, Any]:
-        where = self.config.issuer + "/.well-known/openid-configuration"
+        where = self.config.issuer.rstrip("/") + "/.well-known/openid-configuration"
         try:
             response = httpx.get(where, timeout=self.config.timeout_seconds)
             response.raise_for_status()
             found = response.json()
         except (httpx.HTTPError, ValueError) as exc:
             raise IdentityProviderUnavailable(f"the identity provider's configuration could not be read ({where}): {type(exc).__name__}") from exc
-        if not isinstance(found, dict) or found.get("issuer", "").rstrip("/") != self.config.issuer:
+        if not isinstance(found, dict) or found.get("issuer") != self.config.issuer:  # OpenID Connect Discovery 4.3: identical
+            named = found.get("issuer") if isinstance(found, dict) else None
             raise IdentityProviderUnavailable(
-                f"the identity provider's configuration ({where}) names another issuer: {found.get('issuer') if isinstance(found, dict) else None!r}"
+                f"the identity provider's configuration ({where}) names the issuer {named!r}: set CREWDESK_CONSOLE_OIDC_ISSUER to exactly that"
             )
         for needed in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
             if not isinstance(found.get(needed), str) or not found[needed].startswith(("https://", "http://")):

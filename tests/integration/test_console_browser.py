@@ -297,7 +297,7 @@ def test_a_lead_signs_in_through_the_oidc_provider_in_the_browser(settings, stor
                 page.goto(f"{base}/console/queues")
                 expect(page).to_have_url(f"{base}/console/login")
                 assert violations(page) == []
-                with page.expect_request(lambda request: request.url.startswith(f"{provider.issuer}/authorize?")):
+                with page.expect_request(lambda request: request.url.startswith(f"{provider.base}/authorize?")):
                     page.click("text=Sign in with Stand-in IdP")
                 expect(page).to_have_url(f"{base}/console/queues")
                 expect(page.locator("h1")).to_contain_text("Needs a person")

@@ -23,7 +23,7 @@ from crewdesk.api import create_app
 from crewdesk.audit.models import AuditEvent
 from crewdesk.auth import users
 from crewdesk.auth.models import User, UserRole
-from crewdesk.auth.oidc_login import Identity, claim_values, role_of, sign_in
+from crewdesk.auth.oidc_login import Identity, LoginConfig, claim_values, role_of, sign_in
 from crewdesk.db import transaction
 from crewdesk.settings import Settings
 from tests.oidc_provider import StandInProvider, rsa_key
@@ -65,7 +65,7 @@ def at_provider(browser: TestClient, provider: StandInProvider) -> str:
     provider sends the browser back to."""
     start = browser.get("/console/login/oidc")
     assert start.status_code == 303, start.text
-    assert start.headers["location"].startswith(f"{provider.issuer}/authorize?")
+    assert start.headers["location"].startswith(f"{provider.base}/authorize?")
     back = httpx.get(start.headers["location"], follow_redirects=False)
     assert back.status_code == 302, back.status_code
     callback = back.headers["location"]
@@ -210,6 +210,23 @@ def test_the_provider_refusing_or_unreachable_logs_nobody_in(app, provider, sett
     down = create_app(oidc_settings(settings, gone), session_factory=session_factory, send=lambda _ids: None)
     browser = client(down)
     assert_refused(browser, browser.get("/console/login/oidc"), 503, "cannot be reached")
+
+
+def test_the_issuer_is_matched_exactly_as_the_provider_writes_it(settings, session_factory):
+    slashed = StandInProvider(slash=True)  # Auth0 writes its issuer with a trailing slash, and its tokens' iss so
+    try:
+        browser, answer = oidc_login(create_app(oidc_settings(settings, slashed), session_factory=session_factory, send=lambda _ids: None), slashed)
+        assert answer.status_code == 303 and browser.get("/console/queues").status_code == 200
+        row = user_row(session_factory, "oidc:u-1001")
+        assert row is not None and row.oidc_issuer == slashed.base + "/"
+        # configured without it: the discovery document names another issuer, and nothing is trusted
+        unslashed = create_app(oidc_settings(settings, slashed, console_oidc_issuer=slashed.base), session_factory=session_factory, send=lambda _ids: None)
+        browser = client(unslashed)
+        assert_refused(browser, browser.get("/console/login/oidc"), 503, "cannot be reached")
+    finally:
+        slashed.close()
+    config = LoginConfig.from_settings(oidc_settings(settings, slashed))
+    assert config is not None and config.client_secret == slashed.client_secret and slashed.client_secret not in repr(config)
 
 
 def test_passwords_can_be_turned_off_and_oidc_is_off_unless_configured(settings, provider, session_factory):
