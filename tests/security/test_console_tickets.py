@@ -168,7 +168,12 @@ def test_an_api_tickets_reply_stays_in_its_thread_and_the_note_is_left_out_of_th
 
 
 def test_handing_back_queues_the_ticket_once_and_closing_resolves_it_under_the_persons_name(desk, session_factory, make_ticket, resumed):  # noqa: F811
-    app, _settings, _delivered = desk
+    """Handed back, the ticket goes to the queue once and the worker runs it once (a second delivery of it is reused)."""
+    from crewdesk.llm.factory import LLMFactory
+    from crewdesk.runs.models import CrewRun
+    from crews.pipeline import Pipeline
+
+    app, settings, _delivered = desk
     back, done = make_ticket("Please call me."), make_ticket("Never mind, sorted.")
     for ticket_id in (back, done):
         escalate(session_factory, ticket_id)
@@ -187,12 +192,18 @@ def test_handing_back_queues_the_ticket_once_and_closing_resolves_it_under_the_p
     again = arno.post(f"/console/tickets/{back}/hand-back", data={"csrf_token": token})
     assert again.status_code == 403 and resumed == [back]  # nobody holds it now: refused, not queued twice
     assert "Handed back to crewdesk" in arno.get(f"/console/tickets/{back}").text
+    pipeline = Pipeline(settings=settings, session_factory=session_factory, llm_factory=LLMFactory(settings))
+    first, second = pipeline.process(back), pipeline.process(back)  # what the worker does with it, and a duplicate delivery
+    assert not first.reused and second.reused and first.status in ("resolved", "escalated", "waiting_on_customer")
+    with session_factory() as db:
+        assert len(db.execute(select(CrewRun).where(CrewRun.ticket_id == back)).scalars().all()) == 1
 
     assert arno.post(f"/console/tickets/{done}/close", data={"csrf_token": token, "reason": "sorted by the customer"}).status_code == 303
     assert arno.post(f"/console/tickets/{done}/close", data={"csrf_token": token}).status_code == 409  # closed once
     with session_factory() as db:
         handed, closed = db.get(Ticket, back), db.get(Ticket, done)
-        assert (handed.status, handed.assigned_to) == (TicketStatus.queued, None)
+        assert handed.assigned_to is None and handed.status == first.status
         assert (closed.status, closed.status_reason) == (TicketStatus.resolved, "closed by arno: sorted by the customer")
-    assert trail(session_factory, back)[-1] == ("status", "handed_back", "arno")
+    rows = trail(session_factory, back)
+    assert rows[rows.index(("status", "handed_back", "arno")) + 1] == ("status", "triaging", "pipeline")  # then crewdesk's run
     assert trail(session_factory, done)[-1] == ("status", "closed", "arno")
