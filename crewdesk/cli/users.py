@@ -41,13 +41,17 @@ def add(
 
 @app.command("list")
 def listing() -> None:
-    """The users: name, role, created, disabled (never a password)."""
+    """The users: name, role, how they log in (a password, or the OIDC issuer whose subject they are), created, disabled
+    (never a password)."""
     with sessions(load_config(log_json=False))() as db:
         table = Table(title="Console users")
-        for column in ("name", "role", "created", "disabled"):
+        for column in ("name", "role", "login", "created", "disabled"):
             table.add_column(column)
         for user in users.listing(db=db):
-            table.add_row(user.name, user.role.value, f"{user.created_at:%Y-%m-%d %H:%M}", f"{user.disabled_at:%Y-%m-%d %H:%M}" if user.disabled_at else "")
+            login = f"OIDC {user.oidc_issuer}" if user.oidc_issuer else "password"
+            table.add_row(
+                user.name, user.role.value, login, f"{user.created_at:%Y-%m-%d %H:%M}", f"{user.disabled_at:%Y-%m-%d %H:%M}" if user.disabled_at else ""
+            )
     console.print(table)
 
 

@@ -298,6 +298,28 @@ def test_two_first_logins_of_one_person_at_once_make_one_user(provider, session_
     assert [a.result["created"] for a in login_audits(session_factory)] == [True, False]
 
 
+def test_user_list_says_how_each_user_logs_in(tmp_path):
+    """On the SQLite quickstart (migration 0016 there too): an OIDC user is listed with their issuer, and can be disabled."""
+    from sqlalchemy import create_engine, text
+
+    from tests.integration.test_cli import cli
+
+    env = {"CREWDESK_HOME": str(tmp_path), "CREWDESK_DATABASE_URL": ""}
+    secret = tmp_path / "pw"
+    secret.write_text(PASSWORD + "\n")
+    assert cli("user", "add", "lena", "--role", "lead", "--password-file", str(secret), env=env).returncode == 0
+    [database] = list(tmp_path.rglob("*.db"))
+    with create_engine(f"sqlite:///{database}").begin() as conn:
+        conn.execute(
+            text("INSERT INTO users (name, password_hash, role, created_at, oidc_issuer, oidc_subject) VALUES (:n, '', 'agent', CURRENT_TIMESTAMP, :i, :s)"),
+            {"n": "oidc:u-3003", "i": "https://idp.example.com/realms/support", "s": "u-3003"},
+        )
+    listed = cli("user", "list", env={**env, "COLUMNS": "200"})
+    rows = {line.split("│")[1].strip(): line for line in listed.stdout.splitlines() if line.count("│") > 4 and "name" not in line}
+    assert "password" in rows["lena"] and "OIDC https://idp.example.com/realms/support" in rows["oidc:u-3003"], listed.stdout
+    assert cli("user", "disable", "oidc:u-3003", env=env).returncode == 0
+
+
 def test_the_role_claim_is_read_by_its_path_and_the_highest_mapped_role_wins():
     claims = {"groups": "support crewdesk-admins", "realm_access": {"roles": ["offline_access", "support-leads"]}}
     roles = {k: UserRole(v) for k, v in ROLES.items()}
