@@ -283,6 +283,8 @@ def analyse(text: str, items: list[Item], vocabulary: Vocabulary, language: str 
     mentions = _mentions(said, text, items, vocabulary, language)
     excepts = [start for start, _ in vocabulary.except_.spans(said, language)]
     excepted = [m for m in mentions if excepts and m.start > min(excepts)]
+    if "keep" not in kinds:  # "just the helmet, not the backpack or the puzzle": those two are left out, like an except
+        excepted += [m for m in _denied(said, mentions) if m not in excepted]
     price = 1 if vocabulary.dearer.found(said, language) else -1 if vocabulary.cheaper.found(said, language) else 0
     near: dict[int, set[str]] = {}
     for status, terms in vocabulary.orders.items():
@@ -319,6 +321,27 @@ def analyse(text: str, items: list[Item], vocabulary: Vocabulary, language: str 
         rest=vocabulary.rest.found(said, language),
         every=vocabulary.every.found(said, language),
     )
+
+
+_DENY = frozenset(words("not nicht nor ni pas"))
+_OR = frozenset(words("or nor oder noch ni o ou and und y et"))
+_ARTICLE = frozenset(words("the a an my that this der die das den dem des ein eine einen el la los las le les l un une mon ma mes mi mis"))
+
+
+def _denied(said: list[str], mentions: list[Mention]) -> list[Mention]:
+    """Products named right after a bare "not" ("not the backpack", "nicht den Rucksack", "pas le sac"), and those joined to
+    one by "or"/"and" ("not the backpack or puzzle"), when the clause names another product that is not denied: the
+    customer says which items the request leaves out. A clause whose every product is denied is a negated request, which
+    _kinds reads."""
+    denied: list[Mention] = []
+    last_end = -1
+    for mention in sorted(mentions, key=lambda m: m.start):
+        before = [w for w in said[max(0, mention.start - 3) : mention.start] if w not in _ARTICLE]
+        joined = bool(denied) and denied[-1].end == last_end and bool(before) and before[-1] in _OR and mention.start - last_end <= 2
+        if (before and before[-1] in _DENY) or joined:
+            denied.append(mention)
+        last_end = mention.end
+    return denied if len(denied) < len(mentions) else []
 
 
 def wishes(text: str, item: Item, language: str | None, vocabulary: Vocabulary | None = None) -> bool:

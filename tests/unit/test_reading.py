@@ -413,3 +413,57 @@ def test_a_request_before_a_list_goes_on_through_the_products_listed():
 def test_make_them_something_else_is_a_change():
     clauses = reading.request_clauses("I have boots in size 7 on order. Could you make those a size 8 instead?", VOCABULARY, "en")
     assert [c.text for c in clauses if "change" in c.kinds] == ["Could you make those a size 8 instead?"]
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "kettle", "boots"),
+    [
+        (
+            "Hello!\n1) the white kettle, can I swap it for the black one? PayPal for the extra 2) the hiking boots in my open order: size 9 please. refund to the gift card",
+            "en",
+            "paypal_1",
+            "gift_card_1",
+        ),
+        (
+            "Hallo,\n- den Wasserkocher bitte gegen den schwarzen tauschen, Aufpreis über die Geschenkkarte\n- die Wanderschuhe in Größe 9, Erstattung auf PayPal",
+            "de",
+            "gift_card_1",
+            "paypal_1",
+        ),
+    ],
+)
+def test_in_a_list_each_entry_sends_its_own_money_where_it_says(text, language, kettle, boots):
+    """A ticket written as a list names a payment method per entry: each request's money goes to its own entry's method,
+    not to whichever method the whole ticket names first or last."""
+    from crews.procedures import payment
+
+    customer = _customer_with_three_methods()
+    kettle_item, boots_item = customer.orders[0].items[2], customer.orders[1].items[0]
+    found = {}
+    for name, mine in (("kettle", kettle_item), ("boots", boots_item)):
+        entry = payment.entry_of(text, [mine], customer, VOCABULARY, language)
+        assert entry is not None, name
+        order = next(o for o in customer.orders if o.order_id == mine.order_id)
+        found[name] = payment.money_method(entry, order, customer, VOCABULARY, language) or policy_named(entry, order, customer)
+    assert found == {"kettle": kettle, "boots": boots}
+    assert payment.entry_of("Please swap the kettle, PayPal for the extra.", [kettle_item], customer, VOCABULARY, language) is None  # no list
+
+
+def policy_named(text, order, customer):
+    from crews.procedures import policy
+
+    return policy.named_method(text, order, customer)
+
+
+@pytest.mark.parametrize(
+    ("body", "language"),
+    [
+        ("I'd like to send back the kettle (only the kettle, not the hose or t-shirt). Refund to my card.", "en"),
+        ("Bitte nur den Wasserkocher zurücknehmen, nicht den Gartenschlauch und nicht das T-Shirt.", "de"),
+        ("Je voudrais renvoyer la bouilloire, pas le tuyau d'arrosage ni le t-shirt.", "fr"),
+    ],
+)
+def test_products_named_after_a_bare_not_are_left_out_of_the_request(body, language):
+    """ "just the kettle, not the hose or t-shirt": the items after "not" (and those joined to them by "or") are what the
+    request leaves out; before, every product of the clause was returned."""
+    assert chosen(read(body, language=language)) == {"return_items": ["13"]}
