@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 
 from crewdesk.store.lexicon import fold
-from crews.procedures import reading
-from crews.procedures.state import Customer, Order, PaymentMethod
+from crews.procedures import decide, reading
+from crews.procedures.state import Customer, Item, Order, PaymentMethod
 from crews.procedures.wording import Vocabulary, words
 
 # Money that is not the order's payment: a refund, a price difference, a balance.
@@ -151,3 +151,21 @@ def money_method(text: str, order: Order, customer: Customer, vocabulary: Vocabu
         if len(ids) == 1:
             return ids[0]
     return AMBIGUOUS + ",".join(dict.fromkeys(m.method_id for _, m in left or found))
+
+
+# A list entry: "1) ...", "2. ..." or "- ..." at a line's start, or "2) ..." inside a line.
+_ENTRY = re.compile(r"(?m)^\s*(?:[-\u2013\u2022*]|\(?\d{1,2}[).])\s+|(?<!\S)\(?\d{1,2}\)\s+")
+
+
+def entry_of(text: str, items: list[Item], customer: Customer, vocabulary: Vocabulary, language: str | None) -> str | None:
+    """In a ticket written as a list ("1) the shoes ... gift card for the extra 2) the kettle ... refund to PayPal"), the
+    one entry that speaks of these items, when it names a payment method of its own: its money goes there, not to a
+    method another entry names. None when the ticket is no list, or not exactly one entry names the items."""
+    cuts = [m.start() for m in _ENTRY.finditer(text)]
+    if len(cuts) < 2:
+        return None
+    entries = [text[a:b] for a, b in zip(cuts, [*cuts[1:], len(text)], strict=True)]
+    about = [e for e in entries if decide.mentioned_items(items, e)]
+    if len(about) != 1 or not methods_named(about[0], customer, vocabulary, language):
+        return None
+    return about[0]
