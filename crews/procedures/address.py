@@ -426,7 +426,7 @@ def asks(text: str, vocabulary: Vocabulary, language: str | None) -> AddressAsk:
             if ship:
                 orders = True
                 to_account = to_account or account
-            elif account and setting:
+            elif account and setting and not vocabulary.negations.found(said, language):  # "mein Konto bitte NICHT ändern"
                 default = True
     return AddressAsk(orders=orders, default=default, to_account=to_account)
 
