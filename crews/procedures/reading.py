@@ -449,6 +449,10 @@ def _excludes(clause: Clause, vocabulary: Vocabulary, language: str | None) -> b
 _RELATIVE = frozenset({"that", "which", "who", "die", "der", "das", "was", "welche", "que", "cual", "cuales", "qui", "lesquels", "lesquelles"})
 
 
+_ONE_ORDER = re.compile(r"\b(order|bestellung|lieferung|pedido|commande|package|parcel|paket|paquete|colis)\b", re.I)
+_ORDERS = re.compile(r"\b(orders|bestellungen|lieferungen|pedidos|commandes|packages|parcels|pakete|paquetes)\b", re.I)
+
+
 def _one_order(items: list[Item]) -> bool:
     return len({i.order_id for i in items}) == 1
 
@@ -670,6 +674,10 @@ def _read(
                 chosen = [i for i in every_item if _status(i, customer) in statuses and key(i) not in left_out and _status(i, customer) in FITS[kind]]
                 if clause.order_ids:
                     chosen = [i for i in chosen if i.order_id in clause.order_ids]
+                described = {i.order_id for m in clause.mentions for i in m.items}
+                if described and _ONE_ORDER.search(clause.text) and not _ORDERS.search(clause.text):
+                    # "everything in the order that went to Fort Worth (the puzzle and the perfume)": that one order
+                    chosen = [i for i in chosen if i.order_id in described]
             elif clause.targets:
                 for mention in clause.targets:
                     others = [i for m in clause.mentions if m is not mention for i in m.items]

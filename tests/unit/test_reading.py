@@ -467,3 +467,16 @@ def test_products_named_after_a_bare_not_are_left_out_of_the_request(body, langu
     """ "just the kettle, not the hose or t-shirt": the items after "not" (and those joined to them by "or") are what the
     request leaves out; before, every product of the clause was returned."""
     assert chosen(read(body, language=language)) == {"return_items": ["13"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "language"),
+    [
+        ("Please take back everything from the order that came with the vacuum cleaner. Refund to my card.", "en"),
+        ("Quiero devolver todo lo que llegó en el pedido de la aspiradora, por favor.", "es"),
+    ],
+)
+def test_everything_in_the_one_order_the_clause_describes_is_that_orders_items_only(body, language):
+    """ "everything from the order that came with the vacuum": the blanket word covers the one order the clause names by
+    its product, not every delivered item of the account."""
+    assert chosen(read(body, language=language)) == {"return_items": ["31"]}
