@@ -136,9 +136,11 @@ def purge_memory() -> dict:
 @app.task(name=TaskName.reconcile.value, ignore_result=True)
 def reconcile() -> dict:
     """One sweep of the reconciler (Celery beat sends it every reconcile_seconds): stalled tickets the broker lost go
-    back on the queue. Not retried: the next beat is the retry."""
+    back on the queue, and messages whose delivery task never ran (a reply a person wrote in the console while the broker
+    was down) get one. Not retried: the next beat is the retry."""
     from datetime import timedelta
 
+    from crewdesk.delivery.service import never_tried
     from workers.reconcile import broker_ticket_ids
     from workers.reconcile import reconcile as sweep
 
@@ -151,7 +153,11 @@ def reconcile() -> dict:
         in_broker=held,
         enqueue=lambda ticket_id: ticket_sender(app)([ticket_id]),  # a requeue: the ticket keeps its status
     )
-    return {"checked": report.checked, "requeued": report.requeued, "in_broker": report.in_broker}
+    with rt.pipeline.session_factory() as db:
+        undelivered = never_tried(db=db, sources=set(rt.channels), older_than=timedelta(seconds=settings.reconcile_after_seconds))
+    for ticket_id in undelivered:
+        deliver_replies.delay(ticket_id)
+    return {"checked": report.checked, "requeued": report.requeued, "in_broker": report.in_broker, "deliveries": undelivered}
 
 
 @app.task(name=TaskName.remind_waiting.value, ignore_result=True)

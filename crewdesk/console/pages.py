@@ -171,7 +171,7 @@ def _send_out(request: Request, ticket_id: int, source: str) -> str:
         services.deliver(ticket_id)
     except Exception as exc:  # noqa: BLE001 - the message is stored; the person is told it has not gone out yet
         log.warning("console.delivery_not_started", ticket_id=ticket_id, error=f"{type(exc).__name__}: {exc}")
-        return f"stored, but not handed to delivery ({type(exc).__name__}): it shows as not sent yet"
+        return f"stored, but not handed to delivery ({type(exc).__name__}): not sent yet; the reconciler sends it later"
     return f"handed to {source} delivery"
 
 

@@ -11,7 +11,9 @@ is moved to the configured one: after the reply, so the customer reads the answe
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -49,6 +51,29 @@ def pending(*, db: Session, ticket_id: int) -> list[Message]:
             .order_by(Message.id)
         ).scalars()
     )
+
+
+def never_tried(*, db: Session, sources: Collection[str], older_than: timedelta, limit: int = 1000) -> list[int]:
+    """Tickets of these sources with a message to send, older than `older_than`, that no delivery ever tried: its task
+    never reached a worker (the broker refused the send, or lost it). The reconciler sends each a delivery task again; a
+    second task for one already queued is harmless (each message is locked, sent once, marked). A message with attempts
+    is its task's (retrying with backoff, or given up) and is left to it."""
+    stmt = (
+        select(Message.ticket_id)
+        .join(Ticket, Ticket.id == Message.ticket_id)
+        .where(
+            Ticket.source.in_(list(sources)),
+            Message.direction.in_(("outbound", "internal")),
+            Message.delivered_at.is_(None),
+            Message.delivery_error.is_(None),
+            Message.delivery_attempts == 0,
+            Message.created_at < utcnow() - older_than,
+        )
+        .distinct()
+        .order_by(Message.ticket_id)
+        .limit(limit)
+    )
+    return list(db.execute(stmt).scalars())
 
 
 def _outbound(db: Session, ticket: Ticket, message: Message) -> OutboundMessage:

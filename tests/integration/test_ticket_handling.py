@@ -154,3 +154,31 @@ def test_the_kpis_count_a_closed_ticket_as_crewdesk_left_it_and_a_persons_reply_
     assert (facts[closed_id].status, facts[closed_id].reason, facts[closed_id].automated) == ("escalated", "needs a person: the rules fired", False)
     assert (facts[replied_id].status, facts[replied_id].automated) == ("resolved", False)
     assert (facts[alone_id].status, facts[alone_id].automated) == ("resolved", True)
+
+
+def test_a_reply_whose_delivery_task_never_ran_is_found_for_the_reconciler(sessions):
+    """The console stores a reply, then sends its delivery task; a broker down at that moment leaves it unsent and
+    untried. The reconciler's sweep (workers/tasks.reconcile) finds it once it is older than the bound, for the sources
+    with a reply channel only; a message its task has tried (retrying or given up) is left to that task."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from crewdesk.db import utcnow
+    from crewdesk.delivery.service import never_tried
+
+    email_id, api_id = escalated(sessions), escalated(sessions, source="api")
+    with transaction(sessions) as db:
+        first = handling.reply(db=db, ticket_id=email_id, body="Hello", by="arno")
+        handling.reply(db=db, ticket_id=api_id, body="Hello", by="arno")
+    hour = timedelta(hours=1)
+    with sessions() as db:
+        assert never_tried(db=db, sources={"email", "jira"}, older_than=hour) == []  # too recent: its task may be on its way
+    with transaction(sessions) as db:
+        db.execute(update(Message).where(Message.direction != "inbound").values(created_at=utcnow() - 2 * hour))
+    with sessions() as db:
+        assert never_tried(db=db, sources={"email", "jira"}, older_than=hour) == [email_id]  # an API ticket has no channel
+    with transaction(sessions) as db:
+        db.get_one(Message, first.id).delivery_attempts = 1  # its task ran and is retrying
+    with sessions() as db:
+        assert never_tried(db=db, sources={"email", "jira"}, older_than=hour) == []

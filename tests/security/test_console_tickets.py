@@ -207,3 +207,49 @@ def test_handing_back_queues_the_ticket_once_and_closing_resolves_it_under_the_p
     rows = trail(session_factory, back)
     assert rows[rows.index(("status", "handed_back", "arno")) + 1] == ("status", "triaging", "pipeline")  # then crewdesk's run
     assert trail(session_factory, done)[-1] == ("status", "closed", "arno")
+
+
+def test_a_reply_whose_delivery_task_was_never_sent_gets_one_from_the_reconciler(settings, session_factory, redis_url, monkeypatch):
+    """The broker was down when the console sent the reply's delivery task: the reply stays unsent and untried. The
+    reconciler's beat task (workers/tasks.reconcile) sends its ticket a deliver_replies task on the delivery queue once the
+    reply is older than CREWDESK_RECONCILE_AFTER_SECONDS; an API ticket's reply (no channel) is left alone."""
+    import json
+    from datetime import timedelta
+
+    import redis
+    from sqlalchemy import update
+
+    from crewdesk.connectors.smtp import SmtpReplyChannel
+    from crewdesk.db import utcnow
+    from crewdesk.llm.factory import LLMFactory
+    from crewdesk.tickets import handling
+    from crews.pipeline import Pipeline
+    from workers import runtime as worker_runtime
+    from workers.app import configure
+    from workers.tasks import reconcile
+
+    ids = []
+    for source, key in (("email", "mail-1"), ("api", "api-1")):
+        with transaction(session_factory) as db:
+            ticket, _ = tickets.submit(db=db, ticket_in=TicketIn(external_id=key, source=source, customer="ana@example.com", subject="Hi", body="Help"))
+            ids.append(ticket.id)
+        escalate(session_factory, ticket.id)
+        with transaction(session_factory) as db:
+            tickets.assign(db=db, ticket_id=ticket.id, to="arno", by="arno")
+            handling.reply(db=db, ticket_id=ticket.id, body="Here is how.", by="arno")
+    with transaction(session_factory) as db:
+        db.execute(update(Message).where(Message.direction == "outbound").values(created_at=utcnow() - timedelta(hours=1)))
+
+    settings = settings.model_copy(update={"broker_url": redis_url, "reconcile_after_seconds": 600})
+    configure(settings)
+    pipeline = Pipeline(settings=settings, session_factory=session_factory, llm_factory=LLMFactory(settings))
+    channel = SmtpReplyChannel(host="127.0.0.1", port=1, tls="none", support_address=SUPPORT)
+    monkeypatch.setattr(worker_runtime, "_runtime", worker_runtime.Runtime(settings=settings, pipeline=pipeline, channels={"email": channel}))
+    queue = redis.Redis.from_url(redis_url)
+    try:
+        result = reconcile.apply()
+        assert result.successful() and result.result["deliveries"] == [ids[0]]
+        sent = [json.loads(raw)["headers"] for raw in queue.lrange("delivery", 0, -1)]
+        assert [(h["task"], h["argsrepr"]) for h in sent] == [("crewdesk.deliver_replies", f"({ids[0]},)")]
+    finally:
+        queue.delete("delivery")
