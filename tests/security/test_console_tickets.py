@@ -253,3 +253,24 @@ def test_a_reply_whose_delivery_task_was_never_sent_gets_one_from_the_reconciler
         assert [(h["task"], h["argsrepr"]) for h in sent] == [("crewdesk.deliver_replies", f"({ids[0]},)")]
     finally:
         queue.delete("delivery")
+
+
+def test_a_reply_is_kept_when_its_delivery_task_cannot_be_sent(desk, session_factory, resumed):  # noqa: F811
+    """The broker refuses the delivery task: the reply is stored (committed before the send), the person is told it is
+    not sent yet, and the page shows it so (the reconciler sends it later: the test above)."""
+    _app, settings, _delivered = desk
+
+    def broker_down(_ticket_id: int) -> None:
+        raise ConnectionRefusedError("redis:6379")
+
+    app = create_app(settings, session_factory=session_factory, send=resumed.extend, deliver=broker_down)
+    ticket_id, _ = email_ticket(settings, session_factory)
+    arno = logged_in(app, "arno")
+    token = csrf(arno.get(f"/console/tickets/{ticket_id}"))
+    arno.post(f"/console/tickets/{ticket_id}/take", data={"csrf_token": token})
+    assert arno.post(f"/console/tickets/{ticket_id}/reply", data={"csrf_token": token, "body": "On its way."}).status_code == 303
+    page = arno.get(f"/console/tickets/{ticket_id}").text
+    assert "not handed to delivery (ConnectionRefusedError)" in page and "· not sent yet" in page
+    with session_factory() as db:
+        reply = db.execute(select(Message).where(Message.ticket_id == ticket_id, Message.direction == "outbound")).scalar_one()
+        assert (reply.body, reply.delivered_at, reply.delivery_attempts) == ("On its way.", None, 0)
