@@ -671,8 +671,10 @@ class ProcedureFlow(Flow[ProcedureState]):
                 # a fallback that asks for the money elsewhere ("cancel it and refund to my gift card") is checked by the policy
                 method_id=policy.named_method(prefer, order, self.state.customer) if prefer and policy.names_method(prefer) else order.paid_with,
             ), []
-        said = prefer if prefer and policy.names_method(prefer) else text
         vocabulary, language = self._procedures.vocabulary, self.state.language
+        assert self.state.customer is not None
+        entry = payment.entry_of(self.state.text, items, self.state.customer, vocabulary, language)  # a list's own entry
+        said = prefer if prefer and policy.names_method(prefer) else entry or text
         said = payment.without_payment_clauses(said, vocabulary, language)  # "and charge the other order to my Visa": not this money
         method_id = payment.money_method(said, order, self.state.customer, vocabulary, language) or policy.named_method(said, order, self.state.customer)
         if spec.tool == "return_delivered_order_items":

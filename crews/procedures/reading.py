@@ -674,10 +674,10 @@ def _read(
                 chosen = [i for i in every_item if _status(i, customer) in statuses and key(i) not in left_out and _status(i, customer) in FITS[kind]]
                 if clause.order_ids:
                     chosen = [i for i in chosen if i.order_id in clause.order_ids]
-                described = {i.order_id for m in clause.mentions for i in m.items}
-                if described and _ONE_ORDER.search(clause.text) and not _ORDERS.search(clause.text):
+                its_order = {i.order_id for m in clause.mentions for i in m.items}
+                if its_order and _ONE_ORDER.search(clause.text) and not _ORDERS.search(clause.text):
                     # "everything in the order that went to Fort Worth (the puzzle and the perfume)": that one order
-                    chosen = [i for i in chosen if i.order_id in described]
+                    chosen = [i for i in chosen if i.order_id in its_order]
             elif clause.targets:
                 for mention in clause.targets:
                     others = [i for m in clause.mentions if m is not mention for i in m.items]
