@@ -433,22 +433,24 @@ def choose(
     for candidate in candidates(item, product):  # the customer gave the new item's number, anywhere in the ticket
         if re.search(rf"\b{re.escape(candidate.item_id)}\b", f"{prefer} {text} {ticket}"):
             return candidate
-    text = of_item(text, item)
+    whole = f"{prefer} {text}".strip()  # "upgrade all my items to the most expensive (... the new shoe ...)" speaks of every item
+    text = of_item(text, item)  # option values are read only where this product, or none, is named
     pool, spoken = narrow(
         item, candidates(item, product), _PREFER.sub(" ", text), _PREFER.sub(" ", prefer), vocabulary
     )  # what they prefer ranks; what they ask for filters
     text = f"{prefer} {text}".strip()
     pool, anchors = compared(item, pool, text)
-    if not spoken and not anchors and not _CHEAPEST.search(text) and not _PRICIEST.search(text) and not _PREFER.search(text):
+    cheapest, priciest = bool(_CHEAPEST.search(whole)), bool(_PRICIEST.search(whole))
+    if not spoken and not anchors and not cheapest and not priciest and not _PREFER.search(text):
         return None  # nothing said about the new variant: asking beats guessing
     if SAME_BUT.search(text):
         changed = spoken | set(anchors)
         pool = [c for c in pool if all(c.options.get(k) == v for k, v in item.options.items() if k not in changed)]
     if not pool:
         return None
-    if _CHEAPEST.search(text) and not _PRICIEST.search(text):
+    if cheapest and not priciest:
         return min(pool, key=lambda c: c.price)
-    if _PRICIEST.search(text) and not _CHEAPEST.search(text):
+    if priciest and not cheapest:
         return max(pool, key=lambda c: c.price)
 
     def settled(chosen: Item, *, only: bool) -> Item | Nearest:

@@ -61,3 +61,13 @@ def test_a_colour_said_of_another_product_in_its_own_sentence_does_not_choose_th
     text = "The wooden shelf in 5 ft instead of 4 please.\nThe white kettle stays as it is."
     new = chosen(store_data, "en", text, "Bookshelf", {"material": "wood", "color": "black", "height": "4 ft"})
     assert isinstance(new, Item) and new.options == {"material": "wood", "color": "black", "height": "5 ft"}
+
+
+def test_the_most_expensive_of_every_item_holds_for_an_item_not_named_in_that_sentence(store_data):
+    """ "Upgrade all my items to the most expensive variants (make sure the new shoe is still the same size)": the
+    sentence names the shoe, but its superlative is every item's; only option values are read per product."""
+    text = "I want all my items upgraded to the priciest versions (but the new shoes must be the same size). Pay with my gift card."
+    mine = {"material": "wood", "color": "black", "height": "4 ft"}
+    new = chosen(store_data, "en", text, "Bookshelf", mine)
+    product = next(p for p in store_data["products"].values() if p["name"] == "Bookshelf")
+    assert isinstance(new, Item) and new.price == max(v["price"] for v in product["variants"].values() if v["available"])
