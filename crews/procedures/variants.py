@@ -404,7 +404,7 @@ def preference_rank(candidate: Item, text: str) -> int:
 
 def of_item(text: str, item: Item) -> str:
     """The text without its sentences that name other products and not this one: in "the brown shelf in 5 ft. The white
-    kettle stays." the white is the kettle's. Nothing is dropped when no sentence names this product."""
+    kettle stays." the white is the kettle's. Sentences that name no product stay; when none would be left, nothing is dropped."""
     language = LANGUAGE.get()
     sentences = [s for s in _SENTENCE.split(text) if s.strip()]
     kept = []
