@@ -241,6 +241,10 @@ def _mentions(said: list[str], text: str, items: list[Item], vocabulary: Vocabul
     opens, closes = marks.get("(", set()), marks.get(")", set())
     starts = [m.start for m in found]
     markers = [end for _, end in vocabulary.descriptors.spans(said, language)]
+    # "from the order I received (kettle, hose, t-shirt), I want to return ...", "del pedido que ya recibí (estantería,
+    # perfume, cama) quiero devolver ...": a list in parentheses right after an order word, before any request, describes
+    # that order ("return the items of my order (the kettle and the hose)" names them instead)
+    markers += [o for o in opens if any(said[n] in _HEADS for n in range(max(0, o - 5), o)) and not any(s < o for s, _ in asking)]
     for start, end in vocabulary.with_.spans(said, language):
         if start in verbs_end:
             continue

@@ -480,3 +480,18 @@ def test_everything_in_the_one_order_the_clause_describes_is_that_orders_items_o
     """ "everything from the order that came with the vacuum": the blanket word covers the one order the clause names by
     its product, not every delivered item of the account."""
     assert chosen(read(body, language=language)) == {"return_items": ["31"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "language", "expected"),
+    [
+        ("From the order I received (kettle, hose, t-shirt) I want to return the t-shirt.", "en", ["11"]),
+        ("Del pedido que ya recibí (hervidor, manguera, camiseta) quiero devolver la camiseta.", "es", ["11"]),
+        ("Aus der gelieferten Bestellung (Wasserkocher, Gartenschlauch, T-Shirt) möchte ich das T-Shirt zurückgeben.", "de", ["11"]),
+        ("Please return the items of my delivered order (the kettle and the hose).", "en", ["12", "13"]),  # the list names them
+    ],
+)
+def test_a_list_in_parentheses_after_an_order_word_describes_the_order(body, language, expected):
+    """ "From the order I received (kettle, hose, t-shirt) I want to return the t-shirt": the list says which order; the
+    t-shirt alone is returned. Before, all three were. After a request, the list names what it asks for."""
+    assert chosen(read(body, language=language)) == {"return_items": expected}
