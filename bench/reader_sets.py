@@ -24,6 +24,11 @@ os.environ.update(
         "CREWAI_STORAGE_DIR": _TMP,
         "CREWDESK_DATABASE_URL": f"sqlite:///{_TMP}/reader.db",
         "CREWDESK_MEMORY_BACKEND": "off",
+        # the rules alone: writes are made as an evaluation makes them (no confirmation), and neither the model's check of
+        # the reading nor its second opinion on risk is asked (the scripted model cannot answer them)
+        "CREWDESK_CONFIRM_WRITES": "off",
+        "CREWDESK_WRITE_CHECK": "off",
+        "CREWDESK_RISK_MODEL_CHECK": "off",
     }
 )
 
