@@ -34,8 +34,7 @@ def counts(
         user = current_user(request)
     except LoginRequired:
         return Response(status_code=204, headers={"HX-Redirect": f"{request.scope.get('root_path', '')}/login"})
-    queue = queue if queue in ticket_queues.QUEUES else "escalated"
-    narrow = ticket_queues.QueueFilter(source=source, category=category, priority=priority, language=language, text=q[:200], older_than_hours=older)
+    queue, narrow = ticket_queues.asked(queue=queue, source=source, category=category, priority=priority, language=language, q=q, older=older)
     services: ConsoleServices = request.app.state.console
     with services.session_factory() as db:
         listed = ticket_queues.queues(db=db, shown="", narrow=narrow)  # counts only: no queue's tickets are read

@@ -100,8 +100,7 @@ def queues(
     q: str = "",
     older: Annotated[int, Query(ge=0, le=24 * 365)] = 0,
 ) -> Response:
-    queue = queue if queue in ticket_queues.QUEUES else "escalated"
-    narrow = ticket_queues.QueueFilter(source=source, category=category, priority=priority, language=language, text=q[:200], older_than_hours=older)
+    queue, narrow = ticket_queues.asked(queue=queue, source=source, category=category, priority=priority, language=language, q=q, older=older)
     with _services(request).session_factory() as db:
         listed = ticket_queues.queues(db=db, shown=queue, narrow=narrow)
         return page(

@@ -37,6 +37,13 @@ class QueueFilter:
     older_than_hours: int = 0
 
 
+def asked(*, queue: str, source: str, category: str, priority: str, language: str, q: str, older: int) -> tuple[str, QueueFilter]:
+    """A queue page's query as the console reads it: a known queue (else escalated) and its filter (the search cut to
+    200 characters); the page and its live counts read it the same way."""
+    chosen = queue if queue in QUEUES else "escalated"
+    return chosen, QueueFilter(source=source, category=category, priority=priority, language=language, text=q[:200], older_than_hours=older)
+
+
 @dataclass(frozen=True)
 class Queue:
     name: str
