@@ -27,6 +27,7 @@ def fold(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
+_PARTS = re.compile(r"[,;:.!?()\u2013\u2014]")
 _CONTRACTIONS = frozenset({"s", "t", "d", "ll", "re", "m", "ve"})
 
 
@@ -146,10 +147,22 @@ class Lexicon:
         """The values of `option` the text names, less those that sit next to the name of another option: in
         "luminosité moyenne" the "medium" is a brightness, not a makeup kit's skin tone."""
         names = self.option_names_in(text, language=language)
-        words = self._words(text)
+        folded = fold(text)
+        spans = tokens(folded)
+        words = [t for t, _, _ in spans]
+
+        def apart(first_end: int, second_start: int) -> bool:  # "Hauptsache blau, die Belüftung ist mir egal": a comma parts them
+            if not 0 < first_end <= second_start < len(spans):
+                return False
+            return bool(_PARTS.search(folded[spans[first_end - 1][2] : spans[second_start][1]]))
+
         kept: set[str] = set()
         for value in self.values_in(text, option, language=language):
-            beside = [n for n in names if -2 <= value.start - n.end <= 0 or 0 <= n.start - value.end <= 1]
+            beside = [
+                n
+                for n in names
+                if (-2 <= value.start - n.end <= 0 and not apart(n.end, value.start)) or (0 <= n.start - value.end <= 1 and not apart(value.end, n.start))
+            ]
             if beside and not any(option in n.names for n in beside):
                 continue
             if value.term.isdigit() and value.end < len(words) and words[value.end] in _OTHER_UNITS and words[value.end] not in value.term:

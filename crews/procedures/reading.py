@@ -53,6 +53,7 @@ ORDER_WORDS = re.compile(r"\b(orders?|bestellung\w*|pedidos?|commandes?|box|pack
 _HEADS = frozenset(words("order orders box package parcel delivery shipment bestellung paket lieferung pedido paquete caja envio commande colis livraison"))
 # right before "with" only: "(the big one with the coffee maker)", "celle avec les lunettes" (not "the same one but with")
 _ONE = frozenset(["one", "ones", "celle", "celui", "celles", "ceux"])
+_OF = frozenset(["del", "de"])  # the vocabulary's "with" words that mean "of": only behind an order word
 # What "all" is about when it asks for every item: "all my items", "alle meine Artikel", "todos mis pedidos".
 # an every-word before these counts occasions, not items
 _TIMES = frozenset({"time", "times", "mal", "vez", "veces", "fois", "day", "week", "month", "year", "season"})
@@ -244,11 +245,17 @@ def _mentions(said: list[str], text: str, items: list[Item], vocabulary: Vocabul
     # "from the order I received (kettle, hose, t-shirt), I want to return ...", "del pedido que ya recibí (estantería,
     # perfume, cama) quiero devolver ...": a list in parentheses right after an order word, before any request, describes
     # that order ("return the items of my order (the kettle and the hose)" names them instead)
-    markers += [o for o in opens if any(said[n] in _HEADS for n in range(max(0, o - 5), o)) and not any(s < o for s, _ in asking)]
+    # ("de mi pedido pendiente (el que va a San Diego con las pesas)"): the whole parenthesis, its commas too
+    parenthesized = {o for o in opens if any(said[n] in _HEADS for n in range(max(0, o - 5), o)) and not any(s < o for s, _ in asking)}
+    markers += parenthesized
     for start, end in vocabulary.with_.spans(said, language):
         if start in verbs_end:
             continue
         heads = {said[n] for n in range(max(0, start - 4), start)}
+        if said[start] in _OF:  # "el pedido del reloj y las botas": "of" says which order only right behind an order word
+            if heads & _HEADS and not any(start <= s < end + 3 for s, _ in asking):
+                markers.append(end)
+            continue
         if (
             heads & _HEADS or (start > 0 and said[start - 1] in _ONE) or any(0 <= start - m.end <= 2 for m in found)
         ):  # "the order (that hasn't shipped yet) with", "the tee with"
@@ -262,7 +269,7 @@ def _mentions(said: list[str], text: str, items: list[Item], vocabulary: Vocabul
             # the phrase runs on through a list ("with the boots, the keyboard and the hose") and stops at a request
             # or a first-person verb, or at a comma that no product follows closely
             blocked = any(scope <= p < mention.start for p in stops)
-            cut = any(scope <= c <= mention.start and not any(c <= s <= c + 2 for s in starts) for c in commas)
+            cut = scope not in parenthesized and any(scope <= c <= mention.start and not any(c <= s <= c + 2 for s in starts) for c in commas)
             # "los auriculares (venían con las mancuernas) y el cepillo": a parenthesis that closes ends what it described
             closed = any(scope <= c <= mention.start for c in closes) and max((o for o in opens if o <= scope), default=-1) > max(
                 (c for c in closes if c <= scope), default=-1
@@ -284,6 +291,8 @@ def analyse(text: str, items: list[Item], vocabulary: Vocabulary, language: str 
         and not any(vocabulary.requests["return"].spans(words(MONEY.sub(" ", catalogue.fold(text))), language))
     ):
         kinds.add("money")  # only money words: a refund's destination, or a return if a product is named with them
+    if "return" in kinds and vocabulary.price["difference"].found(said, language):
+        kinds.add("money")  # "la diferencia que me la devuelvan a la Visa": the price difference goes back, not an item
     mentions = _mentions(said, text, items, vocabulary, language)
     excepts = [start for start, _ in vocabulary.except_.spans(said, language)]
     excepted = [m for m in mentions if excepts and m.start > min(excepts)]
@@ -603,6 +612,8 @@ def _read(
     general: list[str] = []  # clauses that name no product: they may say what the items should become ("I'm a 7")
     carry: list[str] = []  # "two things need to go back:" asks about the products the next clause names
     after_address = False
+    wished: set[tuple] = set()  # items a change was read for from a wish, with no word asking for one
+    worded: set[tuple] = set()  # items a change was asked for in words
     for place, text in enumerate(clauses_of(body, vocabulary, language)):
         if _ADDRESS.search(text):
             after_address = True
@@ -651,8 +662,9 @@ def _read(
             continue  # "can you change that?" after a new address: the address change
         pool = [i for m in clause.targets for i in _narrow(m.items, clause, None, customer, [], language)] or last
         wanting = [i for i in pool if wishes(clause.text, i, language, vocabulary)]
+        inferred = False
         if not kinds and "question" not in clause.kinds and wanting:
-            kinds = ["change"]
+            kinds, inferred = ["change"], True
         if not kinds:
             last = pool if clause.targets else last
             continue
@@ -736,6 +748,7 @@ def _read(
             if chosen:
                 asked.append((kind, chosen, clause, place))
                 last = chosen
+                (wished if inferred else worded if kind == "change" else set()).update(key(i) for i in chosen)
     # a request read only from a wish ("is there the same model without a bag?") of a kind the customer says they are
     # not asking for is a question, not a request
     asked = [(kind, chosen, clause, place) for kind, chosen, clause, place in asked if kind not in declined or clause.requests]
@@ -779,7 +792,7 @@ def _read(
             reading.about[key(item)] = " ".join(filter(None, [reading.about.get(key(item), ""), clause.text]))
     for item_key in reading.about:  # what the items should become may be said in a clause that names no product
         reading.about[item_key] = " ".join([reading.about[item_key], *general])
-    _split_conflicts(reading)
+    _split_conflicts(reading, wished - worded)
     reading.kept = list(kept.values())
     return reading
 
@@ -809,13 +822,21 @@ def _plural(word: str) -> bool:
     return len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is"))
 
 
-def _split_conflicts(reading: ItemReading) -> None:
-    """An item asked for in two ways (returned and exchanged) is not guessed: it is asked about."""
+def _split_conflicts(reading: ItemReading, wished: set[tuple] = frozenset()) -> None:  # type: ignore[assignment]
+    """An item asked for in two ways (returned and exchanged) is not guessed: it is asked about. A change read only from
+    a wish ("the t-shirt doesn't fit, XXL is too small") gives way to a request the customer words for the same item
+    ("I just want to send it back")."""
     seen: dict[tuple, list[str]] = {}
     for intent, items in reading.chosen.items():
         for item in items:
             seen.setdefault(key(item), []).append(intent)
     for item_key, intents in seen.items():
+        if len(intents) > 1 and item_key in wished:
+            changes = [i for i in intents if i in ("modify_order", "exchange_items")]
+            if changes and len(changes) < len(intents):
+                for intent in changes:
+                    reading.chosen[intent] = [i for i in reading.chosen[intent] if key(i) != item_key]
+                    intents.remove(intent)
         if len(intents) > 1:
             item = next(i for i in reading.chosen[intents[0]] if key(i) == item_key)
             for intent in intents:

@@ -495,3 +495,73 @@ def test_a_list_in_parentheses_after_an_order_word_describes_the_order(body, lan
     """ "From the order I received (kettle, hose, t-shirt) I want to return the t-shirt": the list says which order; the
     t-shirt alone is returned. Before, all three were. After a request, the list names what it asks for."""
     assert chosen(read(body, language=language)) == {"return_items": expected}
+
+
+@pytest.mark.parametrize(
+    ("body", "language", "expected"),
+    [
+        # what the item came with only says which one: "received with", "got with" as "came with" does
+        ("The hiking boots I received with the perfume are too tight, can I change them to size 9?", "en", {"modify_order": ["21"]}),
+        ("The desk lamp I got with the boots is too bright, please make it medium brightness.", "en", {"modify_order": ["22"]}),
+        ("Hi, the hiking boots (size 8) I received with the perfume are a bit tight, can I exchnage for size 9?", "en", {"modify_order": ["21"]}),
+        ("las botas de montaña (talla 8) que recibí con el perfume me quedan pequeñas, ¿me las pueden cambiar por la talla 9?", "es", {"modify_order": ["21"]}),
+        # a parenthesis right after an order word describes that order, whatever else it says on the way
+        (
+            "la lámpara de escritorio de mi pedido pendiente (el que va a Boston con el perfume) la quiero en brillo medio.",
+            "es",
+            {"modify_order": ["22"]},
+        ),
+        (
+            "die Schreibtischlampe aus meiner offenen Bestellung (die nach Boston geht, mit dem Parfüm) hätte ich gern in mittlerer Helligkeit.",
+            "de",
+            {"modify_order": ["22"]},
+        ),
+        # "the order of the lamp and the boots": which order, in Spanish, before the item asked about
+        ("En el pedido pendiente de la lámpara y las botas, quiero la lámpara con brillo medio.", "es", {"modify_order": ["22"]}),
+    ],
+)
+def test_products_that_only_say_which_order_are_not_changed(body, language, expected):
+    assert chosen(read(body, language=language)) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "language"),
+    [
+        ("Quiero cambiar la lámpara de escritorio por la de brillo medio. Las botas y el perfume se quedan igual.", "es"),
+        ("Je voudrais la lampe de bureau en luminosité moyenne. Les chaussures de randonnée et le parfum restent tels quels.", "fr"),
+        ("I'd like the desk lamp in medium brightness. The boots and the perfume stay as they are.", "en"),
+    ],
+)
+def test_items_said_to_stay_as_they_are_are_kept(body, language):
+    result = read(body, language=language)
+    assert chosen(result) == {"modify_order": ["22"]}
+    assert {i.item_id for i in result.kept} >= {"21", "23"}
+
+
+@pytest.mark.parametrize(
+    ("body", "language"),
+    [
+        ("¿Me pueden cambiar la camiseta por una talla XL? La diferencia que me la devuelvan a la Visa.", "es"),
+        ("Könnt ihr das T-Shirt in XL tauschen? Die Differenz bitte zurück auf die Visa.", "de"),
+        ("Pouvez-vous échanger le t-shirt contre un XL ? La différence, rendez-la sur ma Visa.", "fr"),
+        ("Can you swap the t-shirt for an XL? Send the difference back to my Visa.", "en"),
+    ],
+)
+def test_sending_the_price_difference_back_is_not_a_return_of_the_item(body, language):
+    result = read(body, language=language)
+    assert chosen(result) == {"exchange_items": ["11"]}
+    assert not result.ambiguous
+
+
+@pytest.mark.parametrize(
+    ("body", "language"),
+    [
+        ("Das T-Shirt passt nicht, XXL ist zu klein. Ich möchte es einfach zurückschicken.", "de"),
+        ("The t-shirt doesn't fit, XXL is too small for me. I just want to send it back.", "en"),
+        ("La camiseta no me queda bien, la XXL es pequeña. Solo quiero devolverla.", "es"),
+    ],
+)
+def test_a_complaint_about_the_fit_is_no_exchange_when_the_customer_asks_for_a_return(body, language):
+    result = read(body, language=language)
+    assert chosen(result) == {"return_items": ["11"]}
+    assert not result.ambiguous

@@ -71,3 +71,20 @@ def test_the_most_expensive_of_every_item_holds_for_an_item_not_named_in_that_se
     new = chosen(store_data, "en", text, "Bookshelf", mine)
     product = next(p for p in store_data["products"].values() if p["name"] == "Bookshelf")
     assert isinstance(new, Item) and new.price == max(v["price"] for v in product["variants"].values() if v["available"])
+
+
+HELMET = {"size": "S", "color": "blue", "ventilation": "low"}
+
+
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [
+        # the colour they have is what matters; the ventilation is left to us, so changing it costs nothing
+        ("de", "Kann ich den Helm gegen Größe M tauschen? Hauptsache blau, die Belüftung ist mir egal."),
+        ("en", "Can I swap the helmet for a size M? As long as it's blue, ventilation doesn't matter to me."),
+        ("fr", "Je voudrais le casque en taille M. Surtout bleu, la ventilation m'est égale."),
+    ],
+)
+def test_an_option_left_to_us_is_free_to_change_and_the_value_kept_is_kept(store_data, language, text):
+    new = chosen(store_data, language, text, "Cycling Helmet", HELMET)
+    assert isinstance(new, Item) and new.options == {"size": "M", "color": "blue", "ventilation": "high"}, new
