@@ -161,7 +161,9 @@ class Lexicon:
             beside = [
                 n
                 for n in names
-                if (-2 <= value.start - n.end <= 0 and not apart(n.end, value.start)) or (0 <= n.start - value.end <= 1 and not apart(value.end, n.start))
+                # "34 pouces": the unit is the value's own word, not the name of the screen size beside it
+                if not value.start <= n.start < n.end <= value.end
+                and ((-2 <= value.start - n.end <= 0 and not apart(n.end, value.start)) or (0 <= n.start - value.end <= 1 and not apart(value.end, n.start)))
             ]
             if beside and not any(option in n.names for n in beside):
                 continue

@@ -629,7 +629,10 @@ def _read(
         if clause.order_ids:
             last_order = [i for i in every_item if i.order_id in clause.order_ids]
         conditional = _conditional(clause, vocabulary, language)
-        if not clause.mentions and not conditional:  # an alternative's words say nothing of the first wish
+        # an alternative's words say nothing of the first wish, and neither does a keep that names another item by its
+        # options ("the linear full size one stays": not a full-size wish for the keyboard being changed)
+        kept_other = "keep" in clause.kinds and not clause.requests and not vocabulary.same.found(clause.said, language)
+        if not clause.mentions and not conditional and not (kept_other and catalogue.load().any_value_in(clause.text, language=language)):
             general.append(clause.text)
         if clause.hedged or conditional:
             continue

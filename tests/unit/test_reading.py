@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from crewdesk.store import lexicon as catalogue
 from crews.procedures import address, reading, wording
 from crews.procedures.spec import ProcedureSpec
 from crews.procedures.state import Customer, Item, Order, PaymentMethod
@@ -565,3 +566,17 @@ def test_a_complaint_about_the_fit_is_no_exchange_when_the_customer_asks_for_a_r
     result = read(body, language=language)
     assert chosen(result) == {"return_items": ["11"]}
     assert not result.ambiguous
+
+
+@pytest.mark.parametrize(
+    ("body", "language"),
+    [
+        ("Of my two keyboards, the RGB one: can you exchange it for the linear one, still 60%? The white full size one stays.", "en"),
+        ("Von meinen zwei Tastaturen: die RGB-Tastatur bitte gegen die lineare tauschen, weiter 60%. Die weiße in voller Größe bleibt.", "de"),
+    ],
+)
+def test_a_keep_that_names_another_item_by_its_options_says_nothing_of_the_change(body, language):
+    result = read(body, language=language)
+    assert chosen(result) == {"exchange_items": ["14"]}
+    about = catalogue.fold(result.about[reading.key(CUSTOMER.orders[0].items[3])])
+    assert "full size" not in about and "voller" not in about

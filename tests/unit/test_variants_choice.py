@@ -88,3 +88,17 @@ HELMET = {"size": "S", "color": "blue", "ventilation": "low"}
 def test_an_option_left_to_us_is_free_to_change_and_the_value_kept_is_kept(store_data, language, text):
     new = chosen(store_data, language, text, "Cycling Helmet", HELMET)
     assert isinstance(new, Item) and new.options == {"size": "M", "color": "blue", "ventilation": "high"}, new
+
+
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [
+        ("fr", "Je voudrais l'échanger contre la version 34 pouces, même bambou, même design graphique."),
+        ("es", "Quiero cambiarlo por el de 34 pulgadas, mismo bambú y mismo diseño gráfico."),
+        ("de", "Ich hätte es gern in 34 Zoll, gleiches Bambus, gleiches Design."),
+    ],
+)
+def test_a_length_with_its_unit_is_a_length_not_the_name_of_a_screen_size(store_data, language, text):
+    mine = {"deck material": "bamboo", "length": "31 inch", "design": "graphic"}
+    new = chosen(store_data, language, text, "Skateboard", mine)
+    assert isinstance(new, Item) and new.options == {**mine, "length": "34 inch"}, new
