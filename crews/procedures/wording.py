@@ -56,8 +56,8 @@ class _Part:
             return word == self.text or (word.endswith(("'s", "\u2019s")) and word[:-2] == self.text)  # "my gift card's empty"
         if word.startswith(self.text):
             return True
-        if not self.fuzzy or len(self.text) < FUZZY_MIN:
-            return False
+        if not self.fuzzy or len(self.text) < FUZZY_MIN or not word or word[0] != self.text[0]:
+            return False  # a typo keeps the first letter: "gefunden" is no "refund", "envoi" no "renvoi"
         return any(_near(word[:n], self.text) for n in (len(self.text) - 1, len(self.text), len(self.text) + 1) if n <= len(word))
 
 

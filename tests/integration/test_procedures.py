@@ -427,6 +427,24 @@ def test_a_cancellation_without_a_reason_asks_for_one_instead_of_inventing_it(se
     assert outcome.status == "resolved" and order(store, PENDING)["cancel_reason"] == "no longer needed"
 
 
+@pytest.mark.parametrize(
+    "said",
+    [
+        "Please cancel order {order}. I found it cheaper elsewhere.",
+        "Por favor, cancelen el pedido {order}. Lo encontré más barato en otra tienda.",
+        "Merci d'annuler la commande {order}. Je l'ai trouvée moins chère ailleurs.",
+        "Bitte stornieren Sie die Bestellung {order}. Ich habe sie woanders günstiger gefunden.",
+    ],
+)
+def test_finding_it_cheaper_elsewhere_is_not_taken_for_an_accepted_reason(settings, store, make_ticket, said):
+    """The store accepts 'no longer needed' or 'ordered by mistake'; a customer who found it cheaper still wants the thing,
+    so which reason is theirs is asked, not written for them."""
+    before = order(store, PENDING)
+    outcome, _, audit = run(settings, store, make_ticket, said.format(order=PENDING), "cancel_order", customer=EMAIL)
+    assert order(store, PENDING) == before and ("policy", "refused:cancel_reason_allowed") in audit
+    assert outcome.status != "resolved"
+
+
 def test_a_pending_order_is_paid_with_the_other_method_the_customer_names(settings, store, make_ticket):
     """ "Take it from PayPal instead of the gift card": of the methods named, the new one is the one the order is not
     already paid with; the only pending order is the one meant. No model decision."""

@@ -161,6 +161,10 @@ def test_the_vocabulary_reads_each_language_with_english_and_forgives_one_typo_i
     assert VOCABULARY.requests["keep"].found(wording.words("je garde le tapis"), "fr")
     assert VOCABULARY.requests["cancel"].found(wording.words("pls cancle it"), "en")
     assert not VOCABULARY.requests["change"].found(wording.words("with clicky switches"), "en")  # a noun, not "switch"
+    assert VOCABULARY.requests["return"].found(wording.words("I'd like to retrun it"), "en")
+    # a typo keeps its first letter: German "gefunden" (found) is no "refund", French "envoi" (shipping) no "renvoi"
+    assert not VOCABULARY.requests["return"].found(wording.words("Ich habe sie woanders günstiger gefunden."), "de")
+    assert not VOCABULARY.requests["return"].found(wording.words("deux choses à changer avant l'envoi"), "fr")
 
 
 def test_every_item_narrowed_by_a_description_is_no_blanket_request():
