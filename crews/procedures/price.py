@@ -60,7 +60,9 @@ def read(text: str, vocabulary: Vocabulary, language: str | None) -> list[PriceC
         following = words(clauses[index + 1]) if index + 1 < len(clauses) else []
         if not then and any(start == 0 for start, _ in vocabulary.price["only"].spans(following[:2], language)):
             then = _consequence(following, vocabulary, language)  # "... only if under $20 more. Otherwise leave it."
-        only = vocabulary.price["only"].found(said, language)
+        # "only if", or no alternative said to a lower bound ("if it is under $200 more, go ahead", "si es más barata, el
+        # reembolso a mi tarjeta"): the comparison says when the change itself is wanted
+        only = vocabulary.price["only"].found(said, language) or (not then and not more)
         conditions.append(PriceCondition(threshold=threshold, more=more, then=then, text=clause, only=only))
     return conditions
 
@@ -68,8 +70,8 @@ def read(text: str, vocabulary: Vocabulary, language: str | None) -> list[PriceC
 def _consequence(said: list[str], vocabulary: Vocabulary, language: str | None) -> str:
     if vocabulary.price["nothing"].found(said, language):
         return "nothing"
-    if vocabulary.requests["return"].found(said, language):
-        return "return"
+    if vocabulary.requests["return"].found(words(reading.MONEY.sub(" ", " ".join(said))), language):
+        return "return"  # not "refund the difference to my card": where money goes is no return instead of the change
     if vocabulary.requests["cancel"].found(said, language):
         return "cancel"
     return ""

@@ -149,8 +149,13 @@ def _kinds(said: list[str], text: str, vocabulary: Vocabulary, language: str | N
         )
 
     def denies_after(end: int, n_start: int) -> bool:  # "passt leider nicht", "I'm keeping nothing": a keep denied after it
-        gap = said[end:n_start]
-        return end <= n_start and len(gap) <= 2 and all(vocabulary.negation_gap.found([word], language) for word in gap)
+        gap = said[end:n_start]  # "is fine, no issues": a negation after a comma says something else
+        return (
+            end <= n_start
+            and len(gap) <= 2
+            and all(vocabulary.negation_gap.found([word], language) for word in gap)
+            and not any(end <= c <= n_start for c in commas)
+        )
 
     for kind in [k for k in (*REQUESTS, "keep") if k in kinds]:
         spans = matched[kind]

@@ -57,3 +57,21 @@ def test_a_condition_holds_only_on_its_side_of_the_threshold():
 def test_a_clause_without_a_condition_or_a_comparison_is_no_price_condition():
     assert price.read("Please swap the kettle for the steel one, it costs more than I hoped but fine.", VOCABULARY, "en") == []
     assert price.read("If you can, send the steel kettle instead.", VOCABULARY, "en") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "difference", "wanted"),
+    [
+        # "if it is under $200, go ahead": the comparison bounds the change itself, with no "only" said
+        ("If swapping to the blue bike costs under $200 extra, go ahead and use my PayPal.", "en", 277.83, False),
+        ("If swapping to the blue bike costs under $200 extra, go ahead and use my PayPal.", "en", 150.0, True),
+        ("Si el azul cuesta menos de 50 dólares más, cámbienlo.", "es", 80.0, False),
+        ("Wenn die blaue weniger als 40 Dollar mehr kostet, bitte tauschen.", "de", 12.0, True),
+        # a refund of the difference is where money goes, not a return instead of the change
+        ("Si es más barata, el reembolso a mi tarjeta regalo por favor.", "es", -13.13, True),
+        ("If it's cheaper, refund the difference to my gift card.", "en", -13.13, True),
+    ],
+)
+def test_a_comparison_with_no_alternative_bounds_the_change_itself(text, language, difference, wanted):
+    (condition,) = price.read(text, VOCABULARY, language)
+    assert condition.wants_change(difference) is wanted, condition

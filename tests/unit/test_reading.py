@@ -584,3 +584,16 @@ def test_a_keep_that_names_another_item_by_its_options_says_nothing_of_the_chang
     assert chosen(result) == {"exchange_items": ["14"]}
     about = catalogue.fold(result.about[reading.key(CUSTOMER.orders[0].items[3])])
     assert "full size" not in about and "voller" not in about
+
+
+@pytest.mark.parametrize(
+    ("body", "language"),
+    [
+        ("The t-shirt is fine, no issues. But the kettle I'd like to send back.", "en"),
+        ("Das T-Shirt passt, keine Probleme. Den Wasserkocher möchte ich aber zurückschicken.", "de"),
+    ],
+)
+def test_a_keep_followed_by_no_complaint_after_a_comma_is_still_a_keep(body, language):
+    result = read(body, language=language)
+    assert chosen(result) == {"return_items": ["13"]}
+    assert "11" in {i.item_id for i in result.kept}
