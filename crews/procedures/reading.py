@@ -642,7 +642,9 @@ def _read(
         if clause.hedged or conditional:
             continue
         if "keep" in clause.kinds and not clause.requests and not _keeps_options(clause, language):
-            for item in targets or described:  # "of the order the e-reader came in, I keep the lamp": the lamp only
+            narrowed = [i for m in clause.targets for i in _narrow(m.items, clause, None, customer, [], language)]
+            for item in narrowed or described:  # "of the order the e-reader came in, I keep the lamp": the lamp only; "the
+                # black helmet is fine": not the blue one
                 kept[key(item)] = item
                 kept_at[key(item)] = place
             keep_rest = keep_rest or clause.rest

@@ -597,3 +597,8 @@ def test_a_keep_followed_by_no_complaint_after_a_comma_is_still_a_keep(body, lan
     result = read(body, language=language)
     assert chosen(result) == {"return_items": ["13"]}
     assert "11" in {i.item_id for i in result.kept}
+
+
+def test_a_keep_keeps_only_the_item_its_words_describe():
+    result = read("The RGB keyboard is fine. The linear one I'd like to send back.")
+    assert {i.item_id for i in result.kept} == {"14"}
