@@ -70,7 +70,7 @@ def read(text: str, vocabulary: Vocabulary, language: str | None) -> list[PriceC
 def _consequence(said: list[str], vocabulary: Vocabulary, language: str | None) -> str:
     if vocabulary.price["nothing"].found(said, language):
         return "nothing"
-    if vocabulary.requests["return"].found(words(reading.MONEY.sub(" ", " ".join(said))), language):
+    if reading.returns_beyond_money(" ".join(said), vocabulary, language):
         return "return"  # not "refund the difference to my card": where money goes is no return instead of the change
     if vocabulary.requests["cancel"].found(said, language):
         return "cancel"

@@ -287,14 +287,16 @@ def _mentions(said: list[str], text: str, items: list[Item], vocabulary: Vocabul
     return out
 
 
+def returns_beyond_money(text: str, vocabulary: Vocabulary, language: str | None) -> bool:
+    """Whether the text asks for a return in words other than the money ones ("refund", "reembolso"): "send it back and
+    refund me" does, "refund the difference to my card" does not."""
+    return vocabulary.requests["return"].found(words(MONEY.sub(" ", catalogue.fold(text))), language)
+
+
 def analyse(text: str, items: list[Item], vocabulary: Vocabulary, language: str | None) -> Clause:
     said = words(text)
     kinds, negated = _kinds(said, text, vocabulary, language)
-    if (
-        "return" in kinds
-        and MONEY.search(catalogue.fold(text))
-        and not any(vocabulary.requests["return"].spans(words(MONEY.sub(" ", catalogue.fold(text))), language))
-    ):
+    if "return" in kinds and MONEY.search(catalogue.fold(text)) and not returns_beyond_money(text, vocabulary, language):
         kinds.add("money")  # only money words: a refund's destination, or a return if a product is named with them
     if "return" in kinds and vocabulary.price["difference"].found(said, language):
         kinds.add("money")  # "la diferencia que me la devuelvan a la Visa": the price difference goes back, not an item
@@ -641,9 +643,9 @@ def _read(
             general.append(clause.text)
         if clause.hedged or conditional:
             continue
+        meant = [i for m in clause.targets for i in _narrow(m.items, clause, None, customer, [], language)]  # the items its words describe
         if "keep" in clause.kinds and not clause.requests and not _keeps_options(clause, language):
-            narrowed = [i for m in clause.targets for i in _narrow(m.items, clause, None, customer, [], language)]
-            for item in narrowed or described:  # "of the order the e-reader came in, I keep the lamp": the lamp only; "the
+            for item in meant or described:  # "of the order the e-reader came in, I keep the lamp": the lamp only; "the
                 # black helmet is fine": not the blue one
                 kept[key(item)] = item
                 kept_at[key(item)] = place
@@ -670,7 +672,7 @@ def _read(
             continue  # "refund to my card please": where the money goes
         if not clause.mentions and follows_address and kinds:
             continue  # "can you change that?" after a new address: the address change
-        pool = [i for m in clause.targets for i in _narrow(m.items, clause, None, customer, [], language)] or last
+        pool = meant or last
         wanting = [i for i in pool if wishes(clause.text, i, language, vocabulary)]
         inferred = False
         if not kinds and "question" not in clause.kinds and wanting:
@@ -758,7 +760,10 @@ def _read(
             if chosen:
                 asked.append((kind, chosen, clause, place))
                 last = chosen
-                (wished if inferred else worded if kind == "change" else set()).update(key(i) for i in chosen)
+                if inferred:
+                    wished.update(key(i) for i in chosen)
+                elif kind == "change":
+                    worded.update(key(i) for i in chosen)
     # a request read only from a wish ("is there the same model without a bag?") of a kind the customer says they are
     # not asking for is a question, not a request
     asked = [(kind, chosen, clause, place) for kind, chosen, clause, place in asked if kind not in declined or clause.requests]
@@ -832,7 +837,7 @@ def _plural(word: str) -> bool:
     return len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is"))
 
 
-def _split_conflicts(reading: ItemReading, wished: set[tuple] = frozenset()) -> None:  # type: ignore[assignment]
+def _split_conflicts(reading: ItemReading, wished: set[tuple]) -> None:
     """An item asked for in two ways (returned and exchanged) is not guessed: it is asked about. A change read only from
     a wish ("the t-shirt doesn't fit, XXL is too small") gives way to a request the customer words for the same item
     ("I just want to send it back")."""
