@@ -2,10 +2,11 @@
 raises, so a ticket the rules cannot settle is asked about or handed over), on a throw-away SQLite store, memory off,
 approvals off. Fast (about a second per ticket), and what it measures is the rules, not the model.
 
-    .venv/bin/python bench/reader_sets.py bench/generalization/dev.jsonl [more sets...] [--ids=A,B] [--show]
+    .venv/bin/python bench/reader_sets.py bench/generalization/dev.jsonl [more sets...] [--ids=A,B] [--show] [--writes=F]
 
 Prints per set "N/M exact, resolved-wrong K" and a line per ticket that missed (WRONG: marked resolved). --show prints
-each reply. The figures the issue asks for are the real model's (`crewdesk eval examples`); this is the quick loop."""
+each reply. --writes appends one JSON line per ticket (set, id, status, exact, the store writes the rules made: tool and
+arguments), for comparing the rules with another reader (`bench/extract_probe.py --cross`). The figures the issue asks for are the real model's (`crewdesk eval examples`); this is the quick loop."""
 
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ os.environ.update(
     }
 )
 
+import json
+
+from crewdesk.audit.models import AuditEvent
 from crewdesk.cli.common import load_config, migrate, sessions
 from crewdesk.db import transaction
 from crewdesk.errors import ModelOutputError
@@ -52,7 +56,20 @@ class NeverDecides:
         raise ModelOutputError("scripted: no decision")
 
 
-def main(paths: list[str], ids: set[str] | None, show: bool) -> None:
+WRITES = frozenset(
+    {
+        "cancel_pending_order",
+        "modify_pending_order_items",
+        "modify_pending_order_address",
+        "modify_pending_order_payment",
+        "return_delivered_order_items",
+        "exchange_delivered_order_items",
+        "modify_user_address",
+    }
+)
+
+
+def main(paths: list[str], ids: set[str] | None, show: bool, writes: str = "") -> None:
     settings = load_config(log_json=False, log_level="ERROR", memory_backend="off", approval_threshold_usd=-1.0, procedures=True, llm_provider="scripted")
     migrate(settings)
     factory = sessions(settings)
@@ -69,6 +86,17 @@ def main(paths: list[str], ids: set[str] | None, show: bool) -> None:
         for t in report.trials:
             if not t.success:
                 print(("WRONG " if t.status == "resolved" else "miss  ") + f"{t.task_id} {t.status} | " + " ;; ".join(t.problems)[:400])
+        if writes:
+            by_id = {t.task_id: t for t in report.trials}
+            with factory() as db, open(writes, "a") as out:
+                for ticket in db.query(Ticket).order_by(Ticket.id.desc()).limit(len(rows)).all()[::-1]:
+                    task = next((k for k in by_id if str(ticket.external_id).startswith(k + "-")), None)
+                    if task is None:
+                        continue
+                    events = db.query(AuditEvent).filter(AuditEvent.ticket_id == ticket.id, AuditEvent.kind == "tool_call").order_by(AuditEvent.seq).all()
+                    made = [{"name": e.name, "arguments": e.arguments} for e in events if e.name in WRITES and not e.error]
+                    t = by_id[task]
+                    out.write(json.dumps({"set": Path(path).stem, "id": task, "status": t.status, "exact": t.success, "writes": made}) + "\n")
         if show:
             with factory() as db:
                 for ticket in db.query(Ticket).order_by(Ticket.id.desc()).limit(len(rows)).all()[::-1]:
@@ -79,4 +107,5 @@ def main(paths: list[str], ids: set[str] | None, show: bool) -> None:
 if __name__ == "__main__":
     args = sys.argv[1:]
     chosen = next((set(a[len("--ids=") :].split(",")) for a in args if a.startswith("--ids=")), None)
-    main([a for a in args if not a.startswith("--")], chosen, "--show" in args)
+    dump = next((a[len("--writes=") :] for a in args if a.startswith("--writes=")), "")
+    main([a for a in args if not a.startswith("--")], chosen, "--show" in args, dump)

@@ -215,6 +215,14 @@ class Settings(BaseSettings):
         "the model answers one yes/no per item: does the customer ask for this? model: a doubted item holds the write as a "
         "proposal for the customer's yes; audit: asked and recorded (decision/write_checked), nothing held; off: not asked.",
     )
+    model_reading: Literal["cross", "audit", "off"] = Field(
+        default="off",
+        description="The model's own typed reading of the ticket (crews/procedures/extract.py: one schema-constrained decision "
+        "grounded in the customer's orders and items), compared with the rules' planned writes before they are made. cross: a "
+        "write the model's reading does not hold is stated for the customer's yes instead; audit: read and recorded "
+        "(decision/model_reading), nothing held; off (the default): not asked. Off because the packaged 1.5B reads a ticket "
+        "this way right 1 time in 15 (bench/extract_probe.py, README); for a model that reads well.",
+    )
     write_check_min_yes: float = Field(
         default=0.3, ge=0.0, le=1.0, description="The probability of yes (from the model's token probabilities) an item needs to be written unasked."
     )

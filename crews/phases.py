@@ -243,6 +243,7 @@ class TicketPhases:
             answer=answer,
             confirm_writes=self.settings.confirm_writes == "policy",
             write_check=self.settings.write_check,
+            model_reading=self.settings.model_reading,
             min_yes=self.settings.write_check_min_yes,
             order_min_yes=self.settings.order_check_min_yes,
         )

@@ -9,8 +9,9 @@ from crewai.flow.flow import Flow, listen, router, start
 from pydantic import PrivateAttr
 
 from crewdesk.connectors.base import StoreError
+from crewdesk.errors import ModelOutputError
 from crewdesk.llm.base import CrewdeskLLM
-from crews.procedures import address, check, conditions, decide, facts, nearest, payment, policy, price, reading, variants, wording
+from crews.procedures import address, check, conditions, decide, extract, facts, nearest, payment, policy, price, reading, variants, wording
 from crews.procedures.answers import Answered, key
 from crews.procedures.replies import compose
 from crews.procedures.spec import Procedures, ProcedureSpec
@@ -78,6 +79,7 @@ class ProcedureFlow(Flow[ProcedureState]):
     _min_yes: float = PrivateAttr(default=0.3)  # an item of a write below it is doubted
     _order_min_yes: float = PrivateAttr(default=0.5)  # a named open order at or above it was asked about
     _checks_left: int = PrivateAttr(default=check.MAX_CHECKED)
+    _model_reading: str = PrivateAttr(default="off")  # cross | audit | off: the model's typed reading against the planned writes (extract.py)
 
     @classmethod
     def build(
@@ -92,6 +94,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         answer: Answered | None = None,
         confirm_writes: bool = False,
         write_check: str = "off",
+        model_reading: str = "off",
         min_yes: float = 0.3,
         order_min_yes: float = 0.5,
     ) -> ProcedureFlow:
@@ -100,6 +103,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         flow._gate, flow._llm, flow._procedures, flow._raw_text, flow._arbiter = gate, llm, procedures, raw_text, arbiter
         flow._model_choices, flow._answer, flow._confirm_writes = model_choices, answer, confirm_writes
         flow._write_check, flow._min_yes, flow._order_min_yes = write_check, min_yes, order_min_yes
+        flow._model_reading = model_reading
         return flow
 
     def _stated_first(self, intent: str) -> bool:
@@ -166,6 +170,7 @@ class ProcedureFlow(Flow[ProcedureState]):
                 items_plan = []  # an address request beside it, and no item named: the items were never meant
             plan += self._apply_fallbacks(items_plan, reading, [f for f in reading.fallbacks if f.anchor not in {g.index for g in reading.fallbacks}], depth=0)
         plan = self._hold_for_conditions(self._hold_conflicts(self._hold_unsettled_orders(self._apply_price_conditions(plan))))
+        plan = self._cross_read(plan)
         for outcome in [self._write_checked(o) for planned in plan for o in self._stated(planned, text=request)]:
             if outcome.kind == "planned" and outcome.action is not None:
                 self.state.actions.append(outcome.action)
@@ -872,6 +877,42 @@ class ProcedureFlow(Flow[ProcedureState]):
             replanned = self._plan_items(spec, rest, text=text, prefer="") if rest else []
             return [withdrawn, *(o for planned in replanned for o in self._stated(planned, text=text))]  # approved already, or stated
         return [self._propose(outcome)]
+
+    def _cross_read(self, plan: list[Outcome]) -> list[Outcome]:
+        """The model's own typed reading of the ticket (extract.py), decoded against a schema of this customer's open orders
+        and their items, compared with the rules' planned writes before any is made: a write the model's reading does not
+        hold (the same kind of request on the same order and, for item writes, the same items) is stated to the customer
+        for a yes instead (cross). Nothing is ever written on the model's reading alone, so the worst a wrong reading does
+        is ask. Writes the customer already confirmed are not read again; a reading the model cannot give holds the writes
+        it would have checked. One call per ticket with writes to make."""
+        if self._model_reading == "off" or self.state.customer is None:
+            return plan
+        unconfirmed = [
+            o
+            for o in plan
+            if o.kind == "planned"
+            and o.action is not None
+            and not (self._answer is not None and (o.action.fingerprint() in self._answer.approved or self._confirmed(list(o.action.items))))
+        ]
+        if not unconfirmed:
+            return plan
+        built = extract.prompt(self.state.text, self.state.customer)
+        try:
+            read: list[extract.Request] | None = extract.parse(self._llm.decide(built.messages, built.schema, name="read_request", actor="procedure"), built)
+        except ModelOutputError as exc:
+            self._gate.audit(kind="decision", name="model_reading", actor="procedure", arguments={"mode": self._model_reading}, error=str(exc)[:300])
+            read = None
+        doubted = [o for o in unconfirmed if o.action is not None and (read is None or extract.of_action(o.action) not in read)]
+        arguments = {
+            "mode": self._model_reading,
+            "read": [r.__dict__ for r in read or []],
+            "planned": [extract.of_action(o.action).__dict__ for o in unconfirmed if o.action is not None],
+            "doubted": [extract.of_action(o.action).__dict__ for o in doubted if o.action is not None],
+        }
+        self._gate.audit(kind="decision", name="model_reading", actor="procedure", arguments=arguments)
+        if self._model_reading != "cross" or not doubted:
+            return plan
+        return [self._propose(o) if any(o is d for d in doubted) else o for o in plan]
 
     def _write_checked(self, outcome: Outcome) -> Outcome:
         """A write about to be made without the customer's yes is checked item by item against their words by the model

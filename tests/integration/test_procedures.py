@@ -646,3 +646,73 @@ def test_an_order_the_customer_names_that_nothing_was_done_about_is_put_to_the_m
     else:
         assert outcome.status == "resolved", reply
         assert PENDING not in reply
+
+
+def read_as(kind: str, order_id: str, *names: str):
+    """A planned typed reading (crews/procedures/extract.py): `kind` on `order_id` for the items named, nothing else."""
+
+    def answer(schema, messages):
+        listing = messages[-1]["content"]
+        letters = [m.group(1) for n in names for m in [__import__("re").search(rf"\b([A-Z]{{1,2}})\) {n} \(", listing)] if m]
+        reading = {o: {"do": "nothing", "items": []} for o in schema["properties"] if o != "account_address"}
+        reading[order_id] = {"do": kind, "items": letters}
+        return {**reading, "account_address": "keep"}
+
+    return answer
+
+
+def test_the_models_own_reading_lets_a_write_it_holds_be_made(settings, store, make_ticket):
+    plan = Planned(read_request=read_as("return", DELIVERED, "Dumbbell Set"))
+    outcome, reply, audit = run(
+        settings.model_copy(update={"model_reading": "cross"}),
+        store,
+        make_ticket,
+        "Please take back the dumbbell set.",
+        "return_items",
+        customer=EMAIL,
+        plan=plan,
+    )
+    ((name, messages, schema),) = plan.asked
+    # grounded: one entry per open order of this customer, kinds by the order's status, items by letter
+    assert name == "read_request" and sorted(schema["properties"]) == sorted([PENDING, DELIVERED, "account_address"])  # the customer's two open orders
+    assert "Please take back the dumbbell set." in messages[-1]["content"] and "Dumbbell Set" in messages[-1]["content"]
+    assert schema["properties"][DELIVERED]["properties"]["do"]["enum"] == ["nothing", "return", "exchange"]
+    assert schema["properties"][PENDING]["properties"]["do"]["enum"] == ["nothing", "cancel", "change", "address", "payment"]
+    assert outcome.status == "resolved", reply
+    assert order(store, DELIVERED)["status"] == "return requested"
+    assert ("decision", "model_reading") in audit and ("decision", "write_proposed") not in audit
+
+
+def test_a_write_the_models_own_reading_does_not_hold_is_put_to_the_customer(settings, store, make_ticket):
+    """The rules read a return of the dumbbell set; the model (cross) reads the smart watch. Neither is written on one
+    reader's word: the rules' write is stated for the customer's yes and the ticket waits."""
+    before = order(store, DELIVERED)
+    plan = Planned(read_request=read_as("return", DELIVERED, "Smart Watch"))
+    outcome, reply, audit = run(
+        settings.model_copy(update={"model_reading": "cross"}),
+        store,
+        make_ticket,
+        "Please take back the dumbbell set.",
+        "return_items",
+        customer=EMAIL,
+        plan=plan,
+    )
+    assert order(store, DELIVERED) == before and not any(kind == "effect" for kind, _ in audit)
+    assert outcome.status == "waiting_on_customer", reply
+    assert ("decision", "model_reading") in audit and ("decision", "write_proposed") in audit
+    assert "Dumbbell Set" in reply
+
+
+def test_the_models_own_reading_in_audit_mode_records_and_holds_nothing(settings, store, make_ticket):
+    plan = Planned(read_request=read_as("return", DELIVERED, "Smart Watch"))
+    outcome, reply, audit = run(
+        settings.model_copy(update={"model_reading": "audit"}),
+        store,
+        make_ticket,
+        "Please take back the dumbbell set.",
+        "return_items",
+        customer=EMAIL,
+        plan=plan,
+    )
+    assert outcome.status == "resolved", reply
+    assert order(store, DELIVERED)["status"] == "return requested" and ("decision", "model_reading") in audit
