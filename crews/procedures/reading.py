@@ -483,22 +483,23 @@ def _distinct(items: list[Item]) -> int:
 
 def asks_items(text: str, vocabulary: Vocabulary, language: str | None) -> bool:
     """Some clause asks to cancel, return or change something (in the vocabulary's words, in the ticket's language), or
-    names a product of the catalogue and wants something of it ("la même en luminosité moyenne serait parfaite")."""
+    names a product of the catalogue and wants something of it ("la même en luminosité moyenne serait parfaite"), or
+    wants it right after a heading that names the product ("casque de vélo de la commande W…: il me faut du M")."""
+    heading = False
     for clause in clauses_of(text, vocabulary, language):
         if _ADDRESS.search(clause):
+            heading = False
             continue
         said = words(clause)
         kinds = _kinds(said, clause, vocabulary, language)[0]
         if kinds & set(REQUESTS):
             return True
-        if "question" in kinds:  # "what is the status of my camera order": a question, no wish
-            continue
-        if (
-            vocabulary.wishes.found(said, language)
-            and catalogue.load().products_in(clause, language=language)
-            and catalogue.load().any_value_in(clause, language=language)
+        products = catalogue.load().products_in(clause, language=language)
+        if "question" not in kinds and (  # "what is the status of my camera order": a question, no wish
+            vocabulary.wishes.found(said, language) and (products or heading) and catalogue.load().any_value_in(clause, language=language)
         ):
             return True
+        heading = bool(products) and clause.rstrip().endswith(":")
     return False
 
 

@@ -602,3 +602,24 @@ def test_a_keep_followed_by_no_complaint_after_a_comma_is_still_a_keep(body, lan
 def test_a_keep_keeps_only_the_item_its_words_describe():
     result = read("The RGB keyboard is fine. The linear one I'd like to send back.")
     assert {i.item_id for i in result.kept} == {"14"}
+
+
+@pytest.mark.parametrize(
+    ("body", "language"),
+    [
+        ("Order W2: the hiking boots in size 9 please, the rest the same.", "en"),
+        ("Chaussures de randonnée de la commande W2 : il me faut du 9, pas du 8.", "fr"),
+        ("Wanderschuhe aus der Bestellung W2: bitte Größe 9 statt 8.", "de"),
+    ],
+)
+def test_a_new_value_wanted_without_a_verb_is_a_change_and_asks_for_the_order_family(body, language):
+    """ "the boots in size 9 please", "casque …: il me faut du M": what the item should become, said with "please" or
+    "il me faut" and no verb of change, or under a heading that names the product, is a change of that item."""
+    body = body.replace("W2", PENDING)
+    assert reading.asks_items(body, VOCABULARY, language)
+    assert chosen(read(body, language=language)) == {"modify_order": ["21"]}
+
+
+def test_please_beside_what_an_item_already_is_asks_for_nothing():
+    body = f"Order {PENDING}: the hiking boots in size 8 please ship them soon."
+    assert not chosen(read(body))
