@@ -3,6 +3,7 @@ decide which items each request applies to, check the store's policy, act throug
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from crewai.flow.flow import Flow, listen, router, start
@@ -21,6 +22,14 @@ from tools.gate import Gate, ToolDenied
 MAX_FALLBACK_DEPTH = 4
 # The outcomes that keep a ticket from "resolved" (conclude): something was not done, or the customer is asked.
 # The writes on an order's items: the store takes one of them per order.
+_LINES = re.compile(r"\n|;|(?<=[.!?])\s+")
+
+
+def _names_order(line: str, order: Order) -> bool:
+    """The line names the order: its number, or a product of it."""
+    return order.order_id.lstrip("#") in line or bool(decide.mentioned_items(list(order.items), line))
+
+
 ITEM_WRITES = frozenset({"cancel_pending_order", "modify_pending_order_items", "return_delivered_order_items", "exchange_delivered_order_items"})
 NOT_DONE = frozenset({"failed", "not_found", "ambiguous", "unclear", "confirm", "propose", "refused", "handed_over"})
 # Of those, the ones that are a question to the customer: a ticket whose every open point is one waits on their answer.
@@ -671,7 +680,7 @@ class ProcedureFlow(Flow[ProcedureState]):
                 role=spec.role,
                 order_id=order.order_id,
                 items=order.items if len(items) == len(order.items) else items,
-                arguments={"order_id": order.order_id, "reason": self._cancel_reason(prefer, text)},
+                arguments={"order_id": order.order_id, "reason": self._cancel_reason(prefer, text, order)},
                 amount=round(sum(i.price for i in order.items), 2),
                 # a fallback that asks for the money elsewhere ("cancel it and refund to my gift card") is checked by the policy
                 method_id=policy.named_method(prefer, order, self.state.customer) if prefer and policy.names_method(prefer) else order.paid_with,
@@ -724,11 +733,14 @@ class ProcedureFlow(Flow[ProcedureState]):
             return None, missing
         return self._exchange(spec, order, pairs, method_id), missing
 
-    def _cancel_reason(self, prefer: str, text: str) -> str:
+    def _cancel_reason(self, prefer: str, text: str, order: Order | None = None) -> str:
         """One of the two reasons the store accepts, from the customer's words (the vocabulary's, in any of the four
-        languages, then the old English cues); "" when they gave none: the customer is asked, no reason is invented."""
+        languages, then the old English cues); "" when they gave none: the customer is asked, no reason is invented.
+        Where the ticket gives both, each order gets the one on its own line ("W965… (camera) - ordered by mistake /
+        W668… (kettle) - don't need it anymore")."""
         vocabulary, language = self._procedures.vocabulary, self.state.language
-        for said in (prefer, text, self.state.text):
+        own = [line for line in _LINES.split(self.state.text) if order is not None and _names_order(line, order)]
+        for said in (prefer, text, *own, self.state.text):
             if not said:
                 continue
             found = [r for r in ("mistake", "no_longer") if vocabulary.reasons[r].found(wording.words(said), language)]

@@ -450,6 +450,34 @@ def _order_is_object(text: str) -> bool:
     return bool(ORDER_WORDS.search(_SOURCE.sub(" ", text)))
 
 
+_LEADING_ORDER = re.compile(r"^\W*(?:\d{1,2}[.)]\s*)?#?\s*W\d{7}\b", re.I)
+
+
+def _item_is_object(clause: Clause, vocabulary: Vocabulary, language: str | None) -> bool:
+    """ "I have order W… on its way and I don't need the laptop after all": every order word comes before the cancel
+    word and a product follows it, so the product is what is cancelled, not the order it is in (which the store
+    cannot do: the customer is told so). "Cancel order W…, I don't need the lamp", "cancel the lamp order" cancel the
+    order."""
+    said = clause.said
+    verbs = vocabulary.requests["cancel"].spans(said, language)
+    heads = [n for n, word in enumerate(said) if word in _HEADS]
+    if not verbs or not heads or max(heads) >= verbs[0][0]:
+        return False
+    # the product is the verb's object: right after it, no comma or dash between ("die Bestellung … brauche ich nicht
+    # mehr - die Kamera hab ich woanders gekauft" cancels the order)
+    end, part = verbs[0][1], _parts(clause.text)
+    return any(end <= m.start <= end + 3 and m.start < len(part) and part[m.start] == part[end - 1] for m in clause.targets)
+
+
+def _parts(text: str) -> list[int]:
+    """For each word of the text, which of its parts it is in: parts are cut at commas, semicolons, colons, parentheses
+    and dashes, a hyphen between spaces too ("brauche ich nicht mehr - die Kamera hab ich woanders gekauft")."""
+    out: list[int] = []
+    for n, piece in enumerate(re.split(r"\s-\s|[,;:()\u2013\u2014]", text)):
+        out += [n] * len(words(piece))
+    return out
+
+
 def _before(clause: Clause, mention: Mention) -> str:
     """The three words before a product's name: where an adjective says which one ("the small tshirt")."""
     return " ".join(clause.said[max(0, mention.start - 3) : mention.start])
@@ -665,8 +693,10 @@ def _read(
             keep_rest = keep_rest or clause.rest
             continue
         kinds = clause.requests or ([*carry] if clause.targets else [])
-        if clause.requests or clause.kinds or not clause.targets:
-            carry = []  # "please process returns for:" goes on through a list of products that ask nothing of their own
+        if (clause.kinds - set(carry)) or not clause.targets:
+            # "please process returns for:" goes on through a list of products that ask nothing of their own, or only
+            # what the list asks ("Please cancel: / W1 (laptop) - don't need it / W2 (camera) - ordered by mistake")
+            carry = []
         if ("payment" in clause.kinds or clause.methods) and kinds == ["change"] and not clause.targets:
             continue  # "Zahlungsart ändern", "charge my PayPal instead": the order's payment, not its items
         if "money" in clause.kinds and kinds == ["return"] and not clause.targets:
@@ -722,7 +752,14 @@ def _read(
                         continue
                     chosen.extend(narrowed)
                 orders = {i.order_id for i in chosen}
-                if kind == "cancel" and len(orders) == 1 and _order_is_object(clause.text):  # "cancel the order (boots, kettle)"
+                if (
+                    kind == "cancel"
+                    and len(orders) == 1
+                    and (_LEADING_ORDER.match(clause.text) or _order_is_object(clause.text))
+                    and not _item_is_object(clause, vocabulary, language)
+                ):
+                    # "cancel the order (boots, kettle)"; an entry of a list headed by its order's number ("Please cancel:
+                    # / W3614011 (camera etc.) - ordered by mistake") cancels that order
                     chosen = [i for i in every_item if i.order_id in orders]
             elif clause.text.rstrip().endswith(":"):  # "two things need to go back:" the list follows
                 carry.append(kind)

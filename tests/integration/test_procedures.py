@@ -716,3 +716,13 @@ def test_the_models_own_reading_in_audit_mode_records_and_holds_nothing(settings
     )
     assert outcome.status == "resolved", reply
     assert order(store, DELIVERED)["status"] == "return requested" and ("decision", "model_reading") in audit
+
+
+def test_two_orders_cancelled_in_a_list_each_with_the_reason_on_its_own_line(settings, store, make_ticket):
+    """Both reasons the store accepts in one ticket: each order gets the one written beside it (the whole ticket's
+    reasons are two, and the first one found had been given to both)."""
+    text = "Please cancel:\n#W2417020 (laptop) - don't need it anymore\n#W3614011 (camera etc.) - ordered it by mistake\nThanks, Emma"
+    outcome, reply, _ = run(settings, store, make_ticket, text, "cancel_order", customer="emma.smith3991@example.com")
+    assert outcome.status == "resolved", reply
+    assert order(store, "#W2417020")["cancel_reason"] == "no longer needed"
+    assert order(store, "#W3614011").get("cancel_reason") == "ordered by mistake", reply

@@ -623,3 +623,26 @@ def test_a_new_value_wanted_without_a_verb_is_a_change_and_asks_for_the_order_fa
 def test_please_beside_what_an_item_already_is_asks_for_nothing():
     body = f"Order {PENDING}: the hiking boots in size 8 please ship them soon."
     assert not chosen(read(body))
+
+
+@pytest.mark.parametrize(
+    ("body", "language", "cancelled", "kept"),
+    [
+        (f"I have order {PENDING} on its way and I've decided I don't need the desk lamp after all.", "en", ["22"], []),
+        ("¿Me pueden quitar solo la lámpara y dejar el resto del pedido igual?", "es", ["22"], ["21", "23"]),
+        ("Please cancel just the desk lamp and leave the rest of the order.", "en", ["22"], ["21", "23"]),
+        ("Bitte stornieren Sie nur die Schreibtischlampe und lassen Sie den Rest der Bestellung.", "de", ["22"], ["21", "23"]),
+        ("Pouvez-vous annuler seulement la lampe et laisser le reste de la commande ?", "fr", ["22"], ["21", "23"]),
+        # the order is what is cancelled
+        ("Please cancel the desk lamp order, I ordered it by mistake.", "en", ["21", "22", "23"], []),
+        (f"Cancel order {PENDING}, I don't need the lamp and the boots anymore.", "en", ["21", "22", "23"], []),
+        ("Die Bestellung mit der Schreibtischlampe brauche ich nicht mehr - die Lampe habe ich woanders gekauft.", "de", ["21", "22", "23"], []),
+    ],
+)
+def test_one_item_taken_off_a_pending_order_is_not_the_whole_order(body, language, cancelled, kept):
+    """ "I have order W… on its way and I don't need the laptop", "quitar solo las mancuernas y dejar el resto del pedido
+    igual": one item, which the store cannot cancel alone (the customer is told so); read as the whole order, an order
+    the customer wants delivered was cancelled."""
+    result = read(body, language=language)
+    assert chosen(result) == {"cancel_order": cancelled}
+    assert sorted(i.item_id for i in result.kept) == kept
