@@ -26,8 +26,9 @@ _LINES = re.compile(r"\n|;|(?<=[.!?])\s+")
 
 
 def _names_order(line: str, order: Order) -> bool:
-    """The line names the order: its number, or a product of it."""
-    return order.order_id.lstrip("#") in line or bool(decide.mentioned_items(list(order.items), line))
+    """The line names the order by its number (an entry of a list of orders; a product named on a line of a story
+    says nothing of which reason is whose)."""
+    return order.order_id.lstrip("#") in line
 
 
 ITEM_WRITES = frozenset({"cancel_pending_order", "modify_pending_order_items", "return_delivered_order_items", "exchange_delivered_order_items"})
@@ -736,8 +737,8 @@ class ProcedureFlow(Flow[ProcedureState]):
     def _cancel_reason(self, prefer: str, text: str, order: Order | None = None) -> str:
         """One of the two reasons the store accepts, from the customer's words (the vocabulary's, in any of the four
         languages, then the old English cues); "" when they gave none: the customer is asked, no reason is invented.
-        Where the ticket gives both, each order gets the one on its own line ("W965… (camera) - ordered by mistake /
-        W668… (kettle) - don't need it anymore")."""
+        Where the ticket gives both, each order gets the one on the line that names its number ("W965… (camera) -
+        ordered by mistake / W668… (kettle) - don't need it anymore")."""
         vocabulary, language = self._procedures.vocabulary, self.state.language
         own = [line for line in _LINES.split(self.state.text) if order is not None and _names_order(line, order)]
         for said in (prefer, text, *own, self.state.text):
