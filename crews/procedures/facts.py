@@ -106,7 +106,14 @@ def _payment_label(method: dict[str, Any]) -> str:
 def load_customer(lookup: Lookup, *, user_id: str, how: str) -> Customer:
     profile = lookup("get_user_details", user_id=user_id)
     methods = {
-        mid: PaymentMethod(method_id=mid, source=m.get("source", ""), label=_payment_label(m), balance=m.get("balance"))
+        mid: PaymentMethod(
+            method_id=mid,
+            source=m.get("source", ""),
+            label=_payment_label(m),
+            balance=m.get("balance"),
+            brand=str(m.get("brand", "")),
+            last_four=str(m.get("last_four", "")),
+        )
         for mid, m in profile["payment_methods"].items()
     }
     orders = []

@@ -16,6 +16,30 @@ def _text(replies: dict[str, Any], key: str, language: str, **facts: Any) -> str
     return template.format(**facts)
 
 
+def _method_name(say: Any, method: PaymentMethod) -> str:
+    """A payment method in the reply's language ("carte cadeau", "Visa-Karte mit Endung 1234"); PayPal is PayPal."""
+    if method.source == "gift_card":
+        return say("method_names.gift_card")
+    if method.source == "credit_card" and method.last_four:
+        return say("method_names.card", brand=(method.brand or "credit").title(), last_four=method.last_four)
+    return method.label
+
+
+def _in_language(say: Any, customer: Customer | None, facts: dict[str, Any]) -> dict[str, Any]:
+    """The facts that name payment methods (the tools' and the policy's English labels) in the reply's language."""
+    if customer is None:
+        return facts
+    names = {m.label: _method_name(say, m) for m in customer.payment_methods.values()}
+    out = dict(facts)
+    for field in ("method", "old_method", "methods"):
+        value = out.get(field)
+        if isinstance(value, str) and value:
+            for label in sorted(names, key=len, reverse=True):
+                value = value.replace(label, names[label])
+            out[field] = value
+    return out
+
+
 def _items(outcome: Outcome) -> str:
     return ", ".join(item.label() for item in outcome.action.items) if outcome.action else ""
 
@@ -64,11 +88,12 @@ def _proposal(say: Any, outcome: Outcome, customer: Customer | None) -> str:
         facts["items"] = ", ".join(i.name for i in action.items)
     elif action.new_items:
         facts["difference"] = _difference(say, action, facts["method"])
-    return "- " + say(f"propose.{action.tool}", **facts)
+    return "- " + say(f"propose.{action.tool}", **_in_language(say, customer, facts))
 
 
 def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], customer: Customer | None, identified: bool) -> str:
-    say = lambda key, **facts: _text(replies, key, language, **facts)  # noqa: E731
+    text = lambda key, **facts: _text(replies, key, language, **facts)  # noqa: E731
+    say = lambda key, **facts: text(key, **_in_language(text, customer, facts))  # noqa: E731
     lines = [say("greeting")]
     if not identified:
         lines.append(say("not_identified"))

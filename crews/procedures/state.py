@@ -36,6 +36,8 @@ class PaymentMethod(BaseModel):
     source: str  # credit_card | paypal | gift_card
     label: str  # how the reply names it: "Visa card ending in 1234", "gift card"
     balance: float | None = None  # a gift card's
+    brand: str = ""  # a card's ("visa"), for the reply's own words for it
+    last_four: str = ""
 
 
 class Customer(BaseModel):

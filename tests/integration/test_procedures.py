@@ -726,3 +726,11 @@ def test_two_orders_cancelled_in_a_list_each_with_the_reason_on_its_own_line(set
     assert outcome.status == "resolved", reply
     assert order(store, "#W2417020")["cancel_reason"] == "no longer needed"
     assert order(store, "#W3614011").get("cancel_reason") == "ordered by mistake", reply
+
+
+def test_the_reply_names_the_payment_method_in_the_customers_language(settings, store, make_ticket):
+    outcome, reply, _ = run(
+        settings, store, make_ticket, f"Bonjour, annulez la commande {PENDING} s'il vous plaît, je l'ai commandée par erreur.", "cancel_order", customer=EMAIL
+    )
+    assert outcome.status == "resolved", reply
+    assert "carte cadeau" in reply and "gift card" not in reply
