@@ -646,3 +646,16 @@ def test_one_item_taken_off_a_pending_order_is_not_the_whole_order(body, languag
     result = read(body, language=language)
     assert chosen(result) == {"cancel_order": cancelled}
     assert sorted(i.item_id for i in result.kept) == kept
+
+
+@pytest.mark.parametrize(
+    ("body", "language"),
+    [
+        ("Please change the desk lamp to the white one. I was also going to ask you to swap the boots for size 9, but actually, scratch that.", "en"),
+        ("Bitte ändern Sie die Schreibtischlampe auf Weiß. Ich wollte auch eigentlich die Stiefel in Größe 9 tauschen, aber vergessen Sie das.", "de"),
+        ("Cambien la lámpara por la blanca. Iba también a pedir cambiar las botas a la talla 9, pero olvídelo.", "es"),
+    ],
+)
+def test_a_request_the_customer_was_also_going_to_make_is_not_made(body, language):
+    """ "I was also going to ask you to swap the sunglasses, but scratch that": the hedge with a word inside it."""
+    assert chosen(read(body, language=language)) == {"modify_order": ["22"]}
