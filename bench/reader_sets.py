@@ -6,10 +6,12 @@ approvals off. Fast (about a second per ticket), and what it measures is the rul
 
 Prints per set "N/M exact, resolved-wrong K" and a line per ticket that missed (WRONG: marked resolved). --show prints
 each reply. --writes appends one JSON line per ticket (set, id, status, exact, the store writes the rules made: tool and
-arguments), for comparing the rules with another reader (`bench/extract_probe.py --cross`). The figures the issue asks for are the real model's (`crewdesk eval examples`); this is the quick loop."""
+arguments), for comparing the rules with another reader (`bench/extract_cross.py`). The figures the issue asks for are
+the real model's (`crewdesk eval examples`); this is the quick loop."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -33,8 +35,6 @@ os.environ.update(
     }
 )
 
-import json
-
 from crewdesk.audit.models import AuditEvent
 from crewdesk.cli.common import load_config, migrate, sessions
 from crewdesk.db import transaction
@@ -44,6 +44,7 @@ from crewdesk.store.service import DEFAULT_DB_JSON, load_store, read_store
 from crewdesk.tickets.models import Ticket
 from crews.eval_examples import read_set, run_set
 from crews.pipeline import Pipeline
+from crews.procedures import extract
 
 
 class NeverDecides:
@@ -56,17 +57,7 @@ class NeverDecides:
         raise ModelOutputError("scripted: no decision")
 
 
-WRITES = frozenset(
-    {
-        "cancel_pending_order",
-        "modify_pending_order_items",
-        "modify_pending_order_address",
-        "modify_pending_order_payment",
-        "return_delivered_order_items",
-        "exchange_delivered_order_items",
-        "modify_user_address",
-    }
-)
+WRITES = frozenset(extract.TOOLS.values())  # the store's writes (a hand-over is an outcome, not one)
 
 
 def main(paths: list[str], ids: set[str] | None, show: bool, writes: str = "") -> None:

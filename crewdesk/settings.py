@@ -221,7 +221,7 @@ class Settings(BaseSettings):
         "grounded in the customer's orders and items), compared with the rules' planned writes before they are made. cross: a "
         "write the model's reading does not hold is stated for the customer's yes instead; audit: read and recorded "
         "(decision/model_reading), nothing held; off (the default): not asked. Off because the packaged 1.5B reads a ticket "
-        "this way right 1 time in 15 (bench/extract_probe.py, README); for a model that reads well.",
+        "this way right 1 time in 79 (bench/extract_probe.py, README); for a model that reads well.",
     )
     write_check_min_yes: float = Field(
         default=0.3, ge=0.0, le=1.0, description="The probability of yes (from the model's token probabilities) an item needs to be written unasked."

@@ -1,12 +1,13 @@
 """The model's own reading of a ticket (issue 19, deliverable 2): one decision, decoded against a JSON schema whose
-enums are this customer's records, that lists what the customer asks of which order and which items. The schema is the
-grounding: a request names one of the customer's orders (`const`), a kind of request that order's status allows
-(pending: cancel, change items, address, payment; delivered: return, exchange) and items of that order only (their
-letters), so nothing outside the customer's records can be said. The rules' reading stays the fast path; this is the
-second reader the plan is compared with (`compare`): where the two disagree the ticket asks, it never guesses.
+enums are this customer's records, that says what the customer asks of each open order and which items. The schema is
+the grounding: one entry per open order of the customer (its number as the key), a kind of request that order's status
+allows ("nothing" first; pending: cancel, change items, address, payment; delivered: return, exchange) and items of
+that order only (their letters), so nothing outside the customer's records can be said. The rules' reading stays the
+fast path; the flow compares its planned writes with this reading (`ProcedureFlow._cross_read`): a write the reading
+does not hold is asked about, never guessed.
 
-The prompt is short on purpose (the local 1.5B reads about 45 tokens a second): the message, then one line per open
-order with its items lettered and their option values only, then the instruction."""
+The prompt is short on purpose (the local 1.5B reads about 45 tokens a second): one line per open order with its items
+lettered and their option values only, then the message, then the instruction."""
 
 from __future__ import annotations
 
@@ -40,8 +41,6 @@ TOOLS = {
 }
 KINDS_OF_TOOL = {tool: kind for kind, tool in TOOLS.items()}
 OPEN = {"pending": PENDING_KINDS, "delivered": DELIVERED_KINDS}
-MAX_REQUESTS = 4
-MAX_ITEMS = 52  # two alphabets of letters; a customer with more items has the rest unlettered (never asked about)
 
 
 @dataclass(frozen=True)
@@ -53,10 +52,6 @@ class Request:
     order_id: str
     item_ids: tuple[str, ...] = ()
 
-    @property
-    def tool(self) -> str:
-        return TOOLS[self.kind]
-
 
 @dataclass(frozen=True)
 class Prompt:
@@ -66,6 +61,7 @@ class Prompt:
 
 
 def _letters() -> list[str]:
+    """Two alphabets (A..Z, AA..ZZ): a customer with more open items than that has the rest unlettered (never read)."""
     upper = list(string.ascii_uppercase)
     return upper + [a + a for a in upper]
 
@@ -127,13 +123,14 @@ def parse(answer: dict[str, Any], built: Prompt) -> list[Request]:
 
 
 def of_action(action: Action) -> Request:
+    """A planned write as a request, from the action's own order and items."""
     kind = KINDS_OF_TOOL.get(action.tool, action.tool)
     items = tuple(sorted(i.item_id for i in action.items)) if kind in ITEM_KINDS else ()
     return Request(kind=kind, order_id=action.order_id if kind != "account_address" else "", item_ids=items)
 
 
 def of_tool_call(name: str, arguments: dict[str, Any]) -> Request:
-    """An expected write of a ticket set (tool name and arguments) as a request."""
+    """A write (tool name and arguments: planned, made, or expected by a ticket set) as a request."""
     kind = KINDS_OF_TOOL.get(name, name)
     items = tuple(sorted(arguments.get("item_ids", []))) if kind in ITEM_KINDS else ()
     return Request(kind=kind, order_id=str(arguments.get("order_id", "")) if kind != "account_address" else "", item_ids=items)

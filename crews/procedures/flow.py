@@ -20,18 +20,9 @@ from crews.procedures.state import Action, Customer, Item, Order, Outcome, Proce
 from tools.gate import Gate, ToolDenied
 
 MAX_FALLBACK_DEPTH = 4
-# The outcomes that keep a ticket from "resolved" (conclude): something was not done, or the customer is asked.
 # The writes on an order's items: the store takes one of them per order.
-_LINES = re.compile(r"\n|;|(?<=[.!?])\s+")
-
-
-def _names_order(line: str, order: Order) -> bool:
-    """The line names the order by its number (an entry of a list of orders; a product named on a line of a story
-    says nothing of which reason is whose)."""
-    return order.order_id.lstrip("#") in line
-
-
 ITEM_WRITES = frozenset({"cancel_pending_order", "modify_pending_order_items", "return_delivered_order_items", "exchange_delivered_order_items"})
+# The outcomes that keep a ticket from "resolved" (conclude): something was not done, or the customer is asked.
 NOT_DONE = frozenset({"failed", "not_found", "ambiguous", "unclear", "confirm", "propose", "refused", "handed_over"})
 # Of those, the ones that are a question to the customer: a ticket whose every open point is one waits on their answer.
 ASKING = frozenset({"not_found", "ambiguous", "unclear", "confirm", "propose"})
@@ -40,6 +31,14 @@ WAIT_NOT = frozenset({"handed_over", "failed"})
 # Cancelling, returning, exchanging and changing items are one family: each item's order status decides which applies.
 ORDER_FAMILY_ORDER = decide.ORDER_OF
 ORDER_FAMILY = frozenset(ORDER_FAMILY_ORDER)
+# Lines of a ticket: an entry of a list, or a sentence.
+_LINES = re.compile(r"\n|;|(?<=[.!?])\s+")
+
+
+def _names_order(line: str, order: Order) -> bool:
+    """The line names the order by its number (an entry of a list of orders; a product named on a line of a story
+    says nothing of which reason is whose)."""
+    return order.order_id.lstrip("#") in line
 
 
 def _plan_key(chosen: dict[str, list[Item]]) -> frozenset[tuple[str, str, str]]:
@@ -900,13 +899,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         it would have checked. One call per ticket with writes to make."""
         if self._model_reading == "off" or self.state.customer is None:
             return plan
-        unconfirmed = [
-            o
-            for o in plan
-            if o.kind == "planned"
-            and o.action is not None
-            and not (self._answer is not None and (o.action.fingerprint() in self._answer.approved or self._confirmed(list(o.action.items))))
-        ]
+        unconfirmed = {id(o): extract.of_action(o.action) for o in plan if o.kind == "planned" and o.action is not None and not self._approved(o.action)}
         if not unconfirmed:
             return plan
         built = extract.prompt(self.state.text, self.state.customer)
@@ -915,17 +908,21 @@ class ProcedureFlow(Flow[ProcedureState]):
         except ModelOutputError as exc:
             self._gate.audit(kind="decision", name="model_reading", actor="procedure", arguments={"mode": self._model_reading}, error=str(exc)[:300])
             read = None
-        doubted = [o for o in unconfirmed if o.action is not None and (read is None or extract.of_action(o.action) not in read)]
+        doubted = {n: planned for n, planned in unconfirmed.items() if read is None or planned not in read}
         arguments = {
             "mode": self._model_reading,
             "read": [r.__dict__ for r in read or []],
-            "planned": [extract.of_action(o.action).__dict__ for o in unconfirmed if o.action is not None],
-            "doubted": [extract.of_action(o.action).__dict__ for o in doubted if o.action is not None],
+            "planned": [r.__dict__ for r in unconfirmed.values()],
+            "doubted": [r.__dict__ for r in doubted.values()],
         }
         self._gate.audit(kind="decision", name="model_reading", actor="procedure", arguments=arguments)
         if self._model_reading != "cross" or not doubted:
             return plan
-        return [self._propose(o) if any(o is d for d in doubted) else o for o in plan]
+        return [self._propose(o) if id(o) in doubted else o for o in plan]
+
+    def _approved(self, action: Action) -> bool:
+        """The customer said yes to this write (its fingerprint) or to its items: no model reads it again."""
+        return self._answer is not None and (action.fingerprint() in self._answer.approved or self._confirmed(list(action.items)))
 
     def _write_checked(self, outcome: Outcome) -> Outcome:
         """A write about to be made without the customer's yes is checked item by item against their words by the model
@@ -934,7 +931,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         action = outcome.action
         if self._write_check == "off" or outcome.kind != "planned" or action is None or action.tool not in ITEM_WRITES:
             return outcome
-        if self._answer is not None and (action.fingerprint() in self._answer.approved or self._confirmed(list(action.items))):
+        if self._approved(action):
             return outcome
         statuses = {o.order_id: o.status for o in self.state.customer.orders} if self.state.customer else {}
         found = check.verdicts(self._llm, text=self.state.text, action=action, status=statuses.get(action.order_id, ""), limit=self._checks_left)

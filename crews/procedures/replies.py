@@ -25,11 +25,15 @@ def _method_name(say: Any, method: PaymentMethod) -> str:
     return method.label
 
 
-def _in_language(say: Any, customer: Customer | None, facts: dict[str, Any]) -> dict[str, Any]:
-    """The facts that name payment methods (the tools' and the policy's English labels) in the reply's language."""
-    if customer is None:
+def _method_names(say: Any, customer: Customer | None) -> dict[str, str]:
+    """Each of the account's methods: its English label (the tools' and the policy's) -> its name in the reply's language."""
+    return {m.label: _method_name(say, m) for m in customer.payment_methods.values()} if customer else {}
+
+
+def _in_language(names: dict[str, str], facts: dict[str, Any]) -> dict[str, Any]:
+    """The facts that name payment methods, in the reply's language."""
+    if not names:
         return facts
-    names = {m.label: _method_name(say, m) for m in customer.payment_methods.values()}
     out = dict(facts)
     for field in ("method", "old_method", "methods"):
         value = out.get(field)
@@ -88,12 +92,13 @@ def _proposal(say: Any, outcome: Outcome, customer: Customer | None) -> str:
         facts["items"] = ", ".join(i.name for i in action.items)
     elif action.new_items:
         facts["difference"] = _difference(say, action, facts["method"])
-    return "- " + say(f"propose.{action.tool}", **_in_language(say, customer, facts))
+    return "- " + say(f"propose.{action.tool}", **facts)
 
 
 def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], customer: Customer | None, identified: bool) -> str:
     text = lambda key, **facts: _text(replies, key, language, **facts)  # noqa: E731
-    say = lambda key, **facts: text(key, **_in_language(text, customer, facts))  # noqa: E731
+    names = _method_names(text, customer)
+    say = lambda key, **facts: text(key, **_in_language(names, facts))  # noqa: E731
     lines = [say("greeting")]
     if not identified:
         lines.append(say("not_identified"))

@@ -6,6 +6,8 @@ router is a stand-in that returns the intents each test names: the routers have 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import select
 
@@ -653,7 +655,7 @@ def read_as(kind: str, order_id: str, *names: str):
 
     def answer(schema, messages):
         listing = messages[-1]["content"]
-        letters = [m.group(1) for n in names for m in [__import__("re").search(rf"\b([A-Z]{{1,2}})\) {n} \(", listing)] if m]
+        letters = [m.group(1) for n in names for m in [re.search(rf"\b([A-Z]{{1,2}})\) {n} \(", listing)] if m]
         reading = {o: {"do": "nothing", "items": []} for o in schema["properties"] if o != "account_address"}
         reading[order_id] = {"do": kind, "items": letters}
         return {**reading, "account_address": "keep"}
@@ -661,17 +663,17 @@ def read_as(kind: str, order_id: str, *names: str):
     return answer
 
 
-def test_the_models_own_reading_lets_a_write_it_holds_be_made(settings, store, make_ticket):
-    plan = Planned(read_request=read_as("return", DELIVERED, "Dumbbell Set"))
+def run_read(settings, store, make_ticket, mode: str, product: str):
+    """ "Please take back the dumbbell set." with the model's own reading (`mode`) being a return of `product`."""
+    plan = Planned(read_request=read_as("return", DELIVERED, product))
     outcome, reply, audit = run(
-        settings.model_copy(update={"model_reading": "cross"}),
-        store,
-        make_ticket,
-        "Please take back the dumbbell set.",
-        "return_items",
-        customer=EMAIL,
-        plan=plan,
+        settings.model_copy(update={"model_reading": mode}), store, make_ticket, "Please take back the dumbbell set.", "return_items", customer=EMAIL, plan=plan
     )
+    return plan, outcome, reply, audit
+
+
+def test_the_models_own_reading_lets_a_write_it_holds_be_made(settings, store, make_ticket):
+    plan, outcome, reply, audit = run_read(settings, store, make_ticket, "cross", "Dumbbell Set")
     ((name, messages, schema),) = plan.asked
     # grounded: one entry per open order of this customer, kinds by the order's status, items by letter
     assert name == "read_request" and sorted(schema["properties"]) == sorted([PENDING, DELIVERED, "account_address"])  # the customer's two open orders
@@ -687,16 +689,7 @@ def test_a_write_the_models_own_reading_does_not_hold_is_put_to_the_customer(set
     """The rules read a return of the dumbbell set; the model (cross) reads the smart watch. Neither is written on one
     reader's word: the rules' write is stated for the customer's yes and the ticket waits."""
     before = order(store, DELIVERED)
-    plan = Planned(read_request=read_as("return", DELIVERED, "Smart Watch"))
-    outcome, reply, audit = run(
-        settings.model_copy(update={"model_reading": "cross"}),
-        store,
-        make_ticket,
-        "Please take back the dumbbell set.",
-        "return_items",
-        customer=EMAIL,
-        plan=plan,
-    )
+    _, outcome, reply, audit = run_read(settings, store, make_ticket, "cross", "Smart Watch")
     assert order(store, DELIVERED) == before and not any(kind == "effect" for kind, _ in audit)
     assert outcome.status == "waiting_on_customer", reply
     assert ("decision", "model_reading") in audit and ("decision", "write_proposed") in audit
@@ -704,16 +697,7 @@ def test_a_write_the_models_own_reading_does_not_hold_is_put_to_the_customer(set
 
 
 def test_the_models_own_reading_in_audit_mode_records_and_holds_nothing(settings, store, make_ticket):
-    plan = Planned(read_request=read_as("return", DELIVERED, "Smart Watch"))
-    outcome, reply, audit = run(
-        settings.model_copy(update={"model_reading": "audit"}),
-        store,
-        make_ticket,
-        "Please take back the dumbbell set.",
-        "return_items",
-        customer=EMAIL,
-        plan=plan,
-    )
+    _, outcome, reply, audit = run_read(settings, store, make_ticket, "audit", "Smart Watch")
     assert outcome.status == "resolved", reply
     assert order(store, DELIVERED)["status"] == "return requested" and ("decision", "model_reading") in audit
 
