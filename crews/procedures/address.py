@@ -241,15 +241,6 @@ def _city_mentions(text: str, city: str, state: str) -> list[re.Match[str]]:
     return list(re.finditer(pattern, text, re.I))
 
 
-def known(customer: Customer) -> list[tuple[str, dict[str, str]]]:
-    """(where the store holds it, address): the default first, then each order's, without repeats."""
-    out: list[tuple[str, dict[str, str]]] = []
-    for where, address in [("default", customer.address)] + [(o.order_id, o.address) for o in customer.orders]:
-        if address and all(address != a for _, a in out):
-            out.append((where, address))
-    return out
-
-
 def _same(a: dict[str, str], b: dict[str, str]) -> bool:
     return all((a.get(f) or "") == (b.get(f) or "") for f in FIELDS)
 
@@ -270,7 +261,10 @@ def target(text: str, customer: Customer, *, to_account: bool = False) -> tuple[
     if DEFAULT_TARGET.search(text) and customer.address:
         return customer.address, "default"
     scored: list[tuple[int, str, dict[str, str]]] = []
-    for where, address in known(customer):
+    # every place the store holds it, repeats kept: the default that changes is not where it goes, but an order that ships
+    # to the same address still names it ("moved to a new house ... bought a tablet sent there", when the default is it)
+    places = [("default", customer.address)] + [(o.order_id, o.address) for o in customer.orders if o.address]
+    for where, address in places:
         for mention in _city_mentions(text, address.get("city", ""), address.get("state", "")):
             after = text[mention.end() : mention.end() + 25].lower()
             before = text[max(0, mention.start() - 20) : mention.start()].lower()

@@ -378,7 +378,7 @@ class ProcedureFlow(Flow[ProcedureState]):
             if not mine:
                 out.append(outcome)
                 continue
-            blocking = [c for c in mine if not c.wants_change(action.amount)]  # every comparison said about it must allow it
+            blocking = [c for c in mine if not c.wants_change(self._compared(c, action))]  # every comparison said about it must allow it
             condition = next((c for c in blocking if c.then), blocking[0]) if blocking else mine[0]
             then = condition.then or next((c.then for c in mine if c.then), "")
             self._gate.audit(
@@ -386,15 +386,18 @@ class ProcedureFlow(Flow[ProcedureState]):
                 name="price_condition",
                 actor="procedure",
                 arguments={"condition": condition.text, "only": condition.only},
-                result={"change": not blocking, "then": then, "difference": action.amount},
+                result={"change": not blocking, "then": then, "difference": action.amount, "compared": self._compared(condition, action)},
             )
             if not blocking:
                 out.append(outcome)
                 continue
+            compared = self._compared(condition, action)
             detail = {
                 "threshold": f"${condition.threshold:.2f}",
                 "difference": f"${action.amount:.2f}",
-                "above": action.amount >= condition.threshold,  # the reply says which side of their amount it fell on
+                "price": f"${compared:.2f}",
+                "of_price": condition.of_price,  # the reply says what was compared: the new item's price or the difference
+                "above": compared >= condition.threshold,  # the reply says which side of their amount it fell on
             }
             order = next(o for o in self.state.customer.orders if o.order_id == action.order_id) if self.state.customer else None
             spec = self._procedures.by_intent.get("return_items")
@@ -408,6 +411,16 @@ class ProcedureFlow(Flow[ProcedureState]):
                 continue
             out.append(Outcome(intent=outcome.intent, kind="unclear", detail={"said": condition.text}))
         return out
+
+    @staticmethod
+    def _compared(condition: price.PriceCondition, action: Action) -> float:
+        """What the customer's amount is compared with: what the new items cost ("if it is less than 200 bucks"), those the
+        condition names where it names some, or the difference the change makes ("if it is more than $20 extra")."""
+        if not condition.of_price or not action.new_items:
+            return action.amount
+        named = decide.mentioned_items(action.items, condition.text)
+        pairs = [(old, new) for old, new in zip(action.items, action.new_items, strict=False) if not named or old in named]
+        return round(sum(new.price for _, new in pairs), 2)
 
     def _plan_payments(self, specs: list[ProcedureSpec]) -> list[Outcome]:
         """A pending order paid with another of the customer's methods (crews/procedures/payment.py)."""
@@ -689,6 +702,8 @@ class ProcedureFlow(Flow[ProcedureState]):
         assert self.state.customer is not None
         entry = payment.entry_of(self.state.text, items, self.state.customer, vocabulary, language)  # a list's own entry
         said = prefer if prefer and policy.names_method(prefer) else entry or text
+        if prefer and not policy.names_method(said):  # a fallback's redo ("if 8 bar is not possible, I want 9 bar") pays as the request said
+            said = self._request_body()
         said = payment.without_payment_clauses(said, vocabulary, language)  # "and charge the other order to my Visa": not this money
         method_id = payment.money_method(said, order, self.state.customer, vocabulary, language) or policy.named_method(said, order, self.state.customer)
         if spec.tool == "return_delivered_order_items":

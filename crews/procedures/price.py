@@ -17,7 +17,10 @@ from crews.procedures import reading
 from crews.procedures.wording import Vocabulary, words
 
 # "$20", "20 dollars", "20 Dollar", "20 €", "20 euros", "USD 20"
-_MONEY = re.compile(r"(?:\$|usd\s*|€)\s*(\d+(?:[.,]\d{1,2})?)|(\d+(?:[.,]\d{1,2})?)\s*(?:\$|dollars?|dolares|dollar|usd|euros?|€)", re.I)
+_MONEY = re.compile(
+    r"(?:\$|usd\s*|€)\s*(\d{1,3}(?:,\d{3})+(?:\.\d{1,2})?|\d+(?:[.,]\d{1,2})?)|(\d{1,3}(?:,\d{3})+(?:\.\d{1,2})?|\d+(?:[.,]\d{1,2})?)\s*(?:\$|dollars?|dolares|dollar|usd|euros?|€|bucks)",
+    re.I,
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class PriceCondition:
     then: str  # return | nothing | cancel | "" (not said)
     text: str
     only: bool = False  # the comparison says when the change is wanted ("only if under $250 more, otherwise forget it")
+    of_price: bool = False  # the amount is what the new item costs ("if it is less than 200 bucks"), not the difference
 
     def holds(self, difference: float) -> bool:
         """Whether the comparison is met by a change that costs `difference` more (negative: it refunds)."""
@@ -46,7 +50,11 @@ def read(text: str, vocabulary: Vocabulary, language: str | None) -> list[PriceC
         starts = [start for start, _ in vocabulary.conditions.spans(words(clause), language)]
         if not starts:
             continue
-        said = words(clause)[max(0, starts[0] - 2) :]  # with the "but only" before the "if"
+        # with the "only" before the "if" ("but only if", "aber nur wenn"), not the words of the request before it ("por
+        # el más caro si cuesta menos de 1000 dólares" compares nothing by "más caro")
+        every = words(clause)
+        only_before = [start for start, end in vocabulary.price["only"].spans(every, language) if starts[0] - 2 <= start < starts[0] < end]
+        said = every[min(only_before, default=starts[0]) :]
         dearer, cheaper = vocabulary.price["more"].spans(said, language), vocabulary.price["less"].spans(said, language)
         if not dearer and not cheaper:
             continue
@@ -55,16 +63,35 @@ def read(text: str, vocabulary: Vocabulary, language: str | None) -> list[PriceC
         money = _MONEY.search(fold(clause))
         if money is None and not vocabulary.price["money"].found(said, language):  # "if it is still under warranty"
             continue
-        threshold = float((money.group(1) or money.group(2)).replace(",", ".")) if money else 0.0
+        threshold = _amount(money.group(1) or money.group(2)) if money else 0.0
         then = _consequence(said, vocabulary, language)
         following = words(clauses[index + 1]) if index + 1 < len(clauses) else []
-        if not then and any(start == 0 for start, _ in vocabulary.price["only"].spans(following[:2], language)):
-            then = _consequence(following, vocabulary, language)  # "... only if under $20 more. Otherwise leave it."
-        # "only if", or no alternative said to a lower bound ("if it is under $200 more, go ahead", "si es más barata, el
-        # reembolso a mi tarjeta"): the comparison says when the change itself is wanted
-        only = vocabulary.price["only"].found(said, language) or (not then and not more)
-        conditions.append(PriceCondition(threshold=threshold, more=more, then=then, text=clause, only=only))
+        opening = following[1:5] if following[:1] in (["but"], ["and"], ["aber"], ["und"], ["pero"], ["y"], ["mais"], ["et"]) else following[:4]
+        otherwise = not then and any(start == 0 for start, _ in vocabulary.price["otherwise"].spans(opening, language))
+        if otherwise:
+            then = _consequence(following, vocabulary, language)  # "... only if under $20 more. Otherwise / If not, leave it."
+        # "only if", an alternative said only after it ("if it is under $200, exchange it. If not, return it"), or no
+        # alternative said to a lower bound ("if it is under $200 more, go ahead", "si es más barata, el reembolso a mi
+        # tarjeta"): the comparison says when the change itself is wanted
+        only = vocabulary.price["only"].found(said, language) or otherwise or (not then and not more)
+        # an amount with no word of a difference ("if it is less than 200 bucks", "if that bike costs less than $2,000")
+        # is what the new item costs; "$20 extra", "30 Dollar teurer", "the difference" anywhere in the clause, or a
+        # comparison with what they have ("if it costs more than mine") is what the change costs
+        tail = words(fold(clause)[money.end() :])[:3] if money else []
+        relative = (
+            money is None
+            or vocabulary.price["difference"].found(every, language)  # "den Aufpreis ..., sofern er unter 100 Dollar liegt"
+            or any(start == 0 for start, _ in vocabulary.price["comparative"].spans(tail, language))
+        )
+        conditions.append(PriceCondition(threshold=threshold, more=more, then=then, text=clause, only=only, of_price=not relative))
     return conditions
+
+
+def _amount(written: str) -> float:
+    """ "2,000" and "2,000.50" are thousands; "12,50" is a decimal comma."""
+    if re.fullmatch(r"\d{1,3}(?:,\d{3})+(?:\.\d{1,2})?", written):
+        return float(written.replace(",", ""))
+    return float(written.replace(",", "."))
 
 
 def _consequence(said: list[str], vocabulary: Vocabulary, language: str | None) -> str:

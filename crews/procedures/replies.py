@@ -140,7 +140,8 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
             lines.append(say("awaiting_approval", **facts))
         elif outcome.kind == "declined" and outcome.rule == "price_condition" and action:
             new_items = ", ".join(item.label() for item in action.new_items)
-            lines.append(say("price_declined" if outcome.detail.get("above", True) else "price_declined_below", **facts, new_items=new_items))
+            key = "price_declined_price" if outcome.detail.get("of_price") else "price_declined"
+            lines.append(say(key if outcome.detail.get("above", True) else f"{key}_below", **facts, new_items=new_items))
         elif outcome.kind in ("refused", "declined") and action:
             lines.append(
                 say("refused", **facts, action=say(f"actions.{action.tool}"), rule=say(f"rules.{outcome.rule}", **facts))

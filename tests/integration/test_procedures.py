@@ -371,6 +371,61 @@ def test_only_if_under_an_amount_makes_the_change_below_it_and_leaves_the_order_
         assert f"above the ${limit}.00 you gave" in reply and "as it is" in reply
 
 
+@pytest.mark.parametrize(
+    ("text", "changed"),
+    [
+        (
+            "Please change the laptop in my order to the most expensive one if it costs less than $1000. If not, leave my order as it is. Charge any difference to my PayPal.",
+            False,
+        ),
+        (
+            "Please change the laptop in my order to the most expensive one if it costs less than $5000. If not, leave my order as it is. Charge any difference to my PayPal.",
+            True,
+        ),
+        (
+            "Bitte ändern Sie den Laptop in meiner Bestellung auf den teuersten, wenn er weniger als 1000 Dollar kostet. Wenn nicht, lassen Sie die Bestellung so. Die Differenz bitte über PayPal.",
+            False,
+        ),
+        (
+            "Cambien el portátil de mi pedido por el más caro si cuesta menos de 1000 dólares. Si no, dejen el pedido como está. La diferencia, a mi PayPal.",
+            False,
+        ),
+    ],
+)
+def test_an_amount_with_no_word_of_a_difference_is_compared_with_the_new_items_price(settings, store, make_ticket, text, changed):
+    """ "If it costs less than $1000; if not, leave it": the dearest laptop costs over $2000, $53 more than theirs. Read
+    as the difference (under $1000) the order was changed where the customer had said to leave it; read as the price it
+    is left, and the reply says what the laptop costs."""
+    before = order(store, PENDING)
+    outcome, reply, audit = run(settings, store, make_ticket, text, "modify_order", customer=EMAIL)
+    assert outcome.status == "resolved", reply
+    if changed:
+        assert order(store, PENDING)["status"] == "pending (item modified)" and ("effect", "modify_pending_order_items") in audit
+    else:
+        assert order(store, PENDING) == before and not any(kind == "effect" for kind, _ in audit)
+        assert "$1000.00" in reply and "$2" in reply, reply  # their amount and the laptop's price, not the $53 difference
+
+
+def test_a_fallbacks_redo_sends_the_money_where_the_request_said(settings, store, make_ticket):
+    """ "If there is no purple one, I want the black one with the silicone band": the redo reads the fallback's own words
+    for the variant, and the request's for the money. It used to read only the sentence the fallback follows, so the
+    refund went to the order's PayPal, not the gift card the customer named, and the ticket was called resolved."""
+    outcome, reply, audit = run(
+        settings,
+        store,
+        make_ticket,
+        "I'd like to exchange my smart watch for a purple one. If there is no purple one, I want the black one with the silicone band. "
+        "Please refund any difference to my gift card.",
+        "exchange_items",
+        customer=EMAIL,
+    )
+    doc = order(store, DELIVERED)
+    assert outcome.status == "resolved", reply
+    assert ("decision", "fallback") in audit
+    assert doc["exchange_new_items"] == ["2860956907"] and doc["exchange_payment_method_id"] == "gift_card_4817478"
+    assert "gift card" in reply
+
+
 def test_a_fallback_that_says_leave_it_changes_nothing_and_says_why(settings, store, make_ticket):
     before = order(store, PENDING)
     outcome, reply, audit = run(

@@ -87,3 +87,42 @@ def test_a_clause_without_a_condition_or_a_comparison_is_no_price_condition():
 def test_a_comparison_with_no_alternative_bounds_the_change_itself(text, language, difference, wanted):
     (condition,) = price.read(text, VOCABULARY, language)
     assert condition.wants_change(difference) is wanted, condition
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "threshold", "then"),
+    [
+        ("Tell me the cheapest gaming mouse. If it is less than 90 bucks I want to exchange mine for it. If not, I want to return mine.", "en", 90.0, "return"),
+        ("Wenn die günstigste Maus weniger als 90 Dollar kostet, tauschen Sie meine bitte um. Wenn nicht, möchte ich meine zurückgeben.", "de", 90.0, "return"),
+        ("Si el ratón más barato cuesta menos de 90 dólares, cámbienme el mío. Si no, quiero devolver el mío.", "es", 90.0, "return"),
+        ("Si la souris la moins chère coûte moins de 90 $, échangez la mienne. Sinon, je veux retourner la mienne.", "fr", 90.0, "return"),
+        ("Swap my bike for the carbon one but only if that bike costs less than $2,000. Otherwise just leave my order as it is.", "en", 2000.0, "nothing"),
+    ],
+)
+def test_an_amount_with_no_word_of_a_difference_is_the_new_items_price(text, language, threshold, then):
+    """ "If it is less than 200 bucks, exchange; if not, return" compares what the new item costs, and names when the
+    exchange is wanted: read as a difference, a cheaper keyboard at $226 passed "under $200" and was exchanged where the
+    customer wanted a return. "If not" / "Wenn nicht" / "Si no" / "Sinon" opens the alternative as "otherwise" does."""
+    (condition,) = price.read(text, VOCABULARY, language)
+    assert (condition.threshold, condition.then, condition.of_price, condition.only) == (threshold, then, True, True)
+    assert condition.wants_change(threshold - 5) and not condition.wants_change(threshold + 5)
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Please swap the kettle for the steel one. If it costs more than $25 extra, just take the kettle back.", "en"),
+        ("Swap it if it's no more than $15 more, otherwise leave it.", "en"),
+        ("Bitte tauschen Sie die Lampe gegen die weiße. Falls die mehr als 30 Dollar teurer ist, lassen Sie es bitte so.", "de"),
+        ("Bitte den Koffer in Rot, falls der Aufpreis höchstens 25 Dollar beträgt.", "de"),
+        ("Cambien la cafetera por la de acero siempre que cueste menos de 70 dólares más.", "es"),
+        ("Remplacez la valise par la rouge, seulement si le supplément reste en dessous de 50 $.", "fr"),
+        ("Échangez la montre contre la bleue. Si elle coûte plus cher que la mienne, laissez tomber.", "fr"),
+        # the difference named before the condition that speaks of it
+        ("Die Lampe bitte in Weiß, den Aufpreis von meiner Geschenkkarte, sofern er unter 40 Dollar liegt.", "de"),
+        ("Put the difference on my gift card, as long as it stays under $40.", "en"),
+    ],
+)
+def test_an_amount_said_as_extra_or_dearer_is_the_difference(text, language):
+    (condition,) = price.read(text, VOCABULARY, language)
+    assert condition.of_price is False
