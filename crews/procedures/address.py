@@ -258,6 +258,9 @@ def target(text: str, customer: Customer, *, to_account: bool = False) -> tuple[
             order = next((o for o in customer.orders if o.order_id == order_id), None)
             if order is not None and order.address:
                 return order.address, order_id
+    by_order = _sent_to_new_place(text, customer)
+    if by_order is not None:
+        return by_order
     if DEFAULT_TARGET.search(text) and customer.address:
         return customer.address, "default"
     scored: list[tuple[int, str, dict[str, str]]] = []
@@ -280,6 +283,32 @@ def target(text: str, customer: Customer, *, to_account: bool = False) -> tuple[
         if all(_same(addresses[0], a) for a in addresses[1:]):
             where = "default" if "default" in picks else next(iter(picks))
             return addresses[0], where
+    return None
+
+
+# "I moved to a new house and bought a tablet sent there", "the lamp already went to my new address": the new place is
+# where an order the customer names was sent. Told, not asked for: a sentence that asks ("please send the lamp to my new
+# address") says where something should go, not where it went.
+_NEW_PLACE = re.compile(
+    r"\bnew (?:home|house|address|place|apartment|flat)\b|\bneuen? (?:Adresse|Wohnung|Haus)\b|\bnueva (?:direcci[oó]n|casa)\b|"
+    r"\bnouvelle (?:adresse|maison)\b|\bnouveau (?:logement|domicile|appartement)\b",
+    re.I,
+)
+_SENT = re.compile(
+    r"\b(?:sent|shipped|delivered|went|gone|arrived|geschickt|geliefert|angekommen|enviad[oa]s?|lleg[oó]|envoy[ée]e?s?|livr[ée]e?s?|arriv[ée]e?s?)\b", re.I
+)
+_ASKING = re.compile(r"\b(?:please|could you|can you|would you|i want|i'd like|i would like|bitte|por favor|s'il vous pla[iî]t|merci de|pourriez)\b", re.I)
+
+
+def _sent_to_new_place(text: str, customer: Customer) -> tuple[dict[str, str], str] | None:
+    every = [i for o in customer.orders for i in o.items]
+    for sentence in _sentences(text):
+        if not (_NEW_PLACE.search(sentence) and _SENT.search(sentence)) or _ASKING.search(sentence):
+            continue
+        orders = {i.order_id for i in mentioned_items(every, sentence)}
+        places = [o for o in customer.orders if o.order_id in orders and o.address]
+        if places and all(_same(places[0].address, o.address) for o in places[1:]):
+            return places[0].address, places[0].order_id
     return None
 
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from crews.procedures import address
 from crews.procedures.state import Customer, Item, Order
 
@@ -45,3 +47,25 @@ def test_a_place_named_once_is_still_found_when_the_default_changes():
     who = customer(NEW, ("#W1", NEW, "Tablet"), ("#W2", DALLAS, "Luggage Set"))
     found = address.target("Please send my Austin order's things to my Dallas address and make Dallas my default address.", who)
     assert found is not None and found[0] == DALLAS
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "We moved to a new house down the road and the tablet was already sent there. Please change my other order's address to the new home, and my default address too.",
+        "Wir sind umgezogen, das Tablet wurde schon an die neue Adresse geschickt. Bitte die andere Bestellung und meine Standardadresse auf die neue Adresse ändern.",
+        "Me mudé y la tableta ya fue enviada a la nueva dirección. Cambien la dirección del otro pedido y la de mi cuenta a la nueva dirección.",
+        "J'ai déménagé, la tablette a déjà été livrée à la nouvelle adresse. Changez l'adresse de l'autre commande et celle de mon compte pour la nouvelle adresse.",
+    ],
+)
+def test_the_new_place_is_where_the_order_the_customer_names_was_sent(text):
+    """ "The tablet was already sent to the new house": the store holds the new address on that order. Both addresses are
+    in one city, so nothing else tells them apart; read the other way round, the order and the account would be moved
+    to the old address."""
+    who = customer(OLD, ("#W1", NEW, "Tablet"), ("#W2", OLD, "Luggage Set"))
+    assert address.target(text, who) == (NEW, "#W1")
+
+
+def test_asking_to_send_an_item_to_a_new_place_does_not_say_where_that_place_is():
+    who = customer(OLD, ("#W1", NEW, "Tablet"), ("#W2", OLD, "Luggage Set"))
+    assert address.target("Please have the luggage set shipped to my new address in Austin.", who) is None
