@@ -102,7 +102,7 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
     lines = [say("greeting")]
     if not identified:
         lines.append(say("not_identified"))
-    for outcome in outcomes:
+    for outcome in _once(outcomes):
         action = outcome.action
         method = customer.payment_methods.get(action.method_id or "") if customer and action else None
         facts = {
@@ -200,7 +200,18 @@ def compose(*, replies: dict[str, Any], language: str, outcomes: list[Outcome], 
         lines.append("\n".join([say("propose.intro"), *proposals]))
         lines.append(say("propose.outro"))
     lines.append(say("closing"))
-    return "\n\n".join(lines)
+    return "\n\n".join(dict.fromkeys(lines))  # a sentence said once, however many outcomes led to it
+
+
+def _said(outcome: Outcome) -> str:
+    return " ".join(str(outcome.detail.get("said", "")).split()).rstrip(" .…").lower() if outcome.kind == "unclear" else ""
+
+
+def _once(outcomes: list[Outcome]) -> list[Outcome]:
+    """A request quoted back once: the subject and the body often say the same thing (the subject cut short), and one
+    clause may be unclear for several procedures; the quote that another one contains is left out."""
+    quoted = [q for q in (_said(o) for o in outcomes) if q]
+    return [o for o in outcomes if not (q := _said(o)) or not any(other != q and other.startswith(q) for other in quoted)]
 
 
 def holding_reply(replies: dict[str, Any], language: str) -> str:

@@ -402,6 +402,43 @@ def preference_rank(candidate: Item, text: str) -> int:
     return best
 
 
+# "to the same type as the one I already received", "same size as my other one", "gleiche Größe wie die, die ich schon
+# habe", "la misma talla que la que ya tengo", "même taille que celle que j'ai déjà": an option's value is the one of the
+# customer's other item of this product
+_SAME_AS_OTHER = re.compile(
+    r"\b(?:same|gleiche[nrs]?|selbe[nrs]?|mism[oa]s?|m[eê]me)\s+(?P<what>(?:[^\W\d_]+\s+){0,2}?)(?:as|wie|que)\s+(?:"
+    r"(?:the|that)\s+(?:\w+\s+){0,2}?(?:I|we)\s+(?:already\s+|just\s+)?(?:have|had|got|received|bought|own|ordered|kept)\b|my other\b|the other one\b|"
+    r"(?:der|die|das|den)\s*,?\s*(?:der|die|das|den)?\s*ich\b|(?:mein|meine|meinen)\s+ander|"
+    r"(?:el|la|los|las)\s+que\s+(?:ya\s+)?(?:tengo|ten[ií]a|recib|compr)|(?:mi|el|la)\s+otr[oa]|"
+    r"(?:celui|celle|ceux|celles)\s+(?:que|qu)\s*j|(?:mon|ma)\s+autre|l'autre)",
+    re.I,
+)
+
+
+_WHOLE = {"", "one", "model", "kind", "type", "version", "thing", "modell", "art", "typ", "modelo", "tipo", "modele"}
+
+
+def as_other(text: str, item: Item, others: list[Item]) -> str:
+    """The text with the option values its "same ... as the one I already have" takes from the customer's other item of
+    this product: every option when no option is named ("the same one as my other"), else the named ones. Unchanged
+    when the customer has no other such item, or their others differ in the options named (that is asked, not guessed)."""
+    mine = [o for o in others if o.product_id == item.product_id and o.item_id != item.item_id]
+    if not mine:
+        return text
+    added: list[str] = []
+    for found in _SAME_AS_OTHER.finditer(text):
+        what = _phrase(found.group("what")).strip()
+        named = {key for m in lexicon.load().option_names_in(what, language=LANGUAGE.get()) for key in m.names}
+        keys = [k for k in item.options if k in named or (_phrase(k) and _phrase(k) in what.split())]
+        if what in _WHOLE:  # "the same one", "the same model", "the same type as the one I received": the other item as it is
+            keys = list(item.options)
+        for k in keys:
+            values = {o.options.get(k, "") for o in mine}
+            if len(values) == 1 and (value := values.pop()):
+                added.append(f"{k} {value}")
+    return f"{text} ({', '.join(added)})" if added else text
+
+
 def of_item(text: str, item: Item) -> str:
     """The text without its sentences that name other products and not this one: in "the brown shelf in 5 ft. The white
     kettle stays." the white is the kettle's. Sentences that name no product stay; when none would be left, nothing is dropped."""

@@ -77,3 +77,39 @@ def test_a_variant_that_changes_more_than_asked_is_put_to_the_customer_not_chose
 def test_an_option_never_spoken_of_changes_with_the_only_variant_that_has_what_was_asked():
     # the customer named the colour only; the one pink mat is thinner and of another material
     assert _choose("Could you swap my yoga mat for a pink one?").item_id == "m2"
+
+
+def _lamp(item_id: str, order_id: str, **options: str) -> Item:
+    return Item(order_id=order_id, item_id=item_id, product_id="lamp", name="Desk Lamp", options=options, price=10.0)
+
+
+MINE = _lamp("1", "#W1", color="white", brightness="low", power="USB")
+OTHER = _lamp("2", "#W2", color="black", brightness="high", power="battery")
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "added"),
+    [
+        ("Change the lamp in my pending order to the same brightness as the one I already received.", "en", "(brightness high)"),
+        ("Change the lamp to the same model as the one I got last month.", "en", "(color black, brightness high, power battery)"),
+        ("Bitte die Lampe auf die gleiche Helligkeit wie die, die ich schon habe.", "de", "(brightness high)"),
+        ("Cambien la lámpara al mismo color que la que ya tengo.", "es", "(color black)"),
+        ("Changez la lampe pour la même couleur que celle que j'ai déjà.", "fr", "(color black)"),
+    ],
+)
+def test_the_same_option_as_the_customers_other_item_takes_that_items_value(text, language, added):
+    """ "To the same type as the one I already received": the value is on the customer's other item of the product, not in
+    their words; read without it, no variant was found and the customer was asked what the store already knew."""
+    token = wording.LANGUAGE.set(language)
+    try:
+        assert variants.as_other(text, MINE, [MINE, OTHER]) == f"{text} {added}"
+    finally:
+        wording.LANGUAGE.reset(token)
+
+
+def test_a_same_as_that_names_no_other_item_of_theirs_adds_nothing():
+    text = "Change the lamp to the same color as the one in the picture."
+    assert variants.as_other(text, MINE, [MINE, OTHER]) == text
+    assert variants.as_other("Same brightness as the one I have, please.", MINE, [MINE]) == "Same brightness as the one I have, please."
+    differing = [MINE, OTHER, _lamp("3", "#W3", color="black", brightness="low", power="AC")]
+    assert variants.as_other("the same brightness as the one I have", MINE, differing) == "the same brightness as the one I have"  # asked
