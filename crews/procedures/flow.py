@@ -721,7 +721,7 @@ class ProcedureFlow(Flow[ProcedureState]):
         pairs, missing = [], []
         for item in items:
             said = self._about.get(reading.key(item), text)  # the clauses about this item, when the reader found them
-            said = variants.as_other(said, item, [i for o in self.state.customer.orders for i in o.items])  # "same type as the one I have"
+            said = variants.as_other(said, item, self.state.customer.orders)  # "the same type as the one I already have"
             new = variants.choose(
                 llm=self._llm,
                 text=said,

@@ -10,7 +10,7 @@ from typing import Any
 
 from crewdesk.llm.base import CrewdeskLLM
 from crewdesk.store import lexicon
-from crews.procedures.state import Item
+from crews.procedures.state import Item, Order
 from crews.procedures.wording import LANGUAGE, Vocabulary, words
 
 NONE = "none"
@@ -418,15 +418,26 @@ _SAME_AS_OTHER = re.compile(
 _WHOLE = {"", "one", "model", "kind", "type", "version", "thing", "modell", "art", "typ", "modelo", "tipo", "modele"}
 
 
-def as_other(text: str, item: Item, others: list[Item]) -> str:
+_HELD = re.compile(r"\b(?:have|had|got|received|bought|own|kept|habe|hatte|tengo|ten[ií]a|recib\w*|compr\w*|j'?ai)\b", re.I)
+
+
+def as_other(text: str, item: Item, orders: list[Order]) -> str:
     """The text with the option values its "same ... as the one I already have" takes from the customer's other item of
     this product: every option when no option is named ("the same one as my other"), else the named ones. Unchanged
-    when the customer has no other such item, or their others differ in the options named (that is asked, not guessed)."""
-    mine = [o for o in others if o.product_id == item.product_id and o.item_id != item.item_id]
+    when the customer has no other such item, or their others differ in the options named (that is asked, not guessed),
+    or this item is the one they already have and the other is still on its way: it is what is compared with."""
+    status = {o.order_id: o.status for o in orders}
+    mine = [i for o in orders for i in o.items if i.product_id == item.product_id and i.item_id != item.item_id]
     if not mine:
         return text
     added: list[str] = []
     for found in _SAME_AS_OTHER.finditer(text):
+        if (
+            _HELD.search(text[found.start() : found.end() + 25])
+            and status.get(item.order_id) == "delivered"
+            and any(status.get(i.order_id) == "pending" for i in mine)
+        ):
+            continue  # "change the grill I just ordered to the same type as the one I received": not the received one
         what = _phrase(found.group("what")).strip()
         named = {key for m in lexicon.load().option_names_in(what, language=LANGUAGE.get()) for key in m.names}
         keys = [k for k in item.options if k in named or (_phrase(k) and _phrase(k) in what.split())]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from crews.procedures import variants, wording
-from crews.procedures.state import Item
+from crews.procedures.state import Item, Order
 
 VOCABULARY = wording.load(Path(__file__).resolve().parents[2] / "tasks" / "procedures")
 SHOE = Item(order_id="#W1", item_id="1", product_id="p", name="Running Shoes", options={"size": "9", "color": "black"}, price=90.0)
@@ -87,6 +87,10 @@ MINE = _lamp("1", "#W1", color="white", brightness="low", power="USB")
 OTHER = _lamp("2", "#W2", color="black", brightness="high", power="battery")
 
 
+def _orders(*items: Item, delivered: str = "#W2") -> list[Order]:
+    return [Order(order_id=i.order_id, status="delivered" if i.order_id == delivered else "pending", paid_with="paypal_1", items=[i]) for i in items]
+
+
 @pytest.mark.parametrize(
     ("text", "language", "added"),
     [
@@ -102,14 +106,22 @@ def test_the_same_option_as_the_customers_other_item_takes_that_items_value(text
     their words; read without it, no variant was found and the customer was asked what the store already knew."""
     token = wording.LANGUAGE.set(language)
     try:
-        assert variants.as_other(text, MINE, [MINE, OTHER]) == f"{text} {added}"
+        assert variants.as_other(text, MINE, _orders(MINE, OTHER)) == f"{text} {added}"
     finally:
         wording.LANGUAGE.reset(token)
 
 
 def test_a_same_as_that_names_no_other_item_of_theirs_adds_nothing():
     text = "Change the lamp to the same color as the one in the picture."
-    assert variants.as_other(text, MINE, [MINE, OTHER]) == text
-    assert variants.as_other("Same brightness as the one I have, please.", MINE, [MINE]) == "Same brightness as the one I have, please."
-    differing = [MINE, OTHER, _lamp("3", "#W3", color="black", brightness="low", power="AC")]
+    assert variants.as_other(text, MINE, _orders(MINE, OTHER)) == text
+    assert variants.as_other("Same brightness as the one I have, please.", MINE, _orders(MINE)) == "Same brightness as the one I have, please."
+    differing = _orders(MINE, OTHER, _lamp("3", "#W3", color="black", brightness="low", power="AC"))
     assert variants.as_other("the same brightness as the one I have", MINE, differing) == "the same brightness as the one I have"  # asked
+
+
+def test_the_item_already_received_is_what_the_one_on_its_way_is_compared_with_not_changed_itself():
+    """ "Change the lamp I just ordered to the same brightness as the one I already received": read for the received
+    lamp too, it was exchanged into the ordered one's variant, and the ticket called resolved."""
+    text = "Change the lamp I just ordered to the same brightness as the one I already received."
+    assert variants.as_other(text, OTHER, _orders(MINE, OTHER)) == text  # OTHER is the delivered one
+    assert variants.as_other(text, MINE, _orders(MINE, OTHER)) == f"{text} (brightness high)"
