@@ -623,6 +623,43 @@ def _names_another(text: str, last: list[Item], every_item: list[Item], language
     return bool(found) and not {i.name for i in found} & {i.name for i in last}
 
 
+_REASON_CUT = re.compile(r"\s[-\u2013\u2014]\s|:\s")
+_KEEPING = re.compile(r"\b(?:keep\w*|behalt\w*|quedo|quedarme|conserv\w*|garde[rsz]?|gardons)\b", re.I)
+
+
+def _keep_only_in_reason(clause: Clause, vocabulary: Vocabulary, language: str | None) -> bool:
+    """A list entry's keep words are only in what it says after its product ("the sunglasses - they looked great on the
+    website"), and none says keeping outright ("the kettle is fine, I keep it" keeps)."""
+    head = _REASON_CUT.split(clause.text, maxsplit=1)
+    if len(head) < 2 or _KEEPING.search(clause.text):
+        return False
+    return "keep" not in _kinds(words(head[0]), head[0], vocabulary, language)[0]
+
+
+_ENTRY_MARK = re.compile(r"^\s*(?:[-\u2013\u2022*]|\(?\d{1,2}[).])?\s*$")
+
+
+def _opens_line(body: str, clauses: list[str]) -> list[str]:
+    """For each clause: "entry" when it opens a list entry ("- the sunglasses ...", "2) ..."), "line" when it starts
+    another line, "entry-continues" when it goes on a line that a list entry opened ("- das Hundebett: | unser Hund
+    weigert sich ..."), "" otherwise."""
+    out: list[str] = []
+    cursor, in_entry = 0, False
+    for clause in clauses:
+        at = body.find(clause[:40], cursor)
+        if at < 0:
+            out.append("")
+            continue
+        line_head = body[body.rfind("\n", 0, at) + 1 : at]
+        if _ENTRY_MARK.match(line_head):
+            in_entry = bool(line_head.strip())
+            out.append("entry" if in_entry else "line")
+        else:
+            out.append("entry-continues" if in_entry else "")
+        cursor = at + len(clause[:40])
+    return out
+
+
 def _conditional(clause: Clause, vocabulary: Vocabulary, language: str | None) -> bool:
     """ "If the black pair costs more than $20, just take them back": an alternative under a condition, not the request."""
     return any(start <= 2 for start, _ in vocabulary.conditions.spans(clause.said[:5], language))
@@ -650,7 +687,9 @@ def _read(
     after_address = False
     wished: set[tuple] = set()  # items a change was read for from a wish, with no word asking for one
     worded: set[tuple] = set()  # items a change was asked for in words
-    for place, text in enumerate(clauses_of(body, vocabulary, language)):
+    every_clause = clauses_of(body, vocabulary, language)
+    opens = _opens_line(body, every_clause)
+    for place, text in enumerate(every_clause):
         if _ADDRESS.search(text):
             after_address = True
             continue
@@ -673,7 +712,10 @@ def _read(
         if clause.hedged or conditional:
             continue
         meant = [i for m in clause.targets for i in _narrow(m.items, clause, None, customer, [], language)]  # the items its words describe
-        if "keep" in clause.kinds and not clause.requests and not _keeps_options(clause, language):
+        # an entry of a list whose heading asks ("I'd like to return two things: / - the sunglasses - they looked great on
+        # the website, less so on my face"): its product is what the list asks about, whatever its reason says
+        listed = bool(carry) and opens[place] == "entry" and bool(clause.targets) and not clause.requests and _keep_only_in_reason(clause, vocabulary, language)
+        if "keep" in clause.kinds and not clause.requests and not listed and not _keeps_options(clause, language):
             for item in meant or described:  # "of the order the e-reader came in, I keep the lamp": the lamp only; "the
                 # black helmet is fine": not the blue one
                 kept[key(item)] = item
@@ -693,9 +735,11 @@ def _read(
             keep_rest = keep_rest or clause.rest
             continue
         kinds = clause.requests or ([*carry] if clause.targets else [])
-        if (clause.kinds - set(carry)) or not clause.targets:
+        own = clause.kinds - set(carry) - (set() if clause.methods else {"payment", "money"}) - ({"keep"} if listed else set())
+        if own or (not clause.targets and opens[place] != "entry-continues"):
             # "please process returns for:" goes on through a list of products that ask nothing of their own, or only
-            # what the list asks ("Please cancel: / W1 (laptop) - don't need it / W2 (camera) - ordered by mistake")
+            # what the list asks ("Please cancel: / W1 (laptop) - don't need it / W2 (camera) - ordered by mistake"),
+            # and through what an entry says after its product ("- das Hundebett: unser Hund weigert sich ...")
             carry = []
         if ("payment" in clause.kinds or clause.methods) and kinds == ["change"] and not clause.targets:
             continue  # "Zahlungsart ändern", "charge my PayPal instead": the order's payment, not its items

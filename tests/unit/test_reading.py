@@ -659,3 +659,35 @@ def test_one_item_taken_off_a_pending_order_is_not_the_whole_order(body, languag
 def test_a_request_the_customer_was_also_going_to_make_is_not_made(body, language):
     """ "I was also going to ask you to swap the sunglasses, but scratch that": the hedge with a word inside it."""
     assert chosen(read(body, language=language)) == {"modify_order": ["22"]}
+
+
+@pytest.mark.parametrize(
+    ("body", "language"),
+    [
+        (
+            "From my order #W1000001 I'd like to return two things:\n\n- the garden hose - it looked great in the shop, less so in my garden;\n"
+            "- the electric kettle - it's too small to charge with enough water for the family.\n\nPlease refund both to my card.",
+            "en",
+        ),
+        (
+            "Aus meiner Bestellung #W1000001 möchte ich zwei Artikel zurückgeben:\n\n- den Gartenschlauch: er ist leider viel zu kurz für unseren Garten\n"
+            "- den Wasserkocher: ich habe schon einen geschenkt bekommen.\n\nDie Erstattung bitte auf meine Karte.",
+            "de",
+        ),
+        (
+            "Del pedido #W1000001 quiero devolver dos cosas:\n\n- la manguera: en la tienda se veía genial, en mi jardín no tanto\n"
+            "- el hervidor eléctrico: me regalaron uno en Navidad.\n\nEl reembolso a mi tarjeta, por favor.",
+            "es",
+        ),
+        (
+            "De ma commande #W1000001, je voudrais retourner deux articles :\n\n- le tuyau d'arrosage : il est bien trop court pour notre jardin\n"
+            "- la bouilloire électrique : on m'en a offert une à Noël.\n\nLe remboursement sur ma carte, merci.",
+            "fr",
+        ),
+    ],
+)
+def test_a_list_under_a_heading_that_asks_goes_on_past_what_each_entry_says_after_its_product(body, language):
+    """ "I'd like to return two things: / - the hose - it looked great in the shop ... / - the kettle - ...": the reason
+    after an entry's product (a sentence of its own, a "great" that reads as keeping, a "charge" that reads as payment)
+    ended the list, so the second entry was passed over and the ticket called resolved with one return of two."""
+    assert chosen(read(body, language=language)) == {"return_items": ["12", "13"]}
