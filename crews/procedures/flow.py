@@ -381,17 +381,17 @@ class ProcedureFlow(Flow[ProcedureState]):
             blocking = [c for c in mine if not c.wants_change(self._compared(c, action))]  # every comparison said about it must allow it
             condition = next((c for c in blocking if c.then), blocking[0]) if blocking else mine[0]
             then = condition.then or next((c.then for c in mine if c.then), "")
+            compared = self._compared(condition, action)
             self._gate.audit(
                 kind="decision",
                 name="price_condition",
                 actor="procedure",
                 arguments={"condition": condition.text, "only": condition.only},
-                result={"change": not blocking, "then": then, "difference": action.amount, "compared": self._compared(condition, action)},
+                result={"change": not blocking, "then": then, "difference": action.amount, "compared": compared},
             )
             if not blocking:
                 out.append(outcome)
                 continue
-            compared = self._compared(condition, action)
             detail = {
                 "threshold": f"${condition.threshold:.2f}",
                 "difference": f"${action.amount:.2f}",

@@ -23,6 +23,9 @@ _MONEY = re.compile(
 )
 
 
+_JOINING = frozenset({"but", "and", "aber", "und", "pero", "y", "mais", "et"})
+
+
 @dataclass(frozen=True)
 class PriceCondition:
     threshold: float  # dollars; 0 when compared with what they have ("if the M costs more than the one I have")
@@ -66,7 +69,7 @@ def read(text: str, vocabulary: Vocabulary, language: str | None) -> list[PriceC
         threshold = _amount(money.group(1) or money.group(2)) if money else 0.0
         then = _consequence(said, vocabulary, language)
         following = words(clauses[index + 1]) if index + 1 < len(clauses) else []
-        opening = following[1:5] if following[:1] in (["but"], ["and"], ["aber"], ["und"], ["pero"], ["y"], ["mais"], ["et"]) else following[:4]
+        opening = following[1:5] if following[:1] and following[0] in _JOINING else following[:4]  # "But if not, ..."
         otherwise = not then and any(start == 0 for start, _ in vocabulary.price["otherwise"].spans(opening, language))
         if otherwise:
             then = _consequence(following, vocabulary, language)  # "... only if under $20 more. Otherwise / If not, leave it."

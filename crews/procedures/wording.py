@@ -156,7 +156,7 @@ class Vocabulary:
     free: Terms  # "colour doesn't matter": an option left to us
     related: Terms  # "everything related to gaming": a blanket word narrowed by what follows
     reasons: dict[str, Terms]  # mistake | no_longer
-    price: dict[str, Terms]  # more | less | nothing
+    price: dict[str, Terms]  # money | more | less | nothing | difference | comparative | otherwise | only
     answers: dict[str, Terms]  # yes | no | first | second | third | fourth: a customer's answer to our question
 
 
